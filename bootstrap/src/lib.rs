@@ -1,0 +1,10 @@
+//! What every Portcullis service does before it serves: load and validate a
+//! layered config, set up JSON logs, expose a Prometheus registry, and wait for
+//! a shutdown signal. Kept small on purpose: each service owns its own config
+//! struct and its own routes.
+
+pub mod config;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::{ConfigError, EXIT_CONFIG, load};

@@ -1,0 +1,565 @@
+//! A policy directory loaded into memory: schema, policies, stored entities
+//! and the HTTP mapping, all validated together. A bundle is immutable; a
+//! reload or an entity write builds a new one and swaps it in whole.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use cedar_policy::{
+    Entities, Entity, EntityUid, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+};
+use sha2::{Digest, Sha256};
+
+use crate::error::LoadError;
+use crate::mapping::Mapping;
+
+/// File names inside a policy directory.
+pub const ENTITIES_FILE: &str = "entities.json";
+pub const ROUTES_FILE: &str = "routes.toml";
+const SCHEMA_EXT: &str = "cedarschema";
+const POLICY_EXT: &str = "cedar";
+
+/// One policy as written on disk, for `GET /v1/policies`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PolicySource {
+    pub id: String,
+    pub file: String,
+    pub text: String,
+}
+
+/// Which parts of `context` the policies read; the decision cache keys on
+/// those alone, so a per-request value nobody reads (the clock, the client's
+/// address) does not defeat caching, and one somebody reads is never ignored.
+#[derive(Debug, Clone, Default)]
+pub struct ContextUse {
+    pub whole: bool,
+    pub attrs: BTreeSet<String>,
+}
+
+impl ContextUse {
+    pub fn reads(&self, attr: &str) -> bool {
+        self.whole || self.attrs.contains(attr)
+    }
+}
+
+/// An immutable, validated policy directory.
+#[derive(Debug)]
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub schema: Schema,
+    pub schema_text: String,
+    pub policies: PolicySet,
+    pub sources: Vec<PolicySource>,
+    /// Stored entities plus the schema's action entities.
+    pub entities: Entities,
+    /// Stored entities in their JSON form, the content of `entities.json`.
+    pub stored: BTreeMap<EntityKey, serde_json::Value>,
+    pub mapping: Mapping,
+    pub context_use: ContextUse,
+    /// Entities every evaluation may dereference: literals in policy bodies
+    /// and whatever their attributes reach.
+    pub literal_refs: Vec<EntityUid>,
+    /// For each stored entity, the other entities its attributes reach.
+    pub reach: HashMap<EntityUid, Arc<[EntityUid]>>,
+    /// Content hash of the directory (first 16 hex digits of SHA-256).
+    pub version: String,
+    pub loaded_at: SystemTime,
+}
+
+/// `(type, id)` of a stored entity, ordered so `entities.json` is stable.
+pub type EntityKey = (String, String);
+
+/// The raw files of a policy directory, read in one pass.
+struct Files {
+    schema: (String, String),
+    policies: Vec<(String, String)>,
+    routes: String,
+    entities: Option<String>,
+}
+
+impl Bundle {
+    /// Read and validate a policy directory.
+    pub fn load(dir: &Path) -> Result<Self, LoadError> {
+        let files = read_dir(dir)?;
+        let entities_json = match &files.entities {
+            Some(text) => serde_json::from_str::<serde_json::Value>(text).map_err(|e| {
+                LoadError::one(format!("{ENTITIES_FILE}:{}:{}: {e}", e.line(), e.column()))
+            })?,
+            None => serde_json::Value::Array(Vec::new()),
+        };
+        let stored = stored_map(entities_json)?;
+        Self::build(dir, files, stored)
+    }
+
+    /// The same directory with a new set of stored entities (an entity write).
+    pub fn with_entities(
+        &self,
+        stored: BTreeMap<EntityKey, serde_json::Value>,
+    ) -> Result<Self, LoadError> {
+        let entities = build_entities(&self.schema, &stored)?;
+        let reach = reach_map(&entities);
+        let literal_refs = self.literal_refs_in(&entities);
+        let mut next = Self {
+            dir: self.dir.clone(),
+            schema: self.schema.clone(),
+            schema_text: self.schema_text.clone(),
+            policies: self.policies.clone(),
+            sources: self.sources.clone(),
+            entities,
+            stored,
+            mapping: self.mapping.clone(),
+            context_use: self.context_use.clone(),
+            literal_refs,
+            reach,
+            version: String::new(),
+            loaded_at: SystemTime::now(),
+        };
+        next.version = version_of(
+            &next.schema_text,
+            &next.sources,
+            &self.mapping.source,
+            &next.entities_file(),
+        );
+        Ok(next)
+    }
+
+    fn build(
+        dir: &Path,
+        files: Files,
+        stored: BTreeMap<EntityKey, serde_json::Value>,
+    ) -> Result<Self, LoadError> {
+        let (schema_file, schema_text) = files.schema;
+        let schema = match Schema::from_cedarschema_str(&schema_text) {
+            Ok((schema, _warnings)) => schema,
+            Err(e) => return Err(LoadError::one(diagnostic(&schema_file, &schema_text, &e))),
+        };
+
+        let mut errors = Vec::new();
+        let mut policies = PolicySet::new();
+        let mut sources = Vec::new();
+        let mut file_of: HashMap<String, usize> = HashMap::new();
+        for (index, (file, text)) in files.policies.iter().enumerate() {
+            let parsed = match PolicySet::from_str(text) {
+                Ok(set) => set,
+                Err(e) => {
+                    errors.push(diagnostic(file, text, &e));
+                    continue;
+                }
+            };
+            if parsed.templates().next().is_some() {
+                errors.push(format!(
+                    "{file}: policy templates are not supported; write static policies"
+                ));
+                continue;
+            }
+            // `from_str` names policies `policy0`, `policy1`, … in source order.
+            let mut in_file: Vec<&Policy> = parsed.policies().collect();
+            in_file.sort_by_key(|p| {
+                p.id()
+                    .to_string()
+                    .trim_start_matches("policy")
+                    .parse::<usize>()
+                    .unwrap_or(0)
+            });
+            for (n, policy) in in_file.into_iter().enumerate() {
+                let id = policy
+                    .annotation("id")
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("{file}#{n}"));
+                let renamed = policy.new_id(PolicyId::new(&id));
+                if file_of.contains_key(&id) {
+                    errors.push(format!("{file}: duplicate policy id `{id}`"));
+                    continue;
+                }
+                file_of.insert(id.clone(), index);
+                sources.push(PolicySource {
+                    id: id.clone(),
+                    file: file.clone(),
+                    text: policy.to_string(),
+                });
+                if let Err(e) = policies.add(renamed) {
+                    errors.push(format!("{file}: {e}"));
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(LoadError(errors));
+        }
+
+        let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+        for e in result.validation_errors() {
+            let (file, text) = file_of
+                .get(&e.policy_id().to_string())
+                .map(|i| (&files.policies[*i].0, &files.policies[*i].1))
+                .map_or(("<policies>", ""), |(f, t)| (f.as_str(), t.as_str()));
+            errors.push(diagnostic(file, text, e));
+        }
+        if !errors.is_empty() {
+            return Err(LoadError(errors));
+        }
+
+        let mapping = Mapping::parse(&files.routes, &schema).map_err(|errs| {
+            LoadError(
+                errs.into_iter()
+                    .map(|e| format!("{ROUTES_FILE}: {e}"))
+                    .collect(),
+            )
+        })?;
+        let entities = build_entities(&schema, &stored)?;
+        let context_use = context_use(&policies);
+        let mut bundle = Self {
+            dir: dir.to_owned(),
+            schema,
+            schema_text,
+            policies,
+            sources,
+            reach: reach_map(&entities),
+            entities,
+            stored,
+            mapping,
+            context_use,
+            literal_refs: Vec::new(),
+            version: String::new(),
+            loaded_at: SystemTime::now(),
+        };
+        bundle.literal_refs = bundle.literal_refs_in(&bundle.entities);
+        bundle.version = version_of(
+            &bundle.schema_text,
+            &bundle.sources,
+            &bundle.mapping.source,
+            files.entities.as_deref().unwrap_or("[]"),
+        );
+        Ok(bundle)
+    }
+
+    /// The content of `entities.json` for the stored entities.
+    pub fn entities_file(&self) -> String {
+        let list: Vec<&serde_json::Value> = self.stored.values().collect();
+        let mut text = serde_json::to_string_pretty(&list).unwrap_or_else(|_| "[]".into());
+        text.push('\n');
+        text
+    }
+
+    fn literal_refs_in(&self, entities: &Entities) -> Vec<EntityUid> {
+        let mut found = Vec::new();
+        for policy in self.policies.policies() {
+            if let Ok(json) = policy.to_json() {
+                collect_entity_literals(&json, &mut found);
+            }
+        }
+        let mut out: Vec<EntityUid> = Vec::new();
+        for uid in found {
+            if let Ok(uid) = EntityUid::from_json(uid) {
+                if entities.get(&uid).is_some() {
+                    out.push(uid);
+                }
+            }
+        }
+        let reached: Vec<EntityUid> = out
+            .iter()
+            .filter_map(|u| reach_of(entities, u))
+            .flatten()
+            .collect();
+        out.extend(reached);
+        out.sort_by_key(ToString::to_string);
+        out.dedup();
+        out
+    }
+
+    /// Number of stored entities (not counting actions).
+    pub fn entity_count(&self) -> usize {
+        self.stored.len()
+    }
+}
+
+fn read_dir(dir: &Path) -> Result<Files, LoadError> {
+    let listing = std::fs::read_dir(dir).map_err(|e| {
+        LoadError::one(format!(
+            "{}: cannot read policy directory: {e}",
+            dir.display()
+        ))
+    })?;
+    let mut names: Vec<String> = Vec::new();
+    for entry in listing {
+        let entry = entry.map_err(|e| LoadError::one(format!("{}: {e}", dir.display())))?;
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .map_err(|e| LoadError::one(format!("{name}: cannot read: {e}")))
+    };
+    let schemas: Vec<&String> = names.iter().filter(|n| has_ext(n, SCHEMA_EXT)).collect();
+    let schema = match schemas.as_slice() {
+        [one] => ((*one).clone(), read(one)?),
+        [] => {
+            return Err(LoadError::one(format!(
+                "{}: no `*.{SCHEMA_EXT}` schema file",
+                dir.display()
+            )));
+        }
+        many => {
+            return Err(LoadError::one(format!(
+                "{}: more than one schema file: {}",
+                dir.display(),
+                many.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    };
+    let mut policies = Vec::new();
+    for name in names.iter().filter(|n| has_ext(n, POLICY_EXT)) {
+        policies.push((name.clone(), read(name)?));
+    }
+    if !names.iter().any(|n| n == ROUTES_FILE) {
+        return Err(LoadError::one(format!(
+            "{}: no `{ROUTES_FILE}` route mapping",
+            dir.display()
+        )));
+    }
+    let routes = read(ROUTES_FILE)?;
+    let entities = if names.iter().any(|n| n == ENTITIES_FILE) {
+        Some(read(ENTITIES_FILE)?)
+    } else {
+        None
+    };
+    Ok(Files {
+        schema,
+        policies,
+        routes,
+        entities,
+    })
+}
+
+fn has_ext(name: &str, ext: &str) -> bool {
+    Path::new(name).extension().is_some_and(|e| e == ext)
+}
+
+/// Index `entities.json` by uid, refusing duplicates and malformed uids.
+pub fn stored_map(
+    json: serde_json::Value,
+) -> Result<BTreeMap<EntityKey, serde_json::Value>, LoadError> {
+    let serde_json::Value::Array(list) = json else {
+        return Err(LoadError::one(format!(
+            "{ENTITIES_FILE}: expected a JSON array of entities"
+        )));
+    };
+    let mut map = BTreeMap::new();
+    for (i, value) in list.into_iter().enumerate() {
+        let key = entity_key(&value).ok_or_else(|| {
+            LoadError::one(format!(
+                "{ENTITIES_FILE}: entity #{i} has no `uid` with `type` and `id`"
+            ))
+        })?;
+        if map.insert(key.clone(), value).is_some() {
+            return Err(LoadError::one(format!(
+                "{ENTITIES_FILE}: duplicate entity `{}::\"{}\"`",
+                key.0, key.1
+            )));
+        }
+    }
+    Ok(map)
+}
+
+/// `(type, id)` of an entity in Cedar's JSON format (`uid` as `{type, id}`
+/// or `{"__entity": {type, id}}`).
+pub fn entity_key(value: &serde_json::Value) -> Option<EntityKey> {
+    let uid = value.get("uid")?;
+    let uid = uid.get("__entity").unwrap_or(uid);
+    Some((
+        uid.get("type")?.as_str()?.to_owned(),
+        uid.get("id")?.as_str()?.to_owned(),
+    ))
+}
+
+fn build_entities(
+    schema: &Schema,
+    stored: &BTreeMap<EntityKey, serde_json::Value>,
+) -> Result<Entities, LoadError> {
+    let list = serde_json::Value::Array(stored.values().cloned().collect());
+    Entities::from_json_value(list, Some(schema))
+        .map_err(|e| LoadError::one(format!("{ENTITIES_FILE}: {}", flatten(&e))))
+}
+
+fn reach_map(entities: &Entities) -> HashMap<EntityUid, Arc<[EntityUid]>> {
+    entities
+        .iter()
+        .filter_map(|e| {
+            let uid = e.uid();
+            let reach = reach_of(entities, &uid)?;
+            (!reach.is_empty()).then(|| (uid, reach.into()))
+        })
+        .collect()
+}
+
+/// Entities reachable from `start` through attribute values (not `start`).
+fn reach_of(entities: &Entities, start: &EntityUid) -> Option<Vec<EntityUid>> {
+    let mut seen: Vec<EntityUid> = vec![start.clone()];
+    let mut queue = vec![start.clone()];
+    while let Some(uid) = queue.pop() {
+        let Some(entity) = entities.get(&uid) else {
+            continue;
+        };
+        let Ok(json) = entity.to_json_value() else {
+            continue;
+        };
+        let mut found = Vec::new();
+        if let Some(attrs) = json.get("attrs") {
+            collect_entity_literals(attrs, &mut found);
+        }
+        if let Some(tags) = json.get("tags") {
+            collect_entity_literals(tags, &mut found);
+        }
+        for raw in found {
+            if let Ok(next) = EntityUid::from_json(raw) {
+                if !seen.contains(&next) {
+                    seen.push(next.clone());
+                    queue.push(next);
+                }
+            }
+        }
+    }
+    seen.remove(0);
+    Some(seen)
+}
+
+/// Every `{"__entity": {...}}` inside a JSON value.
+fn collect_entity_literals(json: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+    match json {
+        serde_json::Value::Object(map) => {
+            if let Some(uid) = map.get("__entity") {
+                if !out.contains(uid) {
+                    out.push(uid.clone());
+                }
+            }
+            for v in map.values() {
+                collect_entity_literals(v, out);
+            }
+        }
+        serde_json::Value::Array(list) => {
+            for v in list {
+                collect_entity_literals(v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Which context attributes the policies read (from their JSON form).
+fn context_use(policies: &PolicySet) -> ContextUse {
+    let mut usage = ContextUse::default();
+    for policy in policies.policies() {
+        match policy.to_json() {
+            Ok(json) => walk_context(&json, &mut usage),
+            Err(_) => usage.whole = true,
+        }
+    }
+    usage
+}
+
+fn walk_context(json: &serde_json::Value, usage: &mut ContextUse) {
+    match json {
+        serde_json::Value::Object(map) => {
+            if map.get("Var").and_then(|v| v.as_str()) == Some("context") {
+                // `context` used as a whole value (`context == {...}`, `context has x` is caught below).
+                usage.whole = true;
+                return;
+            }
+            for (op, body) in map {
+                let reads_context = (op == "." || op == "has")
+                    && body
+                        .get("left")
+                        .and_then(|l| l.get("Var"))
+                        .and_then(|v| v.as_str())
+                        == Some("context");
+                if reads_context {
+                    if let Some(attr) = body.get("attr").and_then(|a| a.as_str()) {
+                        usage.attrs.insert(attr.to_owned());
+                        continue;
+                    }
+                }
+                walk_context(body, usage);
+            }
+        }
+        serde_json::Value::Array(list) => list.iter().for_each(|v| walk_context(v, usage)),
+        _ => {}
+    }
+}
+
+fn version_of(schema: &str, sources: &[PolicySource], routes: &str, entities: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [schema, routes, entities] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    for s in sources {
+        h.update((s.id.len() as u64).to_le_bytes());
+        h.update(s.id.as_bytes());
+        h.update((s.text.len() as u64).to_le_bytes());
+        h.update(s.text.as_bytes());
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+/// `file:line:column: message` for a Cedar diagnostic, with its help text.
+pub fn diagnostic(file: &str, text: &str, err: &dyn miette::Diagnostic) -> String {
+    let mut out = String::new();
+    let offset = err.labels().and_then(|mut l| l.next()).map(|l| l.offset());
+    match offset {
+        Some(offset) if !text.is_empty() => {
+            let (line, col) = line_col(text, offset);
+            let _ = write!(out, "{file}:{line}:{col}: {}", flatten(err));
+        }
+        _ => {
+            let _ = write!(out, "{file}: {}", flatten(err));
+        }
+    }
+    if let Some(help) = err.help() {
+        let _ = write!(out, " (help: {help})");
+    }
+    // Parse errors come as a list; report each related one too.
+    if let Some(related) = err.related() {
+        for r in related {
+            out.push('\n');
+            out.push_str(&diagnostic(file, text, r));
+        }
+    }
+    out
+}
+
+/// An error and its sources on one line.
+pub fn flatten(err: &dyn std::error::Error) -> String {
+    let mut msg = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !msg.contains(&next) {
+            msg.push_str(": ");
+            msg.push_str(&next);
+        }
+        source = s.source();
+    }
+    msg
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Cedar's `Entity` cloned with extra parents (claims add groups and roles).
+pub fn with_parents(entity: &Entity, extra: impl IntoIterator<Item = EntityUid>) -> Option<Entity> {
+    let (uid, attrs, mut parents) = entity.clone().into_inner();
+    parents.extend(extra);
+    Entity::new(uid, attrs, parents).ok()
+}

@@ -1,0 +1,234 @@
+//! Envoy ext_authz v3 gRPC (`envoy.service.auth.v3.Authorization/Check`).
+//! Envoy and the gateway both speak it: the HTTP attributes of the request,
+//! and verified claims in `metadata_context`, come in; allow with the
+//! identity headers to set upstream, or a denied response, goes out.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::{
+    Address, Authorization, AuthorizationServer, CheckRequest as PbCheckRequest, CheckResponse,
+    DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption, HttpResponse,
+    HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
+use envoy_types::pb::google::rpc;
+use serde_json::{Map, Number, Value};
+use tonic::{Request, Response, Status};
+
+use crate::claims::Claims;
+use crate::config::ClaimsConfig;
+use crate::engine::{CheckRequest, Engine};
+use crate::headers;
+
+/// gRPC status codes used in `CheckResponse.status`.
+const OK: i32 = 0;
+const PERMISSION_DENIED: i32 = 7;
+const UNAUTHENTICATED: i32 = 16;
+/// HTTP status codes in `envoy.type.v3.StatusCode`.
+const HTTP_UNAUTHORIZED: i32 = 401;
+const HTTP_FORBIDDEN: i32 = 403;
+
+#[derive(Debug, Clone)]
+pub struct ExtAuthz {
+    engine: Arc<Engine>,
+    claims: ClaimsConfig,
+}
+
+impl ExtAuthz {
+    pub fn new(engine: Arc<Engine>, claims: ClaimsConfig) -> Self {
+        Self { engine, claims }
+    }
+
+    pub fn into_service(self) -> AuthorizationServer<Self> {
+        AuthorizationServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthz {
+    async fn check(
+        &self,
+        request: Request<PbCheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let req = request.into_inner();
+        let attrs = req
+            .attributes
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("`attributes` is required"))?;
+        let http = attrs
+            .request
+            .as_ref()
+            .and_then(|r| r.http.as_ref())
+            .ok_or_else(|| Status::invalid_argument("`attributes.request.http` is required"))?;
+        if http.method.is_empty() || http.path.is_empty() {
+            return Err(Status::invalid_argument(
+                "`attributes.request.http` needs `method` and `path`",
+            ));
+        }
+        let payload = attrs
+            .metadata_context
+            .as_ref()
+            .and_then(|m| m.filter_metadata.get(&self.claims.metadata_namespace))
+            .and_then(|s| s.fields.get(&self.claims.metadata_key));
+        let claims = match payload.and_then(|v| v.kind.as_ref()) {
+            None => None,
+            Some(Kind::StructValue(s)) => Some(
+                Claims::from_json(&struct_to_json(s))
+                    .map_err(|e| Status::invalid_argument(format!("claims in metadata: {e}")))?,
+            ),
+            Some(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "metadata `{}`.`{}` must be a struct of claims",
+                    self.claims.metadata_namespace, self.claims.metadata_key
+                )));
+            }
+        };
+        let source = attrs
+            .source
+            .as_ref()
+            .and_then(|p| p.address.as_ref())
+            .and_then(|a| a.address.as_ref())
+            .and_then(|a| match a {
+                Address::SocketAddress(s) => s.address.parse::<IpAddr>().ok(),
+                _ => None,
+            });
+        let request_id = (!http.id.is_empty())
+            .then_some(http.id.as_str())
+            .or_else(|| http.headers.get("x-request-id").map(String::as_str));
+        let host = (!http.host.is_empty()).then_some(http.host.as_str());
+        let decision = self.engine.check(&CheckRequest {
+            method: &http.method,
+            path: &http.path,
+            host,
+            source,
+            claims: claims.as_ref(),
+            request_id,
+            time: None,
+        });
+
+        let response = if decision.allowed() {
+            let set = claims.as_ref().map(headers::identity).unwrap_or_default();
+            #[expect(
+                deprecated,
+                reason = "prost still generates the deprecated `append` field"
+            )]
+            let headers = set
+                .into_iter()
+                .map(|(key, value)| HeaderValueOption {
+                    header: Some(HeaderValue {
+                        key: key.to_owned(),
+                        value,
+                        raw_value: Vec::new(),
+                    }),
+                    append: None,
+                    append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
+                    keep_empty_value: false,
+                })
+                .collect();
+            CheckResponse {
+                status: Some(rpc::Status {
+                    code: OK,
+                    ..Default::default()
+                }),
+                http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                    headers,
+                    headers_to_remove: headers::OWNED.iter().map(|h| (*h).to_owned()).collect(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }
+        } else {
+            // No verified identity and denied: ask for credentials. Otherwise
+            // forbidden. Neither body says which policy or why.
+            let (grpc, http_code, error) = if claims.is_none() {
+                (UNAUTHENTICATED, HTTP_UNAUTHORIZED, "unauthenticated")
+            } else {
+                (PERMISSION_DENIED, HTTP_FORBIDDEN, "forbidden")
+            };
+            let body = serde_json::json!({"error": error, "request_id": request_id}).to_string();
+            #[expect(
+                deprecated,
+                reason = "prost still generates the deprecated `append` field"
+            )]
+            let header = |key: &str, value: &str| HeaderValueOption {
+                header: Some(HeaderValue {
+                    key: key.to_owned(),
+                    value: value.to_owned(),
+                    raw_value: Vec::new(),
+                }),
+                append: None,
+                append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
+                keep_empty_value: false,
+            };
+            let mut headers = vec![header("content-type", "application/json")];
+            if claims.is_none() {
+                headers.push(header("www-authenticate", "Bearer"));
+            }
+            CheckResponse {
+                status: Some(rpc::Status {
+                    code: grpc,
+                    message: error.to_owned(),
+                    ..Default::default()
+                }),
+                http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                    status: Some(HttpStatus { code: http_code }),
+                    headers,
+                    body,
+                })),
+                ..Default::default()
+            }
+        };
+        Ok(Response::new(response))
+    }
+}
+
+/// A protobuf `Struct` (how Envoy carries a JWT payload) as JSON.
+pub fn struct_to_json(s: &Struct) -> Map<String, Value> {
+    s.fields
+        .iter()
+        .map(|(k, v)| (k.clone(), value_to_json(v)))
+        .collect()
+}
+
+fn value_to_json(v: &PbValue) -> Value {
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(*b),
+        Some(Kind::StringValue(s)) => Value::String(s.clone()),
+        Some(Kind::NumberValue(n)) => {
+            // JSON numbers travel as doubles; keep integers integral.
+            if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
+                Value::Number(Number::from(*n as i64))
+            } else {
+                Number::from_f64(*n).map_or(Value::Null, Value::Number)
+            }
+        }
+        Some(Kind::StructValue(s)) => Value::Object(struct_to_json(s)),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(value_to_json).collect()),
+    }
+}
+
+/// JSON claims as a protobuf `Struct`, for clients (the gateway, tests).
+pub fn json_to_struct(map: &Map<String, Value>) -> Struct {
+    Struct {
+        fields: map
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_value(v)))
+            .collect(),
+    }
+}
+
+fn json_to_value(v: &Value) -> PbValue {
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(a) => Kind::ListValue(envoy_types::pb::google::protobuf::ListValue {
+            values: a.iter().map(json_to_value).collect(),
+        }),
+        Value::Object(o) => Kind::StructValue(json_to_struct(o)),
+    };
+    PbValue { kind: Some(kind) }
+}

@@ -1,0 +1,39 @@
+//! Identity headers the sidecar tells a proxy to set upstream on an allow.
+//! The same names are always removed first, so a client can never smuggle
+//! its own `x-auth-subject` past Envoy.
+
+use crate::claims::Claims;
+
+pub const SUBJECT: &str = "x-auth-subject";
+pub const CLIENT_ID: &str = "x-auth-client-id";
+pub const SCOPES: &str = "x-auth-scopes";
+pub const GROUPS: &str = "x-auth-groups";
+pub const ROLES: &str = "x-auth-roles";
+
+/// Every header the sidecar owns.
+pub const OWNED: [&str; 5] = [SUBJECT, CLIENT_ID, SCOPES, GROUPS, ROLES];
+
+/// Headers describing the verified identity. Values that could not travel
+/// safely in a header (control characters) are left out rather than mangled.
+pub fn identity(claims: &Claims) -> Vec<(&'static str, String)> {
+    let mut out = Vec::with_capacity(5);
+    let mut add = |name: &'static str, value: String| {
+        if !value.is_empty()
+            && value
+                .bytes()
+                .all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
+        {
+            out.push((name, value));
+        }
+    };
+    if let Some(sub) = &claims.sub {
+        add(SUBJECT, sub.clone());
+    }
+    if let Some(id) = &claims.client_id {
+        add(CLIENT_ID, id.clone());
+    }
+    add(SCOPES, claims.scopes.join(" "));
+    add(GROUPS, claims.groups.join(","));
+    add(ROLES, claims.roles.join(","));
+    out
+}
