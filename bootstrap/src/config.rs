@@ -85,7 +85,14 @@ pub fn load<T: DeserializeOwned>(
             } else {
                 key
             },
-            message: e.into_inner().to_string(),
+            // toml repeats the key on a second line; the key is named already.
+            message: e
+                .into_inner()
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
         }
     })
 }
@@ -190,10 +197,7 @@ mod tests {
         assert!(err.to_string().contains("nope"), "{err}");
         let err =
             load::<Conf>("SVC", None, env(&[("PORTCULLIS_SVC__LISTEN__X", "1")])).unwrap_err();
-        assert!(
-            err.to_string().contains("PORTCULLIS_SVC__LISTEN__X"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("`listen`"), "{err}");
     }
 
     #[test]

@@ -253,10 +253,10 @@ impl Bundle {
         }
         let mut out: Vec<EntityUid> = Vec::new();
         for uid in found {
-            if let Ok(uid) = EntityUid::from_json(uid) {
-                if entities.get(&uid).is_some() {
-                    out.push(uid);
-                }
+            if let Ok(uid) = EntityUid::from_json(uid)
+                && entities.get(&uid).is_some()
+            {
+                out.push(uid);
             }
         }
         let reached: Vec<EntityUid> = out
@@ -419,11 +419,11 @@ fn reach_of(entities: &Entities, start: &EntityUid) -> Option<Vec<EntityUid>> {
             collect_entity_literals(tags, &mut found);
         }
         for raw in found {
-            if let Ok(next) = EntityUid::from_json(raw) {
-                if !seen.contains(&next) {
-                    seen.push(next.clone());
-                    queue.push(next);
-                }
+            if let Ok(next) = EntityUid::from_json(raw)
+                && !seen.contains(&next)
+            {
+                seen.push(next.clone());
+                queue.push(next);
             }
         }
     }
@@ -435,10 +435,10 @@ fn reach_of(entities: &Entities, start: &EntityUid) -> Option<Vec<EntityUid>> {
 fn collect_entity_literals(json: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
     match json {
         serde_json::Value::Object(map) => {
-            if let Some(uid) = map.get("__entity") {
-                if !out.contains(uid) {
-                    out.push(uid.clone());
-                }
+            if let Some(uid) = map.get("__entity")
+                && !out.contains(uid)
+            {
+                out.push(uid.clone());
             }
             for v in map.values() {
                 collect_entity_literals(v, out);
@@ -480,11 +480,9 @@ fn walk_context(json: &serde_json::Value, usage: &mut ContextUse) {
                         .and_then(|l| l.get("Var"))
                         .and_then(|v| v.as_str())
                         == Some("context");
-                if reads_context {
-                    if let Some(attr) = body.get("attr").and_then(|a| a.as_str()) {
-                        usage.attrs.insert(attr.to_owned());
-                        continue;
-                    }
+                if reads_context && let Some(attr) = body.get("attr").and_then(|a| a.as_str()) {
+                    usage.attrs.insert(attr.to_owned());
+                    continue;
                 }
                 walk_context(body, usage);
             }

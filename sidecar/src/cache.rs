@@ -34,10 +34,10 @@ impl DecisionCache {
 
     /// Outcomes with evaluation errors are never stored.
     pub fn insert(&self, key: String, outcome: Arc<Outcome>) {
-        if let Some(cache) = &self.inner {
-            if outcome.errors.is_empty() {
-                cache.insert(key, outcome);
-            }
+        if let Some(cache) = &self.inner
+            && outcome.errors.is_empty()
+        {
+            cache.insert(key, outcome);
         }
     }
 

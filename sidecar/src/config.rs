@@ -98,21 +98,25 @@ const MIN_ADMIN_TOKEN_LEN: usize = 24;
 impl Config {
     /// Load from an optional file and the process environment.
     pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
-        let config: Self = bootstrap::load("SIDECAR", file, std::env::vars())?;
+        let mut config: Self = bootstrap::load("SIDECAR", file, std::env::vars())?;
+        // An empty token (e.g. an unset deployment variable) means "off".
+        if config.admin_token.as_deref() == Some("") {
+            config.admin_token = None;
+        }
         config.validate()?;
         Ok(config)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(token) = &self.admin_token {
-            if token.len() < MIN_ADMIN_TOKEN_LEN {
-                return Err(ConfigError::invalid(
-                    "admin_token",
-                    format!(
-                        "must be at least {MIN_ADMIN_TOKEN_LEN} characters (or unset to turn the admin API off)"
-                    ),
-                ));
-            }
+        if let Some(token) = &self.admin_token
+            && token.len() < MIN_ADMIN_TOKEN_LEN
+        {
+            return Err(ConfigError::invalid(
+                "admin_token",
+                format!(
+                    "must be at least {MIN_ADMIN_TOKEN_LEN} characters (or unset to turn the admin API off)"
+                ),
+            ));
         }
         if self.max_body_bytes == 0 {
             return Err(ConfigError::invalid(
@@ -138,7 +142,7 @@ impl Config {
                 "`metadata_namespace` and `metadata_key` must not be empty",
             ));
         }
-        if self.http == self.grpc {
+        if self.http == self.grpc && self.http.port() != 0 {
             return Err(ConfigError::invalid("grpc", "must differ from `http`"));
         }
         Ok(())

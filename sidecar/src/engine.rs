@@ -215,6 +215,7 @@ impl Engine {
         let path = req.path.split_once('?').map_or(req.path, |(p, _)| p);
         let canonical = match crate::path::normalize(path) {
             Ok(Cow::Borrowed(p)) => p,
+            Ok(Cow::Owned(p)) if p == path => path,
             Ok(Cow::Owned(_)) => {
                 return self.finish(
                     started,
@@ -593,10 +594,10 @@ fn principal_slice(
         .chain(reach(resource))
         .chain(bundle.literal_refs.iter());
     for uid in wanted {
-        if included.insert(uid) {
-            if let Some(e) = store.get(uid) {
-                slice.push(e.clone());
-            }
+        if included.insert(uid)
+            && let Some(e) = store.get(uid)
+        {
+            slice.push(e.clone());
         }
     }
     Entities::from_entities(slice, None)

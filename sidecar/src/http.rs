@@ -271,12 +271,13 @@ async fn is_authorized_batch(
         let decision = state
             .engine
             .is_authorized(request, request_id(&headers))
-            .map_err(|e| match ApiError::from(e) {
-                ApiError {
+            .map_err(|e| {
+                let ApiError {
                     status,
                     code,
                     message,
-                } => ApiError::new(status, code, format!("`requests[{i}]`: {message}")),
+                } = ApiError::from(e);
+                ApiError::new(status, code, format!("`requests[{i}]`: {message}"))
             })?;
         results.push(decision_json(&decision));
     }

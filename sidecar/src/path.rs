@@ -71,7 +71,9 @@ fn is_canonical(path: &str) -> Result<bool, PathError> {
             b'%' => {
                 let byte = escape_at(bytes, i)?;
                 check_escaped(byte)?;
-                if is_unreserved(byte)
+                // Non-ASCII escapes take the slow path, which checks their UTF-8.
+                if byte >= 0x80
+                    || is_unreserved(byte)
                     || bytes[i + 1].is_ascii_lowercase()
                     || bytes[i + 2].is_ascii_lowercase()
                 {

@@ -113,10 +113,10 @@ impl Case {
                 problems.push(format!("expected policies {want:?}, got {have:?}"));
             }
         }
-        if let Some(reason) = &self.reason {
-            if got.reason.as_deref() != Some(reason.as_str()) {
-                problems.push(format!("expected reason `{reason}`, got {:?}", got.reason));
-            }
+        if let Some(reason) = &self.reason
+            && got.reason.as_deref() != Some(reason.as_str())
+        {
+            problems.push(format!("expected reason `{reason}`, got {:?}", got.reason));
         }
         if problems.is_empty() {
             Ok(())

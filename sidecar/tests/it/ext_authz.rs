@@ -1,0 +1,161 @@
+//! The ext_authz gRPC surface as Envoy (and the gateway) use it.
+
+use serde_json::json;
+
+use crate::support::{Sidecar, check_request, demo_policies, summarize};
+
+fn claims(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    v.as_object().unwrap().clone()
+}
+
+#[tokio::test]
+async fn allow_sets_identity_headers_and_removes_spoofed_ones() {
+    let sidecar = Sidecar::start(&demo_policies(), &[]);
+    let mut client = sidecar.grpc_client().await;
+    let c = claims(
+        json!({"sub": "zoe", "groups": ["staff"], "scope": "openid orders:read", "client_id": "web"}),
+    );
+    let resp = client
+        .check(check_request("GET", "/api/orders", None, Some(&c)))
+        .await
+        .unwrap()
+        .into_inner();
+    let crate::support::Verdict {
+        allowed,
+        headers,
+        removed,
+        ..
+    } = summarize(&resp);
+    assert!(allowed, "{resp:?}");
+    assert!(
+        headers.contains(&("x-auth-subject".into(), "zoe".into())),
+        "{headers:?}"
+    );
+    assert!(headers.contains(&("x-auth-client-id".into(), "web".into())));
+    assert!(headers.contains(&("x-auth-scopes".into(), "openid orders:read".into())));
+    assert!(headers.contains(&("x-auth-groups".into(), "staff".into())));
+    for h in [
+        "x-auth-subject",
+        "x-auth-client-id",
+        "x-auth-scopes",
+        "x-auth-groups",
+        "x-auth-roles",
+    ] {
+        assert!(
+            removed.iter().any(|r| r == h),
+            "{h} not removed: {removed:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn deny_is_403_without_internals_and_no_identity_is_401() {
+    let sidecar = Sidecar::start(&demo_policies(), &[]);
+    let mut client = sidecar.grpc_client().await;
+    let c = claims(json!({"sub": "carol"}));
+    let resp = client
+        .check(check_request("GET", "/api/orders", None, Some(&c)))
+        .await
+        .unwrap()
+        .into_inner();
+    let crate::support::Verdict {
+        allowed, status, ..
+    } = summarize(&resp);
+    assert!(!allowed);
+    assert_eq!(status, Some(403));
+    let Some(envoy_types::ext_authz::v3::pb::HttpResponse::DeniedResponse(d)) = &resp.http_response
+    else {
+        panic!("{resp:?}")
+    };
+    assert_eq!(d.body, r#"{"error":"forbidden","request_id":"req-1"}"#);
+    assert!(!d.body.contains("suspended"));
+
+    let resp = client
+        .check(check_request("GET", "/api/orders", None, None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summarize(&resp).status, Some(401));
+    assert_eq!(resp.status.unwrap().code, 16);
+}
+
+#[tokio::test]
+async fn source_address_reaches_the_policies() {
+    let sidecar = Sidecar::start(&demo_policies(), &[]);
+    let mut client = sidecar.grpc_client().await;
+    let c = claims(json!({"sub": "dave"}));
+    let inside = client
+        .check(check_request("GET", "/admin/x", Some("10.0.0.7"), Some(&c)))
+        .await
+        .unwrap()
+        .into_inner();
+    let outside = client
+        .check(check_request(
+            "GET",
+            "/admin/x",
+            Some("198.51.100.1"),
+            Some(&c),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(summarize(&inside).allowed);
+    assert!(!summarize(&outside).allowed);
+}
+
+#[tokio::test]
+async fn malformed_check_requests_get_invalid_argument() {
+    let sidecar = Sidecar::start(&demo_policies(), &[]);
+    let mut client = sidecar.grpc_client().await;
+    let err = client
+        .check(envoy_types::ext_authz::v3::pb::CheckRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("attributes"), "{}", err.message());
+
+    let bad = claims(json!({"sub": 42}));
+    let err = client
+        .check(check_request("GET", "/api/orders", None, Some(&bad)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("sub"), "{}", err.message());
+
+    let err = client
+        .check(check_request("", "/api/orders", None, None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    // Still serving.
+    let c = claims(json!({"sub": "bob"}));
+    let ok = client
+        .check(check_request("GET", "/api/orders", None, Some(&c)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(summarize(&ok).allowed);
+}
+
+#[tokio::test]
+async fn tokens_never_reach_the_decision_log() {
+    let sidecar = Sidecar::start(&demo_policies(), &[]);
+    let mut client = sidecar.grpc_client().await;
+    let c = claims(json!({"sub": "bob"}));
+    client
+        .check(check_request("GET", "/api/orders", None, Some(&c)))
+        .await
+        .unwrap();
+    crate::support::eventually("a decision log line", || async {
+        !sidecar.stdout.lock().unwrap().is_empty()
+    })
+    .await;
+    let all = format!(
+        "{:?}{:?}",
+        sidecar.stdout.lock().unwrap(),
+        sidecar.stderr.lock().unwrap()
+    );
+    assert!(!all.contains("secret-token-never-logged"));
+    assert!(all.contains("req-1"));
+}

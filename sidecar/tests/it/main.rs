@@ -1,0 +1,13 @@
+//! Integration tests: the real `sidecar` binary on ephemeral ports.
+//! One test binary for the crate (faster to link); modules by concern.
+
+// Tests may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bad_input;
+mod cli;
+mod entities;
+mod ext_authz;
+mod policy_cases;
+mod reload;
+mod support;

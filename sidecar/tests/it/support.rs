@@ -1,0 +1,297 @@
+//! Start the real `sidecar` binary on ephemeral ports and talk to it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, Metadata, SocketAddress, address, socket_address,
+};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
+use serde_json::Value;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+/// The demo policy directory of the repository.
+pub fn demo_policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+/// A private copy of a policy directory (tests write to it).
+pub fn copy_policies(from: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+    }
+    dir
+}
+
+pub struct Sidecar {
+    child: Child,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    pub client: reqwest::Client,
+}
+
+impl Sidecar {
+    /// Start `sidecar serve` on `dir` with extra environment variables.
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidecar"));
+        cmd.args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--grpc",
+            "127.0.0.1:0",
+            "--policies",
+        ])
+        .arg(dir)
+        .env("PORTCULLIS_SIDECAR__ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("PORTCULLIS_SIDECAR__SHUTDOWN_GRACE_SECS", "2")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn sidecar");
+        let stderr = collect(child.stderr.take().unwrap());
+        let stdout = collect(child.stdout.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (http, grpc) = loop {
+            let found = stderr.lock().unwrap().iter().find_map(|line| {
+                let v: Value = serde_json::from_str(line).ok()?;
+                (v["message"] == "listening").then(|| {
+                    (
+                        v["http"].as_str().unwrap().parse().unwrap(),
+                        v["grpc"].as_str().unwrap().parse().unwrap(),
+                    )
+                })
+            });
+            if let Some(addrs) = found {
+                break addrs;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "sidecar exited with {status}: {:#?}",
+                    stderr.lock().unwrap()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sidecar did not start: {:#?}",
+                stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Self {
+            child,
+            http,
+            grpc,
+            stderr,
+            stdout,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut r = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn grpc_client(&self) -> AuthorizationClient<tonic::transport::Channel> {
+        AuthorizationClient::connect(format!("http://{}", self.grpc))
+            .await
+            .unwrap()
+    }
+
+    /// Stop with SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "sidecar did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr_contains(&self, needle: &str) -> bool {
+        self.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+/// Wait for a condition with a deadline, polling.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// An ext_authz request as Envoy sends it, with claims as jwt_authn puts them.
+pub fn check_request(
+    method: &str,
+    path: &str,
+    source: Option<&str>,
+    claims: Option<&serde_json::Map<String, Value>>,
+) -> CheckRequest {
+    let mut metadata = Metadata::default();
+    if let Some(c) = claims {
+        let payload = sidecar::grpc::json_to_struct(&serde_json::Map::from_iter([(
+            "jwt_payload".to_owned(),
+            Value::Object(c.clone()),
+        )]));
+        metadata
+            .filter_metadata
+            .insert("envoy.filters.http.jwt_authn".into(), payload);
+    }
+    let source = source.map(|ip| attribute_context::Peer {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: ip.to_owned(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(40000)),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    });
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source,
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    id: "req-1".into(),
+                    method: method.into(),
+                    path: path.into(),
+                    host: "api.example.com".into(),
+                    headers: [(
+                        "authorization".to_owned(),
+                        "Bearer secret-token-never-logged".to_owned(),
+                    )]
+                    .into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            metadata_context: Some(metadata),
+            ..Default::default()
+        }),
+    }
+}
+
+/// What a `CheckResponse` says, in test-friendly form.
+pub struct Verdict {
+    pub allowed: bool,
+    /// HTTP status of a denial.
+    pub status: Option<i32>,
+    /// Headers an allow sets upstream.
+    pub headers: Vec<(String, String)>,
+    /// Headers an allow removes.
+    pub removed: Vec<String>,
+}
+
+pub fn summarize(resp: &CheckResponse) -> Verdict {
+    use envoy_types::ext_authz::v3::pb::HttpResponse;
+    let mut v = Verdict {
+        allowed: resp.status.as_ref().map(|s| s.code) == Some(0),
+        status: None,
+        headers: Vec::new(),
+        removed: Vec::new(),
+    };
+    match &resp.http_response {
+        Some(HttpResponse::OkResponse(ok)) => {
+            v.headers = ok
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref().map(|h| (h.key.clone(), h.value.clone())))
+                .collect();
+            v.removed = ok.headers_to_remove.clone();
+        }
+        Some(HttpResponse::DeniedResponse(d)) => v.status = d.status.as_ref().map(|s| s.code),
+        _ => {}
+    }
+    v
+}
+
+impl Sidecar {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
