@@ -1,0 +1,263 @@
+//! Load runner for the sidecar's network surfaces: `POST /v1/is_authorized`
+//! and ext_authz gRPC `Check`, N concurrent connections on loopback against
+//! the real binary, with the in-process decision rate measured in the same
+//! run as the baseline. Bounded in time; stops by itself.
+//!
+//! cargo bench -p portcullis-sidecar --bench load [-- --seconds 8 --connections 32]
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use sidecar::metrics::Metrics;
+use sidecar::{CheckRequest, Claims, Engine, EngineOptions};
+
+struct Args {
+    seconds: u64,
+    connections: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args { seconds: 8, connections: 32 };
+    let argv: Vec<String> = std::env::args().collect();
+    for pair in argv.windows(2) {
+        match pair[0].as_str() {
+            "--seconds" => a.seconds = pair[1].parse().expect("--seconds N"),
+            "--connections" => a.connections = pair[1].parse().expect("--connections N"),
+            _ => {}
+        }
+    }
+    a
+}
+
+struct Server {
+    child: Child,
+    http: SocketAddr,
+    grpc: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &std::path::Path, cache: bool) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sidecar"))
+        .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--policies"])
+        .arg(dir)
+        .env("PORTCULLIS_SIDECAR__CACHE__MAX_ENTRIES", if cache { "100000" } else { "0" })
+        .env("PORTCULLIS_SIDECAR__DECISION_LOG__PATH", "/dev/null")
+        .env("PORTCULLIS_SIDECAR__WATCH", "false")
+        .env("PORTCULLIS_SIDECAR__LOG_LEVEL", "warn,sidecar::server=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sidecar");
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    for line in stderr.lines() {
+        let line = line.expect("stderr");
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && v["message"] == "listening"
+        {
+            return Server {
+                child,
+                http: v["http"].as_str().unwrap().parse().unwrap(),
+                grpc: v["grpc"].as_str().unwrap().parse().unwrap(),
+            };
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("sidecar did not start");
+}
+
+/// Requests spread over 40 users and their orders (mostly allows).
+fn user(i: usize) -> String {
+    format!("user-{}", i % 40 + 1)
+}
+
+struct Result {
+    requests: usize,
+    errors: usize,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+impl Result {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+    fn pct(&mut self, p: f64) -> f64 {
+        self.latencies_us.sort_unstable();
+        let i = ((self.latencies_us.len() as f64 * p) as usize).min(self.latencies_us.len().saturating_sub(1));
+        f64::from(self.latencies_us.get(i).copied().unwrap_or(0)) / 1000.0
+    }
+}
+
+async fn drive<F, Fut>(connections: usize, seconds: u64, make: F) -> Result
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Box<dyn FnMut(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool>>>>>,
+{
+    let warmup = Duration::from_secs(1);
+    let run = Duration::from_secs(seconds);
+    let start = Instant::now();
+    let local = tokio::task::LocalSet::new();
+    let mut handles = Vec::new();
+    for c in 0..connections {
+        let mut call = make(c).await;
+        handles.push(local.spawn_local(async move {
+            let mut lat = Vec::with_capacity(200_000);
+            let (mut n, mut errors) = (0usize, 0usize);
+            let mut i = c;
+            loop {
+                let t = Instant::now();
+                if t.duration_since(start) > warmup + run {
+                    break;
+                }
+                let ok = call(i).await;
+                i += connections;
+                if t.duration_since(start) >= warmup {
+                    lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                    n += 1;
+                    errors += usize::from(!ok);
+                }
+            }
+            (n, errors, lat)
+        }));
+    }
+    let mut out = Result { requests: 0, errors: 0, elapsed: run, latencies_us: Vec::new() };
+    local
+        .run_until(async {
+            for h in handles {
+                let (n, e, lat) = h.await.unwrap();
+                out.requests += n;
+                out.errors += e;
+                out.latencies_us.extend(lat);
+            }
+        })
+        .await;
+    out
+}
+
+async fn http_load(addr: SocketAddr, a: &Args) -> Result {
+    drive(a.connections, a.seconds, |_| async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::task::spawn_local(conn);
+        let sender = std::rc::Rc::new(tokio::sync::Mutex::new(sender));
+        Box::new(move |i: usize| {
+            let sender = sender.clone();
+            Box::pin(async move {
+                let body = format!(
+                    r#"{{"principal":{{"type":"App::User","id":"{}"}},"action":{{"type":"App::Action","id":"ReadOrder"}},"resource":{{"type":"App::Order","id":"o-gen-{}"}},"context":{{"scopes":["openid"],"amr":["pwd"],"time":0}}}}"#,
+                    user(i),
+                    i % 40 + 1
+                );
+                let req = hyper::Request::post("/v1/is_authorized")
+                    .header("host", "sidecar")
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap();
+                let mut s = sender.lock().await;
+                match s.send_request(req).await {
+                    Ok(resp) => {
+                        let ok = resp.status() == 200;
+                        let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+                        ok && body.is_ok_and(|b| b.starts_with(br#"{"decision":"Allow""#))
+                    }
+                    Err(_) => false,
+                }
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = bool>>>
+        }) as Box<dyn FnMut(usize) -> _>
+    })
+    .await
+}
+
+async fn grpc_load(addr: SocketAddr, a: &Args) -> Result {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest as Pb, attribute_context};
+    drive(a.connections, a.seconds, |_| async move {
+        let client = AuthorizationClient::connect(format!("http://{addr}")).await.unwrap();
+        Box::new(move |i: usize| {
+            let mut client = client.clone();
+            Box::pin(async move {
+                let claims = serde_json::json!({"sub": user(i), "amr": ["pwd"], "scope": "openid"});
+                let mut metadata = envoy_types::pb::envoy::config::core::v3::Metadata::default();
+                metadata.filter_metadata.insert(
+                    "envoy.filters.http.jwt_authn".into(),
+                    sidecar::grpc::json_to_struct(&serde_json::Map::from_iter([("jwt_payload".to_owned(), claims)])),
+                );
+                let req = Pb {
+                    attributes: Some(AttributeContext {
+                        request: Some(attribute_context::Request {
+                            http: Some(attribute_context::HttpRequest {
+                                method: "GET".into(),
+                                path: format!("/api/orders/o-gen-{}", i % 40 + 1),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
+                        metadata_context: Some(metadata),
+                        ..Default::default()
+                    }),
+                };
+                client.check(req).await.is_ok_and(|r| r.into_inner().status.is_some_and(|s| s.code == 0))
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = bool>>>
+        }) as Box<dyn FnMut(usize) -> _>
+    })
+    .await
+}
+
+/// Decisions per second on one thread, in process, the same workload.
+fn in_process(dir: &std::path::Path, cache: bool, seconds: u64) -> f64 {
+    let options = EngineOptions { cache_entries: if cache { 100_000 } else { 0 }, ..Default::default() };
+    let engine = Engine::new(dir, &options, Metrics::new()).unwrap();
+    let claims: Vec<Claims> = (0..40)
+        .map(|i| Claims::from_json(serde_json::json!({"sub": user(i), "amr": ["pwd"], "scope": "openid"}).as_object().unwrap()).unwrap())
+        .collect();
+    let paths: Vec<String> = (0..40).map(|i| format!("/api/orders/o-gen-{}", i + 1)).collect();
+    let start = Instant::now();
+    let mut n = 0usize;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        for i in 0..40 {
+            let d = engine.check(&CheckRequest { method: "GET", path: &paths[i], claims: Some(&claims[i]), ..Default::default() });
+            assert!(d.allowed());
+            n += 1;
+        }
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let a = args();
+    let dir = support::grown_policies(100);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("sidecar load: {} connections, {} s per run, {cores} cores, client and server on this machine", a.connections, a.seconds);
+    println!("workload: 20 policies, ~100 entities, 40 users reading their orders\n");
+    println!("| surface | cache | decisions/s | p50 ms | p99 ms | errors | vs in-process (1 thread) |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for cache in [false, true] {
+        let base = in_process(dir.path(), cache, 2);
+        let server = start(dir.path(), cache);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let label = if cache { "on" } else { "off" };
+        println!("| in-process `Engine::check` | {label} | {base:.0} | | | | 1.00 |");
+        let mut r = rt.block_on(http_load(server.http, &a));
+        println!("| HTTP `POST /v1/is_authorized` | {label} | {:.0} | {:.3} | {:.3} | {} | {:.2} |", r.rps(), r.pct(0.5), r.pct(0.99), r.errors, r.rps() / base);
+        let mut r = rt.block_on(grpc_load(server.grpc, &a));
+        println!("| gRPC ext_authz `Check` | {label} | {:.0} | {:.3} | {:.3} | {} | {:.2} |", r.rps(), r.pct(0.5), r.pct(0.99), r.errors, r.rps() / base);
+        drop(server);
+    }
+}
