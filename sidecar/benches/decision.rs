@@ -21,10 +21,23 @@ fn claims(v: serde_json::Value) -> Claims {
 fn bench(c: &mut Criterion) {
     for (label, dir) in [
         ("demo", None),
-        ("demo+100 entities, 20 policies", Some(support::grown_policies(100))),
+        (
+            "demo+100 entities, 20 policies",
+            Some(support::grown_policies(100)),
+        ),
     ] {
-        let path = dir.as_ref().map_or_else(support::demo_policies, |d| d.path().to_owned());
-        let uncached = Engine::new(&path, &EngineOptions { cache_entries: 0, ..Default::default() }, Metrics::new()).unwrap();
+        let path = dir
+            .as_ref()
+            .map_or_else(support::demo_policies, |d| d.path().to_owned());
+        let uncached = Engine::new(
+            &path,
+            &EngineOptions {
+                cache_entries: 0,
+                ..Default::default()
+            },
+            Metrics::new(),
+        )
+        .unwrap();
         let cached = Engine::new(&path, &EngineOptions::default(), Metrics::new()).unwrap();
         let mut group = c.benchmark_group(label);
         group.measurement_time(Duration::from_secs(4));
@@ -36,17 +49,25 @@ fn bench(c: &mut Criterion) {
             uid(r#"App::User::"alice""#),
             uid(r#"App::Action::"ReadOrder""#),
             uid(r#"App::Order::"o-100""#),
-            Context::from_json_value(serde_json::json!({"scopes": [], "amr": ["pwd"], "time": 0}), None).unwrap(),
+            Context::from_json_value(
+                serde_json::json!({"scopes": [], "amr": ["pwd"], "time": 0}),
+                None,
+            )
+            .unwrap(),
             None,
         )
         .unwrap();
         let authorizer = Authorizer::new();
         group.bench_function("baseline: raw cedar is_authorized", |b| {
-            b.iter(|| authorizer.is_authorized(&request, &snap.bundle.policies, &snap.bundle.entities))
+            b.iter(|| {
+                authorizer.is_authorized(&request, &snap.bundle.policies, &snap.bundle.entities)
+            })
         });
 
         let stored = claims(serde_json::json!({"sub": "alice", "amr": ["pwd"], "scope": "openid"}));
-        let token_only = claims(serde_json::json!({"sub": "zoe", "groups": ["staff"], "amr": ["pwd"], "scope": "openid"}));
+        let token_only = claims(
+            serde_json::json!({"sub": "zoe", "groups": ["staff"], "amr": ["pwd"], "scope": "openid"}),
+        );
         let check = |claims| CheckRequest {
             method: "GET",
             path: "/api/orders/o-100",
@@ -57,8 +78,12 @@ fn bench(c: &mut Criterion) {
         let (stored_req, token_req) = (check(&stored), check(&token_only));
         assert!(uncached.check(&stored_req).allowed());
         assert!(uncached.check(&token_req).allowed());
-        group.bench_function("check uncached, stored user", |b| b.iter(|| uncached.check(&stored_req)));
-        group.bench_function("check uncached, token-only user with groups", |b| b.iter(|| uncached.check(&token_req)));
+        group.bench_function("check uncached, stored user", |b| {
+            b.iter(|| uncached.check(&stored_req))
+        });
+        group.bench_function("check uncached, token-only user with groups", |b| {
+            b.iter(|| uncached.check(&token_req))
+        });
         group.bench_function("check cached", |b| b.iter(|| cached.check(&token_req)));
 
         let direct = || sidecar::DirectRequest {
@@ -68,9 +93,16 @@ fn bench(c: &mut Criterion) {
             context: serde_json::json!({"scopes": [], "amr": ["pwd"], "time": 0}),
             entities: None,
         };
-        group.bench_function("is_authorized uncached (parse + validate + evaluate)", |b| {
-            b.iter_batched(direct, |r| uncached.is_authorized(r, None).unwrap(), criterion::BatchSize::SmallInput)
-        });
+        group.bench_function(
+            "is_authorized uncached (parse + validate + evaluate)",
+            |b| {
+                b.iter_batched(
+                    direct,
+                    |r| uncached.is_authorized(r, None).unwrap(),
+                    criterion::BatchSize::SmallInput,
+                )
+            },
+        );
         group.finish();
     }
 }

@@ -26,7 +26,10 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { seconds: 8, connections: 32 };
+    let mut a = Args {
+        seconds: 8,
+        connections: 32,
+    };
     let argv: Vec<String> = std::env::args().collect();
     for pair in argv.windows(2) {
         match pair[0].as_str() {
@@ -53,9 +56,19 @@ impl Drop for Server {
 
 fn start(dir: &std::path::Path, cache: bool) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sidecar"))
-        .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--policies"])
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--grpc",
+            "127.0.0.1:0",
+            "--policies",
+        ])
         .arg(dir)
-        .env("PORTCULLIS_SIDECAR__CACHE__MAX_ENTRIES", if cache { "100000" } else { "0" })
+        .env(
+            "PORTCULLIS_SIDECAR__CACHE__MAX_ENTRIES",
+            if cache { "100000" } else { "0" },
+        )
         .env("PORTCULLIS_SIDECAR__DECISION_LOG__PATH", "/dev/null")
         .env("PORTCULLIS_SIDECAR__WATCH", "false")
         .env("PORTCULLIS_SIDECAR__LOG_LEVEL", "warn,sidecar::server=info")
@@ -99,7 +112,8 @@ impl Result {
     }
     fn pct(&mut self, p: f64) -> f64 {
         self.latencies_us.sort_unstable();
-        let i = ((self.latencies_us.len() as f64 * p) as usize).min(self.latencies_us.len().saturating_sub(1));
+        let i = ((self.latencies_us.len() as f64 * p) as usize)
+            .min(self.latencies_us.len().saturating_sub(1));
         f64::from(self.latencies_us.get(i).copied().unwrap_or(0)) / 1000.0
     }
 }
@@ -107,16 +121,19 @@ impl Result {
 async fn drive<F, Fut>(connections: usize, seconds: u64, make: F) -> Result
 where
     F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = Box<dyn FnMut(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool>>>>>,
+    Fut: std::future::Future<
+            Output = Box<
+                dyn FnMut(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool>>>,
+            >,
+        >,
 {
     let warmup = Duration::from_secs(1);
     let run = Duration::from_secs(seconds);
     let start = Instant::now();
-    let local = tokio::task::LocalSet::new();
     let mut handles = Vec::new();
     for c in 0..connections {
         let mut call = make(c).await;
-        handles.push(local.spawn_local(async move {
+        handles.push(tokio::task::spawn_local(async move {
             let mut lat = Vec::with_capacity(200_000);
             let (mut n, mut errors) = (0usize, 0usize);
             let mut i = c;
@@ -136,17 +153,18 @@ where
             (n, errors, lat)
         }));
     }
-    let mut out = Result { requests: 0, errors: 0, elapsed: run, latencies_us: Vec::new() };
-    local
-        .run_until(async {
-            for h in handles {
-                let (n, e, lat) = h.await.unwrap();
-                out.requests += n;
-                out.errors += e;
-                out.latencies_us.extend(lat);
-            }
-        })
-        .await;
+    let mut out = Result {
+        requests: 0,
+        errors: 0,
+        elapsed: run,
+        latencies_us: Vec::new(),
+    };
+    for h in handles {
+        let (n, e, lat) = h.await.unwrap();
+        out.requests += n;
+        out.errors += e;
+        out.latencies_us.extend(lat);
+    }
     out
 }
 
@@ -187,9 +205,13 @@ async fn http_load(addr: SocketAddr, a: &Args) -> Result {
 
 async fn grpc_load(addr: SocketAddr, a: &Args) -> Result {
     use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest as Pb, attribute_context};
+    use envoy_types::pb::envoy::service::auth::v3::{
+        AttributeContext, CheckRequest as Pb, attribute_context,
+    };
     drive(a.connections, a.seconds, |_| async move {
-        let client = AuthorizationClient::connect(format!("http://{addr}")).await.unwrap();
+        let client = AuthorizationClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
         Box::new(move |i: usize| {
             let mut client = client.clone();
             Box::pin(async move {
@@ -197,7 +219,10 @@ async fn grpc_load(addr: SocketAddr, a: &Args) -> Result {
                 let mut metadata = envoy_types::pb::envoy::config::core::v3::Metadata::default();
                 metadata.filter_metadata.insert(
                     "envoy.filters.http.jwt_authn".into(),
-                    sidecar::grpc::json_to_struct(&serde_json::Map::from_iter([("jwt_payload".to_owned(), claims)])),
+                    sidecar::grpc::json_to_struct(&serde_json::Map::from_iter([(
+                        "jwt_payload".to_owned(),
+                        claims,
+                    )])),
                 );
                 let req = Pb {
                     attributes: Some(AttributeContext {
@@ -213,7 +238,10 @@ async fn grpc_load(addr: SocketAddr, a: &Args) -> Result {
                         ..Default::default()
                     }),
                 };
-                client.check(req).await.is_ok_and(|r| r.into_inner().status.is_some_and(|s| s.code == 0))
+                client
+                    .check(req)
+                    .await
+                    .is_ok_and(|r| r.into_inner().status.is_some_and(|s| s.code == 0))
             }) as std::pin::Pin<Box<dyn std::future::Future<Output = bool>>>
         }) as Box<dyn FnMut(usize) -> _>
     })
@@ -222,17 +250,34 @@ async fn grpc_load(addr: SocketAddr, a: &Args) -> Result {
 
 /// Decisions per second on one thread, in process, the same workload.
 fn in_process(dir: &std::path::Path, cache: bool, seconds: u64) -> f64 {
-    let options = EngineOptions { cache_entries: if cache { 100_000 } else { 0 }, ..Default::default() };
+    let options = EngineOptions {
+        cache_entries: if cache { 100_000 } else { 0 },
+        ..Default::default()
+    };
     let engine = Engine::new(dir, &options, Metrics::new()).unwrap();
     let claims: Vec<Claims> = (0..40)
-        .map(|i| Claims::from_json(serde_json::json!({"sub": user(i), "amr": ["pwd"], "scope": "openid"}).as_object().unwrap()).unwrap())
+        .map(|i| {
+            Claims::from_json(
+                serde_json::json!({"sub": user(i), "amr": ["pwd"], "scope": "openid"})
+                    .as_object()
+                    .unwrap(),
+            )
+            .unwrap()
+        })
         .collect();
-    let paths: Vec<String> = (0..40).map(|i| format!("/api/orders/o-gen-{}", i + 1)).collect();
+    let paths: Vec<String> = (0..40)
+        .map(|i| format!("/api/orders/o-gen-{}", i + 1))
+        .collect();
     let start = Instant::now();
     let mut n = 0usize;
     while start.elapsed() < Duration::from_secs(seconds) {
         for i in 0..40 {
-            let d = engine.check(&CheckRequest { method: "GET", path: &paths[i], claims: Some(&claims[i]), ..Default::default() });
+            let d = engine.check(&CheckRequest {
+                method: "GET",
+                path: &paths[i],
+                claims: Some(&claims[i]),
+                ..Default::default()
+            });
             assert!(d.allowed());
             n += 1;
         }
@@ -244,20 +289,42 @@ fn main() {
     let a = args();
     let dir = support::grown_policies(100);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("sidecar load: {} connections, {} s per run, {cores} cores, client and server on this machine", a.connections, a.seconds);
+    println!(
+        "sidecar load: {} connections, {} s per run, {cores} cores, client and server on this machine",
+        a.connections, a.seconds
+    );
     println!("workload: 20 policies, ~100 entities, 40 users reading their orders\n");
-    println!("| surface | cache | decisions/s | p50 ms | p99 ms | errors | vs in-process (1 thread) |");
+    println!(
+        "| surface | cache | decisions/s | p50 ms | p99 ms | errors | vs in-process (1 thread) |"
+    );
     println!("|---|---|---:|---:|---:|---:|---:|");
     for cache in [false, true] {
         let base = in_process(dir.path(), cache, 2);
         let server = start(dir.path(), cache);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let label = if cache { "on" } else { "off" };
         println!("| in-process `Engine::check` | {label} | {base:.0} | | | | 1.00 |");
-        let mut r = rt.block_on(http_load(server.http, &a));
-        println!("| HTTP `POST /v1/is_authorized` | {label} | {:.0} | {:.3} | {:.3} | {} | {:.2} |", r.rps(), r.pct(0.5), r.pct(0.99), r.errors, r.rps() / base);
-        let mut r = rt.block_on(grpc_load(server.grpc, &a));
-        println!("| gRPC ext_authz `Check` | {label} | {:.0} | {:.3} | {:.3} | {} | {:.2} |", r.rps(), r.pct(0.5), r.pct(0.99), r.errors, r.rps() / base);
+        let mut r = tokio::task::LocalSet::new().block_on(&rt, http_load(server.http, &a));
+        println!(
+            "| HTTP `POST /v1/is_authorized` | {label} | {:.0} | {:.3} | {:.3} | {} | {:.2} |",
+            r.rps(),
+            r.pct(0.5),
+            r.pct(0.99),
+            r.errors,
+            r.rps() / base
+        );
+        let mut r = tokio::task::LocalSet::new().block_on(&rt, grpc_load(server.grpc, &a));
+        println!(
+            "| gRPC ext_authz `Check` | {label} | {:.0} | {:.3} | {:.3} | {} | {:.2} |",
+            r.rps(),
+            r.pct(0.5),
+            r.pct(0.99),
+            r.errors,
+            r.rps() / base
+        );
         drop(server);
     }
 }

@@ -18,7 +18,7 @@ use cedar_policy::{
 };
 use serde::Serialize;
 
-use crate::bundle::{self, Bundle, ENTITIES_FILE, EntityKey};
+use crate::bundle::{self, Bundle, ContextUse, ENTITIES_FILE, EntityKey};
 use crate::cache::DecisionCache;
 use crate::claims::Claims;
 use crate::decision_log::{DecisionLog, Record};
@@ -251,10 +251,11 @@ impl Engine {
             }
         };
         let time = req.time.unwrap_or_else(now_secs);
+        let scope = bundle.scope(&mapped.action);
         let key = self.cache.enabled().then(|| {
             check_key(
                 snap.generation,
-                bundle,
+                &scope.context_use,
                 &mapped,
                 req.claims,
                 req.source,
@@ -273,11 +274,18 @@ impl Engine {
             return self.finish(started, req.request_id, uids(), hit, true);
         }
         let outcome = (|| {
-            let context = mapping::context(req.claims, req.source, time, mapped.route_context)
-                .map_err(|e| format!("context: {e}"))?;
+            let context = mapping::context(
+                &scope.context_use,
+                req.claims,
+                req.source,
+                time,
+                mapped.route_context,
+            )
+            .map_err(|e| format!("context: {e}"))?;
             let slice;
             let entities = match principal_slice(
                 bundle,
+                &scope.literal_refs,
                 &mapped.principal,
                 &mapped.claim_parents,
                 &mapped.action,
@@ -299,7 +307,7 @@ impl Engine {
             .map_err(|e| format!("request: {}", bundle::flatten(&e)))?;
             Ok::<_, String>(Outcome::from_cedar(&self.authorizer.is_authorized(
                 &request,
-                &bundle.policies,
+                &scope.policies,
                 entities,
             )))
         })()
@@ -334,10 +342,11 @@ impl Engine {
         let principal = uid("principal", req.principal)?;
         let action = uid("action", req.action)?;
         let resource = uid("resource", req.resource)?;
+        let scope = bundle.scope(&action);
         let key = (self.cache.enabled() && req.entities.is_none()).then(|| {
             let mut k = format!("d|{}|{principal}|{action}|{resource}|", snap.generation);
             if let serde_json::Value::Object(map) = &req.context {
-                for (name, value) in map.iter().filter(|(n, _)| bundle.context_use.reads(n)) {
+                for (name, value) in map.iter().filter(|(n, _)| scope.context_use.reads(n)) {
                     let _ = write!(k, "{name}={value};");
                 }
             }
@@ -377,7 +386,7 @@ impl Engine {
         };
         let outcome = Arc::new(Outcome::from_cedar(&self.authorizer.is_authorized(
             &request,
-            &bundle.policies,
+            &scope.policies,
             entities,
         )));
         self.metrics.cache_misses.inc();
@@ -528,11 +537,7 @@ impl Engine {
                 (k.clone(), json)
             })
             .collect();
-        let next = Bundle {
-            stored: canonical,
-            ..next
-        };
-        let next = next.with_entities(next.stored.clone())?;
+        let next = next.with_entities(canonical)?;
         write_atomically(
             &self.dir.join(ENTITIES_FILE),
             next.entities_file().as_bytes(),
@@ -551,6 +556,7 @@ impl Engine {
 /// clones; re-closing the whole store per request would cost O(store).
 fn principal_slice(
     bundle: &Bundle,
+    literal_refs: &[EntityUid],
     principal: &EntityUid,
     claim_parents: &[EntityUid],
     action: &EntityUid,
@@ -592,7 +598,7 @@ fn principal_slice(
         .into_iter()
         .chain(reach(principal))
         .chain(reach(resource))
-        .chain(bundle.literal_refs.iter());
+        .chain(literal_refs);
     for uid in wanted {
         if included.insert(uid)
             && let Some(e) = store.get(uid)
@@ -609,7 +615,7 @@ fn principal_slice(
 /// context attributes the policies read.
 fn check_key(
     generation: u64,
-    bundle: &Bundle,
+    uses: &ContextUse,
     mapped: &mapping::Mapped<'_>,
     claims: Option<&Claims>,
     source: Option<IpAddr>,
@@ -631,7 +637,6 @@ fn check_key(
         let _ = write!(k, "{p},");
     }
     let _ = write!(k, "|{}|", mapped.route_context_key);
-    let uses = &bundle.context_use;
     if let Some(c) = claims {
         if uses.reads("scopes") {
             let _ = write!(k, "s={:?};", c.scopes);

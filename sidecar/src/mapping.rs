@@ -9,6 +9,7 @@ use std::str::FromStr;
 use cedar_policy::{Context, EntityId, EntityTypeName, EntityUid, RestrictedExpression, Schema};
 use serde::Deserialize;
 
+use crate::bundle::ContextUse;
 use crate::claims::Claims;
 
 /// How `routes.toml` is written. See `policies/README.md`.
@@ -474,6 +475,7 @@ fn toml_expr(value: &toml::Value) -> Option<RestrictedExpression> {
 
 /// Build the request context: the contract's attributes plus the route's.
 pub fn context(
+    uses: &ContextUse,
     claims: Option<&Claims>,
     source: Option<IpAddr>,
     time: i64,
@@ -488,24 +490,31 @@ pub fn context(
         )
     };
     let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(6 + route.len());
-    pairs.push(("scopes".into(), strings(&c.scopes)));
-    pairs.push(("amr".into(), strings(&c.amr)));
-    if let Some(acr) = &c.acr {
+    if uses.reads("scopes") {
+        pairs.push(("scopes".into(), strings(&c.scopes)));
+    }
+    if uses.reads("amr") {
+        pairs.push(("amr".into(), strings(&c.amr)));
+    }
+    if let Some(acr) = c.acr.as_ref().filter(|_| uses.reads("acr")) {
         pairs.push(("acr".into(), RestrictedExpression::new_string(acr.clone())));
     }
-    if let Some(client_id) = &c.client_id {
+    if let Some(client_id) = c.client_id.as_ref().filter(|_| uses.reads("client_id")) {
         pairs.push((
             "client_id".into(),
             RestrictedExpression::new_string(client_id.clone()),
         ));
     }
-    if let Some(ip) = source {
+    // Building an `ip` value costs Cedar a parse of the extension name.
+    if let Some(ip) = source.filter(|_| uses.reads("source_ip")) {
         pairs.push((
             "source_ip".into(),
             RestrictedExpression::new_ip(ip.to_string()),
         ));
     }
-    pairs.push(("time".into(), RestrictedExpression::new_long(time)));
+    if uses.reads("time") {
+        pairs.push(("time".into(), RestrictedExpression::new_long(time)));
+    }
     pairs.extend(route.iter().cloned());
     Context::from_pairs(pairs).map_err(|e| crate::bundle::flatten(&e))
 }

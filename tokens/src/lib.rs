@@ -1,0 +1,23 @@
+//! Bearer JWT verification against the JWKS of configured issuers: the rules
+//! the sidecar and the gateway share, so both accept and refuse exactly the
+//! same tokens.
+//!
+//! The rules, in order (each failure is a [`TokenError`] naming the reason):
+//! size limit; three base64url parts (JWE and unsecured JWS refused); the
+//! header's `alg` among the issuer's allowed asymmetric algorithms; no
+//! `jku`/`jwk`/`x5u`/`x5c`/`crit` header (keys come only from the issuer's
+//! JWKS); the configured `typ`; `iss` naming a configured issuer; a key of
+//! *that* issuer chosen by `kid` whose type and `alg` fit the header's `alg`
+//! (an unknown `kid` triggers one rate-limited JWKS refetch); the signature;
+//! `exp` required, `nbf` honoured, both with leeway; `aud` containing a
+//! configured audience.
+
+mod cache;
+mod error;
+mod issuer;
+mod keys;
+mod verifier;
+
+pub use error::{ConfigError, TokenError};
+pub use issuer::{IssuerConfig, IssuerStatus};
+pub use verifier::{Verified, Verifier};

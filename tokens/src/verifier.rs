@@ -1,0 +1,330 @@
+//! The verification rules, applied to every configured issuer.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+
+use crate::cache::VerifiedCache;
+use crate::error::{ConfigError, TokenError};
+use crate::issuer::{Issuer, IssuerConfig, IssuerStatus};
+
+/// Tokens above this size are refused before any decoding.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// A token that passed every rule.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The payload, as issued.
+    pub claims: Map<String, Value>,
+    /// `exp`, in seconds since the epoch.
+    pub expires_at: u64,
+    pub(crate) leeway: u64,
+}
+
+/// Verifies bearer tokens of any configured issuer. Cheap to share: clone
+/// the `Arc` it lives in.
+pub struct Verifier {
+    issuers: Vec<Arc<Issuer>>,
+    cache: VerifiedCache,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("issuers", &self.issuers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// Validate the issuer list. Keys are fetched by [`Verifier::start`].
+    pub fn new(configs: &[IssuerConfig]) -> Result<Self, ConfigError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(2))
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .build()
+            .map_err(|e| ConfigError {
+                index: 0,
+                field: "issuer",
+                message: format!("HTTP client: {e}"),
+            })?;
+        let mut issuers = Vec::with_capacity(configs.len());
+        for (index, config) in configs.iter().enumerate() {
+            let algorithms = config.validate(index)?;
+            if configs[..index].iter().any(|c| c.issuer == config.issuer) {
+                return Err(ConfigError {
+                    index,
+                    field: "issuer",
+                    message: format!("`{}` is configured twice", config.issuer),
+                });
+            }
+            issuers.push(Arc::new(Issuer::new(
+                config.clone(),
+                algorithms,
+                http.clone(),
+            )));
+        }
+        Ok(Self {
+            issuers,
+            cache: VerifiedCache::new(100_000, Duration::from_secs(300)),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.issuers.is_empty()
+    }
+
+    /// Fetch every issuer's keys now, then keep them fresh in the background
+    /// for as long as the runtime lives. A failed fetch is retried sooner
+    /// than the regular refresh and never drops keys already held.
+    pub async fn start(&self) {
+        for issuer in &self.issuers {
+            issuer.refresh(None).await;
+            let issuer = issuer.clone();
+            tokio::spawn(async move {
+                let every = Duration::from_secs(issuer.config.refresh_seconds);
+                let retry = Duration::from_secs(issuer.config.min_refetch_seconds.max(1));
+                loop {
+                    let failing = issuer.status().last_error.is_some();
+                    tokio::time::sleep(if failing { retry } else { every }).await;
+                    issuer.refresh(None).await;
+                }
+            });
+        }
+    }
+
+    /// Every issuer has keys to verify with.
+    pub fn ready(&self) -> bool {
+        self.issuers.iter().all(|i| !i.keys.load().keys.is_empty())
+    }
+
+    pub fn status(&self) -> Vec<IssuerStatus> {
+        self.issuers.iter().map(|i| i.status()).collect()
+    }
+
+    /// Verify a bearer token (without the `Bearer ` prefix).
+    pub async fn verify(&self, token: &str) -> Result<Arc<Verified>, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::TooLarge(MAX_TOKEN_BYTES));
+        }
+        let now = now();
+        let cache_key = VerifiedCache::key(token);
+        if let Some(hit) = self.cache.get(&cache_key, now) {
+            return Ok(hit);
+        }
+        let parts = Parts::split(token)?;
+        let header = parts.header()?;
+        let claims = parts.claims()?;
+        let iss = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or(TokenError::BadClaim("iss"))?;
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|i| i.config.issuer == iss)
+            .ok_or(TokenError::UnknownIssuer)?;
+        let alg = header.algorithm(&issuer.algorithms)?;
+        if let Some(required) = &issuer.config.token_type
+            && !header
+                .typ
+                .as_deref()
+                .is_some_and(|t| same_type(t, required))
+        {
+            return Err(TokenError::WrongType(required.clone()));
+        }
+
+        let kid = header.kid.as_deref();
+        let mut keys = issuer.keys.load_full();
+        if keys.keys.is_empty() || kid.is_some_and(|k| !keys.has_kid(k)) {
+            // Perhaps the issuer rotated: refetch, at most once per gap.
+            issuer
+                .refresh(Some(Duration::from_secs(issuer.config.min_refetch_seconds)))
+                .await;
+            keys = issuer.keys.load_full();
+        }
+        if keys.keys.is_empty() {
+            return Err(TokenError::KeysUnavailable);
+        }
+        let key = keys.find(kid, alg).ok_or(TokenError::UnknownKey)?;
+        let signed = jsonwebtoken::crypto::verify(parts.signature, parts.message, &key.key, alg)
+            .map_err(|_| TokenError::Malformed("signature encoding"))?;
+        if !signed {
+            return Err(TokenError::BadSignature);
+        }
+
+        let leeway = issuer.config.leeway_seconds;
+        let exp = seconds(&claims, "exp")?.ok_or(TokenError::BadClaim("exp"))?;
+        if now >= exp.saturating_add(leeway) {
+            return Err(TokenError::Expired);
+        }
+        if let Some(nbf) = seconds(&claims, "nbf")?
+            && now.saturating_add(leeway) < nbf
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        let audience_ok = match claims.get("aud") {
+            Some(Value::String(a)) => issuer.config.audiences.contains(a),
+            Some(Value::Array(list)) => list.iter().any(|a| {
+                a.as_str()
+                    .is_some_and(|a| issuer.config.audiences.iter().any(|c| c == a))
+            }),
+            _ => false,
+        };
+        if !audience_ok {
+            return Err(TokenError::WrongAudience);
+        }
+        let verified = Arc::new(Verified {
+            claims,
+            expires_at: exp,
+            leeway,
+        });
+        self.cache.insert(cache_key, verified.clone());
+        Ok(verified)
+    }
+}
+
+/// The three parts of a compact JWS.
+struct Parts<'a> {
+    header: &'a str,
+    payload: &'a str,
+    signature: &'a str,
+    /// `header.payload`, the signed bytes.
+    message: &'a [u8],
+}
+
+impl<'a> Parts<'a> {
+    fn split(token: &'a str) -> Result<Self, TokenError> {
+        let mut it = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (it.next(), it.next(), it.next(), it.next())
+        else {
+            return Err(TokenError::Malformed("expected three dot-separated parts"));
+        };
+        if header.is_empty() || payload.is_empty() {
+            return Err(TokenError::Malformed("empty part"));
+        }
+        if signature.is_empty() {
+            return Err(TokenError::Malformed("unsigned token"));
+        }
+        Ok(Self {
+            header,
+            payload,
+            signature,
+            message: &token.as_bytes()[..header.len() + 1 + payload.len()],
+        })
+    }
+
+    fn header(&self) -> Result<Header, TokenError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(self.header)
+            .map_err(|_| TokenError::Malformed("header is not base64url"))?;
+        let map: Map<String, Value> = serde_json::from_slice(&bytes)
+            .map_err(|_| TokenError::Malformed("header is not a JSON object"))?;
+        // Keys come from the issuer's JWKS only; `crit` extensions are not
+        // understood, so RFC 7515 §4.1.11 says refuse.
+        for name in ["jku", "jwk", "x5u", "x5c", "crit"] {
+            if map.contains_key(name) {
+                return Err(TokenError::ForbiddenHeader(name));
+            }
+        }
+        let text = |name| match map.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(TokenError::Malformed("header field is not a string")),
+        };
+        Ok(Header {
+            alg: text("alg")?.ok_or(TokenError::Malformed("header has no `alg`"))?,
+            kid: text("kid")?,
+            typ: text("typ")?,
+        })
+    }
+
+    fn claims(&self) -> Result<Map<String, Value>, TokenError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(self.payload)
+            .map_err(|_| TokenError::Malformed("payload is not base64url"))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|_| TokenError::Malformed("payload is not a JSON object"))
+    }
+}
+
+struct Header {
+    alg: String,
+    kid: Option<String>,
+    typ: Option<String>,
+}
+
+impl Header {
+    /// The header's `alg`, if the issuer allows it. Exact spelling only:
+    /// `none`, `None`, `NONE`, `HS256`, … are all refused here.
+    fn algorithm(&self, allowed: &[Algorithm]) -> Result<Algorithm, TokenError> {
+        self.alg
+            .parse::<Algorithm>()
+            .ok()
+            .filter(|a| allowed.contains(a))
+            .ok_or_else(|| TokenError::DisallowedAlgorithm(self.alg.chars().take(16).collect()))
+    }
+}
+
+fn same_type(actual: &str, required: &str) -> bool {
+    let strip = |t: &str| {
+        let t = t.trim();
+        t.get(..12)
+            .filter(|p| p.eq_ignore_ascii_case("application/"))
+            .map_or(t, |_| &t[12..])
+            .to_owned()
+    };
+    strip(actual).eq_ignore_ascii_case(&strip(required))
+}
+
+/// A NumericDate claim: a non-negative number of seconds (fractions dropped).
+fn seconds(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite() && *f >= 0.0)
+                    .map(|f| f as u64)
+            })
+            .map(Some)
+            .ok_or(TokenError::BadClaim(name)),
+        Some(_) => Err(TokenError::BadClaim(name)),
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_types_compare_like_rfc_9068_says() {
+        assert!(same_type("at+jwt", "at+jwt"));
+        assert!(same_type("application/at+jwt", "at+jwt"));
+        assert!(same_type("AT+JWT", "application/at+jwt"));
+        assert!(!same_type("JWT", "at+jwt"));
+        assert!(!same_type("", "at+jwt"));
+    }
+
+    #[test]
+    fn split_refuses_jwe_and_unsigned() {
+        assert!(Parts::split("a.b.c").is_ok());
+        assert!(Parts::split("a.b.").is_err());
+        assert!(Parts::split("a.b.c.d.e").is_err());
+        assert!(Parts::split("a.b").is_err());
+        assert!(Parts::split("").is_err());
+    }
+}

@@ -1,0 +1,548 @@
+//! The verification rules against a real HTTP issuer (discovery + JWKS on
+//! an ephemeral port) with keys generated per run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokens::{IssuerConfig, TokenError, Verifier};
+
+struct SigningKey {
+    kid: String,
+    alg: Algorithm,
+    key: EncodingKey,
+    jwk: Value,
+}
+
+impl SigningKey {
+    fn es256(kid: &str) -> Self {
+        let der =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        Self::from(
+            kid,
+            Algorithm::ES256,
+            EncodingKey::from_ec_der(der.as_ref()),
+        )
+    }
+
+    fn ed25519(kid: &str) -> Self {
+        let der = Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new()).unwrap();
+        Self::from(
+            kid,
+            Algorithm::EdDSA,
+            EncodingKey::from_ed_der(der.as_ref()),
+        )
+    }
+
+    fn from(kid: &str, alg: Algorithm, key: EncodingKey) -> Self {
+        let mut jwk = serde_json::to_value(Jwk::from_encoding_key(&key, alg).unwrap()).unwrap();
+        jwk["kid"] = json!(kid);
+        jwk["use"] = json!("sig");
+        Self {
+            kid: kid.into(),
+            alg,
+            key,
+            jwk,
+        }
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.key).unwrap()
+    }
+
+    /// Sign with any header, so hostile headers carry a valid signature.
+    fn sign_raw(&self, header: &Value, claims: &Value) -> String {
+        let message = format!("{}.{}", b64(header), b64(claims));
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &self.key, self.alg).unwrap();
+        format!("{message}.{signature}")
+    }
+}
+
+fn b64(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A test issuer: discovery and a JWKS that tests can change or take down.
+#[derive(Clone)]
+struct Issuer {
+    url: String,
+    jwks: Arc<Mutex<Value>>,
+    fetches: Arc<AtomicUsize>,
+    down: Arc<AtomicBool>,
+}
+
+impl Issuer {
+    async fn start(keys: &[&SigningKey]) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let issuer = Self {
+            url: format!("http://{addr}"),
+            jwks: Arc::new(Mutex::new(Value::Null)),
+            fetches: Arc::new(AtomicUsize::new(0)),
+            down: Arc::new(AtomicBool::new(false)),
+        };
+        issuer.publish(keys);
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(|State(i): State<Issuer>| async move {
+                    Json(json!({"issuer": i.url, "jwks_uri": format!("{}/jwks", i.url)}))
+                }),
+            )
+            .route(
+                "/jwks",
+                get(|State(i): State<Issuer>| async move {
+                    i.fetches.fetch_add(1, Ordering::SeqCst);
+                    if i.down.load(Ordering::SeqCst) {
+                        return Err(StatusCode::SERVICE_UNAVAILABLE);
+                    }
+                    Ok(Json(i.jwks.lock().unwrap().clone()))
+                }),
+            )
+            .with_state(issuer.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        issuer
+    }
+
+    fn publish(&self, keys: &[&SigningKey]) {
+        *self.jwks.lock().unwrap() =
+            json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()});
+    }
+
+    fn config(&self) -> IssuerConfig {
+        toml::from_str(&format!(
+            r#"issuer = "{}"
+audiences = ["api"]"#,
+            self.url
+        ))
+        .unwrap()
+    }
+
+    fn claims(&self) -> Value {
+        json!({"iss": self.url, "sub": "alice", "aud": "api", "exp": now() + 300, "iat": now(), "scope": "orders:read"})
+    }
+}
+
+async fn verifier(configs: &[IssuerConfig]) -> Verifier {
+    let v = Verifier::new(configs).unwrap();
+    v.start().await;
+    v
+}
+
+#[tokio::test]
+async fn accepts_tokens_of_configured_issuers_by_discovery() {
+    let es = SigningKey::es256("es-1");
+    let ed = SigningKey::ed25519("ed-1");
+    let issuer = Issuer::start(&[&es, &ed]).await;
+    let v = verifier(&[issuer.config()]).await;
+    assert!(v.ready());
+    for key in [&es, &ed] {
+        let token = key.sign(&issuer.claims());
+        let verified = v.verify(&token).await.unwrap();
+        assert_eq!(verified.claims["sub"], "alice");
+        // Again: served from the verified-token cache, same answer.
+        assert_eq!(v.verify(&token).await.unwrap().claims["sub"], "alice");
+    }
+    // `aud` as an array holding the audience.
+    let mut claims = issuer.claims();
+    claims["aud"] = json!(["other", "api"]);
+    assert!(v.verify(&es.sign(&claims)).await.is_ok());
+    assert_eq!(v.status()[0].keys, 2);
+}
+
+#[tokio::test]
+async fn refuses_every_hostile_token() {
+    let key = SigningKey::es256("k1");
+    let other = SigningKey::es256("k2");
+    let issuer = Issuer::start(&[&key]).await;
+    let stranger = Issuer::start(&[&other]).await;
+    let mut typed = issuer.config();
+    typed.token_type = Some("at+jwt".into());
+    let v = verifier(&[issuer.config(), stranger.config()]).await;
+    let strict = verifier(&[typed]).await;
+    let good = issuer.claims();
+    let header = |extra: Value| {
+        let mut h = json!({"alg": "ES256", "kid": "k1", "typ": "JWT"});
+        h.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        h
+    };
+    let with = |change: Value| {
+        let mut c = good.clone();
+        c.as_object_mut()
+            .unwrap()
+            .extend(change.as_object().unwrap().clone());
+        c
+    };
+    let valid = key.sign(&good);
+    let sig = valid.rsplit('.').next().unwrap().to_owned();
+    let x = key.jwk["x"].as_str().unwrap().to_owned();
+    let hs256_with_public_key = {
+        let message = format!(
+            "{}.{}",
+            b64(&json!({"alg": "HS256", "kid": "k1"})),
+            b64(&good)
+        );
+        let s = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(x.as_bytes()),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        format!("{message}.{s}")
+    };
+    let mut tampered = valid.split('.').map(str::to_owned).collect::<Vec<_>>();
+    tampered[1] = b64(&with(json!({"sub": "admin"})));
+    let tampered = tampered.join(".");
+
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "alg none",
+            format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&good)),
+            "malformed",
+        ),
+        (
+            "alg none with a signature",
+            format!("{}.{}.{sig}", b64(&json!({"alg": "none"})), b64(&good)),
+            "disallowed_alg",
+        ),
+        (
+            "alg None",
+            format!("{}.{}.{sig}", b64(&json!({"alg": "None"})), b64(&good)),
+            "disallowed_alg",
+        ),
+        (
+            "alg NONE",
+            format!("{}.{}.{sig}", b64(&json!({"alg": "NONE"})), b64(&good)),
+            "disallowed_alg",
+        ),
+        (
+            "alg nOnE",
+            format!(
+                "{}.{}.{sig}",
+                b64(&json!({"alg": "nOnE", "kid": "k1"})),
+                b64(&good)
+            ),
+            "disallowed_alg",
+        ),
+        (
+            "HS256 signed with the public key",
+            hs256_with_public_key,
+            "disallowed_alg",
+        ),
+        (
+            "no alg",
+            format!("{}.{}.{sig}", b64(&json!({"kid": "k1"})), b64(&good)),
+            "malformed",
+        ),
+        (
+            "jku header",
+            key.sign_raw(&header(json!({"jku": "http://127.0.0.1:1/jwks"})), &good),
+            "forbidden_header",
+        ),
+        (
+            "jwk header",
+            key.sign_raw(&header(json!({"jwk": other.jwk.clone()})), &good),
+            "forbidden_header",
+        ),
+        (
+            "x5u header",
+            key.sign_raw(&header(json!({"x5u": "http://127.0.0.1:1/cert"})), &good),
+            "forbidden_header",
+        ),
+        (
+            "x5c header",
+            key.sign_raw(&header(json!({"x5c": ["MIIB"]})), &good),
+            "forbidden_header",
+        ),
+        (
+            "crit header",
+            key.sign_raw(&header(json!({"crit": ["exp"]})), &good),
+            "forbidden_header",
+        ),
+        (
+            "unknown kid",
+            key.sign_raw(&header(json!({"kid": "nope"})), &good),
+            "unknown_key",
+        ),
+        (
+            "kid path trick",
+            key.sign_raw(&header(json!({"kid": "../../k1"})), &good),
+            "unknown_key",
+        ),
+        (
+            "kid of the wrong key type",
+            key.sign_raw(&header(json!({"alg": "EdDSA"})), &good),
+            "unknown_key",
+        ),
+        ("key of another issuer", other.sign(&good), "unknown_key"),
+        ("tampered payload", tampered, "bad_signature"),
+        (
+            "signature of another token",
+            format!("{}.{sig}", {
+                let t = key.sign(&with(json!({"sub": "bob"})));
+                t.rsplit_once('.').unwrap().0.to_owned()
+            }),
+            "bad_signature",
+        ),
+        (
+            "expired",
+            key.sign(&with(json!({"exp": now() - 120}))),
+            "expired",
+        ),
+        (
+            "expired inside leeway is fine",
+            key.sign(&with(json!({"exp": now() - 5}))),
+            "ok",
+        ),
+        (
+            "future nbf",
+            key.sign(&with(json!({"nbf": now() + 600}))),
+            "not_yet_valid",
+        ),
+        (
+            "no exp",
+            key.sign(&{
+                let mut c = good.clone();
+                c.as_object_mut().unwrap().remove("exp");
+                c
+            }),
+            "bad_claim",
+        ),
+        (
+            "exp as string",
+            key.sign(&with(json!({"exp": "tomorrow"}))),
+            "bad_claim",
+        ),
+        (
+            "wrong iss",
+            key.sign(&with(json!({"iss": "https://evil.example"}))),
+            "unknown_issuer",
+        ),
+        (
+            "iss of the other issuer, our key",
+            key.sign(&with(json!({"iss": stranger.url}))),
+            "unknown_key",
+        ),
+        (
+            "no iss",
+            key.sign(&{
+                let mut c = good.clone();
+                c.as_object_mut().unwrap().remove("iss");
+                c
+            }),
+            "bad_claim",
+        ),
+        (
+            "wrong aud",
+            key.sign(&with(json!({"aud": "other"}))),
+            "wrong_audience",
+        ),
+        (
+            "no aud",
+            key.sign(&{
+                let mut c = good.clone();
+                c.as_object_mut().unwrap().remove("aud");
+                c
+            }),
+            "wrong_audience",
+        ),
+        (
+            "oversize",
+            format!("{}.{}.{sig}", b64(&header(json!({}))), "A".repeat(20_000)),
+            "too_large",
+        ),
+        (
+            "header not base64",
+            format!("%%%.{}.{sig}", b64(&good)),
+            "malformed",
+        ),
+        (
+            "header not JSON",
+            format!(
+                "{}.{}.{sig}",
+                URL_SAFE_NO_PAD.encode("not json"),
+                b64(&good)
+            ),
+            "malformed",
+        ),
+        (
+            "payload not JSON",
+            format!(
+                "{}.{}.{sig}",
+                b64(&header(json!({}))),
+                URL_SAFE_NO_PAD.encode("[1,2")
+            ),
+            "malformed",
+        ),
+        ("JWE shape", "a.b.c.d.e".to_owned(), "malformed"),
+        ("two parts", "a.b".to_owned(), "malformed"),
+        ("empty", String::new(), "malformed"),
+    ];
+    let mut failures = Vec::new();
+    for (name, token, want) in &cases {
+        let got = match v.verify(token).await {
+            Ok(_) => "ok",
+            Err(e) => e.reason(),
+        };
+        if got != *want {
+            failures.push(format!("{name}: expected {want}, got {got}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+
+    // RFC 9068 `typ`, when configured.
+    assert_eq!(
+        strict.verify(&valid).await.unwrap_err(),
+        TokenError::WrongType("at+jwt".into())
+    );
+    let at = key.sign_raw(&header(json!({"typ": "at+jwt"})), &good);
+    assert!(strict.verify(&at).await.is_ok());
+}
+
+#[tokio::test]
+async fn rotation_is_picked_up_on_an_unknown_kid_with_one_fetch() {
+    let old = SigningKey::es256("old");
+    let issuer = Issuer::start(&[&old]).await;
+    let v = Arc::new(verifier(&[issuer.config()]).await);
+    assert_eq!(issuer.fetches.load(Ordering::SeqCst), 1);
+    assert!(v.verify(&old.sign(&issuer.claims())).await.is_ok());
+
+    let new = SigningKey::ed25519("new");
+    issuer.publish(&[&old, &new]);
+    // Many requests with the new kid at once: one refetch serves them all.
+    let token = new.sign(&issuer.claims());
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (v, token) = (v.clone(), token.clone());
+        tasks.push(tokio::spawn(async move { v.verify(&token).await.is_ok() }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap());
+    }
+    assert_eq!(issuer.fetches.load(Ordering::SeqCst), 2);
+    // Random kids right after cannot make us fetch again.
+    for i in 0..20 {
+        let t = new.sign_raw(
+            &json!({"alg": "EdDSA", "kid": format!("random-{i}")}),
+            &issuer.claims(),
+        );
+        assert_eq!(v.verify(&t).await.unwrap_err(), TokenError::UnknownKey);
+    }
+    assert_eq!(issuer.fetches.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn keeps_serving_cached_keys_while_the_issuer_is_down() {
+    let key = SigningKey::es256("k");
+    let issuer = Issuer::start(&[&key]).await;
+    let mut config = issuer.config();
+    config.min_refetch_seconds = 0;
+    let v = verifier(&[config]).await;
+    issuer.down.store(true, Ordering::SeqCst);
+    // An unknown kid forces a refetch, which fails...
+    let stray = key.sign_raw(&json!({"alg": "ES256", "kid": "stray"}), &issuer.claims());
+    assert_eq!(v.verify(&stray).await.unwrap_err(), TokenError::UnknownKey);
+    assert!(v.status()[0].last_error.as_deref().unwrap().contains("503"));
+    // ...and the keys we had still verify.
+    let mut claims = issuer.claims();
+    claims["jti"] = json!("fresh");
+    assert!(v.verify(&key.sign(&claims)).await.is_ok());
+    assert!(v.ready());
+}
+
+#[tokio::test]
+async fn an_unreachable_issuer_is_not_ready_and_fails_closed() {
+    let config: IssuerConfig = toml::from_str(
+        r#"issuer = "http://127.0.0.1:9"
+audiences = ["api"]"#,
+    )
+    .unwrap();
+    let v = verifier(&[config]).await;
+    assert!(!v.ready());
+    let key = SigningKey::es256("k");
+    let token = key.sign(&json!({"iss": "http://127.0.0.1:9", "aud": "api", "exp": now() + 60}));
+    assert_eq!(
+        v.verify(&token).await.unwrap_err(),
+        TokenError::KeysUnavailable
+    );
+}
+
+#[test]
+fn bad_issuer_config_names_the_field() {
+    let parse = |s: &str| toml::from_str::<IssuerConfig>(s).unwrap();
+    let cases = [
+        (
+            r#"issuer = "https://a"
+audiences = []"#,
+            "issuers[0].audiences",
+        ),
+        (
+            r#"issuer = "https://a"
+audiences = ["x"]
+algorithms = ["HS256"]"#,
+            "issuers[0].algorithms",
+        ),
+        (
+            r#"issuer = "https://a"
+audiences = ["x"]
+algorithms = ["none"]"#,
+            "issuers[0].algorithms",
+        ),
+        (
+            r#"issuer = "ftp://a"
+audiences = ["x"]"#,
+            "issuers[0].issuer",
+        ),
+        (
+            r#"issuer = "https://a"
+jwks_uri = "file:///etc/keys"
+audiences = ["x"]"#,
+            "issuers[0].jwks_uri",
+        ),
+    ];
+    for (text, field) in cases {
+        let err = Verifier::new(&[parse(text)]).unwrap_err().to_string();
+        assert!(err.starts_with(field), "{err}");
+    }
+    let twice = parse(
+        r#"issuer = "https://a"
+audiences = ["x"]"#,
+    );
+    assert!(
+        Verifier::new(&[twice.clone(), twice])
+            .unwrap_err()
+            .to_string()
+            .contains("twice")
+    );
+    assert!(
+        toml::from_str::<IssuerConfig>("issuer = \"https://a\"\naudiences = [\"x\"]\nunknown = 1")
+            .is_err()
+    );
+}
