@@ -35,6 +35,9 @@ pub struct Config {
     pub cache: CacheConfig,
     pub decision_log: LogConfig,
     pub claims: ClaimsConfig,
+    /// Issuers whose bearer tokens the sidecar verifies itself, for callers
+    /// that send the `authorization` header rather than verified claims.
+    pub issuers: Vec<tokens::IssuerConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -70,6 +73,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             decision_log: LogConfig::default(),
             claims: ClaimsConfig::default(),
+            issuers: Vec::new(),
         }
     }
 }
@@ -140,6 +144,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "claims",
                 "`metadata_namespace` and `metadata_key` must not be empty",
+            ));
+        }
+        if let Err(e) = tokens::Verifier::new(&self.issuers) {
+            return Err(ConfigError::invalid(
+                format!("issuers[{}].{}", e.index, e.field),
+                e.message,
             ));
         }
         if self.http == self.grpc && self.http.port() != 0 {

@@ -16,6 +16,7 @@ use envoy_types::pb::google::rpc;
 use serde_json::{Map, Number, Value};
 use tonic::{Request, Response, Status};
 
+use crate::authn::Authn;
 use crate::claims::Claims;
 use crate::config::ClaimsConfig;
 use crate::engine::{CheckRequest, Engine};
@@ -33,11 +34,16 @@ const HTTP_FORBIDDEN: i32 = 403;
 pub struct ExtAuthz {
     engine: Arc<Engine>,
     claims: ClaimsConfig,
+    authn: Authn,
 }
 
 impl ExtAuthz {
-    pub fn new(engine: Arc<Engine>, claims: ClaimsConfig) -> Self {
-        Self { engine, claims }
+    pub fn new(engine: Arc<Engine>, claims: ClaimsConfig, authn: Authn) -> Self {
+        Self {
+            engine,
+            claims,
+            authn,
+        }
     }
 
     pub fn into_service(self) -> AuthorizationServer<Self> {
@@ -84,6 +90,28 @@ impl Authorization for ExtAuthz {
                 )));
             }
         };
+        let request_id = (!http.id.is_empty())
+            .then_some(http.id.as_str())
+            .or_else(|| http.headers.get("x-request-id").map(String::as_str));
+        let claims = match claims {
+            Some(c) => Some(c),
+            None => match self
+                .authn
+                .bearer(http.headers.get("authorization").map(String::as_str))
+                .await
+            {
+                Ok(c) => c,
+                Err(rejected) => {
+                    return Ok(Response::new(denied(
+                        UNAUTHENTICATED,
+                        HTTP_UNAUTHORIZED,
+                        "invalid_token",
+                        request_id,
+                        Some(&rejected.challenge()),
+                    )));
+                }
+            },
+        };
         let source = attrs
             .source
             .as_ref()
@@ -93,9 +121,6 @@ impl Authorization for ExtAuthz {
                 Address::SocketAddress(s) => s.address.parse::<IpAddr>().ok(),
                 _ => None,
             });
-        let request_id = (!http.id.is_empty())
-            .then_some(http.id.as_str())
-            .or_else(|| http.headers.get("x-request-id").map(String::as_str));
         let host = (!http.host.is_empty()).then_some(http.host.as_str());
         let decision = self.engine.check(&CheckRequest {
             method: &http.method,
@@ -141,45 +166,67 @@ impl Authorization for ExtAuthz {
         } else {
             // No verified identity and denied: ask for credentials. Otherwise
             // forbidden. Neither body says which policy or why.
-            let (grpc, http_code, error) = if claims.is_none() {
-                (UNAUTHENTICATED, HTTP_UNAUTHORIZED, "unauthenticated")
-            } else {
-                (PERMISSION_DENIED, HTTP_FORBIDDEN, "forbidden")
-            };
-            let body = serde_json::json!({"error": error, "request_id": request_id}).to_string();
-            #[expect(
-                deprecated,
-                reason = "prost still generates the deprecated `append` field"
-            )]
-            let header = |key: &str, value: &str| HeaderValueOption {
-                header: Some(HeaderValue {
-                    key: key.to_owned(),
-                    value: value.to_owned(),
-                    raw_value: Vec::new(),
-                }),
-                append: None,
-                append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
-                keep_empty_value: false,
-            };
-            let mut headers = vec![header("content-type", "application/json")];
             if claims.is_none() {
-                headers.push(header("www-authenticate", "Bearer"));
-            }
-            CheckResponse {
-                status: Some(rpc::Status {
-                    code: grpc,
-                    message: error.to_owned(),
-                    ..Default::default()
-                }),
-                http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
-                    status: Some(HttpStatus { code: http_code }),
-                    headers,
-                    body,
-                })),
-                ..Default::default()
+                denied(
+                    UNAUTHENTICATED,
+                    HTTP_UNAUTHORIZED,
+                    "unauthenticated",
+                    request_id,
+                    Some("Bearer"),
+                )
+            } else {
+                denied(
+                    PERMISSION_DENIED,
+                    HTTP_FORBIDDEN,
+                    "forbidden",
+                    request_id,
+                    None,
+                )
             }
         };
         Ok(Response::new(response))
+    }
+}
+
+/// A denied response whose body names no policy and no reason beyond `error`.
+fn denied(
+    grpc: i32,
+    http_code: i32,
+    error: &str,
+    request_id: Option<&str>,
+    challenge: Option<&str>,
+) -> CheckResponse {
+    let body = serde_json::json!({"error": error, "request_id": request_id}).to_string();
+    #[expect(
+        deprecated,
+        reason = "prost still generates the deprecated `append` field"
+    )]
+    let header = |key: &str, value: &str| HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            raw_value: Vec::new(),
+        }),
+        append: None,
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
+        keep_empty_value: false,
+    };
+    let mut headers = vec![header("content-type", "application/json")];
+    if let Some(challenge) = challenge {
+        headers.push(header("www-authenticate", challenge));
+    }
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: grpc,
+            message: error.to_owned(),
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus { code: http_code }),
+            headers,
+            body,
+        })),
+        ..Default::default()
     }
 }
 

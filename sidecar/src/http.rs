@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::authn::{Authn, Rejected};
 use crate::claims::Claims;
 use crate::engine::{CheckRequest, Decision, DirectRequest, Engine};
 use crate::error::Error;
@@ -28,6 +29,7 @@ pub const MAX_BATCH: usize = 100;
 pub struct ApiState {
     pub engine: Arc<Engine>,
     pub admin_token: Option<Arc<str>>,
+    pub authn: Authn,
 }
 
 pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
@@ -67,6 +69,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// `WWW-Authenticate` for a 401; plain `Bearer` when none is given.
+    challenge: Option<String>,
 }
 
 impl ApiError {
@@ -75,6 +79,18 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            challenge: None,
+        }
+    }
+
+    fn invalid_token(rejected: &Rejected) -> Self {
+        Self {
+            challenge: Some(rejected.challenge()),
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                rejected.0.clone(),
+            )
         }
     }
 
@@ -113,10 +129,13 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
+            let challenge = self
+                .challenge
+                .and_then(|c| header::HeaderValue::from_str(&c).ok())
+                .unwrap_or(header::HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
     }
@@ -182,6 +201,9 @@ struct CheckBody {
     host: Option<String>,
     source: Option<IpAddr>,
     claims: Option<serde_json::Map<String, Value>>,
+    /// The request's `Authorization` header, verified here against the
+    /// configured issuers; an alternative to `claims`.
+    authorization: Option<String>,
     request_id: Option<String>,
     time: Option<i64>,
 }
@@ -190,12 +212,27 @@ async fn check(
     State(state): State<ApiState>,
     JsonBody(body): JsonBody<CheckBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let claims = body
-        .claims
-        .as_ref()
-        .map(Claims::from_json)
-        .transpose()
-        .map_err(|e| ApiError::bad_request(format!("`claims`: {e}")))?;
+    let claims = match (&body.claims, &body.authorization) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give `claims` or `authorization`, not both",
+            ));
+        }
+        (Some(claims), None) => Some(
+            Claims::from_json(claims)
+                .map_err(|e| ApiError::bad_request(format!("`claims`: {e}")))?,
+        ),
+        (None, Some(_)) if state.authn.verifier().is_none() => {
+            return Err(ApiError::bad_request(
+                "`authorization` needs `issuers` in the sidecar's configuration",
+            ));
+        }
+        (None, authorization) => state
+            .authn
+            .bearer(authorization.as_deref())
+            .await
+            .map_err(|r| ApiError::invalid_token(&r))?,
+    };
     if body.method.is_empty() || !body.method.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(ApiError::bad_request(
             "`method` must be an upper-case HTTP method",
@@ -276,6 +313,7 @@ async fn is_authorized_batch(
                     status,
                     code,
                     message,
+                    ..
                 } = ApiError::from(e);
                 ApiError::new(status, code, format!("`requests[{i}]`: {message}"))
             })?;
@@ -299,6 +337,11 @@ async fn schema(State(state): State<ApiState>) -> Response {
 }
 
 async fn status(State(state): State<ApiState>) -> Json<Value> {
+    let issuers = state
+        .authn
+        .verifier()
+        .map(tokens::Verifier::status)
+        .unwrap_or_default();
     let snap = state.engine.snapshot();
     let b = &snap.bundle;
     let loaded_at = b
@@ -314,13 +357,25 @@ async fn status(State(state): State<ApiState>) -> Json<Value> {
         "entities": b.entity_count(),
         "directory": b.dir,
         "reload": state.engine.status(),
+        "issuers": issuers,
     }))
 }
 
-async fn ready(State(state): State<ApiState>) -> Json<Value> {
-    // A sidecar that started has a validated policy set; it is ready for as
-    // long as it runs, even when a later reload is refused.
+async fn ready(State(state): State<ApiState>) -> Response {
+    // A sidecar that started has a validated policy set; it stays ready even
+    // when a later reload is refused. Tokens it verifies itself need keys.
+    if let Some(verifier) = state.authn.verifier()
+        && !verifier.ready()
+    {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the keys of a configured issuer have not been fetched yet",
+        )
+        .into_response();
+    }
     Json(json!({"status": "ready", "version": state.engine.snapshot().bundle.version}))
+        .into_response()
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {

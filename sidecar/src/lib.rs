@@ -4,6 +4,7 @@
 //! ([`http`]), the Envoy ext_authz server ([`grpc`]) and the gateway's
 //! embedded mode are thin adapters over it.
 
+pub mod authn;
 pub mod bundle;
 pub mod cache;
 pub mod claims;

@@ -11,6 +11,7 @@ pub struct Metrics {
     pub cache_misses: IntCounter,
     pub reloads: IntCounterVec,
     pub log_dropped: IntCounter,
+    pub token_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -56,6 +57,15 @@ impl Metrics {
             "Decision log records dropped because the log queue was full",
         )
         .expect(VALID);
+        let token_failures = IntCounterVec::new(
+            Opts::new(
+                "token_verification_failures_total",
+                "Bearer tokens the sidecar refused, by reason",
+            ),
+            &["reason"],
+        )
+        .expect(VALID);
+        let _ = registry.register(Box::new(token_failures.clone()));
         for c in [&cache_hits, &cache_misses, &log_dropped] {
             let _ = registry.register(Box::new(c.clone()));
         }
@@ -70,6 +80,7 @@ impl Metrics {
             cache_misses,
             reloads,
             log_dropped,
+            token_failures,
         }
     }
 }

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::authn::Authn;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::grpc::ExtAuthz;
@@ -47,10 +48,19 @@ pub async fn run(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let verifier = if config.issuers.is_empty() {
+        None
+    } else {
+        let verifier = Arc::new(tokens::Verifier::new(&config.issuers)?);
+        verifier.start().await;
+        Some(verifier)
+    };
+    let authn = Authn::new(verifier, engine.metrics().clone());
     let api = router(
         ApiState {
             engine: engine.clone(),
             admin_token: config.admin_token.as_deref().map(Arc::from),
+            authn: authn.clone(),
         },
         config.max_body_bytes,
     );
@@ -58,7 +68,7 @@ pub async fn run(
         axum::serve(http, api.into_make_service()).with_graceful_shutdown(stopped(stop_rx.clone()));
     let grpc_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(ExtAuthz::new(engine.clone(), config.claims.clone()).into_service())
+        .add_service(ExtAuthz::new(engine.clone(), config.claims.clone(), authn).into_service())
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc),
             stopped(stop_rx),

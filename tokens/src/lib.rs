@@ -16,6 +16,8 @@ mod cache;
 mod error;
 mod issuer;
 mod keys;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod verifier;
 
 pub use error::{ConfigError, TokenError};

@@ -3,150 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
-use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::Jwk;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
+use tokens::testing::{SigningKey, TestIssuer as Issuer, b64, now};
 use tokens::{IssuerConfig, TokenError, Verifier};
-
-struct SigningKey {
-    kid: String,
-    alg: Algorithm,
-    key: EncodingKey,
-    jwk: Value,
-}
-
-impl SigningKey {
-    fn es256(kid: &str) -> Self {
-        let der =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                .unwrap();
-        Self::from(
-            kid,
-            Algorithm::ES256,
-            EncodingKey::from_ec_der(der.as_ref()),
-        )
-    }
-
-    fn ed25519(kid: &str) -> Self {
-        let der = Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new()).unwrap();
-        Self::from(
-            kid,
-            Algorithm::EdDSA,
-            EncodingKey::from_ed_der(der.as_ref()),
-        )
-    }
-
-    fn from(kid: &str, alg: Algorithm, key: EncodingKey) -> Self {
-        let mut jwk = serde_json::to_value(Jwk::from_encoding_key(&key, alg).unwrap()).unwrap();
-        jwk["kid"] = json!(kid);
-        jwk["use"] = json!("sig");
-        Self {
-            kid: kid.into(),
-            alg,
-            key,
-            jwk,
-        }
-    }
-
-    fn sign(&self, claims: &Value) -> String {
-        let mut header = Header::new(self.alg);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.key).unwrap()
-    }
-
-    /// Sign with any header, so hostile headers carry a valid signature.
-    fn sign_raw(&self, header: &Value, claims: &Value) -> String {
-        let message = format!("{}.{}", b64(header), b64(claims));
-        let signature =
-            jsonwebtoken::crypto::sign(message.as_bytes(), &self.key, self.alg).unwrap();
-        format!("{message}.{signature}")
-    }
-}
-
-fn b64(v: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// A test issuer: discovery and a JWKS that tests can change or take down.
-#[derive(Clone)]
-struct Issuer {
-    url: String,
-    jwks: Arc<Mutex<Value>>,
-    fetches: Arc<AtomicUsize>,
-    down: Arc<AtomicBool>,
-}
-
-impl Issuer {
-    async fn start(keys: &[&SigningKey]) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let issuer = Self {
-            url: format!("http://{addr}"),
-            jwks: Arc::new(Mutex::new(Value::Null)),
-            fetches: Arc::new(AtomicUsize::new(0)),
-            down: Arc::new(AtomicBool::new(false)),
-        };
-        issuer.publish(keys);
-        let app = axum::Router::new()
-            .route(
-                "/.well-known/openid-configuration",
-                get(|State(i): State<Issuer>| async move {
-                    Json(json!({"issuer": i.url, "jwks_uri": format!("{}/jwks", i.url)}))
-                }),
-            )
-            .route(
-                "/jwks",
-                get(|State(i): State<Issuer>| async move {
-                    i.fetches.fetch_add(1, Ordering::SeqCst);
-                    if i.down.load(Ordering::SeqCst) {
-                        return Err(StatusCode::SERVICE_UNAVAILABLE);
-                    }
-                    Ok(Json(i.jwks.lock().unwrap().clone()))
-                }),
-            )
-            .with_state(issuer.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        issuer
-    }
-
-    fn publish(&self, keys: &[&SigningKey]) {
-        *self.jwks.lock().unwrap() =
-            json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()});
-    }
-
-    fn config(&self) -> IssuerConfig {
-        toml::from_str(&format!(
-            r#"issuer = "{}"
-audiences = ["api"]"#,
-            self.url
-        ))
-        .unwrap()
-    }
-
-    fn claims(&self) -> Value {
-        json!({"iss": self.url, "sub": "alice", "aud": "api", "exp": now() + 300, "iat": now(), "scope": "orders:read"})
-    }
-}
 
 async fn verifier(configs: &[IssuerConfig]) -> Verifier {
     let v = Verifier::new(configs).unwrap();
@@ -162,14 +26,14 @@ async fn accepts_tokens_of_configured_issuers_by_discovery() {
     let v = verifier(&[issuer.config()]).await;
     assert!(v.ready());
     for key in [&es, &ed] {
-        let token = key.sign(&issuer.claims());
+        let token = key.sign(&issuer.claims("alice"));
         let verified = v.verify(&token).await.unwrap();
         assert_eq!(verified.claims["sub"], "alice");
         // Again: served from the verified-token cache, same answer.
         assert_eq!(v.verify(&token).await.unwrap().claims["sub"], "alice");
     }
     // `aud` as an array holding the audience.
-    let mut claims = issuer.claims();
+    let mut claims = issuer.claims("alice");
     claims["aud"] = json!(["other", "api"]);
     assert!(v.verify(&es.sign(&claims)).await.is_ok());
     assert_eq!(v.status()[0].keys, 2);
@@ -185,7 +49,7 @@ async fn refuses_every_hostile_token() {
     typed.token_type = Some("at+jwt".into());
     let v = verifier(&[issuer.config(), stranger.config()]).await;
     let strict = verifier(&[typed]).await;
-    let good = issuer.claims();
+    let good = issuer.claims("alice");
     let header = |extra: Value| {
         let mut h = json!({"alg": "ES256", "kid": "k1", "typ": "JWT"});
         h.as_object_mut()
@@ -431,13 +295,13 @@ async fn rotation_is_picked_up_on_an_unknown_kid_with_one_fetch() {
     let old = SigningKey::es256("old");
     let issuer = Issuer::start(&[&old]).await;
     let v = Arc::new(verifier(&[issuer.config()]).await);
-    assert_eq!(issuer.fetches.load(Ordering::SeqCst), 1);
-    assert!(v.verify(&old.sign(&issuer.claims())).await.is_ok());
+    assert_eq!(issuer.fetches(), 1);
+    assert!(v.verify(&old.sign(&issuer.claims("alice"))).await.is_ok());
 
     let new = SigningKey::ed25519("new");
     issuer.publish(&[&old, &new]);
     // Many requests with the new kid at once: one refetch serves them all.
-    let token = new.sign(&issuer.claims());
+    let token = new.sign(&issuer.claims("alice"));
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let (v, token) = (v.clone(), token.clone());
@@ -446,16 +310,16 @@ async fn rotation_is_picked_up_on_an_unknown_kid_with_one_fetch() {
     for t in tasks {
         assert!(t.await.unwrap());
     }
-    assert_eq!(issuer.fetches.load(Ordering::SeqCst), 2);
+    assert_eq!(issuer.fetches(), 2);
     // Random kids right after cannot make us fetch again.
     for i in 0..20 {
         let t = new.sign_raw(
             &json!({"alg": "EdDSA", "kid": format!("random-{i}")}),
-            &issuer.claims(),
+            &issuer.claims("alice"),
         );
         assert_eq!(v.verify(&t).await.unwrap_err(), TokenError::UnknownKey);
     }
-    assert_eq!(issuer.fetches.load(Ordering::SeqCst), 2);
+    assert_eq!(issuer.fetches(), 2);
 }
 
 #[tokio::test]
@@ -465,13 +329,16 @@ async fn keeps_serving_cached_keys_while_the_issuer_is_down() {
     let mut config = issuer.config();
     config.min_refetch_seconds = 0;
     let v = verifier(&[config]).await;
-    issuer.down.store(true, Ordering::SeqCst);
+    issuer.set_down(true);
     // An unknown kid forces a refetch, which fails...
-    let stray = key.sign_raw(&json!({"alg": "ES256", "kid": "stray"}), &issuer.claims());
+    let stray = key.sign_raw(
+        &json!({"alg": "ES256", "kid": "stray"}),
+        &issuer.claims("alice"),
+    );
     assert_eq!(v.verify(&stray).await.unwrap_err(), TokenError::UnknownKey);
     assert!(v.status()[0].last_error.as_deref().unwrap().contains("503"));
     // ...and the keys we had still verify.
-    let mut claims = issuer.claims();
+    let mut claims = issuer.claims("alice");
     claims["jti"] = json!("fresh");
     assert!(v.verify(&key.sign(&claims)).await.is_ok());
     assert!(v.ready());

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
+mod bearer;
 mod cli;
 mod entities;
 mod ext_authz;

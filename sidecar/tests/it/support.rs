@@ -46,21 +46,27 @@ pub struct Sidecar {
 impl Sidecar {
     /// Start `sidecar serve` on `dir` with extra environment variables.
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with(dir, env, &[])
+    }
+
+    /// Start with extra command-line arguments (e.g. `--config FILE`).
+    pub fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidecar"));
-        cmd.args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-            "--policies",
-        ])
-        .arg(dir)
-        .env("PORTCULLIS_SIDECAR__ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("PORTCULLIS_SIDECAR__SHUTDOWN_GRACE_SECS", "2")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.arg("serve")
+            .args(args)
+            .args([
+                "--http",
+                "127.0.0.1:0",
+                "--grpc",
+                "127.0.0.1:0",
+                "--policies",
+            ])
+            .arg(dir)
+            .env("PORTCULLIS_SIDECAR__ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("PORTCULLIS_SIDECAR__SHUTDOWN_GRACE_SECS", "2")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }

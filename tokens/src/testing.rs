@@ -1,0 +1,187 @@
+//! A real, in-process token issuer for tests of anything that verifies
+//! tokens (this crate, the sidecar, the gateway): OpenID discovery and a JWKS
+//! over HTTP on an ephemeral loopback port, with keys generated per run. Tests
+//! can rotate the published keys, count fetches and take the issuer down.
+//! Enabled by the `testing` feature; never part of a service binary.
+
+#![allow(
+    clippy::expect_used,
+    reason = "test support: a failure to generate a key or bind loopback should stop the test"
+)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+use crate::IssuerConfig;
+
+/// A private signing key and its public JWK.
+pub struct SigningKey {
+    pub kid: String,
+    pub alg: Algorithm,
+    key: EncodingKey,
+    pub jwk: Value,
+}
+
+impl SigningKey {
+    pub fn es256(kid: &str) -> Self {
+        let der =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .expect("generate P-256 key");
+        Self::from(
+            kid,
+            Algorithm::ES256,
+            EncodingKey::from_ec_der(der.as_ref()),
+        )
+    }
+
+    pub fn ed25519(kid: &str) -> Self {
+        let der =
+            Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new()).expect("generate Ed25519 key");
+        Self::from(
+            kid,
+            Algorithm::EdDSA,
+            EncodingKey::from_ed_der(der.as_ref()),
+        )
+    }
+
+    fn from(kid: &str, alg: Algorithm, key: EncodingKey) -> Self {
+        let jwk = Jwk::from_encoding_key(&key, alg).expect("public JWK");
+        let mut jwk = serde_json::to_value(jwk).expect("JWK as JSON");
+        jwk["kid"] = json!(kid);
+        jwk["use"] = json!("sig");
+        Self {
+            kid: kid.into(),
+            alg,
+            key,
+            jwk,
+        }
+    }
+
+    /// A compact JWS with a standard header (`alg`, `kid`, `typ: JWT`).
+    pub fn sign(&self, claims: &Value) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.key).expect("sign")
+    }
+
+    /// A compact JWS with exactly this header, validly signed with this key
+    /// whatever the header claims (for hostile-header tests).
+    pub fn sign_raw(&self, header: &Value, claims: &Value) -> String {
+        let message = format!("{}.{}", b64(header), b64(claims));
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &self.key, self.alg).expect("sign");
+        format!("{message}.{signature}")
+    }
+}
+
+/// Base64url (no padding) of a JSON value, as in a JWS.
+pub fn b64(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap_or_default())
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Discovery and a JWKS served from 127.0.0.1 on an ephemeral port.
+#[derive(Clone)]
+pub struct TestIssuer {
+    pub url: String,
+    jwks: Arc<Mutex<Value>>,
+    fetches: Arc<AtomicUsize>,
+    down: Arc<AtomicBool>,
+}
+
+impl TestIssuer {
+    /// Start serving on the current Tokio runtime.
+    pub async fn start(keys: &[&SigningKey]) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr: SocketAddr = listener.local_addr().expect("local address");
+        let issuer = Self {
+            url: format!("http://{addr}"),
+            jwks: Arc::new(Mutex::new(Value::Null)),
+            fetches: Arc::new(AtomicUsize::new(0)),
+            down: Arc::new(AtomicBool::new(false)),
+        };
+        issuer.publish(keys);
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(|State(i): State<TestIssuer>| async move {
+                    Json(json!({"issuer": i.url, "jwks_uri": format!("{}/jwks", i.url)}))
+                }),
+            )
+            .route(
+                "/jwks",
+                get(|State(i): State<TestIssuer>| async move {
+                    i.fetches.fetch_add(1, Ordering::SeqCst);
+                    if i.down.load(Ordering::SeqCst) {
+                        return Err(StatusCode::SERVICE_UNAVAILABLE);
+                    }
+                    Ok(Json(i.jwks.lock().map(|j| j.clone()).unwrap_or_default()))
+                }),
+            )
+            .with_state(issuer.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        issuer
+    }
+
+    /// Replace the published key set.
+    pub fn publish(&self, keys: &[&SigningKey]) {
+        let set = json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()});
+        if let Ok(mut jwks) = self.jwks.lock() {
+            *jwks = set;
+        }
+    }
+
+    /// How many times the JWKS was requested.
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+
+    /// Answer 503 to JWKS requests (or recover).
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Trust this issuer for audience `api`, keys by discovery.
+    pub fn config(&self) -> IssuerConfig {
+        IssuerConfig {
+            issuer: self.url.clone(),
+            jwks_uri: None,
+            audiences: vec!["api".into()],
+            algorithms: ["RS256", "PS256", "ES256", "EdDSA"]
+                .map(String::from)
+                .to_vec(),
+            leeway_seconds: 30,
+            token_type: None,
+            refresh_seconds: 300,
+            min_refetch_seconds: 10,
+        }
+    }
+
+    /// Valid claims for audience `api`, expiring in five minutes.
+    pub fn claims(&self, sub: &str) -> Value {
+        json!({"iss": self.url, "sub": sub, "aud": "api", "exp": now() + 300, "iat": now()})
+    }
+}
