@@ -3,16 +3,15 @@
 //! counts it, it never slows or blocks a decision. Tokens never reach it:
 //! records carry entity ids, policy ids and errors only.
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, SystemTime};
 
 use cedar_policy::EntityUid;
 use prometheus::IntCounter;
-use serde::Deserialize;
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::mpsc;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::Outcome;
 
@@ -53,31 +52,41 @@ pub struct Record {
     pub time: SystemTime,
 }
 
+/// How often the writer wakes to drain the queue. Decisions never wake it:
+/// a wake-up per record would cost the hot path a futex call and a context
+/// switch, on a machine where the proxy needs every core.
+const DRAIN_EVERY: Duration = Duration::from_millis(25);
+
 #[derive(Debug)]
 pub struct DecisionLog {
-    tx: mpsc::Sender<Record>,
+    /// `None` once dropped, which tells the writer to finish.
+    tx: Option<mpsc::SyncSender<Record>>,
+    writer: Option<std::thread::JoinHandle<()>>,
     sample: f64,
     seen: AtomicU64,
     dropped: IntCounter,
 }
 
 impl DecisionLog {
-    /// Start the writer task on the current Tokio runtime.
-    pub async fn start(config: &LogConfig, dropped: IntCounter) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel(config.queue.max(1));
-        let sink: Box<dyn AsyncWrite + Send + Unpin> = if config.path == "-" {
-            Box::new(tokio::io::stdout())
+    /// Open the sink and start the writer thread.
+    pub fn start(config: &LogConfig, dropped: IntCounter) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
+        let sink: Box<dyn Write + Send> = if config.path == "-" {
+            Box::new(std::io::stdout())
         } else {
-            let file = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(PathBuf::from(&config.path))
-                .await?;
-            Box::new(file)
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(PathBuf::from(&config.path))?,
+            )
         };
-        tokio::spawn(write_loop(rx, sink));
+        let writer = std::thread::Builder::new()
+            .name("decision-log".into())
+            .spawn(move || write_loop(&rx, sink))?;
         Ok(Self {
-            tx,
+            tx: Some(tx),
+            writer: Some(writer),
             sample: config.sample_allows.clamp(0.0, 1.0),
             seen: AtomicU64::new(0),
             dropped,
@@ -89,7 +98,11 @@ impl DecisionLog {
         if allowed && !self.sampled() {
             return;
         }
-        if self.tx.try_send(make()).is_err() {
+        let sent = self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(make()).is_ok());
+        if !sent {
             self.dropped.inc();
         }
     }
@@ -104,45 +117,77 @@ impl DecisionLog {
     }
 }
 
-async fn write_loop(mut rx: mpsc::Receiver<Record>, sink: Box<dyn AsyncWrite + Send + Unpin>) {
-    let mut out = BufWriter::new(sink);
-    let mut line = Vec::with_capacity(512);
-    while let Some(record) = rx.recv().await {
-        let mut next = Some(record);
-        // Drain what is queued, then flush once.
-        while let Some(r) = next {
-            line.clear();
-            if serde_json::to_writer(&mut line, &json(&r)).is_ok() {
-                line.push(b'\n');
-                if out.write_all(&line).await.is_err() {
-                    return;
-                }
-            }
-            next = rx.try_recv().ok();
-        }
-        if out.flush().await.is_err() {
-            return;
+impl Drop for DecisionLog {
+    /// Write out what is queued before the process goes on to exit.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
         }
     }
 }
 
-fn json(r: &Record) -> serde_json::Value {
-    let time = r
-        .time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default();
-    serde_json::json!({
-        "time": time,
-        "request_id": r.request_id,
-        "principal": r.principal.as_ref().map(ToString::to_string),
-        "action": r.action.as_ref().map(ToString::to_string),
-        "resource": r.resource.as_ref().map(ToString::to_string),
-        "decision": if r.outcome.allowed { "Allow" } else { "Deny" },
-        "determining_policies": r.outcome.policies,
-        "reason": r.outcome.reason,
-        "errors": r.outcome.errors,
-        "latency_us": r.latency_us,
-        "cache_hit": r.cached,
-    })
+fn write_loop(rx: &mpsc::Receiver<Record>, sink: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, sink);
+    loop {
+        let mut open = true;
+        loop {
+            match rx.try_recv() {
+                Ok(record) => {
+                    if serde_json::to_writer(&mut out, &Line::from(&record)).is_err()
+                        || out.write_all(b"\n").is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        if out.flush().is_err() || !open {
+            return;
+        }
+        std::thread::sleep(DRAIN_EVERY);
+    }
+}
+
+/// The JSON line, serialized straight from the record.
+#[derive(Serialize)]
+struct Line<'a> {
+    time: f64,
+    request_id: Option<&'a str>,
+    principal: Option<String>,
+    action: Option<String>,
+    resource: Option<String>,
+    decision: &'static str,
+    determining_policies: &'a [String],
+    reason: Option<&'a str>,
+    errors: &'a [String],
+    latency_us: u64,
+    cache_hit: bool,
+}
+
+impl<'a> From<&'a Record> for Line<'a> {
+    fn from(r: &'a Record) -> Self {
+        Self {
+            time: r
+                .time
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default(),
+            request_id: r.request_id.as_deref(),
+            principal: r.principal.as_ref().map(ToString::to_string),
+            action: r.action.as_ref().map(ToString::to_string),
+            resource: r.resource.as_ref().map(ToString::to_string),
+            decision: if r.outcome.allowed { "Allow" } else { "Deny" },
+            determining_policies: &r.outcome.policies,
+            reason: r.outcome.reason.as_deref(),
+            errors: &r.outcome.errors,
+            latency_us: r.latency_us,
+            cache_hit: r.cached,
+        }
+    }
 }

@@ -118,7 +118,6 @@ fn serve(
     let result = runtime.block_on(async move {
         let engine = if config.decision_log.enabled {
             let log = DecisionLog::start(&config.decision_log, metrics.log_dropped.clone())
-                .await
                 .map_err(|e| {
                     anyhow::anyhow!("decision_log.path `{}`: {e}", config.decision_log.path)
                 })?;
