@@ -39,13 +39,20 @@ impl Default for LogConfig {
     }
 }
 
+/// Principal, action and resource of a decision, rendered by the writer.
+#[derive(Debug)]
+pub enum Subject {
+    Uids(EntityUid, EntityUid, EntityUid),
+    /// A direct request answered from the cache before its JSON was parsed.
+    Json(serde_json::Value, serde_json::Value, serde_json::Value),
+}
+
 /// One decision, as it is queued.
 #[derive(Debug)]
 pub struct Record {
     pub request_id: Option<String>,
-    pub principal: Option<EntityUid>,
-    pub action: Option<EntityUid>,
-    pub resource: Option<EntityUid>,
+    /// `None` when the request never mapped to Cedar (e.g. no route).
+    pub subject: Option<Subject>,
     pub outcome: Arc<Outcome>,
     pub latency_us: u64,
     pub cached: bool,
@@ -154,6 +161,22 @@ fn write_loop(rx: &mpsc::Receiver<Record>, sink: Box<dyn Write + Send>) {
     }
 }
 
+impl Subject {
+    /// Part `i` (principal, action, resource) as Cedar writes a uid.
+    fn render(&self, i: usize) -> String {
+        match self {
+            Self::Uids(p, a, r) => [p, a, r][i].to_string(),
+            Self::Json(p, a, r) => {
+                let v = [p, a, r][i];
+                match (v["type"].as_str(), v["id"].as_str()) {
+                    (Some(t), Some(id)) => format!("{t}::{}", serde_json::Value::from(id)),
+                    _ => v.to_string(),
+                }
+            }
+        }
+    }
+}
+
 /// The JSON line, serialized straight from the record.
 #[derive(Serialize)]
 struct Line<'a> {
@@ -179,9 +202,9 @@ impl<'a> From<&'a Record> for Line<'a> {
                 .map(|d| d.as_secs_f64())
                 .unwrap_or_default(),
             request_id: r.request_id.as_deref(),
-            principal: r.principal.as_ref().map(ToString::to_string),
-            action: r.action.as_ref().map(ToString::to_string),
-            resource: r.resource.as_ref().map(ToString::to_string),
+            principal: r.subject.as_ref().map(|s| s.render(0)),
+            action: r.subject.as_ref().map(|s| s.render(1)),
+            resource: r.subject.as_ref().map(|s| s.render(2)),
             decision: if r.outcome.allowed { "Allow" } else { "Deny" },
             determining_policies: &r.outcome.policies,
             reason: r.outcome.reason.as_deref(),

@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::bundle::{self, Bundle, ContextUse, ENTITIES_FILE, EntityKey};
 use crate::cache::DecisionCache;
 use crate::claims::Claims;
-use crate::decision_log::{DecisionLog, Record};
+use crate::decision_log::{DecisionLog, Record, Subject};
 use crate::error::{Error, LoadError};
 use crate::mapping;
 use crate::metrics::Metrics;
@@ -220,7 +220,7 @@ impl Engine {
                 return self.finish(
                     started,
                     req.request_id,
-                    None,
+                    || None,
                     Outcome::deny("non-canonical path"),
                     false,
                 );
@@ -229,7 +229,7 @@ impl Engine {
                 return self.finish(
                     started,
                     req.request_id,
-                    None,
+                    || None,
                     Outcome::deny(format!("invalid path: {e}")),
                     false,
                 );
@@ -244,7 +244,7 @@ impl Engine {
                 return self.finish(
                     started,
                     req.request_id,
-                    None,
+                    || None,
                     Outcome::deny(e.to_string()),
                     false,
                 );
@@ -263,7 +263,7 @@ impl Engine {
             )
         });
         let uids = || {
-            Some((
+            Some(Subject::Uids(
                 mapped.principal.clone(),
                 mapped.action.clone(),
                 mapped.resource.clone(),
@@ -271,7 +271,7 @@ impl Engine {
         };
         if let Some(hit) = key.as_deref().and_then(|k| self.cache.get(k)) {
             self.metrics.cache_hits.inc();
-            return self.finish(started, req.request_id, uids(), hit, true);
+            return self.finish(started, req.request_id, uids, hit, true);
         }
         let outcome = (|| {
             let context = mapping::context(
@@ -322,7 +322,7 @@ impl Engine {
         if let Some(key) = key {
             self.cache.insert(key, outcome.clone());
         }
-        self.finish(started, req.request_id, uids(), outcome, false)
+        self.finish(started, req.request_id, uids, outcome, false)
     }
 
     /// Decide a Cedar request given directly. Malformed or non-conforming
@@ -335,6 +335,28 @@ impl Engine {
         let started = Instant::now();
         let snap = self.current.load();
         let bundle = &snap.bundle;
+        // The same JSON as a request already validated and decided under this
+        // bundle needs neither parsing nor validation again.
+        let exact_key = (self.cache.enabled() && req.entities.is_none()).then(|| {
+            let mut k = String::with_capacity(192);
+            let _ = write!(
+                k,
+                "j|{}|{}|{}|{}|{}",
+                snap.generation, req.principal, req.action, req.resource, req.context
+            );
+            k
+        });
+        if let Some(hit) = exact_key.as_deref().and_then(|k| self.cache.get(k)) {
+            self.metrics.cache_hits.inc();
+            let (p, a, r) = (req.principal, req.action, req.resource);
+            return Ok(self.finish(
+                started,
+                request_id,
+                || Some(Subject::Json(p, a, r)),
+                hit,
+                true,
+            ));
+        }
         let uid = |field: &str, v: serde_json::Value| {
             EntityUid::from_json(v)
                 .map_err(|e| Error::BadRequest(format!("`{field}`: {}", bundle::flatten(&e))))
@@ -343,7 +365,9 @@ impl Engine {
         let action = uid("action", req.action)?;
         let resource = uid("resource", req.resource)?;
         let scope = bundle.scope(&action);
-        let key = (self.cache.enabled() && req.entities.is_none()).then(|| {
+        // Requests that differ only in context attributes no policy reads
+        // share a decision.
+        let key = exact_key.is_some().then(|| {
             let mut k = format!("d|{}|{principal}|{action}|{resource}|", snap.generation);
             if let serde_json::Value::Object(map) = &req.context {
                 for (name, value) in map.iter().filter(|(n, _)| scope.context_use.reads(n)) {
@@ -362,10 +386,19 @@ impl Engine {
             Some(&bundle.schema),
         )
         .map_err(|e| Error::BadRequest(bundle::flatten(&e)))?;
-        let uids = || Some((principal.clone(), action.clone(), resource.clone()));
+        let uids = || {
+            Some(Subject::Uids(
+                principal.clone(),
+                action.clone(),
+                resource.clone(),
+            ))
+        };
         if let Some(hit) = key.as_deref().and_then(|k| self.cache.get(k)) {
             self.metrics.cache_hits.inc();
-            return Ok(self.finish(started, request_id, uids(), hit, true));
+            if let Some(exact) = exact_key {
+                self.cache.insert(exact, hit.clone());
+            }
+            return Ok(self.finish(started, request_id, uids, hit, true));
         }
         let extra;
         let entities = match req.entities {
@@ -390,17 +423,18 @@ impl Engine {
             entities,
         )));
         self.metrics.cache_misses.inc();
-        if let Some(key) = key {
+        if let (Some(key), Some(exact)) = (key, exact_key) {
             self.cache.insert(key, outcome.clone());
+            self.cache.insert(exact, outcome.clone());
         }
-        Ok(self.finish(started, request_id, uids(), outcome, false))
+        Ok(self.finish(started, request_id, uids, outcome, false))
     }
 
     fn finish(
         &self,
         started: Instant,
         request_id: Option<&str>,
-        uids: Option<(EntityUid, EntityUid, EntityUid)>,
+        subject: impl FnOnce() -> Option<Subject>,
         outcome: impl Into<Arc<Outcome>>,
         cached: bool,
     ) -> Decision {
@@ -422,21 +456,13 @@ impl Engine {
         }
         if let Some(log) = &self.log {
             log.record(
-                || {
-                    let (principal, action, resource) = match uids {
-                        Some((p, a, r)) => (Some(p), Some(a), Some(r)),
-                        None => (None, None, None),
-                    };
-                    Record {
-                        request_id: request_id.map(str::to_owned),
-                        principal,
-                        action,
-                        resource,
-                        outcome: outcome.clone(),
-                        latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-                        cached,
-                        time: SystemTime::now(),
-                    }
+                || Record {
+                    request_id: request_id.map(str::to_owned),
+                    subject: subject(),
+                    outcome: outcome.clone(),
+                    latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                    cached,
+                    time: SystemTime::now(),
                 },
                 outcome.allowed,
             );

@@ -188,3 +188,77 @@ async fn cached_decisions_are_counted_and_the_log_has_one_line_per_decision() {
     let last: Value = serde_json::from_str(&lines[2]).unwrap();
     assert_eq!(last["cache_hit"], true);
 }
+
+#[tokio::test]
+async fn repeated_direct_requests_are_cached_logged_alike_and_still_validated() {
+    let sidecar = Sidecar::start(&demo_policies(), &[]);
+    let req = json!({
+        "principal": {"type": "App::User", "id": "bob"},
+        "action": {"type": "App::Action", "id": "ReadReport"},
+        "resource": {"type": "App::Report", "id": "r-sales"},
+        "context": {"scopes": [], "amr": [], "time": 0}
+    });
+    let mut decisions = Vec::new();
+    for _ in 0..3 {
+        let resp = sidecar
+            .client
+            .post(sidecar.url("/v1/is_authorized"))
+            .header("x-request-id", "direct-7")
+            .json(&req)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        decisions.push(resp.json::<Value>().await.unwrap());
+    }
+    assert!(decisions.windows(2).all(|w| w[0] == w[1]), "{decisions:?}");
+    let metrics = sidecar
+        .client
+        .get(sidecar.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("policy_cache_hits_total 2"), "{metrics}");
+
+    // A context that breaks the schema is refused every time, cached or not.
+    let mut bad = req.clone();
+    bad["context"]["time"] = json!("noon");
+    for _ in 0..2 {
+        let (status, body) = sidecar.post("/v1/is_authorized", &bad).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("context"),
+            "{body}"
+        );
+    }
+
+    crate::support::eventually("three direct decision log lines", || async {
+        sidecar
+            .stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("direct-7"))
+            .count()
+            == 3
+    })
+    .await;
+    let lines: Vec<Value> = sidecar
+        .stdout
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("direct-7"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for line in &lines {
+        assert_eq!(line["principal"], r#"App::User::"bob""#, "{line}");
+        assert_eq!(line["action"], r#"App::Action::"ReadReport""#, "{line}");
+        assert_eq!(line["resource"], r#"App::Report::"r-sales""#, "{line}");
+    }
+    assert_eq!(lines[0]["cache_hit"], false);
+    assert_eq!(lines[2]["cache_hit"], true);
+}
