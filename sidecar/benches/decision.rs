@@ -104,7 +104,11 @@ fn bench(c: &mut Criterion) {
             },
         );
         group.bench_function("is_authorized cached (same JSON as before)", |b| {
-            b.iter_batched(direct, |r| cached.is_authorized(r, None).unwrap(), criterion::BatchSize::SmallInput)
+            b.iter_batched(
+                direct,
+                |r| cached.is_authorized(r, None).unwrap(),
+                criterion::BatchSize::SmallInput,
+            )
         });
         group.finish();
     }

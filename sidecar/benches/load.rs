@@ -54,7 +54,7 @@ impl Drop for Server {
     }
 }
 
-fn start(dir: &std::path::Path, cache: bool) -> Server {
+fn start(dir: &std::path::Path, cache: bool, workers: usize) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sidecar"))
         .args([
             "serve",
@@ -71,6 +71,7 @@ fn start(dir: &std::path::Path, cache: bool) -> Server {
         )
         .env("PORTCULLIS_SIDECAR__DECISION_LOG__PATH", "/dev/null")
         .env("PORTCULLIS_SIDECAR__WATCH", "false")
+        .env("PORTCULLIS_SIDECAR__WORKERS", workers.to_string())
         .env("PORTCULLIS_SIDECAR__LOG_LEVEL", "warn,sidecar::server=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -295,36 +296,39 @@ fn main() {
     );
     println!("workload: 20 policies, ~100 entities, 40 users reading their orders\n");
     println!(
-        "| surface | cache | decisions/s | p50 ms | p99 ms | errors | vs in-process (1 thread) |"
+        "| surface | cache | server threads | decisions/s | p50 ms | p99 ms | errors | vs in-process (1 thread) |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for cache in [false, true] {
         let base = in_process(dir.path(), cache, 2);
-        let server = start(dir.path(), cache);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         let label = if cache { "on" } else { "off" };
-        println!("| in-process `Engine::check` | {label} | {base:.0} | | | | 1.00 |");
-        let mut r = tokio::task::LocalSet::new().block_on(&rt, http_load(server.http, &a));
-        println!(
-            "| HTTP `POST /v1/is_authorized` | {label} | {:.0} | {:.3} | {:.3} | {} | {:.2} |",
-            r.rps(),
-            r.pct(0.5),
-            r.pct(0.99),
-            r.errors,
-            r.rps() / base
-        );
-        let mut r = tokio::task::LocalSet::new().block_on(&rt, grpc_load(server.grpc, &a));
-        println!(
-            "| gRPC ext_authz `Check` | {label} | {:.0} | {:.3} | {:.3} | {} | {:.2} |",
-            r.rps(),
-            r.pct(0.5),
-            r.pct(0.99),
-            r.errors,
-            r.rps() / base
-        );
-        drop(server);
+        println!("| in-process `Engine::check` | {label} | 1 | {base:.0} | | | | 1.00 |");
+        // All cores, then one core left to the client (a sidecar sized to
+        // one core next to its caller).
+        for workers in [cores, 1] {
+            let server = start(dir.path(), cache, workers);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let mut r = tokio::task::LocalSet::new().block_on(&rt, http_load(server.http, &a));
+            println!(
+                "| HTTP `POST /v1/is_authorized` | {label} | {workers} | {:.0} | {:.3} | {:.3} | {} | {:.2} |",
+                r.rps(),
+                r.pct(0.5),
+                r.pct(0.99),
+                r.errors,
+                r.rps() / base
+            );
+            let mut r = tokio::task::LocalSet::new().block_on(&rt, grpc_load(server.grpc, &a));
+            println!(
+                "| gRPC ext_authz `Check` | {label} | {workers} | {:.0} | {:.3} | {:.3} | {} | {:.2} |",
+                r.rps(),
+                r.pct(0.5),
+                r.pct(0.99),
+                r.errors,
+                r.rps() / base
+            );
+        }
     }
 }

@@ -32,6 +32,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Seconds to finish in-flight requests after SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// Threads serving requests; 0 means one per CPU core.
+    pub workers: usize,
     pub cache: CacheConfig,
     pub decision_log: LogConfig,
     pub claims: ClaimsConfig,
@@ -70,6 +72,7 @@ impl Default for Config {
             log_level: "info".into(),
             log_format: LogFormat::Json,
             shutdown_grace_secs: 10,
+            workers: 0,
             cache: CacheConfig::default(),
             decision_log: LogConfig::default(),
             claims: ClaimsConfig::default(),
@@ -120,6 +123,12 @@ impl Config {
                 format!(
                     "must be at least {MIN_ADMIN_TOKEN_LEN} characters (or unset to turn the admin API off)"
                 ),
+            ));
+        }
+        if self.workers > 256 {
+            return Err(ConfigError::invalid(
+                "workers",
+                "at most 256 (0 = one per core)",
             ));
         }
         if self.max_body_bytes == 0 {

@@ -91,7 +91,7 @@ fn invalid_policies_name_file_line_and_column() {
 fn bad_config_exits_64_naming_the_key() {
     let policies = demo_policies();
     let p = policies.to_str().unwrap();
-    let cases: [(&[(&str, &str)], &str); 4] = [
+    let cases: [(&[(&str, &str)], &str); 5] = [
         (
             &[("PORTCULLIS_SIDECAR__CACHE__TTL_MS", "soon")],
             "cache.ttl_ms",
@@ -102,6 +102,7 @@ fn bad_config_exits_64_naming_the_key() {
         ),
         (&[("PORTCULLIS_SIDECAR__HTTP", "nowhere")], "http"),
         (&[("PORTCULLIS_SIDECAR__NO_SUCH_KEY", "1")], "no_such_key"),
+        (&[("PORTCULLIS_SIDECAR__WORKERS", "100000")], "workers"),
     ];
     for (env, key) in cases {
         let (code, _, err) = sidecar(&["serve", "--check", "--policies", p], env);
