@@ -3,7 +3,12 @@
 //! the real binary, with the in-process decision rate measured in the same
 //! run as the baseline. Bounded in time; stops by itself.
 //!
-//! cargo bench -p portcullis-sidecar --bench load [-- --seconds 8 --connections 32]
+//! Two modes per surface: as fast as the connections go (closed loop: the
+//! throughput), and paced at `--rate` decisions/s spread over the same
+//! connections (the latency at that load; a request sent late because the
+//! previous one was slow is still timed from its send).
+//!
+//! cargo bench -p portcullis-sidecar --bench load [-- --seconds 8 --connections 32 --rate 25000]
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -23,18 +28,22 @@ use sidecar::{CheckRequest, Claims, Engine, EngineOptions};
 struct Args {
     seconds: u64,
     connections: usize,
+    /// Target decisions/s of the paced runs.
+    rate: f64,
 }
 
 fn args() -> Args {
     let mut a = Args {
         seconds: 8,
         connections: 32,
+        rate: 25_000.0,
     };
     let argv: Vec<String> = std::env::args().collect();
     for pair in argv.windows(2) {
         match pair[0].as_str() {
             "--seconds" => a.seconds = pair[1].parse().expect("--seconds N"),
             "--connections" => a.connections = pair[1].parse().expect("--connections N"),
+            "--rate" => a.rate = pair[1].parse().expect("--rate N"),
             _ => {}
         }
     }
@@ -119,7 +128,7 @@ impl Result {
     }
 }
 
-async fn drive<F, Fut>(connections: usize, seconds: u64, make: F) -> Result
+async fn drive<F, Fut>(connections: usize, seconds: u64, pace: Option<Duration>, make: F) -> Result
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<
@@ -138,7 +147,14 @@ where
             let mut lat = Vec::with_capacity(200_000);
             let (mut n, mut errors) = (0usize, 0usize);
             let mut i = c;
+            // Stagger the connections' schedules across one interval.
+            let mut next = tokio::time::Instant::now()
+                + pace.map_or(Duration::ZERO, |p| p * c as u32 / connections as u32);
             loop {
+                if let Some(p) = pace {
+                    tokio::time::sleep_until(next).await;
+                    next += p;
+                }
                 let t = Instant::now();
                 if t.duration_since(start) > warmup + run {
                     break;
@@ -169,8 +185,8 @@ where
     out
 }
 
-async fn http_load(addr: SocketAddr, a: &Args) -> Result {
-    drive(a.connections, a.seconds, |_| async move {
+async fn http_load(addr: SocketAddr, a: &Args, pace: Option<Duration>) -> Result {
+    drive(a.connections, a.seconds, pace, |_| async move {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         stream.set_nodelay(true).unwrap();
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
@@ -204,12 +220,12 @@ async fn http_load(addr: SocketAddr, a: &Args) -> Result {
     .await
 }
 
-async fn grpc_load(addr: SocketAddr, a: &Args) -> Result {
+async fn grpc_load(addr: SocketAddr, a: &Args, pace: Option<Duration>) -> Result {
     use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
     use envoy_types::pb::envoy::service::auth::v3::{
         AttributeContext, CheckRequest as Pb, attribute_context,
     };
-    drive(a.connections, a.seconds, |_| async move {
+    drive(a.connections, a.seconds, pace, |_| async move {
         let client = AuthorizationClient::connect(format!("http://{addr}"))
             .await
             .unwrap();
@@ -296,13 +312,14 @@ fn main() {
     );
     println!("workload: 20 policies, ~100 entities, 40 users reading their orders\n");
     println!(
-        "| surface | cache | server threads | decisions/s | p50 ms | p99 ms | errors | vs in-process (1 thread) |"
+        "| surface | cache | server threads | load | decisions/s | p50 ms | p99 ms | errors | vs in-process (1 thread) |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---|---:|---:|---:|---:|---:|");
+    let paced = Duration::from_secs_f64(a.connections as f64 / a.rate);
     for cache in [false, true] {
         let base = in_process(dir.path(), cache, 2);
         let label = if cache { "on" } else { "off" };
-        println!("| in-process `Engine::check` | {label} | 1 | {base:.0} | | | | 1.00 |");
+        println!("| in-process `Engine::check` | {label} | 1 | max | {base:.0} | | | | 1.00 |");
         // All cores, then one core left to the client (a sidecar sized to
         // one core next to its caller).
         for workers in [cores, 1] {
@@ -311,24 +328,26 @@ fn main() {
                 .enable_all()
                 .build()
                 .unwrap();
-            let mut r = tokio::task::LocalSet::new().block_on(&rt, http_load(server.http, &a));
-            println!(
-                "| HTTP `POST /v1/is_authorized` | {label} | {workers} | {:.0} | {:.3} | {:.3} | {} | {:.2} |",
-                r.rps(),
-                r.pct(0.5),
-                r.pct(0.99),
-                r.errors,
-                r.rps() / base
-            );
-            let mut r = tokio::task::LocalSet::new().block_on(&rt, grpc_load(server.grpc, &a));
-            println!(
-                "| gRPC ext_authz `Check` | {label} | {workers} | {:.0} | {:.3} | {:.3} | {} | {:.2} |",
-                r.rps(),
-                r.pct(0.5),
-                r.pct(0.99),
-                r.errors,
-                r.rps() / base
-            );
+            for pace in [None, Some(paced)] {
+                let load = pace.map_or("max".to_owned(), |_| format!("{:.0}/s", a.rate));
+                let http =
+                    tokio::task::LocalSet::new().block_on(&rt, http_load(server.http, &a, pace));
+                let grpc =
+                    tokio::task::LocalSet::new().block_on(&rt, grpc_load(server.grpc, &a, pace));
+                for (surface, mut r) in [
+                    ("HTTP `POST /v1/is_authorized`", http),
+                    ("gRPC ext_authz `Check`", grpc),
+                ] {
+                    println!(
+                        "| {surface} | {label} | {workers} | {load} | {:.0} | {:.3} | {:.3} | {} | {:.2} |",
+                        r.rps(),
+                        r.pct(0.5),
+                        r.pct(0.99),
+                        r.errors,
+                        r.rps() / base
+                    );
+                }
+            }
         }
     }
 }
