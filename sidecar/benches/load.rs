@@ -220,18 +220,17 @@ async fn http_load(addr: SocketAddr, a: &Args, pace: Option<Duration>) -> Result
     .await
 }
 
+/// gRPC over a raw HTTP/2 connection with the requests encoded up front,
+/// the way native load tools (ghz, h2load) drive a server: the client's own
+/// cost stays small next to the server's on the shared cores.
 async fn grpc_load(addr: SocketAddr, a: &Args, pace: Option<Duration>) -> Result {
-    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
     use envoy_types::pb::envoy::service::auth::v3::{
-        AttributeContext, CheckRequest as Pb, attribute_context,
+        AttributeContext, CheckRequest as Pb, CheckResponse, attribute_context,
     };
-    drive(a.connections, a.seconds, pace, |_| async move {
-        let client = AuthorizationClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
-        Box::new(move |i: usize| {
-            let mut client = client.clone();
-            Box::pin(async move {
+    use prost::Message;
+    let frames: std::rc::Rc<Vec<Bytes>> = std::rc::Rc::new(
+        (0..40)
+            .map(|i| {
                 let claims = serde_json::json!({"sub": user(i), "amr": ["pwd"], "scope": "openid"});
                 let mut metadata = envoy_types::pb::envoy::config::core::v3::Metadata::default();
                 metadata.filter_metadata.insert(
@@ -255,12 +254,52 @@ async fn grpc_load(addr: SocketAddr, a: &Args, pace: Option<Duration>) -> Result
                         ..Default::default()
                     }),
                 };
-                client
-                    .check(req)
-                    .await
-                    .is_ok_and(|r| r.into_inner().status.is_some_and(|s| s.code == 0))
-            }) as std::pin::Pin<Box<dyn std::future::Future<Output = bool>>>
-        }) as Box<dyn FnMut(usize) -> _>
+                let body = req.encode_to_vec();
+                let mut frame = Vec::with_capacity(5 + body.len());
+                frame.push(0);
+                frame.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+                frame.extend_from_slice(&body);
+                Bytes::from(frame)
+            })
+            .collect(),
+    );
+    drive(a.connections, a.seconds, pace, |_| {
+        let frames = frames.clone();
+        async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (send, conn) = h2::client::handshake(stream).await.unwrap();
+            tokio::task::spawn_local(conn);
+            Box::new(move |i: usize| {
+                let (mut send, frames) = (send.clone(), frames.clone());
+                Box::pin(async move {
+                    let call = async {
+                        std::future::poll_fn(|cx| send.poll_ready(cx)).await.ok()?;
+                        let req = http::Request::post(format!(
+                            "http://{addr}/envoy.service.auth.v3.Authorization/Check"
+                        ))
+                        .header("content-type", "application/grpc")
+                        .header("te", "trailers")
+                        .body(())
+                        .ok()?;
+                        let (response, mut body_out) = send.send_request(req, false).ok()?;
+                        body_out.send_data(frames[i % 40].clone(), true).ok()?;
+                        let mut body = response.await.ok()?.into_body();
+                        let mut buf = Vec::new();
+                        while let Some(chunk) = body.data().await {
+                            let chunk = chunk.ok()?;
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                            buf.extend_from_slice(&chunk);
+                        }
+                        let trailers = body.trailers().await.ok()??;
+                        let ok = trailers.get("grpc-status").is_some_and(|s| s == "0");
+                        let resp = CheckResponse::decode(buf.get(5..)?).ok()?;
+                        Some(ok && resp.status.is_some_and(|s| s.code == 0))
+                    };
+                    call.await.unwrap_or(false)
+                }) as std::pin::Pin<Box<dyn std::future::Future<Output = bool>>>
+            }) as Box<dyn FnMut(usize) -> _>
+        }
     })
     .await
 }
