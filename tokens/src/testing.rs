@@ -48,6 +48,16 @@ impl SigningKey {
         )
     }
 
+    /// An RSA 2048 key for `alg` (RS256/384/512 or PS256/384/512).
+    pub fn rsa(kid: &str, alg: Algorithm) -> Self {
+        use aws_lc_rs::encoding::AsDer;
+        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+            .expect("generate RSA key");
+        let pkcs8 = pair.as_der().expect("RSA key as PKCS#8");
+        let pkcs1 = pkcs1_of(pkcs8.as_ref()).expect("PKCS#8 wraps an RSAPrivateKey");
+        Self::from(kid, alg, EncodingKey::from_rsa_der(pkcs1))
+    }
+
     pub fn ed25519(kid: &str) -> Self {
         let der =
             Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new()).expect("generate Ed25519 key");
@@ -81,11 +91,44 @@ impl SigningKey {
     /// A compact JWS with exactly this header, validly signed with this key
     /// whatever the header claims (for hostile-header tests).
     pub fn sign_raw(&self, header: &Value, claims: &Value) -> String {
+        self.sign_as(self.alg, header, claims)
+    }
+
+    /// Like [`SigningKey::sign_raw`], signing with another algorithm of the
+    /// key's family (e.g. PS256 with a key published for RS256).
+    pub fn sign_as(&self, alg: Algorithm, header: &Value, claims: &Value) -> String {
         let message = format!("{}.{}", b64(header), b64(claims));
         let signature =
-            jsonwebtoken::crypto::sign(message.as_bytes(), &self.key, self.alg).expect("sign");
+            jsonwebtoken::crypto::sign(message.as_bytes(), &self.key, alg).expect("sign");
         format!("{message}.{signature}")
     }
+}
+
+/// The `RSAPrivateKey` (PKCS#1) inside a PKCS#8 `PrivateKeyInfo`: the
+/// content of its third element, an OCTET STRING.
+fn pkcs1_of(pkcs8: &[u8]) -> Option<&[u8]> {
+    /// One DER element: (tag, content, rest).
+    fn element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = der.split_first()?;
+        let (&first, mut rest) = rest.split_first()?;
+        let len = if first < 0x80 {
+            usize::from(first)
+        } else {
+            let n = usize::from(first & 0x7f);
+            let (bytes, after) = rest.split_at_checked(n)?;
+            rest = after;
+            bytes
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+        };
+        let (content, rest) = rest.split_at_checked(len)?;
+        Some((tag, content, rest))
+    }
+    let (_, info, _) = element(pkcs8)?;
+    let (_, _, rest) = element(info)?; // version
+    let (_, _, rest) = element(rest)?; // algorithm
+    let (tag, key, _) = element(rest)?;
+    (tag == 0x04).then_some(key)
 }
 
 /// Base64url (no padding) of a JSON value, as in a JWS.

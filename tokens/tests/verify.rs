@@ -22,10 +22,12 @@ async fn verifier(configs: &[IssuerConfig]) -> Verifier {
 async fn accepts_tokens_of_configured_issuers_by_discovery() {
     let es = SigningKey::es256("es-1");
     let ed = SigningKey::ed25519("ed-1");
-    let issuer = Issuer::start(&[&es, &ed]).await;
+    let rs = SigningKey::rsa("rs-1", Algorithm::RS256);
+    let ps = SigningKey::rsa("ps-1", Algorithm::PS256);
+    let issuer = Issuer::start(&[&es, &ed, &rs, &ps]).await;
     let v = verifier(&[issuer.config()]).await;
     assert!(v.ready());
-    for key in [&es, &ed] {
+    for key in [&es, &ed, &rs, &ps] {
         let token = key.sign(&issuer.claims("alice"));
         let verified = v.verify(&token).await.unwrap();
         assert_eq!(verified.claims["sub"], "alice");
@@ -36,7 +38,15 @@ async fn accepts_tokens_of_configured_issuers_by_discovery() {
     let mut claims = issuer.claims("alice");
     claims["aud"] = json!(["other", "api"]);
     assert!(v.verify(&es.sign(&claims)).await.is_ok());
-    assert_eq!(v.status()[0].keys, 2);
+    assert_eq!(v.status()[0].keys, 4);
+    // An RSA key published for RS256 does not verify a PS256 token, even one
+    // it signed: the key's pinned `alg` must be the header's.
+    let pss = rs.sign_as(
+        Algorithm::PS256,
+        &json!({"alg": "PS256", "kid": "rs-1"}),
+        &issuer.claims("alice"),
+    );
+    assert_eq!(v.verify(&pss).await.unwrap_err(), TokenError::UnknownKey);
 }
 
 #[tokio::test]
