@@ -22,4 +22,4 @@ mod verifier;
 
 pub use error::{ConfigError, TokenError};
 pub use issuer::{IssuerConfig, IssuerStatus};
-pub use verifier::{Verified, Verifier};
+pub use verifier::{START_WAIT, Verified, Verifier};

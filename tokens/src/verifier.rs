@@ -79,23 +79,28 @@ impl Verifier {
         self.issuers.is_empty()
     }
 
-    /// Fetch every issuer's keys now, then keep them fresh in the background
-    /// for as long as the runtime lives. A failed fetch is retried sooner
-    /// than the regular refresh and never drops keys already held.
+    /// Fetch every issuer's keys (all at once, waiting at most
+    /// [`START_WAIT`]), then keep them fresh in the background for as long as
+    /// the runtime lives. A failed fetch is retried sooner than the regular
+    /// refresh and never drops keys already held; until an issuer's keys
+    /// arrive, [`Verifier::ready`] is false and its tokens are refused.
     pub async fn start(&self) {
+        let (done, mut finished) = tokio::sync::mpsc::channel(self.issuers.len().max(1));
         for issuer in &self.issuers {
-            issuer.refresh(None).await;
-            let issuer = issuer.clone();
+            let (issuer, done) = (issuer.clone(), done.clone());
             tokio::spawn(async move {
-                let every = Duration::from_secs(issuer.config.refresh_seconds);
-                let retry = Duration::from_secs(issuer.config.min_refetch_seconds.max(1));
-                loop {
-                    let failing = issuer.status().last_error.is_some();
-                    tokio::time::sleep(if failing { retry } else { every }).await;
-                    issuer.refresh(None).await;
-                }
+                issuer.refresh(None).await;
+                let _ = done.send(()).await;
+                drop(done);
+                keep_fresh(issuer).await;
             });
         }
+        let _ = tokio::time::timeout(START_WAIT, async {
+            for _ in 0..self.issuers.len() {
+                let _ = finished.recv().await;
+            }
+        })
+        .await;
     }
 
     /// Every issuer has keys to verify with.
@@ -186,6 +191,20 @@ impl Verifier {
         });
         self.cache.insert(cache_key, verified.clone());
         Ok(verified)
+    }
+}
+
+/// How long [`Verifier::start`] waits for the first fetches.
+pub const START_WAIT: Duration = Duration::from_secs(3);
+
+/// Refresh an issuer's keys forever: regularly, and sooner while failing.
+async fn keep_fresh(issuer: Arc<Issuer>) {
+    let every = Duration::from_secs(issuer.config.refresh_seconds);
+    let retry = Duration::from_secs(issuer.config.min_refetch_seconds.max(1));
+    loop {
+        let failing = issuer.status().last_error.is_some();
+        tokio::time::sleep(if failing { retry } else { every }).await;
+        issuer.refresh(None).await;
     }
 }
 

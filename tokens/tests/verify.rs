@@ -423,3 +423,17 @@ audiences = ["x"]"#,
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn a_hanging_issuer_does_not_hold_up_start() {
+    // Accepts connections (the backlog does) but never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let config: IssuerConfig =
+        toml::from_str(&format!("issuer = \"{url}\"\naudiences = [\"api\"]")).unwrap();
+    let v = Verifier::new(&[config]).unwrap();
+    let started = std::time::Instant::now();
+    v.start().await;
+    assert!(started.elapsed() < tokens::START_WAIT + std::time::Duration::from_secs(1));
+    assert!(!v.ready());
+}
