@@ -23,53 +23,75 @@ pub struct Claims {
 #[error("claim `{0}` has the wrong type: {1}")]
 pub struct ClaimsError(pub &'static str, pub &'static str);
 
+/// One claim as the payload carries it, whatever the carrier: JSON from the
+/// gateway or `/v1/check`, a protobuf `Struct` from Envoy's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimValue<'a> {
+    Absent,
+    Str(&'a str),
+    /// A list; `None` marks an item that is not a string.
+    List(Vec<Option<&'a str>>),
+    Other,
+}
+
 impl Claims {
     /// Read the claims a decision uses from a JWT payload.
     pub fn from_json(payload: &Map<String, Value>) -> Result<Self, ClaimsError> {
-        let client_id = match string(payload, "client_id")? {
+        Self::read(|name| match payload.get(name) {
+            None | Some(Value::Null) => ClaimValue::Absent,
+            Some(Value::String(s)) => ClaimValue::Str(s),
+            Some(Value::Array(items)) => {
+                ClaimValue::List(items.iter().map(Value::as_str).collect())
+            }
+            Some(_) => ClaimValue::Other,
+        })
+    }
+
+    /// Read the claims from any carrier, given how to look one up.
+    pub fn read<'a>(get: impl Fn(&str) -> ClaimValue<'a>) -> Result<Self, ClaimsError> {
+        let client_id = match string(get("client_id"), "client_id")? {
             Some(id) => Some(id),
-            None => string(payload, "azp")?,
+            None => string(get("azp"), "azp")?,
         };
-        let scopes = match payload.get("scope") {
-            Some(Value::String(s)) => s.split_ascii_whitespace().map(str::to_owned).collect(),
-            Some(Value::Null) | None => list(payload, "scp")?,
-            Some(_) => return Err(ClaimsError("scope", "expected a space-separated string")),
+        let scopes = match get("scope") {
+            ClaimValue::Str(s) => s.split_ascii_whitespace().map(str::to_owned).collect(),
+            ClaimValue::Absent => list(get("scp"), "scp")?,
+            _ => return Err(ClaimsError("scope", "expected a space-separated string")),
         };
         Ok(Self {
-            sub: string(payload, "sub")?,
+            sub: string(get("sub"), "sub")?,
             client_id,
-            groups: list(payload, "groups")?,
-            roles: list(payload, "roles")?,
+            groups: list(get("groups"), "groups")?,
+            roles: list(get("roles"), "roles")?,
             scopes,
-            amr: list(payload, "amr")?,
-            acr: string(payload, "acr")?,
+            amr: list(get("amr"), "amr")?,
+            acr: string(get("acr"), "acr")?,
         })
     }
 }
 
-fn string(payload: &Map<String, Value>, name: &'static str) -> Result<Option<String>, ClaimsError> {
-    match payload.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-        Some(Value::String(_)) => Err(ClaimsError(name, "must not be empty")),
-        Some(_) => Err(ClaimsError(name, "expected a string")),
+fn string(value: ClaimValue<'_>, name: &'static str) -> Result<Option<String>, ClaimsError> {
+    match value {
+        ClaimValue::Absent => Ok(None),
+        ClaimValue::Str(s) if !s.is_empty() => Ok(Some(s.to_owned())),
+        ClaimValue::Str(_) => Err(ClaimsError(name, "must not be empty")),
+        _ => Err(ClaimsError(name, "expected a string")),
     }
 }
 
 /// A list of strings, or a single string meaning a one-entry list.
-fn list(payload: &Map<String, Value>, name: &'static str) -> Result<Vec<String>, ClaimsError> {
-    match payload.get(name) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s.clone()]),
-        Some(Value::Array(items)) => items
-            .iter()
+fn list(value: ClaimValue<'_>, name: &'static str) -> Result<Vec<String>, ClaimsError> {
+    match value {
+        ClaimValue::Absent => Ok(Vec::new()),
+        ClaimValue::Str(s) => Ok(vec![s.to_owned()]),
+        ClaimValue::List(items) => items
+            .into_iter()
             .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
+                v.map(str::to_owned)
                     .ok_or(ClaimsError(name, "expected a list of strings"))
             })
             .collect(),
-        Some(_) => Err(ClaimsError(name, "expected a list of strings")),
+        ClaimValue::Other => Err(ClaimsError(name, "expected a list of strings")),
     }
 }
 

@@ -13,7 +13,7 @@ use envoy_types::ext_authz::v3::pb::{
 };
 use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
 use envoy_types::pb::google::rpc;
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 use tonic::{Request, Response, Status};
 
 use crate::authn::Authn;
@@ -80,7 +80,7 @@ impl Authorization for ExtAuthz {
         let claims = match payload.and_then(|v| v.kind.as_ref()) {
             None => None,
             Some(Kind::StructValue(s)) => Some(
-                Claims::from_json(&struct_to_json(s))
+                claims_from_struct(s)
                     .map_err(|e| Status::invalid_argument(format!("claims in metadata: {e}")))?,
             ),
             Some(_) => {
@@ -230,30 +230,23 @@ fn denied(
     }
 }
 
-/// A protobuf `Struct` (how Envoy carries a JWT payload) as JSON.
-pub fn struct_to_json(s: &Struct) -> Map<String, Value> {
-    s.fields
-        .iter()
-        .map(|(k, v)| (k.clone(), value_to_json(v)))
-        .collect()
-}
-
-fn value_to_json(v: &PbValue) -> Value {
-    match &v.kind {
-        None | Some(Kind::NullValue(_)) => Value::Null,
-        Some(Kind::BoolValue(b)) => Value::Bool(*b),
-        Some(Kind::StringValue(s)) => Value::String(s.clone()),
-        Some(Kind::NumberValue(n)) => {
-            // JSON numbers travel as doubles; keep integers integral.
-            if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
-                Value::Number(Number::from(*n as i64))
-            } else {
-                Number::from_f64(*n).map_or(Value::Null, Value::Number)
-            }
+/// The claims straight from the protobuf `Struct`, without building JSON.
+fn claims_from_struct(s: &Struct) -> Result<Claims, crate::claims::ClaimsError> {
+    use crate::claims::ClaimValue;
+    fn text(v: &PbValue) -> Option<&str> {
+        match &v.kind {
+            Some(Kind::StringValue(s)) => Some(s.as_str()),
+            _ => None,
         }
-        Some(Kind::StructValue(s)) => Value::Object(struct_to_json(s)),
-        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(value_to_json).collect()),
     }
+    Claims::read(
+        |name| match s.fields.get(name).and_then(|v| v.kind.as_ref()) {
+            None | Some(Kind::NullValue(_)) => ClaimValue::Absent,
+            Some(Kind::StringValue(v)) => ClaimValue::Str(v),
+            Some(Kind::ListValue(l)) => ClaimValue::List(l.values.iter().map(text).collect()),
+            Some(_) => ClaimValue::Other,
+        },
+    )
 }
 
 /// JSON claims as a protobuf `Struct`, for clients (the gateway, tests).
@@ -278,4 +271,36 @@ fn json_to_value(v: &Value) -> PbValue {
         Value::Object(o) => Kind::StructValue(json_to_struct(o)),
     };
     PbValue { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn claims_from_envoy_metadata_read_like_json_claims() {
+        let payload = json!({
+            "sub": "zoe", "azp": "web", "scope": "openid orders:read",
+            "groups": ["staff"], "roles": "viewer", "amr": ["pwd", "mfa"], "acr": "2",
+            "exp": 1_900_000_000, "nested": {"x": [1, true]}
+        });
+        let map = payload.as_object().unwrap();
+        assert_eq!(
+            claims_from_struct(&json_to_struct(map)).unwrap(),
+            Claims::from_json(map).unwrap()
+        );
+        for (claim, bad) in [
+            ("groups", json!(["ok", 3])),
+            ("sub", json!(7)),
+            ("scope", json!(["a"])),
+        ] {
+            let mut m = map.clone();
+            m.insert(claim.into(), bad);
+            let err = claims_from_struct(&json_to_struct(&m)).unwrap_err();
+            assert_eq!(err.0, claim);
+            assert_eq!(err, Claims::from_json(&m).unwrap_err());
+        }
+    }
 }
