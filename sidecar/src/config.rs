@@ -155,7 +155,7 @@ impl Config {
                 "`metadata_namespace` and `metadata_key` must not be empty",
             ));
         }
-        if let Err(e) = tokens::Verifier::new(&self.issuers) {
+        if let Err(e) = tokens::IssuerConfig::check_all(&self.issuers) {
             return Err(ConfigError::invalid(
                 format!("issuers[{}].{}", e.index, e.field),
                 e.message,

@@ -69,8 +69,29 @@ const ASYMMETRIC: [Algorithm; 9] = [
 ];
 
 impl IssuerConfig {
-    /// Check the configuration; returns the parsed algorithms.
-    pub(crate) fn validate(&self, index: usize) -> Result<Vec<Algorithm>, ConfigError> {
+    /// Check a list of issuers (as `[[issuers]]` in a config file) without
+    /// building anything: services call it before binding a port.
+    pub fn check_all(configs: &[Self]) -> Result<(), ConfigError> {
+        Self::algorithms_of_all(configs).map(|_| ())
+    }
+
+    /// Check every issuer; returns each one's parsed algorithms.
+    pub(crate) fn algorithms_of_all(configs: &[Self]) -> Result<Vec<Vec<Algorithm>>, ConfigError> {
+        let mut out = Vec::with_capacity(configs.len());
+        for (index, config) in configs.iter().enumerate() {
+            if configs[..index].iter().any(|c| c.issuer == config.issuer) {
+                return Err(ConfigError {
+                    index,
+                    field: "issuer",
+                    message: format!("`{}` is configured twice", config.issuer),
+                });
+            }
+            out.push(config.validate(index)?);
+        }
+        Ok(out)
+    }
+
+    fn validate(&self, index: usize) -> Result<Vec<Algorithm>, ConfigError> {
         let err = |field, message: String| ConfigError {
             index,
             field,

@@ -53,30 +53,17 @@ impl Verifier {
                 field: "issuer",
                 message: format!("HTTP client: {e}"),
             })?;
-        let mut issuers = Vec::with_capacity(configs.len());
-        for (index, config) in configs.iter().enumerate() {
-            let algorithms = config.validate(index)?;
-            if configs[..index].iter().any(|c| c.issuer == config.issuer) {
-                return Err(ConfigError {
-                    index,
-                    field: "issuer",
-                    message: format!("`{}` is configured twice", config.issuer),
-                });
-            }
-            issuers.push(Arc::new(Issuer::new(
-                config.clone(),
-                algorithms,
-                http.clone(),
-            )));
-        }
+        let issuers = IssuerConfig::algorithms_of_all(configs)?
+            .into_iter()
+            .zip(configs)
+            .map(|(algorithms, config)| {
+                Arc::new(Issuer::new(config.clone(), algorithms, http.clone()))
+            })
+            .collect();
         Ok(Self {
             issuers,
             cache: VerifiedCache::new(100_000, Duration::from_secs(300)),
         })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.issuers.is_empty()
     }
 
     /// Fetch every issuer's keys (all at once, waiting at most

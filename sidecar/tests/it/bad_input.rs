@@ -205,15 +205,7 @@ async fn read_only_views() {
         .map(|p| p["id"].as_str().unwrap())
         .collect();
     assert!(ids.contains(&"writes-require-mfa"), "{ids:?}");
-    let schema = sidecar
-        .client
-        .get(sidecar.url("/v1/schema"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let schema = sidecar.text("/v1/schema").await;
     assert!(schema.contains("namespace App"));
     let (_, status) = sidecar.get("/v1/status").await;
     assert_eq!(status["policies"], json!(ids.len()));

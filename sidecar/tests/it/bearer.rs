@@ -24,11 +24,19 @@ fn start(issuer_url: &str) -> (Sidecar, tempfile::TempDir) {
     (sidecar, dir)
 }
 
-fn with_bearer(
-    mut req: envoy_types::ext_authz::v3::pb::CheckRequest,
-    token: &str,
-) -> envoy_types::ext_authz::v3::pb::CheckRequest {
-    let http = req
+type Client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient<
+    tonic::transport::Channel,
+>;
+
+/// `GET /api/orders` through ext_authz with `authorization: Bearer <bearer>`
+/// (no header when `None`) and, optionally, jwt_authn metadata claims.
+async fn ask(
+    client: &mut Client,
+    bearer: Option<&str>,
+    metadata: Option<&serde_json::Map<String, Value>>,
+) -> envoy_types::ext_authz::v3::pb::CheckResponse {
+    let mut req = check_request("GET", "/api/orders", None, metadata);
+    let headers = &mut req
         .attributes
         .as_mut()
         .unwrap()
@@ -37,10 +45,13 @@ fn with_bearer(
         .unwrap()
         .http
         .as_mut()
-        .unwrap();
-    http.headers
-        .insert("authorization".into(), format!("Bearer {token}"));
-    req
+        .unwrap()
+        .headers;
+    match bearer {
+        Some(token) => headers.insert("authorization".into(), format!("Bearer {token}")),
+        None => headers.remove("authorization"),
+    };
+    client.check(req).await.unwrap().into_inner()
 }
 
 fn denial(resp: &envoy_types::ext_authz::v3::pb::CheckResponse) -> (i32, Option<String>, String) {
@@ -70,14 +81,7 @@ async fn verifies_bearer_tokens_over_grpc() {
     claims["scope"] = json!("openid orders:read");
     let good = key.sign(&claims);
 
-    let resp = client
-        .check(with_bearer(
-            check_request("GET", "/api/orders", None, None),
-            &good,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = ask(&mut client, Some(&good), None).await;
     let verdict = summarize(&resp);
     assert!(verdict.allowed, "{resp:?}");
     assert!(
@@ -112,14 +116,7 @@ async fn verifies_bearer_tokens_over_grpc() {
         ),
         ("garbage", "not-a-jwt".to_owned(), "malformed"),
     ] {
-        let resp = client
-            .check(with_bearer(
-                check_request("GET", "/api/orders", None, None),
-                &token,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
+        let resp = ask(&mut client, Some(&token), None).await;
         assert!(!summarize(&resp).allowed, "{name}");
         let (status, challenge, body) = denial(&resp);
         assert_eq!(status, 401, "{name}");
@@ -135,54 +132,21 @@ async fn verifies_bearer_tokens_over_grpc() {
         );
     }
 
-    // No token at all: anonymous, and the policies deny it as before.
-    let resp = client
-        .check(check_request("GET", "/api/orders", None, None))
-        .await
-        .unwrap()
-        .into_inner();
-    let resp_no_auth = {
-        let mut r = check_request("GET", "/api/orders", None, None);
-        r.attributes
-            .as_mut()
-            .unwrap()
-            .request
-            .as_mut()
-            .unwrap()
-            .http
-            .as_mut()
-            .unwrap()
-            .headers
-            .clear();
-        client.check(r).await.unwrap().into_inner()
-    };
-    // (`check_request` carries a dummy bearer: it is refused, not ignored.)
+    // A bearer that is not a JWT is refused, not ignored; no header at all is
+    // anonymous, and the policies deny it as before.
+    let resp = ask(&mut client, Some("secret-token-never-logged"), None).await;
+    let resp_no_auth = ask(&mut client, None, None).await;
     assert_eq!(denial(&resp).0, 401);
     let (status, challenge, _) = denial(&resp_no_auth);
     assert_eq!((status, challenge.as_deref()), (401, Some("Bearer")));
 
     // Claims verified by Envoy's jwt_authn win over the header.
     let metadata = claims.as_object().unwrap().clone();
-    let resp = client
-        .check(with_bearer(
-            check_request("GET", "/api/orders", None, Some(&metadata)),
-            "not-a-jwt",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = ask(&mut client, Some("not-a-jwt"), Some(&metadata)).await;
     assert!(summarize(&resp).allowed, "{resp:?}");
 
     // Refusals are counted by reason.
-    let metrics = sidecar
-        .client
-        .get(sidecar.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sidecar.text("/metrics").await;
     for reason in ["expired", "unknown_key", "wrong_audience", "malformed"] {
         assert!(
             metrics.contains(&format!(
@@ -270,14 +234,7 @@ async fn an_unreachable_issuer_keeps_the_sidecar_unready_and_closed() {
     let token = key
         .sign(&json!({"iss": "http://127.0.0.1:9", "aud": "api", "sub": "zoe", "exp": now() + 60}));
     let mut client = sidecar.grpc_client().await;
-    let resp = client
-        .check(with_bearer(
-            check_request("GET", "/api/orders", None, None),
-            &token,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = ask(&mut client, Some(&token), None).await;
     let (status, challenge, _) = denial(&resp);
     assert_eq!(status, 401);
     assert!(challenge.unwrap().contains("not available"));

@@ -147,15 +147,7 @@ async fn cached_decisions_are_counted_and_the_log_has_one_line_per_decision() {
         let (status, body) = sidecar.post("/v1/check", &req).await;
         assert_eq!((status, body["decision"].as_str()), (200, Some("Allow")));
     }
-    let metrics = sidecar
-        .client
-        .get(sidecar.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sidecar.text("/metrics").await;
     assert!(metrics.contains("policy_cache_hits_total 2"), "{metrics}");
     assert!(metrics.contains("policy_cache_misses_total 1"), "{metrics}");
     assert!(
@@ -212,15 +204,7 @@ async fn repeated_direct_requests_are_cached_logged_alike_and_still_validated() 
         decisions.push(resp.json::<Value>().await.unwrap());
     }
     assert!(decisions.windows(2).all(|w| w[0] == w[1]), "{decisions:?}");
-    let metrics = sidecar
-        .client
-        .get(sidecar.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sidecar.text("/metrics").await;
     assert!(metrics.contains("policy_cache_hits_total 2"), "{metrics}");
 
     // A context that breaks the schema is refused every time, cached or not.

@@ -116,15 +116,7 @@ async fn an_invalid_set_is_refused_and_the_old_one_keeps_serving() {
         )
         .await;
     assert_eq!((status, body["decision"].clone()), (200, json!("Allow")));
-    let metrics = sidecar
-        .client
-        .get(sidecar.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sidecar.text("/metrics").await;
     assert!(
         metrics.contains(r#"policy_reloads_total{result="failure"} 1"#),
         "{metrics}"

@@ -126,6 +126,13 @@ impl Sidecar {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// A GET whose body is text (`/metrics`, `/v1/schema`).
+    pub async fn text(&self, path: &str) -> String {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.text().await.unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = self.client.get(self.url(path)).send().await.unwrap();
         let status = r.status().as_u16();
