@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::bundle::{self, Bundle, ContextUse, ENTITIES_FILE, EntityKey};
 use crate::cache::DecisionCache;
+use crate::cedar_json;
 use crate::claims::Claims;
 use crate::decision_log::{DecisionLog, Record, Subject};
 use crate::error::{Error, LoadError};
@@ -329,7 +330,7 @@ impl Engine {
     /// input is an error (a 400), not a decision.
     pub fn is_authorized(
         &self,
-        req: DirectRequest,
+        mut req: DirectRequest,
         request_id: Option<&str>,
     ) -> Result<Decision, Error> {
         let started = Instant::now();
@@ -376,8 +377,19 @@ impl Engine {
             }
             k
         });
-        let context = Context::from_json_value(req.context, Some((&bundle.schema, &action)))
-            .map_err(|e| Error::BadRequest(format!("`context`: {}", bundle::flatten(&e))))?;
+        let cedar_context = |json| {
+            Context::from_json_value(json, Some((&bundle.schema, &action)))
+                .map_err(|e| Error::BadRequest(format!("`context`: {}", bundle::flatten(&e))))
+        };
+        let quick = match &req.context {
+            serde_json::Value::Object(attrs) => cedar_json::context(attrs),
+            _ => None,
+        };
+        let quick_path = quick.is_some();
+        let context = match quick {
+            Some(c) => c,
+            None => cedar_context(std::mem::take(&mut req.context))?,
+        };
         let request = Request::new(
             principal.clone(),
             action.clone(),
@@ -385,7 +397,14 @@ impl Engine {
             context,
             Some(&bundle.schema),
         )
-        .map_err(|e| Error::BadRequest(bundle::flatten(&e)))?;
+        .or_else(|e| {
+            // Cedar's parser names the offending attribute; ask it on the
+            // (rare) way out.
+            if quick_path {
+                cedar_context(req.context)?;
+            }
+            Err(Error::BadRequest(bundle::flatten(&e)))
+        })?;
         let uids = || {
             Some(Subject::Uids(
                 principal.clone(),

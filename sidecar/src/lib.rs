@@ -7,6 +7,7 @@
 pub mod authn;
 pub mod bundle;
 pub mod cache;
+mod cedar_json;
 pub mod claims;
 pub mod decision_log;
 pub mod engine;

@@ -103,6 +103,39 @@ async fn http_api_rejects_bad_input_with_named_errors() {
         (
             "/v1/is_authorized",
             direct(
+                user.clone(),
+                read.clone(),
+                order.clone(),
+                json!({"scopes": [], "amr": [], "time": 0, "surprise": 1}),
+            ),
+            400,
+            "surprise",
+        ),
+        (
+            "/v1/is_authorized",
+            direct(
+                user.clone(),
+                read.clone(),
+                order.clone(),
+                json!({"scopes": [], "amr": [], "time": "noon"}),
+            ),
+            400,
+            "time",
+        ),
+        (
+            "/v1/is_authorized",
+            direct(
+                user.clone(),
+                read.clone(),
+                order.clone(),
+                json!({"scopes": [], "amr": [1], "time": 0}),
+            ),
+            400,
+            "amr",
+        ),
+        (
+            "/v1/is_authorized",
+            direct(
                 json!("App::User::\"alice\""),
                 read.clone(),
                 order.clone(),
