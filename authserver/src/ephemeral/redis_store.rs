@@ -1,0 +1,121 @@
+//! The Redis ephemeral store of production mode: shared by all replicas,
+//! reconnecting by itself (`ConnectionManager`).
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+
+use super::{EphemeralError, millis};
+
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl RedisStore {
+    pub(super) async fn connect(url: &str, prefix: &str) -> Result<Self, EphemeralError> {
+        let client = redis::Client::open(url).map_err(|e| EphemeralError::Url(e.to_string()))?;
+        let conn = ConnectionManager::new(client).await?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + key.len());
+        k.push_str(&self.prefix);
+        k.push_str(key);
+        k
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), EphemeralError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    pub(super) async fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        only_new: bool,
+    ) -> Result<bool, EphemeralError> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(key)).arg(value).arg("PX").arg(millis(ttl));
+        if only_new {
+            cmd.arg("NX");
+        }
+        let reply: Option<String> = cmd.query_async(&mut conn).await?;
+        Ok(reply.is_some())
+    }
+
+    pub(super) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, EphemeralError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.get(self.key(key)).await?)
+    }
+
+    pub(super) async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, EphemeralError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("GETDEL")
+            .arg(self.key(key))
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    pub(super) async fn delete(&self, key: &str) -> Result<(), EphemeralError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = conn.del(self.key(key)).await?;
+        Ok(())
+    }
+
+    /// A sorted set of event times per window, trimmed, added to and counted
+    /// in one atomic transaction.
+    pub(super) async fn window(
+        &self,
+        key: &str,
+        window: Duration,
+        now_ms: i64,
+        add: bool,
+    ) -> Result<u64, EphemeralError> {
+        let mut conn = self.conn.clone();
+        let key = self.key(key);
+        let since = now_ms - millis(window);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(since)
+            .ignore();
+        if add {
+            // Members must be unique for two events in the same millisecond
+            // to count twice.
+            let member = format!("{now_ms}:{}", random_u64());
+            pipe.cmd("ZADD")
+                .arg(&key)
+                .arg(now_ms)
+                .arg(member)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(millis(window))
+                .ignore();
+        }
+        pipe.cmd("ZCARD").arg(&key);
+        let (count,): (u64,) = pipe.query_async(&mut conn).await?;
+        Ok(count)
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // The system RNG failing is not something to recover from here; a zero
+    // member only risks merging two same-millisecond events.
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
+}

@@ -1,0 +1,197 @@
+//! The records the authserver keeps: no SQL and no HTTP here.
+
+use serde::{Deserialize, Serialize};
+
+/// A person who logs in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    /// Stable, opaque; the `sub` claim.
+    pub id: String,
+    /// As the user typed it; looked up case-insensitively.
+    pub username: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    /// argon2id PHC string; `None` for accounts without a password (federated).
+    #[serde(skip)]
+    pub password_hash: Option<String>,
+    /// Names for the `roles` claim.
+    pub roles: Vec<String>,
+    /// Names of the groups the user belongs to (the `groups` claim).
+    pub groups: Vec<String>,
+    pub disabled: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// How a client proves who it is at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// A public client (SPA, native): no secret; PKCE required.
+    None,
+    ClientSecretBasic,
+    ClientSecretPost,
+    PrivateKeyJwt,
+}
+
+impl ClientAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::None,
+            Self::ClientSecretBasic,
+            Self::ClientSecretPost,
+            Self::PrivateKeyJwt,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == s)
+    }
+}
+
+/// A registered OAuth client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Client {
+    /// The `client_id`.
+    pub id: String,
+    pub name: String,
+    /// Keyed digest of the client secret; `None` for public and
+    /// `private_key_jwt` clients.
+    #[serde(skip)]
+    pub secret_digest: Option<Vec<u8>>,
+    pub auth_method: ClientAuth,
+    /// Matched exactly, never by prefix.
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    /// The scopes this client may ask for.
+    pub scopes: Vec<String>,
+    /// The client's public keys (a JWK Set) for `private_key_jwt`.
+    pub jwks: Option<String>,
+    pub require_consent: bool,
+    pub created_at: i64,
+}
+
+impl Client {
+    pub fn is_public(&self) -> bool {
+        self.auth_method == ClientAuth::None
+    }
+}
+
+/// Where a signing key is in its life: published before it signs, kept
+/// published after it stops signing until its tokens have expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    Next,
+    Active,
+    Retired,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Next => "next",
+            Self::Active => "active",
+            Self::Retired => "retired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Next, Self::Active, Self::Retired]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// A token-signing key as stored: the private half sealed with the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub kid: String,
+    pub alg: String,
+    pub sealed_private_key: Vec<u8>,
+    /// The public JWK, as published.
+    pub public_jwk: String,
+    pub state: KeyState,
+    pub created_at: i64,
+    pub activated_at: Option<i64>,
+    pub retired_at: Option<i64>,
+}
+
+/// A second factor enrolled by a user (TOTP, WebAuthn, SMS: later issues).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecondFactor {
+    pub id: String,
+    pub user_id: String,
+    pub kind: String,
+    pub label: String,
+    /// Sealed with the master key.
+    pub sealed_secret: Option<Vec<u8>>,
+    pub data: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// One audited event. Written in the same transaction as the change it
+/// describes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct AuditEvent {
+    pub at: i64,
+    /// Who did it: a user id, `client:<id>`, `admin`, or `anonymous`.
+    pub actor: String,
+    /// What happened, e.g. `user.create`, `login.failure`, `token.issue`.
+    pub action: String,
+    /// What it happened to.
+    pub target: Option<String>,
+    pub source_ip: Option<String>,
+    pub client_id: Option<String>,
+    /// `success` or `failure`.
+    pub outcome: String,
+    /// Further facts as a JSON object (never secrets).
+    pub detail: serde_json::Value,
+}
+
+impl AuditEvent {
+    pub fn new(at: i64, actor: impl Into<String>, action: impl Into<String>) -> Self {
+        Self {
+            at,
+            actor: actor.into(),
+            action: action.into(),
+            outcome: "success".into(),
+            detail: serde_json::Value::Object(serde_json::Map::new()),
+            ..Self::default()
+        }
+    }
+
+    pub fn target(mut self, target: impl Into<String>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
+
+    pub fn failed(mut self) -> Self {
+        self.outcome = "failure".into();
+        self
+    }
+
+    pub fn source(mut self, ip: Option<std::net::IpAddr>) -> Self {
+        self.source_ip = ip.map(|ip| ip.to_string());
+        self
+    }
+
+    pub fn client(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = detail;
+        self
+    }
+}

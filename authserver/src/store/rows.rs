@@ -1,0 +1,132 @@
+//! Rows as both backends return them, and their conversion to the model.
+
+use crate::model::{AuditEvent, Client, ClientAuth, KeyState, StoredKey, User};
+
+use super::StoreError;
+
+fn list(column: &str, text: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(text).map_err(|_| StoreError::Corrupt(column.to_owned()))
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct UserRow {
+    pub id: String,
+    username: String,
+    email: Option<String>,
+    display_name: Option<String>,
+    password_hash: Option<String>,
+    roles: String,
+    disabled: bool,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl UserRow {
+    pub fn into_user(self, groups: Vec<String>) -> Result<User, StoreError> {
+        Ok(User {
+            roles: list("users.roles", &self.roles)?,
+            id: self.id,
+            username: self.username,
+            email: self.email,
+            display_name: self.display_name,
+            password_hash: self.password_hash,
+            groups,
+            disabled: self.disabled,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ClientRow {
+    id: String,
+    name: String,
+    secret_digest: Option<Vec<u8>>,
+    auth_method: String,
+    redirect_uris: String,
+    post_logout_redirect_uris: String,
+    grant_types: String,
+    scopes: String,
+    jwks: Option<String>,
+    require_consent: bool,
+    created_at: i64,
+}
+
+impl ClientRow {
+    pub fn into_client(self) -> Result<Client, StoreError> {
+        Ok(Client {
+            auth_method: ClientAuth::from_stored(&self.auth_method)?,
+            redirect_uris: list("clients.redirect_uris", &self.redirect_uris)?,
+            post_logout_redirect_uris: list(
+                "clients.post_logout_redirect_uris",
+                &self.post_logout_redirect_uris,
+            )?,
+            grant_types: list("clients.grant_types", &self.grant_types)?,
+            scopes: list("clients.scopes", &self.scopes)?,
+            id: self.id,
+            name: self.name,
+            secret_digest: self.secret_digest,
+            jwks: self.jwks,
+            require_consent: self.require_consent,
+            created_at: self.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct KeyRow {
+    kid: String,
+    alg: String,
+    private_key: Vec<u8>,
+    public_jwk: String,
+    state: String,
+    created_at: i64,
+    activated_at: Option<i64>,
+    retired_at: Option<i64>,
+}
+
+impl KeyRow {
+    pub fn into_key(self) -> Result<StoredKey, StoreError> {
+        Ok(StoredKey {
+            state: KeyState::parse(&self.state).ok_or_else(|| {
+                StoreError::Corrupt(format!("signing_keys.state `{}`", self.state))
+            })?,
+            kid: self.kid,
+            alg: self.alg,
+            sealed_private_key: self.private_key,
+            public_jwk: self.public_jwk,
+            created_at: self.created_at,
+            activated_at: self.activated_at,
+            retired_at: self.retired_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AuditRow {
+    at: i64,
+    actor: String,
+    action: String,
+    target: Option<String>,
+    source_ip: Option<String>,
+    client_id: Option<String>,
+    outcome: String,
+    detail: String,
+}
+
+impl AuditRow {
+    pub fn into_event(self) -> Result<AuditEvent, StoreError> {
+        Ok(AuditEvent {
+            detail: serde_json::from_str(&self.detail)
+                .map_err(|_| StoreError::Corrupt("audit_events.detail".into()))?,
+            at: self.at,
+            actor: self.actor,
+            action: self.action,
+            target: self.target,
+            source_ip: self.source_ip,
+            client_id: self.client_id,
+            outcome: self.outcome,
+        })
+    }
+}

@@ -1,0 +1,6 @@
+//! Authserver integration tests: one binary (faster linking).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod ephemeral;
+mod store;
+mod support;
