@@ -4,6 +4,8 @@
 //! PostgreSQL or SQLite) and `ephemeral` (Redis or in-process), then the
 //! protocol and the HTTP surface.
 
+pub mod crypto;
 pub mod ephemeral;
 pub mod model;
+pub mod password;
 pub mod store;

@@ -11,15 +11,20 @@
 //! (an unknown `kid` triggers one rate-limited JWKS refetch); the signature;
 //! `exp` required, `nbf` honoured, both with leeway; `aud` containing a
 //! configured audience.
+//!
+//! [`Signer`] is the issuing side: keys the authserver (and the test issuer)
+//! sign with, published as JWKs these rules accept.
 
 mod cache;
 mod error;
 mod issuer;
 mod keys;
+mod signer;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod verifier;
 
 pub use error::{ConfigError, TokenError};
 pub use issuer::{IssuerConfig, IssuerStatus};
+pub use signer::{Signer, SignerError};
 pub use verifier::{START_WAIT, Verified, Verifier};

@@ -14,78 +14,53 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::Jwk;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
 use crate::IssuerConfig;
+use crate::signer::Signer;
 
 /// A private signing key and its public JWK.
 pub struct SigningKey {
     pub kid: String,
     pub alg: Algorithm,
-    key: EncodingKey,
     pub jwk: Value,
+    signer: Signer,
 }
 
 impl SigningKey {
     pub fn es256(kid: &str) -> Self {
-        let der =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                .expect("generate P-256 key");
-        Self::from(
-            kid,
-            Algorithm::ES256,
-            EncodingKey::from_ec_der(der.as_ref()),
-        )
+        Self::generate(Algorithm::ES256, kid)
     }
 
-    /// An RSA 2048 key for `alg` (RS256/384/512 or PS256/384/512).
+    /// An RSA 2048 key for `alg` (RS256 or PS256).
     pub fn rsa(kid: &str, alg: Algorithm) -> Self {
-        use aws_lc_rs::encoding::AsDer;
-        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
-            .expect("generate RSA key");
-        let pkcs8 = pair.as_der().expect("RSA key as PKCS#8");
-        let pkcs1 = pkcs1_of(pkcs8.as_ref()).expect("PKCS#8 wraps an RSAPrivateKey");
-        Self::from(kid, alg, EncodingKey::from_rsa_der(pkcs1))
+        Self::generate(alg, kid)
     }
 
     pub fn ed25519(kid: &str) -> Self {
-        let der =
-            Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new()).expect("generate Ed25519 key");
-        Self::from(
-            kid,
-            Algorithm::EdDSA,
-            EncodingKey::from_ed_der(der.as_ref()),
-        )
+        Self::generate(Algorithm::EdDSA, kid)
     }
 
-    fn from(kid: &str, alg: Algorithm, key: EncodingKey) -> Self {
-        let jwk = Jwk::from_encoding_key(&key, alg).expect("public JWK");
-        let mut jwk = serde_json::to_value(jwk).expect("JWK as JSON");
-        jwk["kid"] = json!(kid);
-        jwk["use"] = json!("sig");
+    fn generate(alg: Algorithm, kid: &str) -> Self {
+        let (signer, _) = Signer::generate(alg, kid).expect("generate key");
         Self {
             kid: kid.into(),
             alg,
-            key,
-            jwk,
+            jwk: signer.jwk().clone(),
+            signer,
         }
     }
 
     /// A compact JWS with a standard header (`alg`, `kid`, `typ: JWT`).
     pub fn sign(&self, claims: &Value) -> String {
-        let mut header = Header::new(self.alg);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.key).expect("sign")
+        self.signer.sign("JWT", claims).expect("sign")
     }
 
     /// A compact JWS with exactly this header, validly signed with this key
@@ -97,38 +72,10 @@ impl SigningKey {
     /// Like [`SigningKey::sign_raw`], signing with another algorithm of the
     /// key's family (e.g. PS256 with a key published for RS256).
     pub fn sign_as(&self, alg: Algorithm, header: &Value, claims: &Value) -> String {
-        let message = format!("{}.{}", b64(header), b64(claims));
-        let signature =
-            jsonwebtoken::crypto::sign(message.as_bytes(), &self.key, alg).expect("sign");
-        format!("{message}.{signature}")
+        self.signer
+            .sign_raw(alg, &b64(header), &b64(claims))
+            .expect("sign")
     }
-}
-
-/// The `RSAPrivateKey` (PKCS#1) inside a PKCS#8 `PrivateKeyInfo`: the
-/// content of its third element, an OCTET STRING.
-fn pkcs1_of(pkcs8: &[u8]) -> Option<&[u8]> {
-    /// One DER element: (tag, content, rest).
-    fn element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (&tag, rest) = der.split_first()?;
-        let (&first, mut rest) = rest.split_first()?;
-        let len = if first < 0x80 {
-            usize::from(first)
-        } else {
-            let n = usize::from(first & 0x7f);
-            let (bytes, after) = rest.split_at_checked(n)?;
-            rest = after;
-            bytes
-                .iter()
-                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
-        };
-        let (content, rest) = rest.split_at_checked(len)?;
-        Some((tag, content, rest))
-    }
-    let (_, info, _) = element(pkcs8)?;
-    let (_, _, rest) = element(info)?; // version
-    let (_, _, rest) = element(rest)?; // algorithm
-    let (tag, key, _) = element(rest)?;
-    (tag == 0x04).then_some(key)
 }
 
 /// Base64url (no padding) of a JSON value, as in a JWS.

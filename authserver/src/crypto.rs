@@ -1,0 +1,205 @@
+//! Secrets at rest and the random values the protocol hands out.
+//!
+//! One master key (32 bytes, from the environment or a file) is never used
+//! directly: HKDF derives one key per purpose. Private signing keys and
+//! second-factor secrets are sealed with AES-256-GCM, bound by associated
+//! data to the record they belong to, so a sealed value copied into another
+//! row does not open. Client secrets are high-entropy random strings, so a
+//! keyed digest (HMAC-SHA256) is the right store for them: slow password
+//! hashes are for human passwords.
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
+use aws_lc_rs::{hkdf, hmac, rand};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+
+/// Format byte of sealed values, so the scheme can change later.
+const SEALED_V1: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("master key must be 32 bytes, base64-encoded (got {0})")]
+    MasterKey(String),
+    #[error(
+        "sealed value does not open with this master key (wrong key, or moved between records)"
+    )]
+    Open,
+    #[error("the system random generator failed")]
+    Random,
+}
+
+/// The root of every key the authserver keeps at rest.
+pub struct MasterKey([u8; 32]);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+impl MasterKey {
+    /// Parses base64 (standard or URL-safe) of exactly 32 bytes; surrounding
+    /// whitespace, as in a key file, is ignored.
+    pub fn from_base64(text: &str) -> Result<Self, CryptoError> {
+        let text = text.trim();
+        let bytes = STANDARD
+            .decode(text)
+            .or_else(|_| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')))
+            .map_err(|_| CryptoError::MasterKey("text that is not base64".into()))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| CryptoError::MasterKey(format!("{} bytes", b.len())))?;
+        Ok(Self(key))
+    }
+
+    /// A new random key, base64-encoded (for `--dev` and `authserver keys
+    /// master`).
+    pub fn generate() -> Result<(Self, String), CryptoError> {
+        let key: [u8; 32] = random_bytes()?;
+        Ok((Self(key), STANDARD.encode(key)))
+    }
+
+    fn derive(&self, purpose: &'static str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        // HKDF-Expand to 32 bytes cannot fail (the limit is 255 × 32).
+        let _ = hkdf::Salt::new(hkdf::HKDF_SHA256, b"portcullis-authserver")
+            .extract(&self.0)
+            .expand(&[purpose.as_bytes()], hkdf::HKDF_SHA256)
+            .and_then(|okm| okm.fill(&mut out));
+        out
+    }
+
+    pub fn sealer(&self) -> Sealer {
+        Sealer(self.derive("seal v1"))
+    }
+
+    pub fn secret_digester(&self) -> SecretDigester {
+        SecretDigester(hmac::Key::new(
+            hmac::HMAC_SHA256,
+            &self.derive("client secret digest v1"),
+        ))
+    }
+
+    /// The key for values the server hands out and reads back itself
+    /// (CSRF tokens, cookie MACs).
+    pub fn mac_key(&self) -> hmac::Key {
+        hmac::Key::new(hmac::HMAC_SHA256, &self.derive("mac v1"))
+    }
+}
+
+/// AES-256-GCM with random nonces. Sealed: version ‖ nonce ‖ ciphertext ‖ tag.
+pub struct Sealer([u8; 32]);
+
+impl Sealer {
+    /// Seals `plaintext`; `context` names the record it belongs to
+    /// (e.g. `signing-key:<kid>`) and must be given again to open it.
+    pub fn seal(&self, context: &str, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let key =
+            RandomizedNonceKey::new(&AES_256_GCM, &self.0).map_err(|_| CryptoError::Random)?;
+        let mut body = plaintext.to_vec();
+        let nonce = key
+            .seal_in_place_append_tag(Aad::from(context.as_bytes()), &mut body)
+            .map_err(|_| CryptoError::Random)?;
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + body.len());
+        out.push(SEALED_V1);
+        out.extend_from_slice(nonce.as_ref());
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    pub fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let (&version, rest) = sealed.split_first().ok_or(CryptoError::Open)?;
+        if version != SEALED_V1 || rest.len() < NONCE_LEN {
+            return Err(CryptoError::Open);
+        }
+        let (nonce, body) = rest.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Open)?;
+        let key = RandomizedNonceKey::new(&AES_256_GCM, &self.0).map_err(|_| CryptoError::Open)?;
+        let mut body = body.to_vec();
+        let plain = key
+            .open_in_place(nonce, Aad::from(context.as_bytes()), &mut body)
+            .map_err(|_| CryptoError::Open)?;
+        Ok(plain.to_vec())
+    }
+}
+
+/// Keyed digests of client secrets: constant-time to check, cheap enough that
+/// the token endpoint is not bound by hashing, useless without the master key.
+pub struct SecretDigester(hmac::Key);
+
+impl SecretDigester {
+    pub fn digest(&self, secret: &str) -> Vec<u8> {
+        hmac::sign(&self.0, secret.as_bytes()).as_ref().to_vec()
+    }
+
+    pub fn matches(&self, secret: &str, digest: &[u8]) -> bool {
+        hmac::verify(&self.0, secret.as_bytes(), digest).is_ok()
+    }
+}
+
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
+    let mut out = [0u8; N];
+    rand::fill(&mut out).map_err(|_| CryptoError::Random)?;
+    Ok(out)
+}
+
+/// A URL-safe random string of `N` bytes of entropy: client secrets (32),
+/// authorization codes, refresh tokens, session ids, CSRF tokens.
+pub fn random_token<const N: usize>() -> Result<String, CryptoError> {
+    Ok(URL_SAFE_NO_PAD.encode(random_bytes::<N>()?))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_with_their_key_and_context() {
+        let (master, text) = MasterKey::generate().unwrap();
+        let sealer = master.sealer();
+        let sealed = sealer.seal("signing-key:k1", b"private").unwrap();
+        assert_eq!(sealer.open("signing-key:k1", &sealed).unwrap(), b"private");
+        // Same plaintext twice: different nonces, different ciphertexts.
+        assert_ne!(sealer.seal("signing-key:k1", b"private").unwrap(), sealed);
+        assert!(matches!(
+            sealer.open("signing-key:k2", &sealed),
+            Err(CryptoError::Open)
+        ));
+        let (other, _) = MasterKey::generate().unwrap();
+        assert!(other.sealer().open("signing-key:k1", &sealed).is_err());
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(sealer.open("signing-key:k1", &tampered).is_err());
+        assert!(sealer.open("signing-key:k1", &sealed[..10]).is_err());
+        assert!(sealer.open("signing-key:k1", &[]).is_err());
+        // The encoded key reads back as the same key.
+        let again = MasterKey::from_base64(&format!("  {text}\n")).unwrap();
+        assert_eq!(
+            again.sealer().open("signing-key:k1", &sealed).unwrap(),
+            b"private"
+        );
+    }
+
+    #[test]
+    fn master_keys_must_be_32_bytes_of_base64() {
+        for bad in ["", "not base64!", &STANDARD.encode([0u8; 16])] {
+            let err = MasterKey::from_base64(bad).unwrap_err().to_string();
+            assert!(err.contains("32 bytes"), "{err}");
+        }
+        assert!(MasterKey::from_base64(&URL_SAFE_NO_PAD.encode([7u8; 32])).is_ok());
+    }
+
+    #[test]
+    fn secret_digests_are_keyed() {
+        let (a, _) = MasterKey::generate().unwrap();
+        let (b, _) = MasterKey::generate().unwrap();
+        let secret = random_token::<32>().unwrap();
+        assert_eq!(secret.len(), 43);
+        let digest = a.secret_digester().digest(&secret);
+        assert!(a.secret_digester().matches(&secret, &digest));
+        assert!(!a.secret_digester().matches("guess", &digest));
+        assert!(!b.secret_digester().matches(&secret, &digest));
+    }
+}
