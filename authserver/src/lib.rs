@@ -1,11 +1,23 @@
 //! Portcullis authserver: an OAuth 2.0 / OpenID Connect provider.
 //!
-//! Layers, outermost last: `model` (records), `store` (durable state on
-//! PostgreSQL or SQLite) and `ephemeral` (Redis or in-process), then the
-//! protocol and the HTTP surface.
+//! Layers, innermost first: `model` (records), `store` (durable state on
+//! PostgreSQL or SQLite) and `ephemeral` (Redis or in-process); `crypto`,
+//! `password` and `keys` (secrets at rest, signing keys); `token`, `oauth`
+//! and `admin` (protocol and management logic, no HTTP types); `http` and
+//! `server` (the surface); `dev` (the `--dev` bootstrap).
 
+pub mod admin;
+pub mod app;
+pub mod config;
 pub mod crypto;
+pub mod dev;
 pub mod ephemeral;
+pub mod error;
+pub mod http;
+pub mod keys;
 pub mod model;
+pub mod oauth;
 pub mod password;
+pub mod server;
 pub mod store;
+pub mod token;

@@ -2,5 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod ephemeral;
+mod protocol;
+mod server;
 mod store;
 mod support;

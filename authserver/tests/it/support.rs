@@ -83,6 +83,56 @@ impl Stores {
     }
 }
 
+/// A fresh PostgreSQL schema and a URL whose connections use it; `None`
+/// (skipped) without a reachable server outside CI. Dropped by
+/// [`drop_schema`].
+pub async fn pg_schema_url() -> Option<(String, String)> {
+    let mut admin = match PgConnection::connect(&postgres_url()).await {
+        Ok(c) => c,
+        Err(e) => {
+            unavailable("PostgreSQL", &e);
+            return None;
+        }
+    };
+    let schema = format!("pc_test_{}", unique());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let sep = if postgres_url().contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let url = format!("{}{sep}options=-c%20search_path%3D{schema}", postgres_url());
+    Some((url, schema))
+}
+
+pub async fn drop_schema(schema: &str) {
+    let mut admin = PgConnection::connect(&postgres_url()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
+/// Redis is reachable (or the test is skipped, outside CI).
+pub async fn redis_available() -> bool {
+    match Ephemeral::redis(&redis_url(), "pc_test:probe:").await {
+        Ok(r) => match r.ping().await {
+            Ok(()) => true,
+            Err(e) => {
+                unavailable("Redis", &e);
+                false
+            }
+        },
+        Err(e) => {
+            unavailable("Redis", &e);
+            false
+        }
+    }
+}
+
 /// An ephemeral store per backend: in-process always, Redis when reachable.
 pub async fn ephemerals() -> Vec<(&'static str, Ephemeral)> {
     let mut all = vec![("memory", Ephemeral::memory())];

@@ -1,0 +1,283 @@
+//! Creating users and clients: shared by the CLI, `--dev` and (later) the
+//! admin API, so each path validates and audits the same way.
+
+use serde::Serialize;
+
+use crate::app::App;
+use crate::crypto::random_token;
+use crate::error::Error;
+use crate::model::{AuditEvent, Client, ClientAuth, User};
+use crate::store::NewUser;
+
+/// A user to add; the password is hashed here.
+#[derive(Debug, Clone, Default)]
+pub struct UserSpec {
+    pub username: String,
+    pub password: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub groups: Vec<String>,
+    pub roles: Vec<String>,
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "{what} `{name}` must be 1-128 characters of letters, digits and - _ . @ :"
+        )))
+    }
+}
+
+/// Shortest password accepted (NIST SP 800-63B's minimum).
+pub const MIN_PASSWORD_LEN: usize = 8;
+
+pub async fn add_user(app: &App, spec: UserSpec, actor: &str, now: i64) -> Result<User, Error> {
+    check_name("username", &spec.username)?;
+    for g in spec.groups.iter().chain(&spec.roles) {
+        check_name("group or role", g)?;
+    }
+    if spec.password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(Error::Invalid(format!(
+            "password must be at least {MIN_PASSWORD_LEN} characters"
+        )));
+    }
+    let passwords = app.passwords.clone();
+    let password = spec.password;
+    let hash = tokio::task::spawn_blocking(move || passwords.hash(&password))
+        .await
+        .map_err(|e| Error::Invalid(format!("password hashing stopped: {e}")))??;
+    let id = random_token::<16>()?;
+    let new = NewUser {
+        id: id.clone(),
+        username: spec.username,
+        email: spec.email,
+        display_name: spec.display_name,
+        password_hash: Some(hash),
+        roles: spec.roles,
+        groups: spec.groups,
+    };
+    let audit = AuditEvent::new(now, actor, "user.create").target(id);
+    Ok(app.store.create_user(&new, &audit).await?)
+}
+
+/// Sets a new password (dev bootstrap, `authserver user password`).
+pub async fn set_password(
+    app: &App,
+    user: &User,
+    password: String,
+    actor: &str,
+    now: i64,
+) -> Result<(), Error> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(Error::Invalid(format!(
+            "password must be at least {MIN_PASSWORD_LEN} characters"
+        )));
+    }
+    let passwords = app.passwords.clone();
+    let hash = tokio::task::spawn_blocking(move || passwords.hash(&password))
+        .await
+        .map_err(|e| Error::Invalid(format!("password hashing stopped: {e}")))??;
+    let audit = AuditEvent::new(now, actor, "user.password").target(user.id.clone());
+    Ok(app.store.set_password(&user.id, &hash, &audit).await?)
+}
+
+/// The kinds of client `client add` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    /// Server-side web app: code flow, secret, refresh tokens.
+    Web,
+    /// Browser or native app: code flow with PKCE, no secret.
+    Public,
+    /// Machine to machine: client_credentials.
+    Service,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    pub id: String,
+    pub name: String,
+    pub kind: ClientKind,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub scopes: Vec<String>,
+    /// `private_key_jwt` with these public keys instead of a secret.
+    pub jwks: Option<String>,
+}
+
+/// What the operator is shown once: the secret is not stored in clear.
+#[derive(Debug, Clone, Serialize)]
+pub struct IssuedClient {
+    pub client_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    pub token_endpoint_auth_method: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redirect_uris: Vec<String>,
+    pub scopes: Vec<String>,
+}
+
+/// A redirect URI fit for exact matching: absolute, no fragment; plain
+/// HTTP only for loopback (RFC 8252 §8.3, OAuth 2.0 Security BCP).
+pub fn check_redirect_uri(uri: &str) -> Result<(), Error> {
+    let bad = |why: &str| Error::Invalid(format!("redirect URI `{uri}` {why}"));
+    if uri.contains('#') {
+        return Err(bad("must not have a fragment"));
+    }
+    if let Some(rest) = uri.strip_prefix("http://") {
+        let host = rest.split(['/', '?']).next().unwrap_or("");
+        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        if !matches!(host, "127.0.0.1" | "[::1]" | "localhost") {
+            return Err(bad("uses plain http:// on a non-loopback host"));
+        }
+        return Ok(());
+    }
+    if uri.starts_with("https://") && uri.len() > "https://".len() {
+        return Ok(());
+    }
+    // Private-use schemes of native apps (com.example.app:/callback).
+    match uri.split_once(':') {
+        Some((scheme, _))
+            if scheme.contains('.')
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+')) =>
+        {
+            Ok(())
+        }
+        _ => Err(bad(
+            "must be https://, loopback http://, or a private-use scheme",
+        )),
+    }
+}
+
+pub async fn add_client(
+    app: &App,
+    spec: ClientSpec,
+    actor: &str,
+    now: i64,
+) -> Result<IssuedClient, Error> {
+    check_name("client id", &spec.id)?;
+    for uri in spec
+        .redirect_uris
+        .iter()
+        .chain(&spec.post_logout_redirect_uris)
+    {
+        check_redirect_uri(uri)?;
+    }
+    for scope in &spec.scopes {
+        check_name("scope", scope)?;
+    }
+    let (auth_method, grant_types) = match spec.kind {
+        ClientKind::Web => (
+            ClientAuth::ClientSecretBasic,
+            vec!["authorization_code", "refresh_token"],
+        ),
+        ClientKind::Public => (
+            ClientAuth::None,
+            vec!["authorization_code", "refresh_token"],
+        ),
+        ClientKind::Service => (ClientAuth::ClientSecretBasic, vec!["client_credentials"]),
+    };
+    if spec.kind != ClientKind::Service && spec.redirect_uris.is_empty() {
+        return Err(Error::Invalid(format!(
+            "client `{}` needs at least one redirect URI",
+            spec.id
+        )));
+    }
+    let auth_method = match (&spec.jwks, spec.kind) {
+        (Some(_), ClientKind::Public) => {
+            return Err(Error::Invalid("a public client has no keys".into()));
+        }
+        (Some(jwks), _) => {
+            serde_json::from_str::<jsonwebtoken::jwk::JwkSet>(jwks)
+                .map_err(|e| Error::Invalid(format!("client JWKS: {e}")))?;
+            ClientAuth::PrivateKeyJwt
+        }
+        (None, _) => auth_method,
+    };
+    let secret = match auth_method {
+        ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost => Some(random_token::<32>()?),
+        ClientAuth::None | ClientAuth::PrivateKeyJwt => None,
+    };
+    let client = Client {
+        id: spec.id.clone(),
+        name: spec.name,
+        secret_digest: secret.as_deref().map(|s| app.secrets.digest(s)),
+        auth_method,
+        redirect_uris: spec.redirect_uris.clone(),
+        post_logout_redirect_uris: spec.post_logout_redirect_uris,
+        grant_types: grant_types.into_iter().map(str::to_owned).collect(),
+        scopes: spec.scopes.clone(),
+        jwks: spec.jwks,
+        require_consent: spec.kind != ClientKind::Service,
+        created_at: now,
+    };
+    let audit = AuditEvent::new(now, actor, "client.create").target(spec.id.clone());
+    app.store.create_client(&client, &audit).await?;
+    Ok(IssuedClient {
+        client_id: spec.id,
+        client_secret: secret,
+        token_endpoint_auth_method: auth_method.as_str(),
+        redirect_uris: spec.redirect_uris,
+        scopes: spec.scopes,
+    })
+}
+
+/// A new secret for an existing confidential client, shown once.
+pub async fn reset_client_secret(
+    app: &App,
+    client: &Client,
+    actor: &str,
+    now: i64,
+) -> Result<String, Error> {
+    if !matches!(
+        client.auth_method,
+        ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost
+    ) {
+        return Err(Error::Invalid(format!(
+            "client `{}` does not use a secret",
+            client.id
+        )));
+    }
+    let secret = random_token::<32>()?;
+    let audit = AuditEvent::new(now, actor, "client.secret").target(client.id.clone());
+    app.store
+        .set_client_secret(&client.id, &app.secrets.digest(&secret), &audit)
+        .await?;
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_redirect_uri;
+
+    #[test]
+    fn redirect_uris_must_be_safe_to_match_exactly() {
+        for ok in [
+            "https://app.example.com/callback",
+            "http://127.0.0.1:3000/cb",
+            "http://localhost/cb",
+            "http://[::1]:8080/cb?x=1",
+            "com.example.app:/oauth2redirect",
+        ] {
+            assert!(check_redirect_uri(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://app.example.com/cb#frag",
+            "http://app.example.com/cb",
+            "http://127.0.0.1.evil.com/cb",
+            "javascript:alert(1)",
+            "https://",
+            "/relative",
+        ] {
+            assert!(check_redirect_uri(bad).is_err(), "{bad}");
+        }
+    }
+}

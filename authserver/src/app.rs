@@ -1,0 +1,87 @@
+//! Everything a request handler needs, opened once at start.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+use crate::crypto::{MasterKey, SecretDigester};
+use crate::ephemeral::Ephemeral;
+use crate::error::Error;
+use crate::keys::KeyRing;
+use crate::password::Passwords;
+use crate::store::Store;
+
+pub struct App {
+    pub config: Config,
+    /// The issuer identifier, without a trailing slash.
+    pub issuer: String,
+    pub store: Store,
+    pub ephemeral: Ephemeral,
+    pub keys: KeyRing,
+    pub passwords: Passwords,
+    pub secrets: SecretDigester,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("issuer", &self.issuer)
+            .field("store", &self.store.backend_name())
+            .field("ephemeral", &self.ephemeral.backend_name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Connects the stores (applying migrations) and loads the keys.
+    pub async fn open(config: Config, master: &MasterKey) -> Result<Self, Error> {
+        config.validate()?;
+        let issuer = config.issuer_url()?;
+        if config.database_url.is_none() {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::Io {
+                what: format!("data_dir `{}`", config.data_dir.display()),
+                source,
+            })?;
+        }
+        let store = Store::connect(&config.database_url()).await?;
+        let ephemeral = match &config.redis_url {
+            Some(url) => Ephemeral::redis(url, &config.redis_prefix).await?,
+            None => Ephemeral::memory(),
+        };
+        let longest = config.tokens.access_seconds.max(config.tokens.id_seconds);
+        // Verifiers refresh their JWKS every few minutes; keep retired keys
+        // for the longest token plus that slack.
+        let keep_retired = Duration::from_secs(longest + 600);
+        let keys = KeyRing::open(
+            store.clone(),
+            master.sealer(),
+            config.signing_algorithm()?,
+            keep_retired,
+            now(),
+        )
+        .await?;
+        let passwords = Passwords::new(&config.argon2)?;
+        Ok(Self {
+            issuer,
+            store,
+            ephemeral,
+            keys,
+            passwords,
+            secrets: master.secret_digester(),
+            config,
+        })
+    }
+}
+
+/// Unix seconds.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Unix milliseconds (sliding windows).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,289 @@
+//! The authserver's configuration: `authserver.toml`, then
+//! `PORTCULLIS_AUTHSERVER__*` variables, then command-line flags. Every key
+//! is documented in `authserver/authserver.example.toml`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bootstrap::ConfigError;
+use bootstrap::telemetry::LogFormat;
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+
+use crate::crypto::MasterKey;
+use crate::password::Argon2Config;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The issuer identifier and public base URL (`iss`). Defaults to
+    /// `http://<listen>` in dev mode; required otherwise.
+    pub issuer: Option<String>,
+    pub listen: SocketAddr,
+    /// `postgres://…` or `sqlite:…`; defaults to SQLite under `data_dir`.
+    pub database_url: Option<String>,
+    /// `redis://…`; unset keeps ephemeral state in-process (one instance only).
+    pub redis_url: Option<String>,
+    pub redis_prefix: String,
+    /// Where the embedded defaults keep their files.
+    pub data_dir: PathBuf,
+    /// Base64 of 32 bytes; seals signing keys and second-factor secrets.
+    pub master_key: Option<String>,
+    /// A file holding the master key (alternative to `master_key`).
+    pub master_key_file: Option<PathBuf>,
+    /// Bearer token for the admin API; unset turns the admin API off.
+    pub admin_token: Option<String>,
+    /// Algorithm of new signing keys: ES256, RS256, PS256 or EdDSA.
+    pub signing_alg: String,
+    /// `aud` of access tokens when the request names no resource.
+    pub audience: String,
+    pub tokens: TokenConfig,
+    pub argon2: Argon2Config,
+    pub login: LoginConfig,
+    pub max_body_bytes: usize,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub shutdown_grace_secs: u64,
+    /// Set by `--dev`: plain HTTP on loopback, generated master key and demo
+    /// accounts. Not a config-file key.
+    #[serde(skip)]
+    pub dev: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    pub access_seconds: u64,
+    pub id_seconds: u64,
+    pub refresh_seconds: u64,
+    pub code_seconds: u64,
+    /// How often a running server re-reads signing keys (rotations made by
+    /// another instance or by `authserver keys rotate`).
+    pub key_refresh_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginConfig {
+    pub session_seconds: u64,
+    /// Failed logins per account within `window_seconds` before lockout.
+    pub max_failures_per_account: u64,
+    /// Failed logins per source address within `window_seconds`.
+    pub max_failures_per_address: u64,
+    pub window_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: None,
+            redis_url: None,
+            redis_prefix: "portcullis:auth:".into(),
+            data_dir: PathBuf::from("data"),
+            master_key: None,
+            master_key_file: None,
+            admin_token: None,
+            signing_alg: "ES256".into(),
+            audience: "portcullis".into(),
+            tokens: TokenConfig::default(),
+            argon2: Argon2Config::default(),
+            login: LoginConfig::default(),
+            max_body_bytes: 64 * 1024,
+            log_level: "info".into(),
+            log_format: LogFormat::Json,
+            shutdown_grace_secs: 10,
+            dev: false,
+        }
+    }
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            access_seconds: 600,
+            id_seconds: 600,
+            refresh_seconds: 30 * 24 * 3600,
+            code_seconds: 60,
+            key_refresh_seconds: 30,
+        }
+    }
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        Self {
+            session_seconds: 8 * 3600,
+            max_failures_per_account: 5,
+            max_failures_per_address: 50,
+            window_seconds: 900,
+        }
+    }
+}
+
+/// Shortest admin token accepted: a guessable token is worse than none.
+const MIN_ADMIN_TOKEN_LEN: usize = 24;
+
+impl Config {
+    /// Load from an optional file and the process environment.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut config: Self = bootstrap::load("AUTHSERVER", file, std::env::vars())?;
+        for value in [
+            &mut config.admin_token,
+            &mut config.redis_url,
+            &mut config.database_url,
+            &mut config.master_key,
+            &mut config.issuer,
+        ] {
+            // An empty value (an unset deployment variable) means unset.
+            if value.as_deref() == Some("") {
+                *value = None;
+            }
+        }
+        Ok(config)
+    }
+
+    /// Checks everything that can be checked without I/O.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(token) = &self.admin_token
+            && token.len() < MIN_ADMIN_TOKEN_LEN
+        {
+            return Err(ConfigError::invalid(
+                "admin_token",
+                format!(
+                    "must be at least {MIN_ADMIN_TOKEN_LEN} characters (or unset to turn the admin API off)"
+                ),
+            ));
+        }
+        self.signing_algorithm()?;
+        let issuer = self.issuer_url()?;
+        if !self.dev && !issuer.starts_with("https://") {
+            return Err(ConfigError::invalid(
+                "issuer",
+                format!("`{issuer}` must be an https:// URL outside dev mode"),
+            ));
+        }
+        if self.master_key.is_some() && self.master_key_file.is_some() {
+            return Err(ConfigError::invalid(
+                "master_key",
+                "set `master_key` or `master_key_file`, not both",
+            ));
+        }
+        if !self.dev && self.master_key.is_none() && self.master_key_file.is_none() {
+            return Err(ConfigError::invalid(
+                "master_key",
+                "required outside dev mode (base64 of 32 bytes, e.g. PORTCULLIS_AUTHSERVER__MASTER_KEY; `authserver keys master` makes one)",
+            ));
+        }
+        if let Some(key) = &self.master_key {
+            MasterKey::from_base64(key)
+                .map_err(|e| ConfigError::invalid("master_key", e.to_string()))?;
+        }
+        self.argon2
+            .validate()
+            .map_err(|e| ConfigError::invalid("argon2", e))?;
+        let t = &self.tokens;
+        for (key, value, max) in [
+            ("tokens.access_seconds", t.access_seconds, 24 * 3600),
+            ("tokens.id_seconds", t.id_seconds, 24 * 3600),
+            ("tokens.refresh_seconds", t.refresh_seconds, 365 * 24 * 3600),
+            ("tokens.code_seconds", t.code_seconds, 600),
+            ("tokens.key_refresh_seconds", t.key_refresh_seconds, 3600),
+            (
+                "login.session_seconds",
+                self.login.session_seconds,
+                30 * 24 * 3600,
+            ),
+            ("login.window_seconds", self.login.window_seconds, 24 * 3600),
+            (
+                "login.max_failures_per_account",
+                self.login.max_failures_per_account,
+                1000,
+            ),
+            (
+                "login.max_failures_per_address",
+                self.login.max_failures_per_address,
+                100_000,
+            ),
+        ] {
+            if value == 0 || value > max {
+                return Err(ConfigError::invalid(key, format!("must be 1..={max}")));
+            }
+        }
+        if self.audience.is_empty() {
+            return Err(ConfigError::invalid("audience", "must not be empty"));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "max_body_bytes",
+                "must be greater than 0",
+            ));
+        }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+        {
+            return Err(ConfigError::invalid(
+                "database_url",
+                format!(
+                    "`{}` is neither postgres:// nor sqlite:",
+                    crate::store::redact(url)
+                ),
+            ));
+        }
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(ConfigError::invalid(
+                "redis_url",
+                "must be a redis:// or rediss:// URL",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn signing_algorithm(&self) -> Result<Algorithm, ConfigError> {
+        match self.signing_alg.as_str() {
+            "ES256" => Ok(Algorithm::ES256),
+            "RS256" => Ok(Algorithm::RS256),
+            "PS256" => Ok(Algorithm::PS256),
+            "EdDSA" => Ok(Algorithm::EdDSA),
+            other => Err(ConfigError::invalid(
+                "signing_alg",
+                format!("`{other}` is not one of ES256, RS256, PS256, EdDSA"),
+            )),
+        }
+    }
+
+    /// The issuer URL without a trailing slash.
+    pub fn issuer_url(&self) -> Result<String, ConfigError> {
+        let issuer = match &self.issuer {
+            Some(i) => i.trim_end_matches('/').to_owned(),
+            None if self.dev => format!("http://{}", self.listen),
+            None => {
+                return Err(ConfigError::invalid(
+                    "issuer",
+                    "required outside dev mode (the public https:// URL of this server)",
+                ));
+            }
+        };
+        let rest = issuer
+            .strip_prefix("https://")
+            .or_else(|| issuer.strip_prefix("http://"));
+        match rest {
+            Some(host) if !host.is_empty() && !issuer.contains(['?', '#']) => Ok(issuer),
+            _ => Err(ConfigError::invalid(
+                "issuer",
+                format!("`{issuer}` is not an http(s) URL without query or fragment"),
+            )),
+        }
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("authserver.db").display()))
+    }
+}

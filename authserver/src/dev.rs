@@ -1,0 +1,176 @@
+//! `--dev`: a master key kept under the data directory, and demo accounts
+//! whose fresh credentials are printed (and written with
+//! `--dev-credentials FILE`) at every start, so what is printed always works.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::admin::{self, ClientKind, ClientSpec, IssuedClient, UserSpec};
+use crate::app::{App, now};
+use crate::crypto::{MasterKey, random_token};
+use crate::error::Error;
+
+pub const DEMO_USER: &str = "demo";
+/// The gateway's session-mode callback in the one-command stack.
+pub const WEB_REDIRECT: &str = "http://127.0.0.1:8000/_auth/callback";
+pub const SPA_REDIRECT: &str = "http://127.0.0.1:5173/callback";
+
+#[derive(Debug, Serialize)]
+pub struct DevCredentials {
+    pub issuer: String,
+    pub user: DemoUser,
+    pub clients: DemoClients,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DemoUser {
+    pub username: String,
+    pub password: String,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DemoClients {
+    pub web: IssuedClient,
+    pub spa: IssuedClient,
+    pub service: IssuedClient,
+}
+
+/// The dev master key: read from `<data_dir>/master.key`, created (mode
+/// 0600) when missing.
+pub fn master_key(data_dir: &Path) -> Result<MasterKey, Error> {
+    let path = data_dir.join("master.key");
+    let io = |source| Error::Io {
+        what: format!("dev master key `{}`", path.display()),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(MasterKey::from_base64(&text)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data_dir).map_err(io)?;
+            let (key, text) = MasterKey::generate()?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&path).map_err(io)?;
+            std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io)?;
+            Ok(key)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Creates the demo user and clients if missing, and gives each a fresh
+/// password or secret.
+pub async fn bootstrap(app: &App) -> Result<DevCredentials, Error> {
+    let at = now();
+    let actor = "dev-bootstrap";
+    let password = random_token::<12>()?;
+    let groups = vec!["staff".to_owned(), "editors".to_owned()];
+    match app.store.user_by_username(DEMO_USER).await? {
+        Some(user) => admin::set_password(app, &user, password.clone(), actor, at).await?,
+        None => {
+            admin::add_user(
+                app,
+                UserSpec {
+                    username: DEMO_USER.into(),
+                    password: password.clone(),
+                    email: Some("demo@example.com".into()),
+                    display_name: Some("Demo User".into()),
+                    groups: groups.clone(),
+                    roles: Vec::new(),
+                },
+                actor,
+                at,
+            )
+            .await
+            .map(|_| ())?;
+        }
+    }
+    let web = ensure_client(
+        app,
+        ClientSpec {
+            id: "demo-web".into(),
+            name: "Demo web app (the gateway's session mode)".into(),
+            kind: ClientKind::Web,
+            redirect_uris: vec![WEB_REDIRECT.into()],
+            post_logout_redirect_uris: vec!["http://127.0.0.1:8000/".into()],
+            scopes: scopes(&[
+                "openid",
+                "profile",
+                "email",
+                "groups",
+                "offline_access",
+                "orders:read",
+                "orders:write",
+            ]),
+            jwks: None,
+        },
+        at,
+    )
+    .await?;
+    let spa = ensure_client(
+        app,
+        ClientSpec {
+            id: "demo-spa".into(),
+            name: "Demo single-page app (public, PKCE)".into(),
+            kind: ClientKind::Public,
+            redirect_uris: vec![SPA_REDIRECT.into()],
+            post_logout_redirect_uris: vec!["http://127.0.0.1:5173/".into()],
+            scopes: scopes(&["openid", "profile", "orders:read"]),
+            jwks: None,
+        },
+        at,
+    )
+    .await?;
+    let service = ensure_client(
+        app,
+        ClientSpec {
+            id: "demo-service".into(),
+            name: "Demo service (client credentials)".into(),
+            kind: ClientKind::Service,
+            redirect_uris: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
+            scopes: scopes(&["orders:read", "orders:write"]),
+            jwks: None,
+        },
+        at,
+    )
+    .await?;
+    Ok(DevCredentials {
+        issuer: app.issuer.clone(),
+        user: DemoUser {
+            username: DEMO_USER.into(),
+            password,
+            groups,
+        },
+        clients: DemoClients { web, spa, service },
+    })
+}
+
+fn scopes(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+async fn ensure_client(app: &App, spec: ClientSpec, at: i64) -> Result<IssuedClient, Error> {
+    let actor = "dev-bootstrap";
+    match app.store.client(&spec.id).await? {
+        None => admin::add_client(app, spec, actor, at).await,
+        Some(existing) => {
+            let secret = if existing.is_public() {
+                None
+            } else {
+                Some(admin::reset_client_secret(app, &existing, actor, at).await?)
+            };
+            Ok(IssuedClient {
+                client_id: existing.id,
+                client_secret: secret,
+                token_endpoint_auth_method: existing.auth_method.as_str(),
+                redirect_uris: existing.redirect_uris,
+                scopes: existing.scopes,
+            })
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The authserver's errors. Start-up and admin failures are [`Error`];
+//! protocol failures are [`OAuthError`] (RFC 6749 §5.2 codes), turned into
+//! responses in one place (`http.rs`).
+
+use bootstrap::ConfigError;
+
+use crate::crypto::CryptoError;
+use crate::ephemeral::EphemeralError;
+use crate::keys::KeyError;
+use crate::password::PasswordError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("ephemeral store: {0}")]
+    Ephemeral(#[from] EphemeralError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// An OAuth error response: `error`, `error_description`, and the status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthError {
+    pub status: u16,
+    pub error: &'static str,
+    pub description: String,
+    /// Client authentication through the `Authorization` header failed:
+    /// answer with a `WWW-Authenticate: Basic` challenge (RFC 6749 §5.2).
+    pub basic_challenge: bool,
+}
+
+impl OAuthError {
+    fn new(status: u16, error: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            description: description.into(),
+            basic_challenge: false,
+        }
+    }
+
+    pub fn invalid_request(d: impl Into<String>) -> Self {
+        Self::new(400, "invalid_request", d)
+    }
+
+    pub fn invalid_client(d: impl Into<String>, basic_challenge: bool) -> Self {
+        Self {
+            basic_challenge,
+            ..Self::new(401, "invalid_client", d)
+        }
+    }
+
+    pub fn invalid_grant(d: impl Into<String>) -> Self {
+        Self::new(400, "invalid_grant", d)
+    }
+
+    pub fn unauthorized_client(d: impl Into<String>) -> Self {
+        Self::new(400, "unauthorized_client", d)
+    }
+
+    pub fn unsupported_grant_type(d: impl Into<String>) -> Self {
+        Self::new(400, "unsupported_grant_type", d)
+    }
+
+    pub fn unsupported_token_type(d: impl Into<String>) -> Self {
+        Self::new(400, "unsupported_token_type", d)
+    }
+
+    pub fn invalid_scope(d: impl Into<String>) -> Self {
+        Self::new(400, "invalid_scope", d)
+    }
+
+    /// A failure of ours. The detail goes to the log, not to the client.
+    pub fn server_error(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "request failed");
+        Self::new(
+            500,
+            "server_error",
+            "the server could not complete the request",
+        )
+    }
+
+    pub fn unavailable(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "dependency unavailable");
+        Self::new(
+            503,
+            "temporarily_unavailable",
+            "the server is temporarily unavailable",
+        )
+    }
+}
+
+impl From<StoreError> for OAuthError {
+    fn from(e: StoreError) -> Self {
+        Self::unavailable(&e)
+    }
+}
+
+impl From<EphemeralError> for OAuthError {
+    fn from(e: EphemeralError) -> Self {
+        Self::unavailable(&e)
+    }
+}

@@ -1,0 +1,456 @@
+//! The token, introspection and revocation endpoints' logic (RFC 6749,
+//! 7662, 7009, 7523 for `private_key_jwt`), free of HTTP types: handlers
+//! pass the form body and the `Authorization` header in and get JSON or an
+//! [`OAuthError`] back.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::crypto::random_token;
+use crate::error::OAuthError;
+use crate::model::{AuditEvent, Client, ClientAuth};
+use crate::token::{ACCESS_TOKEN_TYP, AccessClaims, read_own};
+
+/// A `application/x-www-form-urlencoded` body. Parameters may not repeat
+/// (RFC 6749 §3.1, §3.2); empty values count as absent.
+#[derive(Debug, Default)]
+pub struct Form(Vec<(String, String)>);
+
+impl Form {
+    pub fn parse(body: &[u8]) -> Result<Self, OAuthError> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (k, v) in form_urlencoded::parse(body) {
+            if pairs.iter().any(|(seen, _)| *seen == k) {
+                return Err(OAuthError::invalid_request(format!(
+                    "parameter `{k}` is repeated"
+                )));
+            }
+            pairs.push((k.into_owned(), v.into_owned()));
+        }
+        Ok(Self(pairs))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
+        self.get(name)
+            .ok_or_else(|| OAuthError::invalid_request(format!("missing `{name}`")))
+    }
+}
+
+/// How the client tried to authenticate.
+enum Presented<'a> {
+    Basic {
+        id: String,
+        secret: String,
+    },
+    Post {
+        id: &'a str,
+        secret: &'a str,
+    },
+    Assertion {
+        assertion: &'a str,
+        id: Option<&'a str>,
+    },
+    Public {
+        id: &'a str,
+    },
+}
+
+const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+fn presented<'a>(form: &'a Form, authorization: Option<&str>) -> Result<Presented<'a>, OAuthError> {
+    let basic = authorization
+        .map(|h| {
+            let encoded = h
+                .strip_prefix("Basic ")
+                .or_else(|| h.strip_prefix("basic "))
+                .ok_or_else(|| {
+                    OAuthError::invalid_client("unsupported Authorization scheme", true)
+                })?;
+            let bad = || OAuthError::invalid_client("malformed Basic credentials", true);
+            let decoded = STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
+            let text = String::from_utf8(decoded).map_err(|_| bad())?;
+            let (id, secret) = text.split_once(':').ok_or_else(bad)?;
+            // RFC 6749 §2.3.1: both parts are form-urlencoded first.
+            let unescape = |s: &str| {
+                form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
+            Ok::<_, OAuthError>((unescape(id), unescape(secret)))
+        })
+        .transpose()?;
+    let secret = form.get("client_secret");
+    let assertion = form.get("client_assertion");
+    let methods = usize::from(basic.is_some())
+        + usize::from(secret.is_some())
+        + usize::from(assertion.is_some());
+    if methods > 1 {
+        return Err(OAuthError::invalid_request(
+            "more than one client authentication method used",
+        ));
+    }
+    let id = form.get("client_id");
+    if let Some((basic_id, secret)) = basic {
+        if id.is_some_and(|id| id != basic_id) {
+            return Err(OAuthError::invalid_request(
+                "`client_id` differs from the Basic credentials",
+            ));
+        }
+        return Ok(Presented::Basic {
+            id: basic_id,
+            secret,
+        });
+    }
+    if let Some(assertion) = assertion {
+        if form.get("client_assertion_type") != Some(JWT_BEARER_ASSERTION) {
+            return Err(OAuthError::invalid_request(format!(
+                "`client_assertion_type` must be `{JWT_BEARER_ASSERTION}`"
+            )));
+        }
+        return Ok(Presented::Assertion { assertion, id });
+    }
+    let id = id.ok_or_else(|| OAuthError::invalid_client("no client authentication", false))?;
+    Ok(match secret {
+        Some(secret) => Presented::Post { id, secret },
+        None => Presented::Public { id },
+    })
+}
+
+/// Identifies the client by the method it registered; any mismatch or wrong
+/// credential is `invalid_client`, never a hint which part was wrong.
+pub async fn authenticate(
+    app: &App,
+    form: &Form,
+    authorization: Option<&str>,
+    source: Option<IpAddr>,
+    now: i64,
+) -> Result<Client, OAuthError> {
+    let presented = presented(form, authorization)?;
+    let (id, basic) = match &presented {
+        Presented::Basic { id, .. } => (id.clone(), true),
+        Presented::Post { id, .. } | Presented::Public { id } => ((*id).to_owned(), false),
+        Presented::Assertion { assertion, id } => (assertion_subject(assertion, *id)?, false),
+    };
+    let failed = || OAuthError::invalid_client("client authentication failed", basic);
+    let client = app.store.client(&id).await?;
+    let verified = match (&client, &presented) {
+        (Some(c), Presented::Basic { secret, .. })
+            if c.auth_method == ClientAuth::ClientSecretBasic =>
+        {
+            secret_matches(app, c, secret)
+        }
+        (Some(c), Presented::Post { secret, .. })
+            if c.auth_method == ClientAuth::ClientSecretPost =>
+        {
+            secret_matches(app, c, secret)
+        }
+        (Some(c), Presented::Public { .. }) => c.auth_method == ClientAuth::None,
+        (Some(c), Presented::Assertion { assertion, .. })
+            if c.auth_method == ClientAuth::PrivateKeyJwt =>
+        {
+            assertion_valid(app, c, assertion, now).await?
+        }
+        _ => false,
+    };
+    match client {
+        Some(c) if verified => Ok(c),
+        _ => {
+            let event = AuditEvent::new(now, format!("client:{id}"), "client.authenticate")
+                .failed()
+                .source(source)
+                .client(id.clone());
+            app.store.audit(&event).await?;
+            Err(failed())
+        }
+    }
+}
+
+fn secret_matches(app: &App, client: &Client, secret: &str) -> bool {
+    client
+        .secret_digest
+        .as_deref()
+        .is_some_and(|d| app.secrets.matches(secret, d))
+}
+
+#[derive(Deserialize)]
+struct AssertionClaims {
+    iss: String,
+    sub: String,
+    jti: String,
+    exp: i64,
+}
+
+/// The `sub` of a client assertion, read before its signature is checked
+/// only to find which client's keys to check it with.
+fn assertion_subject(assertion: &str, id: Option<&str>) -> Result<String, OAuthError> {
+    let bad = || OAuthError::invalid_client("malformed client assertion", false);
+    let payload = assertion.split('.').nth(1).ok_or_else(bad)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| bad())?;
+    let claims: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let sub = claims["sub"].as_str().ok_or_else(bad)?.to_owned();
+    if id.is_some_and(|id| id != sub) {
+        return Err(OAuthError::invalid_client(
+            "`client_id` differs from the assertion's `sub`",
+            false,
+        ));
+    }
+    Ok(sub)
+}
+
+/// RFC 7523 §3: signed by one of the client's registered keys with an
+/// asymmetric algorithm; `iss` = `sub` = client id; `aud` this issuer or
+/// its token endpoint; unexpired; `jti` never seen before.
+async fn assertion_valid(
+    app: &App,
+    client: &Client,
+    assertion: &str,
+    now: i64,
+) -> Result<bool, OAuthError> {
+    let Some(jwks) = client
+        .jwks
+        .as_deref()
+        .and_then(|j| serde_json::from_str::<JwkSet>(j).ok())
+    else {
+        return Ok(false);
+    };
+    let Ok(header) = jsonwebtoken::decode_header(assertion) else {
+        return Ok(false);
+    };
+    let asymmetric = [
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::EdDSA,
+    ];
+    if !asymmetric.contains(&header.alg) {
+        return Ok(false);
+    }
+    let jwk = match header.kid.as_deref() {
+        Some(kid) => jwks.find(kid),
+        None if jwks.keys.len() == 1 => jwks.keys.first(),
+        None => None,
+    };
+    let Some(key) = jwk.and_then(|j| DecodingKey::from_jwk(j).ok()) else {
+        return Ok(false);
+    };
+    let mut validation = Validation::new(header.alg);
+    let token_endpoint = format!("{}/token", app.issuer);
+    validation.set_audience(&[app.issuer.as_str(), token_endpoint.as_str()]);
+    validation.set_issuer(&[client.id.as_str()]);
+    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    validation.leeway = 30;
+    let Ok(data) = jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &validation) else {
+        return Ok(false);
+    };
+    let claims = data.claims;
+    if claims.sub != client.id || claims.iss != client.id || claims.exp > now + 3600 {
+        return Ok(false);
+    }
+    // Single use: remember the jti until the assertion could no longer pass.
+    let ttl = Duration::from_secs(u64::try_from(claims.exp - now + 60).unwrap_or(60));
+    let key = format!("assertion:{}:{}", client.id, claims.jti);
+    Ok(app.ephemeral.put_new(&key, b"1", ttl).await?)
+}
+
+/// The scopes granted: those asked for, all allowed to the client; without
+/// a `scope` parameter, everything the client is registered for.
+fn granted_scopes(client: &Client, requested: Option<&str>) -> Result<Vec<String>, OAuthError> {
+    let Some(requested) = requested else {
+        return Ok(client.scopes.clone());
+    };
+    let mut granted: Vec<String> = Vec::new();
+    for scope in requested.split(' ').filter(|s| !s.is_empty()) {
+        if !scope
+            .chars()
+            .all(|c| c == '!' || ('#'..='[').contains(&c) || (']'..='~').contains(&c))
+        {
+            return Err(OAuthError::invalid_scope(format!(
+                "`{scope}` is not a valid scope token"
+            )));
+        }
+        if !client.scopes.iter().any(|s| s == scope) {
+            return Err(OAuthError::invalid_scope(format!(
+                "scope `{scope}` is not allowed for this client"
+            )));
+        }
+        if !granted.iter().any(|s| s == scope) {
+            granted.push(scope.to_owned());
+        }
+    }
+    Ok(granted)
+}
+
+/// `POST /token`.
+pub async fn token(
+    app: &App,
+    form: &Form,
+    authorization: Option<&str>,
+    source: Option<IpAddr>,
+    now: i64,
+) -> Result<Value, OAuthError> {
+    let grant = form.require("grant_type")?;
+    let client = authenticate(app, form, authorization, source, now).await?;
+    match grant {
+        "client_credentials" => client_credentials(app, &client, form, source, now).await,
+        "authorization_code" | "refresh_token" | "urn:ietf:params:oauth:grant-type:device_code" => {
+            Err(OAuthError::unsupported_grant_type(format!(
+                "grant_type `{grant}` is not enabled on this server"
+            )))
+        }
+        other => Err(OAuthError::unsupported_grant_type(format!(
+            "unknown grant_type `{other}`"
+        ))),
+    }
+}
+
+async fn client_credentials(
+    app: &App,
+    client: &Client,
+    form: &Form,
+    source: Option<IpAddr>,
+    now: i64,
+) -> Result<Value, OAuthError> {
+    if client.is_public() {
+        return Err(OAuthError::unauthorized_client(
+            "public clients cannot use client_credentials",
+        ));
+    }
+    if !client.grant_types.iter().any(|g| g == "client_credentials") {
+        return Err(OAuthError::unauthorized_client(
+            "client is not registered for client_credentials",
+        ));
+    }
+    let scopes = granted_scopes(client, form.get("scope"))?;
+    let lifetime = i64::try_from(app.config.tokens.access_seconds).unwrap_or(600);
+    let claims = AccessClaims {
+        iss: app.issuer.clone(),
+        sub: client.id.clone(),
+        aud: app.config.audience.clone(),
+        exp: now + lifetime,
+        iat: now,
+        jti: random_token::<16>().map_err(|e| OAuthError::server_error(&e))?,
+        client_id: client.id.clone(),
+        scope: scopes.join(" "),
+        groups: Vec::new(),
+        roles: Vec::new(),
+        auth_time: None,
+        acr: None,
+        amr: Vec::new(),
+    };
+    let published = app.keys.current();
+    let token = published
+        .signer
+        .sign(ACCESS_TOKEN_TYP, &claims)
+        .map_err(|e| OAuthError::server_error(&e))?;
+    let event = AuditEvent::new(now, format!("client:{}", client.id), "token.issue")
+        .target(claims.jti.clone())
+        .source(source)
+        .client(client.id.clone())
+        .detail(json!({"grant_type": "client_credentials", "scope": claims.scope}));
+    app.store.audit(&event).await?;
+    let mut response = json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+    });
+    if !claims.scope.is_empty() {
+        response["scope"] = json!(claims.scope);
+    }
+    Ok(response)
+}
+
+fn revoked_key(jti: &str) -> String {
+    format!("revoked:{jti}")
+}
+
+/// `POST /introspect` (RFC 7662): the caller must be an authenticated
+/// confidential client; inactive tokens say only `{"active": false}`.
+pub async fn introspect(
+    app: &App,
+    form: &Form,
+    authorization: Option<&str>,
+    source: Option<IpAddr>,
+    now: i64,
+) -> Result<Value, OAuthError> {
+    let client = authenticate(app, form, authorization, source, now).await?;
+    if client.is_public() {
+        return Err(OAuthError::unauthorized_client(
+            "public clients cannot introspect",
+        ));
+    }
+    let token = form.require("token")?;
+    let published = app.keys.current();
+    let Some(claims) = read_own(&published, &app.issuer, token, now) else {
+        return Ok(json!({"active": false}));
+    };
+    if app
+        .ephemeral
+        .get(&revoked_key(&claims.jti))
+        .await?
+        .is_some()
+    {
+        return Ok(json!({"active": false}));
+    }
+    let mut out = serde_json::to_value(&claims).map_err(|e| OAuthError::server_error(&e))?;
+    out["active"] = json!(true);
+    out["token_type"] = json!("Bearer");
+    Ok(out)
+}
+
+/// `POST /revoke` (RFC 7009): a client revokes its own tokens; unknown,
+/// invalid or foreign tokens get the same 200.
+pub async fn revoke(
+    app: &App,
+    form: &Form,
+    authorization: Option<&str>,
+    source: Option<IpAddr>,
+    now: i64,
+) -> Result<(), OAuthError> {
+    let client = authenticate(app, form, authorization, source, now).await?;
+    let token = form.require("token")?;
+    if let Some(hint) = form.get("token_type_hint")
+        && !matches!(hint, "access_token" | "refresh_token")
+    {
+        return Err(OAuthError::unsupported_token_type(format!(
+            "token_type_hint `{hint}` is not supported"
+        )));
+    }
+    let published = app.keys.current();
+    if let Some(claims) = read_own(&published, &app.issuer, token, now)
+        && claims.client_id == client.id
+    {
+        let ttl = Duration::from_secs(u64::try_from(claims.exp - now).unwrap_or(0).max(1));
+        app.ephemeral
+            .put(&revoked_key(&claims.jti), b"1", ttl)
+            .await?;
+        let event = AuditEvent::new(now, format!("client:{}", client.id), "token.revoke")
+            .target(claims.jti)
+            .source(source)
+            .client(client.id);
+        app.store.audit(&event).await?;
+    }
+    Ok(())
+}

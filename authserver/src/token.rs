@@ -1,0 +1,61 @@
+//! JWT access tokens (RFC 9068): what they carry, signing them, and reading
+//! back our own for introspection.
+
+use jsonwebtoken::{Validation, decode, decode_header};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::Published;
+
+/// The `typ` header of access tokens (RFC 9068 §2.1).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// Claims of an access token. `groups` and `roles` are there for policy
+/// (the sidecar's principal parents); `acr`/`amr`/`auth_time` for step-up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+}
+
+/// Reads an access token this server signed with a key it still publishes,
+/// unexpired at `now`. Anything else is `None`: introspection says only
+/// "inactive", never why.
+pub fn read_own(
+    published: &Published,
+    issuer: &str,
+    token: &str,
+    now: i64,
+) -> Option<AccessClaims> {
+    let header = decode_header(token).ok()?;
+    if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
+        return None;
+    }
+    let (alg, key) = published.verifier(header.kid.as_deref()?)?;
+    if header.alg != *alg {
+        return None;
+    }
+    let mut validation = Validation::new(*alg);
+    validation.set_issuer(&[issuer]);
+    validation.validate_aud = false;
+    validation.validate_exp = false;
+    validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+    let claims = decode::<AccessClaims>(token, key, &validation).ok()?.claims;
+    (claims.exp > now).then_some(claims)
+}
