@@ -8,6 +8,7 @@ use crate::ephemeral::Ephemeral;
 use crate::error::Error;
 use crate::keys::KeyRing;
 use crate::password::Passwords;
+use crate::session::Cookies;
 use crate::store::Store;
 
 pub struct App {
@@ -19,6 +20,9 @@ pub struct App {
     pub keys: KeyRing,
     pub passwords: Passwords,
     pub secrets: SecretDigester,
+    /// MACs of values the server hands out and reads back (CSRF tokens).
+    pub mac: aws_lc_rs::hmac::Key,
+    pub cookies: Cookies,
 }
 
 impl std::fmt::Debug for App {
@@ -36,6 +40,7 @@ impl App {
     pub async fn open(config: Config, master: &MasterKey) -> Result<Self, Error> {
         config.validate()?;
         let issuer = config.issuer_url()?;
+        let issuer_is_https = issuer.starts_with("https://");
         if config.database_url.is_none() {
             std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::Io {
                 what: format!("data_dir `{}`", config.data_dir.display()),
@@ -67,6 +72,8 @@ impl App {
             keys,
             passwords,
             secrets: master.secret_digester(),
+            mac: master.mac_key(),
+            cookies: Cookies::new(issuer_is_https),
             config,
         })
     }

@@ -8,16 +8,21 @@
 
 pub mod admin;
 pub mod app;
+pub mod authorize;
 pub mod config;
 pub mod crypto;
 pub mod dev;
 pub mod ephemeral;
 pub mod error;
 pub mod http;
+pub mod issue;
 pub mod keys;
+pub mod login;
 pub mod model;
 pub mod oauth;
+pub mod pages;
 pub mod password;
 pub mod server;
+pub mod session;
 pub mod store;
 pub mod token;

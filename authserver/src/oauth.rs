@@ -1,7 +1,7 @@
-//! The token, introspection and revocation endpoints' logic (RFC 6749,
-//! 7662, 7009, 7523 for `private_key_jwt`), free of HTTP types: handlers
-//! pass the form body and the `Authorization` header in and get JSON or an
-//! [`OAuthError`] back.
+//! The token, introspection, revocation and userinfo endpoints' logic
+//! (RFC 6749, 7636, 7662, 7009, 7523 for `private_key_jwt`, OIDC Core),
+//! free of HTTP types: handlers pass the form body and the `Authorization`
+//! header in and get JSON or an [`OAuthError`] back.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -14,10 +14,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::App;
-use crate::crypto::random_token;
 use crate::error::OAuthError;
 use crate::model::{AuditEvent, Client, ClientAuth};
-use crate::token::{ACCESS_TOKEN_TYP, AccessClaims, read_own};
+use crate::token::{AccessClaims, read_own};
+use crate::{authorize, issue};
 
 /// A `application/x-www-form-urlencoded` body. Parameters may not repeat
 /// (RFC 6749 §3.1, §3.2); empty values count as absent.
@@ -315,15 +315,278 @@ pub async fn token(
     let client = authenticate(app, form, authorization, source, now).await?;
     match grant {
         "client_credentials" => client_credentials(app, &client, form, source, now).await,
-        "authorization_code" | "refresh_token" | "urn:ietf:params:oauth:grant-type:device_code" => {
-            Err(OAuthError::unsupported_grant_type(format!(
-                "grant_type `{grant}` is not enabled on this server"
-            )))
-        }
+        "authorization_code" => authorization_code(app, &client, form, source, now).await,
+        "refresh_token" => refresh(app, &client, form, source, now).await,
         other => Err(OAuthError::unsupported_grant_type(format!(
-            "unknown grant_type `{other}`"
+            "grant_type `{other}` is not supported"
         ))),
     }
+}
+
+fn require_grant_type(client: &Client, grant: &str) -> Result<(), OAuthError> {
+    if client.grant_types.iter().any(|g| g == grant) {
+        Ok(())
+    } else {
+        Err(OAuthError::unauthorized_client(format!(
+            "client is not registered for {grant}"
+        )))
+    }
+}
+
+fn token_response(access: &str, claims: &AccessClaims, lifetime: i64) -> Value {
+    let mut response = json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+    });
+    if !claims.scope.is_empty() {
+        response["scope"] = json!(claims.scope);
+    }
+    response
+}
+
+/// What a used code issued, so a replay can take it back (RFC 6749 §4.1.2).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CodeIssued {
+    jti: String,
+    exp: i64,
+    family: Option<String>,
+}
+
+async fn authorization_code(
+    app: &App,
+    client: &Client,
+    form: &Form,
+    source: Option<IpAddr>,
+    now: i64,
+) -> Result<Value, OAuthError> {
+    require_grant_type(client, "authorization_code")?;
+    let code = form.require("code")?;
+    let Some(bytes) = app.ephemeral.take(&authorize::code_key(code)).await? else {
+        if let Some(issued) = app.ephemeral.get(&authorize::used_code_key(code)).await?
+            && let Ok(issued) = serde_json::from_slice::<CodeIssued>(&issued)
+        {
+            // A replayed code: whoever holds it may be an attacker, so what
+            // the first exchange issued stops working.
+            revoke_jti(app, &issued.jti, issued.exp, now).await?;
+            if let Some(family) = &issued.family {
+                app.ephemeral.delete(&issue::family_key(family)).await?;
+            }
+            let event = AuditEvent::new(now, format!("client:{}", client.id), "token.code_replay")
+                .failed()
+                .source(source)
+                .client(client.id.clone());
+            app.store.audit(&event).await?;
+            return Err(OAuthError::invalid_grant(
+                "authorization code was already used; its tokens are revoked",
+            ));
+        }
+        return Err(OAuthError::invalid_grant(
+            "authorization code is invalid or expired",
+        ));
+    };
+    let grant: authorize::CodeGrant =
+        serde_json::from_slice(&bytes).map_err(|e| OAuthError::server_error(&e))?;
+    if grant.client_id != client.id {
+        return Err(OAuthError::invalid_grant(
+            "authorization code was issued to another client",
+        ));
+    }
+    match form.get("redirect_uri") {
+        Some(uri) if uri == grant.redirect_uri => {}
+        None if !grant.redirect_uri_given => {}
+        _ => {
+            return Err(OAuthError::invalid_grant(
+                "`redirect_uri` differs from the authorization request",
+            ));
+        }
+    }
+    match (&grant.code_challenge, form.get("code_verifier")) {
+        (Some(challenge), Some(verifier)) => {
+            if !authorize::pkce_shaped(verifier) || authorize::s256(verifier) != *challenge {
+                return Err(OAuthError::invalid_grant("PKCE verification failed"));
+            }
+        }
+        (Some(_), None) => return Err(OAuthError::invalid_grant("missing `code_verifier`")),
+        (None, Some(_)) => {
+            return Err(OAuthError::invalid_grant(
+                "`code_verifier` without a code challenge",
+            ));
+        }
+        (None, None) => {}
+    }
+    let user = match app.store.user_by_id(&grant.user_id).await? {
+        Some(u) if !u.disabled => u,
+        _ => return Err(OAuthError::invalid_grant("the user is no longer active")),
+    };
+    let auth = issue::AuthFacts {
+        auth_time: grant.auth_time,
+        amr: grant.amr.clone(),
+        acr: grant.acr.clone(),
+    };
+    let (access, claims) =
+        issue::access_token(app, client, Some(&user), &grant.scopes, Some(&auth), now)?;
+    let lifetime = claims.exp - now;
+    let mut response = token_response(&access, &claims, lifetime);
+    if grant.scopes.iter().any(|s| s == "openid") {
+        let id = issue::id_token(
+            app,
+            &issue::IdTokenInput {
+                client,
+                user: &user,
+                scopes: &grant.scopes,
+                auth: &auth,
+                nonce: grant.nonce.as_deref(),
+                access_token: &access,
+            },
+            now,
+        )?;
+        response["id_token"] = json!(id);
+    }
+    let mut family = None;
+    if client.grant_types.iter().any(|g| g == "refresh_token") {
+        let (refresh, f) =
+            issue::refresh_token(app, None, client, &user, &grant.scopes, &auth).await?;
+        response["refresh_token"] = json!(refresh);
+        family = Some(f);
+    }
+    let issued = CodeIssued {
+        jti: claims.jti.clone(),
+        exp: claims.exp,
+        family,
+    };
+    let marker = serde_json::to_vec(&issued).map_err(|e| OAuthError::server_error(&e))?;
+    let keep = Duration::from_secs(
+        app.config
+            .tokens
+            .refresh_seconds
+            .max(app.config.tokens.access_seconds),
+    );
+    app.ephemeral
+        .put(&authorize::used_code_key(code), &marker, keep)
+        .await?;
+    let event = AuditEvent::new(now, user.id.clone(), "token.issue")
+        .target(claims.jti.clone())
+        .source(source)
+        .client(client.id.clone())
+        .detail(json!({"grant_type": "authorization_code", "scope": claims.scope}));
+    app.store.audit(&event).await?;
+    Ok(response)
+}
+
+async fn refresh(
+    app: &App,
+    client: &Client,
+    form: &Form,
+    source: Option<IpAddr>,
+    now: i64,
+) -> Result<Value, OAuthError> {
+    require_grant_type(client, "refresh_token")?;
+    let token = form.require("refresh_token")?;
+    let Some(bytes) = app.ephemeral.take(&issue::refresh_key(token)).await? else {
+        if let Some(family) = app.ephemeral.get(&issue::used_refresh_key(token)).await? {
+            // Reuse of a rotated token: someone has a copy. End the family.
+            let family = String::from_utf8_lossy(&family).into_owned();
+            app.ephemeral.delete(&issue::family_key(&family)).await?;
+            let event =
+                AuditEvent::new(now, format!("client:{}", client.id), "token.refresh_reuse")
+                    .failed()
+                    .target(family)
+                    .source(source)
+                    .client(client.id.clone());
+            app.store.audit(&event).await?;
+            return Err(OAuthError::invalid_grant(
+                "refresh token was already used; its family is revoked",
+            ));
+        }
+        return Err(OAuthError::invalid_grant(
+            "refresh token is invalid, expired or revoked",
+        ));
+    };
+    let grant: issue::RefreshGrant =
+        serde_json::from_slice(&bytes).map_err(|e| OAuthError::server_error(&e))?;
+    let ttl = Duration::from_secs(app.config.tokens.refresh_seconds);
+    app.ephemeral
+        .put(
+            &issue::used_refresh_key(token),
+            grant.family.as_bytes(),
+            ttl,
+        )
+        .await?;
+    if grant.client_id != client.id {
+        return Err(OAuthError::invalid_grant(
+            "refresh token was issued to another client",
+        ));
+    }
+    if app
+        .ephemeral
+        .get(&issue::family_key(&grant.family))
+        .await?
+        .is_none()
+    {
+        return Err(OAuthError::invalid_grant(
+            "refresh token is invalid, expired or revoked",
+        ));
+    }
+    let scopes = match form.get("scope") {
+        None => grant.scopes.clone(),
+        Some(asked) => {
+            let asked: Vec<String> = asked
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if let Some(extra) = asked.iter().find(|s| !grant.scopes.contains(s)) {
+                return Err(OAuthError::invalid_scope(format!(
+                    "scope `{extra}` was not granted originally"
+                )));
+            }
+            asked
+        }
+    };
+    let user = match app.store.user_by_id(&grant.user_id).await? {
+        Some(u) if !u.disabled => u,
+        _ => {
+            app.ephemeral
+                .delete(&issue::family_key(&grant.family))
+                .await?;
+            return Err(OAuthError::invalid_grant("the user is no longer active"));
+        }
+    };
+    let (access, claims) =
+        issue::access_token(app, client, Some(&user), &scopes, Some(&grant.auth), now)?;
+    let mut response = token_response(&access, &claims, claims.exp - now);
+    if scopes.iter().any(|s| s == "openid") {
+        let id = issue::id_token(
+            app,
+            &issue::IdTokenInput {
+                client,
+                user: &user,
+                scopes: &scopes,
+                auth: &grant.auth,
+                nonce: None,
+                access_token: &access,
+            },
+            now,
+        )?;
+        response["id_token"] = json!(id);
+    }
+    let (next, _) = issue::refresh_token(
+        app,
+        Some(&grant.family),
+        client,
+        &user,
+        &grant.scopes,
+        &grant.auth,
+    )
+    .await?;
+    response["refresh_token"] = json!(next);
+    let event = AuditEvent::new(now, user.id.clone(), "token.refresh")
+        .target(claims.jti.clone())
+        .source(source)
+        .client(client.id.clone());
+    app.store.audit(&event).await?;
+    Ok(response)
 }
 
 async fn client_credentials(
@@ -344,42 +607,20 @@ async fn client_credentials(
         ));
     }
     let scopes = granted_scopes(client, form.get("scope"))?;
-    let lifetime = i64::try_from(app.config.tokens.access_seconds).unwrap_or(600);
-    let claims = AccessClaims {
-        iss: app.issuer.clone(),
-        sub: client.id.clone(),
-        aud: app.config.audience.clone(),
-        exp: now + lifetime,
-        iat: now,
-        jti: random_token::<16>().map_err(|e| OAuthError::server_error(&e))?,
-        client_id: client.id.clone(),
-        scope: scopes.join(" "),
-        groups: Vec::new(),
-        roles: Vec::new(),
-        auth_time: None,
-        acr: None,
-        amr: Vec::new(),
-    };
-    let published = app.keys.current();
-    let token = published
-        .signer
-        .sign(ACCESS_TOKEN_TYP, &claims)
-        .map_err(|e| OAuthError::server_error(&e))?;
+    let (token, claims) = issue::access_token(app, client, None, &scopes, None, now)?;
     let event = AuditEvent::new(now, format!("client:{}", client.id), "token.issue")
         .target(claims.jti.clone())
         .source(source)
         .client(client.id.clone())
         .detail(json!({"grant_type": "client_credentials", "scope": claims.scope}));
     app.store.audit(&event).await?;
-    let mut response = json!({
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": lifetime,
-    });
-    if !claims.scope.is_empty() {
-        response["scope"] = json!(claims.scope);
-    }
-    Ok(response)
+    Ok(token_response(&token, &claims, claims.exp - now))
+}
+
+async fn revoke_jti(app: &App, jti: &str, exp: i64, now: i64) -> Result<(), OAuthError> {
+    let ttl = Duration::from_secs(u64::try_from(exp - now).unwrap_or(0).max(1));
+    app.ephemeral.put(&revoked_key(jti), b"1", ttl).await?;
+    Ok(())
 }
 
 fn revoked_key(jti: &str) -> String {
@@ -438,14 +679,29 @@ pub async fn revoke(
             "token_type_hint `{hint}` is not supported"
         )));
     }
+    // A refresh token ends its whole family (RFC 7009 §2.1).
+    if let Some(bytes) = app.ephemeral.get(&issue::refresh_key(token)).await?
+        && let Ok(grant) = serde_json::from_slice::<issue::RefreshGrant>(&bytes)
+    {
+        if grant.client_id == client.id {
+            app.ephemeral
+                .delete(&issue::family_key(&grant.family))
+                .await?;
+            app.ephemeral.delete(&issue::refresh_key(token)).await?;
+            let event = AuditEvent::new(now, format!("client:{}", client.id), "token.revoke")
+                .target(grant.family)
+                .source(source)
+                .client(client.id.clone())
+                .detail(json!({"token_type": "refresh_token"}));
+            app.store.audit(&event).await?;
+        }
+        return Ok(());
+    }
     let published = app.keys.current();
     if let Some(claims) = read_own(&published, &app.issuer, token, now)
         && claims.client_id == client.id
     {
-        let ttl = Duration::from_secs(u64::try_from(claims.exp - now).unwrap_or(0).max(1));
-        app.ephemeral
-            .put(&revoked_key(&claims.jti), b"1", ttl)
-            .await?;
+        revoke_jti(app, &claims.jti, claims.exp, now).await?;
         let event = AuditEvent::new(now, format!("client:{}", client.id), "token.revoke")
             .target(claims.jti)
             .source(source)
@@ -453,4 +709,56 @@ pub async fn revoke(
         app.store.audit(&event).await?;
     }
     Ok(())
+}
+
+/// Why `/userinfo` refused a bearer token (RFC 6750 §3.1).
+#[derive(Debug)]
+pub enum BearerError {
+    InvalidToken,
+    InsufficientScope,
+    Unavailable(OAuthError),
+}
+
+impl From<OAuthError> for BearerError {
+    fn from(e: OAuthError) -> Self {
+        Self::Unavailable(e)
+    }
+}
+
+impl From<crate::ephemeral::EphemeralError> for BearerError {
+    fn from(e: crate::ephemeral::EphemeralError) -> Self {
+        Self::Unavailable(e.into())
+    }
+}
+
+impl From<crate::store::StoreError> for BearerError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Unavailable(e.into())
+    }
+}
+
+/// `GET /userinfo` (OIDC Core §5.3): the claims the token's scopes release.
+pub async fn userinfo(app: &App, bearer: Option<&str>, now: i64) -> Result<Value, BearerError> {
+    let token = bearer.ok_or(BearerError::InvalidToken)?;
+    let published = app.keys.current();
+    let claims = read_own(&published, &app.issuer, token, now).ok_or(BearerError::InvalidToken)?;
+    if app
+        .ephemeral
+        .get(&revoked_key(&claims.jti))
+        .await?
+        .is_some()
+    {
+        return Err(BearerError::InvalidToken);
+    }
+    let scopes: Vec<String> = claims.scope.split(' ').map(str::to_owned).collect();
+    if !scopes.iter().any(|s| s == "openid") {
+        return Err(BearerError::InsufficientScope);
+    }
+    let user = match app.store.user_by_id(&claims.sub).await? {
+        Some(u) if !u.disabled => u,
+        _ => return Err(BearerError::InvalidToken),
+    };
+    let mut out = json!({"sub": user.id});
+    issue::profile_claims(&user, &scopes, &mut out);
+    Ok(out)
 }

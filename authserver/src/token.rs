@@ -59,3 +59,29 @@ pub fn read_own(
     let claims = decode::<AccessClaims>(token, key, &validation).ok()?.claims;
     (claims.exp > now).then_some(claims)
 }
+
+/// The `sub` and `aud` of an ID token this server signed, expired or not:
+/// an `id_token_hint` at logout names who and which client, nothing more.
+pub fn read_id_token_hint(
+    published: &Published,
+    issuer: &str,
+    token: &str,
+) -> Option<(String, String)> {
+    #[derive(Deserialize)]
+    struct Hint {
+        sub: String,
+        aud: String,
+    }
+    let header = decode_header(token).ok()?;
+    let (alg, key) = published.verifier(header.kid.as_deref()?)?;
+    if header.alg != *alg {
+        return None;
+    }
+    let mut validation = Validation::new(*alg);
+    validation.set_issuer(&[issuer]);
+    validation.validate_aud = false;
+    validation.validate_exp = false;
+    validation.set_required_spec_claims(&["iss", "sub", "aud"]);
+    let hint = decode::<Hint>(token, key, &validation).ok()?.claims;
+    Some((hint.sub, hint.aud))
+}

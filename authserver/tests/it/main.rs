@@ -1,7 +1,9 @@
 //! Authserver integration tests: one binary (faster linking).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod browser;
 mod ephemeral;
+mod flow;
 mod protocol;
 mod server;
 mod store;

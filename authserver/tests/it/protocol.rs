@@ -60,7 +60,10 @@ async fn client_credentials_tokens_pass_the_gateways_verifier() {
         .unwrap();
     assert_eq!(meta["issuer"], server.issuer());
     assert_eq!(meta["token_endpoint"], format!("{}/token", server.issuer()));
-    assert_eq!(meta["grant_types_supported"], json!(["client_credentials"]));
+    assert_eq!(
+        meta["grant_types_supported"],
+        json!(["authorization_code", "refresh_token", "client_credentials"])
+    );
 
     // Every issued token is in the audit log (read through the CLI's store).
     let events = audit_actions(&server).await;

@@ -1,0 +1,518 @@
+//! The authorization endpoint's logic (RFC 6749 §4.1, RFC 7636, OIDC Core
+//! §3.1.2): validate the request, then decide what the browser sees next:
+//! the login page, the consent page, or a redirect back with a code or an
+//! error. No HTTP types; `http.rs` renders the outcome.
+//!
+//! Until the client and redirect URI are known to be registered, errors are
+//! shown on our own page: we never redirect to an unregistered URI.
+
+use std::time::Duration;
+
+use aws_lc_rs::digest;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use crate::app::App;
+use crate::crypto::random_token;
+use crate::error::OAuthError;
+use crate::model::{AuditEvent, Client, User};
+use crate::oauth::Form;
+use crate::session::Session;
+
+/// How long a user has to finish logging in and consenting.
+pub const REQUEST_TTL: Duration = Duration::from_secs(600);
+
+/// A validated authorization request, kept while the user logs in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthRequest {
+    pub client_id: String,
+    pub redirect_uri: String,
+    /// Whether the request named the redirect URI (then the token request
+    /// must name it too).
+    pub redirect_uri_given: bool,
+    pub scopes: Vec<String>,
+    pub state: Option<String>,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub prompt: Option<String>,
+    pub max_age: Option<i64>,
+    pub login_hint: Option<String>,
+    /// Set once the user has logged in within this request (satisfies
+    /// `prompt=login` and `max_age=0`).
+    #[serde(default)]
+    pub fresh_login: bool,
+}
+
+/// What the code stands for at the token endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CodeGrant {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub redirect_uri_given: bool,
+    pub user_id: String,
+    pub scopes: Vec<String>,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub auth_time: i64,
+    pub amr: Vec<String>,
+    pub acr: String,
+}
+
+/// Why an authorization request cannot go on.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Shown on our error page (client or redirect URI not established).
+    Page(String),
+    /// Sent back to the client's redirect URI.
+    Redirect(String),
+}
+
+/// What the browser gets next.
+#[derive(Debug)]
+pub enum Next {
+    Login {
+        request_id: String,
+        client: Client,
+        hint: Option<String>,
+    },
+    Consent {
+        request_id: String,
+        client: Client,
+        user: User,
+        scopes: Vec<String>,
+    },
+    Redirect(String),
+}
+
+impl From<OAuthError> for Refusal {
+    fn from(e: OAuthError) -> Self {
+        Self::Page(e.description)
+    }
+}
+
+fn hash(value: &str) -> String {
+    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, value.as_bytes()).as_ref())
+}
+
+pub fn request_key(id: &str) -> String {
+    format!("authreq:{id}")
+}
+
+pub fn code_key(code: &str) -> String {
+    format!("code:{}", hash(code))
+}
+
+pub fn used_code_key(code: &str) -> String {
+    format!("code-used:{}", hash(code))
+}
+
+/// `redirect_uri` with the response parameters appended to its query.
+pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
+    let mut out = String::from(redirect_uri);
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        query.append_pair(k, v);
+    }
+    out.push(if redirect_uri.contains('?') { '&' } else { '?' });
+    out.push_str(&query.finish());
+    out
+}
+
+fn error_redirect(app: &App, req: &AuthRequest, error: &str, description: &str) -> String {
+    let mut params = vec![("error", error), ("error_description", description)];
+    if let Some(state) = &req.state {
+        params.push(("state", state));
+    }
+    // RFC 9207: say who answered, against mix-up attacks.
+    params.push(("iss", &app.issuer));
+    redirect_with(&req.redirect_uri, &params)
+}
+
+/// A PKCE code challenge or verifier: 43–128 unreserved characters.
+pub fn pkce_shaped(value: &str) -> bool {
+    (43..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+pub fn s256(verifier: &str) -> String {
+    hash(verifier)
+}
+
+/// Validates the query of `GET /authorize` and stores the request.
+pub async fn start(app: &App, query: &Form) -> Result<String, Refusal> {
+    let client_id = query
+        .get("client_id")
+        .ok_or_else(|| Refusal::Page("the request names no client (`client_id`)".into()))?;
+    let client = app
+        .store
+        .client(client_id)
+        .await
+        .map_err(OAuthError::from)?
+        .ok_or_else(|| Refusal::Page(format!("unknown client `{client_id}`")))?;
+    let (redirect_uri, given) = match query.get("redirect_uri") {
+        Some(uri) if client.redirect_uris.iter().any(|r| r == uri) => (uri.to_owned(), true),
+        Some(uri) => {
+            return Err(Refusal::Page(format!(
+                "`{uri}` is not a registered redirect URI of client `{client_id}`"
+            )));
+        }
+        None => match client.redirect_uris.as_slice() {
+            [only] => (only.clone(), false),
+            _ => return Err(Refusal::Page("the request names no `redirect_uri`".into())),
+        },
+    };
+    let mut req = AuthRequest {
+        client_id: client.id.clone(),
+        redirect_uri,
+        redirect_uri_given: given,
+        scopes: Vec::new(),
+        state: query.get("state").map(str::to_owned),
+        nonce: query.get("nonce").map(str::to_owned),
+        code_challenge: None,
+        prompt: None,
+        max_age: None,
+        login_hint: query.get("login_hint").map(str::to_owned),
+        fresh_login: false,
+    };
+    // From here on the redirect URI is trusted: errors go back to it.
+    let refuse = |req: &AuthRequest, error: &str, description: &str| {
+        Refusal::Redirect(error_redirect(app, req, error, description))
+    };
+    if query.get("request").is_some() {
+        return Err(refuse(
+            &req,
+            "request_not_supported",
+            "request objects are not supported",
+        ));
+    }
+    if query.get("request_uri").is_some() {
+        return Err(refuse(
+            &req,
+            "request_uri_not_supported",
+            "request_uri is not supported",
+        ));
+    }
+    match query.get("response_type") {
+        Some("code") => {}
+        Some(other) => {
+            return Err(refuse(
+                &req,
+                "unsupported_response_type",
+                &format!("response_type `{other}` is not supported; use `code`"),
+            ));
+        }
+        None => return Err(refuse(&req, "invalid_request", "missing `response_type`")),
+    }
+    if let Some(mode) = query.get("response_mode")
+        && mode != "query"
+    {
+        return Err(refuse(
+            &req,
+            "invalid_request",
+            &format!("response_mode `{mode}` is not supported"),
+        ));
+    }
+    if !client.grant_types.iter().any(|g| g == "authorization_code") {
+        return Err(refuse(
+            &req,
+            "unauthorized_client",
+            "client is not registered for the authorization code flow",
+        ));
+    }
+    let Some(scope) = query.get("scope") else {
+        return Err(refuse(&req, "invalid_request", "missing `scope`"));
+    };
+    for s in scope.split(' ').filter(|s| !s.is_empty()) {
+        if !client.scopes.iter().any(|c| c == s) {
+            return Err(refuse(
+                &req,
+                "invalid_scope",
+                &format!("scope `{s}` is not allowed for this client"),
+            ));
+        }
+        if !req.scopes.iter().any(|x| x == s) {
+            req.scopes.push(s.to_owned());
+        }
+    }
+    match (
+        query.get("code_challenge"),
+        query.get("code_challenge_method"),
+    ) {
+        (Some(challenge), Some("S256")) if pkce_shaped(challenge) => {
+            req.code_challenge = Some(challenge.to_owned());
+        }
+        (Some(_), Some("S256")) => {
+            return Err(refuse(
+                &req,
+                "invalid_request",
+                "`code_challenge` must be 43-128 unreserved characters",
+            ));
+        }
+        (Some(_), None | Some("plain")) | (None, Some("plain")) => {
+            return Err(refuse(
+                &req,
+                "invalid_request",
+                "PKCE method `plain` is not allowed; use S256",
+            ));
+        }
+        (_, Some(other)) => {
+            return Err(refuse(
+                &req,
+                "invalid_request",
+                &format!("unknown code_challenge_method `{other}`"),
+            ));
+        }
+        (None, None) if client.is_public() => {
+            return Err(refuse(
+                &req,
+                "invalid_request",
+                "public clients must use PKCE (code_challenge with S256)",
+            ));
+        }
+        (None, None) => {}
+    }
+    if let Some(prompt) = query.get("prompt") {
+        let values: Vec<&str> = prompt.split(' ').filter(|s| !s.is_empty()).collect();
+        if values.contains(&"none") && values.len() > 1 {
+            return Err(refuse(
+                &req,
+                "invalid_request",
+                "prompt `none` cannot be combined",
+            ));
+        }
+        if let Some(bad) = values
+            .iter()
+            .find(|v| !matches!(**v, "none" | "login" | "consent"))
+        {
+            return Err(refuse(
+                &req,
+                "invalid_request",
+                &format!("unsupported prompt `{bad}`"),
+            ));
+        }
+        req.prompt = Some(values.join(" "));
+    }
+    if let Some(max_age) = query.get("max_age") {
+        match max_age.parse::<i64>() {
+            Ok(n) if n >= 0 => req.max_age = Some(n),
+            _ => {
+                return Err(refuse(
+                    &req,
+                    "invalid_request",
+                    "`max_age` must be a non-negative integer",
+                ));
+            }
+        }
+    }
+    let id = random_token::<24>().map_err(|e| OAuthError::server_error(&e))?;
+    let bytes = serde_json::to_vec(&req).map_err(|e| OAuthError::server_error(&e))?;
+    app.ephemeral
+        .put(&request_key(&id), &bytes, REQUEST_TTL)
+        .await
+        .map_err(OAuthError::from)?;
+    Ok(id)
+}
+
+pub async fn load(app: &App, id: &str) -> Result<AuthRequest, Refusal> {
+    app.ephemeral
+        .get(&request_key(id))
+        .await
+        .map_err(OAuthError::from)?
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| {
+            Refusal::Page(
+                "this sign-in request has expired; go back to the application and start again"
+                    .into(),
+            )
+        })
+}
+
+pub async fn save(app: &App, id: &str, req: &AuthRequest) -> Result<(), Refusal> {
+    let bytes = serde_json::to_vec(req).map_err(|e| OAuthError::server_error(&e))?;
+    app.ephemeral
+        .put(&request_key(id), &bytes, REQUEST_TTL)
+        .await
+        .map_err(OAuthError::from)?;
+    Ok(())
+}
+
+fn has_prompt(req: &AuthRequest, value: &str) -> bool {
+    req.prompt
+        .as_deref()
+        .is_some_and(|p| p.split(' ').any(|v| v == value))
+}
+
+/// Decides what comes next for request `id`, given the browser's session.
+/// `consented` is true right after the user pressed "Allow".
+pub async fn resume(
+    app: &App,
+    id: &str,
+    session: Option<&Session>,
+    consented: bool,
+    now: i64,
+) -> Result<Next, Refusal> {
+    let req = load(app, id).await?;
+    let client = app
+        .store
+        .client(&req.client_id)
+        .await
+        .map_err(OAuthError::from)?
+        .ok_or_else(|| Refusal::Page("the client of this request no longer exists".into()))?;
+    let login = |app: &App, req: &AuthRequest| {
+        if has_prompt(req, "none") {
+            Err(Refusal::Redirect(error_redirect(
+                app,
+                req,
+                "login_required",
+                "the user is not signed in",
+            )))
+        } else {
+            Ok(Next::Login {
+                request_id: id.to_owned(),
+                client: client.clone(),
+                hint: req.login_hint.clone(),
+            })
+        }
+    };
+    let Some(session) = session else {
+        return login(app, &req);
+    };
+    // max_age=0 means "authenticate now", as prompt=login.
+    let too_old = req
+        .max_age
+        .is_some_and(|m| m == 0 || now - session.auth_time > m);
+    if !req.fresh_login && (has_prompt(&req, "login") || too_old) {
+        return login(app, &req);
+    }
+    let user = match app
+        .store
+        .user_by_id(&session.user_id)
+        .await
+        .map_err(OAuthError::from)?
+    {
+        Some(u) if !u.disabled => u,
+        _ => return login(app, &req),
+    };
+    if client.require_consent && !consented {
+        let granted = app
+            .store
+            .consent(&user.id, &client.id)
+            .await
+            .map_err(OAuthError::from)?;
+        let missing: Vec<String> = req
+            .scopes
+            .iter()
+            .filter(|s| !granted.contains(s))
+            .cloned()
+            .collect();
+        if !missing.is_empty() || has_prompt(&req, "consent") {
+            if has_prompt(&req, "none") {
+                return Err(Refusal::Redirect(error_redirect(
+                    app,
+                    &req,
+                    "consent_required",
+                    "the user has not consented",
+                )));
+            }
+            return Ok(Next::Consent {
+                request_id: id.to_owned(),
+                client,
+                user,
+                scopes: req.scopes.clone(),
+            });
+        }
+    }
+    let code = random_token::<32>().map_err(|e| OAuthError::server_error(&e))?;
+    let grant = CodeGrant {
+        client_id: client.id.clone(),
+        redirect_uri: req.redirect_uri.clone(),
+        redirect_uri_given: req.redirect_uri_given,
+        user_id: user.id.clone(),
+        scopes: req.scopes.clone(),
+        nonce: req.nonce.clone(),
+        code_challenge: req.code_challenge.clone(),
+        auth_time: session.auth_time,
+        amr: session.amr.clone(),
+        acr: session.acr.clone(),
+    };
+    let bytes = serde_json::to_vec(&grant).map_err(|e| OAuthError::server_error(&e))?;
+    let ttl = Duration::from_secs(app.config.tokens.code_seconds);
+    app.ephemeral
+        .put(&code_key(&code), &bytes, ttl)
+        .await
+        .map_err(OAuthError::from)?;
+    // The request is spent: a reload of the page cannot mint another code.
+    app.ephemeral
+        .delete(&request_key(id))
+        .await
+        .map_err(OAuthError::from)?;
+    let mut params = vec![("code", code.as_str())];
+    if let Some(state) = &req.state {
+        params.push(("state", state));
+    }
+    params.push(("iss", &app.issuer));
+    Ok(Next::Redirect(redirect_with(&req.redirect_uri, &params)))
+}
+
+/// The user pressed "Deny" on the consent page.
+pub async fn deny(app: &App, id: &str, user_id: &str, now: i64) -> Result<String, Refusal> {
+    let req = load(app, id).await?;
+    app.ephemeral
+        .delete(&request_key(id))
+        .await
+        .map_err(OAuthError::from)?;
+    let event = AuditEvent::new(now, user_id, "consent.deny").client(req.client_id.clone());
+    app.store.audit(&event).await.map_err(OAuthError::from)?;
+    Ok(error_redirect(
+        app,
+        &req,
+        "access_denied",
+        "the user denied the request",
+    ))
+}
+
+/// The user pressed "Allow": remember the grant, then go on.
+pub async fn grant(app: &App, id: &str, session: &Session, now: i64) -> Result<Next, Refusal> {
+    let req = load(app, id).await?;
+    let event = AuditEvent::new(now, session.user_id.clone(), "consent.grant")
+        .client(req.client_id.clone())
+        .detail(serde_json::json!({"scopes": req.scopes}));
+    app.store
+        .grant_consent(&session.user_id, &req.client_id, &req.scopes, &event)
+        .await
+        .map_err(OAuthError::from)?;
+    resume(app, id, Some(session), true, now).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_s256_matches_rfc_7636_appendix_b() {
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        assert!(pkce_shaped(verifier));
+        assert_eq!(
+            s256(verifier),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+        assert!(!pkce_shaped("short"));
+        assert!(!pkce_shaped(&"a".repeat(129)));
+        assert!(!pkce_shaped(&format!("{}+", "a".repeat(43))));
+    }
+
+    #[test]
+    fn redirects_append_to_existing_queries() {
+        assert_eq!(
+            redirect_with("https://app/cb", &[("code", "a b"), ("state", "x&y")]),
+            "https://app/cb?code=a+b&state=x%26y"
+        );
+        assert_eq!(
+            redirect_with("https://app/cb?t=1", &[("code", "c")]),
+            "https://app/cb?t=1&code=c"
+        );
+    }
+}

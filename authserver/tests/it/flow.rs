@@ -1,0 +1,577 @@
+//! The authorization code flow through the real login and consent pages.
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{DecodingKey, Validation};
+use serde_json::{Value, json};
+
+use crate::browser::{Browser, Page};
+use crate::server::Authserver;
+
+const WEB_REDIRECT: &str = "http://127.0.0.1:8000/_auth/callback";
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+fn authorize_url(client: &str, redirect: &str, extra: &[(&str, &str)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("client_id", client)
+        .append_pair("redirect_uri", redirect)
+        .append_pair("response_type", "code")
+        .append_pair("scope", "openid profile groups orders:read")
+        .append_pair("state", "state-123")
+        .append_pair("nonce", "nonce-456")
+        .append_pair("code_challenge", CHALLENGE)
+        .append_pair("code_challenge_method", "S256");
+    for (k, v) in extra {
+        q.append_pair(k, v);
+    }
+    format!("/authorize?{}", q.finish())
+}
+
+fn password(server: &Authserver) -> String {
+    server.creds["user"]["password"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Logs in on a login page; returns the page after following the 303.
+async fn log_in(browser: &mut Browser, login_page: &Page, username: &str, password: &str) -> Page {
+    let request = login_page.hidden("request");
+    let csrf = login_page.hidden("csrf");
+    let after = browser
+        .post(
+            "/login",
+            &[
+                ("request", &request),
+                ("csrf", &csrf),
+                ("username", username),
+                ("password", password),
+            ],
+        )
+        .await;
+    if after.status != 303 {
+        return after;
+    }
+    browser.get(after.location()).await
+}
+
+async fn consent(browser: &mut Browser, page: &Page, decision: &str) -> Page {
+    let (request, csrf) = (page.hidden("request"), page.hidden("csrf"));
+    browser
+        .post(
+            "/consent",
+            &[
+                ("request", &request),
+                ("csrf", &csrf),
+                ("decision", decision),
+            ],
+        )
+        .await
+}
+
+async fn exchange(server: &Authserver, code: &str, verifier: &str) -> (u16, Value) {
+    let (id, secret) = server.client("web");
+    let (status, _, body) = server
+        .form(
+            "/token",
+            Some((&id, &secret)),
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", WEB_REDIRECT),
+                ("code_verifier", verifier),
+            ],
+        )
+        .await;
+    (status, body)
+}
+
+async fn verify_id_token(server: &Authserver, token: &str) -> Value {
+    let jwks: JwkSet = server
+        .http
+        .get(server.url("/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("JWT"));
+    let key = DecodingKey::from_jwk(jwks.find(header.kid.as_deref().unwrap()).unwrap()).unwrap();
+    let mut v = Validation::new(header.alg);
+    v.set_audience(&["demo-web"]);
+    v.set_issuer(&[server.issuer()]);
+    jsonwebtoken::decode::<Value>(token, &key, &v)
+        .unwrap()
+        .claims
+}
+
+#[tokio::test]
+async fn code_flow_with_pkce_consent_refresh_and_userinfo() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(dir.path(), &[], &[]);
+    let mut browser = Browser::new(&server.url(""));
+
+    let login_page = browser
+        .get(&authorize_url("demo-web", WEB_REDIRECT, &[]))
+        .await;
+    assert_eq!(login_page.status, 200);
+    let csp = login_page.headers["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(!login_page.body.contains("<script"), "no script at all");
+    assert!(login_page.body.contains("Demo web app"));
+
+    let consent_page = log_in(&mut browser, &login_page, "demo", &password(&server)).await;
+    assert_eq!(consent_page.status, 200, "{}", consent_page.body);
+    assert!(consent_page.body.contains("orders:read"));
+    let session_cookie = browser
+        .cookies
+        .keys()
+        .find(|k| k.contains("session"))
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        session_cookie, "portcullis-session",
+        "plain-HTTP dev mode: no __Host- prefix"
+    );
+
+    let back = consent(&mut browser, &consent_page, "allow").await;
+    assert_eq!(back.status, 303);
+    assert!(
+        back.location().starts_with(&format!("{WEB_REDIRECT}?")),
+        "{}",
+        back.location()
+    );
+    assert_eq!(back.redirect_param("state").as_deref(), Some("state-123"));
+    assert_eq!(back.redirect_param("iss"), Some(server.issuer()));
+    let code = back.redirect_param("code").unwrap();
+
+    // A wrong verifier fails and burns the code.
+    let (status, body) = exchange(&server, &code, &"x".repeat(43)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+
+    // Again, consent is remembered: straight back with a code.
+    let back = browser
+        .get(&authorize_url("demo-web", WEB_REDIRECT, &[]))
+        .await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    let code = back.redirect_param("code").unwrap();
+    let (status, tokens) = exchange(&server, &code, VERIFIER).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["scope"], "openid profile groups orders:read");
+
+    let id = verify_id_token(&server, tokens["id_token"].as_str().unwrap()).await;
+    assert_eq!(id["nonce"], "nonce-456");
+    assert_eq!(id["azp"], "demo-web");
+    assert_eq!(id["preferred_username"], "demo");
+    assert_eq!(id["amr"], json!(["pwd"]));
+    assert_eq!(id["groups"], json!(["editors", "staff"]));
+    let now = i64::try_from(tokens::testing::now()).unwrap();
+    assert!((now - id["auth_time"].as_i64().unwrap()).abs() < 60);
+    // at_hash matches the access token.
+    let access = tokens["access_token"].as_str().unwrap();
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, access.as_bytes());
+    use base64::Engine as _;
+    let expect = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]);
+    assert_eq!(id["at_hash"], expect);
+
+    // The access token carries what the sidecar's policies read.
+    let verifier: tokens::IssuerConfig = serde_json::from_value(json!({
+        "issuer": server.issuer(), "audiences": ["portcullis"], "token_type": "at+jwt"
+    }))
+    .unwrap();
+    let verifier = tokens::Verifier::new(&[verifier]).unwrap();
+    verifier.start().await;
+    let claims = &verifier
+        .verify(access)
+        .await
+        .expect("discovery + JWKS")
+        .claims;
+    assert_eq!(claims["sub"], id["sub"]);
+    assert_eq!(claims["groups"], json!(["editors", "staff"]));
+    assert_eq!(claims["client_id"], "demo-web");
+
+    let info: Value = server
+        .http
+        .get(server.url("/userinfo"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["sub"], id["sub"]);
+    assert_eq!(info["name"], "Demo User");
+    assert!(info.get("email").is_none(), "email scope not granted");
+
+    // Refresh rotates; reusing the old refresh token ends the family.
+    let (wid, wsecret) = server.client("web");
+    let first = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = |token: String| {
+        let (server, wid, wsecret) = (&server, wid.clone(), wsecret.clone());
+        async move {
+            server
+                .form(
+                    "/token",
+                    Some((&wid, &wsecret)),
+                    &[("grant_type", "refresh_token"), ("refresh_token", &token)],
+                )
+                .await
+        }
+    };
+    let (status, _, rotated) = refresh(first.clone()).await;
+    assert_eq!(status, 200, "{rotated}");
+    let second = rotated["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    assert!(rotated["id_token"].is_string());
+    let (status, _, body) = refresh(first).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "reuse detected"
+    );
+    let (status, _, body) = refresh(second).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "family revoked: {body}"
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_code_revokes_what_it_issued() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(dir.path(), &[], &[]);
+    let mut browser = Browser::new(&server.url(""));
+    let login_page = browser
+        .get(&authorize_url("demo-web", WEB_REDIRECT, &[]))
+        .await;
+    let consent_page = log_in(&mut browser, &login_page, "demo", &password(&server)).await;
+    let back = consent(&mut browser, &consent_page, "allow").await;
+    let code = back.redirect_param("code").unwrap();
+    let (status, tokens) = exchange(&server, &code, VERIFIER).await;
+    assert_eq!(status, 200);
+    let (status, body) = exchange(&server, &code, VERIFIER).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let (svc, secret) = server.client("service");
+    let (_, _, info) = server
+        .form(
+            "/introspect",
+            Some((&svc, &secret)),
+            &[("token", tokens["access_token"].as_str().unwrap())],
+        )
+        .await;
+    assert_eq!(
+        info["active"], false,
+        "the first exchange's access token is revoked"
+    );
+    let (wid, wsecret) = server.client("web");
+    let (status, _, _) = server
+        .form(
+            "/token",
+            Some((&wid, &wsecret)),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ],
+        )
+        .await;
+    assert_eq!(status, 400, "and its refresh token");
+}
+
+#[tokio::test]
+async fn requests_that_cannot_be_trusted_are_refused_without_redirecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(dir.path(), &[], &[]);
+    let mut browser = Browser::new(&server.url(""));
+    // Unknown client, unregistered or missing redirect URI: our page, never a redirect.
+    for (url, says) in [
+        (authorize_url("nobody", WEB_REDIRECT, &[]), "unknown client"),
+        (
+            authorize_url("demo-web", "https://evil.example/cb", &[]),
+            "not a registered redirect URI",
+        ),
+        (
+            authorize_url("demo-web", "http://127.0.0.1:8000/_auth/callback/../x", &[]),
+            "not a registered redirect URI",
+        ),
+    ] {
+        let page = browser.get(&url).await;
+        assert_eq!(page.status, 400, "{url}");
+        assert!(page.headers.get("location").is_none());
+        assert!(page.body.contains(says), "{url}: {}", page.body);
+    }
+    // With the redirect URI established, errors go back to it with the state.
+    let spa = "http://127.0.0.1:5173/callback";
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!(
+                "/authorize?client_id=demo-web&redirect_uri={}&response_type=token&scope=openid&state=s",
+                urlenc(WEB_REDIRECT)
+            ),
+            "unsupported_response_type",
+        ),
+        (
+            authorize_url("demo-web", WEB_REDIRECT, &[("prompt", "none login")]),
+            "invalid_request",
+        ),
+        (
+            authorize_url("demo-web", WEB_REDIRECT, &[("max_age", "-1")]),
+            "invalid_request",
+        ),
+        (
+            authorize_url("demo-web", WEB_REDIRECT, &[("request", "eyJ")]),
+            "request_not_supported",
+        ),
+        (
+            authorize_url("demo-web", WEB_REDIRECT, &[("prompt", "none")]),
+            "login_required",
+        ),
+        (
+            format!(
+                "/authorize?client_id=demo-web&redirect_uri={}&response_type=code&scope=openid+admin&state=s",
+                urlenc(WEB_REDIRECT)
+            ),
+            "invalid_scope",
+        ),
+        (
+            format!(
+                "/authorize?client_id=demo-web&redirect_uri={}&response_type=code&scope=openid&code_challenge={CHALLENGE}&code_challenge_method=plain&state=s",
+                urlenc(WEB_REDIRECT)
+            ),
+            "invalid_request",
+        ),
+        (
+            format!(
+                "/authorize?client_id=demo-spa&redirect_uri={}&response_type=code&scope=openid&state=s",
+                urlenc(spa)
+            ),
+            "invalid_request",
+        ),
+        (
+            format!(
+                "/authorize?client_id=demo-web&redirect_uri={}&response_type=code&response_type=code&scope=openid",
+                urlenc(WEB_REDIRECT)
+            ),
+            "",
+        ),
+    ];
+    for (url, error) in cases {
+        let page = browser.get(&url).await;
+        if error.is_empty() {
+            assert_eq!(page.status, 400, "repeated parameter: our page: {url}");
+            continue;
+        }
+        assert_eq!(page.status, 303, "{url}: {}", page.body);
+        assert_eq!(
+            page.redirect_param("error").as_deref(),
+            Some(error),
+            "{url} -> {}",
+            page.location()
+        );
+        assert!(page.redirect_param("state").is_some());
+        assert_eq!(page.redirect_param("iss"), Some(server.issuer()));
+    }
+}
+
+fn urlenc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn failed_logins_back_off_lock_out_and_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [(
+        "PORTCULLIS_AUTHSERVER__LOGIN__MAX_FAILURES_PER_ACCOUNT",
+        "3",
+    )];
+    let server = Authserver::dev(dir.path(), &[], &env);
+    let mut browser = Browser::new(&server.url(""));
+    let page = browser
+        .get(&authorize_url("demo-web", WEB_REDIRECT, &[]))
+        .await;
+    // Without the CSRF token the form is refused.
+    let request = page.hidden("request");
+    let refused = browser
+        .post(
+            "/login",
+            &[
+                ("request", &request),
+                ("username", "demo"),
+                ("password", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    // Wrong password and unknown user read the same.
+    let wrong = log_in(&mut browser, &page, "demo", "not-the-password").await;
+    let unknown = log_in(&mut browser, &page, "nobody", "not-the-password").await;
+    assert_eq!((wrong.status, unknown.status), (401, 401));
+    assert!(wrong.body.contains("Wrong username or password."));
+    assert!(unknown.body.contains("Wrong username or password."));
+    assert!(
+        wrong.body.contains("value=\"demo\""),
+        "the username is kept"
+    );
+    let _ = log_in(&mut browser, &page, "DEMO", "again-wrong").await;
+    let _ = log_in(&mut browser, &page, "demo", "not-the-password").await;
+    // Three failures on the account: even the right password is refused now.
+    let locked = log_in(&mut browser, &page, "demo", &password(&server)).await;
+    assert_eq!(locked.status, 429, "{}", locked.body);
+    assert!(locked.body.contains("Too many failed sign-in attempts"));
+    let url = format!("sqlite:{}", dir.path().join("data/authserver.db").display());
+    let store = authserver::store::Store::connect(&url).await.unwrap();
+    let events = store.audit_events(100).await.unwrap();
+    store.close().await;
+    let failures: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == "login.failure")
+        .collect();
+    assert_eq!(failures.len(), 4);
+    assert!(
+        failures.iter().any(|f| f.detail["username"] == "D***O"),
+        "usernames are masked"
+    );
+    assert_eq!(failures[0].source_ip.as_deref(), Some("127.0.0.1"));
+    assert!(events.iter().any(|e| e.action == "login.locked"));
+    let logs = server.stderr.lock().unwrap().join("\n");
+    assert!(!logs.contains("not-the-password") && !logs.contains(&password(&server)));
+}
+
+#[tokio::test]
+async fn prompt_max_age_and_logout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(dir.path(), &[], &[]);
+    let mut browser = Browser::new(&server.url(""));
+    let login_page = browser
+        .get(&authorize_url("demo-web", WEB_REDIRECT, &[]))
+        .await;
+    let consent_page = log_in(&mut browser, &login_page, "demo", &password(&server)).await;
+    let back = consent(&mut browser, &consent_page, "allow").await;
+    let (_, tokens) = exchange(&server, &back.redirect_param("code").unwrap(), VERIFIER).await;
+
+    // Signed in: prompt=none works; prompt=login and max_age=0 ask again.
+    let silent = browser
+        .get(&authorize_url(
+            "demo-web",
+            WEB_REDIRECT,
+            &[("prompt", "none")],
+        ))
+        .await;
+    assert!(
+        silent.redirect_param("code").is_some(),
+        "{}",
+        silent.location()
+    );
+    for extra in [("prompt", "login"), ("max_age", "0")] {
+        let page = browser
+            .get(&authorize_url("demo-web", WEB_REDIRECT, &[extra]))
+            .await;
+        assert_eq!(page.status, 200, "{extra:?}");
+        assert!(page.body.contains("Sign in"), "{extra:?}");
+        let after = log_in(&mut browser, &page, "demo", &password(&server)).await;
+        assert!(
+            after.redirect_param("code").is_some(),
+            "{extra:?}: {}",
+            after.location()
+        );
+    }
+    let again = browser
+        .get(&authorize_url(
+            "demo-web",
+            WEB_REDIRECT,
+            &[("prompt", "consent")],
+        ))
+        .await;
+    assert!(again.body.contains("Allow access"));
+    let denied = consent(&mut browser, &again, "deny").await;
+    assert_eq!(
+        denied.redirect_param("error").as_deref(),
+        Some("access_denied")
+    );
+
+    // Logout without a hint asks first; a foreign redirect is refused.
+    let asked = browser.get("/logout").await;
+    assert_eq!(asked.status, 200);
+    assert!(asked.body.contains("Sign out?"));
+    let foreign = browser
+        .get(&format!(
+            "/logout?client_id=demo-web&post_logout_redirect_uri={}",
+            urlenc("https://evil.example/")
+        ))
+        .await;
+    assert_eq!(foreign.status, 400);
+    // With the ID token as hint: at once, back to the registered URI.
+    let hint = tokens["id_token"].as_str().unwrap();
+    let out = browser
+        .get(&format!(
+            "/logout?id_token_hint={hint}&post_logout_redirect_uri={}&state=bye",
+            urlenc("http://127.0.0.1:8000/")
+        ))
+        .await;
+    assert_eq!(out.status, 303, "{}", out.body);
+    assert_eq!(out.location(), "http://127.0.0.1:8000/?state=bye");
+    let silent = browser
+        .get(&authorize_url(
+            "demo-web",
+            WEB_REDIRECT,
+            &[("prompt", "none")],
+        ))
+        .await;
+    assert_eq!(
+        silent.redirect_param("error").as_deref(),
+        Some("login_required"),
+        "session ended"
+    );
+}
+
+#[tokio::test]
+async fn discovery_describes_the_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(dir.path(), &[], &[]);
+    let doc: Value = server
+        .http
+        .get(server.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let issuer = server.issuer();
+    assert_eq!(doc["issuer"], issuer);
+    for (key, path) in [
+        ("authorization_endpoint", "/authorize"),
+        ("token_endpoint", "/token"),
+        ("userinfo_endpoint", "/userinfo"),
+        ("jwks_uri", "/jwks"),
+        ("end_session_endpoint", "/logout"),
+    ] {
+        assert_eq!(doc[key], format!("{issuer}{path}"));
+        let status = server
+            .http
+            .get(doc[key].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_ne!(status, 404, "{key} exists");
+    }
+    assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(doc["response_types_supported"], json!(["code"]));
+}
