@@ -2,10 +2,14 @@
 # System packages the build and the tests need. Safe to run repeatedly:
 # it installs only what is missing.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+# The relying-party browser test: Node.js and headless Chromium.
+command -v node >/dev/null || need_apt+=(nodejs npm)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 
 if ((${#need_apt[@]})); then
   echo "==> installing ${need_apt[*]}"
@@ -17,4 +21,12 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "error: cargo not found; install Rust (https://rustup.rs) first" >&2
   exit 1
+fi
+
+# openid-client and playwright-core for the relying-party test, pinned by
+# the lock file; reinstalled only when the lock file changes.
+rp=authserver/tests/rp
+if [ ! -f "$rp/node_modules/.package-lock.json" ] || ! cmp -s "$rp/package-lock.json" "$rp/node_modules/.lock-installed"; then
+  echo "==> npm ci ($rp)"
+  (cd "$rp" && npm ci --no-audit --no-fund --loglevel=error >/dev/null && cp package-lock.json node_modules/.lock-installed)
 fi

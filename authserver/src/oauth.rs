@@ -132,8 +132,9 @@ fn presented<'a>(form: &'a Form, authorization: Option<&str>) -> Result<Presente
     })
 }
 
-/// Identifies the client by the method it registered; any mismatch or wrong
-/// credential is `invalid_client`, never a hint which part was wrong.
+/// Identifies the client by the kind of credential it registered (a
+/// secret, a key, or none); any mismatch or wrong credential is
+/// `invalid_client`, never a hint which part was wrong.
 pub async fn authenticate(
     app: &App,
     form: &Form,
@@ -150,14 +151,12 @@ pub async fn authenticate(
     let failed = || OAuthError::invalid_client("client authentication failed", basic);
     let client = app.store.client(&id).await?;
     let verified = match (&client, &presented) {
-        (Some(c), Presented::Basic { secret, .. })
-            if c.auth_method == ClientAuth::ClientSecretBasic =>
-        {
+        // A client with a secret may present it either way (as Keycloak
+        // and most providers accept): the secret is the same proof.
+        (Some(c), Presented::Basic { secret, .. }) if has_secret(c) => {
             secret_matches(app, c, secret)
         }
-        (Some(c), Presented::Post { secret, .. })
-            if c.auth_method == ClientAuth::ClientSecretPost =>
-        {
+        (Some(c), Presented::Post { secret, .. }) if has_secret(c) => {
             secret_matches(app, c, secret)
         }
         (Some(c), Presented::Public { .. }) => c.auth_method == ClientAuth::None,
@@ -179,6 +178,13 @@ pub async fn authenticate(
             Err(failed())
         }
     }
+}
+
+fn has_secret(client: &Client) -> bool {
+    matches!(
+        client.auth_method,
+        ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost
+    )
 }
 
 fn secret_matches(app: &App, client: &Client, secret: &str) -> bool {

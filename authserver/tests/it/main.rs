@@ -5,6 +5,7 @@ mod browser;
 mod ephemeral;
 mod flow;
 mod protocol;
+mod rp;
 mod server;
 mod store;
 mod support;

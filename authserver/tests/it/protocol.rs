@@ -124,12 +124,12 @@ async fn token_endpoint_errors_follow_rfc_6749() {
             "no client authentication",
         ),
         (
-            "secret in the body of a Basic client",
+            "wrong secret in the body",
             None,
             vec![
                 ("grant_type", "client_credentials"),
                 ("client_id", &svc),
-                ("client_secret", &secret),
+                ("client_secret", "wrong"),
             ],
             401,
             "invalid_client",
@@ -219,6 +219,20 @@ async fn token_endpoint_errors_follow_rfc_6749() {
         let challenged = headers.contains_key("www-authenticate");
         assert_eq!(challenged, status == 401 && basic.is_some(), "{name}");
     }
+
+    // The secret is accepted in the body too (client_secret_post).
+    let (status, _, body) = server
+        .form(
+            "/token",
+            None,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", &svc),
+                ("client_secret", &secret),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
 
     // Repeated parameters, the wrong media type, oversized bodies.
     let raw = |body: &'static str, content_type: &'static str| {

@@ -1,0 +1,80 @@
+//! The honest test of the protocol: a certified relying party
+//! (openid-client) signs the demo user in through the real pages in
+//! headless Chromium, then exchanges the code, checks the ID token, calls
+//! userinfo and refreshes (`authserver/tests/rp/login.mjs`).
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::server::Authserver;
+
+fn rp_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rp")
+}
+
+/// Node, the npm packages and Chromium are there (`scripts/install-deps.sh`
+/// installs them); outside CI a missing piece skips the test.
+fn available() -> bool {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let missing = [
+        (!rp_dir().join("node_modules/openid-client").exists())
+            .then_some("npm packages (npm ci in authserver/tests/rp)"),
+        (!Path::new(&chromium).exists()).then_some("chromium"),
+        Command::new("node")
+            .arg("--version")
+            .output()
+            .is_err()
+            .then_some("node"),
+    ];
+    let missing: Vec<&str> = missing.into_iter().flatten().collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI needs {missing:?} for the relying-party test"
+    );
+    eprintln!("SKIPPED the openid-client browser test: missing {missing:?}");
+    false
+}
+
+#[tokio::test]
+async fn openid_client_logs_in_through_the_pages_in_chromium() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(dir.path(), &[], &[]);
+    let run = || {
+        let out = Command::new("node")
+            .arg(rp_dir().join("login.mjs"))
+            .arg(server.issuer())
+            .arg(dir.path().join("creds.json"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "relying party failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str::<Value>(line.trim()).unwrap()
+    };
+    let first = run();
+    assert_eq!(first["preferred_username"], "demo");
+    assert_eq!(first["userinfo_sub"], first["sub"]);
+    assert_eq!(first["refreshed"], true);
+    assert_eq!(first["consent_page"], true);
+    assert_eq!(
+        first["csp_violations"],
+        serde_json::json!([]),
+        "the pages work under their own CSP"
+    );
+    // Consent is remembered: the second login goes straight back.
+    let second = run();
+    assert_eq!(second["consent_page"], false);
+    assert_eq!(second["sub"], first["sub"]);
+}
