@@ -7,6 +7,7 @@ use crate::crypto::{MasterKey, SecretDigester};
 use crate::ephemeral::Ephemeral;
 use crate::error::Error;
 use crate::keys::KeyRing;
+use crate::metrics::Metrics;
 use crate::password::Passwords;
 use crate::session::Cookies;
 use crate::store::Store;
@@ -23,6 +24,7 @@ pub struct App {
     /// MACs of values the server hands out and reads back (CSRF tokens).
     pub mac: aws_lc_rs::hmac::Key,
     pub cookies: Cookies,
+    pub metrics: Metrics,
 }
 
 impl std::fmt::Debug for App {
@@ -74,6 +76,7 @@ impl App {
             secrets: master.secret_digester(),
             mac: master.mac_key(),
             cookies: Cookies::new(issuer_is_https),
+            metrics: Metrics::new(),
             config,
         })
     }

@@ -19,6 +19,8 @@ pub const SPA_REDIRECT: &str = "http://127.0.0.1:5173/callback";
 #[derive(Debug, Serialize)]
 pub struct DevCredentials {
     pub issuer: String,
+    /// Bearer token of the admin API (`/admin/v1`).
+    pub admin_token: String,
     pub user: DemoUser,
     pub clients: DemoClients,
 }
@@ -62,9 +64,21 @@ pub fn master_key(data_dir: &Path) -> Result<MasterKey, Error> {
     }
 }
 
-/// Creates the demo user and clients if missing, and gives each a fresh
-/// password or secret.
-pub async fn bootstrap(app: &App) -> Result<DevCredentials, Error> {
+/// The bootstrap admin: the configured admin token, or a fresh one.
+pub fn admin_token(app: &mut App) -> Result<String, Error> {
+    if let Some(token) = &app.config.admin_token {
+        return Ok(token.clone());
+    }
+    let token = random_token::<32>()?;
+    app.config.admin_token = Some(token.clone());
+    Ok(token)
+}
+
+/// Creates the demo user and clients if missing, gives each a fresh
+/// password or secret, and makes sure there is an admin token.
+pub async fn bootstrap(app: &mut App) -> Result<DevCredentials, Error> {
+    let admin_token = admin_token(app)?;
+    let app = &*app;
     let at = now();
     let actor = "dev-bootstrap";
     let password = random_token::<12>()?;
@@ -141,6 +155,7 @@ pub async fn bootstrap(app: &App) -> Result<DevCredentials, Error> {
     .await?;
     Ok(DevCredentials {
         issuer: app.issuer.clone(),
+        admin_token,
         user: DemoUser {
             username: DEMO_USER.into(),
             password,

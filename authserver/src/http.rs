@@ -33,14 +33,52 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/userinfo", get(userinfo).post(userinfo))
         .route("/logout", get(logout_get).post(logout_post))
         .route("/static/style.css", get(style))
+        .merge(crate::admin_api::router())
         .route("/jwks", get(jwks))
         .route("/token", post(token))
         .route("/introspect", post(introspect))
         .route("/revoke", post(revoke))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), count))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
+}
+
+/// Counts every request by its route template (never the raw path, so the
+/// label set stays bounded) and times it.
+async fn count(
+    State(app): Shared,
+    matched: Option<axum::extract::MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let endpoint = matched.as_ref().map_or("unmatched", |m| m.as_str());
+    let metrics = &app.metrics;
+    metrics
+        .requests
+        .with_label_values(&[method.as_str(), endpoint, response.status().as_str()])
+        .inc();
+    metrics
+        .duration
+        .with_label_values(&[endpoint])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn metrics(State(app): Shared) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            bootstrap::telemetry::METRICS_CONTENT_TYPE,
+        )],
+        bootstrap::telemetry::render_metrics(&app.metrics.registry),
+    )
+        .into_response()
 }
 
 impl IntoResponse for OAuthError {

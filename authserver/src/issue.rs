@@ -84,6 +84,10 @@ pub fn access_token(
         .signer
         .sign(ACCESS_TOKEN_TYP, &claims)
         .map_err(|e| OAuthError::server_error(&e))?;
+    app.metrics
+        .tokens_issued
+        .with_label_values(&["access"])
+        .inc();
     Ok((token, claims))
 }
 
@@ -150,6 +154,7 @@ pub fn id_token(app: &App, input: &IdTokenInput<'_>, now: i64) -> Result<String,
         claims["nonce"] = json!(nonce);
     }
     profile_claims(input.user, input.scopes, &mut claims);
+    app.metrics.tokens_issued.with_label_values(&["id"]).inc();
     published
         .signer
         .sign("JWT", &claims)
@@ -183,6 +188,10 @@ pub async fn refresh_token(
         .put(&family_key(&family), b"live", ttl)
         .await?;
     app.ephemeral.put(&refresh_key(&token), &bytes, ttl).await?;
+    app.metrics
+        .tokens_issued
+        .with_label_values(&["refresh"])
+        .inc();
     Ok((token, family))
 }
 

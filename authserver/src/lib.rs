@@ -7,6 +7,7 @@
 //! `server` (the surface); `dev` (the `--dev` bootstrap).
 
 pub mod admin;
+pub mod admin_api;
 pub mod app;
 pub mod authorize;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod http;
 pub mod issue;
 pub mod keys;
 pub mod login;
+pub mod metrics;
 pub mod model;
 pub mod oauth;
 pub mod pages;

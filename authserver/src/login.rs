@@ -68,6 +68,7 @@ pub async fn password(
         || address_failures >= cfg.max_failures_per_address
     {
         app.store.audit(&audit("login.locked").failed()).await?;
+        app.metrics.logins.with_label_values(&["locked"]).inc();
         tracing::warn!(username = %mask(username), source = ?source, "login refused: locked out");
         return Ok(Outcome::Locked);
     }
@@ -86,6 +87,7 @@ pub async fn password(
                 .source(source)
                 .client(client_id);
             app.store.audit(&event).await?;
+            app.metrics.logins.with_label_values(&["success"]).inc();
             rehash_if_needed(app, &user, password, now).await;
             Ok(Outcome::Success(user))
         }
@@ -93,6 +95,7 @@ pub async fn password(
             let failures = app.ephemeral.hit(&account, window, now_ms).await?;
             app.ephemeral.hit(&address, window, now_ms).await?;
             app.store.audit(&audit("login.failure").failed()).await?;
+            app.metrics.logins.with_label_values(&["failure"]).inc();
             // Backoff: each failure on an account costs the next try more.
             let exponent = u32::try_from(failures.saturating_sub(1).min(5)).unwrap_or(5);
             tokio::time::sleep(

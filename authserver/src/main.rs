@@ -294,12 +294,12 @@ fn read(path: &Path) -> Result<String, Error> {
 }
 
 async fn serve(
-    app: App,
+    mut app: App,
     listener: tokio::net::TcpListener,
     dev_credentials: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let credentials = if app.config.dev {
-        Some(authserver::dev::bootstrap(&app).await?)
+        Some(authserver::dev::bootstrap(&mut app).await?)
     } else {
         None
     };

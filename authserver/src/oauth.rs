@@ -649,6 +649,27 @@ pub async fn introspect(
         ));
     }
     let token = form.require("token")?;
+    // A refresh token is described to the client that holds it only.
+    if let Some(bytes) = app.ephemeral.get(&issue::refresh_key(token)).await?
+        && let Ok(grant) = serde_json::from_slice::<issue::RefreshGrant>(&bytes)
+    {
+        let live = app
+            .ephemeral
+            .get(&issue::family_key(&grant.family))
+            .await?
+            .is_some();
+        if !live || grant.client_id != client.id {
+            return Ok(json!({"active": false}));
+        }
+        return Ok(json!({
+            "active": true,
+            "token_type": "refresh_token",
+            "client_id": grant.client_id,
+            "sub": grant.user_id,
+            "scope": grant.scopes.join(" "),
+            "iss": app.issuer,
+        }));
+    }
     let published = app.keys.current();
     let Some(claims) = read_own(&published, &app.issuer, token, now) else {
         return Ok(json!({"active": false}));

@@ -235,12 +235,30 @@ async fn code_flow_with_pkce_consent_refresh_and_userinfo() {
     let second = rotated["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(second, first);
     assert!(rotated["id_token"].is_string());
+    // The holder may introspect its refresh token; another client learns nothing.
+    let (_, _, info) = server
+        .form("/introspect", Some((&wid, &wsecret)), &[("token", &second)])
+        .await;
+    assert_eq!(
+        (info["active"].as_bool(), info["token_type"].as_str()),
+        (Some(true), Some("refresh_token")),
+        "{info}"
+    );
+    let (svc, ssecret) = server.client("service");
+    let (_, _, info) = server
+        .form("/introspect", Some((&svc, &ssecret)), &[("token", &second)])
+        .await;
+    assert_eq!(info, json!({"active": false}));
     let (status, _, body) = refresh(first).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_grant")),
         "reuse detected"
     );
+    let (_, _, info) = server
+        .form("/introspect", Some((&wid, &wsecret)), &[("token", &second)])
+        .await;
+    assert_eq!(info, json!({"active": false}), "the family is revoked");
     let (status, _, body) = refresh(second).await;
     assert_eq!(
         (status, body["error"].as_str()),

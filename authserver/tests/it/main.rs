@@ -1,6 +1,7 @@
 //! Authserver integration tests: one binary (faster linking).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod browser;
 mod ephemeral;
 mod flow;

@@ -752,3 +752,57 @@ fn the_example_config_is_valid_and_shows_the_defaults() {
     );
     assert_eq!(file["audience"].as_str(), Some(defaults.audience.as_str()));
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_tokens_by_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(dir.path(), &[], &[]);
+    let _ = server.service_token(None).await;
+    let _ = server
+        .http
+        .get(server.url("/no/such/path/abc123"))
+        .send()
+        .await
+        .unwrap();
+    let text = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"auth_requests_total{endpoint="/token",method="POST",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"auth_tokens_issued_total{type="access"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("auth_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(!text.contains("abc123"), "raw paths never become labels");
+}
+
+#[tokio::test]
+async fn rs256_eddsa_and_ps256_keys_sign_verifiable_tokens() {
+    for alg in ["RS256", "EdDSA", "PS256"] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Authserver::dev(
+            dir.path(),
+            &[],
+            &[("PORTCULLIS_AUTHSERVER__SIGNING_ALG", alg)],
+        );
+        let token = server.service_token(None).await;
+        let header: Value =
+            serde_json::from_slice(&base64_decode(token.split('.').next().unwrap())).unwrap();
+        assert_eq!(header["alg"], alg);
+        let verifier = verifier_for(&server);
+        verifier.start().await;
+        assert!(verifier.verify(&token).await.is_ok(), "{alg}");
+    }
+}

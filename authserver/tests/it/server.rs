@@ -47,15 +47,27 @@ pub fn command(dir: &Path) -> Command {
 impl Authserver {
     /// `authserver --dev serve` with its data directory in `dir`.
     pub fn dev(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(dir, true, args, env)
+    }
+
+    /// `authserver serve` outside dev mode (the caller's `env` supplies
+    /// issuer and master key).
+    pub fn production(dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn(dir, false, &[], env)
+    }
+
+    fn spawn(dir: &Path, dev: bool, args: &[&str], env: &[(&str, &str)]) -> Self {
         let creds_path = dir.join("creds.json");
         let _ = std::fs::remove_file(&creds_path);
         let mut cmd = command(dir);
-        cmd.args(["--dev"])
-            .args(args)
-            .args(["serve", "--listen", "127.0.0.1:0", "--dev-credentials"])
-            .arg(&creds_path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        if dev {
+            cmd.arg("--dev");
+        }
+        cmd.args(args).args(["serve", "--listen", "127.0.0.1:0"]);
+        if dev {
+            cmd.arg("--dev-credentials").arg(&creds_path);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -70,7 +82,7 @@ impl Authserver {
                     .then(|| v["listen"].as_str().unwrap().parse().unwrap())
             });
             if let Some(addr) = found
-                && creds_path.exists()
+                && (!dev || creds_path.exists())
             {
                 break addr;
             }
@@ -87,7 +99,11 @@ impl Authserver {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        let creds = serde_json::from_slice(&std::fs::read(&creds_path).unwrap()).unwrap();
+        let creds = if dev {
+            serde_json::from_slice(&std::fs::read(&creds_path).unwrap()).unwrap()
+        } else {
+            Value::Null
+        };
         Self {
             child,
             addr,
