@@ -342,7 +342,10 @@ impl Mapping {
         None
     }
 
-    /// The principal: `sub` → user, else `client_id` → client, else anonymous.
+    /// The principal: `sub` → user, else `client_id` → client, else
+    /// anonymous. A `sub` equal to `client_id` is a client acting for itself
+    /// (RFC 9068 §2.2: client-credentials access tokens carry the client's
+    /// id as `sub`), so it maps to the client type too.
     pub fn principal(
         &self,
         claims: Option<&Claims>,
@@ -357,7 +360,11 @@ impl Mapping {
                 None => Err(MapError::NoPrincipal),
             };
         };
-        let uid = if let Some(sub) = &claims.sub {
+        let uid = if let Some(sub) = claims
+            .sub
+            .as_ref()
+            .filter(|s| claims.client_id.as_ref() != Some(*s))
+        {
             EntityUid::from_type_name_and_id(types.user.clone(), EntityId::new(sub))
         } else if let Some(client_id) = &claims.client_id {
             EntityUid::from_type_name_and_id(types.client.clone(), EntityId::new(client_id))

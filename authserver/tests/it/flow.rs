@@ -7,11 +7,11 @@ use serde_json::{Value, json};
 use crate::browser::{Browser, Page};
 use crate::server::Authserver;
 
-const WEB_REDIRECT: &str = "http://127.0.0.1:8000/_auth/callback";
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+pub(crate) const WEB_REDIRECT: &str = "http://127.0.0.1:8000/_auth/callback";
+pub(crate) const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
-fn authorize_url(client: &str, redirect: &str, extra: &[(&str, &str)]) -> String {
+pub(crate) fn authorize_url(client: &str, redirect: &str, extra: &[(&str, &str)]) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
     q.append_pair("client_id", client)
         .append_pair("redirect_uri", redirect)
@@ -27,7 +27,7 @@ fn authorize_url(client: &str, redirect: &str, extra: &[(&str, &str)]) -> String
     format!("/authorize?{}", q.finish())
 }
 
-fn password(server: &Authserver) -> String {
+pub(crate) fn password(server: &Authserver) -> String {
     server.creds["user"]["password"]
         .as_str()
         .unwrap()
@@ -35,7 +35,12 @@ fn password(server: &Authserver) -> String {
 }
 
 /// Logs in on a login page; returns the page after following the 303.
-async fn log_in(browser: &mut Browser, login_page: &Page, username: &str, password: &str) -> Page {
+pub(crate) async fn log_in(
+    browser: &mut Browser,
+    login_page: &Page,
+    username: &str,
+    password: &str,
+) -> Page {
     let request = login_page.hidden("request");
     let csrf = login_page.hidden("csrf");
     let after = browser
@@ -55,7 +60,7 @@ async fn log_in(browser: &mut Browser, login_page: &Page, username: &str, passwo
     browser.get(after.location()).await
 }
 
-async fn consent(browser: &mut Browser, page: &Page, decision: &str) -> Page {
+pub(crate) async fn consent(browser: &mut Browser, page: &Page, decision: &str) -> Page {
     let (request, csrf) = (page.hidden("request"), page.hidden("csrf"));
     browser
         .post(
@@ -69,7 +74,7 @@ async fn consent(browser: &mut Browser, page: &Page, decision: &str) -> Page {
         .await
 }
 
-async fn exchange(server: &Authserver, code: &str, verifier: &str) -> (u16, Value) {
+pub(crate) async fn exchange(server: &Authserver, code: &str, verifier: &str) -> (u16, Value) {
     let (id, secret) = server.client("web");
     let (status, _, body) = server
         .form(

@@ -685,6 +685,31 @@ async fn production_backends_postgres_and_redis() {
         .form("/introspect", Some((&svc, &secret)), &[("token", &token)])
         .await;
     assert_eq!(body["active"], false);
+    // The browser flow too: sessions, codes and refresh tokens in Redis.
+    let mut browser = crate::browser::Browser::new(&server.url(""));
+    let login = browser
+        .get(&crate::flow::authorize_url(
+            "demo-web",
+            crate::flow::WEB_REDIRECT,
+            &[],
+        ))
+        .await;
+    let consent_page = crate::flow::log_in(
+        &mut browser,
+        &login,
+        "demo",
+        &crate::flow::password(&server),
+    )
+    .await;
+    let back = crate::flow::consent(&mut browser, &consent_page, "allow").await;
+    let (status, tokens) = crate::flow::exchange(
+        &server,
+        &back.redirect_param("code").unwrap(),
+        crate::flow::VERIFIER,
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    assert!(tokens["refresh_token"].is_string() && tokens["id_token"].is_string());
     let ready: Value = server
         .http
         .get(server.url("/readyz"))

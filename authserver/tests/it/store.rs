@@ -388,3 +388,75 @@ async fn bad_urls_are_named_and_redacted() {
     assert!(err.contains("root:***@db"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+#[tokio::test]
+async fn retired_keys_stay_published_until_their_tokens_expire() {
+    use authserver::crypto::MasterKey;
+    use authserver::keys::KeyRing;
+    use std::time::Duration;
+
+    let stores = Stores::new().await;
+    for (backend, store) in &stores.all {
+        let (master, _) = MasterKey::generate().unwrap();
+        let ring = KeyRing::open(
+            store.clone(),
+            master.sealer(),
+            jsonwebtoken::Algorithm::ES256,
+            Duration::from_secs(10),
+            1000,
+        )
+        .await
+        .unwrap();
+        let kids = |ring: &KeyRing| {
+            let jwks: serde_json::Value = serde_json::from_str(&ring.current().jwks).unwrap();
+            let mut k: Vec<String> = jwks["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_owned())
+                .collect();
+            k.sort();
+            k
+        };
+        let first = ring.current().signer.kid().to_owned();
+        let r1 = ring.rotate(1000, "test").await.unwrap();
+        assert_eq!(r1.retired, [first.clone()]);
+        assert_eq!(ring.current().signer.kid(), r1.active, "{backend}");
+        let r2 = ring.rotate(1005, "test").await.unwrap();
+        assert!(
+            r2.removed.is_empty(),
+            "{backend}: the first key's tokens may still be valid"
+        );
+        assert!(kids(&ring).contains(&first));
+        let r3 = ring.rotate(1011, "test").await.unwrap();
+        assert_eq!(r3.removed, [first.clone()], "{backend}");
+        assert!(!kids(&ring).contains(&first));
+        // A second instance with the same master key reads the same ring.
+        let other = KeyRing::open(
+            store.clone(),
+            master.sealer(),
+            jsonwebtoken::Algorithm::ES256,
+            Duration::from_secs(10),
+            1012,
+        )
+        .await
+        .unwrap();
+        assert_eq!(other.current().signer.kid(), r3.active);
+        assert_eq!(kids(&other), kids(&ring));
+        // Another master key cannot unseal it: a clear error, not a panic.
+        let (wrong, _) = MasterKey::generate().unwrap();
+        let err = KeyRing::open(
+            store.clone(),
+            wrong.sealer(),
+            jsonwebtoken::Algorithm::ES256,
+            Duration::from_secs(10),
+            1012,
+        )
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("does not open with this master key"), "{err}");
+    }
+    stores.cleanup().await;
+}
