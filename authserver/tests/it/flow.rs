@@ -598,3 +598,95 @@ async fn discovery_describes_the_provider() {
     assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(doc["response_types_supported"], json!(["code"]));
 }
+
+#[tokio::test]
+async fn a_public_client_uses_pkce_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(dir.path(), &[], &[]);
+    let spa = "http://127.0.0.1:5173/callback";
+    let mut browser = Browser::new(&server.url(""));
+    let url = format!(
+        "/authorize?client_id=demo-spa&redirect_uri={}&response_type=code&scope=openid+orders%3Aread&state=s&code_challenge={CHALLENGE}&code_challenge_method=S256",
+        urlenc(spa)
+    );
+    let login_page = browser.get(&url).await;
+    let consent_page = log_in(&mut browser, &login_page, "demo", &password(&server)).await;
+    let back = consent(&mut browser, &consent_page, "allow").await;
+    let code = back.redirect_param("code").unwrap();
+    let exchange = |fields: Vec<(&'static str, String)>| {
+        let server = &server;
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            server.form("/token", None, &fields).await
+        }
+    };
+    // Without the verifier the code is refused (and spent).
+    let base = |code: &str| {
+        vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("client_id", "demo-spa".to_owned()),
+            ("code", code.to_owned()),
+            ("redirect_uri", spa.to_owned()),
+        ]
+    };
+    let (status, _, body) = exchange(base(&code)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let again = browser.get(&url).await;
+    let code = again.redirect_param("code").unwrap();
+    let mut fields = base(&code);
+    fields.push(("code_verifier", VERIFIER.to_owned()));
+    let (status, _, tokens) = exchange(fields).await;
+    assert_eq!(status, 200, "{tokens}");
+    // Public clients rotate refresh tokens like everyone else.
+    let (status, _, rotated) = exchange(vec![
+        ("grant_type", "refresh_token".to_owned()),
+        ("client_id", "demo-spa".to_owned()),
+        (
+            "refresh_token",
+            tokens["refresh_token"].as_str().unwrap().to_owned(),
+        ),
+    ])
+    .await;
+    assert_eq!(status, 200, "{rotated}");
+    // But it cannot pose as a confidential client.
+    let (status, _, body) = exchange(vec![
+        ("grant_type", "client_credentials".to_owned()),
+        ("client_id", "demo-spa".to_owned()),
+    ])
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unauthorized_client"))
+    );
+}
+
+#[tokio::test]
+async fn one_address_trying_many_accounts_is_locked_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [(
+        "PORTCULLIS_AUTHSERVER__LOGIN__MAX_FAILURES_PER_ADDRESS",
+        "3",
+    )];
+    let server = Authserver::dev(dir.path(), &[], &env);
+    let mut browser = Browser::new(&server.url(""));
+    let page = browser
+        .get(&authorize_url("demo-web", WEB_REDIRECT, &[]))
+        .await;
+    for user in ["amy", "ben", "cat"] {
+        assert_eq!(
+            log_in(&mut browser, &page, user, "guess-guess")
+                .await
+                .status,
+            401
+        );
+    }
+    let locked = log_in(&mut browser, &page, "demo", &password(&server)).await;
+    assert_eq!(
+        locked.status, 429,
+        "credential stuffing from one address stops it"
+    );
+}
