@@ -127,30 +127,23 @@ pub struct IssuedClient {
 /// HTTP only for loopback (RFC 8252 §8.3, OAuth 2.0 Security BCP).
 pub fn check_redirect_uri(uri: &str) -> Result<(), Error> {
     let bad = |why: &str| Error::Invalid(format!("redirect URI `{uri}` {why}"));
-    if uri.contains('#') {
+    let parsed = url::Url::parse(uri).map_err(|_| bad("is not an absolute URI"))?;
+    if parsed.fragment().is_some() || uri.contains('#') {
         return Err(bad("must not have a fragment"));
     }
-    if let Some(rest) = uri.strip_prefix("http://") {
-        let host = rest.split(['/', '?']).next().unwrap_or("");
-        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-        if !matches!(host, "127.0.0.1" | "[::1]" | "localhost") {
-            return Err(bad("uses plain http:// on a non-loopback host"));
-        }
-        return Ok(());
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad("must not carry user information"));
     }
-    if uri.starts_with("https://") && uri.len() > "https://".len() {
-        return Ok(());
-    }
-    // Private-use schemes of native apps (com.example.app:/callback).
-    match uri.split_once(':') {
-        Some((scheme, _))
-            if scheme.contains('.')
-                && scheme
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+')) =>
-        {
-            Ok(())
-        }
+    match parsed.scheme() {
+        "https" if parsed.host().is_some() => Ok(()),
+        "http" => match parsed.host() {
+            Some(url::Host::Ipv4(ip)) if ip.is_loopback() => Ok(()),
+            Some(url::Host::Ipv6(ip)) if ip.is_loopback() => Ok(()),
+            Some(url::Host::Domain("localhost")) => Ok(()),
+            _ => Err(bad("uses plain http:// on a non-loopback host")),
+        },
+        // Private-use schemes of native apps (com.example.app:/callback).
+        scheme if scheme.contains('.') => Ok(()),
         _ => Err(bad(
             "must be https://, loopback http://, or a private-use scheme",
         )),
@@ -273,6 +266,8 @@ mod tests {
             "https://app.example.com/cb#frag",
             "http://app.example.com/cb",
             "http://127.0.0.1.evil.com/cb",
+            "http://127.0.0.1:80@evil.com/cb",
+            "https://user:pw@app.example.com/cb",
             "javascript:alert(1)",
             "https://",
             "/relative",

@@ -415,9 +415,20 @@ async fn list_keys(State(app): Shared, headers: HeaderMap) -> Result<Response, A
     Ok(axum::Json(json!({"keys": keys})).into_response())
 }
 
-async fn rotate_keys(State(app): Shared, headers: HeaderMap) -> Result<Response, AdminError> {
+async fn rotate_keys(
+    State(app): Shared,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, AdminError> {
     authorize(&app, &headers)?;
-    let r = app.keys.rotate(now(), "admin").await.map_err(Error::from)?;
+    let force = int_param(query.as_deref(), "force", 0, 0..=1)? == 1;
+    let r = match app.keys.rotate(now(), "admin", force).await {
+        Ok(r) => r,
+        Err(e @ crate::keys::KeyError::TooSoon { .. }) => {
+            return Err(AdminError(StatusCode::CONFLICT, e.to_string()));
+        }
+        Err(e) => return Err(Error::from(e).into()),
+    };
     Ok(axum::Json(
         json!({"active": r.active, "next": r.next, "retired": r.retired, "removed": r.removed}),
     )

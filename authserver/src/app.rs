@@ -58,11 +58,15 @@ impl App {
         // Verifiers refresh their JWKS every few minutes; keep retired keys
         // for the longest token plus that slack.
         let keep_retired = Duration::from_secs(longest + 600);
+        // The JWKS is served with max-age 60; other instances re-read keys
+        // every `key_refresh_seconds`.
+        let publish_lead = Duration::from_secs(60 + config.tokens.key_refresh_seconds);
         let keys = KeyRing::open(
             store.clone(),
             master.sealer(),
             config.signing_algorithm()?,
             keep_retired,
+            publish_lead,
             now(),
         )
         .await?;

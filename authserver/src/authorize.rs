@@ -38,10 +38,10 @@ pub struct AuthRequest {
     pub prompt: Option<String>,
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
-    /// Set once the user has logged in within this request (satisfies
-    /// `prompt=login` and `max_age=0`).
+    /// The digest of the session that logged in within this request: only
+    /// that session satisfies `prompt=login` and `max_age` on resume.
     #[serde(default)]
-    pub fresh_login: bool,
+    pub fresh_session: Option<String>,
 }
 
 /// What the code stands for at the token endpoint.
@@ -175,7 +175,7 @@ pub async fn start(app: &App, query: &Form) -> Result<String, Refusal> {
         prompt: None,
         max_age: None,
         login_hint: query.get("login_hint").map(str::to_owned),
-        fresh_login: false,
+        fresh_session: None,
     };
     // From here on the redirect URI is trusted: errors go back to it.
     let refuse = |req: &AuthRequest, error: &str, description: &str| {
@@ -345,12 +345,17 @@ fn has_prompt(req: &AuthRequest, value: &str) -> bool {
         .is_some_and(|p| p.split(' ').any(|v| v == value))
 }
 
-/// Decides what comes next for request `id`, given the browser's session.
-/// `consented` is true right after the user pressed "Allow".
+/// The digest under which a session id is remembered in a request.
+pub fn session_digest(session_id: &str) -> String {
+    hash(session_id)
+}
+
+/// Decides what comes next for request `id`, given the browser's session
+/// (its id and record). `consented` is true right after "Allow".
 pub async fn resume(
     app: &App,
     id: &str,
-    session: Option<&Session>,
+    session: Option<(&str, &Session)>,
     consented: bool,
     now: i64,
 ) -> Result<Next, Refusal> {
@@ -377,14 +382,15 @@ pub async fn resume(
             })
         }
     };
-    let Some(session) = session else {
+    let Some((session_id, session)) = session else {
         return login(app, &req);
     };
+    let fresh = req.fresh_session.as_deref() == Some(hash(session_id).as_str());
     // max_age=0 means "authenticate now", as prompt=login.
     let too_old = req
         .max_age
         .is_some_and(|m| m == 0 || now - session.auth_time > m);
-    if !req.fresh_login && (has_prompt(&req, "login") || too_old) {
+    if !fresh && (has_prompt(&req, "login") || too_old) {
         return login(app, &req);
     }
     let user = match app
@@ -475,7 +481,13 @@ pub async fn deny(app: &App, id: &str, user_id: &str, now: i64) -> Result<String
 }
 
 /// The user pressed "Allow": remember the grant, then go on.
-pub async fn grant(app: &App, id: &str, session: &Session, now: i64) -> Result<Next, Refusal> {
+pub async fn grant(
+    app: &App,
+    id: &str,
+    session_id: &str,
+    session: &Session,
+    now: i64,
+) -> Result<Next, Refusal> {
     let req = load(app, id).await?;
     let event = AuditEvent::new(now, session.user_id.clone(), "consent.grant")
         .client(req.client_id.clone())
@@ -484,7 +496,7 @@ pub async fn grant(app: &App, id: &str, session: &Session, now: i64) -> Result<N
         .grant_consent(&session.user_id, &req.client_id, &req.scopes, &event)
         .await
         .map_err(OAuthError::from)?;
-    resume(app, id, Some(session), true, now).await
+    resume(app, id, Some((session_id, session)), true, now).await
 }
 
 #[cfg(test)]

@@ -39,9 +39,6 @@ pub struct OAuthError {
     pub status: u16,
     pub error: &'static str,
     pub description: String,
-    /// Client authentication through the `Authorization` header failed:
-    /// answer with a `WWW-Authenticate: Basic` challenge (RFC 6749 §5.2).
-    pub basic_challenge: bool,
 }
 
 impl OAuthError {
@@ -50,7 +47,6 @@ impl OAuthError {
             status,
             error,
             description: description.into(),
-            basic_challenge: false,
         }
     }
 
@@ -58,11 +54,10 @@ impl OAuthError {
         Self::new(400, "invalid_request", d)
     }
 
-    pub fn invalid_client(d: impl Into<String>, basic_challenge: bool) -> Self {
-        Self {
-            basic_challenge,
-            ..Self::new(401, "invalid_client", d)
-        }
+    /// A 401; the response carries a Basic challenge (RFC 6749 §5.2,
+    /// RFC 7235 §3.1).
+    pub fn invalid_client(d: impl Into<String>) -> Self {
+        Self::new(401, "invalid_client", d)
     }
 
     pub fn invalid_grant(d: impl Into<String>) -> Self {
@@ -75,10 +70,6 @@ impl OAuthError {
 
     pub fn unsupported_grant_type(d: impl Into<String>) -> Self {
         Self::new(400, "unsupported_grant_type", d)
-    }
-
-    pub fn unsupported_token_type(d: impl Into<String>) -> Self {
-        Self::new(400, "unsupported_token_type", d)
     }
 
     pub fn invalid_scope(d: impl Into<String>) -> Self {

@@ -86,7 +86,7 @@ impl IntoResponse for OAuthError {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
         let body = json!({"error": self.error, "error_description": self.description});
         let mut response = (status, no_store(), axum::Json(body)).into_response();
-        if self.basic_challenge {
+        if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"portcullis\""),
@@ -199,7 +199,7 @@ fn call(headers: &HeaderMap, peer: SocketAddr, body: &Bytes) -> Result<Call, OAu
     let authorization = match headers.get(header::AUTHORIZATION) {
         Some(v) => Some(
             v.to_str()
-                .map_err(|_| OAuthError::invalid_client("malformed Authorization header", true))?
+                .map_err(|_| OAuthError::invalid_client("malformed Authorization header"))?
                 .to_owned(),
         ),
         None => None,
@@ -467,7 +467,15 @@ async fn authorize_with(app: &App, headers: &HeaderMap, query: &Form) -> Respons
         Ok(s) => s,
         Err(page) => return page,
     };
-    match authorize::resume(app, &id, session.as_ref().map(|(_, s)| s), false, now()).await {
+    match authorize::resume(
+        app,
+        &id,
+        session.as_ref().map(|(i, s)| (i.as_str(), s)),
+        false,
+        now(),
+    )
+    .await
+    {
         Ok(next) => render(app, headers, next, Vec::new()).await,
         Err(r) => refusal(r),
     }
@@ -503,7 +511,15 @@ async fn authorize_resume(
         Ok(s) => s,
         Err(page) => return page,
     };
-    match authorize::resume(&app, id, session.as_ref().map(|(_, s)| s), false, now()).await {
+    match authorize::resume(
+        &app,
+        id,
+        session.as_ref().map(|(i, s)| (i.as_str(), s)),
+        false,
+        now(),
+    )
+    .await
+    {
         Ok(next) => render(&app, &headers, next, Vec::new()).await,
         Err(r) => refusal(r),
     }
@@ -610,7 +626,7 @@ async fn login(
             );
         }
     };
-    req.fresh_login = true;
+    req.fresh_session = Some(authorize::session_digest(&sid));
     if let Err(r) = authorize::save(&app, id, &req).await {
         return refusal(r);
     }
@@ -634,7 +650,7 @@ async fn consent(State(app): Shared, headers: HeaderMap, body: Bytes) -> Respons
     let Some(id) = form.get("request") else {
         return error_page(StatusCode::BAD_REQUEST, "missing `request`");
     };
-    let Some((_, session)) = (match browser_session(&app, &headers).await {
+    let Some((session_id, session)) = (match browser_session(&app, &headers).await {
         Ok(s) => s,
         Err(page) => return page,
     }) else {
@@ -644,7 +660,7 @@ async fn consent(State(app): Shared, headers: HeaderMap, body: Bytes) -> Respons
         );
     };
     let result = match form.get("decision") {
-        Some("allow") => authorize::grant(&app, id, &session, now()).await,
+        Some("allow") => authorize::grant(&app, id, &session_id, &session, now()).await,
         Some("deny") => authorize::deny(&app, id, &session.user_id, now())
             .await
             .map(Next::Redirect),
@@ -693,41 +709,45 @@ async fn userinfo(State(app): Shared, headers: HeaderMap) -> Response {
 
 /// Where to send the browser after logout, if the request names a
 /// registered `post_logout_redirect_uri` of the client it identifies.
-async fn logout_target(app: &App, form: &Form) -> Result<Option<String>, Response> {
+async fn logout_target(app: &App, form: &Form) -> Result<Option<String>, PageError> {
+    let bad = |m: String| PageError(StatusCode::BAD_REQUEST, m);
+    let hinted = match form.get("id_token_hint") {
+        None => None,
+        Some(h) => Some(
+            crate::token::read_id_token_hint(&app.keys.current(), &app.issuer, h)
+                .map(|(_, aud)| aud)
+                .ok_or_else(|| bad("`id_token_hint` is not an ID token issued here".into()))?,
+        ),
+    };
+    if let (Some(aud), Some(client_id)) = (&hinted, form.get("client_id"))
+        && aud != client_id
+    {
+        return Err(bad(
+            "`client_id` differs from the audience of `id_token_hint`".into(),
+        ));
+    }
     let Some(uri) = form.get("post_logout_redirect_uri") else {
         return Ok(None);
     };
-    let hinted = form.get("id_token_hint").and_then(|h| {
-        crate::token::read_id_token_hint(&app.keys.current(), &app.issuer, h).map(|(_, aud)| aud)
-    });
     let Some(client_id) = hinted.or_else(|| form.get("client_id").map(str::to_owned)) else {
-        return Err(error_page(
-            StatusCode::BAD_REQUEST,
-            "`post_logout_redirect_uri` needs `id_token_hint` or `client_id`",
+        return Err(bad(
+            "`post_logout_redirect_uri` needs `id_token_hint` or `client_id`".into(),
         ));
     };
     let client = match app.store.client(&client_id).await {
         Ok(Some(c)) => c,
-        Ok(None) => {
-            return Err(error_page(
-                StatusCode::BAD_REQUEST,
-                &format!("unknown client `{client_id}`"),
-            ));
-        }
+        Ok(None) => return Err(bad(format!("unknown client `{client_id}`"))),
         Err(e) => {
-            return Err(error_page(
+            return Err(PageError(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &OAuthError::from(e).description,
+                OAuthError::from(e).description,
             ));
         }
     };
     if !client.post_logout_redirect_uris.iter().any(|u| u == uri) {
-        return Err(error_page(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "`{uri}` is not a registered post-logout redirect URI of client `{client_id}`"
-            ),
-        ));
+        return Err(bad(format!(
+            "`{uri}` is not a registered post-logout redirect URI of client `{client_id}`"
+        )));
     }
     let mut params = Vec::new();
     if let Some(state) = form.get("state") {
@@ -772,7 +792,7 @@ async fn logout_get(State(app): Shared, headers: HeaderMap, uri: axum::http::Uri
     };
     let target = match logout_target(&app, &form).await {
         Ok(t) => t,
-        Err(page) => return page,
+        Err(e) => return e.into_response(),
     };
     let session = match browser_session(&app, &headers).await {
         Ok(s) => s,
@@ -817,7 +837,7 @@ async fn logout_post(State(app): Shared, headers: HeaderMap, body: Bytes) -> Res
     };
     let target = match logout_target(&app, &form).await {
         Ok(t) => t,
-        Err(page) => return page,
+        Err(e) => return e.into_response(),
     };
     finish_logout(&app, &headers, target).await
 }

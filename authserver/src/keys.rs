@@ -35,6 +35,10 @@ pub enum KeyError {
     Crypto(#[from] CryptoError),
     #[error("no active signing key")]
     NoActiveKey,
+    #[error(
+        "the next key `{kid}` was published {age} s ago; verifiers may not have it yet (wait {wait} s more, or force the rotation)"
+    )]
+    TooSoon { kid: String, age: i64, wait: i64 },
 }
 
 /// What is signing and what is published, swapped as one value.
@@ -68,6 +72,9 @@ pub struct KeyRing {
     /// How long a retired key stays published: the longest token lifetime
     /// plus verifiers' refresh slack.
     keep_retired: Duration,
+    /// How long `next` must have been published before it may sign: the
+    /// JWKS cache lifetime plus the other instances' reload interval.
+    publish_lead: Duration,
     published: ArcSwap<Published>,
 }
 
@@ -79,6 +86,7 @@ impl KeyRing {
         sealer: Sealer,
         alg: Algorithm,
         keep_retired: Duration,
+        publish_lead: Duration,
         now: i64,
     ) -> Result<Self, KeyError> {
         let mut stored = store.keys().await?;
@@ -99,6 +107,7 @@ impl KeyRing {
             sealer,
             alg,
             keep_retired,
+            publish_lead,
             published: ArcSwap::from_pointee(published),
         })
     }
@@ -115,8 +124,21 @@ impl KeyRing {
         Ok(())
     }
 
-    pub async fn rotate(&self, now: i64, actor: &str) -> Result<Rotation, KeyError> {
+    /// Rotates; refused while `next` is younger than the publish lead,
+    /// unless `force`d.
+    pub async fn rotate(&self, now: i64, actor: &str, force: bool) -> Result<Rotation, KeyError> {
         let stored = self.store.keys().await?;
+        let lead = i64::try_from(self.publish_lead.as_secs()).unwrap_or(i64::MAX);
+        if let Some(next) = stored.iter().find(|k| k.state == KeyState::Next)
+            && !force
+            && now - next.created_at < lead
+        {
+            return Err(KeyError::TooSoon {
+                kid: next.kid.clone(),
+                age: now - next.created_at,
+                wait: lead - (now - next.created_at),
+            });
+        }
         let fresh_next = new_key(&self.sealer, self.alg, KeyState::Next, now)?;
         let mut fresh = vec![];
         // Normally `next` has been published since the last rotation. If it

@@ -56,7 +56,9 @@ pub async fn password(
     let cfg = &app.config.login;
     let window = Duration::from_secs(cfg.window_seconds);
     let (account, address) = (account_key(username), address_key(source));
-    let account_failures = app.ephemeral.hits(&account, window, now_ms).await?;
+    // The attempt is counted before the password is checked, so parallel
+    // guesses cannot all slip under the limit; a success clears it.
+    let account_attempts = app.ephemeral.hit(&account, window, now_ms).await?;
     let address_failures = app.ephemeral.hits(&address, window, now_ms).await?;
     let audit = |action: &str| {
         AuditEvent::new(now, "anonymous", action)
@@ -64,7 +66,7 @@ pub async fn password(
             .client(client_id)
             .detail(json!({"username": mask(username)}))
     };
-    if account_failures >= cfg.max_failures_per_account
+    if account_attempts > cfg.max_failures_per_account
         || address_failures >= cfg.max_failures_per_address
     {
         app.store.audit(&audit("login.locked").failed()).await?;
@@ -92,12 +94,11 @@ pub async fn password(
             Ok(Outcome::Success(user))
         }
         _ => {
-            let failures = app.ephemeral.hit(&account, window, now_ms).await?;
             app.ephemeral.hit(&address, window, now_ms).await?;
             app.store.audit(&audit("login.failure").failed()).await?;
             app.metrics.logins.with_label_values(&["failure"]).inc();
             // Backoff: each failure on an account costs the next try more.
-            let exponent = u32::try_from(failures.saturating_sub(1).min(5)).unwrap_or(5);
+            let exponent = u32::try_from(account_attempts.saturating_sub(1).min(5)).unwrap_or(5);
             tokio::time::sleep(
                 Duration::from_millis(100 * 2u64.pow(exponent)).min(Duration::from_secs(2)),
             )

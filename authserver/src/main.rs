@@ -113,7 +113,12 @@ enum ClientCommand {
 enum KeysCommand {
     /// Promote the pre-published next key, retire the active one, publish a
     /// new next key, drop retired keys whose tokens have expired.
-    Rotate,
+    Rotate {
+        /// Rotate even if the next key was published too recently for every
+        /// verifier to have fetched it.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print a new random master key (base64).
     Master,
 }
@@ -274,8 +279,8 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keys(KeysCommand::Rotate) => {
-            let rotation = app.keys.rotate(now(), "cli").await?;
+        Command::Keys(KeysCommand::Rotate { force }) => {
+            let rotation = app.keys.rotate(now(), "cli", force).await?;
             println!(
                 "active: {}\nnext (published, signs after the next rotation): {}\nretired: {:?}\nremoved: {:?}",
                 rotation.active, rotation.next, rotation.retired, rotation.removed

@@ -78,10 +78,8 @@ fn presented<'a>(form: &'a Form, authorization: Option<&str>) -> Result<Presente
             let encoded = h
                 .strip_prefix("Basic ")
                 .or_else(|| h.strip_prefix("basic "))
-                .ok_or_else(|| {
-                    OAuthError::invalid_client("unsupported Authorization scheme", true)
-                })?;
-            let bad = || OAuthError::invalid_client("malformed Basic credentials", true);
+                .ok_or_else(|| OAuthError::invalid_client("unsupported Authorization scheme"))?;
+            let bad = || OAuthError::invalid_client("malformed Basic credentials");
             let decoded = STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
             let text = String::from_utf8(decoded).map_err(|_| bad())?;
             let (id, secret) = text.split_once(':').ok_or_else(bad)?;
@@ -125,7 +123,7 @@ fn presented<'a>(form: &'a Form, authorization: Option<&str>) -> Result<Presente
         }
         return Ok(Presented::Assertion { assertion, id });
     }
-    let id = id.ok_or_else(|| OAuthError::invalid_client("no client authentication", false))?;
+    let id = id.ok_or_else(|| OAuthError::invalid_client("no client authentication"))?;
     Ok(match secret {
         Some(secret) => Presented::Post { id, secret },
         None => Presented::Public { id },
@@ -143,12 +141,12 @@ pub async fn authenticate(
     now: i64,
 ) -> Result<Client, OAuthError> {
     let presented = presented(form, authorization)?;
-    let (id, basic) = match &presented {
-        Presented::Basic { id, .. } => (id.clone(), true),
-        Presented::Post { id, .. } | Presented::Public { id } => ((*id).to_owned(), false),
-        Presented::Assertion { assertion, id } => (assertion_subject(assertion, *id)?, false),
+    let id = match &presented {
+        Presented::Basic { id, .. } => id.clone(),
+        Presented::Post { id, .. } | Presented::Public { id } => (*id).to_owned(),
+        Presented::Assertion { assertion, id } => assertion_subject(assertion, *id)?,
     };
-    let failed = || OAuthError::invalid_client("client authentication failed", basic);
+    let failed = || OAuthError::invalid_client("client authentication failed");
     let client = app.store.client(&id).await?;
     let verified = match (&client, &presented) {
         // A client with a secret may present it either way (as Keycloak
@@ -205,7 +203,7 @@ struct AssertionClaims {
 /// The `sub` of a client assertion, read before its signature is checked
 /// only to find which client's keys to check it with.
 fn assertion_subject(assertion: &str, id: Option<&str>) -> Result<String, OAuthError> {
-    let bad = || OAuthError::invalid_client("malformed client assertion", false);
+    let bad = || OAuthError::invalid_client("malformed client assertion");
     let payload = assertion.split('.').nth(1).ok_or_else(bad)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
@@ -215,7 +213,6 @@ fn assertion_subject(assertion: &str, id: Option<&str>) -> Result<String, OAuthE
     if id.is_some_and(|id| id != sub) {
         return Err(OAuthError::invalid_client(
             "`client_id` differs from the assertion's `sub`",
-            false,
         ));
     }
     Ok(sub)
@@ -368,29 +365,20 @@ async fn authorization_code(
 ) -> Result<Value, OAuthError> {
     require_grant_type(client, "authorization_code")?;
     let code = form.require("code")?;
+    let keep = Duration::from_secs(
+        app.config
+            .tokens
+            .refresh_seconds
+            .max(app.config.tokens.access_seconds),
+    );
     let Some(bytes) = app.ephemeral.take(&authorize::code_key(code)).await? else {
-        if let Some(issued) = app.ephemeral.get(&authorize::used_code_key(code)).await?
-            && let Ok(issued) = serde_json::from_slice::<CodeIssued>(&issued)
-        {
-            // A replayed code: whoever holds it may be an attacker, so what
-            // the first exchange issued stops working.
-            revoke_jti(app, &issued.jti, issued.exp, now).await?;
-            if let Some(family) = &issued.family {
-                app.ephemeral.delete(&issue::family_key(family)).await?;
-            }
-            let event = AuditEvent::new(now, format!("client:{}", client.id), "token.code_replay")
-                .failed()
-                .source(source)
-                .client(client.id.clone());
-            app.store.audit(&event).await?;
-            return Err(OAuthError::invalid_grant(
-                "authorization code was already used; its tokens are revoked",
-            ));
-        }
-        return Err(OAuthError::invalid_grant(
-            "authorization code is invalid or expired",
-        ));
+        return Err(code_replayed(app, client, code, source, now).await?);
     };
+    // Mark the code used before minting anything: a replay racing this
+    // exchange must find the mark (see `code_replayed`).
+    app.ephemeral
+        .put(&authorize::used_code_key(code), b"pending", keep)
+        .await?;
     let grant: authorize::CodeGrant =
         serde_json::from_slice(&bytes).map_err(|e| OAuthError::server_error(&e))?;
     if grant.client_id != client.id {
@@ -462,15 +450,17 @@ async fn authorization_code(
         family,
     };
     let marker = serde_json::to_vec(&issued).map_err(|e| OAuthError::server_error(&e))?;
-    let keep = Duration::from_secs(
-        app.config
-            .tokens
-            .refresh_seconds
-            .max(app.config.tokens.access_seconds),
-    );
     app.ephemeral
         .put(&authorize::used_code_key(code), &marker, keep)
         .await?;
+    // A replay that came while we were minting left a flag: what we issued
+    // is void, for this caller too.
+    if app.ephemeral.get(&replayed_key(code)).await?.is_some() {
+        revoke_issued(app, &issued, now).await?;
+        return Err(OAuthError::invalid_grant(
+            "authorization code was used twice; its tokens are revoked",
+        ));
+    }
     let event = AuditEvent::new(now, user.id.clone(), "token.issue")
         .target(claims.jti.clone())
         .source(source)
@@ -478,6 +468,59 @@ async fn authorization_code(
         .detail(json!({"grant_type": "authorization_code", "scope": claims.scope}));
     app.store.audit(&event).await?;
     Ok(response)
+}
+
+fn replayed_key(code: &str) -> String {
+    format!("{}:replayed", authorize::used_code_key(code))
+}
+
+async fn revoke_issued(app: &App, issued: &CodeIssued, now: i64) -> Result<(), OAuthError> {
+    revoke_jti(app, &issued.jti, issued.exp, now).await?;
+    if let Some(family) = &issued.family {
+        app.ephemeral.delete(&issue::family_key(family)).await?;
+    }
+    Ok(())
+}
+
+/// A code that is not (or no longer) redeemable. If it was used, whoever
+/// holds it now may be an attacker: what the first exchange issued stops
+/// working (RFC 6749 §4.1.2). Every interleaving with a concurrent first
+/// exchange is covered: either the exchange sees our flag after writing its
+/// tokens' record, or we see that record when we look again after flagging.
+async fn code_replayed(
+    app: &App,
+    client: &Client,
+    code: &str,
+    source: Option<IpAddr>,
+    now: i64,
+) -> Result<OAuthError, OAuthError> {
+    let used_key = authorize::used_code_key(code);
+    let issued =
+        |bytes: Option<Vec<u8>>| bytes.and_then(|b| serde_json::from_slice::<CodeIssued>(&b).ok());
+    let Some(mark) = app.ephemeral.get(&used_key).await? else {
+        return Ok(OAuthError::invalid_grant(
+            "authorization code is invalid or expired",
+        ));
+    };
+    match issued(Some(mark)) {
+        Some(done) => revoke_issued(app, &done, now).await?,
+        None => {
+            app.ephemeral
+                .put(&replayed_key(code), b"1", Duration::from_secs(600))
+                .await?;
+            if let Some(done) = issued(app.ephemeral.get(&used_key).await?) {
+                revoke_issued(app, &done, now).await?;
+            }
+        }
+    }
+    let event = AuditEvent::new(now, format!("client:{}", client.id), "token.code_replay")
+        .failed()
+        .source(source)
+        .client(client.id.clone());
+    app.store.audit(&event).await?;
+    Ok(OAuthError::invalid_grant(
+        "authorization code was already used; its tokens are revoked",
+    ))
 }
 
 async fn refresh(
@@ -633,6 +676,22 @@ fn revoked_key(jti: &str) -> String {
     format!("revoked:{jti}")
 }
 
+/// The client still exists, and so does the user (not disabled) when the
+/// token acts for one: deleting or disabling ends their tokens' validity.
+async fn still_active(app: &App, claims: &AccessClaims) -> Result<bool, OAuthError> {
+    if app.store.client(&claims.client_id).await?.is_none() {
+        return Ok(false);
+    }
+    if claims.sub == claims.client_id {
+        return Ok(true);
+    }
+    Ok(app
+        .store
+        .user_by_id(&claims.sub)
+        .await?
+        .is_some_and(|u| !u.disabled))
+}
+
 /// `POST /introspect` (RFC 7662): the caller must be an authenticated
 /// confidential client; inactive tokens say only `{"active": false}`.
 pub async fn introspect(
@@ -644,7 +703,7 @@ pub async fn introspect(
 ) -> Result<Value, OAuthError> {
     let client = authenticate(app, form, authorization, source, now).await?;
     if client.is_public() {
-        return Err(OAuthError::unauthorized_client(
+        return Err(OAuthError::invalid_client(
             "public clients cannot introspect",
         ));
     }
@@ -679,6 +738,7 @@ pub async fn introspect(
         .get(&revoked_key(&claims.jti))
         .await?
         .is_some()
+        || !still_active(app, &claims).await?
     {
         return Ok(json!({"active": false}));
     }
@@ -699,13 +759,8 @@ pub async fn revoke(
 ) -> Result<(), OAuthError> {
     let client = authenticate(app, form, authorization, source, now).await?;
     let token = form.require("token")?;
-    if let Some(hint) = form.get("token_type_hint")
-        && !matches!(hint, "access_token" | "refresh_token")
-    {
-        return Err(OAuthError::unsupported_token_type(format!(
-            "token_type_hint `{hint}` is not supported"
-        )));
-    }
+    // `token_type_hint` is only a hint (RFC 7009 §2.1): both kinds are
+    // looked up whatever it says.
     // A refresh token ends its whole family (RFC 7009 §2.1).
     if let Some(bytes) = app.ephemeral.get(&issue::refresh_key(token)).await?
         && let Ok(grant) = serde_json::from_slice::<issue::RefreshGrant>(&bytes)

@@ -73,6 +73,10 @@ pub fn read_id_token_hint(
         aud: String,
     }
     let header = decode_header(token).ok()?;
+    // An access token is not an ID token, whoever holds it.
+    if header.typ.as_deref() == Some(ACCESS_TOKEN_TYP) {
+        return None;
+    }
     let (alg, key) = published.verifier(header.kid.as_deref()?)?;
     if header.alg != *alg {
         return None;

@@ -217,7 +217,11 @@ async fn token_endpoint_errors_follow_rfc_6749() {
         assert!(description.contains(says), "{name}: {description}");
         assert_eq!(headers["cache-control"], "no-store", "{name}");
         let challenged = headers.contains_key("www-authenticate");
-        assert_eq!(challenged, status == 401 && basic.is_some(), "{name}");
+        assert_eq!(
+            challenged,
+            status == 401,
+            "{name}: every 401 carries a challenge"
+        );
     }
 
     // The secret is accepted in the body too (client_secret_post).
@@ -332,18 +336,8 @@ async fn introspection_and_revocation() {
             .2["active"],
         true
     );
-    // Its own client can; unknown hints are refused, junk is fine.
-    let (status, _, body) = server
-        .form(
-            "/revoke",
-            Some((&svc, &secret)),
-            &[("token", &token), ("token_type_hint", "id_token")],
-        )
-        .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("unsupported_token_type"))
-    );
+    // Its own client can; junk is fine; a wrong hint is only a hint
+    // (RFC 7009 §2.1), so the token is found anyway.
     let (status, _, _) = server
         .form("/revoke", Some((&svc, &secret)), &[("token", "junk")])
         .await;
@@ -352,7 +346,7 @@ async fn introspection_and_revocation() {
         .form(
             "/revoke",
             Some((&svc, &secret)),
-            &[("token", &token), ("token_type_hint", "access_token")],
+            &[("token", &token), ("token_type_hint", "refresh_token")],
         )
         .await;
     assert_eq!(status, 200);
@@ -505,8 +499,15 @@ async fn key_rotation_publishes_before_signing_and_keeps_old_tokens_valid() {
     let old_kid = kid_of(&old_token);
     let next_kid = before.iter().find(|k| **k != old_kid).unwrap().clone();
 
+    // Right after start, the next key is too new to sign: refused.
     let out = command(dir.path())
         .args(["--dev", "keys", "rotate"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("verifiers may not have it yet"));
+    let out = command(dir.path())
+        .args(["--dev", "keys", "rotate", "--force"])
         .output()
         .unwrap();
     assert!(
