@@ -25,6 +25,7 @@ pub struct App {
     pub mac: aws_lc_rs::hmac::Key,
     pub cookies: Cookies,
     pub metrics: Metrics,
+    pub trusted_proxies: Vec<crate::proxy::Block>,
 }
 
 impl std::fmt::Debug for App {
@@ -81,6 +82,7 @@ impl App {
             mac: master.mac_key(),
             cookies: Cookies::new(issuer_is_https),
             metrics: Metrics::new(),
+            trusted_proxies: config.proxies()?,
             config,
         })
     }

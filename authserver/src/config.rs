@@ -33,6 +33,9 @@ pub struct Config {
     pub master_key_file: Option<PathBuf>,
     /// Bearer token for the admin API; unset turns the admin API off.
     pub admin_token: Option<String>,
+    /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For`
+    /// names the client; from anyone else the header is ignored.
+    pub trusted_proxies: Vec<String>,
     /// Algorithm of new signing keys: ES256, RS256, PS256 or EdDSA.
     pub signing_alg: String,
     /// `aud` of access tokens when the request names no resource.
@@ -85,6 +88,7 @@ impl Default for Config {
             master_key: None,
             master_key_file: None,
             admin_token: None,
+            trusted_proxies: Vec::new(),
             signing_alg: "ES256".into(),
             audience: "portcullis".into(),
             tokens: TokenConfig::default(),
@@ -157,6 +161,7 @@ impl Config {
             ));
         }
         self.signing_algorithm()?;
+        self.proxies()?;
         let issuer = self.issuer_url()?;
         if !self.dev && !issuer.starts_with("https://") {
             return Err(ConfigError::invalid(
@@ -279,6 +284,17 @@ impl Config {
                 format!("`{issuer}` is not an http(s) URL without query or fragment"),
             )),
         }
+    }
+
+    pub fn proxies(&self) -> Result<Vec<crate::proxy::Block>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                crate::proxy::Block::parse(p)
+                    .map_err(|e| ConfigError::invalid(format!("trusted_proxies[{i}]"), e))
+            })
+            .collect()
     }
 
     pub fn database_url(&self) -> String {

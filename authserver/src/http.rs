@@ -185,7 +185,12 @@ struct Call {
     source: std::net::IpAddr,
 }
 
-fn call(headers: &HeaderMap, peer: SocketAddr, body: &Bytes) -> Result<Call, OAuthError> {
+fn call(
+    app: &App,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    body: &Bytes,
+) -> Result<Call, OAuthError> {
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -207,7 +212,7 @@ fn call(headers: &HeaderMap, peer: SocketAddr, body: &Bytes) -> Result<Call, OAu
     Ok(Call {
         form: Form::parse(body)?,
         authorization,
-        source: peer.ip(),
+        source: crate::proxy::client_address(peer.ip(), headers, &app.trusted_proxies),
     })
 }
 
@@ -217,7 +222,7 @@ async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let c = call(&headers, peer, &body)?;
+    let c = call(&app, &headers, peer, &body)?;
     let out = oauth::token(
         &app,
         &c.form,
@@ -235,7 +240,7 @@ async fn introspect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let c = call(&headers, peer, &body)?;
+    let c = call(&app, &headers, peer, &body)?;
     let out = oauth::introspect(
         &app,
         &c.form,
@@ -253,7 +258,7 @@ async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let c = call(&headers, peer, &body)?;
+    let c = call(&app, &headers, peer, &body)?;
     oauth::revoke(
         &app,
         &c.form,
@@ -565,7 +570,11 @@ async fn login(
             username,
             password,
             &req.client_id,
-            Some(peer.ip()),
+            Some(crate::proxy::client_address(
+                peer.ip(),
+                &headers,
+                &app.trusted_proxies,
+            )),
             now_ms(),
         )
         .await

@@ -24,6 +24,7 @@ pub mod model;
 pub mod oauth;
 pub mod pages;
 pub mod password;
+pub mod proxy;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -832,3 +832,38 @@ async fn rs256_eddsa_and_ps256_keys_sign_verifiable_tokens() {
         assert!(verifier.verify(&token).await.is_ok(), "{alg}");
     }
 }
+
+#[tokio::test]
+async fn the_client_address_comes_from_trusted_proxies_only() {
+    for (trusted, expect) in [("[\"127.0.0.1\"]", "203.0.113.9"), ("[]", "127.0.0.1")] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Authserver::dev(
+            dir.path(),
+            &[],
+            &[("PORTCULLIS_AUTHSERVER__TRUSTED_PROXIES", trusted)],
+        );
+        let resp = server
+            .http
+            .post(server.url("/token"))
+            .basic_auth("demo-service", Some("wrong"))
+            .header("x-forwarded-for", "6.6.6.6, 203.0.113.9")
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+        let url = format!("sqlite:{}", dir.path().join("data/authserver.db").display());
+        let store = authserver::store::Store::connect(&url).await.unwrap();
+        let events = store.audit_events(10).await.unwrap();
+        store.close().await;
+        let failure = events
+            .iter()
+            .find(|e| e.action == "client.authenticate")
+            .unwrap();
+        assert_eq!(
+            failure.source_ip.as_deref(),
+            Some(expect),
+            "trusted_proxies = {trusted}"
+        );
+    }
+}
