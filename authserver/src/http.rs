@@ -23,27 +23,61 @@ type Shared = State<Arc<App>>;
 
 pub fn router(app: Arc<App>) -> Router {
     let limit = app.config.max_body_bytes;
-    Router::new()
+    // What browser apps (public clients) call from their own origin: no
+    // cookies here, so any origin may (CORS without credentials).
+    let cross_origin = Router::new()
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/.well-known/openid-configuration", get(metadata))
+        .route("/jwks", get(jwks))
+        .route("/token", post(token))
+        .route("/revoke", post(revoke))
+        .route("/userinfo", get(userinfo).post(userinfo))
+        .layer(axum::middleware::from_fn(cors));
+    Router::new()
+        .merge(cross_origin)
         .route("/authorize", get(authorize_get).post(authorize_post))
         .route("/authorize/resume", get(authorize_resume))
         .route("/login", post(login))
         .route("/consent", post(consent))
-        .route("/userinfo", get(userinfo).post(userinfo))
         .route("/logout", get(logout_get).post(logout_post))
         .route("/static/style.css", get(style))
         .merge(crate::admin_api::router())
-        .route("/jwks", get(jwks))
-        .route("/token", post(token))
         .route("/introspect", post(introspect))
-        .route("/revoke", post(revoke))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(app.clone(), count))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
+}
+
+/// CORS for the cross-origin endpoints: preflights answered here; every
+/// answer says any origin may read it (no credentials are involved).
+async fn cors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let any = HeaderValue::from_static("*");
+    if request.method() == axum::http::Method::OPTIONS {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, any);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        return response;
+    }
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, any);
+    response
 }
 
 /// Counts every request by its route template (never the raw path, so the

@@ -1,4 +1,7 @@
-//! The authserver's Prometheus metrics, named as in DESIGN.md.
+//! The authserver's Prometheus metrics: DESIGN.md's `auth_requests_total`
+//! and `auth_request_duration_seconds`, plus counters of tokens issued and
+//! logins (gauges of live tokens and sessions would need a scan of the
+//! ephemeral store; not kept).
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 

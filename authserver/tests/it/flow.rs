@@ -652,6 +652,33 @@ async fn a_public_client_uses_pkce_and_no_secret() {
     ])
     .await;
     assert_eq!(status, 200, "{rotated}");
+    // A browser app may call the token endpoint from its own origin.
+    let preflight = server
+        .http
+        .request(reqwest::Method::OPTIONS, server.url("/token"))
+        .header("origin", "http://127.0.0.1:5173")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    assert!(
+        preflight
+            .headers()
+            .get("access-control-allow-credentials")
+            .is_none()
+    );
+    let jwks = server.http.get(server.url("/jwks")).send().await.unwrap();
+    assert_eq!(jwks.headers()["access-control-allow-origin"], "*");
+    // The login pages are not readable cross-origin.
+    let page = server
+        .http
+        .get(server.url("/authorize?client_id=nobody"))
+        .send()
+        .await
+        .unwrap();
+    assert!(page.headers().get("access-control-allow-origin").is_none());
     // But it cannot pose as a confidential client.
     let (status, _, body) = exchange(vec![
         ("grant_type", "client_credentials".to_owned()),
@@ -689,4 +716,238 @@ async fn one_address_trying_many_accounts_is_locked_out() {
         locked.status, 429,
         "credential stuffing from one address stops it"
     );
+}
+
+/// Signs in and consents once; later authorizations return codes directly.
+async fn signed_in(server: &Authserver) -> Browser {
+    let mut browser = Browser::new(&server.url(""));
+    let login_page = browser
+        .get(&authorize_url("demo-web", WEB_REDIRECT, &[]))
+        .await;
+    let consent_page = log_in(&mut browser, &login_page, "demo", &password(server)).await;
+    let back = consent(&mut browser, &consent_page, "allow").await;
+    assert!(back.redirect_param("code").is_some());
+    browser
+}
+
+async fn fresh_code(browser: &mut Browser, extra: &[(&str, &str)]) -> String {
+    let back = browser
+        .get(&authorize_url("demo-web", WEB_REDIRECT, extra))
+        .await;
+    back.redirect_param("code")
+        .unwrap_or_else(|| panic!("no code: {}", back.location()))
+}
+
+#[tokio::test]
+async fn codes_are_bound_to_client_redirect_and_verifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(dir.path(), &[], &[]);
+    let mut browser = signed_in(&server).await;
+    let (wid, wsecret) = server.client("web");
+    let token = |fields: Vec<(&'static str, String)>, basic: bool| {
+        let (server, wid, wsecret) = (&server, wid.clone(), wsecret.clone());
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let auth = basic.then_some((wid.as_str(), wsecret.as_str()));
+            server.form("/token", auth, &fields).await
+        }
+    };
+    let exchange_fields = |code: &str, redirect: &str, verifier: Option<&str>| {
+        let mut f = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.to_owned()),
+            ("redirect_uri", redirect.to_owned()),
+        ];
+        if let Some(v) = verifier {
+            f.push(("code_verifier", v.to_owned()));
+        }
+        f
+    };
+    // A wrong verifier burns the code: the right one cannot use it after.
+    let code = fresh_code(&mut browser, &[]).await;
+    let (status, _, _) = token(
+        exchange_fields(&code, WEB_REDIRECT, Some(&"x".repeat(43))),
+        true,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _, body) = token(exchange_fields(&code, WEB_REDIRECT, Some(VERIFIER)), true).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "burnt"
+    );
+    // Another redirect URI than the request's.
+    let code = fresh_code(&mut browser, &[]).await;
+    let (status, _, body) = token(
+        exchange_fields(&code, "http://127.0.0.1:8000/other", Some(VERIFIER)),
+        true,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    // Another client (the public SPA) presenting the web client's code.
+    let code = fresh_code(&mut browser, &[]).await;
+    let mut f = exchange_fields(&code, WEB_REDIRECT, Some(VERIFIER));
+    f.push(("client_id", "demo-spa".to_owned()));
+    let (status, _, body) = token(f, false).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    // A verifier where no challenge was made (a PKCE downgrade probe).
+    let back = browser
+        .get(&format!(
+            "/authorize?client_id=demo-web&redirect_uri={}&response_type=code&scope=openid+profile+groups+orders%3Aread",
+            urlenc(WEB_REDIRECT)
+        ))
+        .await;
+    let code = back.redirect_param("code").unwrap();
+    let (status, _, body) = token(exchange_fields(&code, WEB_REDIRECT, Some(VERIFIER)), true).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_replays_of_a_code_leave_no_working_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(dir.path(), &[], &[]);
+    let mut browser = signed_in(&server).await;
+    for round in 0..5 {
+        let code = fresh_code(&mut browser, &[]).await;
+        let ex = || exchange(&server, &code, VERIFIER);
+        let (a, b, c, d, e, f) = tokio::join!(ex(), ex(), ex(), ex(), ex(), ex());
+        let results = [a, b, c, d, e, f];
+        let issued: Vec<&Value> = results
+            .iter()
+            .filter(|(s, _)| *s == 200)
+            .map(|(_, b)| b)
+            .collect();
+        assert!(
+            issued.len() <= 1,
+            "round {round}: {} successes",
+            issued.len()
+        );
+        let (svc, secret) = server.client("service");
+        for tokens in issued {
+            let (_, _, info) = server
+                .form(
+                    "/introspect",
+                    Some((&svc, &secret)),
+                    &[("token", tokens["access_token"].as_str().unwrap())],
+                )
+                .await;
+            assert_eq!(
+                info["active"], false,
+                "round {round}: replays revoke the winner's token"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn consent_required_disabled_users_and_logout_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(dir.path(), &[], &[]);
+    let mut browser = signed_in(&server).await;
+    // prompt=none for a scope not yet consented to.
+    let url = format!(
+        "/authorize?client_id=demo-web&redirect_uri={}&response_type=code&scope=openid+email&prompt=none&state=s",
+        urlenc(WEB_REDIRECT)
+    );
+    let back = browser.get(&url).await;
+    assert_eq!(
+        back.redirect_param("error").as_deref(),
+        Some("consent_required")
+    );
+    // login_hint prefills the username.
+    let mut other = Browser::new(&server.url(""));
+    let page = other
+        .get(&authorize_url(
+            "demo-web",
+            WEB_REDIRECT,
+            &[("login_hint", "demo")],
+        ))
+        .await;
+    assert!(page.body.contains("value=\"demo\""));
+
+    // A disabled user's tokens stop working at once.
+    let code = fresh_code(&mut browser, &[]).await;
+    let (_, tokens) = exchange(&server, &code, VERIFIER).await;
+    let admin = server.creds["admin_token"].as_str().unwrap();
+    let users: Value = server
+        .http
+        .get(server.url("/admin/v1/users"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = users["users"][0]["id"].as_str().unwrap();
+    let resp = server
+        .http
+        .patch(server.url(&format!("/admin/v1/users/{id}")))
+        .bearer_auth(admin)
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (svc, secret) = server.client("service");
+    let (_, _, info) = server
+        .form(
+            "/introspect",
+            Some((&svc, &secret)),
+            &[("token", tokens["access_token"].as_str().unwrap())],
+        )
+        .await;
+    assert_eq!(info["active"], false, "disabled user");
+    let (wid, wsecret) = server.client("web");
+    let (status, _, _) = server
+        .form(
+            "/token",
+            Some((&wid, &wsecret)),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ],
+        )
+        .await;
+    assert_eq!(status, 400, "no refresh for a disabled user");
+    let silent = browser
+        .get(&authorize_url(
+            "demo-web",
+            WEB_REDIRECT,
+            &[("prompt", "none")],
+        ))
+        .await;
+    assert_eq!(
+        silent.redirect_param("error").as_deref(),
+        Some("login_required"),
+        "the session no longer counts"
+    );
+
+    // An access token is not an ID token hint.
+    let bad = browser
+        .get(&format!(
+            "/logout?id_token_hint={}",
+            tokens["access_token"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(bad.status, 400);
+    // The confirmation form needs its CSRF token.
+    let confirm = browser.get("/logout").await;
+    let csrf = confirm.hidden("csrf");
+    assert_eq!(browser.post("/logout", &[]).await.status, 403);
+    let done = browser.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(done.status, 200);
+    assert!(done.body.contains("Signed out"));
 }

@@ -1,7 +1,8 @@
 //! The honest test of the protocol: a certified relying party
 //! (openid-client) signs the demo user in through the real pages in
 //! headless Chromium, then exchanges the code, checks the ID token, calls
-//! userinfo and refreshes (`authserver/tests/rp/login.mjs`).
+//! userinfo, refreshes, introspects and revokes
+//! (`authserver/tests/rp/login.mjs`).
 
 use std::path::Path;
 use std::process::Command;
@@ -68,6 +69,8 @@ async fn openid_client_logs_in_through_the_pages_in_chromium() {
     assert_eq!(first["userinfo_sub"], first["sub"]);
     assert_eq!(first["refreshed"], true);
     assert_eq!(first["consent_page"], true);
+    assert_eq!(first["introspected_active"], true);
+    assert_eq!(first["active_after_revocation"], false);
     assert_eq!(
         first["csp_violations"],
         serde_json::json!([]),

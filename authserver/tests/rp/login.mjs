@@ -73,6 +73,10 @@ try {
   const claims = tokens.claims();
   const userinfo = await client.fetchUserInfo(config, tokens.access_token, claims.sub);
   const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token);
+  // RFC 7662 / 7009 through the same client.
+  const before = await client.tokenIntrospection(config, refreshed.access_token);
+  await client.tokenRevocation(config, refreshed.access_token);
+  const after = await client.tokenIntrospection(config, refreshed.access_token);
   console.log(JSON.stringify({
     sub: claims.sub,
     preferred_username: claims.preferred_username,
@@ -81,6 +85,8 @@ try {
     userinfo_sub: userinfo.sub,
     refreshed: Boolean(refreshed.access_token && refreshed.refresh_token !== tokens.refresh_token),
     consent_page: consented,
+    introspected_active: before.active,
+    active_after_revocation: after.active,
     csp_violations: violations,
   }));
 } finally {
