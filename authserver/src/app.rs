@@ -81,7 +81,12 @@ impl App {
             secrets: master.secret_digester(),
             mac: master.mac_key(),
             cookies: Cookies::new(issuer_is_https),
-            metrics: Metrics::new(),
+            metrics: Metrics::new(
+                config.tokens.access_seconds,
+                config.tokens.refresh_seconds,
+                config.login.session_seconds,
+                now(),
+            ),
             trusted_proxies: config.proxies()?,
             config,
         })

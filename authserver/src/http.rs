@@ -99,12 +99,13 @@ async fn count(
         .inc();
     metrics
         .duration
-        .with_label_values(&[endpoint])
+        .with_label_values(&[method.as_str(), endpoint])
         .observe(started.elapsed().as_secs_f64());
     response
 }
 
 async fn metrics(State(app): Shared) -> Response {
+    app.metrics.sweep(now());
     (
         [(
             header::CONTENT_TYPE,
@@ -669,6 +670,9 @@ async fn login(
             );
         }
     };
+    app.metrics
+        .sessions
+        .add(new.auth_time + i64::try_from(app.config.login.session_seconds).unwrap_or(0));
     req.fresh_session = Some(authorize::session_digest(&sid));
     if let Err(r) = authorize::save(&app, id, &req).await {
         return refusal(r);
@@ -807,6 +811,9 @@ async fn finish_logout(app: &App, headers: &HeaderMap, target: Option<String>) -
     let mut user = None;
     if let Ok(Some((sid, s))) = browser_session(app, headers).await {
         let _ = session::end(&app.ephemeral, &sid).await;
+        app.metrics
+            .sessions
+            .end(s.auth_time + i64::try_from(app.config.login.session_seconds).unwrap_or(0));
         user = Some(s.user_id);
     }
     if let Some(user) = user {

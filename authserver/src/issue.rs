@@ -32,6 +32,8 @@ pub struct RefreshGrant {
     pub user_id: String,
     pub scopes: Vec<String>,
     pub auth: AuthFacts,
+    /// When the family ends, however often it rotates (Unix seconds).
+    pub family_expires: i64,
 }
 
 fn hash(token: &str) -> String {
@@ -161,37 +163,51 @@ pub fn id_token(app: &App, input: &IdTokenInput<'_>, now: i64) -> Result<String,
         .map_err(|e| OAuthError::server_error(&e))
 }
 
-/// A new refresh token in `family` (a new family when `None`).
+/// A new refresh token in `family` (`(id, expires)`; a new family when
+/// `None`). A family has an absolute lifetime: rotation does not extend it.
 pub async fn refresh_token(
     app: &App,
-    family: Option<&str>,
+    family: Option<(&str, i64)>,
     client: &Client,
     user: &User,
     scopes: &[String],
     auth: &AuthFacts,
+    now: i64,
 ) -> Result<(String, String), OAuthError> {
     let token = random_token::<32>().map_err(|e| OAuthError::server_error(&e))?;
-    let family = match family {
-        Some(f) => f.to_owned(),
-        None => random_token::<16>().map_err(|e| OAuthError::server_error(&e))?,
+    let (family, expires) = match family {
+        Some((f, expires)) => (f.to_owned(), expires),
+        None => {
+            let f = random_token::<16>().map_err(|e| OAuthError::server_error(&e))?;
+            let expires = now + secs(app.config.tokens.refresh_seconds);
+            let ttl = Duration::from_secs(app.config.tokens.refresh_seconds);
+            app.ephemeral.put(&family_key(&f), b"live", ttl).await?;
+            (f, expires)
+        }
     };
-    let ttl = Duration::from_secs(app.config.tokens.refresh_seconds);
+    let remaining = u64::try_from(expires - now).unwrap_or(0);
+    if remaining == 0 {
+        return Err(OAuthError::invalid_grant(
+            "the refresh token family has expired",
+        ));
+    }
     let grant = RefreshGrant {
         family: family.clone(),
         client_id: client.id.clone(),
         user_id: user.id.clone(),
         scopes: scopes.to_vec(),
         auth: auth.clone(),
+        family_expires: expires,
     };
     let bytes = serde_json::to_vec(&grant).map_err(|e| OAuthError::server_error(&e))?;
     app.ephemeral
-        .put(&family_key(&family), b"live", ttl)
+        .put(&refresh_key(&token), &bytes, Duration::from_secs(remaining))
         .await?;
-    app.ephemeral.put(&refresh_key(&token), &bytes, ttl).await?;
     app.metrics
         .tokens_issued
         .with_label_values(&["refresh"])
         .inc();
+    app.metrics.refresh_tokens.add(expires);
     Ok((token, family))
 }
 

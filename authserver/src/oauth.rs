@@ -440,7 +440,7 @@ async fn authorization_code(
     let mut family = None;
     if client.grant_types.iter().any(|g| g == "refresh_token") {
         let (refresh, f) =
-            issue::refresh_token(app, None, client, &user, &grant.scopes, &auth).await?;
+            issue::refresh_token(app, None, client, &user, &grant.scopes, &auth, now).await?;
         response["refresh_token"] = json!(refresh);
         family = Some(f);
     }
@@ -554,6 +554,7 @@ async fn refresh(
     };
     let grant: issue::RefreshGrant =
         serde_json::from_slice(&bytes).map_err(|e| OAuthError::server_error(&e))?;
+    app.metrics.refresh_tokens.end(grant.family_expires);
     let ttl = Duration::from_secs(app.config.tokens.refresh_seconds);
     app.ephemeral
         .put(
@@ -622,11 +623,12 @@ async fn refresh(
     }
     let (next, _) = issue::refresh_token(
         app,
-        Some(&grant.family),
+        Some((&grant.family, grant.family_expires)),
         client,
         &user,
         &grant.scopes,
         &grant.auth,
+        now,
     )
     .await?;
     response["refresh_token"] = json!(next);

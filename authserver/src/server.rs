@@ -28,6 +28,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let refresh = tokio::spawn(keep_keys_fresh(app.clone()));
+    let sweep = tokio::spawn(sweep_gauges(app.clone()));
     let grace = Duration::from_secs(app.config.shutdown_grace_secs);
     tracing::info!(
         listen = %addr,
@@ -51,6 +52,7 @@ pub async fn run(
     shutdown.await;
     let _ = stop_tx.send(true);
     refresh.abort();
+    sweep.abort();
     match tokio::time::timeout(grace, task).await {
         Ok(done) => done.context("server task")?.context("server")?,
         Err(_) => tracing::warn!(
@@ -74,5 +76,14 @@ async fn keep_keys_fresh(app: Arc<App>) {
         if let Err(e) = app.keys.reload().await {
             tracing::warn!(error = %e, "cannot reload signing keys; keeping the current ones");
         }
+    }
+}
+
+/// Keeps the "active" gauges current between scrapes.
+async fn sweep_gauges(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        app.metrics.sweep(crate::app::now());
     }
 }
