@@ -244,6 +244,7 @@ pub async fn reset_client_secret(
     app.store
         .set_client_secret(&client.id, &app.secrets.digest(&secret), &audit)
         .await?;
+    app.forget_client(&client.id);
     Ok(secret)
 }
 

@@ -380,6 +380,7 @@ async fn delete_client(
     authorize(&app, &headers)?;
     let event = AuditEvent::new(now(), "admin", "client.delete").target(id.clone());
     app.store.delete_client(&id, &event).await?;
+    app.forget_client(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -26,6 +26,12 @@ pub struct App {
     pub cookies: Cookies,
     pub metrics: Metrics,
     pub trusted_proxies: Vec<crate::proxy::Block>,
+    /// Group-committed audit events (logins, tokens).
+    pub audit: crate::audit::AuditLog,
+    /// Clients read on every token and introspection request. Entries live
+    /// a few seconds: changes through this instance drop them at once,
+    /// changes through another instance are seen within the TTL.
+    clients: moka::sync::Cache<String, std::sync::Arc<crate::model::Client>>,
 }
 
 impl std::fmt::Debug for App {
@@ -72,6 +78,7 @@ impl App {
         )
         .await?;
         let passwords = Passwords::new(&config.argon2)?;
+        let audit = crate::audit::AuditLog::start(store.clone());
         Ok(Self {
             issuer,
             store,
@@ -88,8 +95,39 @@ impl App {
                 now(),
             ),
             trusted_proxies: config.proxies()?,
+            audit,
+            clients: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(CLIENT_CACHE_TTL)
+                .build(),
             config,
         })
+    }
+}
+
+/// How long a client read from the database is reused.
+pub const CLIENT_CACHE_TTL: Duration = Duration::from_secs(5);
+
+impl App {
+    /// A registered client, cached briefly (see `clients`).
+    pub async fn client(
+        &self,
+        id: &str,
+    ) -> Result<Option<std::sync::Arc<crate::model::Client>>, crate::store::StoreError> {
+        if let Some(c) = self.clients.get(id) {
+            return Ok(Some(c));
+        }
+        let Some(client) = self.store.client(id).await? else {
+            return Ok(None);
+        };
+        let client = std::sync::Arc::new(client);
+        self.clients.insert(id.to_owned(), client.clone());
+        Ok(Some(client))
+    }
+
+    /// Drops a client from the cache after it changed here.
+    pub fn forget_client(&self, id: &str) {
+        self.clients.invalidate(id);
     }
 }
 

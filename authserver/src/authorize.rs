@@ -471,7 +471,7 @@ pub async fn deny(app: &App, id: &str, user_id: &str, now: i64) -> Result<String
         .await
         .map_err(OAuthError::from)?;
     let event = AuditEvent::new(now, user_id, "consent.deny").client(req.client_id.clone());
-    app.store.audit(&event).await.map_err(OAuthError::from)?;
+    app.audit.record(event).await.map_err(OAuthError::from)?;
     Ok(error_redirect(
         app,
         &req,

@@ -818,7 +818,7 @@ async fn finish_logout(app: &App, headers: &HeaderMap, target: Option<String>) -
     }
     if let Some(user) = user {
         let event = crate::model::AuditEvent::new(now(), user.clone(), "logout").target(user);
-        if let Err(e) = app.store.audit(&event).await {
+        if let Err(e) = app.audit.record(event).await {
             return error_page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &OAuthError::from(e).description,

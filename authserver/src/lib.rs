@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod admin_api;
 pub mod app;
+pub mod audit;
 pub mod authorize;
 pub mod config;
 pub mod crypto;

@@ -69,7 +69,7 @@ pub async fn password(
     if account_attempts > cfg.max_failures_per_account
         || address_failures >= cfg.max_failures_per_address
     {
-        app.store.audit(&audit("login.locked").failed()).await?;
+        app.audit.record(audit("login.locked").failed()).await?;
         app.metrics.logins.with_label_values(&["locked"]).inc();
         tracing::warn!(username = %mask(username), source = ?source, "login refused: locked out");
         return Ok(Outcome::Locked);
@@ -88,14 +88,14 @@ pub async fn password(
                 .target(user.id.clone())
                 .source(source)
                 .client(client_id);
-            app.store.audit(&event).await?;
+            app.audit.record(event).await?;
             app.metrics.logins.with_label_values(&["success"]).inc();
             rehash_if_needed(app, &user, password, now).await;
             Ok(Outcome::Success(user))
         }
         _ => {
             app.ephemeral.hit(&address, window, now_ms).await?;
-            app.store.audit(&audit("login.failure").failed()).await?;
+            app.audit.record(audit("login.failure").failed()).await?;
             app.metrics.logins.with_label_values(&["failure"]).inc();
             // Backoff: each failure on an account costs the next try more.
             let exponent = u32::try_from(account_attempts.saturating_sub(1).min(5)).unwrap_or(5);

@@ -139,7 +139,7 @@ pub async fn authenticate(
     authorization: Option<&str>,
     source: Option<IpAddr>,
     now: i64,
-) -> Result<Client, OAuthError> {
+) -> Result<std::sync::Arc<Client>, OAuthError> {
     let presented = presented(form, authorization)?;
     let id = match &presented {
         Presented::Basic { id, .. } => id.clone(),
@@ -147,7 +147,7 @@ pub async fn authenticate(
         Presented::Assertion { assertion, id } => assertion_subject(assertion, *id)?,
     };
     let failed = || OAuthError::invalid_client("client authentication failed");
-    let client = app.store.client(&id).await?;
+    let client = app.client(&id).await?;
     let verified = match (&client, &presented) {
         // A client with a secret may present it either way (as Keycloak
         // and most providers accept): the secret is the same proof.
@@ -172,7 +172,7 @@ pub async fn authenticate(
                 .failed()
                 .source(source)
                 .client(id.clone());
-            app.store.audit(&event).await?;
+            app.audit.record(event).await?;
             Err(failed())
         }
     }
@@ -466,7 +466,7 @@ async fn authorization_code(
         .source(source)
         .client(client.id.clone())
         .detail(json!({"grant_type": "authorization_code", "scope": claims.scope}));
-    app.store.audit(&event).await?;
+    app.audit.record(event).await?;
     Ok(response)
 }
 
@@ -517,7 +517,7 @@ async fn code_replayed(
         .failed()
         .source(source)
         .client(client.id.clone());
-    app.store.audit(&event).await?;
+    app.audit.record(event).await?;
     Ok(OAuthError::invalid_grant(
         "authorization code was already used; its tokens are revoked",
     ))
@@ -543,7 +543,7 @@ async fn refresh(
                     .target(family)
                     .source(source)
                     .client(client.id.clone());
-            app.store.audit(&event).await?;
+            app.audit.record(event).await?;
             return Err(OAuthError::invalid_grant(
                 "refresh token was already used; its family is revoked",
             ));
@@ -636,7 +636,7 @@ async fn refresh(
         .target(claims.jti.clone())
         .source(source)
         .client(client.id.clone());
-    app.store.audit(&event).await?;
+    app.audit.record(event).await?;
     Ok(response)
 }
 
@@ -664,7 +664,7 @@ async fn client_credentials(
         .source(source)
         .client(client.id.clone())
         .detail(json!({"grant_type": "client_credentials", "scope": claims.scope}));
-    app.store.audit(&event).await?;
+    app.audit.record(event).await?;
     Ok(token_response(&token, &claims, claims.exp - now))
 }
 
@@ -681,7 +681,7 @@ fn revoked_key(jti: &str) -> String {
 /// The client still exists, and so does the user (not disabled) when the
 /// token acts for one: deleting or disabling ends their tokens' validity.
 async fn still_active(app: &App, claims: &AccessClaims) -> Result<bool, OAuthError> {
-    if app.store.client(&claims.client_id).await?.is_none() {
+    if app.client(&claims.client_id).await?.is_none() {
         return Ok(false);
     }
     if claims.sub == claims.client_id {
@@ -777,7 +777,7 @@ pub async fn revoke(
                 .source(source)
                 .client(client.id.clone())
                 .detail(json!({"token_type": "refresh_token"}));
-            app.store.audit(&event).await?;
+            app.audit.record(event).await?;
         }
         return Ok(());
     }
@@ -789,8 +789,8 @@ pub async fn revoke(
         let event = AuditEvent::new(now, format!("client:{}", client.id), "token.revoke")
             .target(claims.jti)
             .source(source)
-            .client(client.id);
-        app.store.audit(&event).await?;
+            .client(client.id.clone());
+        app.audit.record(event).await?;
     }
     Ok(())
 }

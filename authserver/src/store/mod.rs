@@ -575,6 +575,19 @@ impl Store {
         Ok(())
     }
 
+    /// Records several events in one transaction (group commit).
+    pub async fn audit_all(&self, events: &[&AuditEvent]) -> Result<(), StoreError> {
+        on!(self, |p| async {
+            let mut tx = p.begin().await?;
+            for event in events {
+                audit_insert!(event).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        }
+        .await)?;
+        Ok(())
+    }
+
     /// The newest events first.
     pub async fn audit_events(&self, limit: i64) -> Result<Vec<AuditEvent>, StoreError> {
         let rows: Vec<AuditRow> = on!(self, |p| sqlx::query_as(
