@@ -234,8 +234,7 @@ fn main() {
     let prefix = format!("pc_bench:{}:", std::process::id());
     /// Label, command-line arguments, environment.
     type Backend<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>);
-    let mut backends: Vec<Backend> =
-        vec![("SQLite + in-process", vec![], vec![])];
+    let mut backends: Vec<Backend> = vec![("SQLite + in-process", vec![], vec![])];
     if have_pg {
         backends.push((
             "PostgreSQL + Redis",

@@ -577,14 +577,32 @@ impl Store {
 
     /// Records several events in one transaction (group commit).
     pub async fn audit_all(&self, events: &[&AuditEvent]) -> Result<(), StoreError> {
-        on!(self, |p| async {
+        // Multi-row inserts: a statement per event would cost the database
+        // a round trip each. 256 rows × 8 binds stays under both backends'
+        // parameter limits.
+        on!(self, |p| {
+            async {
             let mut tx = p.begin().await?;
-            for event in events {
-                audit_insert!(event).execute(&mut *tx).await?;
+            for chunk in events.chunks(256) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO audit_events (at, actor, action, target, source_ip, client_id, outcome, detail) ",
+                );
+                insert.push_values(chunk, |mut row, e| {
+                    row.push_bind(e.at)
+                        .push_bind(e.actor.clone())
+                        .push_bind(e.action.clone())
+                        .push_bind(e.target.clone())
+                        .push_bind(e.source_ip.clone())
+                        .push_bind(e.client_id.clone())
+                        .push_bind(e.outcome.clone())
+                        .push_bind(e.detail.to_string());
+                });
+                insert.build().execute(&mut *tx).await?;
             }
             tx.commit().await
         }
-        .await)?;
+        .await
+        })?;
         Ok(())
     }
 

@@ -475,3 +475,27 @@ async fn retired_keys_stay_published_until_their_tokens_expire() {
     }
     stores.cleanup().await;
 }
+
+#[tokio::test]
+async fn audit_batches_commit_together() {
+    let stores = Stores::new().await;
+    for (backend, store) in &stores.all {
+        let events: Vec<AuditEvent> = (0..600)
+            .map(|i| {
+                AuditEvent::new(i, format!("client:c{i}"), "token.issue")
+                    .client(format!("c{i}"))
+                    .detail(json!({"n": i}))
+            })
+            .collect();
+        let refs: Vec<&AuditEvent> = events.iter().collect();
+        store.audit_all(&refs).await.unwrap();
+        let back = store.audit_events(1000).await.unwrap();
+        assert_eq!(back.len(), 600, "{backend}");
+        assert_eq!(
+            back[0], events[599],
+            "{backend}: newest first, fields intact"
+        );
+        assert_eq!(back[599], events[0], "{backend}");
+    }
+    stores.cleanup().await;
+}
