@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::app::App;
 use crate::crypto::random_token;
 use crate::error::Error;
-use crate::model::{AuditEvent, Client, ClientAuth, User};
+use crate::model::{Actor, Client, ClientAuth, User};
 use crate::store::NewUser;
 
 /// A user to add; the password is hashed here.
@@ -38,7 +38,12 @@ fn check_name(what: &str, name: &str) -> Result<(), Error> {
 /// Shortest password accepted (NIST SP 800-63B's minimum).
 pub const MIN_PASSWORD_LEN: usize = 8;
 
-pub async fn add_user(app: &App, spec: UserSpec, actor: &str, now: i64) -> Result<User, Error> {
+pub async fn add_user(
+    app: &App,
+    spec: UserSpec,
+    actor: Actor<'_>,
+    now: i64,
+) -> Result<User, Error> {
     check_name("username", &spec.username)?;
     for g in spec.groups.iter().chain(&spec.roles) {
         check_name("group or role", g)?;
@@ -63,7 +68,7 @@ pub async fn add_user(app: &App, spec: UserSpec, actor: &str, now: i64) -> Resul
         roles: spec.roles,
         groups: spec.groups,
     };
-    let audit = AuditEvent::new(now, actor, "user.create").target(id);
+    let audit = actor.event(now, "user.create").target(id);
     Ok(app.store.create_user(&new, &audit).await?)
 }
 
@@ -72,7 +77,7 @@ pub async fn set_password(
     app: &App,
     user: &User,
     password: String,
-    actor: &str,
+    actor: Actor<'_>,
     now: i64,
 ) -> Result<(), Error> {
     if password.chars().count() < MIN_PASSWORD_LEN {
@@ -84,7 +89,7 @@ pub async fn set_password(
     let hash = tokio::task::spawn_blocking(move || passwords.hash(&password))
         .await
         .map_err(|e| Error::Invalid(format!("password hashing stopped: {e}")))??;
-    let audit = AuditEvent::new(now, actor, "user.password").target(user.id.clone());
+    let audit = actor.event(now, "user.password").target(user.id.clone());
     Ok(app.store.set_password(&user.id, &hash, &audit).await?)
 }
 
@@ -153,7 +158,7 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), Error> {
 pub async fn add_client(
     app: &App,
     spec: ClientSpec,
-    actor: &str,
+    actor: Actor<'_>,
     now: i64,
 ) -> Result<IssuedClient, Error> {
     check_name("client id", &spec.id)?;
@@ -212,7 +217,7 @@ pub async fn add_client(
         require_consent: spec.kind != ClientKind::Service,
         created_at: now,
     };
-    let audit = AuditEvent::new(now, actor, "client.create").target(spec.id.clone());
+    let audit = actor.event(now, "client.create").target(spec.id.clone());
     app.store.create_client(&client, &audit).await?;
     Ok(IssuedClient {
         client_id: spec.id,
@@ -227,7 +232,7 @@ pub async fn add_client(
 pub async fn reset_client_secret(
     app: &App,
     client: &Client,
-    actor: &str,
+    actor: Actor<'_>,
     now: i64,
 ) -> Result<String, Error> {
     if !matches!(
@@ -240,7 +245,7 @@ pub async fn reset_client_secret(
         )));
     }
     let secret = random_token::<32>()?;
-    let audit = AuditEvent::new(now, actor, "client.secret").target(client.id.clone());
+    let audit = actor.event(now, "client.secret").target(client.id.clone());
     app.store
         .set_client_secret(&client.id, &app.secrets.digest(&secret), &audit)
         .await?;

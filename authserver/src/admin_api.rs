@@ -9,7 +9,9 @@ use std::sync::Arc;
 use aws_lc_rs::{constant_time, digest};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,7 +21,7 @@ use serde_json::{Value, json};
 use crate::admin::{self, ClientKind, ClientSpec, UserSpec};
 use crate::app::{App, now};
 use crate::error::Error;
-use crate::model::AuditEvent;
+use crate::model::Actor;
 use crate::store::StoreError;
 
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -132,6 +134,18 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), AdminError> {
         .map_err(|_| AdminError(StatusCode::UNAUTHORIZED, "wrong admin bearer token".into()))
 }
 
+/// The admin, with the address the request came from.
+fn admin(app: &App, headers: &HeaderMap, peer: SocketAddr) -> Actor<'static> {
+    Actor {
+        name: "admin",
+        source: Some(crate::proxy::client_address(
+            peer.ip(),
+            headers,
+            &app.trusted_proxies,
+        )),
+    }
+}
+
 /// A JSON body of type `T`, or a 400 naming the problem.
 fn body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
@@ -226,6 +240,7 @@ struct NewUserBody {
 
 async fn create_user(
     State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, AdminError> {
@@ -239,7 +254,7 @@ async fn create_user(
         groups: b.groups,
         roles: b.roles,
     };
-    let user = admin::add_user(&app, spec, "admin", now()).await?;
+    let user = admin::add_user(&app, spec, admin(&app, &headers, peer), now()).await?;
     Ok((StatusCode::CREATED, axum::Json(user)).into_response())
 }
 
@@ -267,6 +282,7 @@ struct UserPatch {
 
 async fn update_user(
     State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(id): Path<String>,
     bytes: Bytes,
@@ -279,7 +295,7 @@ async fn update_user(
         .await?
         .ok_or_else(|| AdminError(StatusCode::NOT_FOUND, format!("user `{id}` not found")))?;
     if let Some(password) = patch.password {
-        admin::set_password(&app, &user, password, "admin", now()).await?;
+        admin::set_password(&app, &user, password, admin(&app, &headers, peer), now()).await?;
     }
     if let Some(disabled) = patch.disabled {
         let action = if disabled {
@@ -287,7 +303,9 @@ async fn update_user(
         } else {
             "user.enable"
         };
-        let event = AuditEvent::new(now(), "admin", action).target(id.clone());
+        let event = admin(&app, &headers, peer)
+            .event(now(), action)
+            .target(id.clone());
         app.store.set_disabled(&id, disabled, &event).await?;
     }
     let user = app.store.user_by_id(&id).await?;
@@ -296,11 +314,14 @@ async fn update_user(
 
 async fn delete_user(
     State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
     authorize(&app, &headers)?;
-    let event = AuditEvent::new(now(), "admin", "user.delete").target(id.clone());
+    let event = admin(&app, &headers, peer)
+        .event(now(), "user.delete")
+        .target(id.clone());
     app.store.delete_user(&id, &event).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -328,6 +349,7 @@ struct NewClientBody {
 
 async fn create_client(
     State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, AdminError> {
@@ -353,7 +375,7 @@ async fn create_client(
         scopes: b.scopes,
         jwks: b.jwks.map(|j| j.to_string()),
     };
-    let issued = admin::add_client(&app, spec, "admin", now()).await?;
+    let issued = admin::add_client(&app, spec, admin(&app, &headers, peer), now()).await?;
     Ok((StatusCode::CREATED, axum::Json(issued)).into_response())
 }
 
@@ -374,11 +396,14 @@ async fn get_client(
 
 async fn delete_client(
     State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
     authorize(&app, &headers)?;
-    let event = AuditEvent::new(now(), "admin", "client.delete").target(id.clone());
+    let event = admin(&app, &headers, peer)
+        .event(now(), "client.delete")
+        .target(id.clone());
     app.store.delete_client(&id, &event).await?;
     app.forget_client(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -386,6 +411,7 @@ async fn delete_client(
 
 async fn new_secret(
     State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
@@ -395,7 +421,8 @@ async fn new_secret(
         .client(&id)
         .await?
         .ok_or_else(|| AdminError(StatusCode::NOT_FOUND, format!("client `{id}` not found")))?;
-    let secret = admin::reset_client_secret(&app, &client, "admin", now()).await?;
+    let secret =
+        admin::reset_client_secret(&app, &client, admin(&app, &headers, peer), now()).await?;
     Ok(axum::Json(json!({"client_id": id, "client_secret": secret})).into_response())
 }
 
@@ -418,12 +445,17 @@ async fn list_keys(State(app): Shared, headers: HeaderMap) -> Result<Response, A
 
 async fn rotate_keys(
     State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, AdminError> {
     authorize(&app, &headers)?;
     let force = int_param(query.as_deref(), "force", 0, 0..=1)? == 1;
-    let r = match app.keys.rotate(now(), "admin", force).await {
+    let r = match app
+        .keys
+        .rotate(now(), admin(&app, &headers, peer), force)
+        .await
+    {
         Ok(r) => r,
         Err(e @ crate::keys::KeyError::TooSoon { .. }) => {
             return Err(AdminError(StatusCode::CONFLICT, e.to_string()));

@@ -80,7 +80,7 @@ pub async fn bootstrap(app: &mut App) -> Result<DevCredentials, Error> {
     let admin_token = admin_token(app)?;
     let app = &*app;
     let at = now();
-    let actor = "dev-bootstrap";
+    let actor = crate::model::Actor::local("dev-bootstrap");
     let password = random_token::<12>()?;
     let groups = vec!["staff".to_owned(), "editors".to_owned()];
     match app.store.user_by_username(DEMO_USER).await? {
@@ -170,7 +170,7 @@ fn scopes(list: &[&str]) -> Vec<String> {
 }
 
 async fn ensure_client(app: &App, spec: ClientSpec, at: i64) -> Result<IssuedClient, Error> {
-    let actor = "dev-bootstrap";
+    let actor = crate::model::Actor::local("dev-bootstrap");
     match app.store.client(&spec.id).await? {
         None => admin::add_client(app, spec, actor, at).await,
         Some(existing) => {

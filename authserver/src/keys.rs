@@ -126,7 +126,12 @@ impl KeyRing {
 
     /// Rotates; refused while `next` is younger than the publish lead,
     /// unless `force`d.
-    pub async fn rotate(&self, now: i64, actor: &str, force: bool) -> Result<Rotation, KeyError> {
+    pub async fn rotate(
+        &self,
+        now: i64,
+        actor: crate::model::Actor<'_>,
+        force: bool,
+    ) -> Result<Rotation, KeyError> {
         let stored = self.store.keys().await?;
         let lead = i64::try_from(self.publish_lead.as_secs()).unwrap_or(i64::MAX);
         if let Some(next) = stored.iter().find(|k| k.state == KeyState::Next)
@@ -175,7 +180,7 @@ impl KeyRing {
             removed,
         };
         fresh.push(fresh_next);
-        let audit = AuditEvent::new(now, actor, "keys.rotate").detail(json!({
+        let audit = actor.event(now, "keys.rotate").detail(json!({
             "active": rotation.active,
             "next": rotation.next,
             "retired": rotation.retired,

@@ -117,7 +117,14 @@ async fn rehash_if_needed(app: &App, user: &User, password: &str, now: i64) {
     if !app.passwords.needs_rehash(hash) {
         return;
     }
-    if let Err(e) = crate::admin::set_password(app, user, password.to_owned(), "system", now).await
+    if let Err(e) = crate::admin::set_password(
+        app,
+        user,
+        password.to_owned(),
+        crate::model::Actor::local("system"),
+        now,
+    )
+    .await
     {
         tracing::warn!(error = %e, "password rehash failed");
     }

@@ -10,6 +10,7 @@ use authserver::app::{App, now};
 use authserver::config::Config;
 use authserver::crypto::MasterKey;
 use authserver::error::Error;
+use authserver::model::Actor;
 use bootstrap::EXIT_CONFIG;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -236,7 +237,7 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<ExitCode> {
                 groups,
                 roles,
             };
-            let user = admin::add_user(&app, spec, "cli", now()).await?;
+            let user = admin::add_user(&app, spec, Actor::local("cli"), now()).await?;
             println!("{}", serde_json::to_string_pretty(&user)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -269,7 +270,7 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<ExitCode> {
                 scopes,
                 jwks,
             };
-            let issued = admin::add_client(&app, spec, "cli", now()).await?;
+            let issued = admin::add_client(&app, spec, Actor::local("cli"), now()).await?;
             println!("{}", serde_json::to_string_pretty(&issued)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -280,7 +281,7 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(KeysCommand::Rotate { force }) => {
-            let rotation = app.keys.rotate(now(), "cli", force).await?;
+            let rotation = app.keys.rotate(now(), Actor::local("cli"), force).await?;
             println!(
                 "active: {}\nnext (published, signs after the next rotation): {}\nretired: {:?}\nremoved: {:?}",
                 rotation.active, rotation.next, rotation.retired, rotation.removed

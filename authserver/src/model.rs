@@ -195,3 +195,22 @@ impl AuditEvent {
         self
     }
 }
+
+/// Who makes a change, for its audit event: `admin` from the admin API
+/// (with the caller's address), `cli`, `dev-bootstrap`, `system`.
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    pub name: &'a str,
+    pub source: Option<std::net::IpAddr>,
+}
+
+impl<'a> Actor<'a> {
+    /// A local actor without a network address (CLI, bootstrap, system).
+    pub fn local(name: &'a str) -> Self {
+        Self { name, source: None }
+    }
+
+    pub fn event(&self, at: i64, action: &str) -> AuditEvent {
+        AuditEvent::new(at, self.name, action).source(self.source)
+    }
+}

@@ -332,3 +332,27 @@ async fn the_admin_api_is_off_without_a_token() {
         "{cookie}"
     );
 }
+
+#[tokio::test]
+async fn admin_changes_record_who_and_from_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(dir.path(), &[], &[]);
+    let api = admin(&server);
+    let (status, _) = api
+        .call(
+            "POST",
+            "/admin/v1/users",
+            Some(json!({"username": "gina", "password": "long enough pw"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (_, audit) = api.call("GET", "/admin/v1/audit?limit=5", None).await;
+    let created = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "user.create")
+        .unwrap();
+    assert_eq!(created["actor"], "admin");
+    assert_eq!(created["source_ip"], "127.0.0.1");
+}

@@ -951,3 +951,55 @@ async fn consent_required_disabled_users_and_logout_forms() {
     assert_eq!(done.status, 200);
     assert!(done.body.contains("Signed out"));
 }
+
+#[tokio::test]
+async fn injection_shaped_and_oversized_input_gets_a_clean_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(dir.path(), &[], &[]);
+    let mut browser = Browser::new(&server.url(""));
+    let page = browser
+        .get(&authorize_url("demo-web", WEB_REDIRECT, &[]))
+        .await;
+    for username in [
+        "' OR '1'='1' --",
+        "demo\"; DROP TABLE users; --",
+        "<script>alert(1)</script>",
+        "demo\u{0}x",
+    ] {
+        let after = log_in(&mut browser, &page, username, "' OR ''='").await;
+        assert_eq!(after.status, 401, "{username}");
+        assert!(!after.body.contains("<script>alert"), "escaped");
+    }
+    // The users table is intact and the demo user still logs in.
+    let ok = log_in(&mut browser, &page, "demo", &password(&server)).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    // Oversized parameters: refused or carried, never a server error.
+    for size in [10_000, 200_000] {
+        let state = "s".repeat(size);
+        let resp = server
+            .http
+            .get(server.url(&authorize_url(
+                "demo-web",
+                WEB_REDIRECT,
+                &[("state", &state)],
+            )))
+            .send()
+            .await;
+        if let Ok(resp) = resp {
+            assert!(
+                resp.status().as_u16() < 500,
+                "state of {size}: {}",
+                resp.status()
+            );
+        }
+    }
+    let client_id = "c".repeat(100_000);
+    let (status, _, _) = server
+        .form(
+            "/token",
+            Some((&client_id, "x")),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert!((400..500).contains(&status), "{status}");
+}

@@ -420,16 +420,25 @@ async fn retired_keys_stay_published_until_their_tokens_expire() {
             k
         };
         let first = ring.current().signer.kid().to_owned();
-        let r1 = ring.rotate(1000, "test", false).await.unwrap();
+        let r1 = ring
+            .rotate(1000, authserver::model::Actor::local("test"), false)
+            .await
+            .unwrap();
         assert_eq!(r1.retired, std::slice::from_ref(&first));
         assert_eq!(ring.current().signer.kid(), r1.active, "{backend}");
-        let r2 = ring.rotate(1005, "test", false).await.unwrap();
+        let r2 = ring
+            .rotate(1005, authserver::model::Actor::local("test"), false)
+            .await
+            .unwrap();
         assert!(
             r2.removed.is_empty(),
             "{backend}: the first key's tokens may still be valid"
         );
         assert!(kids(&ring).contains(&first));
-        let r3 = ring.rotate(1011, "test", false).await.unwrap();
+        let r3 = ring
+            .rotate(1011, authserver::model::Actor::local("test"), false)
+            .await
+            .unwrap();
         assert_eq!(r3.removed, std::slice::from_ref(&first), "{backend}");
         assert!(!kids(&ring).contains(&first));
         // A second instance with the same master key reads the same ring.
@@ -448,7 +457,7 @@ async fn retired_keys_stay_published_until_their_tokens_expire() {
         // Its next key was published at 1011: too recent to sign at 1020
         // with a 30 s lead, unless forced.
         let err = other
-            .rotate(1020, "test", false)
+            .rotate(1020, authserver::model::Actor::local("test"), false)
             .await
             .unwrap_err()
             .to_string();
@@ -456,7 +465,12 @@ async fn retired_keys_stay_published_until_their_tokens_expire() {
             err.contains("published 9 s ago") && err.contains("wait 21 s"),
             "{backend}: {err}"
         );
-        assert!(other.rotate(1020, "test", true).await.is_ok());
+        assert!(
+            other
+                .rotate(1020, authserver::model::Actor::local("test"), true)
+                .await
+                .is_ok()
+        );
         // Another master key cannot unseal it: a clear error, not a panic.
         let (wrong, _) = MasterKey::generate().unwrap();
         let err = KeyRing::open(
