@@ -43,20 +43,13 @@ pub fn read_own(
     token: &str,
     now: i64,
 ) -> Option<AccessClaims> {
-    let header = decode_header(token).ok()?;
-    if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
-        return None;
-    }
-    let (alg, key) = published.verifier(header.kid.as_deref()?)?;
-    if header.alg != *alg {
-        return None;
-    }
-    let mut validation = Validation::new(*alg);
-    validation.set_issuer(&[issuer]);
-    validation.validate_aud = false;
-    validation.validate_exp = false;
-    validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-    let claims = decode::<AccessClaims>(token, key, &validation).ok()?.claims;
+    let claims: AccessClaims = read_signed(
+        published,
+        issuer,
+        token,
+        |typ| typ == Some(ACCESS_TOKEN_TYP),
+        &["exp", "iss", "sub"],
+    )?;
     (claims.exp > now).then_some(claims)
 }
 
@@ -72,9 +65,29 @@ pub fn read_id_token_hint(
         sub: String,
         aud: String,
     }
-    let header = decode_header(token).ok()?;
     // An access token is not an ID token, whoever holds it.
-    if header.typ.as_deref() == Some(ACCESS_TOKEN_TYP) {
+    let hint: Hint = read_signed(
+        published,
+        issuer,
+        token,
+        |typ| typ != Some(ACCESS_TOKEN_TYP),
+        &["iss", "sub", "aud"],
+    )?;
+    Some((hint.sub, hint.aud))
+}
+
+/// The claims of a JWS signed here with a published key whose algorithm
+/// the header names, with an acceptable `typ`, from this issuer. Expiry is
+/// the caller's business.
+fn read_signed<T: serde::de::DeserializeOwned>(
+    published: &Published,
+    issuer: &str,
+    token: &str,
+    typ_ok: impl Fn(Option<&str>) -> bool,
+    required: &[&str],
+) -> Option<T> {
+    let header = decode_header(token).ok()?;
+    if !typ_ok(header.typ.as_deref()) {
         return None;
     }
     let (alg, key) = published.verifier(header.kid.as_deref()?)?;
@@ -85,7 +98,6 @@ pub fn read_id_token_hint(
     validation.set_issuer(&[issuer]);
     validation.validate_aud = false;
     validation.validate_exp = false;
-    validation.set_required_spec_claims(&["iss", "sub", "aud"]);
-    let hint = decode::<Hint>(token, key, &validation).ok()?.claims;
-    Some((hint.sub, hint.aud))
+    validation.set_required_spec_claims(required);
+    decode::<T>(token, key, &validation).ok().map(|d| d.claims)
 }
