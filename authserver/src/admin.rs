@@ -80,17 +80,25 @@ pub async fn set_password(
     actor: Actor<'_>,
     now: i64,
 ) -> Result<(), Error> {
+    let hash = hash_password(app, password).await?;
+    let audit = actor.event(now, "user.password").target(user.id.clone());
+    Ok(app.store.set_password(&user.id, &hash, &audit).await?)
+}
+
+/// A password checked against the minimum length and hashed on the
+/// blocking pool.
+pub async fn hash_password(app: &App, password: String) -> Result<String, Error> {
     if password.chars().count() < MIN_PASSWORD_LEN {
         return Err(Error::Invalid(format!(
             "password must be at least {MIN_PASSWORD_LEN} characters"
         )));
     }
     let passwords = app.passwords.clone();
-    let hash = tokio::task::spawn_blocking(move || passwords.hash(&password))
-        .await
-        .map_err(|e| Error::Invalid(format!("password hashing stopped: {e}")))??;
-    let audit = actor.event(now, "user.password").target(user.id.clone());
-    Ok(app.store.set_password(&user.id, &hash, &audit).await?)
+    Ok(
+        tokio::task::spawn_blocking(move || passwords.hash(&password))
+            .await
+            .map_err(|e| Error::Invalid(format!("password hashing stopped: {e}")))??,
+    )
 }
 
 /// The kinds of client `client add` knows.

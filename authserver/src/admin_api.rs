@@ -294,8 +294,15 @@ async fn update_user(
         .user_by_id(&id)
         .await?
         .ok_or_else(|| AdminError(StatusCode::NOT_FOUND, format!("user `{id}` not found")))?;
-    if let Some(password) = patch.password {
-        admin::set_password(&app, &user, password, admin(&app, &headers, peer), now()).await?;
+    // Both changes, or neither: one transaction.
+    let actor = admin(&app, &headers, peer);
+    let hash = match patch.password {
+        Some(password) => Some(admin::hash_password(&app, password).await?),
+        None => None,
+    };
+    let mut events = Vec::new();
+    if hash.is_some() {
+        events.push(actor.event(now(), "user.password").target(id.clone()));
     }
     if let Some(disabled) = patch.disabled {
         let action = if disabled {
@@ -303,11 +310,11 @@ async fn update_user(
         } else {
             "user.enable"
         };
-        let event = admin(&app, &headers, peer)
-            .event(now(), action)
-            .target(id.clone());
-        app.store.set_disabled(&id, disabled, &event).await?;
+        events.push(actor.event(now(), action).target(id.clone()));
     }
+    app.store
+        .update_user(&user.id, hash.as_deref(), patch.disabled, &events)
+        .await?;
     let user = app.store.user_by_id(&id).await?;
     Ok(axum::Json(user).into_response())
 }

@@ -357,6 +357,40 @@ impl Store {
         found(changed, || format!("user `{user_id}`"))
     }
 
+    /// Sets a new password hash and/or the disabled flag in one
+    /// transaction with their audit events.
+    pub async fn update_user(
+        &self,
+        user_id: &str,
+        password_hash: Option<&str>,
+        disabled: Option<bool>,
+        audit: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        let at = audit.first().map_or(0, |a| a.at);
+        let changed = on!(self, |p| async {
+            let mut tx = p.begin().await?;
+            let done = sqlx::query(
+                "UPDATE users SET password_hash = COALESCE($2, password_hash), \
+                 disabled = COALESCE($3, disabled), updated_at = $4 WHERE id = $1",
+            )
+            .bind(user_id)
+            .bind(password_hash)
+            .bind(disabled)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Ok(false);
+            }
+            for event in audit {
+                audit_insert!(event).execute(&mut *tx).await?;
+            }
+            tx.commit().await.map(|()| true)
+        }
+        .await)?;
+        found(changed, || format!("user `{user_id}`"))
+    }
+
     pub async fn delete_user(&self, user_id: &str, audit: &AuditEvent) -> Result<(), StoreError> {
         let changed = on!(self, |p| changed_with_audit!(p, audit, |tx| sqlx::query(
             "DELETE FROM users WHERE id = $1"
@@ -459,7 +493,9 @@ impl Store {
     }
 
     /// Applies a key rotation in one transaction: inserts `new` keys, moves
-    /// the listed keys to their new state, deletes `remove`d ones.
+    /// the listed keys to their new state (each from the state before it),
+    /// deletes `remove`d ones. If another rotation moved a key first,
+    /// nothing is written and the error is a conflict.
     pub async fn rotate_keys(
         &self,
         new: &[StoredKey],
@@ -487,17 +523,29 @@ impl Store {
                 .await?;
             }
             for (kid, state) in moves {
-                sqlx::query(
+                // Each move names the state it leaves (next → active →
+                // retired): a concurrent rotation that got there first
+                // makes this one touch no row, and it is rolled back.
+                let from = match state {
+                    KeyState::Active => KeyState::Next,
+                    KeyState::Retired => KeyState::Active,
+                    KeyState::Next => KeyState::Next,
+                };
+                let done = sqlx::query(
                     "UPDATE signing_keys SET state = $2, \
                      activated_at = CASE WHEN $2 = 'active' THEN $3 ELSE activated_at END, \
                      retired_at = CASE WHEN $2 = 'retired' THEN $3 ELSE retired_at END \
-                     WHERE kid = $1",
+                     WHERE kid = $1 AND state = $4",
                 )
                 .bind(kid)
                 .bind(state.as_str())
                 .bind(at)
+                .bind(from.as_str())
                 .execute(&mut *tx)
                 .await?;
+                if done.rows_affected() != 1 {
+                    return Err(sqlx::Error::RowNotFound);
+                }
             }
             for kid in remove {
                 sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
@@ -509,7 +557,12 @@ impl Store {
             tx.commit().await
         }
         .await)
-        .map_err(|e| unique_violation(e, || "signing key".into()))
+        .map_err(|e| match e {
+            sqlx::Error::RowNotFound => {
+                StoreError::Conflict("a concurrent change to the signing keys".into())
+            }
+            e => unique_violation(e, || "signing key".into()),
+        })
     }
 
     // ---- consents ----

@@ -117,6 +117,19 @@ async fn users_clients_keys_and_audit_through_the_admin_api() {
     let (status, _) = api.call("GET", "/admin/v1/users?limit=5000", None).await;
     assert_eq!(status, 400);
 
+    // A bad password fails the whole patch: the user is not disabled.
+    let (status, _) = api
+        .call(
+            "PATCH",
+            &format!("/admin/v1/users/{id}"),
+            Some(json!({"disabled": true, "password": "short"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (_, still) = api
+        .call("GET", &format!("/admin/v1/users/{id}"), None)
+        .await;
+    assert_eq!(still["disabled"], false, "no partial write");
     let (status, patched) = api
         .call(
             "PATCH",

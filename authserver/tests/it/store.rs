@@ -302,6 +302,19 @@ async fn key_rotation_is_one_transaction() {
         assert!(matches!(err, StoreError::Conflict(_)), "{backend}: {err}");
         assert_eq!(store.keys().await.unwrap()[1].state, KeyState::Active);
 
+        // A move from a state the key is no longer in (a rotation that lost
+        // a race) is a conflict, and writes nothing.
+        let err = store
+            .rotate_keys(
+                &[key("k3", KeyState::Next)],
+                &[("k2".into(), KeyState::Active)],
+                &[],
+                &audit(45),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{backend}: {err}");
+        assert!(store.keys().await.unwrap().iter().all(|k| k.kid != "k3"));
         store
             .rotate_keys(&[], &[], &["k1".into()], &audit(50))
             .await
