@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+# Pingora builds zlib-ng with cmake in every configuration.
+command -v cmake >/dev/null || need_apt+=(cmake)
 # The relying-party browser test: Node.js and headless Chromium.
 command -v node >/dev/null || need_apt+=(nodejs npm)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)

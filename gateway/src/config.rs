@@ -1,0 +1,145 @@
+//! The gateway's configuration: `gateway.toml`, then `PORTCULLIS_GATEWAY__*`
+//! variables. Every key is documented in `gateway/gateway.example.toml`.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use bootstrap::ConfigError;
+use bootstrap::telemetry::LogFormat;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Plain-HTTP listener.
+    pub listen: SocketAddr,
+    /// Worker threads of the proxy.
+    pub threads: usize,
+    pub shutdown_grace_secs: u64,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    /// Headers the gateway owns: removed from every incoming request
+    /// before the verified ones are added (prefix match, lower case).
+    pub owned_header_prefix: String,
+    pub issuers: Vec<tokens::IssuerConfig>,
+    pub upstreams: Vec<Upstream>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub name: String,
+    pub addresses: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// No credentials needed (identity headers are still stripped).
+    Public,
+    /// A bearer JWT from a configured issuer.
+    Jwt,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Exact `Host` (without port); unset matches any host.
+    pub host: Option<String>,
+    pub path_prefix: String,
+    pub upstream: String,
+    pub auth: AuthMode,
+    /// Scopes the token must all carry.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Pass the client's `Authorization` header upstream (default: drop it).
+    #[serde(default)]
+    pub forward_authorization: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            threads: 2,
+            shutdown_grace_secs: 10,
+            log_level: "info".into(),
+            log_format: LogFormat::Json,
+            owned_header_prefix: "x-auth-".into(),
+            issuers: Vec::new(),
+            upstreams: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let config: Self = bootstrap::load("GATEWAY", file, std::env::vars())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=256).contains(&self.threads) {
+            return Err(ConfigError::invalid("threads", "must be 1..=256"));
+        }
+        if self.owned_header_prefix.is_empty()
+            || self.owned_header_prefix != self.owned_header_prefix.to_ascii_lowercase()
+        {
+            return Err(ConfigError::invalid(
+                "owned_header_prefix",
+                "must be a non-empty lower-case header prefix",
+            ));
+        }
+        if let Err(e) = tokens::IssuerConfig::check_all(&self.issuers) {
+            return Err(ConfigError::invalid(
+                format!("issuers[{}].{}", e.index, e.field),
+                e.message,
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, u) in self.upstreams.iter().enumerate() {
+            if !names.insert(u.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("upstreams[{i}].name"),
+                    format!("`{}` is defined twice", u.name),
+                ));
+            }
+            if u.addresses.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("upstreams[{i}].addresses"),
+                    "needs at least one address",
+                ));
+            }
+        }
+        if self.routes.is_empty() {
+            return Err(ConfigError::invalid(
+                "routes",
+                "at least one route is needed",
+            ));
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            if !r.path_prefix.starts_with('/') {
+                return Err(ConfigError::invalid(
+                    format!("routes[{i}].path_prefix"),
+                    "must start with `/`",
+                ));
+            }
+            if !names.contains(r.upstream.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("routes[{i}].upstream"),
+                    format!("no upstream named `{}`", r.upstream),
+                ));
+            }
+            if r.auth == AuthMode::Jwt && self.issuers.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("routes[{i}].auth"),
+                    "`jwt` needs at least one `[[issuers]]`",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

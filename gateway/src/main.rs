@@ -1,0 +1,102 @@
+//! `gateway serve --config FILE`: run the proxy; `--check` validates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use bootstrap::EXIT_CONFIG;
+use clap::{Parser, Subcommand};
+use gateway::config::Config;
+use gateway::proxy::Gateway;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version, about = "Portcullis edge proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the proxy.
+    Serve {
+        /// TOML config file; `PORTCULLIS_GATEWAY__*` variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Validate the config, then exit.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Validate a config file and exit.
+    Check {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (file, check) = match cli.command {
+        Command::Serve { config, check } => (config, check),
+        Command::Check { config } => (config, true),
+    };
+    let config = match Config::load(file.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    if check {
+        println!("config OK");
+        return ExitCode::SUCCESS;
+    }
+    bootstrap::telemetry::init_logging(&config.log_level, config.log_format);
+    // Key fetching and refresh run on a runtime of their own; Pingora builds
+    // its own runtimes for the proxy threads.
+    let keys_runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("jwks")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the key runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let verifier = if config.issuers.is_empty() {
+        None
+    } else {
+        match tokens::Verifier::new(&config.issuers) {
+            Ok(v) => {
+                let v = Arc::new(v);
+                keys_runtime.block_on(v.start());
+                Some(v)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
+        }
+    };
+    let conf = ServerConf {
+        threads: config.threads,
+        grace_period_seconds: Some(config.shutdown_grace_secs),
+        graceful_shutdown_timeout_seconds: Some(config.shutdown_grace_secs),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy =
+        pingora::proxy::http_proxy_service(&server.configuration, Gateway::new(&config, verifier));
+    proxy.add_tcp(&config.listen.to_string());
+    server.add_service(proxy);
+    tracing::info!(listen = %config.listen, routes = config.routes.len(), build = env!("CARGO_PKG_VERSION"), "listening");
+    server.run(RunArgs::default());
+    drop(keys_runtime);
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,267 @@
+//! The proxy: one `ProxyHttp` implementation, each phase with one job.
+//! `request_filter` routes and authenticates (writing 401/403/404 itself),
+//! `upstream_peer` picks an address, `upstream_request_filter` fixes the
+//! identity headers the upstream sees.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::{Error, ErrorType, Result};
+use tokens::{Verified, Verifier};
+
+use crate::config::{AuthMode, Config};
+
+struct Route {
+    host: Option<String>,
+    prefix: String,
+    upstream: usize,
+    auth: AuthMode,
+    scopes: Vec<String>,
+    forward_authorization: bool,
+}
+
+struct Upstream {
+    addresses: Vec<std::net::SocketAddr>,
+    next: AtomicUsize,
+}
+
+pub struct Gateway {
+    /// Longest prefix first, so the first match is the most specific.
+    routes: Vec<Route>,
+    upstreams: Vec<Upstream>,
+    verifier: Option<Arc<Verifier>>,
+    owned_prefix: String,
+}
+
+/// Per-request state.
+#[derive(Default)]
+pub struct Ctx {
+    route: Option<usize>,
+    identity: Option<Arc<Verified>>,
+}
+
+impl Gateway {
+    pub fn new(config: &Config, verifier: Option<Arc<Verifier>>) -> Self {
+        let upstreams: Vec<Upstream> = config
+            .upstreams
+            .iter()
+            .map(|u| Upstream {
+                addresses: u.addresses.clone(),
+                next: AtomicUsize::new(0),
+            })
+            .collect();
+        let mut routes: Vec<Route> = config
+            .routes
+            .iter()
+            .map(|r| Route {
+                host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                prefix: r.path_prefix.clone(),
+                upstream: config
+                    .upstreams
+                    .iter()
+                    .position(|u| u.name == r.upstream)
+                    .unwrap_or(0),
+                auth: r.auth,
+                scopes: r.scopes.clone(),
+                forward_authorization: r.forward_authorization,
+            })
+            .collect();
+        // Host-specific routes before any-host ones, then longest prefix.
+        routes.sort_by(|a, b| {
+            b.host
+                .is_some()
+                .cmp(&a.host.is_some())
+                .then(b.prefix.len().cmp(&a.prefix.len()))
+        });
+        Self {
+            routes,
+            upstreams,
+            verifier,
+            owned_prefix: config.owned_header_prefix.clone(),
+        }
+    }
+
+    fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        let host = host.map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name));
+        self.routes.iter().position(|r| {
+            r.host
+                .as_deref()
+                .is_none_or(|h| host.is_some_and(|x| x.eq_ignore_ascii_case(h)))
+                && path.starts_with(&r.prefix)
+                && (r.prefix.ends_with('/')
+                    || path.len() == r.prefix.len()
+                    || path.as_bytes()[r.prefix.len()] == b'/')
+        })
+    }
+}
+
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    challenge: Option<String>,
+    body: &'static str,
+) -> Result<bool> {
+    let mut header = ResponseHeader::build(status, Some(4))?;
+    header.insert_header("content-type", "application/json")?;
+    header.insert_header("content-length", body.len().to_string())?;
+    if let Some(c) = challenge {
+        header.insert_header("www-authenticate", c)?;
+    }
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+        .await?;
+    Ok(true)
+}
+
+fn bearer(req: &RequestHeader) -> Option<&str> {
+    let value = req.headers.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn scopes_of(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<&str> {
+    match claims.get("scope").or_else(|| claims.get("scp")) {
+        Some(serde_json::Value::String(s)) => s.split(' ').filter(|s| !s.is_empty()).collect(),
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.host());
+        let Some(index) = self.route(host, req.uri.path()) else {
+            return respond(
+                session,
+                404,
+                None,
+                r#"{"error":"not_found","message":"no route"}"#,
+            )
+            .await;
+        };
+        ctx.route = Some(index);
+        let route = &self.routes[index];
+        if route.auth == AuthMode::Public {
+            return Ok(false);
+        }
+        let (Some(verifier), Some(token)) = (&self.verifier, bearer(req)) else {
+            return respond(
+                session,
+                401,
+                Some("Bearer realm=\"portcullis\"".into()),
+                r#"{"error":"unauthorized","message":"a bearer token is required"}"#,
+            )
+            .await;
+        };
+        let verified = match verifier.verify(token).await {
+            Ok(v) => v,
+            Err(e) => {
+                let challenge = format!(
+                    "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"{}\"",
+                    e.reason()
+                );
+                return respond(
+                    session,
+                    401,
+                    Some(challenge),
+                    r#"{"error":"invalid_token","message":"the bearer token was refused"}"#,
+                )
+                .await;
+            }
+        };
+        let granted = scopes_of(&verified.claims);
+        if let Some(missing) = route.scopes.iter().find(|s| !granted.contains(&s.as_str())) {
+            let challenge = format!(
+                "Bearer realm=\"portcullis\", error=\"insufficient_scope\", scope=\"{missing}\""
+            );
+            return respond(
+                session,
+                403,
+                Some(challenge),
+                r#"{"error":"insufficient_scope","message":"the token lacks a required scope"}"#,
+            )
+            .await;
+        }
+        ctx.identity = Some(verified);
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .and_then(|i| self.routes.get(i))
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
+        let upstream = &self.upstreams[route.upstream];
+        let n = upstream.next.fetch_add(1, Ordering::Relaxed);
+        let addr = upstream.addresses[n % upstream.addresses.len()];
+        Ok(Box::new(HttpPeer::new(addr, false, String::new())))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // Whatever the client sent under our prefix is a forgery.
+        let owned: Vec<http::HeaderName> = upstream
+            .headers
+            .keys()
+            .filter(|k| k.as_str().starts_with(&self.owned_prefix))
+            .cloned()
+            .collect();
+        for name in owned {
+            upstream.remove_header(&name);
+        }
+        let route = ctx.route.and_then(|i| self.routes.get(i));
+        if !route.is_some_and(|r| r.forward_authorization) {
+            upstream.remove_header("authorization");
+        }
+        if let Some(identity) = &ctx.identity {
+            let c = &identity.claims;
+            let text = |k: &str| c.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+            let list = |k: &str| match c.get(k) {
+                Some(serde_json::Value::Array(a)) => Some(
+                    a.iter()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                _ => None,
+            };
+            let p = &self.owned_prefix;
+            for (name, value) in [
+                ("subject", text("sub")),
+                ("client-id", text("client_id").or_else(|| text("azp"))),
+                ("scopes", Some(scopes_of(c).join(" "))),
+                ("groups", list("groups")),
+                ("roles", list("roles")),
+            ] {
+                if let Some(value) = value.filter(|v| !v.is_empty()) {
+                    upstream.insert_header(format!("{p}{name}"), value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,246 @@
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+use tokens::testing::{SigningKey, TestIssuer, now};
+
+struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An upstream that answers with what it received.
+async fn echo_upstream() -> SocketAddr {
+    async fn echo(uri: axum::http::Uri, headers: HeaderMap) -> axum::Json<Value> {
+        let headers: serde_json::Map<String, Value> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap_or(""))))
+            .collect();
+        axum::Json(json!({"path": uri.path(), "headers": headers}))
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(echo)).await });
+    addr
+}
+
+fn start(config: &str) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let port = free_port();
+    std::fs::write(
+        &path,
+        format!("listen = \"127.0.0.1:{port}\"\nshutdown_grace_secs = 1\n{config}"),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::mem::forget(dir);
+    Gateway { child, addr }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protects_routes_and_owns_the_identity_headers() {
+    let upstream = echo_upstream().await;
+    let key = SigningKey::es256("k1");
+    let issuer = TestIssuer::start(&[&key]).await;
+    let iss = issuer.config();
+    let config = format!(
+        r#"
+[[issuers]]
+issuer = "{}"
+audiences = ["api"]
+
+[[upstreams]]
+name = "app"
+addresses = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/public"
+upstream = "app"
+auth = "public"
+
+[[routes]]
+path_prefix = "/api"
+upstream = "app"
+auth = "jwt"
+scopes = ["orders:read"]
+
+[[routes]]
+path_prefix = "/api/admin"
+upstream = "app"
+auth = "jwt"
+scopes = ["admin"]
+"#,
+        iss.issuer
+    );
+    let gw = start(&config);
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}{p}", gw.addr);
+
+    // Public: proxied, with forged identity headers removed.
+    let resp = http
+        .get(url("/public/page"))
+        .header("x-auth-subject", "root")
+        .header("X-Auth-Groups", "admins")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen: Value = resp.json().await.unwrap();
+    assert_eq!(seen["path"], "/public/page");
+    assert!(seen["headers"].get("x-auth-subject").is_none(), "{seen}");
+    assert!(seen["headers"].get("x-auth-groups").is_none(), "{seen}");
+
+    // JWT routes: no token, a bad token, a good one.
+    let resp = http.get(url("/api/orders")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    let resp = http
+        .get(url("/api/orders"))
+        .bearer_auth("not.a.jwt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+
+    let mut claims = issuer.claims("alice");
+    claims["scope"] = json!("openid orders:read");
+    claims["groups"] = json!(["staff", "editors"]);
+    claims["client_id"] = json!("web");
+    let token = key.sign(&claims);
+    let resp = http
+        .get(url("/api/orders"))
+        .bearer_auth(&token)
+        .header("x-auth-subject", "root")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen: Value = resp.json().await.unwrap();
+    let h = &seen["headers"];
+    assert_eq!(
+        h["x-auth-subject"], "alice",
+        "the verified subject, not the forged one: {seen}"
+    );
+    assert_eq!(h["x-auth-groups"], "staff,editors");
+    assert_eq!(h["x-auth-client-id"], "web");
+    assert_eq!(h["x-auth-scopes"], "openid orders:read");
+    assert!(
+        h.get("authorization").is_none(),
+        "the token is not forwarded"
+    );
+
+    // Longest prefix: /api/admin needs `admin`.
+    let resp = http
+        .get(url("/api/admin/users"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("insufficient_scope")
+    );
+    // `/apiary` is not under `/api`; nothing else matches.
+    let resp = http.get(url("/apiary")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+
+    // An expired token.
+    let mut old = issuer.claims("alice");
+    old["exp"] = json!(now() - 3600);
+    old["scope"] = json!("orders:read");
+    let resp = http
+        .get(url("/api/orders"))
+        .bearer_auth(key.sign(&old))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+#[test]
+fn bad_config_exits_64_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (config, key) in [
+        (
+            "[[routes]]\npath_prefix = \"/\"\nupstream = \"nope\"\nauth = \"public\"\n",
+            "routes[0].upstream",
+        ),
+        (
+            "[[upstreams]]\nname = \"a\"\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\npath_prefix = \"/\"\nupstream = \"a\"\nauth = \"jwt\"\n",
+            "routes[0].auth",
+        ),
+        ("threads = 0\n", "threads"),
+        ("surprise = 1\n", "surprise"),
+    ] {
+        let path = dir.path().join("g.toml");
+        std::fs::write(&path, config).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{config}: {stderr}");
+        assert!(stderr.contains(key), "{config}: {stderr}");
+    }
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.example.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
