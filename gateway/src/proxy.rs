@@ -104,8 +104,9 @@ async fn respond(
     session: &mut Session,
     status: u16,
     challenge: Option<String>,
-    body: &'static str,
+    body: impl Into<Bytes>,
 ) -> Result<bool> {
+    let body: Bytes = body.into();
     let mut header = ResponseHeader::build(status, Some(4))?;
     header.insert_header("content-type", "application/json")?;
     header.insert_header("content-length", body.len().to_string())?;
@@ -115,9 +116,7 @@ async fn respond(
     session
         .write_response_header(Box::new(header), false)
         .await?;
-    session
-        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
-        .await?;
+    session.write_response_body(Some(body), true).await?;
     Ok(true)
 }
 
@@ -144,6 +143,34 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // Normalise once: routing, policy and the upstream all see this path.
+        let path = session.req_header().uri.path();
+        match sidecar::path::normalize(path) {
+            Ok(std::borrow::Cow::Borrowed(_)) => {}
+            Ok(std::borrow::Cow::Owned(canonical)) => {
+                let target = match session.req_header().uri.query() {
+                    Some(q) => format!("{canonical}?{q}"),
+                    None => canonical,
+                };
+                match target.parse::<http::Uri>() {
+                    Ok(uri) => session.req_header_mut().set_uri(uri),
+                    Err(_) => {
+                        return respond(
+                            session,
+                            400,
+                            None,
+                            r#"{"error":"bad_request","message":"invalid request target"}"#,
+                        )
+                        .await;
+                    }
+                }
+            }
+            Err(e) => {
+                let body = serde_json::json!({"error": "bad_request", "message": e.to_string()})
+                    .to_string();
+                return respond(session, 400, None, body).await;
+            }
+        }
         let req = session.req_header();
         let host = req
             .headers

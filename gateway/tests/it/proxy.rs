@@ -189,6 +189,44 @@ scopes = ["admin"]
     let resp = http.get(url("/apiary")).send().await.unwrap();
     assert_eq!(resp.status(), 404);
 
+    // One canonical path for routing, policy and upstream.
+    let resp = http
+        .get(url("/public//a/./b/../page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["path"],
+        "/public/a/page"
+    );
+    for sneaky in [
+        "/public/../api/orders",
+        "/public/%2e%2e/api/orders",
+        "/PUBLIC/../api/orders",
+    ] {
+        let resp = http.get(url(sneaky)).send().await.unwrap();
+        assert_ne!(
+            resp.status(),
+            200,
+            "{sneaky} must not reach /api without a token"
+        );
+    }
+    for (bad, says) in [
+        ("/public/a%2fb", "encoded"),
+        ("/public/%00", "NUL"),
+        ("/public/%ff", "UTF-8"),
+        ("/public/a%5cb", "encoded"),
+    ] {
+        let resp = http.get(url(bad)).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{bad}");
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            body["message"].as_str().unwrap().contains(says),
+            "{bad}: {body}"
+        );
+    }
+
     // An expired token.
     let mut old = issuer.claims("alice");
     old["exp"] = json!(now() - 3600);
