@@ -13,6 +13,8 @@ use serde::Deserialize;
 pub struct Config {
     /// Plain-HTTP listener.
     pub listen: SocketAddr,
+    /// `/healthz`, `/readyz`, `/metrics`.
+    pub admin: SocketAddr,
     /// Worker threads of the proxy.
     pub threads: usize,
     pub shutdown_grace_secs: u64,
@@ -62,6 +64,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9000)),
             threads: 2,
             shutdown_grace_secs: 10,
             log_level: "info".into(),

@@ -4,5 +4,7 @@
 //! on `jwt` routes (401/403 with RFC 6750 challenges), strips every
 //! incoming `x-auth-*` header and adds the verified identity.
 
+pub mod admin;
 pub mod config;
+pub mod metrics;
 pub mod proxy;

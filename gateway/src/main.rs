@@ -91,11 +91,20 @@ fn main() -> ExitCode {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy =
-        pingora::proxy::http_proxy_service(&server.configuration, Gateway::new(&config, verifier));
+    let metrics = Arc::new(gateway::metrics::Metrics::new());
+    let mut proxy = pingora::proxy::http_proxy_service(
+        &server.configuration,
+        Gateway::new(&config, verifier.clone(), metrics.clone()),
+    );
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(proxy);
-    tracing::info!(listen = %config.listen, routes = config.routes.len(), build = env!("CARGO_PKG_VERSION"), "listening");
+    let mut admin = pingora::services::listening::Service::new(
+        "admin".into(),
+        gateway::admin::Admin { verifier, metrics },
+    );
+    admin.add_tcp(&config.admin.to_string());
+    server.add_service(admin);
+    tracing::info!(listen = %config.listen, admin = %config.admin, routes = config.routes.len(), build = env!("CARGO_PKG_VERSION"), "listening");
     server.run(RunArgs::default());
     drop(keys_runtime);
     ExitCode::SUCCESS

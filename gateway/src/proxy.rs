@@ -15,6 +15,33 @@ use pingora::{Error, ErrorType, Result};
 use tokens::{Verified, Verifier};
 
 use crate::config::{AuthMode, Config};
+use crate::metrics::Metrics;
+
+/// Status codes as label values without allocating.
+fn itoa_status(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        301 => "301",
+        302 => "302",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        0 => "none",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
 
 struct Route {
     host: Option<String>,
@@ -36,17 +63,18 @@ pub struct Gateway {
     upstreams: Vec<Upstream>,
     verifier: Option<Arc<Verifier>>,
     owned_prefix: String,
+    metrics: Arc<Metrics>,
 }
 
 /// Per-request state.
-#[derive(Default)]
 pub struct Ctx {
     route: Option<usize>,
     identity: Option<Arc<Verified>>,
+    started: std::time::Instant,
 }
 
 impl Gateway {
-    pub fn new(config: &Config, verifier: Option<Arc<Verifier>>) -> Self {
+    pub fn new(config: &Config, verifier: Option<Arc<Verifier>>, metrics: Arc<Metrics>) -> Self {
         let upstreams: Vec<Upstream> = config
             .upstreams
             .iter()
@@ -83,6 +111,7 @@ impl Gateway {
             upstreams,
             verifier,
             owned_prefix: config.owned_header_prefix.clone(),
+            metrics,
         }
     }
 
@@ -139,7 +168,27 @@ impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::default()
+        Ctx {
+            route: None,
+            identity: None,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let route = ctx
+            .route
+            .and_then(|i| self.routes.get(i))
+            .map_or("none", |r| r.prefix.as_str());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        self.metrics
+            .requests
+            .with_label_values(&[route, itoa_status(status)])
+            .inc();
+        self.metrics
+            .duration
+            .with_label_values(&[route])
+            .observe(ctx.started.elapsed().as_secs_f64());
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -203,6 +252,10 @@ impl ProxyHttp for Gateway {
         let verified = match verifier.verify(token).await {
             Ok(v) => v,
             Err(e) => {
+                self.metrics
+                    .token_failures
+                    .with_label_values(&[e.reason()])
+                    .inc();
                 let challenge = format!(
                     "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"{}\"",
                     e.reason()

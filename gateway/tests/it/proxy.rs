@@ -9,6 +9,7 @@ use tokens::testing::{SigningKey, TestIssuer, now};
 struct Gateway {
     child: Child,
     addr: SocketAddr,
+    admin: SocketAddr,
 }
 
 impl Drop for Gateway {
@@ -44,10 +45,12 @@ async fn echo_upstream() -> SocketAddr {
 fn start(config: &str) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.toml");
-    let port = free_port();
+    let (port, admin_port) = (free_port(), free_port());
     std::fs::write(
         &path,
-        format!("listen = \"127.0.0.1:{port}\"\nshutdown_grace_secs = 1\n{config}"),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:{admin_port}\"\nshutdown_grace_secs = 1\n{config}"
+        ),
     )
     .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
@@ -65,7 +68,12 @@ fn start(config: &str) -> Gateway {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::mem::forget(dir);
-    Gateway { child, addr }
+    let admin = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    while std::net::TcpStream::connect(admin).is_err() {
+        assert!(Instant::now() < deadline, "admin listener did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Gateway { child, addr, admin }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -238,6 +246,38 @@ scopes = ["admin"]
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
+
+    // The admin listener: health, readiness (issuer keys fetched), metrics.
+    let admin = |p: &str| format!("http://{}{p}", gw.admin);
+    assert_eq!(
+        http.get(admin("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        http.get(admin("/readyz")).send().await.unwrap().status(),
+        200
+    );
+    let text = http
+        .get(admin("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"gateway_requests_total{route="/api",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"gateway_requests_total{route="/api/admin",status="403"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"token_verification_failures_total{reason="expired"} 1"#),
+        "{text}"
+    );
+    assert!(!text.contains("apiary"), "raw paths never become labels");
 }
 
 #[test]
