@@ -71,6 +71,42 @@ pub struct Ctx {
     route: Option<usize>,
     identity: Option<Arc<Verified>>,
     started: std::time::Instant,
+    /// The client's `x-request-id` when well-formed, else a new one; sent
+    /// upstream and back to the client.
+    request_id: String,
+}
+
+/// A caller's request id is kept if it is short and plain.
+fn acceptable_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// W3C trace context: `00-<32 hex>-<16 hex>-<2 hex>`.
+fn valid_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && parts[1] != "0".repeat(32)
+        && hex(parts[2], 16)
+        && parts[2] != "0".repeat(16)
+        && hex(parts[3], 2)
+}
+
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 16];
+    // A failing system RNG leaves zeros: still an id, just not unique.
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Gateway {
@@ -172,7 +208,18 @@ impl ProxyHttp for Gateway {
             route: None,
             identity: None,
             started: std::time::Instant::now(),
+            request_id: String::new(),
         }
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
@@ -192,6 +239,13 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.request_id = session
+            .req_header()
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| acceptable_request_id(id))
+            .map_or_else(new_request_id, str::to_owned);
         // Normalise once: routing, policy and the upstream all see this path.
         let path = session.req_header().uri.path();
         match sidecar::path::normalize(path) {
@@ -316,6 +370,18 @@ impl ProxyHttp for Gateway {
         let route = ctx.route.and_then(|i| self.routes.get(i));
         if !route.is_some_and(|r| r.forward_authorization) {
             upstream.remove_header("authorization");
+        }
+        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        // Trace context passes through; a malformed one would only confuse
+        // the upstream's tracer.
+        let traceparent_ok = upstream
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(valid_traceparent);
+        if !traceparent_ok {
+            upstream.remove_header("traceparent");
+            upstream.remove_header("tracestate");
         }
         if let Some(identity) = &ctx.identity {
             let c = &identity.claims;

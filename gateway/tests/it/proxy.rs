@@ -179,6 +179,33 @@ scopes = ["admin"]
         "the token is not forwarded"
     );
 
+    // Request ids: kept when plain, made when absent or odd; traceparent
+    // passes through when well-formed.
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let resp = http
+        .get(url("/public/x"))
+        .header("x-request-id", "abc-123")
+        .header("traceparent", tp)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "abc-123");
+    let seen: Value = resp.json().await.unwrap();
+    assert_eq!(seen["headers"]["x-request-id"], "abc-123");
+    assert_eq!(seen["headers"]["traceparent"], tp);
+    let resp = http
+        .get(url("/public/x"))
+        .header("x-request-id", "bad id\twith spaces")
+        .header("traceparent", "garbage")
+        .send()
+        .await
+        .unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32, "a fresh id: {id}");
+    let seen: Value = resp.json().await.unwrap();
+    assert_eq!(seen["headers"]["x-request-id"], id.as_str());
+    assert!(seen["headers"].get("traceparent").is_none());
+
     // Longest prefix: /api/admin needs `admin`.
     let resp = http
         .get(url("/api/admin/users"))
