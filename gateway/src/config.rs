@@ -33,6 +33,21 @@ pub struct Config {
 pub struct Upstream {
     pub name: String,
     pub addresses: Vec<SocketAddr>,
+    /// Giving up on a TCP connect (then the next address, for idempotent
+    /// requests).
+    #[serde(default = "default_connect_ms")]
+    pub connect_timeout_ms: u64,
+    /// Longest wait for the upstream between reads.
+    #[serde(default = "default_read_ms")]
+    pub read_timeout_ms: u64,
+}
+
+fn default_connect_ms() -> u64 {
+    1_000
+}
+
+fn default_read_ms() -> u64 {
+    30_000
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -108,6 +123,12 @@ impl Config {
                 return Err(ConfigError::invalid(
                     format!("upstreams[{i}].name"),
                     format!("`{}` is defined twice", u.name),
+                ));
+            }
+            if u.connect_timeout_ms == 0 || u.read_timeout_ms == 0 {
+                return Err(ConfigError::invalid(
+                    format!("upstreams[{i}]"),
+                    "timeouts must be greater than 0",
                 ));
             }
             if u.addresses.is_empty() {

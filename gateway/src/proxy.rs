@@ -55,6 +55,8 @@ struct Route {
 struct Upstream {
     addresses: Vec<std::net::SocketAddr>,
     next: AtomicUsize,
+    connect_timeout: std::time::Duration,
+    read_timeout: std::time::Duration,
 }
 
 pub struct Gateway {
@@ -74,6 +76,8 @@ pub struct Ctx {
     /// The client's `x-request-id` when well-formed, else a new one; sent
     /// upstream and back to the client.
     request_id: String,
+    /// Connect attempts that failed (bounded retries on other addresses).
+    connect_failures: usize,
 }
 
 /// A caller's request id is kept if it is short and plain.
@@ -117,6 +121,8 @@ impl Gateway {
             .map(|u| Upstream {
                 addresses: u.addresses.clone(),
                 next: AtomicUsize::new(0),
+                connect_timeout: std::time::Duration::from_millis(u.connect_timeout_ms),
+                read_timeout: std::time::Duration::from_millis(u.read_timeout_ms),
             })
             .collect();
         let mut routes: Vec<Route> = config
@@ -209,6 +215,7 @@ impl ProxyHttp for Gateway {
             identity: None,
             started: std::time::Instant::now(),
             request_id: String::new(),
+            connect_failures: 0,
         }
     }
 
@@ -348,7 +355,40 @@ impl ProxyHttp for Gateway {
         let upstream = &self.upstreams[route.upstream];
         let n = upstream.next.fetch_add(1, Ordering::Relaxed);
         let addr = upstream.addresses[n % upstream.addresses.len()];
-        Ok(Box::new(HttpPeer::new(addr, false, String::new())))
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(upstream.connect_timeout);
+        peer.options.read_timeout = Some(upstream.read_timeout);
+        Ok(Box::new(peer))
+    }
+
+    /// A request that never reached the upstream may go to the next
+    /// address, but only if repeating it is harmless (an idempotent
+    /// method), and at most once per address.
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.connect_failures += 1;
+        let idempotent = matches!(
+            session.req_header().method,
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::OPTIONS
+                | http::Method::PUT
+                | http::Method::DELETE
+                | http::Method::TRACE
+        );
+        let addresses = ctx
+            .route
+            .and_then(|i| self.routes.get(i))
+            .map_or(1, |r| self.upstreams[r.upstream].addresses.len());
+        if idempotent && ctx.connect_failures < addresses {
+            e.set_retry(true);
+        }
+        e
     }
 
     async fn upstream_request_filter(

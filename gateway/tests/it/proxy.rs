@@ -349,3 +349,56 @@ fn the_example_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idempotent_requests_retry_on_connect_failure_only() {
+    let live = echo_upstream().await;
+    let dead = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        r#"
+[[upstreams]]
+name = "pair"
+addresses = ["{dead}", "{live}"]
+connect_timeout_ms = 500
+
+[[upstreams]]
+name = "down"
+addresses = ["{dead}"]
+
+[[routes]]
+path_prefix = "/pair"
+upstream = "pair"
+auth = "public"
+
+[[routes]]
+path_prefix = "/down"
+upstream = "down"
+auth = "public"
+"#
+    );
+    let gw = start(&config);
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}{p}", gw.addr);
+    for _ in 0..4 {
+        let resp = http.get(url("/pair/x")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "GET retried on the live address");
+    }
+    let mut posts = Vec::new();
+    for _ in 0..4 {
+        posts.push(
+            http.post(url("/pair/x"))
+                .body("x")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert!(
+        posts.contains(&200) && posts.iter().any(|s| *s >= 500),
+        "POST is never retried: {posts:?}"
+    );
+    let resp = http.get(url("/down/x")).send().await.unwrap();
+    assert_eq!(resp.status(), 502, "nothing to retry on");
+}
