@@ -24,6 +24,9 @@ pub struct Config {
     /// before the verified ones are added (prefix match, lower case).
     pub owned_header_prefix: String,
     pub issuers: Vec<tokens::IssuerConfig>,
+    /// A policy directory evaluated in-process (the sidecar's engine
+    /// linked in: same decisions, no network hop) for routes with `policy`.
+    pub policies: Option<std::path::PathBuf>,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
 }
@@ -73,6 +76,9 @@ pub struct Route {
     /// Pass the client's `Authorization` header upstream (default: drop it).
     #[serde(default)]
     pub forward_authorization: bool,
+    /// Ask the policy engine; a deny is a 403.
+    #[serde(default)]
+    pub policy: bool,
 }
 
 impl Default for Config {
@@ -86,6 +92,7 @@ impl Default for Config {
             log_format: LogFormat::Json,
             owned_header_prefix: "x-auth-".into(),
             issuers: Vec::new(),
+            policies: None,
             upstreams: Vec::new(),
             routes: Vec::new(),
         }
@@ -155,6 +162,12 @@ impl Config {
                 return Err(ConfigError::invalid(
                     format!("routes[{i}].upstream"),
                     format!("no upstream named `{}`", r.upstream),
+                ));
+            }
+            if r.policy && self.policies.is_none() {
+                return Err(ConfigError::invalid(
+                    format!("routes[{i}].policy"),
+                    "needs `policies` (a policy directory)",
                 ));
             }
             if r.auth == AuthMode::Jwt && self.issuers.is_empty() {

@@ -83,6 +83,23 @@ fn main() -> ExitCode {
             }
         }
     };
+    let engine = match &config.policies {
+        None => None,
+        Some(dir) => match sidecar::Engine::new(
+            dir,
+            &sidecar::EngineOptions::default(),
+            sidecar::metrics::Metrics::new(),
+        ) {
+            Ok(e) => Some(Arc::new(e)),
+            Err(e) => {
+                eprintln!(
+                    "error: policy directory `{}` is invalid:\n{e}",
+                    dir.display()
+                );
+                return ExitCode::from(65);
+            }
+        },
+    };
     let conf = ServerConf {
         threads: config.threads,
         grace_period_seconds: Some(config.shutdown_grace_secs),
@@ -94,7 +111,7 @@ fn main() -> ExitCode {
     let metrics = Arc::new(gateway::metrics::Metrics::new());
     let mut proxy = pingora::proxy::http_proxy_service(
         &server.configuration,
-        Gateway::new(&config, verifier.clone(), metrics.clone()),
+        Gateway::new(&config, verifier.clone(), engine, metrics.clone()),
     );
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(proxy);

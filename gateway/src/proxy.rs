@@ -12,7 +12,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
-use tokens::{Verified, Verifier};
+use tokens::Verifier;
 
 use crate::config::{AuthMode, Config};
 use crate::metrics::Metrics;
@@ -50,6 +50,7 @@ struct Route {
     auth: AuthMode,
     scopes: Vec<String>,
     forward_authorization: bool,
+    policy: bool,
 }
 
 struct Upstream {
@@ -66,12 +67,15 @@ pub struct Gateway {
     verifier: Option<Arc<Verifier>>,
     owned_prefix: String,
     metrics: Arc<Metrics>,
+    engine: Option<Arc<sidecar::Engine>>,
 }
 
 /// Per-request state.
 pub struct Ctx {
     route: Option<usize>,
-    identity: Option<Arc<Verified>>,
+    /// The verified claims as the policy engine and the identity headers
+    /// read them.
+    claims: Option<sidecar::Claims>,
     started: std::time::Instant,
     /// The client's `x-request-id` when well-formed, else a new one; sent
     /// upstream and back to the client.
@@ -114,7 +118,12 @@ fn new_request_id() -> String {
 }
 
 impl Gateway {
-    pub fn new(config: &Config, verifier: Option<Arc<Verifier>>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: &Config,
+        verifier: Option<Arc<Verifier>>,
+        engine: Option<Arc<sidecar::Engine>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let upstreams: Vec<Upstream> = config
             .upstreams
             .iter()
@@ -139,6 +148,7 @@ impl Gateway {
                 auth: r.auth,
                 scopes: r.scopes.clone(),
                 forward_authorization: r.forward_authorization,
+                policy: r.policy,
             })
             .collect();
         // Host-specific routes before any-host ones, then longest prefix.
@@ -154,6 +164,53 @@ impl Gateway {
             verifier,
             owned_prefix: config.owned_header_prefix.clone(),
             metrics,
+            engine,
+        }
+    }
+
+    /// On routes with `policy`, the linked-in engine decides; a deny is a
+    /// 403 that names nothing internal.
+    async fn decide(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let Some(route) = ctx.route.and_then(|i| self.routes.get(i)) else {
+            return Ok(false);
+        };
+        if !route.policy {
+            return Ok(false);
+        }
+        let Some(engine) = &self.engine else {
+            return respond(
+                session,
+                503,
+                None,
+                r#"{"error":"unavailable","message":"policy engine unavailable"}"#,
+            )
+            .await;
+        };
+        let req = session.req_header();
+        let host = req.headers.get("host").and_then(|h| h.to_str().ok());
+        let source = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let decision = engine.check(&sidecar::CheckRequest {
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            host,
+            source,
+            claims: ctx.claims.as_ref(),
+            request_id: Some(&ctx.request_id),
+            time: None,
+        });
+        if decision.allowed() {
+            Ok(false)
+        } else {
+            respond(
+                session,
+                403,
+                None,
+                r#"{"error":"forbidden","message":"denied by policy"}"#,
+            )
+            .await
         }
     }
 
@@ -212,7 +269,7 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             route: None,
-            identity: None,
+            claims: None,
             started: std::time::Instant::now(),
             request_id: String::new(),
             connect_failures: 0,
@@ -299,7 +356,7 @@ impl ProxyHttp for Gateway {
         ctx.route = Some(index);
         let route = &self.routes[index];
         if route.auth == AuthMode::Public {
-            return Ok(false);
+            return self.decide(session, ctx).await;
         }
         let (Some(verifier), Some(token)) = (&self.verifier, bearer(req)) else {
             return respond(
@@ -343,8 +400,27 @@ impl ProxyHttp for Gateway {
             )
             .await;
         }
-        ctx.identity = Some(verified);
-        Ok(false)
+        match sidecar::Claims::from_json(&verified.claims) {
+            Ok(claims) => ctx.claims = Some(claims),
+            Err(e) => {
+                self.metrics
+                    .token_failures
+                    .with_label_values(&["bad_claim"])
+                    .inc();
+                let challenge = format!(
+                    "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"{}\"",
+                    e.0
+                );
+                return respond(
+                    session,
+                    401,
+                    Some(challenge),
+                    r#"{"error":"invalid_token","message":"the bearer token was refused"}"#,
+                )
+                .await;
+            }
+        }
+        self.decide(session, ctx).await
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -423,29 +499,9 @@ impl ProxyHttp for Gateway {
             upstream.remove_header("traceparent");
             upstream.remove_header("tracestate");
         }
-        if let Some(identity) = &ctx.identity {
-            let c = &identity.claims;
-            let text = |k: &str| c.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-            let list = |k: &str| match c.get(k) {
-                Some(serde_json::Value::Array(a)) => Some(
-                    a.iter()
-                        .filter_map(|v| v.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ),
-                _ => None,
-            };
-            let p = &self.owned_prefix;
-            for (name, value) in [
-                ("subject", text("sub")),
-                ("client-id", text("client_id").or_else(|| text("azp"))),
-                ("scopes", Some(scopes_of(c).join(" "))),
-                ("groups", list("groups")),
-                ("roles", list("roles")),
-            ] {
-                if let Some(value) = value.filter(|v| !v.is_empty()) {
-                    upstream.insert_header(format!("{p}{name}"), value)?;
-                }
+        if let Some(claims) = &ctx.claims {
+            for (name, value) in sidecar::headers::identity(claims) {
+                upstream.insert_header(name, value)?;
             }
         }
         Ok(())

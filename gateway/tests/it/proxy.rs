@@ -402,3 +402,68 @@ auth = "public"
     let resp = http.get(url("/down/x")).send().await.unwrap();
     assert_eq!(resp.status(), 502, "nothing to retry on");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_policy_decides_like_the_sidecar() {
+    let upstream = echo_upstream().await;
+    let key = SigningKey::es256("k1");
+    let issuer = TestIssuer::start(&[&key]).await;
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let config = format!(
+        r#"
+policies = "{}"
+
+[[issuers]]
+issuer = "{}"
+audiences = ["api"]
+
+[[upstreams]]
+name = "app"
+addresses = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/api"
+upstream = "app"
+auth = "jwt"
+policy = true
+"#,
+        policies.display(),
+        issuer.config().issuer
+    );
+    let gw = start(&config);
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}{p}", gw.addr);
+    let token = |sub: &str, client: &str, scope: &str| {
+        let mut c = issuer.claims(sub);
+        c["client_id"] = json!(client);
+        c["scope"] = json!(scope);
+        key.sign(&c)
+    };
+    // A client-credentials token (sub = client_id) is the client principal.
+    let resp = http
+        .get(url("/api/orders"))
+        .bearer_auth(token("billing", "billing", "orders:read"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "service-read-orders");
+    let resp = http
+        .get(url("/api/orders"))
+        .bearer_auth(token("billing", "billing", "profile"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["message"], "denied by policy", "no internals: {body}");
+    // A user reads their own order.
+    let resp = http
+        .get(url("/api/orders/o-300"))
+        .bearer_auth(token("erin", "web", "openid"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "owner-access");
+    let seen: Value = resp.json().await.unwrap();
+    assert_eq!(seen["headers"]["x-auth-subject"], "erin");
+}
