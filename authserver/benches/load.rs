@@ -60,10 +60,12 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
             && v["message"] == "listening"
         {
             let addr = v["listen"].as_str().unwrap().parse().unwrap();
+            // The credentials file appears whole (written, then renamed).
+            let deadline = Instant::now() + Duration::from_secs(10);
             while !creds_path.exists() {
+                assert!(Instant::now() < deadline, "no --dev-credentials file");
                 std::thread::sleep(Duration::from_millis(10));
             }
-            std::thread::sleep(Duration::from_millis(50));
             let creds = serde_json::from_slice(&std::fs::read(&creds_path).unwrap()).unwrap();
             return Server {
                 child,

@@ -92,15 +92,7 @@ pub(crate) async fn exchange(server: &Authserver, code: &str, verifier: &str) ->
 }
 
 async fn verify_id_token(server: &Authserver, token: &str) -> Value {
-    let jwks: JwkSet = server
-        .http
-        .get(server.url("/jwks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: JwkSet = server.get_json("/jwks").await;
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.typ.as_deref(), Some("JWT"));
     let key = DecodingKey::from_jwk(jwks.find(header.kid.as_deref().unwrap()).unwrap()).unwrap();
@@ -456,8 +448,7 @@ async fn failed_logins_back_off_lock_out_and_are_audited() {
     let locked = log_in(&mut browser, &page, "demo", &password(&server)).await;
     assert_eq!(locked.status, 429, "{}", locked.body);
     assert!(locked.body.contains("Too many failed sign-in attempts"));
-    let url = format!("sqlite:{}", dir.path().join("data/authserver.db").display());
-    let store = authserver::store::Store::connect(&url).await.unwrap();
+    let store = server.embedded_store().await;
     let events = store.audit_events(100).await.unwrap();
     store.close().await;
     let failures: Vec<_> = events
@@ -566,15 +557,7 @@ async fn prompt_max_age_and_logout() {
 async fn discovery_describes_the_provider() {
     let dir = tempfile::tempdir().unwrap();
     let server = Authserver::dev(dir.path(), &[], &[]);
-    let doc: Value = server
-        .http
-        .get(server.url("/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = server.get_json("/.well-known/openid-configuration").await;
     let issuer = server.issuer();
     assert_eq!(doc["issuer"], issuer);
     for (key, path) in [

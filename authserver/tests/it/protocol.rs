@@ -50,14 +50,8 @@ async fn client_credentials_tokens_pass_the_gateways_verifier() {
 
     // Metadata lists what is implemented, at the issuer's address.
     let meta: Value = server
-        .http
-        .get(server.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
     assert_eq!(meta["issuer"], server.issuer());
     assert_eq!(meta["token_endpoint"], format!("{}/token", server.issuer()));
     assert_eq!(
@@ -75,8 +69,7 @@ async fn client_credentials_tokens_pass_the_gateways_verifier() {
 }
 
 async fn audit_actions(server: &Authserver) -> Vec<String> {
-    let url = format!("sqlite:{}", server.dir.join("data/authserver.db").display());
-    let store = authserver::store::Store::connect(&url).await.unwrap();
+    let store = server.embedded_store().await;
     let events = store.audit_events(1000).await.unwrap();
     store.close().await;
     events.into_iter().map(|e| e.action).collect()
@@ -469,15 +462,7 @@ async fn key_rotation_publishes_before_signing_and_keeps_old_tokens_valid() {
     let env = [("PORTCULLIS_AUTHSERVER__TOKENS__KEY_REFRESH_SECONDS", "1")];
     let server = Authserver::dev(dir.path(), &[], &env);
     let jwks = || async {
-        let v: Value = server
-            .http
-            .get(server.url("/jwks"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = server.get_json("/jwks").await;
         v["keys"]
             .as_array()
             .unwrap()
@@ -551,8 +536,7 @@ async fn key_rotation_publishes_before_signing_and_keeps_old_tokens_valid() {
     assert!(verifier.verify(&new_token).await.is_ok());
 
     // Private keys are sealed at rest: no PKCS#8 in the clear.
-    let url = format!("sqlite:{}", dir.path().join("data/authserver.db").display());
-    let store = authserver::store::Store::connect(&url).await.unwrap();
+    let store = server.embedded_store().await;
     for key in store.keys().await.unwrap() {
         assert_eq!(key.sealed_private_key[0], 1, "sealed format");
         assert!(
@@ -711,15 +695,7 @@ async fn production_backends_postgres_and_redis() {
     .await;
     assert_eq!(status, 200, "{tokens}");
     assert!(tokens["refresh_token"].is_string() && tokens["id_token"].is_string());
-    let ready: Value = server
-        .http
-        .get(server.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = server.get_json("/readyz").await;
     assert_eq!(ready, json!({"database": "ok", "ephemeral": "ok"}));
     drop(server);
 
@@ -852,8 +828,7 @@ async fn the_client_address_comes_from_trusted_proxies_only() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 401);
-        let url = format!("sqlite:{}", dir.path().join("data/authserver.db").display());
-        let store = authserver::store::Store::connect(&url).await.unwrap();
+        let store = server.embedded_store().await;
         let events = store.audit_events(10).await.unwrap();
         store.close().await;
         let failure = events

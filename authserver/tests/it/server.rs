@@ -156,6 +156,24 @@ impl Authserver {
         (status, headers, json)
     }
 
+    /// GET `path` and parse the JSON answer.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The embedded (SQLite) store this dev server writes, opened beside it.
+    pub async fn embedded_store(&self) -> authserver::store::Store {
+        let url = format!("sqlite:{}", self.dir.join("data/authserver.db").display());
+        authserver::store::Store::connect(&url).await.unwrap()
+    }
+
     /// A client_credentials token for the demo service client.
     pub async fn service_token(&self, scope: Option<&str>) -> String {
         let (id, secret) = self.client("service");
