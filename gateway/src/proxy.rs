@@ -3,6 +3,7 @@
 //! `upstream_peer` picks an address, `upstream_request_filter` fixes the
 //! identity headers the upstream sees.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -114,7 +115,11 @@ fn new_request_id() -> String {
     let mut bytes = [0u8; 16];
     // A failing system RNG leaves zeros: still an id, just not unique.
     let _ = aws_lc_rs::rand::fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut id = String::with_capacity(32);
+    for b in bytes {
+        let _ = write!(id, "{b:02x}");
+    }
+    id
 }
 
 impl Gateway {
@@ -254,14 +259,6 @@ fn bearer(req: &RequestHeader) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn scopes_of(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<&str> {
-    match claims.get("scope").or_else(|| claims.get("scp")) {
-        Some(serde_json::Value::String(s)) => s.split(' ').filter(|s| !s.is_empty()).collect(),
-        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect(),
-        _ => Vec::new(),
-    }
-}
-
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
@@ -387,19 +384,6 @@ impl ProxyHttp for Gateway {
                 .await;
             }
         };
-        let granted = scopes_of(&verified.claims);
-        if let Some(missing) = route.scopes.iter().find(|s| !granted.contains(&s.as_str())) {
-            let challenge = format!(
-                "Bearer realm=\"portcullis\", error=\"insufficient_scope\", scope=\"{missing}\""
-            );
-            return respond(
-                session,
-                403,
-                Some(challenge),
-                r#"{"error":"insufficient_scope","message":"the token lacks a required scope"}"#,
-            )
-            .await;
-        }
         match sidecar::Claims::from_json(&verified.claims) {
             Ok(claims) => ctx.claims = Some(claims),
             Err(e) => {
@@ -419,6 +403,20 @@ impl ProxyHttp for Gateway {
                 )
                 .await;
             }
+        }
+        // Scopes as the policy engine reads them (`scope` or `scp`).
+        let granted = ctx.claims.as_ref().map_or(&[][..], |c| c.scopes.as_slice());
+        if let Some(missing) = route.scopes.iter().find(|s| !granted.contains(s)) {
+            let challenge = format!(
+                "Bearer realm=\"portcullis\", error=\"insufficient_scope\", scope=\"{missing}\""
+            );
+            return respond(
+                session,
+                403,
+                Some(challenge),
+                r#"{"error":"insufficient_scope","message":"the token lacks a required scope"}"#,
+            )
+            .await;
         }
         self.decide(session, ctx).await
     }
@@ -473,15 +471,19 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        // Whatever the client sent under our prefix is a forgery.
-        let owned: Vec<http::HeaderName> = upstream
-            .headers
-            .keys()
-            .filter(|k| k.as_str().starts_with(&self.owned_prefix))
-            .cloned()
-            .collect();
-        for name in owned {
-            upstream.remove_header(&name);
+        // Whatever the client sent under our prefix is a forgery. Most
+        // requests carry none, and then nothing is allocated.
+        let forged = |k: &http::HeaderName| k.as_str().starts_with(&self.owned_prefix);
+        if upstream.headers.keys().any(forged) {
+            let owned: Vec<http::HeaderName> = upstream
+                .headers
+                .keys()
+                .filter(|k| forged(k))
+                .cloned()
+                .collect();
+            for name in owned {
+                upstream.remove_header(&name);
+            }
         }
         let route = ctx.route.and_then(|i| self.routes.get(i));
         if !route.is_some_and(|r| r.forward_authorization) {
