@@ -27,6 +27,9 @@ pub struct Config {
     /// A policy directory evaluated in-process (the sidecar's engine
     /// linked in: same decisions, no network hop) for routes with `policy`.
     pub policies: Option<std::path::PathBuf>,
+    /// The sidecar, asked over ext_authz gRPC for routes with `policy`
+    /// (instead of `policies`).
+    pub sidecar: Option<SidecarConfig>,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
 }
@@ -51,6 +54,35 @@ fn default_connect_ms() -> u64 {
 
 fn default_read_ms() -> u64 {
     30_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SidecarConfig {
+    /// The sidecar's gRPC listener, `http://host:port`.
+    pub address: String,
+    /// Longest wait for a decision; past it the request fails closed (503).
+    pub deadline_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// HTTP/2 connections, each multiplexing many checks.
+    pub connections: usize,
+    /// Decisions remembered (0 turns the cache off).
+    pub cache_entries: u64,
+    /// How long a decision is reused, never past the token's `exp`.
+    pub cache_ttl_secs: u64,
+}
+
+impl Default for SidecarConfig {
+    fn default() -> Self {
+        Self {
+            address: "http://127.0.0.1:9191".into(),
+            deadline_ms: 5,
+            connect_timeout_ms: 250,
+            connections: 2,
+            cache_entries: 100_000,
+            cache_ttl_secs: 5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -79,6 +111,10 @@ pub struct Route {
     /// Ask the policy engine; a deny is a 403.
     #[serde(default)]
     pub policy: bool,
+    /// When the sidecar cannot answer, let the request through (without
+    /// decision headers) instead of failing closed with a 503.
+    #[serde(default)]
+    pub policy_fail_open: bool,
 }
 
 impl Default for Config {
@@ -93,6 +129,7 @@ impl Default for Config {
             owned_header_prefix: "x-auth-".into(),
             issuers: Vec::new(),
             policies: None,
+            sidecar: None,
             upstreams: Vec::new(),
             routes: Vec::new(),
         }
@@ -123,6 +160,32 @@ impl Config {
                 format!("issuers[{}].{}", e.index, e.field),
                 e.message,
             ));
+        }
+        if self.policies.is_some() && self.sidecar.is_some() {
+            return Err(ConfigError::invalid(
+                "sidecar",
+                "choose one decider: `policies` (embedded) or `[sidecar]`",
+            ));
+        }
+        if let Some(s) = &self.sidecar {
+            if !(s.address.starts_with("http://") || s.address.starts_with("https://")) {
+                return Err(ConfigError::invalid(
+                    "sidecar.address",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if s.deadline_ms == 0 || s.connect_timeout_ms == 0 {
+                return Err(ConfigError::invalid(
+                    "sidecar",
+                    "`deadline_ms` and `connect_timeout_ms` must be greater than 0",
+                ));
+            }
+            if !(1..=64).contains(&s.connections) {
+                return Err(ConfigError::invalid(
+                    "sidecar.connections",
+                    "must be 1..=64",
+                ));
+            }
         }
         let mut names = HashSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {
@@ -164,10 +227,10 @@ impl Config {
                     format!("no upstream named `{}`", r.upstream),
                 ));
             }
-            if r.policy && self.policies.is_none() {
+            if r.policy && self.policies.is_none() && self.sidecar.is_none() {
                 return Err(ConfigError::invalid(
                     format!("routes[{i}].policy"),
-                    "needs `policies` (a policy directory)",
+                    "needs `policies` (a policy directory) or `[sidecar]`",
                 ));
             }
             if r.auth == AuthMode::Jwt && self.issuers.is_empty() {

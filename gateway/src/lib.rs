@@ -5,6 +5,14 @@
 //! incoming `x-auth-*` header and adds the verified identity.
 
 pub mod admin;
+pub mod authz;
 pub mod config;
 pub mod metrics;
 pub mod proxy;
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

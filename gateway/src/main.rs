@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bootstrap::EXIT_CONFIG;
 use clap::{Parser, Subcommand};
+use gateway::authz::{Authorizer, SidecarClient};
 use gateway::config::Config;
 use gateway::proxy::Gateway;
 use pingora::server::configuration::ServerConf;
@@ -83,14 +84,13 @@ fn main() -> ExitCode {
             }
         }
     };
-    let engine = match &config.policies {
-        None => None,
-        Some(dir) => match sidecar::Engine::new(
+    let authorizer = match (&config.policies, &config.sidecar) {
+        (Some(dir), _) => match sidecar::Engine::new(
             dir,
             &sidecar::EngineOptions::default(),
             sidecar::metrics::Metrics::new(),
         ) {
-            Ok(e) => Some(Arc::new(e)),
+            Ok(e) => Some(Authorizer::embedded(Arc::new(e))),
             Err(e) => {
                 eprintln!(
                     "error: policy directory `{}` is invalid:\n{e}",
@@ -99,6 +99,14 @@ fn main() -> ExitCode {
                 return ExitCode::from(65);
             }
         },
+        (None, Some(sidecar)) => match SidecarClient::new(sidecar) {
+            Ok(client) => Some(Authorizer::Sidecar(Box::new(client))),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
+        },
+        (None, None) => None,
     };
     let conf = ServerConf {
         threads: config.threads,
@@ -111,7 +119,7 @@ fn main() -> ExitCode {
     let metrics = Arc::new(gateway::metrics::Metrics::new());
     let mut proxy = pingora::proxy::http_proxy_service(
         &server.configuration,
-        Gateway::new(&config, verifier.clone(), engine, metrics.clone()),
+        Gateway::new(&config, verifier.clone(), authorizer, metrics.clone()),
     );
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(proxy);

@@ -13,8 +13,9 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
-use tokens::Verifier;
+use tokens::{Verified, Verifier};
 
+use crate::authz::{Authorizer, Query, Verdict};
 use crate::config::{AuthMode, Config};
 use crate::metrics::Metrics;
 
@@ -52,6 +53,7 @@ struct Route {
     scopes: Vec<String>,
     forward_authorization: bool,
     policy: bool,
+    policy_fail_open: bool,
 }
 
 struct Upstream {
@@ -68,7 +70,7 @@ pub struct Gateway {
     verifier: Option<Arc<Verifier>>,
     owned_prefix: String,
     metrics: Arc<Metrics>,
-    engine: Option<Arc<sidecar::Engine>>,
+    authorizer: Option<Authorizer>,
 }
 
 /// Per-request state.
@@ -77,6 +79,9 @@ pub struct Ctx {
     /// The verified claims as the policy engine and the identity headers
     /// read them.
     claims: Option<sidecar::Claims>,
+    verified: Option<Arc<Verified>>,
+    /// The decision on routes with `policy`; its headers go upstream.
+    verdict: Option<Arc<Verdict>>,
     started: std::time::Instant,
     /// The client's `x-request-id` when well-formed, else a new one; sent
     /// upstream and back to the client.
@@ -126,7 +131,7 @@ impl Gateway {
     pub fn new(
         config: &Config,
         verifier: Option<Arc<Verifier>>,
-        engine: Option<Arc<sidecar::Engine>>,
+        authorizer: Option<Authorizer>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let upstreams: Vec<Upstream> = config
@@ -154,6 +159,7 @@ impl Gateway {
                 scopes: r.scopes.clone(),
                 forward_authorization: r.forward_authorization,
                 policy: r.policy,
+                policy_fail_open: r.policy_fail_open,
             })
             .collect();
         // Host-specific routes before any-host ones, then longest prefix.
@@ -169,12 +175,13 @@ impl Gateway {
             verifier,
             owned_prefix: config.owned_header_prefix.clone(),
             metrics,
-            engine,
+            authorizer,
         }
     }
 
-    /// On routes with `policy`, the linked-in engine decides; a deny is a
-    /// 403 that names nothing internal.
+    /// On routes with `policy`, the decider (sidecar or embedded engine)
+    /// decides. A deny is answered as the decider says (401/403, nothing
+    /// internal); no answer is a 503 unless the route fails open.
     async fn decide(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let Some(route) = ctx.route.and_then(|i| self.routes.get(i)) else {
             return Ok(false);
@@ -182,40 +189,70 @@ impl Gateway {
         if !route.policy {
             return Ok(false);
         }
-        let Some(engine) = &self.engine else {
+        let Some(authorizer) = &self.authorizer else {
             return respond(
                 session,
                 503,
                 None,
-                r#"{"error":"unavailable","message":"policy engine unavailable"}"#,
+                r#"{"error":"unavailable","message":"policy decision point unavailable"}"#,
             )
             .await;
         };
         let req = session.req_header();
-        let host = req.headers.get("host").and_then(|h| h.to_str().ok());
-        let source = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let decision = engine.check(&sidecar::CheckRequest {
+        let query = Query {
             method: req.method.as_str(),
-            path: req.uri.path(),
-            host,
-            source,
-            claims: ctx.claims.as_ref(),
-            request_id: Some(&ctx.request_id),
-            time: None,
-        });
-        if decision.allowed() {
-            Ok(false)
-        } else {
-            respond(
-                session,
-                403,
-                None,
-                r#"{"error":"forbidden","message":"denied by policy"}"#,
-            )
-            .await
+            path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+            host: req.headers.get("host").and_then(|h| h.to_str().ok()),
+            source: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            request_id: &ctx.request_id,
+            token: bearer(req),
+            claims: ctx.verified.as_ref().map(|v| (&v.claims, v.expires_at)),
+            parsed: ctx.claims.as_ref(),
+        };
+        match authorizer.check(&query, &self.metrics).await {
+            Ok(verdict) if verdict.allowed => {
+                ctx.verdict = Some(verdict);
+                Ok(false)
+            }
+            Ok(verdict) => {
+                let mut header = ResponseHeader::build(verdict.status, Some(4))?;
+                for (name, value) in &verdict.headers {
+                    header.insert_header(name.clone(), value.clone())?;
+                }
+                header.insert_header("content-length", verdict.body.len().to_string())?;
+                session
+                    .write_response_header(Box::new(header), false)
+                    .await?;
+                session
+                    .write_response_body(Some(verdict.body.clone()), true)
+                    .await?;
+                Ok(true)
+            }
+            Err(e) => {
+                let outcome = if route.policy_fail_open {
+                    "open"
+                } else {
+                    "closed"
+                };
+                self.metrics
+                    .decision_failures
+                    .with_label_values(&[e.reason(), outcome])
+                    .inc();
+                tracing::warn!(error = %e, outcome, request_id = %ctx.request_id, "no policy decision");
+                if route.policy_fail_open {
+                    return Ok(false);
+                }
+                respond(
+                    session,
+                    503,
+                    None,
+                    r#"{"error":"unavailable","message":"policy decision point unavailable"}"#,
+                )
+                .await
+            }
         }
     }
 
@@ -267,6 +304,8 @@ impl ProxyHttp for Gateway {
         Ctx {
             route: None,
             claims: None,
+            verified: None,
+            verdict: None,
             started: std::time::Instant::now(),
             request_id: String::new(),
             connect_failures: 0,
@@ -356,6 +395,10 @@ impl ProxyHttp for Gateway {
             return self.decide(session, ctx).await;
         }
         let (Some(verifier), Some(token)) = (&self.verifier, bearer(req)) else {
+            self.metrics
+                .auth_failures
+                .with_label_values(&["missing"])
+                .inc();
             return respond(
                 session,
                 401,
@@ -368,7 +411,7 @@ impl ProxyHttp for Gateway {
             Ok(v) => v,
             Err(e) => {
                 self.metrics
-                    .token_failures
+                    .auth_failures
                     .with_label_values(&[e.reason()])
                     .inc();
                 let challenge = format!(
@@ -384,11 +427,13 @@ impl ProxyHttp for Gateway {
                 .await;
             }
         };
-        match sidecar::Claims::from_json(&verified.claims) {
+        let parsed = sidecar::Claims::from_json(&verified.claims);
+        ctx.verified = Some(verified);
+        match parsed {
             Ok(claims) => ctx.claims = Some(claims),
             Err(e) => {
                 self.metrics
-                    .token_failures
+                    .auth_failures
                     .with_label_values(&["bad_claim"])
                     .inc();
                 let challenge = format!(
@@ -504,6 +549,14 @@ impl ProxyHttp for Gateway {
         if let Some(claims) = &ctx.claims {
             for (name, value) in sidecar::headers::identity(claims) {
                 upstream.insert_header(name, value)?;
+            }
+        }
+        if let Some(verdict) = &ctx.verdict {
+            for name in &verdict.remove {
+                upstream.remove_header(name);
+            }
+            for (name, value) in &verdict.headers {
+                upstream.insert_header(name.clone(), value.clone())?;
             }
         }
         Ok(())

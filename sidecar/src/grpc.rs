@@ -22,6 +22,10 @@ use crate::config::ClaimsConfig;
 use crate::engine::{CheckRequest, Engine};
 use crate::headers;
 
+/// Key in `CheckResponse.dynamic_metadata` naming the policy set (content
+/// hash of the directory, entities included) that decided.
+pub const POLICY_VERSION: &str = "policy_version";
+
 /// gRPC status codes used in `CheckResponse.status`.
 const OK: i32 = 0;
 const PERMISSION_DENIED: i32 = 7;
@@ -132,7 +136,8 @@ impl Authorization for ExtAuthz {
             time: None,
         });
 
-        let response = if decision.allowed() {
+        let version = self.engine.snapshot().bundle.version.clone();
+        let mut response = if decision.allowed() {
             let set = claims.as_ref().map(headers::identity).unwrap_or_default();
             #[expect(
                 deprecated,
@@ -184,6 +189,16 @@ impl Authorization for ExtAuthz {
                 )
             }
         };
+        // Proxies that cache decisions (the gateway) flush when this changes.
+        response.dynamic_metadata = Some(Struct {
+            fields: [(
+                POLICY_VERSION.to_owned(),
+                PbValue {
+                    kind: Some(Kind::StringValue(version)),
+                },
+            )]
+            .into(),
+        });
         Ok(Response::new(response))
     }
 }

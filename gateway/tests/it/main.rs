@@ -1,5 +1,7 @@
 //! Gateway integration tests: the real binary in front of a real upstream,
-//! with a real token issuer.
+//! with a real token issuer and, where policies are asked, the real sidecar.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod proxy;
+mod sidecar;
+mod support;

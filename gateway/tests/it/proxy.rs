@@ -1,80 +1,9 @@
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use axum::http::HeaderMap;
 use serde_json::{Value, json};
 use tokens::testing::{SigningKey, TestIssuer, now};
 
-struct Gateway {
-    child: Child,
-    addr: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// An upstream that answers with what it received.
-async fn echo_upstream() -> SocketAddr {
-    async fn echo(uri: axum::http::Uri, headers: HeaderMap) -> axum::Json<Value> {
-        let headers: serde_json::Map<String, Value> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap_or(""))))
-            .collect();
-        axum::Json(json!({"path": uri.path(), "headers": headers}))
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(echo)).await });
-    addr
-}
-
-fn start(config: &str) -> Gateway {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gateway.toml");
-    let (port, admin_port) = (free_port(), free_port());
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:{admin_port}\"\nshutdown_grace_secs = 1\n{config}"
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::mem::forget(dir);
-    let admin = format!("127.0.0.1:{admin_port}").parse().unwrap();
-    while std::net::TcpStream::connect(admin).is_err() {
-        assert!(Instant::now() < deadline, "admin listener did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Gateway { child, addr, admin }
-}
+use crate::support::{demo_policies, echo_upstream, free_port, start};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn protects_routes_and_owns_the_identity_headers() {
@@ -301,7 +230,7 @@ scopes = ["admin"]
         "{text}"
     );
     assert!(
-        text.contains(r#"token_verification_failures_total{reason="expired"} 1"#),
+        text.contains(r#"gateway_auth_failures_total{reason="expired"} 1"#),
         "{text}"
     );
     assert!(!text.contains("apiary"), "raw paths never become labels");
@@ -408,7 +337,7 @@ async fn embedded_policy_decides_like_the_sidecar() {
     let upstream = echo_upstream().await;
     let key = SigningKey::es256("k1");
     let issuer = TestIssuer::start(&[&key]).await;
-    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let policies = demo_policies();
     let config = format!(
         r#"
 policies = "{}"

@@ -159,3 +159,49 @@ async fn tokens_never_reach_the_decision_log() {
     assert!(!all.contains("secret-token-never-logged"));
     assert!(all.contains("req-1"));
 }
+
+/// Every response names the policy set that decided, so a caching proxy can
+/// flush when it changes, including after an entity write.
+#[tokio::test]
+async fn responses_carry_the_policy_version() {
+    let dir = crate::support::copy_policies(&demo_policies());
+    let sidecar = Sidecar::start(dir.path(), &[]);
+    let mut client = sidecar.grpc_client().await;
+    let version = |resp: &envoy_types::ext_authz::v3::pb::CheckResponse| {
+        let field = resp
+            .dynamic_metadata
+            .as_ref()
+            .and_then(|m| m.fields.get(sidecar::grpc::POLICY_VERSION))
+            .and_then(|v| v.kind.clone());
+        match field {
+            Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => s,
+            other => panic!("no policy version: {other:?}"),
+        }
+    };
+    let c = claims(json!({"sub": "carol"}));
+    let denied = client
+        .check(check_request("GET", "/api/orders", None, Some(&c)))
+        .await
+        .unwrap()
+        .into_inner();
+    let (_, status) = sidecar.get("/v1/status").await;
+    let before = version(&denied);
+    assert_eq!(status["version"], before.as_str(), "{status}");
+
+    let (code, body) = sidecar
+        .admin(
+            reqwest::Method::PUT,
+            "/v1/entities/App::User/frank",
+            Some(&json!({"attrs": {"department": "engineering"}, "parents": []})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let c = claims(json!({"sub": "zoe", "groups": ["staff"]}));
+    let allowed = client
+        .check(check_request("GET", "/api/orders", None, Some(&c)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(summarize(&allowed).allowed);
+    assert_ne!(version(&allowed), before);
+}

@@ -1,0 +1,423 @@
+//! Authorization for routes with `policy = true`. Two interchangeable
+//! deciders give the same `Verdict`: the sidecar over ext_authz v3 gRPC
+//! (HTTP/2, a small pool of multiplexed connections, a deadline, a bounded
+//! decision cache), or the sidecar's engine linked in-process.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::pb::envoy::config::core::v3::{Address, Metadata, SocketAddress, address};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
+use envoy_types::pb::google::protobuf::value::Kind;
+use http::{HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::SidecarConfig;
+use crate::metrics::Metrics;
+
+/// What the decider said. On an allow, `headers` are set on the upstream
+/// request (after `remove`); on a deny, `status`, `headers` and `body` are
+/// the response.
+#[derive(Debug)]
+pub struct Verdict {
+    pub allowed: bool,
+    pub status: u16,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+    pub body: Bytes,
+    /// The policy set that decided (sidecar verdicts only).
+    version: Option<Arc<str>>,
+    /// How long it may be reused.
+    ttl: Duration,
+}
+
+impl Verdict {
+    fn fixed(
+        allowed: bool,
+        status: u16,
+        challenge: Option<&'static str>,
+        body: &'static str,
+    ) -> Self {
+        let mut headers = vec![(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )];
+        if let Some(c) = challenge {
+            headers.push((http::header::WWW_AUTHENTICATE, HeaderValue::from_static(c)));
+        }
+        Self {
+            allowed,
+            status,
+            headers: if allowed { Vec::new() } else { headers },
+            remove: Vec::new(),
+            body: Bytes::from_static(body.as_bytes()),
+            version: None,
+            ttl: Duration::ZERO,
+        }
+    }
+}
+
+/// The request as the decider sees it.
+pub struct Query<'a> {
+    pub method: &'a str,
+    /// Normalised path, query included (the decider ignores the query).
+    pub path: &'a str,
+    pub host: Option<&'a str>,
+    pub source: Option<IpAddr>,
+    pub request_id: &'a str,
+    /// The bearer token, only as part of the cache key; never sent.
+    pub token: Option<&'a str>,
+    /// The verified payload and its `exp`.
+    pub claims: Option<(&'a Map<String, Value>, u64)>,
+    /// The same claims as the engine reads them.
+    pub parsed: Option<&'a sidecar::Claims>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthzError {
+    #[error("policy decision point unreachable: {0}")]
+    Unavailable(String),
+    #[error("policy decision point missed the {0:?} deadline")]
+    Deadline(Duration),
+}
+
+impl AuthzError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::Deadline(_) => "deadline",
+        }
+    }
+}
+
+pub enum Authorizer {
+    Embedded(Embedded),
+    Sidecar(Box<SidecarClient>),
+}
+
+impl Authorizer {
+    pub fn embedded(engine: Arc<sidecar::Engine>) -> Self {
+        Self::Embedded(Embedded {
+            engine,
+            allow: Arc::new(Verdict::fixed(true, 200, None, "")),
+            forbidden: Arc::new(Verdict::fixed(
+                false,
+                403,
+                None,
+                r#"{"error":"forbidden","message":"denied by policy"}"#,
+            )),
+            unauthenticated: Arc::new(Verdict::fixed(
+                false,
+                401,
+                Some("Bearer realm=\"portcullis\""),
+                r#"{"error":"unauthorized","message":"credentials are required"}"#,
+            )),
+        })
+    }
+
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Self::Embedded(_) => "embedded",
+            Self::Sidecar(_) => "sidecar",
+        }
+    }
+
+    pub async fn check(
+        &self,
+        query: &Query<'_>,
+        metrics: &Metrics,
+    ) -> Result<Arc<Verdict>, AuthzError> {
+        let started = Instant::now();
+        let result = match self {
+            Self::Embedded(e) => Ok(e.check(query)),
+            Self::Sidecar(s) => s.check(query, metrics).await,
+        };
+        metrics
+            .decision_duration
+            .with_label_values(&[self.mode()])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+pub struct Embedded {
+    engine: Arc<sidecar::Engine>,
+    allow: Arc<Verdict>,
+    forbidden: Arc<Verdict>,
+    unauthenticated: Arc<Verdict>,
+}
+
+impl Embedded {
+    fn check(&self, query: &Query<'_>) -> Arc<Verdict> {
+        let decision = self.engine.check(&sidecar::CheckRequest {
+            method: query.method,
+            path: query.path,
+            host: query.host,
+            source: query.source,
+            claims: query.parsed,
+            request_id: Some(query.request_id),
+            time: None,
+        });
+        if decision.allowed() {
+            self.allow.clone()
+        } else if query.parsed.is_none() {
+            self.unauthenticated.clone()
+        } else {
+            self.forbidden.clone()
+        }
+    }
+}
+
+type Key = [u8; 32];
+
+/// ext_authz client for the sidecar.
+pub struct SidecarClient {
+    endpoint: Endpoint,
+    /// Created on first use, inside the proxy's runtime (a channel's
+    /// connection task lives on the runtime that made it).
+    pool: OnceLock<Vec<AuthorizationClient<Channel>>>,
+    connections: usize,
+    next: AtomicUsize,
+    deadline: Duration,
+    cache: Option<moka::sync::Cache<Key, Arc<Verdict>>>,
+    cache_ttl: Duration,
+    /// The policy version of the latest answer; cached verdicts of any other
+    /// version are not used.
+    version: ArcSwap<Arc<str>>,
+}
+
+/// Each cached verdict lives for its own TTL (never past the token's `exp`).
+struct PerEntryTtl;
+
+impl moka::Expiry<Key, Arc<Verdict>> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &Key,
+        value: &Arc<Verdict>,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+impl SidecarClient {
+    pub fn new(config: &SidecarConfig) -> Result<Self, String> {
+        let endpoint = Endpoint::from_shared(config.address.clone())
+            .map_err(|e| format!("`sidecar.address` {:?}: {e}", config.address))?
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30));
+        let cache = (config.cache_entries > 0 && config.cache_ttl_secs > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(config.cache_entries)
+                .expire_after(PerEntryTtl)
+                .build()
+        });
+        Ok(Self {
+            endpoint,
+            pool: OnceLock::new(),
+            connections: config.connections,
+            next: AtomicUsize::new(0),
+            deadline: Duration::from_millis(config.deadline_ms),
+            cache,
+            cache_ttl: Duration::from_secs(config.cache_ttl_secs),
+            version: ArcSwap::from_pointee(Arc::from("")),
+        })
+    }
+
+    fn is_current(&self, version: &str) -> bool {
+        let current: &Arc<str> = &self.version.load();
+        **current == *version
+    }
+
+    fn client(&self) -> AuthorizationClient<Channel> {
+        let pool = self.pool.get_or_init(|| {
+            (0..self.connections)
+                .map(|_| AuthorizationClient::new(self.endpoint.connect_lazy()))
+                .collect()
+        });
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        pool[n % pool.len()].clone()
+    }
+
+    async fn check(
+        &self,
+        query: &Query<'_>,
+        metrics: &Metrics,
+    ) -> Result<Arc<Verdict>, AuthzError> {
+        let key = self.cache.as_ref().map(|_| cache_key(query));
+        if let (Some(cache), Some(key)) = (&self.cache, &key)
+            && let Some(hit) = cache.get(key)
+            && hit.version.as_deref().is_some_and(|v| self.is_current(v))
+        {
+            metrics.decision_cache.with_label_values(&["hit"]).inc();
+            return Ok(hit);
+        }
+        let request = check_request(query);
+        let mut client = self.client();
+        let response = tokio::time::timeout(self.deadline, client.check(request))
+            .await
+            .map_err(|_| AuthzError::Deadline(self.deadline))?
+            .map_err(|status| AuthzError::Unavailable(status.message().to_owned()))?
+            .into_inner();
+        let mut verdict = verdict(&response);
+        if let Some(version) = &verdict.version
+            && !self.is_current(version)
+        {
+            // A new policy set: nothing decided by the old one is reused.
+            self.version.store(Arc::new(version.clone()));
+            if let Some(cache) = &self.cache {
+                cache.invalidate_all();
+            }
+        }
+        let verdict = match (&self.cache, key) {
+            (Some(cache), Some(key)) => {
+                metrics.decision_cache.with_label_values(&["miss"]).inc();
+                let left = query.claims.map_or(self.cache_ttl, |(_, exp)| {
+                    Duration::from_secs(exp.saturating_sub(crate::now_secs()))
+                });
+                verdict.ttl = self.cache_ttl.min(left);
+                let verdict = Arc::new(verdict);
+                if !verdict.ttl.is_zero() && verdict.version.is_some() {
+                    cache.insert(key, verdict.clone());
+                }
+                verdict
+            }
+            _ => Arc::new(verdict),
+        };
+        Ok(verdict)
+    }
+}
+
+/// Everything a decision depends on, hashed: the token (which fixes the
+/// claims), the request line, the host and the source address.
+fn cache_key(query: &Query<'_>) -> Key {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let path = query.path.split_once('?').map_or(query.path, |(p, _)| p);
+    for part in [
+        query.token.unwrap_or(""),
+        query.method,
+        query.host.unwrap_or(""),
+        path,
+    ] {
+        ctx.update(&(part.len() as u64).to_le_bytes());
+        ctx.update(part.as_bytes());
+    }
+    match query.source {
+        Some(IpAddr::V4(ip)) => ctx.update(&ip.octets()),
+        Some(IpAddr::V6(ip)) => ctx.update(&ip.octets()),
+        None => ctx.update(b"-"),
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(ctx.finish().as_ref());
+    key
+}
+
+/// The ext_authz request, with the verified claims where Envoy's jwt_authn
+/// would put them (the sidecar's default `claims.metadata_*`).
+fn check_request(query: &Query<'_>) -> CheckRequest {
+    let mut metadata = Metadata::default();
+    if let Some((claims, _)) = query.claims {
+        let payload = sidecar::grpc::json_to_struct(&Map::from_iter([(
+            "jwt_payload".to_owned(),
+            Value::Object(claims.clone()),
+        )]));
+        metadata
+            .filter_metadata
+            .insert("envoy.filters.http.jwt_authn".into(), payload);
+    }
+    let source = query.source.map(|ip| attribute_context::Peer {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: ip.to_string(),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    });
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source,
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    id: query.request_id.to_owned(),
+                    method: query.method.to_owned(),
+                    path: query.path.to_owned(),
+                    host: query.host.unwrap_or_default().to_owned(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            metadata_context: Some(metadata),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Read a `CheckResponse`. Anything but an explicit OK is a deny; a deny
+/// without an HTTP status is a 403.
+fn verdict(response: &CheckResponse) -> Verdict {
+    let allowed = response.status.as_ref().is_some_and(|s| s.code == 0);
+    let version = response
+        .dynamic_metadata
+        .as_ref()
+        .and_then(|m| m.fields.get(sidecar::grpc::POLICY_VERSION))
+        .and_then(|v| match &v.kind {
+            Some(Kind::StringValue(s)) => Some(Arc::from(s.as_str())),
+            _ => None,
+        });
+    let header = |h: &envoy_types::pb::envoy::config::core::v3::HeaderValueOption| {
+        let h = h.header.as_ref()?;
+        let value = if h.raw_value.is_empty() {
+            HeaderValue::from_str(&h.value).ok()?
+        } else {
+            HeaderValue::from_bytes(&h.raw_value).ok()?
+        };
+        Some((HeaderName::from_bytes(h.key.as_bytes()).ok()?, value))
+    };
+    let mut out = Verdict {
+        allowed,
+        status: if allowed { 200 } else { 403 },
+        headers: Vec::new(),
+        remove: Vec::new(),
+        body: Bytes::new(),
+        version,
+        ttl: Duration::ZERO,
+    };
+    match &response.http_response {
+        Some(HttpResponse::OkResponse(ok)) if allowed => {
+            out.headers = ok.headers.iter().filter_map(header).collect();
+            out.remove = ok
+                .headers_to_remove
+                .iter()
+                .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                .collect();
+        }
+        Some(HttpResponse::DeniedResponse(denied)) if !allowed => {
+            if let Some(code) = denied.status.as_ref().map(|s| s.code)
+                && let Ok(code) = u16::try_from(code)
+                && (400..600).contains(&code)
+            {
+                out.status = code;
+            }
+            out.headers = denied.headers.iter().filter_map(header).collect();
+            out.body = Bytes::from(denied.body.clone());
+        }
+        _ => {}
+    }
+    if !allowed && out.body.is_empty() {
+        out.headers = vec![(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )];
+        out.body = Bytes::from_static(br#"{"error":"forbidden","message":"denied by policy"}"#);
+    }
+    out
+}
