@@ -9,6 +9,8 @@ command -v cc >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 # Pingora builds zlib-ng with cmake in every configuration.
 command -v cmake >/dev/null || need_apt+=(cmake)
+# Test certificates for the gateway's HTTPS listener.
+command -v openssl >/dev/null || need_apt+=(openssl)
 # The relying-party browser test: Node.js and headless Chromium.
 command -v node >/dev/null || need_apt+=(nodejs npm)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)

@@ -15,6 +15,11 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `/healthz`, `/readyz`, `/metrics`.
     pub admin: SocketAddr,
+    /// Accept HTTP/2 without TLS (prior knowledge, h2c) on `listen`, e.g.
+    /// for gRPC clients.
+    pub h2c: bool,
+    /// The HTTPS listener (TLS 1.2 and 1.3; HTTP/2 and HTTP/1.1 by ALPN).
+    pub tls: Option<TlsConfig>,
     /// Worker threads of the proxy.
     pub threads: usize,
     pub shutdown_grace_secs: u64,
@@ -46,6 +51,17 @@ pub struct Upstream {
     /// Longest wait for the upstream between reads.
     #[serde(default = "default_read_ms")]
     pub read_timeout_ms: u64,
+    /// Connect to the upstream over TLS (certificate verified against the
+    /// system roots).
+    #[serde(default)]
+    pub tls: bool,
+    /// Server name for SNI and certificate verification (TLS only).
+    #[serde(default)]
+    pub sni: String,
+    /// Speak HTTP/2 to the upstream (ALPN with TLS, prior knowledge
+    /// without), as gRPC services need.
+    #[serde(default)]
+    pub http2: bool,
 }
 
 fn default_connect_ms() -> u64 {
@@ -54,6 +70,24 @@ fn default_connect_ms() -> u64 {
 
 fn default_read_ms() -> u64 {
     30_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    /// Chosen by SNI from each certificate's DNS names; the first also
+    /// serves clients without SNI or with an unknown name.
+    pub certificates: Vec<CertificateConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +156,8 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            h2c: true,
+            tls: None,
             threads: 2,
             shutdown_grace_secs: 10,
             log_level: "info".into(),
@@ -187,6 +223,20 @@ impl Config {
                 ));
             }
         }
+        if let Some(tls) = &self.tls {
+            if tls.certificates.is_empty() {
+                return Err(ConfigError::invalid(
+                    "tls.certificates",
+                    "needs at least one certificate",
+                ));
+            }
+            if tls.listen == self.listen || tls.listen == self.admin {
+                return Err(ConfigError::invalid(
+                    "tls.listen",
+                    "must differ from `listen` and `admin`",
+                ));
+            }
+        }
         let mut names = HashSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {
             if !names.insert(u.name.as_str()) {
@@ -199,6 +249,12 @@ impl Config {
                 return Err(ConfigError::invalid(
                     format!("upstreams[{i}]"),
                     "timeouts must be greater than 0",
+                ));
+            }
+            if u.tls && u.sni.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("upstreams[{i}].sni"),
+                    "a TLS upstream needs the server name to verify",
                 ));
             }
             if u.addresses.is_empty() {

@@ -9,6 +9,9 @@ use clap::{Parser, Subcommand};
 use gateway::authz::{Authorizer, SidecarClient};
 use gateway::config::Config;
 use gateway::proxy::Gateway;
+use gateway::tls::SniResolver;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 
@@ -46,6 +49,18 @@ fn main() -> ExitCode {
     let config = match Config::load(file.as_deref()) {
         Ok(c) => c,
         Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let tls = match config
+        .tls
+        .as_ref()
+        .map(|t| SniResolver::load(&t.certificates))
+    {
+        None => None,
+        Some(Ok(resolver)) => Some(Arc::new(resolver)),
+        Some(Err(e)) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_CONFIG as u8);
         }
@@ -121,7 +136,24 @@ fn main() -> ExitCode {
         &server.configuration,
         Gateway::new(&config, verifier.clone(), authorizer, metrics.clone()),
     );
+    if let Some(logic) = proxy.app_logic_mut() {
+        let mut options = HttpServerOptions::default();
+        options.h2c = config.h2c;
+        logic.server_options = Some(options);
+    }
     proxy.add_tcp(&config.listen.to_string());
+    if let (Some(tls_config), Some(resolver)) = (&config.tls, tls) {
+        let mut settings = match TlsSettings::intermediate("", "") {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: TLS settings: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        settings.set_cert_resolver(resolver);
+        settings.enable_h2();
+        proxy.add_tls_with_settings(&tls_config.listen.to_string(), None, settings);
+    }
     server.add_service(proxy);
     let mut admin = pingora::services::listening::Service::new(
         "admin".into(),
@@ -129,7 +161,7 @@ fn main() -> ExitCode {
     );
     admin.add_tcp(&config.admin.to_string());
     server.add_service(admin);
-    tracing::info!(listen = %config.listen, admin = %config.admin, routes = config.routes.len(), build = env!("CARGO_PKG_VERSION"), "listening");
+    tracing::info!(listen = %config.listen, tls = ?config.tls.as_ref().map(|t| t.listen), admin = %config.admin, routes = config.routes.len(), build = env!("CARGO_PKG_VERSION"), "listening");
     server.run(RunArgs::default());
     drop(keys_runtime);
     ExitCode::SUCCESS

@@ -61,6 +61,9 @@ struct Upstream {
     next: AtomicUsize,
     connect_timeout: std::time::Duration,
     read_timeout: std::time::Duration,
+    tls: bool,
+    sni: String,
+    http2: bool,
 }
 
 pub struct Gateway {
@@ -142,6 +145,9 @@ impl Gateway {
                 next: AtomicUsize::new(0),
                 connect_timeout: std::time::Duration::from_millis(u.connect_timeout_ms),
                 read_timeout: std::time::Duration::from_millis(u.read_timeout_ms),
+                tls: u.tls,
+                sni: u.sni.clone(),
+                http2: u.http2,
             })
             .collect();
         let mut routes: Vec<Route> = config
@@ -474,7 +480,12 @@ impl ProxyHttp for Gateway {
         let upstream = &self.upstreams[route.upstream];
         let n = upstream.next.fetch_add(1, Ordering::Relaxed);
         let addr = upstream.addresses[n % upstream.addresses.len()];
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = HttpPeer::new(addr, upstream.tls, upstream.sni.clone());
+        if upstream.http2 {
+            // Without TLS there is no ALPN: HTTP/2 by prior knowledge.
+            peer.options
+                .set_http_version(2, if upstream.tls { 1 } else { 2 });
+        }
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);
         Ok(Box::new(peer))

@@ -5,3 +5,4 @@
 mod proxy;
 mod sidecar;
 mod support;
+mod tls;
