@@ -35,6 +35,10 @@ pub struct Config {
     /// The sidecar, asked over ext_authz gRPC for routes with `policy`
     /// (instead of `policies`).
     pub sidecar: Option<SidecarConfig>,
+    /// Redis for `global` rate limits, shared by every gateway replica.
+    pub redis_url: Option<String>,
+    /// Prefix of every key the gateway writes to Redis.
+    pub redis_prefix: String,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
 }
@@ -149,6 +153,48 @@ pub struct Route {
     /// decision headers) instead of failing closed with a 503.
     #[serde(default)]
     pub policy_fail_open: bool,
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained rate per key.
+    pub requests_per_second: f64,
+    /// Requests allowed at once on top of the rate (bucket size).
+    pub burst: u32,
+    /// What a bucket belongs to. Without that identity (e.g. no token on a
+    /// public route) the source address is used.
+    #[serde(default)]
+    pub key: RateLimitKey,
+    #[serde(default)]
+    pub scope: RateLimitScope,
+    /// Keys remembered by a `local` limiter.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: u64,
+}
+
+fn default_max_keys() -> u64 {
+    100_000
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitKey {
+    ClientId,
+    Subject,
+    #[default]
+    Source,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitScope {
+    /// Buckets in this process.
+    #[default]
+    Local,
+    /// Buckets in Redis (`redis_url`), shared by every replica.
+    Global,
 }
 
 impl Default for Config {
@@ -166,6 +212,8 @@ impl Default for Config {
             issuers: Vec::new(),
             policies: None,
             sidecar: None,
+            redis_url: None,
+            redis_prefix: "portcullis:gateway:".into(),
             upstreams: Vec::new(),
             routes: Vec::new(),
         }
@@ -288,6 +336,24 @@ impl Config {
                     format!("routes[{i}].policy"),
                     "needs `policies` (a policy directory) or `[sidecar]`",
                 ));
+            }
+            if let Some(limit) = &r.rate_limit {
+                let field = |f: &str| format!("routes[{i}].rate_limit.{f}");
+                if !(limit.requests_per_second.is_finite() && limit.requests_per_second > 0.0) {
+                    return Err(ConfigError::invalid(
+                        field("requests_per_second"),
+                        "must be a number greater than 0",
+                    ));
+                }
+                if limit.burst == 0 {
+                    return Err(ConfigError::invalid(field("burst"), "must be at least 1"));
+                }
+                if limit.scope == RateLimitScope::Global && self.redis_url.is_none() {
+                    return Err(ConfigError::invalid(
+                        field("scope"),
+                        "`global` needs `redis_url`",
+                    ));
+                }
             }
             if r.auth == AuthMode::Jwt && self.issuers.is_empty() {
                 return Err(ConfigError::invalid(

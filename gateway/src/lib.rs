@@ -9,6 +9,7 @@ pub mod authz;
 pub mod config;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod tls;
 
 /// Seconds since the Unix epoch (0 if the clock is before it).

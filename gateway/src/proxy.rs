@@ -16,8 +16,9 @@ use pingora::{Error, ErrorType, Result};
 use tokens::{Verified, Verifier};
 
 use crate::authz::{Authorizer, Query, Verdict};
-use crate::config::{AuthMode, Config};
+use crate::config::{AuthMode, Config, RateLimitKey};
 use crate::metrics::Metrics;
+use crate::ratelimit::{Admit, BucketKey, Limiter};
 
 /// Status codes as label values without allocating.
 fn itoa_status(status: u16) -> &'static str {
@@ -54,6 +55,7 @@ struct Route {
     forward_authorization: bool,
     policy: bool,
     policy_fail_open: bool,
+    rate_limit: Option<(Limiter, RateLimitKey)>,
 }
 
 struct Upstream {
@@ -166,6 +168,16 @@ impl Gateway {
                 forward_authorization: r.forward_authorization,
                 policy: r.policy,
                 policy_fail_open: r.policy_fail_open,
+                rate_limit: r.rate_limit.as_ref().map(|l| {
+                    (
+                        Limiter::new(
+                            l,
+                            config.redis_url.as_deref(),
+                            &format!("{}rl:{}:", config.redis_prefix, r.path_prefix),
+                        ),
+                        l.key,
+                    )
+                }),
             })
             .collect();
         // Host-specific routes before any-host ones, then longest prefix.
@@ -258,6 +270,61 @@ impl Gateway {
                     r#"{"error":"unavailable","message":"policy decision point unavailable"}"#,
                 )
                 .await
+            }
+        }
+    }
+
+    /// The route's rate limit, keyed as configured (the source address
+    /// when the request has no such identity). Over the limit: 429.
+    async fn limit(&self, session: &mut Session, ctx: &Ctx) -> Result<bool> {
+        let Some(route) = ctx.route.and_then(|i| self.routes.get(i)) else {
+            return Ok(false);
+        };
+        let Some((limiter, key)) = &route.rate_limit else {
+            return Ok(false);
+        };
+        let claims = ctx.claims.as_ref();
+        let identity = match key {
+            RateLimitKey::ClientId => claims.and_then(|c| c.client_id.as_deref()),
+            RateLimitKey::Subject => claims.and_then(|c| c.sub.as_deref()),
+            RateLimitKey::Source => None,
+        };
+        let bucket = match identity {
+            Some(id) => BucketKey::Id(id),
+            None => BucketKey::Addr(
+                session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip()),
+            ),
+        };
+        match limiter.admit(bucket).await {
+            Ok(Admit::Yes) => Ok(false),
+            Ok(Admit::No { retry_after_secs }) => {
+                self.metrics
+                    .rate_limited
+                    .with_label_values(&[route.prefix.as_str()])
+                    .inc();
+                let mut header = ResponseHeader::build(429, Some(4))?;
+                let body = Bytes::from_static(
+                    br#"{"error":"rate_limited","message":"too many requests; see Retry-After"}"#,
+                );
+                header.insert_header("content-type", "application/json")?;
+                header.insert_header("content-length", body.len().to_string())?;
+                header.insert_header("retry-after", retry_after_secs.to_string())?;
+                session
+                    .write_response_header(Box::new(header), false)
+                    .await?;
+                session.write_response_body(Some(body), true).await?;
+                Ok(true)
+            }
+            Err(e) => {
+                self.metrics
+                    .decision_failures
+                    .with_label_values(&["rate_limit_store", "open"])
+                    .inc();
+                tracing::warn!(error = %e, "rate limit not applied");
+                Ok(false)
             }
         }
     }
@@ -397,10 +464,18 @@ impl ProxyHttp for Gateway {
         };
         ctx.route = Some(index);
         let route = &self.routes[index];
+        // Limits by address apply before any work on credentials.
+        let by_source = route
+            .rate_limit
+            .as_ref()
+            .is_some_and(|(_, key)| *key == RateLimitKey::Source);
+        if (by_source || route.auth == AuthMode::Public) && self.limit(session, ctx).await? {
+            return Ok(true);
+        }
         if route.auth == AuthMode::Public {
             return self.decide(session, ctx).await;
         }
-        let (Some(verifier), Some(token)) = (&self.verifier, bearer(req)) else {
+        let (Some(verifier), Some(token)) = (&self.verifier, bearer(session.req_header())) else {
             self.metrics
                 .auth_failures
                 .with_label_values(&["missing"])
@@ -454,6 +529,9 @@ impl ProxyHttp for Gateway {
                 )
                 .await;
             }
+        }
+        if !by_source && self.limit(session, ctx).await? {
+            return Ok(true);
         }
         // Scopes as the policy engine reads them (`scope` or `scp`).
         let granted = ctx.claims.as_ref().map_or(&[][..], |c| c.scopes.as_slice());

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod proxy;
+mod ratelimit;
 mod sidecar;
 mod support;
 mod tls;

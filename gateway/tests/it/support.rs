@@ -160,3 +160,30 @@ impl Drop for Sidecar {
         self.kill();
     }
 }
+
+/// The real Redis, or `None` with a note (outside CI; under CI its absence
+/// fails the test).
+pub async fn redis_url() -> Option<String> {
+    let url =
+        std::env::var("PORTCULLIS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let reachable = match redis::Client::open(url.as_str()) {
+        Ok(client) => match client.get_multiplexed_async_connection().await {
+            Ok(mut conn) => redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    match reachable {
+        Ok(_) => Some(url),
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("Redis is required under CI and is not reachable at {url}: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: Redis not reachable at {url}: {e}");
+            None
+        }
+    }
+}

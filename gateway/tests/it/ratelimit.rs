@@ -1,0 +1,146 @@
+//! Rate limits: 429 with Retry-After, per client id or per source address,
+//! in-process or shared through the real Redis by two gateways.
+
+use serde_json::json;
+use tokens::testing::{SigningKey, TestIssuer};
+
+use crate::support::{echo_upstream, redis_url, start};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_limits_per_client_and_per_address() {
+    let upstream = echo_upstream().await;
+    let key = SigningKey::es256("k1");
+    let issuer = TestIssuer::start(&[&key]).await;
+    let gw = start(&format!(
+        r#"
+[[issuers]]
+issuer = "{}"
+audiences = ["api"]
+
+[[upstreams]]
+name = "app"
+addresses = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/api"
+upstream = "app"
+auth = "jwt"
+rate_limit = {{ requests_per_second = 0.5, burst = 3, key = "client_id" }}
+
+[[routes]]
+path_prefix = "/public"
+upstream = "app"
+auth = "public"
+rate_limit = {{ requests_per_second = 0.5, burst = 2 }}
+"#,
+        issuer.config().issuer
+    ));
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}{p}", gw.addr);
+    let token = |client: &str| {
+        let mut c = issuer.claims("someone");
+        c["client_id"] = json!(client);
+        key.sign(&c)
+    };
+    let (a, b) = (token("client-a"), token("client-b"));
+    for _ in 0..3 {
+        let resp = http
+            .get(url("/api/x"))
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let resp = http
+        .get(url("/api/x"))
+        .bearer_auth(&a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "one token every 2 s: {wait}");
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap()["error"],
+        "rate_limited"
+    );
+    // Another client has its own bucket.
+    let resp = http
+        .get(url("/api/x"))
+        .bearer_auth(&b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // By address on the public route.
+    for expected in [200, 200, 429] {
+        let resp = http.get(url("/public/p")).send().await.unwrap();
+        assert_eq!(resp.status(), expected);
+    }
+    let metrics = http
+        .get(format!("http://{}/metrics", gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"gateway_rate_limited_total{route="/api"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"gateway_requests_total{route="/public",status="429"} 1"#));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn global_limits_are_shared_by_replicas_through_redis() {
+    let Some(redis) = redis_url().await else {
+        return;
+    };
+    let upstream = echo_upstream().await;
+    let prefix = format!("gw_test:{}:{}:", std::process::id(), tokens::testing::now());
+    let config = format!(
+        r#"
+redis_url = "{redis}"
+redis_prefix = "{prefix}"
+
+[[upstreams]]
+name = "app"
+addresses = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/"
+upstream = "app"
+auth = "public"
+rate_limit = {{ requests_per_second = 0.2, burst = 3, scope = "global" }}
+"#
+    );
+    let (one, two) = (start(&config), start(&config));
+    let http = reqwest::Client::new();
+    for gw in [&one, &two, &one] {
+        let resp = http
+            .get(format!("http://{}/x", gw.addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let resp = http
+        .get(format!("http://{}/x", two.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429, "the budget is shared");
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=5).contains(&wait), "{wait}");
+}
