@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod authz;
 pub mod config;
+pub mod echo;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;

@@ -38,6 +38,12 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Run the demo upstream: answers every request with the method, path,
+    /// headers and body it received, as JSON.
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +51,7 @@ fn main() -> ExitCode {
     let (file, check) = match cli.command {
         Command::Serve { config, check } => (config, check),
         Command::Check { config } => (config, true),
+        Command::Echo { listen } => return echo(listen),
     };
     let config = match Config::load(file.as_deref()) {
         Ok(c) => c,
@@ -165,4 +172,37 @@ fn main() -> ExitCode {
     server.run(RunArgs::default());
     drop(keys_runtime);
     ExitCode::SUCCESS
+}
+
+fn echo(listen: std::net::SocketAddr) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {listen}: {e}");
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
+        };
+        eprintln!("echo upstream listening on http://{listen}");
+        tokio::select! {
+            result = gateway::echo::serve(listener) => match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+        }
+    })
 }

@@ -5,9 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
-use serde_json::{Value, json};
-
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
@@ -29,18 +26,12 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// An upstream that answers with what it received.
+/// The demo upstream (`gateway echo`), in-process: it answers with what it
+/// received.
 pub async fn echo_upstream() -> SocketAddr {
-    async fn echo(uri: axum::http::Uri, headers: HeaderMap) -> axum::Json<Value> {
-        let headers: serde_json::Map<String, Value> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap_or(""))))
-            .collect();
-        axum::Json(json!({"path": uri.path(), "headers": headers}))
-    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(echo)).await });
+    tokio::spawn(gateway::echo::serve(listener));
     addr
 }
 
@@ -55,12 +46,22 @@ pub fn start(config: &str) -> Gateway {
         ),
     )
     .unwrap();
+    // GATEWAY_TEST_LOG=debug shows the gateway's log while debugging a test.
+    let log = std::env::var("GATEWAY_TEST_LOG").ok();
     let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args(["serve", "--config"])
         .arg(&path)
         .env_remove("RUST_LOG")
+        .envs(
+            log.as_ref()
+                .map(|l| ("PORTCULLIS_GATEWAY__LOG_LEVEL", l.as_str())),
+        )
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(if log.is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
