@@ -32,6 +32,9 @@ pub struct Config {
     /// A policy directory evaluated in-process (the sidecar's engine
     /// linked in: same decisions, no network hop) for routes with `policy`.
     pub policies: Option<std::path::PathBuf>,
+    /// Browser sign-in through an OpenID Connect provider, for `session`
+    /// routes.
+    pub session: Option<SessionConfig>,
     /// The sidecar, asked over ext_authz gRPC for routes with `policy`
     /// (instead of `policies`).
     pub sidecar: Option<SidecarConfig>,
@@ -130,6 +133,63 @@ pub enum AuthMode {
     Public,
     /// A bearer JWT from a configured issuer.
     Jwt,
+    /// A browser session (`[session]`): sign-in by redirect, 401 for API
+    /// requests.
+    Session,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    /// The OpenID provider (the authserver); discovery finds its endpoints.
+    pub issuer: String,
+    /// This gateway's confidential client at the provider.
+    pub client_id: String,
+    pub client_secret: String,
+    /// Registered at the provider; its path is the callback (usually
+    /// `https://app.example.com/_auth/callback`). An https URI makes the
+    /// cookies `Secure` and `__Host-` prefixed.
+    pub redirect_uri: String,
+    #[serde(default = "default_session_scopes")]
+    pub scopes: Vec<String>,
+    /// The `aud` of the provider's access tokens.
+    #[serde(default = "default_access_audience")]
+    pub access_audience: String,
+    /// Seals cookies (AES-256-GCM, keys derived by HKDF): at least 32
+    /// random bytes; every replica needs the same.
+    pub cookie_secret: String,
+    #[serde(default = "default_cookie_name")]
+    pub cookie_name: String,
+    /// A session ends this long after sign-in, refreshed or not.
+    #[serde(default = "default_lifetime")]
+    pub lifetime_secs: u64,
+    /// Refresh the access token when it has less than this left.
+    #[serde(default = "default_refresh_before")]
+    pub refresh_before_secs: u64,
+    /// Where the provider sends the browser after `/_auth/logout`.
+    pub post_logout_redirect_uri: Option<String>,
+}
+
+fn default_session_scopes() -> Vec<String> {
+    ["openid", "profile", "email", "offline_access"]
+        .map(String::from)
+        .to_vec()
+}
+
+fn default_access_audience() -> String {
+    "portcullis".into()
+}
+
+fn default_cookie_name() -> String {
+    "portcullis_session".into()
+}
+
+fn default_lifetime() -> u64 {
+    8 * 3600
+}
+
+fn default_refresh_before() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -212,6 +272,7 @@ impl Default for Config {
             issuers: Vec::new(),
             policies: None,
             sidecar: None,
+            session: None,
             redis_url: None,
             redis_prefix: "portcullis:gateway:".into(),
             upstreams: Vec::new(),
@@ -285,6 +346,9 @@ impl Config {
                 ));
             }
         }
+        if let Some(s) = &self.session {
+            s.validate()?;
+        }
         let mut names = HashSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {
             if !names.insert(u.name.as_str()) {
@@ -355,12 +419,74 @@ impl Config {
                     ));
                 }
             }
+            if r.auth == AuthMode::Session && self.session.is_none() {
+                return Err(ConfigError::invalid(
+                    format!("routes[{i}].auth"),
+                    "`session` needs a `[session]` table",
+                ));
+            }
             if r.auth == AuthMode::Jwt && self.issuers.is_empty() {
                 return Err(ConfigError::invalid(
                     format!("routes[{i}].auth"),
                     "`jwt` needs at least one `[[issuers]]`",
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl SessionConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let http_url = |field: &str, value: &str| match url::Url::parse(value) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
+            _ => Err(ConfigError::invalid(
+                format!("session.{field}"),
+                "must be an absolute http(s) URL",
+            )),
+        };
+        http_url("issuer", &self.issuer)?;
+        let redirect = http_url("redirect_uri", &self.redirect_uri)?;
+        if redirect.path() == "/" || redirect.path().starts_with("/_auth/logout") {
+            return Err(ConfigError::invalid(
+                "session.redirect_uri",
+                "needs a callback path of its own, e.g. /_auth/callback",
+            ));
+        }
+        if let Some(after) = &self.post_logout_redirect_uri {
+            http_url("post_logout_redirect_uri", after)?;
+        }
+        if self.client_id.is_empty() || self.client_secret.is_empty() {
+            return Err(ConfigError::invalid(
+                "session",
+                "`client_id` and `client_secret` are required",
+            ));
+        }
+        if self.cookie_secret.len() < 32 {
+            return Err(ConfigError::invalid(
+                "session.cookie_secret",
+                "needs at least 32 bytes (e.g. `openssl rand -base64 32`)",
+            ));
+        }
+        if !self.scopes.iter().any(|s| s == "openid") {
+            return Err(ConfigError::invalid(
+                "session.scopes",
+                "must include `openid`",
+            ));
+        }
+        if self.cookie_name.is_empty()
+            || !self
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(ConfigError::invalid(
+                "session.cookie_name",
+                "letters, digits, `_` and `-` only",
+            ));
+        }
+        if self.lifetime_secs < 60 {
+            return Err(ConfigError::invalid("session.lifetime_secs", "at least 60"));
         }
         Ok(())
     }

@@ -11,6 +11,9 @@ pub mod echo;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reply;
+pub mod seal;
+pub mod session;
 pub mod tls;
 
 /// Seconds since the Unix epoch (0 if the clock is before it).

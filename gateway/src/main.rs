@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use gateway::authz::{Authorizer, SidecarClient};
 use gateway::config::Config;
 use gateway::proxy::Gateway;
+use gateway::session::Sessions;
 use gateway::tls::SniResolver;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
@@ -130,6 +131,40 @@ fn main() -> ExitCode {
         },
         (None, None) => None,
     };
+    let sessions = match &config.session {
+        None => None,
+        Some(session) => {
+            // One verifier for both of the provider's tokens: the ID token
+            // (audience: our client id) and the access token.
+            let issuer: Result<tokens::IssuerConfig, _> =
+                serde_json::from_value(serde_json::json!({
+                    "issuer": session.issuer,
+                    "audiences": [session.client_id, session.access_audience],
+                }));
+            let built = issuer
+                .map_err(|e| e.to_string())
+                .and_then(|i| tokens::Verifier::new(&[i]).map_err(|e| e.to_string()))
+                .and_then(|v| {
+                    let v = Arc::new(v);
+                    keys_runtime.block_on(v.start());
+                    Sessions::new(
+                        session,
+                        v,
+                        config
+                            .redis_url
+                            .as_deref()
+                            .map(|url| (url, config.redis_prefix.as_str())),
+                    )
+                });
+            match built {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("error: session: {e}");
+                    return ExitCode::from(EXIT_CONFIG as u8);
+                }
+            }
+        }
+    };
     let conf = ServerConf {
         threads: config.threads,
         grace_period_seconds: Some(config.shutdown_grace_secs),
@@ -141,7 +176,13 @@ fn main() -> ExitCode {
     let metrics = Arc::new(gateway::metrics::Metrics::new());
     let mut proxy = pingora::proxy::http_proxy_service(
         &server.configuration,
-        Gateway::new(&config, verifier.clone(), authorizer, metrics.clone()),
+        Gateway::new(
+            &config,
+            verifier.clone(),
+            authorizer,
+            sessions,
+            metrics.clone(),
+        ),
     );
     if let Some(logic) = proxy.app_logic_mut() {
         let mut options = HttpServerOptions::default();

@@ -19,6 +19,8 @@ use crate::authz::{Authorizer, Query, Verdict};
 use crate::config::{AuthMode, Config, RateLimitKey};
 use crate::metrics::Metrics;
 use crate::ratelimit::{Admit, BucketKey, Limiter};
+use crate::reply::{Reply, reply};
+use crate::session::{Active, Sessions};
 
 /// Status codes as label values without allocating.
 fn itoa_status(status: u16) -> &'static str {
@@ -76,15 +78,43 @@ pub struct Gateway {
     owned_prefix: String,
     metrics: Arc<Metrics>,
     authorizer: Option<Authorizer>,
+    sessions: Option<Sessions>,
+}
+
+/// A verified caller: a bearer token, or a browser session.
+enum Principal {
+    Bearer {
+        verified: Arc<Verified>,
+        claims: sidecar::Claims,
+    },
+    Session(Arc<Active>),
+}
+
+impl Principal {
+    /// The claims as the policy engine and the identity headers read them.
+    fn claims(&self) -> &sidecar::Claims {
+        match self {
+            Self::Bearer { claims, .. } => claims,
+            Self::Session(s) => &s.claims,
+        }
+    }
+
+    /// The verified payload and when it expires.
+    fn payload(&self) -> (&serde_json::Map<String, serde_json::Value>, u64) {
+        match self {
+            Self::Bearer { verified, .. } => (&verified.claims, verified.expires_at),
+            Self::Session(s) => (&s.payload, s.expires_at()),
+        }
+    }
 }
 
 /// Per-request state.
 pub struct Ctx {
     route: Option<usize>,
-    /// The verified claims as the policy engine and the identity headers
-    /// read them.
-    claims: Option<sidecar::Claims>,
-    verified: Option<Arc<Verified>>,
+    /// Who is asking, once verified.
+    principal: Option<Principal>,
+    /// A refreshed session's new cookie, sent with the response.
+    set_cookie: Option<String>,
     /// The decision on routes with `policy`; its headers go upstream.
     verdict: Option<Arc<Verdict>>,
     started: std::time::Instant,
@@ -137,6 +167,7 @@ impl Gateway {
         config: &Config,
         verifier: Option<Arc<Verifier>>,
         authorizer: Option<Authorizer>,
+        sessions: Option<Sessions>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let upstreams: Vec<Upstream> = config
@@ -194,6 +225,7 @@ impl Gateway {
             owned_prefix: config.owned_header_prefix.clone(),
             metrics,
             authorizer,
+            sessions,
         }
     }
 
@@ -226,9 +258,12 @@ impl Gateway {
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip()),
             request_id: &ctx.request_id,
-            token: bearer(req),
-            claims: ctx.verified.as_ref().map(|v| (&v.claims, v.expires_at)),
-            parsed: ctx.claims.as_ref(),
+            token: match &ctx.principal {
+                Some(Principal::Session(s)) => Some(s.access_token()),
+                _ => bearer(req),
+            },
+            claims: ctx.principal.as_ref().map(Principal::payload),
+            parsed: ctx.principal.as_ref().map(Principal::claims),
         };
         match authorizer.check(&query, &self.metrics).await {
             Ok(verdict) if verdict.allowed => {
@@ -283,7 +318,7 @@ impl Gateway {
         let Some((limiter, key)) = &route.rate_limit else {
             return Ok(false);
         };
-        let claims = ctx.claims.as_ref();
+        let claims = ctx.principal.as_ref().map(Principal::claims);
         let identity = match key {
             RateLimitKey::ClientId => claims.and_then(|c| c.client_id.as_deref()),
             RateLimitKey::Subject => claims.and_then(|c| c.sub.as_deref()),
@@ -329,6 +364,92 @@ impl Gateway {
         }
     }
 
+    /// A bearer JWT from a configured issuer; refusals are 401s with an
+    /// RFC 6750 challenge, counted by reason.
+    async fn authenticate_bearer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let (Some(verifier), Some(token)) = (&self.verifier, bearer(session.req_header())) else {
+            self.metrics
+                .auth_failures
+                .with_label_values(&["missing"])
+                .inc();
+            return respond(
+                session,
+                401,
+                Some("Bearer realm=\"portcullis\"".into()),
+                r#"{"error":"unauthorized","message":"a bearer token is required"}"#,
+            )
+            .await;
+        };
+        let refused = |reason: &str| {
+            format!(
+                "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"{reason}\""
+            )
+        };
+        let verified = match verifier.verify(token).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                return respond(
+                    session,
+                    401,
+                    Some(refused(e.reason())),
+                    r#"{"error":"invalid_token","message":"the bearer token was refused"}"#,
+                )
+                .await;
+            }
+        };
+        match sidecar::Claims::from_json(&verified.claims) {
+            Ok(claims) => {
+                ctx.principal = Some(Principal::Bearer { verified, claims });
+                Ok(false)
+            }
+            Err(e) => {
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&["bad_claim"])
+                    .inc();
+                respond(
+                    session,
+                    401,
+                    Some(refused(e.0)),
+                    r#"{"error":"invalid_token","message":"the bearer token was refused"}"#,
+                )
+                .await
+            }
+        }
+    }
+
+    /// A browser session; without one, a page request is sent to sign in
+    /// and anything else gets a 401.
+    async fn authenticate_session(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let Some(sessions) = &self.sessions else {
+            return respond(
+                session,
+                503,
+                None,
+                r#"{"error":"unavailable","message":"session mode is not configured"}"#,
+            )
+            .await;
+        };
+        match sessions.lookup(session.req_header()).await {
+            Some(active) => {
+                ctx.set_cookie = sessions.renewed_cookie(&active);
+                ctx.principal = Some(Principal::Session(active));
+                Ok(false)
+            }
+            None => {
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&["no_session"])
+                    .inc();
+                sessions.challenge(session).await
+            }
+        }
+    }
+
     fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
         let host = host.map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name));
         self.routes.iter().position(|r| {
@@ -349,18 +470,11 @@ async fn respond(
     challenge: Option<String>,
     body: impl Into<Bytes>,
 ) -> Result<bool> {
-    let body: Bytes = body.into();
-    let mut header = ResponseHeader::build(status, Some(4))?;
-    header.insert_header("content-type", "application/json")?;
-    header.insert_header("content-length", body.len().to_string())?;
+    let mut r = Reply::json(status, body);
     if let Some(c) = challenge {
-        header.insert_header("www-authenticate", c)?;
+        r = r.header("www-authenticate", c);
     }
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session.write_response_body(Some(body), true).await?;
-    Ok(true)
+    reply(session, r).await
 }
 
 fn bearer(req: &RequestHeader) -> Option<&str> {
@@ -376,8 +490,8 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             route: None,
-            claims: None,
-            verified: None,
+            principal: None,
+            set_cookie: None,
             verdict: None,
             started: std::time::Instant::now(),
             request_id: String::new(),
@@ -392,6 +506,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(cookie) = ctx.set_cookie.take() {
+            response.append_header("set-cookie", cookie)?;
+        }
         Ok(())
     }
 
@@ -447,6 +564,11 @@ impl ProxyHttp for Gateway {
                 return respond(session, 400, None, body).await;
             }
         }
+        if let Some(sessions) = &self.sessions
+            && let Some(endpoint) = sessions.endpoint(session.req_header().uri.path())
+        {
+            return sessions.serve(endpoint, session).await;
+        }
         let req = session.req_header();
         let host = req
             .headers
@@ -472,69 +594,22 @@ impl ProxyHttp for Gateway {
         if (by_source || route.auth == AuthMode::Public) && self.limit(session, ctx).await? {
             return Ok(true);
         }
-        if route.auth == AuthMode::Public {
-            return self.decide(session, ctx).await;
-        }
-        let (Some(verifier), Some(token)) = (&self.verifier, bearer(session.req_header())) else {
-            self.metrics
-                .auth_failures
-                .with_label_values(&["missing"])
-                .inc();
-            return respond(
-                session,
-                401,
-                Some("Bearer realm=\"portcullis\"".into()),
-                r#"{"error":"unauthorized","message":"a bearer token is required"}"#,
-            )
-            .await;
+        let answered = match route.auth {
+            AuthMode::Public => return self.decide(session, ctx).await,
+            AuthMode::Jwt => self.authenticate_bearer(session, ctx).await?,
+            AuthMode::Session => self.authenticate_session(session, ctx).await?,
         };
-        let verified = match verifier.verify(token).await {
-            Ok(v) => v,
-            Err(e) => {
-                self.metrics
-                    .auth_failures
-                    .with_label_values(&[e.reason()])
-                    .inc();
-                let challenge = format!(
-                    "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"{}\"",
-                    e.reason()
-                );
-                return respond(
-                    session,
-                    401,
-                    Some(challenge),
-                    r#"{"error":"invalid_token","message":"the bearer token was refused"}"#,
-                )
-                .await;
-            }
-        };
-        let parsed = sidecar::Claims::from_json(&verified.claims);
-        ctx.verified = Some(verified);
-        match parsed {
-            Ok(claims) => ctx.claims = Some(claims),
-            Err(e) => {
-                self.metrics
-                    .auth_failures
-                    .with_label_values(&["bad_claim"])
-                    .inc();
-                let challenge = format!(
-                    "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"{}\"",
-                    e.0
-                );
-                return respond(
-                    session,
-                    401,
-                    Some(challenge),
-                    r#"{"error":"invalid_token","message":"the bearer token was refused"}"#,
-                )
-                .await;
-            }
+        if answered {
+            return Ok(true);
         }
         if !by_source && self.limit(session, ctx).await? {
             return Ok(true);
         }
         // Scopes as the policy engine reads them (`scope` or `scp`).
-        let granted = ctx.claims.as_ref().map_or(&[][..], |c| c.scopes.as_slice());
+        let granted = ctx
+            .principal
+            .as_ref()
+            .map_or(&[][..], |p| p.claims().scopes.as_slice());
         if let Some(missing) = route.scopes.iter().find(|s| !granted.contains(s)) {
             let challenge = format!(
                 "Bearer realm=\"portcullis\", error=\"insufficient_scope\", scope=\"{missing}\""
@@ -620,8 +695,19 @@ impl ProxyHttp for Gateway {
             }
         }
         let route = ctx.route.and_then(|i| self.routes.get(i));
-        if !route.is_some_and(|r| r.forward_authorization) {
-            upstream.remove_header("authorization");
+        let forward = route.is_some_and(|r| r.forward_authorization);
+        if let Some(sessions) = &self.sessions {
+            sessions.strip_cookies(upstream)?;
+        }
+        match &ctx.principal {
+            // A session's access token, as the upstream would get a bearer.
+            Some(Principal::Session(s)) if forward => {
+                upstream.insert_header("authorization", format!("Bearer {}", s.access_token()))?;
+            }
+            _ if forward => {}
+            _ => {
+                upstream.remove_header("authorization");
+            }
         }
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
         // Trace context passes through; a malformed one would only confuse
@@ -635,8 +721,8 @@ impl ProxyHttp for Gateway {
             upstream.remove_header("traceparent");
             upstream.remove_header("tracestate");
         }
-        if let Some(claims) = &ctx.claims {
-            for (name, value) in sidecar::headers::identity(claims) {
+        if let Some(principal) = &ctx.principal {
+            for (name, value) in sidecar::headers::identity(principal.claims()) {
                 upstream.insert_header(name, value)?;
             }
         }

@@ -5,6 +5,7 @@
 mod passthrough;
 mod proxy;
 mod ratelimit;
+mod session;
 mod sidecar;
 mod support;
 mod tls;

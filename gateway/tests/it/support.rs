@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
@@ -36,9 +38,14 @@ pub async fn echo_upstream() -> SocketAddr {
 }
 
 pub fn start(config: &str) -> Gateway {
+    start_at(free_port(), config)
+}
+
+/// The gateway on a chosen port (when a URL naming it must exist first).
+pub fn start_at(port: u16, config: &str) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.toml");
-    let (port, admin_port) = (free_port(), free_port());
+    let admin_port = free_port();
     std::fs::write(
         &path,
         format!(
@@ -186,5 +193,92 @@ pub async fn redis_url() -> Option<String> {
             eprintln!("SKIPPED: Redis not reachable at {url}: {e}");
             None
         }
+    }
+}
+
+/// The real authserver binary in `--dev` mode (SQLite, in-process stores,
+/// demo user), with its credentials file read.
+pub struct Authserver {
+    child: Child,
+    pub url: String,
+    pub creds: Value,
+    _dir: tempfile::TempDir,
+}
+
+impl Authserver {
+    pub fn start(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let creds = dir.path().join("creds.json");
+        let child = Command::new(workspace_binary("portcullis-authserver", "authserver"))
+            .current_dir(dir.path())
+            .args(["--dev", "serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--dev-credentials")
+            .arg(&creds)
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_for_port(addr, "authserver");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let creds: Value = loop {
+            if let Ok(bytes) = std::fs::read(&creds)
+                && let Ok(v) = serde_json::from_slice(&bytes)
+            {
+                break v;
+            }
+            assert!(Instant::now() < deadline, "no dev credentials");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Self {
+            child,
+            url: creds["issuer"].as_str().unwrap().to_owned(),
+            creds,
+            _dir: dir,
+        }
+    }
+
+    /// Register a confidential web client through the admin API.
+    pub async fn add_web_client(&self, id: &str, redirect: &str, after_logout: &str) -> String {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/admin/v1/clients", self.url))
+            .bearer_auth(self.creds["admin_token"].as_str().unwrap())
+            .json(&serde_json::json!({
+                "client_id": id,
+                "kind": "web",
+                "redirect_uris": [redirect],
+                "post_logout_redirect_uris": [after_logout],
+                "scopes": ["openid", "profile", "email", "groups", "offline_access"],
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let body: Value = resp.json().await.unwrap();
+        body["client_secret"].as_str().unwrap().to_owned()
+    }
+
+    /// Audit events, newest first.
+    pub async fn audit(&self) -> Vec<Value> {
+        let body: Value = reqwest::Client::new()
+            .get(format!("{}/admin/v1/audit?limit=500", self.url))
+            .bearer_auth(self.creds["admin_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["events"].as_array().unwrap().clone()
+    }
+}
+
+impl Drop for Authserver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -1,0 +1,340 @@
+//! Session mode against the real authserver: sign-in through its real login
+//! and consent pages with a cookie-jar client, the return to the original
+//! URL, refreshes collapsed under concurrency, userinfo and logout.
+
+use std::collections::BTreeMap;
+
+use reqwest::header::{ACCEPT, COOKIE, LOCATION, SET_COOKIE};
+use serde_json::Value;
+
+use crate::support::{Authserver, echo_upstream, free_port, start_at};
+
+/// A browser without JavaScript: one cookie jar (cookies ignore ports, so
+/// the gateway and the authserver on 127.0.0.1 share it, as in a browser),
+/// no automatic redirects.
+struct Browser {
+    http: reqwest::Client,
+    cookies: BTreeMap<String, String>,
+}
+
+struct Page {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn location(&self) -> String {
+        self.headers
+            .get(LOCATION)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+
+    fn hidden(&self, name: &str) -> String {
+        let needle = format!("name=\"{name}\" value=\"");
+        let start = self
+            .body
+            .find(&needle)
+            .unwrap_or_else(|| panic!("no field {name} in {}", self.body))
+            + needle.len();
+        let end = self.body[start..].find('"').unwrap() + start;
+        self.body[start..end].replace("&amp;", "&")
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
+    }
+}
+
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+impl Browser {
+    fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn keep_cookies(&mut self, headers: &reqwest::header::HeaderMap) {
+        for value in headers.get_all(SET_COOKIE) {
+            let value = value.to_str().unwrap();
+            let (name, v) = value.split(';').next().unwrap().split_once('=').unwrap();
+            if v.is_empty() || value.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), v.to_owned());
+            }
+        }
+    }
+
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
+        let resp = request
+            .header(COOKIE, self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookies(resp.headers());
+        Page {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.text().await.unwrap(),
+        }
+    }
+
+    async fn page(&mut self, url: &str) -> Page {
+        let request = self.http.get(url).header(ACCEPT, "text/html");
+        self.send(request).await
+    }
+
+    async fn post(&mut self, url: &str, fields: &[(&str, &str)]) -> Page {
+        let request = self.http.post(url).form(fields);
+        self.send(request).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_through_the_authserver_then_refresh_and_log_out() {
+    // Every request within 600 s of expiry refreshes: each access token
+    // generation is refreshed exactly once however many requests need it.
+    let auth = Authserver::start(&[("PORTCULLIS_AUTHSERVER__TOKENS__ACCESS_SECONDS", "600")]);
+    let upstream = echo_upstream().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let redirect = format!("{base}/_auth/callback");
+    let secret = auth
+        .add_web_client("gateway-test", &redirect, &format!("{base}/"))
+        .await;
+    let gw = start_at(
+        port,
+        &format!(
+            r#"
+[session]
+issuer = "{issuer}"
+client_id = "gateway-test"
+client_secret = "{secret}"
+redirect_uri = "{redirect}"
+scopes = ["openid", "profile", "email", "groups", "offline_access"]
+cookie_secret = "test-cookie-secret-0123456789abcdef0123"
+refresh_before_secs = 600
+post_logout_redirect_uri = "{base}/"
+
+[[upstreams]]
+name = "app"
+addresses = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/app"
+upstream = "app"
+auth = "session"
+"#,
+            issuer = auth.url
+        ),
+    );
+    let mut browser = Browser::new();
+
+    // API calls and XHR are told to sign in, not redirected.
+    let api = browser
+        .send(
+            browser
+                .http
+                .get(format!("{base}/app/data"))
+                .header(ACCEPT, "application/json"),
+        )
+        .await;
+    assert_eq!(api.status, 401, "{}", api.body);
+    let xhr = browser
+        .send(
+            browser
+                .http
+                .get(format!("{base}/app/data"))
+                .header("x-requested-with", "XMLHttpRequest"),
+        )
+        .await;
+    assert_eq!(xhr.status, 401);
+
+    // A page: off to the authserver with PKCE S256, state and nonce.
+    let first = browser.page(&format!("{base}/app/page?x=1")).await;
+    assert_eq!(first.status, 302, "{}", first.body);
+    let authorize = first.location();
+    assert!(
+        authorize.starts_with(&format!("{}/authorize?", auth.url)),
+        "{authorize}"
+    );
+    for (name, expected) in [
+        ("response_type", Some("code")),
+        ("client_id", Some("gateway-test")),
+        ("code_challenge_method", Some("S256")),
+        ("redirect_uri", Some(redirect.as_str())),
+    ] {
+        assert_eq!(query_param(&authorize, name).as_deref(), expected, "{name}");
+    }
+    for name in ["state", "nonce", "code_challenge"] {
+        assert!(
+            query_param(&authorize, name).is_some_and(|v| v.len() >= 43),
+            "{name}"
+        );
+    }
+    assert!(browser.cookies.contains_key("portcullis_session_login"));
+
+    // The authserver's real login and consent pages.
+    let login = browser.page(&authorize).await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let password = auth.creds["user"]["password"].as_str().unwrap().to_owned();
+    let after = browser
+        .post(
+            &format!("{}/login", auth.url),
+            &[
+                ("request", &login.hidden("request")),
+                ("csrf", &login.hidden("csrf")),
+                ("username", "demo"),
+                ("password", &password),
+            ],
+        )
+        .await;
+    assert_eq!(after.status, 303, "{}", after.body);
+    let consent = browser
+        .page(&format!("{}{}", auth.url, after.location()))
+        .await;
+    let back = browser
+        .post(
+            &format!("{}/consent", auth.url),
+            &[
+                ("request", &consent.hidden("request")),
+                ("csrf", &consent.hidden("csrf")),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    let callback = back.location();
+    assert!(callback.starts_with(&redirect), "{callback}");
+
+    // The callback: a session cookie, the login cookie gone, and back to
+    // the page first asked for.
+    let landed = browser.page(&callback).await;
+    assert_eq!(landed.status, 302, "{}", landed.body);
+    assert_eq!(landed.location(), "/app/page?x=1");
+    assert!(browser.cookies.contains_key("portcullis_session"));
+    assert!(!browser.cookies.contains_key("portcullis_session_login"));
+    let cookie_attrs = landed
+        .headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("portcullis_session="))
+        .unwrap();
+    assert!(
+        cookie_attrs.contains("HttpOnly") && cookie_attrs.contains("SameSite=Lax"),
+        "{cookie_attrs}"
+    );
+    // The same callback again: the sign-in is over.
+    assert_eq!(browser.page(&callback).await.status, 400);
+
+    // Signed in: the upstream sees the verified identity, not our cookie.
+    browser.cookies.insert("app_pref".into(), "dark".into());
+    let page = browser.page(&format!("{base}/app/page?x=1")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let seen = page.json();
+    let info = browser.page(&format!("{base}/_auth/userinfo")).await.json();
+    assert_eq!(info["preferred_username"], "demo", "{info}");
+    assert_eq!(seen["headers"]["x-auth-subject"], info["sub"], "{seen}");
+    // (The authserver's own cookies are there too: same host in this test.)
+    let upstream_cookies = seen["headers"]["cookie"].as_str().unwrap();
+    assert!(upstream_cookies.contains("app_pref=dark"), "{seen}");
+    assert!(!upstream_cookies.contains("portcullis_session"), "{seen}");
+    assert!(seen["headers"].get("authorization").is_none());
+
+    // Ten concurrent requests that all need a refresh: one refresh.
+    let refreshes_before = count(&auth.audit().await, "token.refresh");
+    let cookie = browser.cookie_header();
+    let requests = (0..10).map(|_| {
+        browser
+            .http
+            .get(format!("{base}/app/burst"))
+            .header(COOKIE, cookie.clone())
+            .header(ACCEPT, "application/json")
+            .send()
+    });
+    let responses: Vec<reqwest::Response> = all_at_once(requests)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let mut renewed = 0;
+    for resp in &responses {
+        assert_eq!(resp.status(), 200);
+        renewed += usize::from(resp.headers().get(SET_COOKIE).is_some());
+    }
+    assert_eq!(
+        renewed, 10,
+        "every request carrying the old cookie gets the new one"
+    );
+    let events = auth.audit().await;
+    assert_eq!(
+        count(&events, "token.refresh") - refreshes_before,
+        1,
+        "collapsed"
+    );
+    assert_eq!(count(&events, "token.refresh_reuse"), 0);
+    browser.keep_cookies(responses[0].headers());
+    assert_eq!(browser.page(&format!("{base}/app/after")).await.status, 200);
+
+    // Logout: the cookie is cleared, the refresh token revoked, and the
+    // browser goes to the authserver's end-session endpoint.
+    let old_cookie = browser.cookie_header();
+    let out = browser.page(&format!("{base}/_auth/logout")).await;
+    assert_eq!(out.status, 302);
+    let end = out.location();
+    assert!(
+        end.starts_with(&format!("{}/", auth.url)) && end.contains("id_token_hint="),
+        "{end}"
+    );
+    assert!(!browser.cookies.contains_key("portcullis_session"));
+    assert!(count(&auth.audit().await, "token.revoke") >= 1);
+    let replayed = browser
+        .send(
+            browser
+                .http
+                .get(format!("{base}/app/data"))
+                .header(ACCEPT, "application/json")
+                .header(COOKIE, old_cookie),
+        )
+        .await;
+    assert_eq!(replayed.status, 401, "a logged-out session is not honoured");
+    drop(gw);
+}
+
+fn count(events: &[Value], action: &str) -> usize {
+    events.iter().filter(|e| e["action"] == action).count()
+}
+
+async fn all_at_once<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
