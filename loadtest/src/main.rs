@@ -1,0 +1,391 @@
+//! `loadtest gateway`: the gateway's benchmark, all in one run on this
+//! machine, against 127.0.0.1 only. It builds and starts the release
+//! binaries (echo upstream, sidecar, gateways) and nginx as the outside
+//! reference, drives each scenario with the same closed-loop client, and
+//! writes a Markdown and a JSON report with the ratios to the baselines.
+
+mod driver;
+mod procs;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::{Value, json};
+use tokens::testing::{SigningKey, TestIssuer, now};
+
+use crate::driver::{Outcome, Target};
+use crate::procs::{Proc, free_addr};
+
+#[derive(Debug, Parser)]
+#[command(name = "loadtest", about = "Portcullis load runner")]
+struct Cli {
+    #[command(subcommand)]
+    suite: Suite,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Suite {
+    /// Gateway scenarios against a plain proxy baseline and nginx.
+    Gateway {
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Where `gateway.md` and `gateway.json` go.
+        #[arg(long, default_value = "loadtest/reports")]
+        out: PathBuf,
+    },
+}
+
+struct Scenario {
+    key: &'static str,
+    title: &'static str,
+    target: Target,
+    /// Processes whose CPU time this scenario is charged with.
+    pids: Vec<u32>,
+    /// The proxy's own pid (gateway or nginx), for CPU per request.
+    proxy: u32,
+}
+
+fn main() -> ExitCode {
+    let Cli {
+        suite:
+            Suite::Gateway {
+                connections,
+                seconds,
+                out,
+            },
+    } = Cli::parse();
+    match gateway_suite(connections, seconds, &out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn gateway_suite(connections: usize, seconds: u64, out: &Path) -> Result<(), String> {
+    let bins = procs::build_release(&[
+        ("portcullis-gateway", "gateway"),
+        ("portcullis-sidecar", "sidecar"),
+    ])?;
+    let (gateway_bin, sidecar_bin) = (&bins[0], &bins[1]);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let policies = root.join("policies");
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+
+    // The token issuer runs on its own runtime for the whole run.
+    let issuer_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let key = SigningKey::es256("load-1");
+    let issuer = issuer_rt.block_on(TestIssuer::start(&[&key]));
+    // One token per connection (a service client the demo policies allow to
+    // list orders), so caches see many callers.
+    let tokens: Vec<Vec<(String, String)>> = (0..connections)
+        .map(|i| {
+            let mut c = issuer.claims("billing");
+            c["client_id"] = json!("billing");
+            c["scope"] = json!("orders:read");
+            c["jti"] = json!(format!("load-{i}"));
+            c["exp"] = json!(now() + 3600);
+            vec![("authorization".into(), format!("Bearer {}", key.sign(&c)))]
+        })
+        .collect();
+
+    let echo_addr = free_addr()?;
+    let echo = Proc::spawn(
+        "echo",
+        gateway_bin,
+        &["echo", "--listen", &echo_addr.to_string()],
+        &[],
+    )?;
+    echo.wait_for(echo_addr)?;
+    let (sidecar_http, sidecar_grpc) = (free_addr()?, free_addr()?);
+    let sidecar = Proc::spawn(
+        "sidecar",
+        sidecar_bin,
+        &[
+            "serve",
+            "--http",
+            &sidecar_http.to_string(),
+            "--grpc",
+            &sidecar_grpc.to_string(),
+            "--policies",
+            &policies.display().to_string(),
+        ],
+        &[("PORTCULLIS_SIDECAR__LOG_LEVEL", "warn")],
+    )?;
+    sidecar.wait_for(sidecar_grpc)?;
+
+    let routes = |policy: bool| {
+        format!(
+            r#"
+[[issuers]]
+issuer = "{}"
+audiences = ["api"]
+
+[[upstreams]]
+name = "echo"
+addresses = ["{echo_addr}"]
+
+[[routes]]
+path_prefix = "/public"
+upstream = "echo"
+auth = "public"
+
+[[routes]]
+path_prefix = "/jwt"
+upstream = "echo"
+auth = "jwt"
+
+[[routes]]
+path_prefix = "/api"
+upstream = "echo"
+auth = "jwt"
+policy = {policy}
+"#,
+            issuer.url
+        )
+    };
+    let sidecar_table = |cache: u64| {
+        format!(
+            "[sidecar]\naddress = \"http://{sidecar_grpc}\"\ndeadline_ms = 50\ncache_entries = {cache}\n"
+        )
+    };
+    let gw_sidecar = procs::gateway(
+        gateway_bin,
+        work.path(),
+        "sidecar",
+        &format!("{}{}", sidecar_table(100_000), routes(true)),
+    )?;
+    let gw_nocache = procs::gateway(
+        gateway_bin,
+        work.path(),
+        "sidecar-nocache",
+        &format!("{}{}", sidecar_table(0), routes(true)),
+    )?;
+    let gw_embedded = procs::gateway(
+        gateway_bin,
+        work.path(),
+        "embedded",
+        &format!("policies = \"{}\"\n{}", policies.display(), routes(true)),
+    )?;
+    let nginx = procs::nginx(work.path(), echo_addr)?;
+
+    let target = |addr, path: &str, headers: &[Vec<(String, String)>]| Target {
+        addr,
+        path: path.into(),
+        headers: headers.to_vec(),
+    };
+    let none = vec![Vec::new()];
+    let mut scenarios = vec![
+        Scenario {
+            key: "a_public",
+            title: "(a) gateway, public route",
+            target: target(gw_sidecar.addr, "/public/orders", &none),
+            pids: vec![gw_sidecar.proc.pid(), echo.pid()],
+            proxy: gw_sidecar.proc.pid(),
+        },
+        Scenario {
+            key: "b_jwt",
+            title: "(b) gateway, JWT route",
+            target: target(gw_sidecar.addr, "/jwt/orders", &tokens),
+            pids: vec![gw_sidecar.proc.pid(), echo.pid()],
+            proxy: gw_sidecar.proc.pid(),
+        },
+        Scenario {
+            key: "c_sidecar",
+            title: "(c) gateway, JWT + sidecar over gRPC (decision cache on)",
+            target: target(gw_sidecar.addr, "/api/orders", &tokens),
+            pids: vec![gw_sidecar.proc.pid(), sidecar.pid(), echo.pid()],
+            proxy: gw_sidecar.proc.pid(),
+        },
+        Scenario {
+            key: "c_sidecar_nocache",
+            title: "(c′) gateway, JWT + sidecar over gRPC, every request asks",
+            target: target(gw_nocache.addr, "/api/orders", &tokens),
+            pids: vec![gw_nocache.proc.pid(), sidecar.pid(), echo.pid()],
+            proxy: gw_nocache.proc.pid(),
+        },
+        Scenario {
+            key: "d_embedded",
+            title: "(d) gateway, JWT + embedded engine",
+            target: target(gw_embedded.addr, "/api/orders", &tokens),
+            pids: vec![gw_embedded.proc.pid(), echo.pid()],
+            proxy: gw_embedded.proc.pid(),
+        },
+    ];
+    if let Some(n) = &nginx {
+        scenarios.push(Scenario {
+            key: "nginx",
+            title: "nginx, plain reverse proxy",
+            target: target(n.addr, "/public/orders", &none),
+            pids: vec![n.proc.pid(), echo.pid()],
+            proxy: n.proc.pid(),
+        });
+    }
+
+    let driver_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut results = Vec::new();
+    for s in &mut scenarios {
+        // Every scenario must work before it is measured.
+        let probe = driver_rt.block_on(driver::run(
+            &s.target,
+            1,
+            Duration::ZERO,
+            Duration::from_millis(200),
+        ));
+        if probe.requests == 0 || probe.errors > 0 {
+            return Err(format!(
+                "{}: the probe failed ({} of {} requests)",
+                s.title, probe.errors, probe.requests
+            ));
+        }
+        let cpu_before: Vec<f64> = s.pids.iter().map(|p| procs::cpu_seconds(*p)).collect();
+        let proxy_before = procs::cpu_seconds(s.proxy);
+        eprintln!("running {} for {seconds} s ...", s.title);
+        let outcome = driver_rt.block_on(driver::run(
+            &s.target,
+            connections,
+            Duration::from_secs(1),
+            Duration::from_secs(seconds),
+        ));
+        let cpu: f64 = s
+            .pids
+            .iter()
+            .zip(cpu_before)
+            .map(|(p, before)| procs::cpu_seconds(*p) - before)
+            .sum();
+        let proxy_cpu = procs::cpu_seconds(s.proxy) - proxy_before;
+        results.push((s.key, s.title, outcome, cpu, proxy_cpu));
+    }
+    drop(issuer_rt);
+
+    let report = report(&results, connections, seconds);
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let md = markdown(&report, nginx.is_none());
+    std::fs::write(out.join("gateway.md"), &md).map_err(|e| e.to_string())?;
+    std::fs::write(
+        out.join("gateway.json"),
+        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    println!("{md}");
+    Ok(())
+}
+
+fn report(results: &[(&str, &str, Outcome, f64, f64)], connections: usize, seconds: u64) -> Value {
+    let rps = |key: &str| results.iter().find(|r| r.0 == key).map(|r| r.2.rps());
+    let p99 = |key: &str| {
+        results
+            .iter()
+            .find(|r| r.0 == key)
+            .map(|r| r.2.percentile_ms(0.99))
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some((a / b * 1000.0).round() / 1000.0),
+        _ => None,
+    };
+    let rows: Vec<Value> = results
+        .iter()
+        .map(|(key, title, o, cpu, proxy_cpu)| {
+            let per_request = |s: f64| {
+                if o.requests > 0 {
+                    s / o.requests as f64 * 1e6
+                } else {
+                    0.0
+                }
+            };
+            json!({
+                "scenario": key,
+                "title": title,
+                "requests": o.requests,
+                "errors": o.errors,
+                "rps": o.rps().round(),
+                "p50_ms": o.percentile_ms(0.50),
+                "p90_ms": o.percentile_ms(0.90),
+                "p99_ms": o.percentile_ms(0.99),
+                "cpu_us_per_request": (per_request(*cpu) * 10.0).round() / 10.0,
+                "proxy_cpu_us_per_request": (per_request(*proxy_cpu) * 10.0).round() / 10.0,
+            })
+        })
+        .collect();
+    let a = rps("a_public");
+    json!({
+        "suite": "gateway",
+        "unix_time": now(),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "connections": connections,
+        "seconds": seconds,
+        "client": "loadtest driver: one thread, HTTP/1.1 keep-alive, closed loop",
+        "results": rows,
+        "ratios": {
+            "b_over_a": ratio(rps("b_jwt"), a),
+            "c_over_a": ratio(rps("c_sidecar"), a),
+            "c_nocache_over_a": ratio(rps("c_sidecar_nocache"), a),
+            "d_over_a": ratio(rps("d_embedded"), a),
+            "a_over_nginx": ratio(a, rps("nginx")),
+            "c_p99_added_ms": match (p99("c_sidecar"), p99("a_public")) {
+                (Some(c), Some(a)) => Some(((c - a) * 1000.0).round() / 1000.0),
+                _ => None,
+            },
+            "c_nocache_p99_added_ms": match (p99("c_sidecar_nocache"), p99("a_public")) {
+                (Some(c), Some(a)) => Some(((c - a) * 1000.0).round() / 1000.0),
+                _ => None,
+            },
+        },
+    })
+}
+
+fn markdown(report: &Value, nginx_missing: bool) -> String {
+    let mut md = format!(
+        "# Gateway load test\n\n{} cores, {} connections, {} s per scenario after 1 s warm-up; {}.\n\n\
+         | scenario | req/s | p50 ms | p90 ms | p99 ms | errors | CPU µs/req (all) | CPU µs/req (proxy) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+        report["cores"],
+        report["connections"],
+        report["seconds"],
+        report["client"].as_str().unwrap_or("")
+    );
+    for r in report["results"].as_array().into_iter().flatten() {
+        md.push_str(&format!(
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} |\n",
+            r["title"].as_str().unwrap_or(""),
+            r["rps"],
+            r["p50_ms"].as_f64().unwrap_or(0.0),
+            r["p90_ms"].as_f64().unwrap_or(0.0),
+            r["p99_ms"].as_f64().unwrap_or(0.0),
+            r["errors"],
+            r["cpu_us_per_request"],
+            r["proxy_cpu_us_per_request"],
+        ));
+    }
+    md.push_str("\n| ratio | value | target |\n|---|---:|---:|\n");
+    for (key, target) in [
+        ("b_over_a", "≥ 0.90"),
+        ("c_over_a", "≥ 0.70"),
+        ("c_nocache_over_a", ""),
+        ("d_over_a", "≥ 0.85"),
+        ("a_over_nginx", "≥ 0.90"),
+        ("c_p99_added_ms", "≤ 1 ms"),
+        ("c_nocache_p99_added_ms", ""),
+    ] {
+        md.push_str(&format!(
+            "| {key} | {} | {target} |\n",
+            report["ratios"][key]
+        ));
+    }
+    if nginx_missing {
+        md.push_str("\nnginx was not found (install it, e.g. `apt-get install nginx-light`), so its row is missing.\n");
+    }
+    md
+}

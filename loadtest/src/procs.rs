@@ -1,0 +1,190 @@
+//! The processes a run starts, on loopback ports, stopped when dropped.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Proc {
+    name: String,
+    child: Child,
+}
+
+impl Proc {
+    pub fn spawn(
+        name: &str,
+        bin: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
+        let child = Command::new(bin)
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{name}: cannot start {}: {e}", bin.display()))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn wait_for(&self, addr: SocketAddr) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline {
+                return Err(format!("{} did not listen on {addr}", self.name));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A proxy under test and where it listens.
+pub struct Listening {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+pub fn free_addr() -> Result<SocketAddr, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// Build release binaries (a no-op when fresh) and return their paths, next
+/// to this runner's own executable.
+pub fn build_release(bins: &[(&str, &str)]) -> Result<Vec<PathBuf>, String> {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "--release", "--quiet"]);
+    for (package, bin) in bins {
+        cmd.args(["-p", package, "--bin", bin]);
+    }
+    let status = cmd
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !status.success() {
+        return Err("cargo build --release failed".into());
+    }
+    let dir = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or("no directory for binaries")?;
+    Ok(bins.iter().map(|(_, bin)| dir.join(bin)).collect())
+}
+
+/// A gateway with `routes` appended to its listeners, 2 worker threads.
+pub fn gateway(bin: &Path, dir: &Path, name: &str, config: &str) -> Result<Listening, String> {
+    let (addr, admin) = (free_addr()?, free_addr()?);
+    let path = dir.join(format!("gateway-{name}.toml"));
+    let text = format!(
+        "listen = \"{addr}\"\nadmin = \"{admin}\"\nthreads = 2\nlog_level = \"warn\"\n{config}"
+    );
+    std::fs::write(&path, text).map_err(|e| e.to_string())?;
+    let proc = Proc::spawn(
+        &format!("gateway ({name})"),
+        bin,
+        &["serve", "--config", &path.display().to_string()],
+        &[],
+    )?;
+    proc.wait_for(addr)?;
+    proc.wait_for(admin)?;
+    Ok(Listening { proc, addr })
+}
+
+/// nginx as a plain reverse proxy to `upstream` (2 workers, upstream
+/// keep-alive, no access log), or `None` when nginx is not installed.
+pub fn nginx(dir: &Path, upstream: SocketAddr) -> Result<Option<Listening>, String> {
+    let Some(bin) = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+    else {
+        return Ok(None);
+    };
+    let addr = free_addr()?;
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(prefix.join("logs")).map_err(|e| e.to_string())?;
+    let conf = prefix.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nmaster_process on;\nworker_processes 2;\npid {pid};\nerror_log {err} warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  keepalive_requests 1000000000;\n  keepalive_timeout 300s;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n\
+               upstream echo {{ server {upstream}; keepalive 64; keepalive_requests 1000000000; }}\n\
+               server {{\n    listen {addr};\n    location / {{\n      proxy_pass http://echo;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
+            pid = prefix.join("nginx.pid").display(),
+            err = prefix.join("logs/error.log").display(),
+            tmp = prefix.display(),
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let proc = Proc::spawn(
+        "nginx",
+        bin,
+        &[
+            "-p",
+            &prefix.display().to_string(),
+            "-c",
+            &conf.display().to_string(),
+        ],
+        &[],
+    )?;
+    proc.wait_for(addr)?;
+    Ok(Some(Listening { proc, addr }))
+}
+
+/// CPU seconds (user + system) used by `pid` and its reaped children
+/// (nginx's workers are children of its master).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let ticks = |path: String| -> f64 {
+        let Ok(stat) = std::fs::read_to_string(path) else {
+            return 0.0;
+        };
+        // Fields after the command name, which is in parentheses.
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            return 0.0;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime, stime are fields 14 and 15 of the whole line (11, 12 here).
+        [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
+            .sum()
+    };
+    let mut total = ticks(format!("/proc/{pid}/stat"));
+    // Live children (nginx workers).
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        for child in children.split_whitespace() {
+            total += ticks(format!("/proc/{child}/stat"));
+        }
+    }
+    total / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
