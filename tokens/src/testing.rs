@@ -6,6 +6,7 @@
 
 #![allow(
     clippy::expect_used,
+    clippy::unwrap_used,
     reason = "test support: a failure to generate a key or bind loopback should stop the test"
 )]
 
@@ -20,7 +21,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::Algorithm;
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 
 use crate::IssuerConfig;
@@ -174,4 +175,254 @@ impl TestIssuer {
     pub fn claims(&self, sub: &str) -> Value {
         json!({"iss": self.url, "sub": sub, "aud": "api", "exp": now() + 300, "iat": now()})
     }
+}
+
+/// A token that must be refused, or (`reason == "ok"`) one that must pass.
+#[derive(Debug, Clone)]
+pub struct HostileToken {
+    pub name: &'static str,
+    pub token: String,
+    /// `TokenError::reason()` it must get, or `"ok"`.
+    pub reason: &'static str,
+}
+
+/// The hostile-token table every verifying component is tested with: `alg`
+/// tricks, key-location headers, `kid` tricks, bad signatures, times,
+/// issuers and audiences, malformed encodings. `key` is `issuer`'s (kid
+/// `k1`); `other` is `stranger`'s (kid `k2`); both issuers are trusted for
+/// audience `api` by the verifier under test.
+pub fn hostile_tokens(
+    issuer: &TestIssuer,
+    key: &SigningKey,
+    stranger: &TestIssuer,
+    other: &SigningKey,
+) -> Vec<HostileToken> {
+    let good = issuer.claims("alice");
+    let header = |extra: Value| {
+        let mut h = json!({"alg": "ES256", "kid": "k1", "typ": "JWT"});
+        h.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        h
+    };
+    let with = |change: Value| {
+        let mut c = good.clone();
+        c.as_object_mut()
+            .unwrap()
+            .extend(change.as_object().unwrap().clone());
+        c
+    };
+    let valid = key.sign(&good);
+    let sig = valid.rsplit('.').next().unwrap().to_owned();
+    let x = key.jwk["x"].as_str().unwrap().to_owned();
+    let hs256_with_public_key = {
+        let message = format!(
+            "{}.{}",
+            b64(&json!({"alg": "HS256", "kid": "k1"})),
+            b64(&good)
+        );
+        let s = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(x.as_bytes()),
+            Algorithm::HS256,
+        )
+        .expect("HMAC signing");
+        format!("{message}.{s}")
+    };
+    let mut tampered = valid.split('.').map(str::to_owned).collect::<Vec<_>>();
+    tampered[1] = b64(&with(json!({"sub": "admin"})));
+    let tampered = tampered.join(".");
+
+    let cases: Vec<(&'static str, String, &'static str)> = vec![
+        (
+            "alg none",
+            format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&good)),
+            "malformed",
+        ),
+        (
+            "alg none with a signature",
+            format!("{}.{}.{sig}", b64(&json!({"alg": "none"})), b64(&good)),
+            "disallowed_alg",
+        ),
+        (
+            "alg None",
+            format!("{}.{}.{sig}", b64(&json!({"alg": "None"})), b64(&good)),
+            "disallowed_alg",
+        ),
+        (
+            "alg NONE",
+            format!("{}.{}.{sig}", b64(&json!({"alg": "NONE"})), b64(&good)),
+            "disallowed_alg",
+        ),
+        (
+            "alg nOnE",
+            format!(
+                "{}.{}.{sig}",
+                b64(&json!({"alg": "nOnE", "kid": "k1"})),
+                b64(&good)
+            ),
+            "disallowed_alg",
+        ),
+        (
+            "HS256 signed with the public key",
+            hs256_with_public_key,
+            "disallowed_alg",
+        ),
+        (
+            "no alg",
+            format!("{}.{}.{sig}", b64(&json!({"kid": "k1"})), b64(&good)),
+            "malformed",
+        ),
+        (
+            "jku header",
+            key.sign_raw(&header(json!({"jku": "http://127.0.0.1:1/jwks"})), &good),
+            "forbidden_header",
+        ),
+        (
+            "jwk header",
+            key.sign_raw(&header(json!({"jwk": other.jwk.clone()})), &good),
+            "forbidden_header",
+        ),
+        (
+            "x5u header",
+            key.sign_raw(&header(json!({"x5u": "http://127.0.0.1:1/cert"})), &good),
+            "forbidden_header",
+        ),
+        (
+            "x5c header",
+            key.sign_raw(&header(json!({"x5c": ["MIIB"]})), &good),
+            "forbidden_header",
+        ),
+        (
+            "crit header",
+            key.sign_raw(&header(json!({"crit": ["exp"]})), &good),
+            "forbidden_header",
+        ),
+        (
+            "unknown kid",
+            key.sign_raw(&header(json!({"kid": "nope"})), &good),
+            "unknown_key",
+        ),
+        (
+            "kid path trick",
+            key.sign_raw(&header(json!({"kid": "../../k1"})), &good),
+            "unknown_key",
+        ),
+        (
+            "kid of the wrong key type",
+            key.sign_raw(&header(json!({"alg": "EdDSA"})), &good),
+            "unknown_key",
+        ),
+        ("key of another issuer", other.sign(&good), "unknown_key"),
+        ("tampered payload", tampered, "bad_signature"),
+        (
+            "signature of another token",
+            format!("{}.{sig}", {
+                let t = key.sign(&with(json!({"sub": "bob"})));
+                t.rsplit_once('.').unwrap().0.to_owned()
+            }),
+            "bad_signature",
+        ),
+        (
+            "expired",
+            key.sign(&with(json!({"exp": now() - 120}))),
+            "expired",
+        ),
+        (
+            "expired inside leeway is fine",
+            key.sign(&with(json!({"exp": now() - 5}))),
+            "ok",
+        ),
+        (
+            "future nbf",
+            key.sign(&with(json!({"nbf": now() + 600}))),
+            "not_yet_valid",
+        ),
+        (
+            "no exp",
+            key.sign(&{
+                let mut c = good.clone();
+                c.as_object_mut().unwrap().remove("exp");
+                c
+            }),
+            "bad_claim",
+        ),
+        (
+            "exp as string",
+            key.sign(&with(json!({"exp": "tomorrow"}))),
+            "bad_claim",
+        ),
+        (
+            "wrong iss",
+            key.sign(&with(json!({"iss": "https://evil.example"}))),
+            "unknown_issuer",
+        ),
+        (
+            "iss of the other issuer, our key",
+            key.sign(&with(json!({"iss": stranger.url}))),
+            "unknown_key",
+        ),
+        (
+            "no iss",
+            key.sign(&{
+                let mut c = good.clone();
+                c.as_object_mut().unwrap().remove("iss");
+                c
+            }),
+            "bad_claim",
+        ),
+        (
+            "wrong aud",
+            key.sign(&with(json!({"aud": "other"}))),
+            "wrong_audience",
+        ),
+        (
+            "no aud",
+            key.sign(&{
+                let mut c = good.clone();
+                c.as_object_mut().unwrap().remove("aud");
+                c
+            }),
+            "wrong_audience",
+        ),
+        (
+            "oversize",
+            format!("{}.{}.{sig}", b64(&header(json!({}))), "A".repeat(20_000)),
+            "too_large",
+        ),
+        (
+            "header not base64",
+            format!("%%%.{}.{sig}", b64(&good)),
+            "malformed",
+        ),
+        (
+            "header not JSON",
+            format!(
+                "{}.{}.{sig}",
+                URL_SAFE_NO_PAD.encode("not json"),
+                b64(&good)
+            ),
+            "malformed",
+        ),
+        (
+            "payload not JSON",
+            format!(
+                "{}.{}.{sig}",
+                b64(&header(json!({}))),
+                URL_SAFE_NO_PAD.encode("[1,2")
+            ),
+            "malformed",
+        ),
+        ("JWE shape", "a.b.c.d.e".to_owned(), "malformed"),
+        ("two parts", "a.b".to_owned(), "malformed"),
+        ("empty", String::new(), "malformed"),
+    ];
+    cases
+        .into_iter()
+        .map(|(name, token, reason)| HostileToken {
+            name,
+            token,
+            reason,
+        })
+        .collect()
 }

@@ -9,3 +9,4 @@ mod session;
 mod sidecar;
 mod support;
 mod tls;
+mod tokens;

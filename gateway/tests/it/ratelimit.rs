@@ -83,19 +83,11 @@ rate_limit = {{ requests_per_second = 0.5, burst = 2 }}
         let resp = http.get(url("/public/p")).send().await.unwrap();
         assert_eq!(resp.status(), expected);
     }
-    let metrics = http
-        .get(format!("http://{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains(r#"gateway_rate_limited_total{route="/api"} 1"#),
-        "{metrics}"
-    );
-    assert!(metrics.contains(r#"gateway_requests_total{route="/public",status="429"} 1"#));
+    gw.metrics_with(&[
+        r#"gateway_rate_limited_total{route="/api"} 1"#,
+        r#"gateway_requests_total{route="/public",status="429"} 1"#,
+    ])
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -138,20 +138,11 @@ policy_fail_open = true
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let text = http
-        .get(format!("http://{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for needle in [
+    gw.metrics_with(&[
         r#"gateway_decision_cache_total{result="hit"} 2"#,
         r#"gateway_decision_failures_total{outcome="closed",reason="unavailable"}"#,
         r#"gateway_decision_failures_total{outcome="open",reason="unavailable"} 1"#,
         r#"gateway_decision_duration_seconds_count{mode="sidecar"}"#,
-    ] {
-        assert!(text.contains(needle), "{needle} missing:\n{text}");
-    }
+    ])
+    .await;
 }

@@ -282,3 +282,29 @@ impl Drop for Authserver {
         let _ = self.child.wait();
     }
 }
+
+impl Gateway {
+    /// The admin `/metrics` text once it contains every one of `needles`
+    /// (requests are counted after their response is sent, so a scrape
+    /// right after the last response may not see it yet).
+    pub async fn metrics_with(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = reqwest::get(format!("http://{}/metrics", self.admin))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let missing: Vec<&&str> = needles.iter().filter(|n| !text.contains(**n)).collect();
+            if missing.is_empty() {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{missing:?} missing from:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
