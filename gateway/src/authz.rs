@@ -106,6 +106,10 @@ impl Authorizer {
     pub fn embedded(engine: Arc<sidecar::Engine>) -> Self {
         Self::Embedded(Embedded {
             engine,
+            cache: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(5))
+                .build(),
             allow: Arc::new(Verdict::fixed(true, 200, None, "")),
             forbidden: Arc::new(Verdict::fixed(
                 false,
@@ -122,13 +126,6 @@ impl Authorizer {
         })
     }
 
-    pub fn mode(&self) -> &'static str {
-        match self {
-            Self::Embedded(_) => "embedded",
-            Self::Sidecar(_) => "sidecar",
-        }
-    }
-
     pub async fn check(
         &self,
         query: &Query<'_>,
@@ -136,26 +133,49 @@ impl Authorizer {
     ) -> Result<Arc<Verdict>, AuthzError> {
         let started = Instant::now();
         let result = match self {
-            Self::Embedded(e) => Ok(e.check(query)),
+            Self::Embedded(e) => Ok(e.check(query, metrics)),
             Self::Sidecar(s) => s.check(query, metrics).await,
         };
-        metrics
-            .decision_duration
-            .with_label_values(&[self.mode()])
-            .observe(started.elapsed().as_secs_f64());
+        let histogram = match self {
+            Self::Embedded(_) => &metrics.decision_embedded,
+            Self::Sidecar(_) => &metrics.decision_sidecar,
+        };
+        histogram.observe(started.elapsed().as_secs_f64());
         result
     }
 }
 
 pub struct Embedded {
     engine: Arc<sidecar::Engine>,
+    /// Verdicts by the same key as the sidecar's, with the engine's policy
+    /// generation and the token's `exp`: a reload or entity write, or the
+    /// token expiring, makes an entry unusable.
+    cache: moka::sync::Cache<Key, (u64, u64, Arc<Verdict>)>,
     allow: Arc<Verdict>,
     forbidden: Arc<Verdict>,
     unauthenticated: Arc<Verdict>,
 }
 
 impl Embedded {
-    fn check(&self, query: &Query<'_>) -> Arc<Verdict> {
+    fn check(&self, query: &Query<'_>, metrics: &Metrics) -> Arc<Verdict> {
+        let generation = self.engine.snapshot().generation;
+        let key = cache_key(query);
+        let expires_at = query.claims.map_or(u64::MAX, |(_, exp)| exp);
+        if let Some((g, exp, verdict)) = self.cache.get(&key)
+            && g == generation
+            && exp > crate::now_secs()
+        {
+            metrics.decision_hits.inc();
+            return verdict;
+        }
+        metrics.decision_misses.inc();
+        let verdict = self.decide(query);
+        self.cache
+            .insert(key, (generation, expires_at, verdict.clone()));
+        verdict
+    }
+
+    fn decide(&self, query: &Query<'_>) -> Arc<Verdict> {
         let decision = self.engine.check(&sidecar::CheckRequest {
             method: query.method,
             path: query.path,
@@ -257,7 +277,7 @@ impl SidecarClient {
             && let Some(hit) = cache.get(key)
             && hit.version.as_deref().is_some_and(|v| self.is_current(v))
         {
-            metrics.decision_cache.with_label_values(&["hit"]).inc();
+            metrics.decision_hits.inc();
             return Ok(hit);
         }
         let request = check_request(query);
@@ -279,7 +299,7 @@ impl SidecarClient {
         }
         let verdict = match (&self.cache, key) {
             (Some(cache), Some(key)) => {
-                metrics.decision_cache.with_label_values(&["miss"]).inc();
+                metrics.decision_misses.inc();
                 let left = query.claims.map_or(self.cache_ttl, |(_, exp)| {
                     Duration::from_secs(exp.saturating_sub(crate::now_secs()))
                 });

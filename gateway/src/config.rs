@@ -22,6 +22,9 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Worker threads of the proxy.
     pub threads: usize,
+    /// Let idle worker threads take work queued on busy ones. Off, each
+    /// thread serves its own connections (fewer cross-thread wake-ups).
+    pub work_stealing: bool,
     pub shutdown_grace_secs: u64,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -265,6 +268,7 @@ impl Default for Config {
             h2c: true,
             tls: None,
             threads: 2,
+            work_stealing: true,
             shutdown_grace_secs: 10,
             log_level: "info".into(),
             log_format: LogFormat::Json,

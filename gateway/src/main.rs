@@ -16,6 +16,11 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 
+/// glibc's allocator cost a tenth of the proxy's CPU under load (perf);
+/// mimalloc's thread-local free lists avoid most of it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "gateway", version, about = "Portcullis edge proxy")]
 struct Cli {
@@ -167,6 +172,7 @@ fn main() -> ExitCode {
     };
     let conf = ServerConf {
         threads: config.threads,
+        work_stealing: config.work_stealing,
         grace_period_seconds: Some(config.shutdown_grace_secs),
         graceful_shutdown_timeout_seconds: Some(config.shutdown_grace_secs),
         ..ServerConf::default()

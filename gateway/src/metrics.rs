@@ -3,7 +3,9 @@
 //! fixed set.
 
 use prometheus::core::Collector;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
 
 const VALID: &str = "metric names and labels are constants";
 
@@ -21,6 +23,12 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     pub decision_duration: HistogramVec,
     pub decision_cache: IntCounterVec,
+    /// `decision_cache{result="hit"|"miss"}` and
+    /// `decision_duration{mode="sidecar"|"embedded"}`, resolved once.
+    pub decision_hits: IntCounter,
+    pub decision_misses: IntCounter,
+    pub decision_sidecar: Histogram,
+    pub decision_embedded: Histogram,
     /// Decisions that could not be had (sidecar down or late), by reason
     /// and whether the route failed open.
     pub decision_failures: IntCounterVec,
@@ -54,7 +62,23 @@ impl Metrics {
                 .expect(VALID),
             )
         };
+        let decision_cache = counter(
+            "gateway_decision_cache_total",
+            "Decisions served from the gateway's cache (hit) or decided (miss)",
+            &["result"],
+        );
+        let decision_duration = histogram(
+            "gateway_decision_duration_seconds",
+            "Time to a policy decision, by decider (sidecar or embedded)",
+            &["mode"],
+        );
         Self {
+            decision_hits: decision_cache.with_label_values(&["hit"]),
+            decision_misses: decision_cache.with_label_values(&["miss"]),
+            decision_sidecar: decision_duration.with_label_values(&["sidecar"]),
+            decision_embedded: decision_duration.with_label_values(&["embedded"]),
+            decision_cache,
+            decision_duration,
             requests: counter(
                 "gateway_requests_total",
                 "Requests by route prefix and status",
@@ -69,16 +93,6 @@ impl Metrics {
                 "gateway_auth_failures_total",
                 "Requests refused for their credentials, by reason",
                 &["reason"],
-            ),
-            decision_duration: histogram(
-                "gateway_decision_duration_seconds",
-                "Time to a policy decision, by decider (sidecar or embedded)",
-                &["mode"],
-            ),
-            decision_cache: counter(
-                "gateway_decision_cache_total",
-                "Sidecar decisions served from the cache (hit) or asked for (miss)",
-                &["result"],
             ),
             decision_failures: counter(
                 "gateway_decision_failures_total",
@@ -98,5 +112,54 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Statuses whose counters are resolved up front: the common answers.
+const COMMON_STATUSES: [u16; 15] = [
+    200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504,
+];
+
+/// One route's request metrics, resolved once so the hot path does no
+/// label lookup.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    route: String,
+    duration: Histogram,
+    statuses: [IntCounter; COMMON_STATUSES.len()],
+}
+
+impl RouteMetrics {
+    pub fn new(metrics: &Metrics, route: &str) -> Self {
+        Self {
+            route: route.to_owned(),
+            duration: metrics.duration.with_label_values(&[route]),
+            statuses: COMMON_STATUSES
+                .map(|s| metrics.requests.with_label_values(&[route, &s.to_string()])),
+        }
+    }
+
+    pub fn observe(&self, metrics: &Metrics, status: u16, seconds: f64) {
+        self.duration.observe(seconds);
+        match COMMON_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => self.statuses[i].inc(),
+            None => metrics
+                .requests
+                .with_label_values(&[self.route.as_str(), status_label(status)])
+                .inc(),
+        }
+    }
+}
+
+/// Uncommon statuses by class (bounded label values); 0 when no response
+/// was written.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        0 => "none",
+        s if s < 200 => "1xx",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
     }
 }

@@ -3,9 +3,8 @@
 //! `upstream_peer` picks an address, `upstream_request_filter` fixes the
 //! identity headers the upstream sees.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -17,36 +16,10 @@ use tokens::{Verified, Verifier};
 
 use crate::authz::{Authorizer, Query, Verdict};
 use crate::config::{AuthMode, Config, RateLimitKey};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::ratelimit::{Admit, BucketKey, Limiter};
 use crate::reply::{Reply, reply};
 use crate::session::{Active, Sessions};
-
-/// Status codes as label values without allocating.
-fn itoa_status(status: u16) -> &'static str {
-    match status {
-        200 => "200",
-        201 => "201",
-        204 => "204",
-        301 => "301",
-        302 => "302",
-        304 => "304",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        429 => "429",
-        500 => "500",
-        502 => "502",
-        503 => "503",
-        504 => "504",
-        0 => "none",
-        s if s < 300 => "2xx",
-        s if s < 400 => "3xx",
-        s if s < 500 => "4xx",
-        _ => "5xx",
-    }
-}
 
 struct Route {
     host: Option<String>,
@@ -58,6 +31,7 @@ struct Route {
     policy: bool,
     policy_fail_open: bool,
     rate_limit: Option<(Limiter, RateLimitKey)>,
+    metrics: RouteMetrics,
 }
 
 struct Upstream {
@@ -77,16 +51,60 @@ pub struct Gateway {
     verifier: Option<Arc<Verifier>>,
     owned_prefix: String,
     metrics: Arc<Metrics>,
+    /// Requests no route matched.
+    unrouted: RouteMetrics,
+    /// Verified bearer tokens by SHA-256, so a token seen before costs a
+    /// hash and a lookup.
+    bearers: moka::sync::Cache<[u8; 32], Arc<Bearer>>,
     authorizer: Option<Authorizer>,
     sessions: Option<Sessions>,
 }
 
+/// A verified bearer token with what every request needs from it worked
+/// out once: the claims as policies read them and the identity headers.
+struct Bearer {
+    verified: Arc<Verified>,
+    claims: sidecar::Claims,
+    headers: Vec<(&'static str, http::HeaderValue)>,
+}
+
+impl Bearer {
+    fn new(verified: Arc<Verified>, claims: sidecar::Claims) -> Self {
+        let headers = identity_headers(&claims);
+        Self {
+            verified,
+            claims,
+            headers,
+        }
+    }
+}
+
+/// The identity headers (`sidecar::headers::identity`) as header values.
+fn identity_headers(claims: &sidecar::Claims) -> Vec<(&'static str, http::HeaderValue)> {
+    sidecar::headers::identity(claims)
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, http::HeaderValue::try_from(value).ok()?)))
+        .collect()
+}
+
+/// Verified bearers live until their token's `exp` (at most five minutes).
+struct UntilExpiry;
+
+impl moka::Expiry<[u8; 32], Arc<Bearer>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<Bearer>,
+        _now: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        let left = value.verified.expires_at.saturating_sub(crate::now_secs());
+        Some(std::time::Duration::from_secs(left.min(300)))
+    }
+}
+
 /// A verified caller: a bearer token, or a browser session.
 enum Principal {
-    Bearer {
-        verified: Arc<Verified>,
-        claims: sidecar::Claims,
-    },
+    Bearer(Arc<Bearer>),
     Session(Arc<Active>),
 }
 
@@ -94,7 +112,7 @@ impl Principal {
     /// The claims as the policy engine and the identity headers read them.
     fn claims(&self) -> &sidecar::Claims {
         match self {
-            Self::Bearer { claims, .. } => claims,
+            Self::Bearer(b) => &b.claims,
             Self::Session(s) => &s.claims,
         }
     }
@@ -102,7 +120,7 @@ impl Principal {
     /// The verified payload and when it expires.
     fn payload(&self) -> (&serde_json::Map<String, serde_json::Value>, u64) {
         match self {
-            Self::Bearer { verified, .. } => (&verified.claims, verified.expires_at),
+            Self::Bearer(b) => (&b.verified.claims, b.verified.expires_at),
             Self::Session(s) => (&s.payload, s.expires_at()),
         }
     }
@@ -120,7 +138,7 @@ pub struct Ctx {
     started: std::time::Instant,
     /// The client's `x-request-id` when well-formed, else a new one; sent
     /// upstream and back to the client.
-    request_id: String,
+    request_id: http::HeaderValue,
     /// Connect attempts that failed (bounded retries on other addresses).
     connect_failures: usize,
 }
@@ -151,15 +169,26 @@ fn valid_traceparent(value: &str) -> bool {
         && hex(parts[3], 2)
 }
 
-fn new_request_id() -> String {
-    let mut bytes = [0u8; 16];
-    // A failing system RNG leaves zeros: still an id, just not unique.
-    let _ = aws_lc_rs::rand::fill(&mut bytes);
-    let mut id = String::with_capacity(32);
-    for b in bytes {
-        let _ = write!(id, "{b:02x}");
+/// A fresh request id: this process's random prefix and a counter, in
+/// hex: unique without asking the RNG per request.
+fn new_request_id() -> http::HeaderValue {
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        // A failing system RNG leaves zeros: ids stay unique in this process.
+        let _ = aws_lc_rs::rand::fill(&mut bytes);
+        u64::from_ne_bytes(bytes)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut text = [0u8; 32];
+    for (i, word) in [prefix, n].into_iter().enumerate() {
+        for j in 0..16 {
+            let nibble = ((word >> (60 - 4 * j)) & 0xf) as u8;
+            text[i * 16 + j] = b"0123456789abcdef"[usize::from(nibble)];
+        }
     }
-    id
+    http::HeaderValue::from_bytes(&text).unwrap_or(http::HeaderValue::from_static("0"))
 }
 
 impl Gateway {
@@ -187,6 +216,7 @@ impl Gateway {
             .routes
             .iter()
             .map(|r| Route {
+                metrics: RouteMetrics::new(&metrics, &r.path_prefix),
                 host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
                 prefix: r.path_prefix.clone(),
                 upstream: config
@@ -223,6 +253,11 @@ impl Gateway {
             upstreams,
             verifier,
             owned_prefix: config.owned_header_prefix.clone(),
+            unrouted: RouteMetrics::new(&metrics, "none"),
+            bearers: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .expire_after(UntilExpiry)
+                .build(),
             metrics,
             authorizer,
             sessions,
@@ -257,7 +292,7 @@ impl Gateway {
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip()),
-            request_id: &ctx.request_id,
+            request_id: ctx.request_id.to_str().unwrap_or_default(),
             token: match &ctx.principal {
                 Some(Principal::Session(s)) => Some(s.access_token()),
                 _ => bearer(req),
@@ -294,7 +329,7 @@ impl Gateway {
                     .decision_failures
                     .with_label_values(&[e.reason(), outcome])
                     .inc();
-                tracing::warn!(error = %e, outcome, request_id = %ctx.request_id, "no policy decision");
+                tracing::warn!(error = %e, outcome, request_id = ctx.request_id.to_str().unwrap_or_default(), "no policy decision");
                 if route.policy_fail_open {
                     return Ok(false);
                 }
@@ -385,6 +420,13 @@ impl Gateway {
                 "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"{reason}\""
             )
         };
+        let key = digest(token.as_bytes());
+        if let Some(bearer) = self.bearers.get(&key)
+            && bearer.verified.expires_at > crate::now_secs()
+        {
+            ctx.principal = Some(Principal::Bearer(bearer));
+            return Ok(false);
+        }
         let verified = match verifier.verify(token).await {
             Ok(v) => v,
             Err(e) => {
@@ -403,7 +445,9 @@ impl Gateway {
         };
         match sidecar::Claims::from_json(&verified.claims) {
             Ok(claims) => {
-                ctx.principal = Some(Principal::Bearer { verified, claims });
+                let bearer = Arc::new(Bearer::new(verified, claims));
+                self.bearers.insert(key, bearer.clone());
+                ctx.principal = Some(Principal::Bearer(bearer));
                 Ok(false)
             }
             Err(e) => {
@@ -477,6 +521,12 @@ async fn respond(
     reply(session, r).await
 }
 
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref());
+    out
+}
+
 fn bearer(req: &RequestHeader) -> Option<&str> {
     let value = req.headers.get("authorization")?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
@@ -494,7 +544,7 @@ impl ProxyHttp for Gateway {
             set_cookie: None,
             verdict: None,
             started: std::time::Instant::now(),
-            request_id: String::new(),
+            request_id: http::HeaderValue::from_static(""),
             connect_failures: 0,
         }
     }
@@ -505,7 +555,7 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        response.insert_header("x-request-id", ctx.request_id.clone())?;
         if let Some(cookie) = ctx.set_cookie.take() {
             response.append_header("set-cookie", cookie)?;
         }
@@ -513,19 +563,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        let route = ctx
-            .route
-            .and_then(|i| self.routes.get(i))
-            .map_or("none", |r| r.prefix.as_str());
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        self.metrics
-            .requests
-            .with_label_values(&[route, itoa_status(status)])
-            .inc();
-        self.metrics
-            .duration
-            .with_label_values(&[route])
-            .observe(ctx.started.elapsed().as_secs_f64());
+        ctx.route
+            .and_then(|i| self.routes.get(i))
+            .map_or(&self.unrouted, |r| &r.metrics)
+            .observe(&self.metrics, status, ctx.started.elapsed().as_secs_f64());
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -533,9 +575,8 @@ impl ProxyHttp for Gateway {
             .req_header()
             .headers
             .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|id| acceptable_request_id(id))
-            .map_or_else(new_request_id, str::to_owned);
+            .filter(|v| v.to_str().is_ok_and(acceptable_request_id))
+            .map_or_else(new_request_id, Clone::clone);
         // Normalise once: routing, policy and the upstream all see this path.
         let path = session.req_header().uri.path();
         match sidecar::path::normalize(path) {
@@ -709,7 +750,7 @@ impl ProxyHttp for Gateway {
                 upstream.remove_header("authorization");
             }
         }
-        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        upstream.insert_header("x-request-id", ctx.request_id.clone())?;
         // Trace context passes through; a malformed one would only confuse
         // the upstream's tracer.
         let traceparent_ok = upstream
@@ -721,10 +762,18 @@ impl ProxyHttp for Gateway {
             upstream.remove_header("traceparent");
             upstream.remove_header("tracestate");
         }
-        if let Some(principal) = &ctx.principal {
-            for (name, value) in sidecar::headers::identity(principal.claims()) {
-                upstream.insert_header(name, value)?;
+        match &ctx.principal {
+            Some(Principal::Bearer(b)) => {
+                for (name, value) in &b.headers {
+                    upstream.insert_header(*name, value.clone())?;
+                }
             }
+            Some(Principal::Session(s)) => {
+                for (name, value) in identity_headers(&s.claims) {
+                    upstream.insert_header(name, value)?;
+                }
+            }
+            None => {}
         }
         if let Some(verdict) = &ctx.verdict {
             for name in &verdict.remove {
