@@ -45,13 +45,13 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Prefix of every key the gateway writes to Redis.
     pub redis_prefix: String,
-    pub upstreams: Vec<Upstream>,
+    pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<Route>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Upstream {
+pub struct UpstreamConfig {
     pub name: String,
     pub addresses: Vec<SocketAddr>,
     /// Giving up on a TCP connect (then the next address, for idempotent
@@ -72,6 +72,59 @@ pub struct Upstream {
     /// without), as gRPC services need.
     #[serde(default)]
     pub http2: bool,
+    /// How an address is chosen.
+    #[serde(default)]
+    pub balance: Balance,
+    /// The key of `consistent_hash` (the source address when the request
+    /// has no such identity).
+    #[serde(default)]
+    pub hash_on: HashOn,
+    /// Probe every address; failing ones leave the rotation.
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    /// Rendezvous hashing on `hash_on`: the same caller keeps the same
+    /// address while it is healthy.
+    ConsistentHash,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashOn {
+    #[default]
+    Source,
+    Subject,
+    ClientId,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// GET this path; 2xx or 3xx is healthy.
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Consecutive failures that take an address out.
+    pub unhealthy_threshold: u32,
+    /// Consecutive successes that bring it back.
+    pub healthy_threshold: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            path: "/healthz".into(),
+            interval_ms: 5_000,
+            timeout_ms: 1_000,
+            unhealthy_threshold: 2,
+            healthy_threshold: 2,
+        }
+    }
 }
 
 fn default_connect_ms() -> u64 {
@@ -365,6 +418,18 @@ impl Config {
                 return Err(ConfigError::invalid(
                     format!("upstreams[{i}]"),
                     "timeouts must be greater than 0",
+                ));
+            }
+            if let Some(h) = &u.health_check
+                && (!h.path.starts_with('/')
+                    || h.interval_ms == 0
+                    || h.timeout_ms == 0
+                    || h.unhealthy_threshold == 0
+                    || h.healthy_threshold == 0)
+            {
+                return Err(ConfigError::invalid(
+                    format!("upstreams[{i}].health_check"),
+                    "`path` must start with `/`; intervals, timeouts and thresholds must be greater than 0",
                 ));
             }
             if u.tls && u.sni.is_empty() {

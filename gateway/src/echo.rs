@@ -10,16 +10,24 @@ use serde_json::{Map, Value, json};
 /// Bodies larger than this are refused (413): it is a demo.
 const MAX_BODY: usize = 1 << 20;
 
-pub fn router() -> axum::Router {
-    axum::Router::new().fallback(echo)
+/// The app; `served_by` (its own address) is in every answer, so load
+/// balancing can be seen.
+pub fn router(served_by: String) -> axum::Router {
+    axum::Router::new()
+        .fallback(echo)
+        .with_state(std::sync::Arc::<str>::from(served_by))
 }
 
 /// Serve until the listener fails.
 pub async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    axum::serve(listener, router()).await
+    let served_by = listener.local_addr()?.to_string();
+    axum::serve(listener, router(served_by)).await
 }
 
-async fn echo(mut request: Request<Body>) -> Response<Body> {
+async fn echo(
+    axum::extract::State(served_by): axum::extract::State<std::sync::Arc<str>>,
+    mut request: Request<Body>,
+) -> Response<Body> {
     if request.headers().contains_key(header::UPGRADE) {
         return upgrade(&mut request);
     }
@@ -33,10 +41,9 @@ async fn echo(mut request: Request<Body>) -> Response<Body> {
             );
         }
     };
-    json_response(
-        StatusCode::OK,
-        &describe(&parts.method, &parts.uri, &parts.headers, &body),
-    )
+    let mut seen = describe(&parts.method, &parts.uri, &parts.headers, &body);
+    seen["served_by"] = Value::String(served_by.to_string());
+    json_response(StatusCode::OK, &seen)
 }
 
 fn describe(method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Value {

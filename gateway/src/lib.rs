@@ -15,6 +15,7 @@ pub mod reply;
 pub mod seal;
 pub mod session;
 pub mod tls;
+pub mod upstream;
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn now_secs() -> u64 {

@@ -83,8 +83,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     bootstrap::telemetry::init_logging(&config.log_level, config.log_format);
-    // Key fetching and refresh run on a runtime of their own; Pingora builds
-    // its own runtimes for the proxy threads.
+    // Key fetching and refresh and upstream health checks run on a runtime
+    // of their own; Pingora builds its own runtimes for the proxy threads.
     let keys_runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("jwks")
@@ -180,16 +180,20 @@ fn main() -> ExitCode {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let metrics = Arc::new(gateway::metrics::Metrics::new());
-    let mut proxy = pingora::proxy::http_proxy_service(
-        &server.configuration,
-        Gateway::new(
-            &config,
-            verifier.clone(),
-            authorizer,
-            sessions,
-            metrics.clone(),
-        ),
+    let gateway = Gateway::new(
+        &config,
+        verifier.clone(),
+        authorizer,
+        sessions,
+        metrics.clone(),
     );
+    {
+        let _background = keys_runtime.enter();
+        for upstream in gateway.upstreams() {
+            upstream.spawn_health_checks();
+        }
+    }
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, gateway);
     if let Some(logic) = proxy.app_logic_mut() {
         let mut options = HttpServerOptions::default();
         options.h2c = config.h2c;

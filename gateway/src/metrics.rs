@@ -4,7 +4,7 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
 const VALID: &str = "metric names and labels are constants";
@@ -33,6 +33,8 @@ pub struct Metrics {
     /// and whether the route failed open.
     pub decision_failures: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    /// 1 while an upstream address is in rotation.
+    pub upstream_healthy: IntGaugeVec,
 }
 
 impl Metrics {
@@ -103,6 +105,17 @@ impl Metrics {
                 "gateway_rate_limited_total",
                 "Requests refused with 429, by route prefix",
                 &["route"],
+            ),
+            upstream_healthy: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "gateway_upstream_healthy",
+                        "1 while an upstream address passes its health checks",
+                    ),
+                    &["upstream", "address"],
+                )
+                .expect(VALID),
             ),
             registry,
         }

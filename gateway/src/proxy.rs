@@ -4,7 +4,7 @@
 //! identity headers the upstream sees.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -15,11 +15,12 @@ use pingora::{Error, ErrorType, Result};
 use tokens::{Verified, Verifier};
 
 use crate::authz::{Authorizer, Query, Verdict};
-use crate::config::{AuthMode, Config, RateLimitKey};
+use crate::config::{AuthMode, Config, HashOn, RateLimitKey};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::ratelimit::{Admit, BucketKey, Limiter};
 use crate::reply::{Reply, reply};
 use crate::session::{Active, Sessions};
+use crate::upstream::Upstream;
 
 struct Route {
     host: Option<String>,
@@ -34,20 +35,10 @@ struct Route {
     metrics: RouteMetrics,
 }
 
-struct Upstream {
-    addresses: Vec<std::net::SocketAddr>,
-    next: AtomicUsize,
-    connect_timeout: std::time::Duration,
-    read_timeout: std::time::Duration,
-    tls: bool,
-    sni: String,
-    http2: bool,
-}
-
 pub struct Gateway {
     /// Longest prefix first, so the first match is the most specific.
     routes: Vec<Route>,
-    upstreams: Vec<Upstream>,
+    upstreams: Vec<Arc<Upstream>>,
     verifier: Option<Arc<Verifier>>,
     owned_prefix: String,
     metrics: Arc<Metrics>,
@@ -199,18 +190,10 @@ impl Gateway {
         sessions: Option<Sessions>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let upstreams: Vec<Upstream> = config
+        let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
-            .map(|u| Upstream {
-                addresses: u.addresses.clone(),
-                next: AtomicUsize::new(0),
-                connect_timeout: std::time::Duration::from_millis(u.connect_timeout_ms),
-                read_timeout: std::time::Duration::from_millis(u.read_timeout_ms),
-                tls: u.tls,
-                sni: u.sni.clone(),
-                http2: u.http2,
-            })
+            .map(|u| Arc::new(Upstream::new(u, &metrics)))
             .collect();
         let mut routes: Vec<Route> = config
             .routes
@@ -397,6 +380,11 @@ impl Gateway {
                 Ok(false)
             }
         }
+    }
+
+    /// The upstream pools (main starts their health checks).
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
     }
 
     /// A bearer JWT from a configured issuer; refusals are 401s with an
@@ -666,14 +654,29 @@ impl ProxyHttp for Gateway {
         self.decide(session, ctx).await
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let route = ctx
             .route
             .and_then(|i| self.routes.get(i))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
         let upstream = &self.upstreams[route.upstream];
-        let n = upstream.next.fetch_add(1, Ordering::Relaxed);
-        let addr = upstream.addresses[n % upstream.addresses.len()];
+        let claims = ctx.principal.as_ref().map(Principal::claims);
+        let identity = match upstream.hash_on {
+            HashOn::Source => None,
+            HashOn::Subject => claims.and_then(|c| c.sub.as_deref()),
+            HashOn::ClientId => claims.and_then(|c| c.client_id.as_deref()),
+        };
+        let ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let ip_bytes = match ip {
+            Some(std::net::IpAddr::V4(v4)) => v4.to_ipv6_mapped().octets(),
+            Some(std::net::IpAddr::V6(v6)) => v6.octets(),
+            None => [0; 16],
+        };
+        let key = identity.map_or(&ip_bytes[..], str::as_bytes);
+        let addr = upstream.pick(Some(key), ctx.connect_failures);
         let mut peer = HttpPeer::new(addr, upstream.tls, upstream.sni.clone());
         if upstream.http2 {
             // Without TLS there is no ALPN: HTTP/2 by prior knowledge.
@@ -708,7 +711,7 @@ impl ProxyHttp for Gateway {
         let addresses = ctx
             .route
             .and_then(|i| self.routes.get(i))
-            .map_or(1, |r| self.upstreams[r.upstream].addresses.len());
+            .map_or(1, |r| self.upstreams[r.upstream].len());
         if idempotent && ctx.connect_failures < addresses {
             e.set_retry(true);
         }

@@ -10,3 +10,4 @@ mod sidecar;
 mod support;
 mod tls;
 mod tokens;
+mod upstreams;

@@ -1,0 +1,122 @@
+//! Upstream pools: active health checks take a dead address out of
+//! rotation (so even non-retryable requests succeed) and bring it back;
+//! consistent hashing keeps each user on one address.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokens::testing::{SigningKey, TestIssuer};
+
+use crate::support::{echo_upstream, free_port, start};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_checks_take_dead_addresses_out_and_bring_them_back() {
+    let live = echo_upstream().await;
+    let dead_port = free_port();
+    let dead: std::net::SocketAddr = format!("127.0.0.1:{dead_port}").parse().unwrap();
+    let gw = start(&format!(
+        r#"
+[[upstreams]]
+name = "app"
+addresses = ["{live}", "{dead}"]
+health_check = {{ path = "/healthz", interval_ms = 100, timeout_ms = 200, unhealthy_threshold = 1, healthy_threshold = 1 }}
+
+[[routes]]
+path_prefix = "/"
+upstream = "app"
+auth = "public"
+"#
+    ));
+    let http = reqwest::Client::new();
+    gw.metrics_with(&[&format!(
+        "gateway_upstream_healthy{{address=\"{dead}\",upstream=\"app\"}} 0"
+    )])
+    .await;
+    // POSTs are never retried, so without health checks half would 502.
+    for _ in 0..20 {
+        let resp = http
+            .post(format!("http://{}/orders", gw.addr))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+
+    // The dead address comes to life: back in rotation.
+    let listener = tokio::net::TcpListener::bind(dead).await.unwrap();
+    tokio::spawn(gateway::echo::serve(listener));
+    gw.metrics_with(&[&format!(
+        "gateway_upstream_healthy{{address=\"{dead}\",upstream=\"app\"}} 1"
+    )])
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut served = BTreeSet::new();
+    while served.len() < 2 {
+        assert!(Instant::now() < deadline, "only {served:?} served");
+        let seen: Value = http
+            .get(format!("http://{}/x", gw.addr))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        served.insert(seen["served_by"].as_str().unwrap().to_owned());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consistent_hashing_keeps_each_subject_on_one_address() {
+    let pool = [
+        echo_upstream().await,
+        echo_upstream().await,
+        echo_upstream().await,
+    ];
+    let key = SigningKey::es256("k1");
+    let issuer = TestIssuer::start(&[&key]).await;
+    let gw = start(&format!(
+        r#"
+[[issuers]]
+issuer = "{}"
+audiences = ["api"]
+
+[[upstreams]]
+name = "app"
+addresses = ["{}", "{}", "{}"]
+balance = "consistent_hash"
+hash_on = "subject"
+
+[[routes]]
+path_prefix = "/"
+upstream = "app"
+auth = "jwt"
+"#,
+        issuer.url, pool[0], pool[1], pool[2]
+    ));
+    let http = reqwest::Client::new();
+    let mut by_subject: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for round in 0..4 {
+        for user in 0..12 {
+            let mut c = issuer.claims(&format!("user-{user}"));
+            c["jti"] = json!(format!("{round}-{user}"));
+            let seen: Value = http
+                .get(format!("http://{}/x", gw.addr))
+                .bearer_auth(key.sign(&c))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            by_subject
+                .entry(format!("user-{user}"))
+                .or_default()
+                .insert(seen["served_by"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(by_subject.values().all(|s| s.len() == 1), "{by_subject:?}");
+    let used: BTreeSet<&String> = by_subject.values().flatten().collect();
+    assert!(used.len() >= 2, "spread: {used:?}");
+}
