@@ -28,6 +28,8 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// One JSON line per request (never tokens, cookies or query strings).
+    pub access_log: crate::access_log::AccessLogConfig,
     /// Headers the gateway owns: removed from every incoming request
     /// before the verified ones are added (prefix match, lower case).
     pub owned_header_prefix: String,
@@ -325,6 +327,7 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             log_level: "info".into(),
             log_format: LogFormat::Json,
+            access_log: crate::access_log::AccessLogConfig::default(),
             owned_header_prefix: "x-auth-".into(),
             issuers: Vec::new(),
             policies: None,

@@ -4,6 +4,7 @@
 //! on `jwt` routes (401/403 with RFC 6750 challenges), strips every
 //! incoming `x-auth-*` header and adds the verified identity.
 
+pub mod access_log;
 pub mod admin;
 pub mod authz;
 pub mod config;

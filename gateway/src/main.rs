@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bootstrap::EXIT_CONFIG;
 use clap::{Parser, Subcommand};
+use gateway::access_log::AccessLog;
 use gateway::authz::{Authorizer, SidecarClient};
 use gateway::config::Config;
 use gateway::proxy::Gateway;
@@ -180,11 +181,23 @@ fn main() -> ExitCode {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let metrics = Arc::new(gateway::metrics::Metrics::new());
+    let access_log = if config.access_log.enabled {
+        match AccessLog::start(&config.access_log, metrics.access_log_dropped.clone()) {
+            Ok(log) => Some(log),
+            Err(e) => {
+                eprintln!("error: access log `{}`: {e}", config.access_log.path);
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
+        }
+    } else {
+        None
+    };
     let gateway = Gateway::new(
         &config,
         verifier.clone(),
         authorizer,
         sessions,
+        access_log,
         metrics.clone(),
     );
     {

@@ -33,6 +33,8 @@ pub struct Metrics {
     /// and whether the route failed open.
     pub decision_failures: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    /// Access-log records dropped because the writer fell behind.
+    pub access_log_dropped: IntCounter,
     /// 1 while an upstream address is in rotation.
     pub upstream_healthy: IntGaugeVec,
 }
@@ -105,6 +107,14 @@ impl Metrics {
                 "gateway_rate_limited_total",
                 "Requests refused with 429, by route prefix",
                 &["route"],
+            ),
+            access_log_dropped: register(
+                &registry,
+                IntCounter::new(
+                    "gateway_access_log_dropped_total",
+                    "Access-log records dropped because the writer fell behind",
+                )
+                .expect(VALID),
             ),
             upstream_healthy: register(
                 &registry,

@@ -14,6 +14,7 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 use tokens::{Verified, Verifier};
 
+use crate::access_log::{AccessLog, AccessRecord};
 use crate::authz::{Authorizer, Query, Verdict};
 use crate::config::{AuthMode, Config, HashOn, RateLimitKey};
 use crate::metrics::{Metrics, RouteMetrics};
@@ -33,6 +34,8 @@ struct Route {
     policy_fail_open: bool,
     rate_limit: Option<(Limiter, RateLimitKey)>,
     metrics: RouteMetrics,
+    /// The prefix, for the access log.
+    label: Arc<str>,
 }
 
 pub struct Gateway {
@@ -49,6 +52,7 @@ pub struct Gateway {
     bearers: moka::sync::Cache<[u8; 32], Arc<Bearer>>,
     authorizer: Option<Authorizer>,
     sessions: Option<Sessions>,
+    access_log: Option<AccessLog>,
 }
 
 /// A verified bearer token with what every request needs from it worked
@@ -132,6 +136,8 @@ pub struct Ctx {
     request_id: http::HeaderValue,
     /// Connect attempts that failed (bounded retries on other addresses).
     connect_failures: usize,
+    /// The address the request went to.
+    upstream: Option<std::net::SocketAddr>,
 }
 
 /// A caller's request id is kept if it is short and plain.
@@ -188,6 +194,7 @@ impl Gateway {
         verifier: Option<Arc<Verifier>>,
         authorizer: Option<Authorizer>,
         sessions: Option<Sessions>,
+        access_log: Option<AccessLog>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let upstreams: Vec<Arc<Upstream>> = config
@@ -200,6 +207,7 @@ impl Gateway {
             .iter()
             .map(|r| Route {
                 metrics: RouteMetrics::new(&metrics, &r.path_prefix),
+                label: Arc::from(r.path_prefix.as_str()),
                 host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
                 prefix: r.path_prefix.clone(),
                 upstream: config
@@ -244,6 +252,7 @@ impl Gateway {
             metrics,
             authorizer,
             sessions,
+            access_log,
         }
     }
 
@@ -534,6 +543,7 @@ impl ProxyHttp for Gateway {
             started: std::time::Instant::now(),
             request_id: http::HeaderValue::from_static(""),
             connect_failures: 0,
+            upstream: None,
         }
     }
 
@@ -552,10 +562,33 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        ctx.route
-            .and_then(|i| self.routes.get(i))
-            .map_or(&self.unrouted, |r| &r.metrics)
-            .observe(&self.metrics, status, ctx.started.elapsed().as_secs_f64());
+        let route = ctx.route.and_then(|i| self.routes.get(i));
+        let elapsed = ctx.started.elapsed();
+        route.map_or(&self.unrouted, |r| &r.metrics).observe(
+            &self.metrics,
+            status,
+            elapsed.as_secs_f64(),
+        );
+        if let Some(log) = &self.access_log {
+            let req = session.req_header();
+            let claims = ctx.principal.as_ref().map(Principal::claims);
+            log.record(AccessRecord {
+                time: std::time::SystemTime::now(),
+                request_id: ctx.request_id.clone(),
+                method: req.method.clone(),
+                path: req.uri.path().to_owned(),
+                route: route.map(|r| r.label.clone()),
+                status,
+                duration: elapsed,
+                source: session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip()),
+                upstream: ctx.upstream,
+                subject: claims.and_then(|c| c.sub.clone()),
+                client_id: claims.and_then(|c| c.client_id.clone()),
+            });
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -677,6 +710,7 @@ impl ProxyHttp for Gateway {
         };
         let key = identity.map_or(&ip_bytes[..], str::as_bytes);
         let addr = upstream.pick(Some(key), ctx.connect_failures);
+        ctx.upstream = Some(addr);
         let mut peer = HttpPeer::new(addr, upstream.tls, upstream.sni.clone());
         if upstream.http2 {
             // Without TLS there is no ALPN: HTTP/2 by prior knowledge.

@@ -94,7 +94,7 @@ pub fn gateway(bin: &Path, dir: &Path, name: &str, config: &str) -> Result<Liste
     let (addr, admin) = (free_addr()?, free_addr()?);
     let path = dir.join(format!("gateway-{name}.toml"));
     let text = format!(
-        "listen = \"{addr}\"\nadmin = \"{admin}\"\nthreads = 2\nlog_level = \"warn\"\n{config}"
+        "listen = \"{addr}\"\nadmin = \"{admin}\"\nthreads = 2\nlog_level = \"warn\"\naccess_log = {{ enabled = false }}\n{config}"
     );
     std::fs::write(&path, text).map_err(|e| e.to_string())?;
     let proc = Proc::spawn(

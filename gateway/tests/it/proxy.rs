@@ -383,3 +383,90 @@ policy = true
     let seen: Value = resp.json().await.unwrap();
     assert_eq!(seen["headers"]["x-auth-subject"], "erin");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_log_records_requests_but_no_secrets() {
+    let upstream = echo_upstream().await;
+    let key = SigningKey::es256("k1");
+    let issuer = TestIssuer::start(&[&key]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let gw = start(&format!(
+        r#"
+access_log = {{ path = "{}" }}
+
+[[issuers]]
+issuer = "{}"
+audiences = ["api"]
+
+[[upstreams]]
+name = "app"
+addresses = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/api"
+upstream = "app"
+auth = "jwt"
+"#,
+        log.display(),
+        issuer.config().issuer
+    ));
+    let http = reqwest::Client::new();
+    let mut claims = issuer.claims("alice");
+    claims["client_id"] = json!("web");
+    let token = key.sign(&claims);
+    let resp = http
+        .get(format!(
+            "http://{}/api/orders?access_token=query-secret",
+            gw.addr
+        ))
+        .bearer_auth(&token)
+        .header("cookie", "session=cookie-secret")
+        .header("x-request-id", "log-me-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = http
+        .get(format!("http://{}/api/orders", gw.addr))
+        .bearer_auth("not-a-jwt")
+        .header("x-request-id", "log-me-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= 2 {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "log: {text:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ok = lines
+        .iter()
+        .find(|l| l["request_id"] == "log-me-1")
+        .unwrap();
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["path"], "/api/orders");
+    assert_eq!(ok["route"], "/api");
+    assert_eq!(ok["subject"], "alice");
+    assert_eq!(ok["client_id"], "web");
+    assert_eq!(ok["upstream"], upstream.to_string());
+    assert!(ok["duration_ms"].as_f64().unwrap() > 0.0);
+    let refused = lines
+        .iter()
+        .find(|l| l["request_id"] == "log-me-2")
+        .unwrap();
+    assert_eq!(refused["status"], 401);
+    assert!(refused["subject"].is_null());
+    for secret in [token.as_str(), "query-secret", "cookie-secret", "not-a-jwt"] {
+        assert!(!text.contains(secret), "the log holds a secret: {text}");
+    }
+}
