@@ -29,6 +29,10 @@ pub struct Metrics {
     pub decision_misses: IntCounter,
     pub decision_sidecar: Histogram,
     pub decision_embedded: Histogram,
+    /// `gateway_token_cache_total{result="hit"|"miss"}`: verified bearer
+    /// tokens reused, or verified.
+    pub token_hits: IntCounter,
+    pub token_misses: IntCounter,
     /// Decisions that could not be had (sidecar down or late), by reason
     /// and whether the route failed open.
     pub decision_failures: IntCounterVec,
@@ -76,7 +80,14 @@ impl Metrics {
             "Time to a policy decision, by decider (sidecar or embedded)",
             &["mode"],
         );
+        let token_cache = counter(
+            "gateway_token_cache_total",
+            "Bearer tokens served from the verified-token cache (hit) or verified (miss)",
+            &["result"],
+        );
         Self {
+            token_hits: token_cache.with_label_values(&["hit"]),
+            token_misses: token_cache.with_label_values(&["miss"]),
             decision_hits: decision_cache.with_label_values(&["hit"]),
             decision_misses: decision_cache.with_label_values(&["miss"]),
             decision_sidecar: decision_duration.with_label_values(&["sidecar"]),

@@ -421,9 +421,11 @@ impl Gateway {
         if let Some(bearer) = self.bearers.get(&key)
             && bearer.verified.expires_at > crate::now_secs()
         {
+            self.metrics.token_hits.inc();
             ctx.principal = Some(Principal::Bearer(bearer));
             return Ok(false);
         }
+        self.metrics.token_misses.inc();
         let verified = match verifier.verify(token).await {
             Ok(v) => v,
             Err(e) => {

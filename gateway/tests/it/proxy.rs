@@ -218,6 +218,7 @@ scopes = ["admin"]
             r#"gateway_requests_total{route="/api",status="200"} 1"#,
             r#"gateway_requests_total{route="/api/admin",status="403"} 1"#,
             r#"gateway_auth_failures_total{reason="expired"} 1"#,
+            r#"gateway_token_cache_total{result="hit"}"#,
         ])
         .await;
     assert!(!text.contains("apiary"), "raw paths never become labels");

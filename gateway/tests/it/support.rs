@@ -20,12 +20,22 @@ impl Drop for Gateway {
     }
 }
 
+/// A port free now and never handed out before in this test process (the
+/// OS may offer a just-released port again, and tests run in parallel).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// The demo upstream (`gateway echo`), in-process: it answers with what it
@@ -98,18 +108,52 @@ pub fn demo_policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
 }
 
-/// Another workspace binary, built (or found fresh) by cargo the way
-/// `CARGO_BIN_EXE_*` is for our own.
-pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", package, "--bin", bin])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "cargo build -p {package} failed");
-    Path::new(env!("CARGO_BIN_EXE_gateway"))
-        .with_file_name(bin)
-        .to_path_buf()
+/// Another workspace binary, next to ours: `cargo test --workspace` (the
+/// test command) builds every package's binaries with the same features.
+/// When it is missing or older than the sources it is built from (`crates`:
+/// its package and the workspace crates it uses), e.g. under `cargo test -p
+/// portcullis-gateway`, it is built first.
+pub fn workspace_binary(package: &str, bin: &str, crates: &[&str]) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_gateway")).with_file_name(bin);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let newest = crates
+        .iter()
+        .filter_map(|c| newest_source(&root.join(c)))
+        .max();
+    if built.is_none_or(|b| newest > Some(b)) {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", package, "--bin", bin])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "cargo build -p {package} failed");
+    }
+    path
+}
+
+/// The latest modification time of what a crate's binary is built from:
+/// everything in the crate but its tests and benchmarks.
+fn newest_source(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_dir() {
+                if !["tests", "benches", "target", "node_modules"]
+                    .iter()
+                    .any(|skip| name == *skip)
+                {
+                    stack.push(path);
+                }
+            } else {
+                newest = newest.max(entry.metadata().and_then(|m| m.modified()).ok());
+            }
+        }
+    }
+    newest
 }
 
 /// The real sidecar binary on fixed ports, so it can be killed and brought
@@ -129,17 +173,21 @@ impl Sidecar {
     }
 
     fn start_on(policies: &Path, grpc: SocketAddr, http: SocketAddr) -> Self {
-        let child = Command::new(workspace_binary("portcullis-sidecar", "sidecar"))
-            .arg("serve")
-            .args(["--grpc", &grpc.to_string(), "--http", &http.to_string()])
-            .arg("--policies")
-            .arg(policies)
-            .env("PORTCULLIS_SIDECAR__ADMIN_TOKEN", SIDECAR_ADMIN_TOKEN)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = Command::new(workspace_binary(
+            "portcullis-sidecar",
+            "sidecar",
+            &["sidecar", "tokens", "bootstrap"],
+        ))
+        .arg("serve")
+        .args(["--grpc", &grpc.to_string(), "--http", &http.to_string()])
+        .arg("--policies")
+        .arg(policies)
+        .env("PORTCULLIS_SIDECAR__ADMIN_TOKEN", SIDECAR_ADMIN_TOKEN)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
         wait_for_port(grpc, "sidecar");
         Self {
             child,
@@ -210,17 +258,21 @@ impl Authserver {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let creds = dir.path().join("creds.json");
-        let child = Command::new(workspace_binary("portcullis-authserver", "authserver"))
-            .current_dir(dir.path())
-            .args(["--dev", "serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--dev-credentials")
-            .arg(&creds)
-            .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = Command::new(workspace_binary(
+            "portcullis-authserver",
+            "authserver",
+            &["authserver", "tokens", "bootstrap"],
+        ))
+        .current_dir(dir.path())
+        .args(["--dev", "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--dev-credentials")
+        .arg(&creds)
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         wait_for_port(addr, "authserver");
         let deadline = Instant::now() + Duration::from_secs(30);
