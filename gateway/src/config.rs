@@ -226,6 +226,20 @@ pub struct SessionConfig {
     pub refresh_before_secs: u64,
     /// Where the provider sends the browser after `/_auth/logout`.
     pub post_logout_redirect_uri: Option<String>,
+    /// Where sessions live: `auto` (the cookie, or Redis when too large for
+    /// one), `cookie`, or `redis` (the cookie only names the session, so a
+    /// logout ends it on every replica). Redis needs `redis_url`.
+    #[serde(default)]
+    pub store: SessionStore,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStore {
+    #[default]
+    Auto,
+    Cookie,
+    Redis,
 }
 
 fn default_session_scopes() -> Vec<String> {
@@ -408,6 +422,12 @@ impl Config {
         }
         if let Some(s) = &self.session {
             s.validate()?;
+            if s.store == SessionStore::Redis && self.redis_url.is_none() {
+                return Err(ConfigError::invalid(
+                    "session.store",
+                    "`redis` needs `redis_url`",
+                ));
+            }
         }
         let mut names = HashSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokens::Verifier;
 
-use crate::config::SessionConfig;
+use crate::config::{SessionConfig, SessionStore};
 use crate::now_secs;
 use crate::reply::{Reply, reply};
 use crate::seal::Sealer;
@@ -183,9 +183,11 @@ impl Sessions {
             cookie,
             secure,
             callback_path: redirect.path().to_owned(),
+            // Sessions in Redis can be ended by another replica: look
+            // again soon. Cookie sessions only end here or by expiring.
             cache: moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(60))
+                .time_to_live(Duration::from_secs(if redis.is_some() { 5 } else { 60 }))
                 .build(),
             refreshes: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -753,14 +755,21 @@ impl Sessions {
             .session_sealer
             .seal(&self.cookie, &plain)
             .map_err(SessionError::Store)?;
-        if inline.len() <= MAX_COOKIE_BYTES {
-            return Ok(inline);
-        }
-        let Some(redis) = &self.redis else {
-            return Err(SessionError::Store(format!(
-                "the session is {} bytes sealed, more than a cookie holds; set `redis_url`",
-                inline.len()
-            )));
+        let too_large = inline.len() > MAX_COOKIE_BYTES;
+        let server_side = match self.config.store {
+            SessionStore::Cookie => false,
+            SessionStore::Auto => too_large,
+            SessionStore::Redis => true,
+        };
+        let redis = match (&self.redis, server_side) {
+            (_, false) if !too_large => return Ok(inline),
+            (Some(redis), true) => redis,
+            _ => {
+                return Err(SessionError::Store(format!(
+                    "the session is {} bytes sealed, more than a cookie holds; set `redis_url` and `session.store`",
+                    inline.len()
+                )));
+            }
         };
         let ttl = stored.expires_at.saturating_sub(now_secs()).max(1);
         redis.put(&stored.sid, &inline, ttl).await?;

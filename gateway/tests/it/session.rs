@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use reqwest::header::{ACCEPT, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::Value;
 
-use crate::support::{Authserver, echo_upstream, free_port, start_at};
+use crate::support::{Authserver, Gateway, echo_upstream, free_port, redis_url, start_at};
 
 /// A browser without JavaScript: one cookie jar (cookies ignore ports, so
 /// the gateway and the authserver on 127.0.0.1 share it, as in a browser),
@@ -115,39 +115,7 @@ async fn sign_in_through_the_authserver_then_refresh_and_log_out() {
     // Every request within 600 s of expiry refreshes: each access token
     // generation is refreshed exactly once however many requests need it.
     let auth = Authserver::start(&[("PORTCULLIS_AUTHSERVER__TOKENS__ACCESS_SECONDS", "600")]);
-    let upstream = echo_upstream().await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let redirect = format!("{base}/_auth/callback");
-    let secret = auth
-        .add_web_client("gateway-test", &redirect, &format!("{base}/"))
-        .await;
-    let gw = start_at(
-        port,
-        &format!(
-            r#"
-[session]
-issuer = "{issuer}"
-client_id = "gateway-test"
-client_secret = "{secret}"
-redirect_uri = "{redirect}"
-scopes = ["openid", "profile", "email", "groups", "offline_access"]
-cookie_secret = "test-cookie-secret-0123456789abcdef0123"
-refresh_before_secs = 600
-post_logout_redirect_uri = "{base}/"
-
-[[upstreams]]
-name = "app"
-addresses = ["{upstream}"]
-
-[[routes]]
-path_prefix = "/app"
-upstream = "app"
-auth = "session"
-"#,
-            issuer = auth.url
-        ),
-    );
+    let (gw, base, redirect) = session_gateway(&auth, "").await;
     let mut browser = Browser::new();
 
     // API calls and XHR are told to sign in, not redirected.
@@ -180,7 +148,10 @@ auth = "session"
     );
     for (name, expected) in [
         ("response_type", Some("code")),
-        ("client_id", Some("gateway-test")),
+        (
+            "client_id",
+            Some(format!("gateway-test-{}", gw.addr.port()).as_str()),
+        ),
         ("code_challenge_method", Some("S256")),
         ("redirect_uri", Some(redirect.as_str())),
     ] {
@@ -195,36 +166,7 @@ auth = "session"
     assert!(browser.cookies.contains_key("portcullis_session_login"));
 
     // The authserver's real login and consent pages.
-    let login = browser.page(&authorize).await;
-    assert_eq!(login.status, 200, "{}", login.body);
-    let password = auth.creds["user"]["password"].as_str().unwrap().to_owned();
-    let after = browser
-        .post(
-            &format!("{}/login", auth.url),
-            &[
-                ("request", &login.hidden("request")),
-                ("csrf", &login.hidden("csrf")),
-                ("username", "demo"),
-                ("password", &password),
-            ],
-        )
-        .await;
-    assert_eq!(after.status, 303, "{}", after.body);
-    let consent = browser
-        .page(&format!("{}{}", auth.url, after.location()))
-        .await;
-    let back = browser
-        .post(
-            &format!("{}/consent", auth.url),
-            &[
-                ("request", &consent.hidden("request")),
-                ("csrf", &consent.hidden("csrf")),
-                ("decision", "allow"),
-            ],
-        )
-        .await;
-    assert_eq!(back.status, 303, "{}", back.body);
-    let callback = back.location();
+    let callback = through_the_authserver(&mut browser, &auth, &authorize).await;
     assert!(callback.starts_with(&redirect), "{callback}");
 
     // The callback: a session cookie, the login cookie gone, and back to
@@ -322,6 +264,93 @@ auth = "session"
     drop(gw);
 }
 
+/// Sign in as the demo user on the authserver's pages, allow consent, and
+/// return the callback URL it redirects to.
+async fn through_the_authserver(
+    browser: &mut Browser,
+    auth: &Authserver,
+    authorize: &str,
+) -> String {
+    let login = browser.page(authorize).await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let password = auth.creds["user"]["password"].as_str().unwrap().to_owned();
+    let after = browser
+        .post(
+            &format!("{}/login", auth.url),
+            &[
+                ("request", &login.hidden("request")),
+                ("csrf", &login.hidden("csrf")),
+                ("username", "demo"),
+                ("password", &password),
+            ],
+        )
+        .await;
+    assert_eq!(after.status, 303, "{}", after.body);
+    let consent = browser
+        .page(&format!("{}{}", auth.url, after.location()))
+        .await;
+    let back = browser
+        .post(
+            &format!("{}/consent", auth.url),
+            &[
+                ("request", &consent.hidden("request")),
+                ("csrf", &consent.hidden("csrf")),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    back.location()
+}
+
+/// A gateway in session mode for a client registered at `auth`, with
+/// `extra` top-level config; its base URL and callback.
+async fn session_gateway(auth: &Authserver, extra: &str) -> (Gateway, String, String) {
+    let upstream = echo_upstream().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let redirect = format!("{base}/_auth/callback");
+    let client = format!("gateway-test-{port}");
+    let secret = auth
+        .add_web_client(&client, &redirect, &format!("{base}/"))
+        .await;
+    let gw = start_at(
+        port,
+        &format!(
+            r#"
+{extra}
+
+[session]
+issuer = "{issuer}"
+client_id = "{client}"
+client_secret = "{secret}"
+redirect_uri = "{redirect}"
+scopes = ["openid", "profile", "email", "groups", "offline_access"]
+cookie_secret = "test-cookie-secret-0123456789abcdef0123"
+refresh_before_secs = 600
+post_logout_redirect_uri = "{base}/"
+{session_extra}
+
+[[upstreams]]
+name = "app"
+addresses = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/app"
+upstream = "app"
+auth = "session"
+"#,
+            issuer = auth.url,
+            session_extra = if extra.contains("redis_url") {
+                "store = \"redis\""
+            } else {
+                ""
+            },
+        ),
+    );
+    (gw, base, redirect)
+}
+
 fn count(events: &[Value], action: &str) -> usize {
     events.iter().filter(|e| e["action"] == action).count()
 }
@@ -337,4 +366,88 @@ where
         out.push(h.await.unwrap());
     }
     out
+}
+
+/// With `store = "redis"` the cookie only names the session: every replica
+/// sharing the Redis sees it, and a logout on one ends it on all.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_sessions_are_shared_by_replicas_and_end_everywhere() {
+    let Some(redis) = redis_url().await else {
+        return;
+    };
+    let auth = Authserver::start(&[]);
+    let prefix = format!("gw_test:{}:{}:", std::process::id(), tokens::testing::now());
+    let extra = format!("redis_url = \"{redis}\"\nredis_prefix = \"{prefix}\"");
+    let (one, base, _) = session_gateway(&auth, &extra).await;
+    let mut browser = Browser::new();
+    let first = browser.page(&format!("{base}/app/page")).await;
+    assert_eq!(first.status, 302);
+    let callback = through_the_authserver(&mut browser, &auth, &first.location()).await;
+    assert_eq!(browser.page(&callback).await.status, 302);
+    let cookie = browser.cookies["portcullis_session"].clone();
+    assert!(
+        cookie.starts_with("r."),
+        "a pointer, not the tokens: {cookie}"
+    );
+    assert!(cookie.len() < 200, "{cookie}");
+    assert_eq!(browser.page(&format!("{base}/app/page")).await.status, 200);
+
+    // A second replica, same Redis and cookie secret: the same session.
+    let (two, _, _) = session_gateway(&auth, &extra).await;
+    let replica = format!("http://{}", two.addr);
+    let api = |b: &Browser, url: String| {
+        b.http
+            .get(url)
+            .header(COOKIE, format!("portcullis_session={cookie}"))
+            .header(ACCEPT, "application/json")
+            .send()
+    };
+    assert_eq!(
+        api(&browser, format!("{replica}/app/x"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut conn = redis::Client::open(redis.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}session:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+
+    // Logout on the first: the second no longer honours the cookie.
+    assert_eq!(
+        browser.page(&format!("{base}/_auth/logout")).await.status,
+        302
+    );
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}session:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    // The second replica looks again within seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = api(&browser, format!("{replica}/app/x"))
+            .await
+            .unwrap()
+            .status();
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still signed in on the replica"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop((one, two));
 }
