@@ -22,6 +22,9 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Worker threads of the proxy.
     pub threads: usize,
+    /// Requests whose header block (names and values) is larger are
+    /// refused with 431 before any other work.
+    pub max_request_header_bytes: usize,
     /// Let idle worker threads take work queued on busy ones. Off, each
     /// thread serves its own connections (fewer cross-thread wake-ups).
     pub work_stealing: bool,
@@ -337,6 +340,7 @@ impl Default for Config {
             h2c: true,
             tls: None,
             threads: 2,
+            max_request_header_bytes: 32 * 1024,
             work_stealing: true,
             shutdown_grace_secs: 10,
             log_level: "info".into(),

@@ -44,6 +44,7 @@ pub struct Gateway {
     upstreams: Vec<Arc<Upstream>>,
     verifier: Option<Arc<Verifier>>,
     owned_prefix: String,
+    max_header_bytes: usize,
     metrics: Arc<Metrics>,
     /// Requests no route matched.
     unrouted: RouteMetrics,
@@ -244,6 +245,7 @@ impl Gateway {
             upstreams,
             verifier,
             owned_prefix: config.owned_header_prefix.clone(),
+            max_header_bytes: config.max_request_header_bytes,
             unrouted: RouteMetrics::new(&metrics, "none"),
             bearers: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -600,6 +602,21 @@ impl ProxyHttp for Gateway {
             .get("x-request-id")
             .filter(|v| v.to_str().is_ok_and(acceptable_request_id))
             .map_or_else(new_request_id, Clone::clone);
+        let header_bytes: usize = session
+            .req_header()
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
+        if header_bytes > self.max_header_bytes {
+            return respond(
+                session,
+                431,
+                None,
+                r#"{"error":"request_header_fields_too_large","message":"the request headers are larger than this gateway accepts"}"#,
+            )
+            .await;
+        }
         // Normalise once: routing, policy and the upstream all see this path.
         let path = session.req_header().uri.path();
         match sidecar::path::normalize(path) {

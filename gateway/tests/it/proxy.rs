@@ -191,6 +191,22 @@ scopes = ["admin"]
         );
     }
 
+    // Oversized headers: refused before any work, never forwarded.
+    let resp = http
+        .get(url("/public/big"))
+        .header("x-padding", "a".repeat(40 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 431);
+    let resp = http
+        .get(url("/public/fine"))
+        .header("x-padding", "a".repeat(8 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
     // An expired token.
     let mut old = issuer.claims("alice");
     old["exp"] = json!(now() - 3600);
