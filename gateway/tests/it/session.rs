@@ -451,3 +451,70 @@ async fn redis_sessions_are_shared_by_replicas_and_end_everywhere() {
     }
     drop((one, two));
 }
+
+/// The same sign-in in headless Chromium (playwright-core, installed with
+/// the relying-party test's package by scripts/install-deps.sh).
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_with_headless_chromium() {
+    let rp = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../authserver/tests/rp/node_modules/playwright-core");
+    let chromium = std::path::Path::new("/usr/bin/chromium");
+    if !rp.exists() || !chromium.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs node, playwright-core and chromium (scripts/install-deps.sh)"
+        );
+        eprintln!("SKIPPED: headless Chromium or playwright-core is not installed");
+        return;
+    }
+    let auth = Authserver::start(&[]);
+    let (_gw, base, _) = session_gateway(&auth, "").await;
+    let password = auth.creds["user"]["password"].as_str().unwrap().to_owned();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/session.mjs");
+    let args = [base.clone(), "demo".to_owned(), password];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(script)
+            .args(args)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        seen["login_url"].as_str().unwrap().starts_with(&auth.url),
+        "{seen}"
+    );
+    assert_eq!(seen["landed"], format!("{base}/app/page?x=1"), "{seen}");
+    assert_eq!(seen["subject"], seen["userinfo"]["sub"], "{seen}");
+    assert_eq!(seen["userinfo"]["preferred_username"], "demo");
+    let session = seen["cookies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "portcullis_session")
+        .unwrap_or_else(|| panic!("{seen}"));
+    assert_eq!(session["httpOnly"], true);
+    assert_eq!(session["sameSite"], "Lax");
+    assert!(
+        !seen["upstream_cookie"]
+            .as_str()
+            .unwrap_or("")
+            .contains("portcullis_session"),
+        "{seen}"
+    );
+    assert!(
+        seen["after_logout"]
+            .as_str()
+            .unwrap()
+            .starts_with(&auth.url),
+        "signed out: back to the login: {seen}"
+    );
+}
