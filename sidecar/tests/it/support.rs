@@ -177,12 +177,25 @@ impl Sidecar {
         }
     }
 
+    /// Whether the sidecar logged `needle` within a few seconds (its
+    /// stderr is read by another thread, a little after it is written).
     pub fn stderr_contains(&self, needle: &str) -> bool {
-        self.stderr
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains(needle))
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if self
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(needle))
+            {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
