@@ -3,7 +3,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 use tokens::testing::{SigningKey, TestIssuer, now};
 
-use crate::support::{demo_policies, echo_upstream, free_port, start};
+use crate::support::{demo_policies, echo_upstream, free_port, jwt_app, start};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn protects_routes_and_owns_the_identity_headers() {
@@ -343,25 +343,9 @@ async fn embedded_policy_decides_like_the_sidecar() {
     let issuer = TestIssuer::start(&[&key]).await;
     let policies = demo_policies();
     let config = format!(
-        r#"
-policies = "{}"
-
-[[issuers]]
-issuer = "{}"
-audiences = ["api"]
-
-[[upstreams]]
-name = "app"
-addresses = ["{upstream}"]
-
-[[routes]]
-path_prefix = "/api"
-upstream = "app"
-auth = "jwt"
-policy = true
-"#,
+        "policies = \"{}\"\n{}policy = true\n",
         policies.display(),
-        issuer.config().issuer
+        jwt_app(&issuer.url, upstream)
     );
     let gw = start(&config);
     let http = reqwest::Client::new();
@@ -409,24 +393,9 @@ async fn the_access_log_records_requests_but_no_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let gw = start(&format!(
-        r#"
-access_log = {{ path = "{}" }}
-
-[[issuers]]
-issuer = "{}"
-audiences = ["api"]
-
-[[upstreams]]
-name = "app"
-addresses = ["{upstream}"]
-
-[[routes]]
-path_prefix = "/api"
-upstream = "app"
-auth = "jwt"
-"#,
+        "access_log = {{ path = \"{}\" }}\n{}",
         log.display(),
-        issuer.config().issuer
+        jwt_app(&issuer.url, upstream)
     ));
     let http = reqwest::Client::new();
     let mut claims = issuer.claims("alice");

@@ -4,7 +4,7 @@
 use serde_json::json;
 use tokens::testing::{SigningKey, TestIssuer};
 
-use crate::support::{echo_upstream, redis_url, start};
+use crate::support::{echo_upstream, jwt_app, redis_url, start};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn local_limits_per_client_and_per_address() {
@@ -12,20 +12,7 @@ async fn local_limits_per_client_and_per_address() {
     let key = SigningKey::es256("k1");
     let issuer = TestIssuer::start(&[&key]).await;
     let gw = start(&format!(
-        r#"
-[[issuers]]
-issuer = "{}"
-audiences = ["api"]
-
-[[upstreams]]
-name = "app"
-addresses = ["{upstream}"]
-
-[[routes]]
-path_prefix = "/api"
-upstream = "app"
-auth = "jwt"
-rate_limit = {{ requests_per_second = 0.5, burst = 3, key = "client_id" }}
+        r#"{}rate_limit = {{ requests_per_second = 0.5, burst = 3, key = "client_id" }}
 
 [[routes]]
 path_prefix = "/public"
@@ -33,7 +20,7 @@ upstream = "app"
 auth = "public"
 rate_limit = {{ requests_per_second = 0.5, burst = 2 }}
 "#,
-        issuer.config().issuer
+        jwt_app(&issuer.url, upstream)
     ));
     let http = reqwest::Client::new();
     let url = |p: &str| format!("http://{}{p}", gw.addr);

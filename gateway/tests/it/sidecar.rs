@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokens::testing::{SigningKey, TestIssuer};
 
-use crate::support::{SIDECAR_ADMIN_TOKEN, Sidecar, demo_policies, echo_upstream, start};
+use crate::support::{SIDECAR_ADMIN_TOKEN, Sidecar, demo_policies, echo_upstream, jwt_app, start};
 
 fn copy_dir(from: &std::path::Path) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -34,19 +34,7 @@ address = "http://{}"
 # Debug builds under a parallel test run are slow; production keeps a few ms.
 deadline_ms = 2000
 
-[[issuers]]
-issuer = "{}"
-audiences = ["api"]
-
-[[upstreams]]
-name = "app"
-addresses = ["{upstream}"]
-
-[[routes]]
-path_prefix = "/api"
-upstream = "app"
-auth = "jwt"
-policy = true
+{}policy = true
 
 [[routes]]
 path_prefix = "/public"
@@ -56,7 +44,7 @@ policy = true
 policy_fail_open = true
 "#,
         sidecar.grpc,
-        issuer.config().issuer
+        jwt_app(&issuer.url, upstream)
     );
     let gw = start(&config);
     let http = reqwest::Client::new();

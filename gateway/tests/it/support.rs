@@ -360,3 +360,25 @@ impl Gateway {
         }
     }
 }
+
+/// An issuer trusted for audience `api`, the upstream `app`, and a `jwt`
+/// route on `/api` to it, left open last so a test can add keys to it.
+/// Top-level keys must come before it.
+pub fn jwt_app(issuer: &str, upstream: SocketAddr) -> String {
+    format!(
+        r#"
+[[issuers]]
+issuer = "{issuer}"
+audiences = ["api"]
+
+[[upstreams]]
+name = "app"
+addresses = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/api"
+upstream = "app"
+auth = "jwt"
+"#
+    )
+}

@@ -8,26 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokens::testing::{SigningKey, TestIssuer, hostile_tokens};
 
-use crate::support::{echo_upstream, start};
-
-fn config(issuer: &str, upstream: std::net::SocketAddr) -> String {
-    format!(
-        r#"
-[[issuers]]
-issuer = "{issuer}"
-audiences = ["api"]
-
-[[upstreams]]
-name = "app"
-addresses = ["{upstream}"]
-
-[[routes]]
-path_prefix = "/api"
-upstream = "app"
-auth = "jwt"
-"#
-    )
-}
+use crate::support::{echo_upstream, jwt_app, start};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_tokens_are_refused_and_counted() {
@@ -39,7 +20,7 @@ async fn hostile_tokens_are_refused_and_counted() {
     // The stranger is trusted too: its key must still not sign for ours.
     let gw = start(&format!(
         "{}\n[[issuers]]\nissuer = \"{}\"\naudiences = [\"api\"]\n",
-        config(&issuer.url, upstream),
+        jwt_app(&issuer.url, upstream),
         stranger.url
     ));
     let http = reqwest::Client::new();
@@ -104,7 +85,7 @@ async fn a_key_rotation_fails_no_request() {
     let old = Arc::new(SigningKey::es256("old"));
     let new = Arc::new(SigningKey::es256("new"));
     let issuer = TestIssuer::start(&[&old]).await;
-    let gw = start(&config(&issuer.url, upstream));
+    let gw = start(&jwt_app(&issuer.url, upstream));
     let signer = Arc::new(Mutex::new(old.clone()));
     let claims = issuer.claims("alice");
 
