@@ -264,3 +264,59 @@ fn issuer_config_errors_exit_64_naming_the_key() {
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("issuers[0].audiences"), "{stderr}");
 }
+
+/// The shared hostile-token table over ext_authz: every refused token is a
+/// 401 `invalid_token` counted under its reason; none reaches the policies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_the_hostile_token_table() {
+    let key = SigningKey::es256("k1");
+    let other = SigningKey::es256("k2");
+    let issuer = TestIssuer::start(&[&key]).await;
+    let stranger = TestIssuer::start(&[&other]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[issuers]]\nissuer = \"{}\"\naudiences = [\"api\"]\n\n[[issuers]]\nissuer = \"{}\"\naudiences = [\"api\"]\n",
+            issuer.url, stranger.url
+        ),
+    )
+    .unwrap();
+    let sidecar = Sidecar::start_with(
+        &demo_policies(),
+        &[],
+        &["--config", config.to_str().unwrap()],
+    );
+    let mut client = sidecar.grpc_client().await;
+    let cases = tokens::testing::hostile_tokens(&issuer, &key, &stranger, &other);
+    let mut expected: std::collections::BTreeMap<&str, usize> = Default::default();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let resp = ask(&mut client, Some(&case.token), None).await;
+        let verdict = summarize(&resp);
+        let ok = match (case.reason, verdict.allowed) {
+            // A valid token: decided by the policies, never refused as a token.
+            ("ok", true) => true,
+            ("ok", false) => denial(&resp).0 != 401,
+            (_, true) => false,
+            (reason, false) => {
+                *expected.entry(reason).or_default() += 1;
+                let (status, challenge, _) = denial(&resp);
+                status == 401 && challenge.is_some_and(|c| c.contains("invalid_token"))
+            }
+        };
+        if !ok {
+            failures.push(format!(
+                "{}: expected {}, got {resp:?}",
+                case.name, case.reason
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    let metrics = sidecar.text("/metrics").await;
+    for (reason, n) in expected {
+        let line = format!("token_verification_failures_total{{reason=\"{reason}\"}} {n}");
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+    }
+}
