@@ -21,6 +21,7 @@ use crate::metrics::{Metrics, RouteMetrics};
 use crate::ratelimit::{Admit, BucketKey, Limiter};
 use crate::reply::{Reply, reply};
 use crate::session::{Active, Sessions};
+use crate::sha256;
 use crate::upstream::Upstream;
 
 struct Route {
@@ -419,7 +420,7 @@ impl Gateway {
                 "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"{reason}\""
             )
         };
-        let key = digest(token.as_bytes());
+        let key = sha256(token.as_bytes());
         if let Some(bearer) = self.bearers.get(&key)
             && bearer.verified.expires_at > crate::now_secs()
         {
@@ -520,12 +521,6 @@ async fn respond(
         r = r.header("www-authenticate", c);
     }
     reply(session, r).await
-}
-
-fn digest(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref());
-    out
 }
 
 fn bearer(req: &RequestHeader) -> Option<&str> {

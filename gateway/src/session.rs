@@ -28,6 +28,7 @@ use crate::config::{SessionConfig, SessionStore};
 use crate::now_secs;
 use crate::reply::{Reply, reply};
 use crate::seal::Sealer;
+use crate::sha256;
 
 const LOGIN_TTL_SECS: u64 = 600;
 /// Larger sealed sessions go to Redis (browsers cap a cookie near 4 KiB).
@@ -230,7 +231,7 @@ impl Sessions {
     /// expire. `None`: no session, or one that can no longer be used.
     pub async fn lookup(&self, req: &RequestHeader) -> Option<Arc<Active>> {
         let value = cookie(req, &self.cookie)?;
-        let key = digest(value.as_bytes());
+        let key = sha256(value.as_bytes());
         let active = match self.cache.get(&key) {
             Some(a) => a,
             None => {
@@ -250,7 +251,7 @@ impl Sessions {
             Some(_) => {
                 let cell = self
                     .refreshes
-                    .get_with(digest(active.stored.access_token.as_bytes()), || {
+                    .get_with(sha256(active.stored.access_token.as_bytes()), || {
                         Arc::new(tokio::sync::OnceCell::new())
                     });
                 cell.get_or_init(|| async {
@@ -324,10 +325,7 @@ impl Sessions {
             return_to: safe_return(&return_to).to_owned(),
             expires_at: now_secs() + LOGIN_TTL_SECS,
         };
-        let challenge = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            state.verifier.as_bytes(),
-        ));
+        let challenge = URL_SAFE_NO_PAD.encode(sha256(state.verifier.as_bytes()));
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair("response_type", "code")
             .append_pair("client_id", &self.config.client_id)
@@ -889,12 +887,6 @@ fn random() -> String {
         std::process::abort();
     }
     URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn digest(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref());
-    out
 }
 
 /// Sessions too large for a cookie, sealed, in Redis.

@@ -88,12 +88,16 @@ impl Upstream {
                 // Rendezvous: every address scores the key; the best wins,
                 // then the next best on a retry. Removing an address moves
                 // only the keys it had.
-                let mut ranked: Vec<(u64, usize)> = (0..self.len())
+                let scored = (0..self.len())
                     .filter(|i| usable(*i))
-                    .map(|i| (score(key, &self.addresses[i]), i))
-                    .collect();
-                ranked.sort_unstable_by(|a, b| b.cmp(a));
-                let i = ranked.get(attempt % count).map_or(0, |r| r.1);
+                    .map(|i| (score(key, &self.addresses[i]), i));
+                let i = if attempt == 0 {
+                    scored.max().map_or(0, |best| best.1)
+                } else {
+                    let mut ranked: Vec<(u64, usize)> = scored.collect();
+                    ranked.sort_unstable_by(|a, b| b.cmp(a));
+                    ranked.get(attempt % count).map_or(0, |r| r.1)
+                };
                 self.addresses[i]
             }
             _ => {
