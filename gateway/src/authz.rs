@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
-use envoy_types::pb::envoy::config::core::v3::{Address, Metadata, SocketAddress, address};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
 use envoy_types::pb::google::protobuf::value::Kind;
 use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
@@ -340,45 +338,17 @@ fn cache_key(query: &Query<'_>) -> Key {
     key
 }
 
-/// The ext_authz request, with the verified claims where Envoy's jwt_authn
-/// would put them (the sidecar's default `claims.metadata_*`).
+/// The ext_authz request, with the verified claims where the sidecar
+/// reads them by default.
 fn check_request(query: &Query<'_>) -> CheckRequest {
-    let mut metadata = Metadata::default();
-    if let Some((claims, _)) = query.claims {
-        let payload = sidecar::grpc::json_to_struct(&Map::from_iter([(
-            "jwt_payload".to_owned(),
-            Value::Object(claims.clone()),
-        )]));
-        metadata
-            .filter_metadata
-            .insert("envoy.filters.http.jwt_authn".into(), payload);
-    }
-    let source = query.source.map(|ip| attribute_context::Peer {
-        address: Some(Address {
-            address: Some(address::Address::SocketAddress(SocketAddress {
-                address: ip.to_string(),
-                ..Default::default()
-            })),
-        }),
-        ..Default::default()
-    });
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            source,
-            request: Some(attribute_context::Request {
-                http: Some(attribute_context::HttpRequest {
-                    id: query.request_id.to_owned(),
-                    method: query.method.to_owned(),
-                    path: query.path.to_owned(),
-                    host: query.host.unwrap_or_default().to_owned(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            metadata_context: Some(metadata),
-            ..Default::default()
-        }),
-    }
+    sidecar::grpc::check_request(
+        query.method,
+        query.path,
+        query.host.unwrap_or_default(),
+        query.source,
+        query.request_id,
+        query.claims.map(|(claims, _)| claims),
+    )
 }
 
 /// Read a `CheckResponse`. Anything but an explicit OK is a deny; a deny

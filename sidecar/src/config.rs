@@ -90,11 +90,16 @@ impl Default for CacheConfig {
     }
 }
 
+/// Where Envoy's jwt_authn filter puts a verified payload (with
+/// `payload_in_metadata: jwt_payload`): the default place claims are read.
+pub const JWT_AUTHN_NAMESPACE: &str = "envoy.filters.http.jwt_authn";
+pub const JWT_PAYLOAD_KEY: &str = "jwt_payload";
+
 impl Default for ClaimsConfig {
     fn default() -> Self {
         Self {
-            metadata_namespace: "envoy.filters.http.jwt_authn".into(),
-            metadata_key: "jwt_payload".into(),
+            metadata_namespace: JWT_AUTHN_NAMESPACE.into(),
+            metadata_key: JWT_PAYLOAD_KEY.into(),
         }
     }
 }

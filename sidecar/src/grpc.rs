@@ -264,6 +264,56 @@ fn claims_from_struct(s: &Struct) -> Result<Claims, crate::claims::ClaimsError> 
     )
 }
 
+/// A `Check` as a proxy sends it (the gateway; tests): the request's HTTP
+/// attributes, and verified claims where jwt_authn puts them by default.
+pub fn check_request(
+    method: &str,
+    path: &str,
+    host: &str,
+    source: Option<IpAddr>,
+    request_id: &str,
+    claims: Option<&Map<String, Value>>,
+) -> PbCheckRequest {
+    use envoy_types::pb::envoy::config::core::v3::{Address, Metadata, SocketAddress, address};
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
+    let mut metadata = Metadata::default();
+    if let Some(claims) = claims {
+        let payload = json_to_struct(&Map::from_iter([(
+            crate::config::JWT_PAYLOAD_KEY.to_owned(),
+            Value::Object(claims.clone()),
+        )]));
+        metadata
+            .filter_metadata
+            .insert(crate::config::JWT_AUTHN_NAMESPACE.into(), payload);
+    }
+    let source = source.map(|ip| attribute_context::Peer {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: ip.to_string(),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    });
+    PbCheckRequest {
+        attributes: Some(AttributeContext {
+            source,
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    id: request_id.to_owned(),
+                    method: method.to_owned(),
+                    path: path.to_owned(),
+                    host: host.to_owned(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            metadata_context: Some(metadata),
+            ..Default::default()
+        }),
+    }
+}
+
 /// JSON claims as a protobuf `Struct`, for clients (the gateway, tests).
 pub fn json_to_struct(map: &Map<String, Value>) -> Struct {
     Struct {

@@ -8,11 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
-use envoy_types::pb::envoy::config::core::v3::{
-    Address, Metadata, SocketAddress, address, socket_address,
-};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
 use serde_json::Value;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
@@ -238,48 +234,21 @@ pub fn check_request(
     source: Option<&str>,
     claims: Option<&serde_json::Map<String, Value>>,
 ) -> CheckRequest {
-    let mut metadata = Metadata::default();
-    if let Some(c) = claims {
-        let payload = sidecar::grpc::json_to_struct(&serde_json::Map::from_iter([(
-            "jwt_payload".to_owned(),
-            Value::Object(c.clone()),
-        )]));
-        metadata
-            .filter_metadata
-            .insert("envoy.filters.http.jwt_authn".into(), payload);
+    let source = source.map(|ip| ip.parse().unwrap());
+    let mut req =
+        sidecar::grpc::check_request(method, path, "api.example.com", source, "req-1", claims);
+    if let Some(http) = req
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.headers.insert(
+            "authorization".to_owned(),
+            "Bearer secret-token-never-logged".to_owned(),
+        );
     }
-    let source = source.map(|ip| attribute_context::Peer {
-        address: Some(Address {
-            address: Some(address::Address::SocketAddress(SocketAddress {
-                address: ip.to_owned(),
-                port_specifier: Some(socket_address::PortSpecifier::PortValue(40000)),
-                ..Default::default()
-            })),
-        }),
-        ..Default::default()
-    });
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            source,
-            request: Some(attribute_context::Request {
-                http: Some(attribute_context::HttpRequest {
-                    id: "req-1".into(),
-                    method: method.into(),
-                    path: path.into(),
-                    host: "api.example.com".into(),
-                    headers: [(
-                        "authorization".to_owned(),
-                        "Bearer secret-token-never-logged".to_owned(),
-                    )]
-                    .into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            metadata_context: Some(metadata),
-            ..Default::default()
-        }),
-    }
+    req
 }
 
 /// What a `CheckResponse` says, in test-friendly form.
