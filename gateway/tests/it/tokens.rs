@@ -2,8 +2,9 @@
 //! 401 that never reaches the upstream, counted by reason; a key rotation
 //! at the issuer fails no request.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokens::testing::{SigningKey, TestIssuer, hostile_tokens};
@@ -89,39 +90,49 @@ async fn a_key_rotation_fails_no_request() {
     let signer = Arc::new(Mutex::new(old.clone()));
     let claims = issuer.claims("alice");
 
-    // Traffic all through the rotation, signed by whichever key is current.
+    // Traffic all through the rotation, signed by whichever key is current;
+    // each phase lasts a number of requests, not a time.
+    let sent = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
     let traffic = {
-        let (signer, url) = (signer.clone(), format!("http://{}/api/x", gw.addr));
+        let (signer, sent, done) = (signer.clone(), sent.clone(), done.clone());
+        let url = format!("http://{}/api/x", gw.addr);
         tokio::spawn(async move {
             let http = reqwest::Client::new();
             let mut statuses = Vec::new();
-            let until = tokio::time::Instant::now() + Duration::from_millis(2_500);
-            let mut n = 0u64;
-            while tokio::time::Instant::now() < until {
-                n += 1;
+            while !done.load(Ordering::SeqCst) {
                 let mut c = claims.clone();
-                c["jti"] = json!(n);
+                c["jti"] = json!(statuses.len());
                 let key = signer.lock().unwrap().clone();
-                let token = key.sign(&c);
-                let status = http
-                    .get(&url)
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status();
-                statuses.push(status.as_u16());
+                let resp = http.get(&url).bearer_auth(key.sign(&c)).send().await;
+                statuses.push(resp.unwrap().status().as_u16());
+                sent.fetch_add(1, Ordering::SeqCst);
             }
             statuses
         })
     };
+    let after = |n: usize| {
+        let sent = sent.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while sent.load(Ordering::SeqCst) < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "traffic stalled before {n} requests"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
     // Publish the new key next to the old, sign with it, then retire the old.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    after(20).await;
     issuer.publish(&[&old, &new]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    after(40).await;
     *signer.lock().unwrap() = new.clone();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    after(60).await;
     issuer.publish(&[&new]);
+    after(80).await;
+    done.store(true, Ordering::SeqCst);
     let statuses = traffic.await.unwrap();
     assert!(
         statuses.len() > 50,
