@@ -46,6 +46,9 @@ pub struct Config {
     /// The sidecar, asked over ext_authz gRPC for routes with `policy`
     /// (instead of `policies`).
     pub sidecar: Option<SidecarConfig>,
+    /// PEM file of the CAs that TLS upstreams' certificates must chain to
+    /// (instead of the system roots), for proxying and health checks alike.
+    pub upstream_ca_file: Option<std::path::PathBuf>,
     /// Redis for `global` rate limits, shared by every gateway replica.
     pub redis_url: Option<String>,
     /// Prefix of every key the gateway writes to Redis.
@@ -351,6 +354,7 @@ impl Default for Config {
             policies: None,
             sidecar: None,
             session: None,
+            upstream_ca_file: None,
             redis_url: None,
             redis_prefix: "portcullis:gateway:".into(),
             upstreams: Vec::new(),
@@ -432,6 +436,14 @@ impl Config {
                     "`redis` needs `redis_url`",
                 ));
             }
+        }
+        if let Some(ca) = &self.upstream_ca_file
+            && std::fs::metadata(ca).is_err()
+        {
+            return Err(ConfigError::invalid(
+                "upstream_ca_file",
+                format!("`{}` cannot be read", ca.display()),
+            ));
         }
         let mut names = HashSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {

@@ -174,6 +174,10 @@ fn main() -> ExitCode {
     let conf = ServerConf {
         threads: config.threads,
         work_stealing: config.work_stealing,
+        ca_file: config
+            .upstream_ca_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
         grace_period_seconds: Some(config.shutdown_grace_secs),
         graceful_shutdown_timeout_seconds: Some(config.shutdown_grace_secs),
         ..ServerConf::default()

@@ -202,7 +202,13 @@ impl Gateway {
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
-            .map(|u| Arc::new(Upstream::new(u, &metrics)))
+            .map(|u| {
+                Arc::new(Upstream::new(
+                    u,
+                    config.upstream_ca_file.as_deref(),
+                    &metrics,
+                ))
+            })
             .collect();
         let mut routes: Vec<Route> = config
             .routes

@@ -27,11 +27,17 @@ pub struct Upstream {
     pub sni: String,
     pub http2: bool,
     health_check: Option<HealthCheckConfig>,
+    /// CAs for TLS upstreams (else the system roots).
+    ca_file: Option<std::path::PathBuf>,
     gauges: Vec<IntGauge>,
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig, metrics: &Metrics) -> Self {
+    pub fn new(
+        config: &UpstreamConfig,
+        ca_file: Option<&std::path::Path>,
+        metrics: &Metrics,
+    ) -> Self {
         let gauges: Vec<IntGauge> = config
             .addresses
             .iter()
@@ -60,6 +66,7 @@ impl Upstream {
             sni: config.sni.clone(),
             http2: config.http2,
             health_check: config.health_check.clone(),
+            ca_file: ca_file.map(std::path::Path::to_path_buf),
             gauges,
         }
     }
@@ -127,11 +134,25 @@ impl Upstream {
         } else {
             addr.ip().to_string()
         };
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_millis(check.timeout_ms))
             .redirect(reqwest::redirect::Policy::none())
-            .resolve(&host, addr)
-            .build();
+            .resolve(&host, addr);
+        if let Some(path) = &self.ca_file {
+            // The same trust as the proxy's own connections.
+            let roots = std::fs::read(path)
+                .ok()
+                .and_then(|pem| reqwest::Certificate::from_pem_bundle(&pem).ok());
+            let Some(roots) = roots else {
+                tracing::error!(ca_file = %path.display(), "upstream CA file unreadable: no health checks");
+                return;
+            };
+            builder = builder.tls_built_in_root_certs(false);
+            for root in roots {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        let client = builder.build();
         let Ok(client) = client else {
             tracing::error!(upstream = %self.name, %addr, "health check client could not be built");
             return;
@@ -201,7 +222,7 @@ mod tests {
             hash_on: crate::config::HashOn::Source,
             health_check: None,
         };
-        Upstream::new(&config, &metrics)
+        Upstream::new(&config, None, &metrics)
     }
 
     #[test]
