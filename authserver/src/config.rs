@@ -63,6 +63,19 @@ pub struct TokenConfig {
     /// How often a running server re-reads signing keys (rotations made by
     /// another instance or by `authserver keys rotate`).
     pub key_refresh_seconds: u64,
+    /// `jwt` (RFC 9068, verified offline against the JWKS) or `opaque`
+    /// (reference tokens: random strings that resource servers look up at
+    /// `/introspect`, so revocation takes effect at once).
+    pub access_format: AccessFormat,
+}
+
+/// What an access token is on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessFormat {
+    #[default]
+    Jwt,
+    Opaque,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +124,7 @@ impl Default for TokenConfig {
             refresh_seconds: 30 * 24 * 3600,
             code_seconds: 60,
             key_refresh_seconds: 30,
+            access_format: AccessFormat::Jwt,
         }
     }
 }

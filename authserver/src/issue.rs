@@ -1,5 +1,6 @@
-//! Minting tokens: access tokens (RFC 9068), ID tokens (OIDC Core §2) and
-//! refresh tokens (opaque, stored hashed, rotated within a family).
+//! Minting tokens: access tokens (RFC 9068 JWTs, or opaque reference
+//! tokens), ID tokens (OIDC Core §2) and refresh tokens (opaque, stored
+//! hashed, rotated within a family).
 
 use std::time::Duration;
 
@@ -11,10 +12,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::app::App;
+use crate::config::AccessFormat;
 use crate::crypto::random_token;
+use crate::ephemeral::EphemeralError;
 use crate::error::OAuthError;
 use crate::model::{Client, User};
-use crate::token::{ACCESS_TOKEN_TYP, AccessClaims};
+use crate::token::{ACCESS_TOKEN_TYP, AccessClaims, read_own};
 
 /// How, and when, the user authenticated (from the session).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,12 +55,19 @@ pub fn family_key(family: &str) -> String {
     format!("refresh-family:{family}")
 }
 
+/// Where an opaque access token's claims are kept, by the token's hash.
+fn opaque_access_key(token: &str) -> String {
+    format!("access:{}", hash(token))
+}
+
 fn secs(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Signs an access token for `client`, acting for `user` when there is one.
-pub fn access_token(
+/// Mints an access token for `client`, acting for `user` when there is
+/// one: a signed JWT, or an opaque token whose claims stay here until it
+/// expires (`tokens.access_format`).
+pub async fn access_token(
     app: &App,
     client: &Client,
     user: Option<&User>,
@@ -80,17 +90,47 @@ pub fn access_token(
         acr: auth.map(|a| a.acr.clone()),
         amr: auth.map(|a| a.amr.clone()).unwrap_or_default(),
     };
-    let token = app
-        .keys
-        .current()
-        .signer
-        .sign(ACCESS_TOKEN_TYP, &claims)
-        .map_err(|e| OAuthError::server_error(&e))?;
+    let token = match app.config.tokens.access_format {
+        AccessFormat::Jwt => app
+            .keys
+            .current()
+            .signer
+            .sign(ACCESS_TOKEN_TYP, &claims)
+            .map_err(|e| OAuthError::server_error(&e))?,
+        AccessFormat::Opaque => {
+            let token = random_token::<32>().map_err(|e| OAuthError::server_error(&e))?;
+            let stored = serde_json::to_vec(&claims).map_err(|e| OAuthError::server_error(&e))?;
+            let ttl = Duration::from_secs(app.config.tokens.access_seconds);
+            app.ephemeral
+                .put(&opaque_access_key(&token), &stored, ttl)
+                .await?;
+            token
+        }
+    };
     app.metrics
         .tokens_issued
         .with_label_values(&["access"])
         .inc();
     Ok((token, claims))
+}
+
+/// The claims of an unexpired access token this server issued, in either
+/// format (whatever the current setting, so switching formats does not end
+/// tokens already out). Revocation is the caller's check.
+pub async fn read_access(
+    app: &App,
+    token: &str,
+    now: i64,
+) -> Result<Option<AccessClaims>, EphemeralError> {
+    if token.contains('.') {
+        return Ok(read_own(&app.keys.current(), &app.issuer, token, now));
+    }
+    let Some(bytes) = app.ephemeral.get(&opaque_access_key(token)).await? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice::<AccessClaims>(&bytes)
+        .ok()
+        .filter(|c| c.exp > now))
 }
 
 /// The user's claims a scope releases (ID token and userinfo).

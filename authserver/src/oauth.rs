@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::error::OAuthError;
 use crate::model::{AuditEvent, Client, ClientAuth};
-use crate::token::{AccessClaims, read_own};
+use crate::token::AccessClaims;
 use crate::{authorize, issue};
 
 /// A `application/x-www-form-urlencoded` body. Parameters may not repeat
@@ -419,7 +419,7 @@ async fn authorization_code(
         acr: grant.acr.clone(),
     };
     let (access, claims) =
-        issue::access_token(app, client, Some(&user), &grant.scopes, Some(&auth), now)?;
+        issue::access_token(app, client, Some(&user), &grant.scopes, Some(&auth), now).await?;
     let lifetime = claims.exp - now;
     let mut response = token_response(&access, &claims, lifetime);
     if grant.scopes.iter().any(|s| s == "openid") {
@@ -604,7 +604,7 @@ async fn refresh(
         }
     };
     let (access, claims) =
-        issue::access_token(app, client, Some(&user), &scopes, Some(&grant.auth), now)?;
+        issue::access_token(app, client, Some(&user), &scopes, Some(&grant.auth), now).await?;
     let mut response = token_response(&access, &claims, claims.exp - now);
     if scopes.iter().any(|s| s == "openid") {
         let id = issue::id_token(
@@ -658,7 +658,7 @@ async fn client_credentials(
         ));
     }
     let scopes = granted_scopes(client, form.get("scope"))?;
-    let (token, claims) = issue::access_token(app, client, None, &scopes, None, now)?;
+    let (token, claims) = issue::access_token(app, client, None, &scopes, None, now).await?;
     let event = AuditEvent::new(now, format!("client:{}", client.id), "token.issue")
         .target(claims.jti.clone())
         .source(source)
@@ -731,8 +731,7 @@ pub async fn introspect(
             "iss": app.issuer,
         }));
     }
-    let published = app.keys.current();
-    let Some(claims) = read_own(&published, &app.issuer, token, now) else {
+    let Some(claims) = issue::read_access(app, token, now).await? else {
         return Ok(json!({"active": false}));
     };
     if app
@@ -781,8 +780,7 @@ pub async fn revoke(
         }
         return Ok(());
     }
-    let published = app.keys.current();
-    if let Some(claims) = read_own(&published, &app.issuer, token, now)
+    if let Some(claims) = issue::read_access(app, token, now).await?
         && claims.client_id == client.id
     {
         revoke_jti(app, &claims.jti, claims.exp, now).await?;
@@ -824,8 +822,9 @@ impl From<crate::store::StoreError> for BearerError {
 /// `GET /userinfo` (OIDC Core §5.3): the claims the token's scopes release.
 pub async fn userinfo(app: &App, bearer: Option<&str>, now: i64) -> Result<Value, BearerError> {
     let token = bearer.ok_or(BearerError::InvalidToken)?;
-    let published = app.keys.current();
-    let claims = read_own(&published, &app.issuer, token, now).ok_or(BearerError::InvalidToken)?;
+    let claims = issue::read_access(app, token, now)
+        .await?
+        .ok_or(BearerError::InvalidToken)?;
     if app
         .ephemeral
         .get(&revoked_key(&claims.jti))

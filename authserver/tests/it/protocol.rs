@@ -369,6 +369,60 @@ async fn introspection_and_revocation() {
 }
 
 #[tokio::test]
+async fn opaque_access_tokens_are_looked_up_and_revoked_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(
+        dir.path(),
+        &[],
+        &[("PORTCULLIS_AUTHSERVER__TOKENS__ACCESS_FORMAT", "opaque")],
+    );
+    let (svc, secret) = server.client("service");
+    let (web, web_secret) = server.client("web");
+    let token = server.service_token(Some("orders:read")).await;
+    // A reference token: nothing to decode, nothing a verifier could accept.
+    assert!(!token.contains('.') && token.len() >= 40, "{token}");
+    assert!(verifier_for(&server).verify(&token).await.is_err());
+
+    let introspect = |token: String| {
+        let (server, web, web_secret) = (&server, web.clone(), web_secret.clone());
+        async move {
+            server
+                .form(
+                    "/introspect",
+                    Some((&web, &web_secret)),
+                    &[("token", &token)],
+                )
+                .await
+                .2
+        }
+    };
+    let body = introspect(token.clone()).await;
+    assert_eq!(body["active"], true, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["client_id"], "demo-service");
+    assert_eq!(body["sub"], "demo-service");
+    assert_eq!(body["scope"], "orders:read");
+    assert_eq!(body["aud"], "portcullis");
+    assert_eq!(body["iss"], server.issuer());
+    assert!(body["exp"].as_i64().unwrap() > body["iat"].as_i64().unwrap());
+    // Unknown or altered tokens are just inactive.
+    let mut altered = token.clone();
+    altered.replace_range(..1, if token.starts_with('A') { "B" } else { "A" });
+    for junk in [altered.as_str(), "x"] {
+        assert_eq!(introspect(junk.into()).await, json!({"active": false}));
+    }
+
+    // Revocation by its client ends it for every resource server at once.
+    let (status, _, _) = server
+        .form("/revoke", Some((&svc, &secret)), &[("token", &token)])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(introspect(token).await, json!({"active": false}));
+    let fresh = server.service_token(None).await;
+    assert_eq!(introspect(fresh).await["active"], true);
+}
+
+#[tokio::test]
 async fn private_key_jwt_clients_authenticate_with_single_use_assertions() {
     let dir = tempfile::tempdir().unwrap();
     let server = Authserver::dev(dir.path(), &[], &[]);
