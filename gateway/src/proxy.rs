@@ -405,8 +405,9 @@ impl Gateway {
         &self.upstreams
     }
 
-    /// A bearer JWT from a configured issuer; refusals are 401s with an
-    /// RFC 6750 challenge, counted by reason.
+    /// A bearer token from a configured issuer (a JWT, or an opaque token
+    /// the issuer introspects); refusals are 401s with an RFC 6750
+    /// challenge, counted by reason; an unreachable issuer is a 503.
     async fn authenticate_bearer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let (Some(verifier), Some(token)) = (&self.verifier, bearer(session.req_header())) else {
             self.metrics
@@ -442,6 +443,16 @@ impl Gateway {
                     .auth_failures
                     .with_label_values(&[e.reason()])
                     .inc();
+                if e.is_unavailable() {
+                    // Fail closed, but do not tell the client its token is bad.
+                    return respond(
+                        session,
+                        503,
+                        None,
+                        r#"{"error":"temporarily_unavailable","message":"the token's issuer cannot be reached to check it"}"#,
+                    )
+                    .await;
+                }
                 return respond(
                     session,
                     401,

@@ -28,6 +28,12 @@ pub enum TokenError {
     WrongAudience,
     #[error("claim `{0}` is missing or has the wrong type")]
     BadClaim(&'static str),
+    #[error("token is not active")]
+    Inactive,
+    #[error("token is not an access token")]
+    NotAccessToken,
+    #[error("the issuer's introspection endpoint is unavailable")]
+    IntrospectionUnavailable,
 }
 
 impl TokenError {
@@ -47,7 +53,16 @@ impl TokenError {
             Self::NotYetValid => "not_yet_valid",
             Self::WrongAudience => "wrong_audience",
             Self::BadClaim(_) => "bad_claim",
+            Self::Inactive => "inactive",
+            Self::NotAccessToken => "not_access_token",
+            Self::IntrospectionUnavailable => "introspection_unavailable",
         }
+    }
+
+    /// The token could not be checked (the issuer is unreachable): not the
+    /// client's fault, so a 503 rather than a 401.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::KeysUnavailable | Self::IntrospectionUnavailable)
     }
 }
 

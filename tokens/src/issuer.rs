@@ -8,6 +8,7 @@ use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
+use crate::introspection::IntrospectionConfig;
 use crate::keys::KeySet;
 
 /// How an issuer is trusted. In a config file: `[[issuers]]`.
@@ -39,6 +40,10 @@ pub struct IssuerConfig {
     /// tokens with random `kid`s cannot make us hammer the issuer.
     #[serde(default = "default_min_refetch")]
     pub min_refetch_seconds: u64,
+    /// Opaque tokens are looked up here (RFC 7662). At most one issuer:
+    /// an opaque token does not say who issued it.
+    #[serde(default)]
+    pub introspection: Option<IntrospectionConfig>,
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -87,6 +92,17 @@ impl IssuerConfig {
                 });
             }
             out.push(config.validate(index)?);
+            if config.introspection.is_some()
+                && configs[..index].iter().any(|c| c.introspection.is_some())
+            {
+                return Err(ConfigError {
+                    index,
+                    field: "introspection",
+                    message:
+                        "only one issuer can introspect: opaque tokens do not name their issuer"
+                            .into(),
+                });
+            }
         }
         Ok(out)
     }
@@ -134,6 +150,11 @@ impl IssuerConfig {
         if self.refresh_seconds < 10 {
             return Err(err("refresh_seconds", "at least 10".into()));
         }
+        if let Some(introspection) = &self.introspection {
+            introspection
+                .validate()
+                .map_err(|(field, message)| err(field, message))?;
+        }
         Ok(algorithms)
     }
 }
@@ -157,7 +178,16 @@ pub(crate) struct Issuer {
     /// when the last fetch caused by an unknown `kid` started.
     fetching: tokio::sync::Mutex<Option<Instant>>,
     status: Mutex<IssuerStatus>,
-    http: reqwest::Client,
+    pub http: reqwest::Client,
+}
+
+/// What OpenID discovery tells about an issuer.
+#[derive(Deserialize)]
+pub(crate) struct Discovery {
+    issuer: String,
+    pub jwks_uri: String,
+    #[serde(default)]
+    pub introspection_endpoint: Option<String>,
 }
 
 impl Issuer {
@@ -217,18 +247,13 @@ impl Issuer {
     async fn fetch(&self) -> Result<KeySet, String> {
         let uri = match &self.config.jwks_uri {
             Some(uri) => uri.clone(),
-            None => self.discover().await?,
+            None => self.discover().await?.jwks_uri,
         };
         let body = self.get(&uri).await?;
         KeySet::parse(&body).map_err(|e| format!("{uri}: {e}"))
     }
 
-    async fn discover(&self) -> Result<String, String> {
-        #[derive(Deserialize)]
-        struct Discovery {
-            issuer: String,
-            jwks_uri: String,
-        }
+    pub async fn discover(&self) -> Result<Discovery, String> {
         let url = format!(
             "{}/.well-known/openid-configuration",
             self.config.issuer.trim_end_matches('/')
@@ -242,7 +267,7 @@ impl Issuer {
                 doc.issuer, self.config.issuer
             ));
         }
-        Ok(doc.jwks_uri)
+        Ok(doc)
     }
 
     async fn get(&self, url: &str) -> Result<Vec<u8>, String> {

@@ -12,11 +12,16 @@
 //! `exp` required, `nbf` honoured, both with leeway; `aud` containing a
 //! configured audience.
 //!
+//! Opaque tokens (no `.`) are instead looked up at the introspection
+//! endpoint of the issuer configured for it (RFC 7662); see
+//! [`IntrospectionConfig`].
+//!
 //! [`Signer`] is the issuing side: keys the authserver (and the test issuer)
 //! sign with, published as JWKs these rules accept.
 
 mod cache;
 mod error;
+mod introspection;
 mod issuer;
 mod keys;
 mod signer;
@@ -25,6 +30,7 @@ pub mod testing;
 mod verifier;
 
 pub use error::{ConfigError, TokenError};
+pub use introspection::IntrospectionConfig;
 pub use issuer::{IssuerConfig, IssuerStatus};
 pub use signer::{Signer, SignerError};
 pub use verifier::{START_WAIT, Verified, Verifier};

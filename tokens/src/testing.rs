@@ -2,6 +2,8 @@
 //! tokens (this crate, the sidecar, the gateway): OpenID discovery and a JWKS
 //! over HTTP on an ephemeral loopback port, with keys generated per run. Tests
 //! can rotate the published keys, count fetches and take the issuer down.
+//! It also introspects (RFC 7662) the opaque tokens a test registers, for
+//! the client `rs` / `rs-secret`.
 //! Enabled by the `testing` feature; never part of a service binary.
 
 #![allow(
@@ -10,22 +12,23 @@
     reason = "test support: a failure to generate a key or bind loopback should stop the test"
 )]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 
-use crate::IssuerConfig;
 use crate::signer::Signer;
+use crate::{IntrospectionConfig, IssuerConfig};
 
 /// A private signing key and its public JWK.
 pub struct SigningKey {
@@ -97,7 +100,15 @@ pub struct TestIssuer {
     jwks: Arc<Mutex<Value>>,
     fetches: Arc<AtomicUsize>,
     down: Arc<AtomicBool>,
+    /// Opaque token → the introspection answer.
+    answers: Arc<Mutex<HashMap<String, Value>>>,
+    introspections: Arc<AtomicUsize>,
+    /// How long the introspection endpoint takes to answer.
+    introspection_delay: Arc<Mutex<Duration>>,
 }
+
+/// The client the test issuer's introspection endpoint accepts.
+pub const INTROSPECTION_CLIENT: (&str, &str) = ("rs", "rs-secret");
 
 impl TestIssuer {
     /// Start serving on the current Tokio runtime.
@@ -111,13 +122,20 @@ impl TestIssuer {
             jwks: Arc::new(Mutex::new(Value::Null)),
             fetches: Arc::new(AtomicUsize::new(0)),
             down: Arc::new(AtomicBool::new(false)),
+            answers: Arc::new(Mutex::new(HashMap::new())),
+            introspections: Arc::new(AtomicUsize::new(0)),
+            introspection_delay: Arc::new(Mutex::new(Duration::ZERO)),
         };
         issuer.publish(keys);
         let app = axum::Router::new()
             .route(
                 "/.well-known/openid-configuration",
                 get(|State(i): State<TestIssuer>| async move {
-                    Json(json!({"issuer": i.url, "jwks_uri": format!("{}/jwks", i.url)}))
+                    Json(json!({
+                        "issuer": i.url,
+                        "jwks_uri": format!("{}/jwks", i.url),
+                        "introspection_endpoint": format!("{}/introspect", i.url),
+                    }))
                 }),
             )
             .route(
@@ -130,6 +148,7 @@ impl TestIssuer {
                     Ok(Json(i.jwks.lock().map(|j| j.clone()).unwrap_or_default()))
                 }),
             )
+            .route("/introspect", post(introspect))
             .with_state(issuer.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -155,6 +174,49 @@ impl TestIssuer {
         self.down.store(down, Ordering::SeqCst);
     }
 
+    /// Answer `answer` when `token` is introspected (unknown tokens are
+    /// `{"active": false}`).
+    pub fn answer(&self, token: &str, answer: Value) {
+        if let Ok(mut answers) = self.answers.lock() {
+            answers.insert(token.to_owned(), answer);
+        }
+    }
+
+    /// How many introspection requests arrived.
+    pub fn introspections(&self) -> usize {
+        self.introspections.load(Ordering::SeqCst)
+    }
+
+    /// Make the introspection endpoint slow.
+    pub fn set_introspection_delay(&self, delay: Duration) {
+        if let Ok(mut d) = self.introspection_delay.lock() {
+            *d = delay;
+        }
+    }
+
+    /// An active access token's answer for audience `api`.
+    pub fn active(&self, sub: &str) -> Value {
+        let mut answer = self.claims(sub);
+        answer["active"] = json!(true);
+        answer["token_type"] = json!("Bearer");
+        answer
+    }
+
+    /// [`TestIssuer::config`] that also introspects opaque tokens.
+    pub fn introspecting_config(&self, cache_seconds: u64) -> IssuerConfig {
+        IssuerConfig {
+            introspection: Some(IntrospectionConfig {
+                endpoint: None,
+                client_id: INTROSPECTION_CLIENT.0.into(),
+                client_secret: Some(INTROSPECTION_CLIENT.1.into()),
+                client_secret_file: None,
+                cache_seconds,
+                timeout_ms: 2000,
+            }),
+            ..self.config()
+        }
+    }
+
     /// Trust this issuer for audience `api`, keys by discovery.
     pub fn config(&self) -> IssuerConfig {
         IssuerConfig {
@@ -168,6 +230,7 @@ impl TestIssuer {
             token_type: None,
             refresh_seconds: 300,
             min_refetch_seconds: 10,
+            introspection: None,
         }
     }
 
@@ -175,6 +238,48 @@ impl TestIssuer {
     pub fn claims(&self, sub: &str) -> Value {
         json!({"iss": self.url, "sub": sub, "aud": "api", "exp": now() + 300, "iat": now()})
     }
+}
+
+/// RFC 7662 for the registered answers; 401 for any client but `rs`.
+async fn introspect(
+    State(issuer): State<TestIssuer>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Json<Value>, StatusCode> {
+    issuer.introspections.fetch_add(1, Ordering::SeqCst);
+    let delay = issuer
+        .introspection_delay
+        .lock()
+        .map(|d| *d)
+        .unwrap_or_default();
+    tokio::time::sleep(delay).await;
+    if issuer.down.load(Ordering::SeqCst) {
+        return Err(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            INTROSPECTION_CLIENT.0, INTROSPECTION_CLIENT.1
+        ))
+    );
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+        return Err(StatusCode::UNAUTHORIZED);
+    }
+    let token = form_urlencoded::parse(body.as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .ok_or(StatusCode::BAD_REQUEST)?;
+    let answers = issuer
+        .answers
+        .lock()
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    Ok(Json(
+        answers
+            .get(&token)
+            .cloned()
+            .unwrap_or_else(|| json!({"active": false})),
+    ))
 }
 
 /// A token that must be refused, or (`reason == "ok"`) one that must pass.

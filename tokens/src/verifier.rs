@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::cache::VerifiedCache;
 use crate::error::{ConfigError, TokenError};
+use crate::introspection::Introspector;
 use crate::issuer::{Issuer, IssuerConfig, IssuerStatus};
 
 /// Tokens above this size are refused before any decoding.
@@ -20,7 +21,9 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 pub struct Verified {
     /// The payload, as issued.
     pub claims: Map<String, Value>,
-    /// `exp`, in seconds since the epoch.
+    /// Until when this verification may be relied on, in seconds since the
+    /// epoch: the token's `exp`, or sooner for an introspected token (its
+    /// issuer is asked again then).
     pub expires_at: u64,
     pub(crate) leeway: u64,
 }
@@ -30,6 +33,8 @@ pub struct Verified {
 pub struct Verifier {
     issuers: Vec<Arc<Issuer>>,
     cache: VerifiedCache,
+    /// For opaque tokens, when an issuer has `introspection`.
+    introspector: Option<Introspector>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -53,16 +58,29 @@ impl Verifier {
                 field: "issuer",
                 message: format!("HTTP client: {e}"),
             })?;
-        let issuers = IssuerConfig::algorithms_of_all(configs)?
+        let issuers: Vec<Arc<Issuer>> = IssuerConfig::algorithms_of_all(configs)?
             .into_iter()
             .zip(configs)
             .map(|(algorithms, config)| {
                 Arc::new(Issuer::new(config.clone(), algorithms, http.clone()))
             })
             .collect();
+        let mut introspector = None;
+        for (index, issuer) in issuers.iter().enumerate() {
+            if let Some(config) = &issuer.config.introspection {
+                introspector = Some(Introspector::new(issuer.clone(), config).map_err(
+                    |message| ConfigError {
+                        index,
+                        field: "introspection",
+                        message,
+                    },
+                )?);
+            }
+        }
         Ok(Self {
             issuers,
             cache: VerifiedCache::new(100_000, Duration::from_secs(300)),
+            introspector,
         })
     }
 
@@ -106,6 +124,11 @@ impl Verifier {
         }
         let now = now();
         let cache_key = VerifiedCache::key(token);
+        if let Some(introspector) = &self.introspector
+            && !token.contains('.')
+        {
+            return introspector.verify(token, cache_key).await;
+        }
         if let Some(hit) = self.cache.get(&cache_key, now) {
             return Ok(hit);
         }
@@ -160,15 +183,7 @@ impl Verifier {
         {
             return Err(TokenError::NotYetValid);
         }
-        let audience_ok = match claims.get("aud") {
-            Some(Value::String(a)) => issuer.config.audiences.contains(a),
-            Some(Value::Array(list)) => list.iter().any(|a| {
-                a.as_str()
-                    .is_some_and(|a| issuer.config.audiences.iter().any(|c| c == a))
-            }),
-            _ => false,
-        };
-        if !audience_ok {
+        if !audience_ok(claims.get("aud"), &issuer.config.audiences) {
             return Err(TokenError::WrongAudience);
         }
         let verified = Arc::new(Verified {
@@ -178,6 +193,17 @@ impl Verifier {
         });
         self.cache.insert(cache_key, verified.clone());
         Ok(verified)
+    }
+}
+
+/// An `aud` (a string or a list) naming one of `accepted`.
+pub(crate) fn audience_ok(aud: Option<&Value>, accepted: &[String]) -> bool {
+    match aud {
+        Some(Value::String(a)) => accepted.contains(a),
+        Some(Value::Array(list)) => list
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| accepted.iter().any(|c| c == a))),
+        _ => false,
     }
 }
 
@@ -290,7 +316,10 @@ fn same_type(actual: &str, required: &str) -> bool {
 }
 
 /// A NumericDate claim: a non-negative number of seconds (fractions dropped).
-fn seconds(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, TokenError> {
+pub(crate) fn seconds(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<u64>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => n
@@ -306,7 +335,7 @@ fn seconds(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64
     }
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -2,113 +2,11 @@
 //! and consent pages with a cookie-jar client, the return to the original
 //! URL, refreshes collapsed under concurrency, userinfo and logout.
 
-use std::collections::BTreeMap;
-
-use reqwest::header::{ACCEPT, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{ACCEPT, COOKIE, SET_COOKIE};
 use serde_json::Value;
 
+use crate::signin::{Browser, query_param, through_the_authserver};
 use crate::support::{Authserver, Gateway, echo_upstream, free_port, redis_url, start_at};
-
-/// A browser without JavaScript: one cookie jar (cookies ignore ports, so
-/// the gateway and the authserver on 127.0.0.1 share it, as in a browser),
-/// no automatic redirects.
-struct Browser {
-    http: reqwest::Client,
-    cookies: BTreeMap<String, String>,
-}
-
-struct Page {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
-impl Page {
-    fn location(&self) -> String {
-        self.headers
-            .get(LOCATION)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
-    }
-
-    fn hidden(&self, name: &str) -> String {
-        let needle = format!("name=\"{name}\" value=\"");
-        let start = self
-            .body
-            .find(&needle)
-            .unwrap_or_else(|| panic!("no field {name} in {}", self.body))
-            + needle.len();
-        let end = self.body[start..].find('"').unwrap() + start;
-        self.body[start..end].replace("&amp;", "&")
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
-    }
-}
-
-fn query_param(url: &str, name: &str) -> Option<String> {
-    let query = url.split_once('?')?.1;
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-impl Browser {
-    fn new() -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            cookies: BTreeMap::new(),
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn keep_cookies(&mut self, headers: &reqwest::header::HeaderMap) {
-        for value in headers.get_all(SET_COOKIE) {
-            let value = value.to_str().unwrap();
-            let (name, v) = value.split(';').next().unwrap().split_once('=').unwrap();
-            if v.is_empty() || value.contains("Max-Age=0") {
-                self.cookies.remove(name);
-            } else {
-                self.cookies.insert(name.to_owned(), v.to_owned());
-            }
-        }
-    }
-
-    async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
-        let resp = request
-            .header(COOKIE, self.cookie_header())
-            .send()
-            .await
-            .unwrap();
-        self.keep_cookies(resp.headers());
-        Page {
-            status: resp.status().as_u16(),
-            headers: resp.headers().clone(),
-            body: resp.text().await.unwrap(),
-        }
-    }
-
-    async fn page(&mut self, url: &str) -> Page {
-        let request = self.http.get(url).header(ACCEPT, "text/html");
-        self.send(request).await
-    }
-
-    async fn post(&mut self, url: &str, fields: &[(&str, &str)]) -> Page {
-        let request = self.http.post(url).form(fields);
-        self.send(request).await
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sign_in_through_the_authserver_then_refresh_and_log_out() {
@@ -262,45 +160,6 @@ async fn sign_in_through_the_authserver_then_refresh_and_log_out() {
         .await;
     assert_eq!(replayed.status, 401, "a logged-out session is not honoured");
     drop(gw);
-}
-
-/// Sign in as the demo user on the authserver's pages, allow consent, and
-/// return the callback URL it redirects to.
-async fn through_the_authserver(
-    browser: &mut Browser,
-    auth: &Authserver,
-    authorize: &str,
-) -> String {
-    let login = browser.page(authorize).await;
-    assert_eq!(login.status, 200, "{}", login.body);
-    let password = auth.creds["user"]["password"].as_str().unwrap().to_owned();
-    let after = browser
-        .post(
-            &format!("{}/login", auth.url),
-            &[
-                ("request", &login.hidden("request")),
-                ("csrf", &login.hidden("csrf")),
-                ("username", "demo"),
-                ("password", &password),
-            ],
-        )
-        .await;
-    assert_eq!(after.status, 303, "{}", after.body);
-    let consent = browser
-        .page(&format!("{}{}", auth.url, after.location()))
-        .await;
-    let back = browser
-        .post(
-            &format!("{}/consent", auth.url),
-            &[
-                ("request", &consent.hidden("request")),
-                ("csrf", &consent.hidden("csrf")),
-                ("decision", "allow"),
-            ],
-        )
-        .await;
-    assert_eq!(back.status, 303, "{}", back.body);
-    back.location()
 }
 
 /// A gateway in session mode for a client registered at `auth`, with

@@ -148,3 +148,178 @@ async fn a_key_rotation_fails_no_request() {
     );
     assert!(issuer.fetches() >= 2, "the new kid was fetched");
 }
+
+/// Opaque access tokens from the real authserver (`access_format =
+/// "opaque"`), introspected by the gateway: accepted with the issuer's
+/// claims as identity; the refresh token shown as a bearer refused; a
+/// revocation effective after `cache_seconds`; the issuer down → 503.
+#[tokio::test(flavor = "multi_thread")]
+async fn opaque_tokens_are_introspected_at_the_authserver() {
+    use base64::Engine as _;
+
+    use crate::signin::{Browser, query_param, through_the_authserver};
+    use crate::support::Authserver;
+
+    let mut auth = Authserver::start(&[("PORTCULLIS_AUTHSERVER__TOKENS__ACCESS_FORMAT", "opaque")]);
+    let redirect = "http://127.0.0.1:9/callback";
+    let secret = auth
+        .add_web_client("resource", redirect, "http://127.0.0.1:9/")
+        .await;
+    let upstream = echo_upstream().await;
+    let gw = start(&format!(
+        r#"
+[[issuers]]
+issuer = "{issuer}"
+audiences = ["portcullis"]
+
+[issuers.introspection]
+client_id = "resource"
+client_secret = "{secret}"
+cache_seconds = 1
+
+[[upstreams]]
+name = "app"
+addresses = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/api"
+upstream = "app"
+auth = "jwt"
+"#,
+        issuer = auth.url
+    ));
+
+    // The code flow for the client, as its own backend would do it.
+    let verifier = "v".repeat(50);
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(gateway::sha256(verifier.as_bytes()));
+    let authorize = format!(
+        "{}/authorize?response_type=code&client_id=resource&redirect_uri={redirect}\
+         &scope=openid%20profile%20groups%20offline_access&state=s1234567&code_challenge={challenge}\
+         &code_challenge_method=S256",
+        auth.url
+    );
+    let mut browser = Browser::new();
+    let back = through_the_authserver(&mut browser, &auth, &authorize).await;
+    let code = query_param(&back, "code").expect("a code");
+    let tokens: Value = reqwest::Client::new()
+        .post(format!("{}/token", auth.url))
+        .basic_auth("resource", Some(&secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", redirect),
+            ("code_verifier", &verifier),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    assert!(!access.contains('.'), "an opaque token: {access}");
+
+    let http = reqwest::Client::new();
+    let call = |token: String| {
+        let (http, url) = (http.clone(), format!("http://{}/api/me", gw.addr));
+        async move {
+            let resp = http
+                .get(url)
+                .bearer_auth(token)
+                .header("x-auth-subject", "admin")
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let challenge = resp
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (status, challenge, resp.json::<Value>().await.unwrap())
+        }
+    };
+    // The authserver's own view of the token (userinfo reads opaque ones).
+    let userinfo: Value = http
+        .get(format!("{}/userinfo", auth.url))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let user_id = userinfo["sub"].as_str().expect("userinfo sub").to_owned();
+    let (status, _, body) = call(access.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = &body["headers"];
+    assert_eq!(seen["x-auth-subject"], user_id.as_str(), "{body}");
+    assert_eq!(seen["x-auth-client-id"], "resource");
+    assert!(seen["x-auth-scopes"].as_str().unwrap().contains("profile"));
+    assert!(seen.get("authorization").is_none(), "{body}");
+
+    // A refresh token is not an access token, whatever the issuer says of it.
+    let (status, challenge, body) = call(refresh).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(challenge.contains("not_access_token"), "{challenge}");
+    // Unknown opaque tokens are inactive.
+    let (status, challenge, _) = call("no-such-token".into()).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("inactive"), "{challenge}");
+
+    // Revoked at the issuer: refused once the cached answer lapses.
+    let revoked = reqwest::Client::new()
+        .post(format!("{}/revoke", auth.url))
+        .basic_auth("resource", Some(&secret))
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, challenge, _) = call(access.clone()).await;
+        if status == 401 {
+            assert!(challenge.contains("inactive"), "{challenge}");
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still accepted after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The issuer unreachable: no verdict, so 503, not a 401 blaming the token.
+    let (svc, svc_secret) = (
+        auth.creds["clients"]["service"]["client_id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        auth.creds["clients"]["service"]["client_secret"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    let fresh: Value = reqwest::Client::new()
+        .post(format!("{}/token", auth.url))
+        .basic_auth(&svc, Some(&svc_secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    auth.stop();
+    let (status, _, body) = call(fresh["access_token"].as_str().unwrap().into()).await;
+    assert_eq!(status, 503, "{body}");
+    gw.metrics_with(&[
+        r#"gateway_auth_failures_total{reason="not_access_token"} 1"#,
+        r#"gateway_auth_failures_total{reason="introspection_unavailable"} 1"#,
+    ])
+    .await;
+}
