@@ -25,10 +25,20 @@ pub struct Config {
     /// Requests whose header block (names and values) is larger are
     /// refused with 431 before any other work.
     pub max_request_header_bytes: usize,
+    /// From a request's first byte to the end of its header, at most this
+    /// long (slow clients get 408).
+    pub request_header_timeout_secs: u64,
     /// Let idle worker threads take work queued on busy ones. Off, each
     /// thread serves its own connections (fewer cross-thread wake-ups).
     pub work_stealing: bool,
+    /// After SIGTERM (or handing the listeners over), requests in flight
+    /// get this long to finish.
     pub shutdown_grace_secs: u64,
+    /// Unix socket over which a running gateway hands its listening
+    /// sockets to its successor (`gateway serve --upgrade`, then SIGQUIT
+    /// to the old one): a binary or config change without refusing a
+    /// single connection.
+    pub upgrade_sock: std::path::PathBuf,
     pub log_level: String,
     pub log_format: LogFormat,
     /// One JSON line per request (never tokens, cookies or query strings).
@@ -344,8 +354,10 @@ impl Default for Config {
             tls: None,
             threads: 2,
             max_request_header_bytes: 32 * 1024,
+            request_header_timeout_secs: 10,
             work_stealing: true,
             shutdown_grace_secs: 10,
+            upgrade_sock: std::path::PathBuf::from("/tmp/portcullis-gateway-upgrade.sock"),
             log_level: "info".into(),
             log_format: LogFormat::Json,
             access_log: crate::access_log::AccessLogConfig::default(),
@@ -373,6 +385,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=256).contains(&self.threads) {
             return Err(ConfigError::invalid("threads", "must be 1..=256"));
+        }
+        if !(1..=300).contains(&self.request_header_timeout_secs) {
+            return Err(ConfigError::invalid(
+                "request_header_timeout_secs",
+                "must be 1..=300",
+            ));
         }
         if self.owned_header_prefix.is_empty()
             || self.owned_header_prefix != self.owned_header_prefix.to_ascii_lowercase()

@@ -1,14 +1,17 @@
 //! Portcullis gateway: a Pingora reverse proxy that protects upstream apps
-//! which have no auth code of their own. This first cut routes by host and
-//! longest path prefix, verifies bearer JWTs with the shared `tokens` rules
-//! on `jwt` routes (401/403 with RFC 6750 challenges), strips every
-//! incoming `x-auth-*` header and adds the verified identity.
+//! which have no auth code of their own. Routes (host + longest path
+//! prefix) are `public`, `jwt` (bearer tokens: JWTs by the shared `tokens`
+//! rules, opaque ones by introspection) or `session` (browsers signed in at
+//! an OpenID provider); policy routes ask the sidecar or the embedded
+//! engine. Every incoming `x-auth-*` header is removed and the verified
+//! identity added. ARCHITECTURE.md maps the modules.
 
 pub mod access_log;
 pub mod admin;
 pub mod authz;
 pub mod config;
 pub mod echo;
+pub mod header_deadline;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;

@@ -3,12 +3,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bootstrap::EXIT_CONFIG;
 use clap::{Parser, Subcommand};
 use gateway::access_log::AccessLog;
 use gateway::authz::{Authorizer, SidecarClient};
 use gateway::config::Config;
+use gateway::header_deadline::HeaderDeadline;
 use gateway::proxy::Gateway;
 use gateway::session::Sessions;
 use gateway::tls::SniResolver;
@@ -39,6 +41,10 @@ enum Command {
         /// Validate the config, then exit.
         #[arg(long)]
         check: bool,
+        /// Take the listening sockets over from the running gateway (at
+        /// `upgrade_sock`); send that one SIGQUIT once this one has started.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a config file and exit.
     Check {
@@ -55,9 +61,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (file, check) = match cli.command {
-        Command::Serve { config, check } => (config, check),
-        Command::Check { config } => (config, true),
+    let (file, check, upgrade) = match cli.command {
+        Command::Serve {
+            config,
+            check,
+            upgrade,
+        } => (config, check, upgrade),
+        Command::Check { config } => (config, true, false),
         Command::Echo { listen } => return echo(listen),
     };
     let config = match Config::load(file.as_deref()) {
@@ -180,9 +190,14 @@ fn main() -> ExitCode {
             .map(|p| p.display().to_string()),
         grace_period_seconds: Some(config.shutdown_grace_secs),
         graceful_shutdown_timeout_seconds: Some(config.shutdown_grace_secs),
+        upgrade_sock: config.upgrade_sock.display().to_string(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let metrics = Arc::new(gateway::metrics::Metrics::new());
     let access_log = if config.access_log.enabled {
@@ -210,12 +225,18 @@ fn main() -> ExitCode {
             upstream.spawn_health_checks();
         }
     }
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, gateway);
-    if let Some(logic) = proxy.app_logic_mut() {
-        let mut options = HttpServerOptions::default();
-        options.h2c = config.h2c;
-        logic.server_options = Some(options);
-    }
+    let mut logic = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut options = HttpServerOptions::default();
+    options.h2c = config.h2c;
+    logic.server_options = Some(options);
+    let mut proxy = pingora::services::listening::Service::new(
+        "proxy".into(),
+        HeaderDeadline::new(
+            logic,
+            Duration::from_secs(config.request_header_timeout_secs),
+            metrics.header_timeouts.clone(),
+        ),
+    );
     proxy.add_tcp(&config.listen.to_string());
     if let (Some(tls_config), Some(resolver)) = (&config.tls, tls) {
         let mut settings = match TlsSettings::intermediate("", "") {

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// Access-log records dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
+    /// Connections answered 408: a request header took too long.
+    pub header_timeouts: IntCounter,
     /// 1 while an upstream address is in rotation.
     pub upstream_healthy: IntGaugeVec,
 }
@@ -124,6 +126,14 @@ impl Metrics {
                 IntCounter::new(
                     "gateway_access_log_dropped_total",
                     "Access-log records dropped because the writer fell behind",
+                )
+                .expect(VALID),
+            ),
+            header_timeouts: register(
+                &registry,
+                IntCounter::new(
+                    "gateway_request_header_timeouts_total",
+                    "Requests answered 408 because their header took longer than request_header_timeout_secs",
                 )
                 .expect(VALID),
             ),

@@ -2,11 +2,13 @@
 //! with a real token issuer and, where policies are asked, the real sidecar.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod lifecycle;
 mod passthrough;
 mod proxy;
 mod ratelimit;
 mod session;
 mod sidecar;
+mod signin;
 mod support;
 mod tls;
 mod tokens;

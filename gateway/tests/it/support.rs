@@ -11,6 +11,8 @@ pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The config file it was started with.
+    pub config: PathBuf,
 }
 
 impl Drop for Gateway {
@@ -53,21 +55,44 @@ pub fn start(config: &str) -> Gateway {
 
 /// The gateway on a chosen port (when a URL naming it must exist first).
 pub fn start_at(port: u16, config: &str) -> Gateway {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gateway.toml");
+    let dir = tempfile::tempdir().unwrap().keep();
+    let path = dir.join("gateway.toml");
     let admin_port = free_port();
     std::fs::write(
         &path,
         format!(
-            "listen = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:{admin_port}\"\nshutdown_grace_secs = 1\n{config}"
+            "listen = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:{admin_port}\"\nshutdown_grace_secs = 1\nupgrade_sock = \"{}\"\n{config}",
+            dir.join("upgrade.sock").display()
         ),
     )
     .unwrap();
+    let child = spawn_gateway(&path, false);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let admin = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    while std::net::TcpStream::connect(admin).is_err() {
+        assert!(Instant::now() < deadline, "admin listener did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Gateway {
+        child,
+        addr,
+        admin,
+        config: path,
+    }
+}
+
+fn spawn_gateway(config: &Path, upgrade: bool) -> Child {
     // GATEWAY_TEST_LOG=debug shows the gateway's log while debugging a test.
     let log = std::env::var("GATEWAY_TEST_LOG").ok();
-    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+    Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args(["serve", "--config"])
-        .arg(&path)
+        .arg(config)
+        .args(upgrade.then_some("--upgrade"))
         .env_remove("RUST_LOG")
         .envs(
             log.as_ref()
@@ -80,20 +105,62 @@ pub fn start_at(port: u16, config: &str) -> Gateway {
             Stdio::null()
         })
         .spawn()
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start");
-        std::thread::sleep(Duration::from_millis(20));
+        .unwrap()
+}
+
+impl Gateway {
+    /// Send a signal (`TERM`, `QUIT`, …) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name}");
     }
-    std::mem::forget(dir);
-    let admin = format!("127.0.0.1:{admin_port}").parse().unwrap();
-    while std::net::TcpStream::connect(admin).is_err() {
-        assert!(Instant::now() < deadline, "admin listener did not start");
-        std::thread::sleep(Duration::from_millis(20));
+
+    /// Its exit status, once it has exited within `limit`.
+    pub fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
-    Gateway { child, addr, admin }
+
+    /// A successor started with `--upgrade` on the same config, once it
+    /// waits for the listening sockets (the old one still serves them;
+    /// send it `QUIT` to hand them over).
+    pub fn successor(&self) -> Gateway {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let sock = text
+            .lines()
+            .find_map(|l| l.strip_prefix("upgrade_sock = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .map(PathBuf::from)
+            .unwrap();
+        let _ = std::fs::remove_file(&sock);
+        let child = spawn_gateway(&self.config, true);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the successor never listened on {sock:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Gateway {
+            child,
+            addr: self.addr,
+            admin: self.admin,
+            config: self.config.clone(),
+        }
+    }
 }
 
 pub fn wait_for_port(addr: SocketAddr, what: &str) {
@@ -293,6 +360,12 @@ impl Authserver {
         }
     }
 
+    /// Kill it (Drop does too; this is for a test that goes on without it).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Register a confidential web client through the admin API.
     pub async fn add_web_client(&self, id: &str, redirect: &str, after_logout: &str) -> String {
         let resp = reqwest::Client::new()
@@ -330,8 +403,7 @@ impl Authserver {
 
 impl Drop for Authserver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
