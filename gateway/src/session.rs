@@ -479,7 +479,10 @@ impl Sessions {
                 tracing::warn!(error = %e, "sign-in failed");
                 let status = match e {
                     SessionError::Refused(_) | SessionError::Token(_) => 401,
-                    _ => 502,
+                    // The provider failed us.
+                    SessionError::Provider(_) => 502,
+                    // Our own store (Redis down, or none for a big session).
+                    SessionError::Store(_) => 503,
                 };
                 let body = json!({"error": "sign_in_failed", "message": e.to_string()});
                 return reply(

@@ -123,3 +123,47 @@ rate_limit = {{ requests_per_second = 0.2, burst = 3, scope = "global" }}
         .unwrap();
     assert!((1..=5).contains(&wait), "{wait}");
 }
+
+/// Redis down: a global limit admits (an outage of the limiter must not
+/// become an outage of the route, as Envoy's `failure_mode_deny: false`),
+/// and every such admission is counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_global_limit_admits_and_counts_while_redis_is_unreachable() {
+    let upstream = echo_upstream().await;
+    let nothing_there = crate::support::free_port();
+    let gw = start(&format!(
+        r#"
+redis_url = "redis://127.0.0.1:{nothing_there}"
+
+[[upstreams]]
+name = "app"
+addresses = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/"
+upstream = "app"
+auth = "public"
+rate_limit = {{ requests_per_second = 0.2, burst = 1, scope = "global" }}
+"#
+    ));
+    let http = reqwest::Client::new();
+    for _ in 0..4 {
+        let resp = http
+            .get(format!("http://{}/x", gw.addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let metrics = gw.metrics_with(&["rate_limit_store"]).await;
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("gateway_decision_failures_total") && l.contains("rate_limit_store")
+        })
+        .unwrap();
+    assert!(
+        line.contains(r#"outcome="open""#) && line.ends_with(" 4"),
+        "{line}"
+    );
+}

@@ -5,7 +5,7 @@
 use reqwest::header::{ACCEPT, COOKIE, SET_COOKIE};
 use serde_json::Value;
 
-use crate::signin::{Browser, query_param, through_the_authserver};
+use crate::signin::{Browser, query_param, through_the_authserver, through_the_authserver_as};
 use crate::support::{Authserver, Gateway, echo_upstream, free_port, redis_url, start_at};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -165,6 +165,20 @@ async fn sign_in_through_the_authserver_then_refresh_and_log_out() {
 /// A gateway in session mode for a client registered at `auth`, with
 /// `extra` top-level config; its base URL and callback.
 async fn session_gateway(auth: &Authserver, extra: &str) -> (Gateway, String, String) {
+    let store = if extra.contains("redis_url") {
+        "store = \"redis\""
+    } else {
+        ""
+    };
+    session_gateway_with(auth, extra, store).await
+}
+
+/// The same with `session_extra` keys in `[session]`.
+async fn session_gateway_with(
+    auth: &Authserver,
+    extra: &str,
+    session_extra: &str,
+) -> (Gateway, String, String) {
     let upstream = echo_upstream().await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -200,11 +214,6 @@ upstream = "app"
 auth = "session"
 "#,
             issuer = auth.url,
-            session_extra = if extra.contains("redis_url") {
-                "store = \"redis\""
-            } else {
-                ""
-            },
         ),
     );
     (gw, base, redirect)
@@ -309,6 +318,79 @@ async fn redis_sessions_are_shared_by_replicas_and_end_everywhere() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     drop((one, two));
+}
+
+/// `store = "auto"`: a session too large for a cookie (a user in many
+/// groups) goes to Redis and the cookie only points to it, while a small
+/// one stays in the cookie; without Redis such a sign-in is refused with a
+/// message naming the fix.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_too_large_for_a_cookie_spill_to_redis() {
+    let Some(redis) = redis_url().await else {
+        return;
+    };
+    let auth = Authserver::start(&[]);
+    let groups: Vec<String> = (0..80)
+        .map(|i| format!("department-of-things-{i:03}"))
+        .collect();
+    let created = reqwest::Client::new()
+        .post(format!("{}/admin/v1/users", auth.url))
+        .bearer_auth(auth.creds["admin_token"].as_str().unwrap())
+        .json(&serde_json::json!({
+            "username": "big",
+            "password": "big-password-0123456789",
+            "groups": groups,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let prefix = format!(
+        "gw_test_auto:{}:{}:",
+        std::process::id(),
+        tokens::testing::now()
+    );
+    let extra = format!("redis_url = \"{redis}\"\nredis_prefix = \"{prefix}\"");
+    let (_gw, base, _) = session_gateway_with(&auth, &extra, "store = \"auto\"").await;
+
+    let sign_in = |user: &'static str, password: String, base: String| {
+        let auth = &auth;
+        async move {
+            let mut browser = Browser::new();
+            let first = browser.page(&format!("{base}/app/page")).await;
+            assert_eq!(first.status, 302, "{}", first.body);
+            let callback =
+                through_the_authserver_as(&mut browser, auth, &first.location(), user, &password)
+                    .await;
+            let landed = browser.page(&callback).await;
+            (browser, landed)
+        }
+    };
+    let (mut big, landed) = sign_in("big", "big-password-0123456789".into(), base.clone()).await;
+    assert_eq!(landed.status, 302, "{}", landed.body);
+    let cookie = big.cookies["portcullis_session"].clone();
+    assert!(cookie.starts_with("r.") && cookie.len() < 200, "{cookie}");
+    let page = big.page(&format!("{base}/app/page")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let seen = page.json()["headers"]["x-auth-groups"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(seen.contains("department-of-things-079"), "{seen}");
+
+    let demo_password = auth.creds["user"]["password"].as_str().unwrap().to_owned();
+    let (small, _) = sign_in("demo", demo_password, base.clone()).await;
+    let cookie = &small.cookies["portcullis_session"];
+    assert!(
+        !cookie.starts_with("r.") && cookie.len() > 200,
+        "inline: {cookie}"
+    );
+
+    // No Redis: the big session has nowhere to go.
+    let (_plain, plain_base, _) = session_gateway_with(&auth, "", "store = \"auto\"").await;
+    let (_, refused) = sign_in("big", "big-password-0123456789".into(), plain_base).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.body.contains("redis_url"), "{}", refused.body);
 }
 
 /// The same sign-in in headless Chromium (playwright-core, installed with

@@ -117,17 +117,28 @@ pub async fn through_the_authserver(
     auth: &Authserver,
     authorize: &str,
 ) -> String {
+    let password = auth.creds["user"]["password"].as_str().unwrap().to_owned();
+    through_the_authserver_as(browser, auth, authorize, "demo", &password).await
+}
+
+/// The same as another user.
+pub async fn through_the_authserver_as(
+    browser: &mut Browser,
+    auth: &Authserver,
+    authorize: &str,
+    username: &str,
+    password: &str,
+) -> String {
     let login = browser.page(authorize).await;
     assert_eq!(login.status, 200, "{}", login.body);
-    let password = auth.creds["user"]["password"].as_str().unwrap().to_owned();
     let after = browser
         .post(
             &format!("{}/login", auth.url),
             &[
                 ("request", &login.hidden("request")),
                 ("csrf", &login.hidden("csrf")),
-                ("username", "demo"),
-                ("password", &password),
+                ("username", username),
+                ("password", password),
             ],
         )
         .await;
