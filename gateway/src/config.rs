@@ -26,7 +26,7 @@ pub struct Config {
     /// refused with 431 before any other work.
     pub max_request_header_bytes: usize,
     /// From a request's first byte to the end of its header, at most this
-    /// long (slow clients get 408).
+    /// long (slow clients get 408); 0 turns the deadline off.
     pub request_header_timeout_secs: u64,
     /// Let idle worker threads take work queued on busy ones. Off, each
     /// thread serves its own connections (fewer cross-thread wake-ups).
@@ -386,10 +386,10 @@ impl Config {
         if !(1..=256).contains(&self.threads) {
             return Err(ConfigError::invalid("threads", "must be 1..=256"));
         }
-        if !(1..=300).contains(&self.request_header_timeout_secs) {
+        if self.request_header_timeout_secs > 300 {
             return Err(ConfigError::invalid(
                 "request_header_timeout_secs",
-                "must be 1..=300",
+                "must be 0 (off) to 300",
             ));
         }
         if self.owned_header_prefix.is_empty()

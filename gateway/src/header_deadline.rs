@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// Wraps a server app (the proxy) so that its connections carry the
-/// deadline.
+/// deadline (none when `limit` is zero).
 pub struct HeaderDeadline<A> {
     inner: Arc<A>,
     limit: Duration,
@@ -54,6 +54,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeaderDeadline<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        if self.limit.is_zero() {
+            return self.inner.process_new(stream, shutdown).await;
+        }
         let guarded = Guarded {
             inner: stream,
             limit: self.limit,
