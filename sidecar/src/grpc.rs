@@ -139,6 +139,14 @@ impl Authorization for ExtAuthz {
         let version = self.engine.snapshot().bundle.version.clone();
         let mut response = if decision.allowed() {
             let set = claims.as_ref().map(headers::identity).unwrap_or_default();
+            // Envoy removes after it sets, so a header we set must not be
+            // listed for removal (the overwrite already replaces a spoofed
+            // value); every other owned header is removed.
+            let headers_to_remove = headers::OWNED
+                .iter()
+                .filter(|h| !set.iter().any(|(k, _)| k == *h))
+                .map(|h| (*h).to_owned())
+                .collect();
             #[expect(
                 deprecated,
                 reason = "prost still generates the deprecated `append` field"
@@ -163,7 +171,7 @@ impl Authorization for ExtAuthz {
                 }),
                 http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
                     headers,
-                    headers_to_remove: headers::OWNED.iter().map(|h| (*h).to_owned()).collect(),
+                    headers_to_remove,
                     ..Default::default()
                 })),
                 ..Default::default()
