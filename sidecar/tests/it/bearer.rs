@@ -5,24 +5,7 @@
 use serde_json::{Value, json};
 use tokens::testing::{SigningKey, TestIssuer, now};
 
-use crate::support::{Sidecar, check_request, demo_policies, summarize};
-
-/// The sidecar with `[[issuers]]` trusting `issuer` for audience `api`.
-fn start(issuer_url: &str) -> (Sidecar, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sidecar.toml");
-    std::fs::write(
-        &config,
-        format!("[[issuers]]\nissuer = \"{issuer_url}\"\naudiences = [\"api\"]\nmin_refetch_seconds = 1\n"),
-    )
-    .unwrap();
-    let sidecar = Sidecar::start_with(
-        &demo_policies(),
-        &[],
-        &["--config", config.to_str().unwrap()],
-    );
-    (sidecar, dir)
-}
+use crate::support::{Sidecar, check_request, demo_policies, summarize, trusting as start};
 
 type Client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient<
     tonic::transport::Channel,

@@ -8,6 +8,7 @@ mod bad_input;
 mod bearer;
 mod cli;
 mod entities;
+mod envoy;
 mod ext_authz;
 mod policy_cases;
 mod reload;

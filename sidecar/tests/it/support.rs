@@ -290,3 +290,21 @@ impl Sidecar {
         self.child.id()
     }
 }
+
+/// The sidecar on the demo policies with `[[issuers]]` trusting
+/// `issuer_url` for audience `api` (it verifies bearer tokens itself).
+pub fn trusting(issuer_url: &str) -> (Sidecar, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!("[[issuers]]\nissuer = \"{issuer_url}\"\naudiences = [\"api\"]\nmin_refetch_seconds = 1\n"),
+    )
+    .unwrap();
+    let sidecar = Sidecar::start_with(
+        &demo_policies(),
+        &[],
+        &["--config", config.to_str().unwrap()],
+    );
+    (sidecar, dir)
+}
