@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokens::testing::{SigningKey, TestIssuer, hostile_tokens};
 
-use crate::support::trusting;
+use crate::support::{Sidecar, demo_policies, trusting};
 
 /// The `envoy` binary, or `None` (said aloud) where it is not installed;
 /// CI must have it.
@@ -110,7 +110,9 @@ fn run_envoy(envoy: &Path, name: &str, ports: &[(u16, u16)], dir: &Path) -> (Env
     for (from, to) in ports.iter().chain([(10000, listener)].iter()) {
         let needle = format!("port_value: {from} ");
         assert!(text.contains(&needle), "{name} has no {needle}");
-        text = text.replace(&needle, &format!("port_value: {to} "));
+        text = text
+            .replace(&needle, &format!("port_value: {to} "))
+            .replace(&format!("127.0.0.1:{from}"), &format!("127.0.0.1:{to}"));
     }
     let config = dir.join(name);
     std::fs::write(&config, text).unwrap();
@@ -204,4 +206,73 @@ async fn ext_authz_grpc_protects_the_upstream_through_real_envoy() {
     let resp = http.get(&url).bearer_auth(&good).send().await.unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(reached.load(Ordering::SeqCst), before);
+}
+
+/// jwt_authn verifies (against the issuer's JWKS over HTTP) and the sidecar
+/// decides from the payload Envoy passes in `metadata_context`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_authn_then_ext_authz_decides_from_envoys_claims() {
+    let Some(envoy) = envoy() else { return };
+    let key = SigningKey::es256("k1");
+    let other = SigningKey::es256("k2");
+    let issuer = TestIssuer::start(&[&key]).await;
+    let issuer_port: u16 = issuer.url.rsplit(':').next().unwrap().parse().unwrap();
+    // No `[[issuers]]`: the sidecar trusts only what jwt_authn verified.
+    let sidecar = Sidecar::start(&demo_policies(), &[]);
+    let (upstream, reached) = echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_envoy, port) = run_envoy(
+        &envoy,
+        "jwt_authn-ext_authz-grpc.yaml",
+        &[
+            (8080, issuer_port),
+            (9191, sidecar.grpc.port()),
+            (3000, upstream.port()),
+        ],
+        dir.path(),
+    );
+    let url = format!("http://127.0.0.1:{port}/api/orders");
+    let http = reqwest::Client::new();
+    let mut claims = issuer.claims("zoe");
+    claims["aud"] = json!("portcullis");
+    claims["groups"] = json!(["staff"]);
+    let good = key.sign(&claims);
+
+    let resp = http
+        .get(&url)
+        .bearer_auth(&good)
+        .header("x-auth-subject", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["headers"]["x-auth-subject"], "zoe", "{body}");
+    assert_eq!(body["headers"]["x-auth-groups"], "staff", "{body}");
+
+    // jwt_authn refuses bad tokens before the sidecar is asked.
+    let before = reached.load(Ordering::SeqCst);
+    let mut wrong_audience = claims.clone();
+    wrong_audience["aud"] = json!("api");
+    // (Envoy's own statuses: 403 for an audience it does not accept.)
+    for (name, token, status) in [
+        ("unknown key", other.sign(&claims), 401),
+        ("wrong audience", key.sign(&wrong_audience), 403),
+        ("garbage", "a.b.c".to_owned(), 401),
+    ] {
+        let resp = http.get(&url).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(resp.status(), status, "{name}");
+    }
+    // No token: anonymous, and the policies deny it.
+    let resp = http.get(&url).send().await.unwrap();
+    assert!(
+        matches!(resp.status().as_u16(), 401 | 403),
+        "{}",
+        resp.status()
+    );
+    assert_eq!(reached.load(Ordering::SeqCst), before);
+
+    sidecar.stop();
+    let resp = http.get(&url).bearer_auth(&good).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
 }
