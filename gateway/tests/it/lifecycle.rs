@@ -45,6 +45,15 @@ async fn slow_upstream(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, received)
 }
 
+/// Waits until more than `count` requests have succeeded (at most 10 s).
+async fn served_beyond(ok: &AtomicUsize, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ok.load(Ordering::SeqCst) <= count {
+        assert!(Instant::now() < deadline, "requests stopped being served");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn public_route(upstream: SocketAddr) -> String {
     format!(
         r#"
@@ -121,7 +130,8 @@ async fn a_graceful_upgrade_refuses_no_connection() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Traffic is flowing before the hand-over starts.
+    served_beyond(&ok, 20).await;
 
     let new = tokio::task::block_in_place(|| old.successor());
     old.signal("QUIT");
@@ -130,7 +140,7 @@ async fn a_graceful_upgrade_refuses_no_connection() {
     assert!(status.success(), "{status}");
     // Only the successor is left: it must be serving.
     let before = ok.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    served_beyond(&ok, before + 20).await;
     stop.store(true, Ordering::SeqCst);
     let mut errors = Vec::new();
     for task in load {

@@ -11,6 +11,26 @@ use tokens::testing::{SigningKey, TestIssuer, hostile_tokens};
 
 use crate::support::{echo_upstream, jwt_app, start};
 
+/// GET `url` with `token` as the bearer and a spoofed `x-auth-subject`:
+/// the status, the `WWW-Authenticate` challenge (or "") and the JSON body
+/// (Null when there is none).
+async fn with_bearer(http: &reqwest::Client, url: String, token: &str) -> (u16, String, Value) {
+    let resp = http
+        .get(url)
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-auth-subject", "admin")
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let challenge = resp
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, challenge, resp.json().await.unwrap_or(Value::Null))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_tokens_are_refused_and_counted() {
     let upstream = echo_upstream().await;
@@ -28,20 +48,8 @@ async fn hostile_tokens_are_refused_and_counted() {
     let mut failures = Vec::new();
     let cases = hostile_tokens(&issuer, &key, &stranger, &other);
     for case in &cases {
-        let resp = http
-            .get(format!("http://{}/api/orders", gw.addr))
-            .header("authorization", format!("Bearer {}", case.token))
-            .header("x-auth-subject", "admin")
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let challenge = resp
-            .headers()
-            .get("www-authenticate")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let (status, challenge, body) =
+            with_bearer(&http, format!("http://{}/api/orders", gw.addr), &case.token).await;
         let ok = if case.reason == "ok" {
             status == 200 && body["headers"]["x-auth-subject"] == "alice"
         } else if case.token.is_empty() {
@@ -224,22 +232,7 @@ auth = "jwt"
     let http = reqwest::Client::new();
     let call = |token: String| {
         let (http, url) = (http.clone(), format!("http://{}/api/me", gw.addr));
-        async move {
-            let resp = http
-                .get(url)
-                .bearer_auth(token)
-                .header("x-auth-subject", "admin")
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            let challenge = resp
-                .headers()
-                .get("www-authenticate")
-                .map(|v| v.to_str().unwrap().to_owned())
-                .unwrap_or_default();
-            (status, challenge, resp.json::<Value>().await.unwrap())
-        }
+        async move { with_bearer(&http, url, &token).await }
     };
     // The authserver's own view of the token (userinfo reads opaque ones).
     let userinfo: Value = http

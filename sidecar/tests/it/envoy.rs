@@ -132,6 +132,23 @@ fn run_envoy(envoy: &Path, name: &str, ports: &[(u16, u16)], dir: &Path) -> (Env
     (Envoy(child), listener)
 }
 
+/// Allowed: the upstream sees zoe's verified identity (subject, groups
+/// `staff`), never the spoofed headers sent along.
+async fn assert_zoe_reaches_the_upstream(http: &reqwest::Client, url: &str, token: &str) {
+    let resp = http
+        .get(url)
+        .bearer_auth(token)
+        .header("x-auth-subject", "admin")
+        .header("x-auth-groups", "admins")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["headers"]["x-auth-subject"], "zoe", "{body}");
+    assert_eq!(body["headers"]["x-auth-groups"], "staff", "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ext_authz_grpc_protects_the_upstream_through_real_envoy() {
     let Some(envoy) = envoy() else { return };
@@ -154,19 +171,7 @@ async fn ext_authz_grpc_protects_the_upstream_through_real_envoy() {
     claims["groups"] = json!(["staff"]);
     let good = key.sign(&claims);
 
-    // Allowed: the upstream sees the verified identity, never the spoofed one.
-    let resp = http
-        .get(&url)
-        .bearer_auth(&good)
-        .header("x-auth-subject", "admin")
-        .header("x-auth-groups", "admins")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["headers"]["x-auth-subject"], "zoe", "{body}");
-    assert_eq!(body["headers"]["x-auth-groups"], "staff", "{body}");
+    assert_zoe_reaches_the_upstream(&http, &url, &good).await;
 
     // Anonymous: the policies deny; spoofed headers do not help.
     let before = reached.load(Ordering::SeqCst);
@@ -238,17 +243,7 @@ async fn jwt_authn_then_ext_authz_decides_from_envoys_claims() {
     claims["groups"] = json!(["staff"]);
     let good = key.sign(&claims);
 
-    let resp = http
-        .get(&url)
-        .bearer_auth(&good)
-        .header("x-auth-subject", "admin")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["headers"]["x-auth-subject"], "zoe", "{body}");
-    assert_eq!(body["headers"]["x-auth-groups"], "staff", "{body}");
+    assert_zoe_reaches_the_upstream(&http, &url, &good).await;
 
     // jwt_authn refuses bad tokens before the sidecar is asked.
     let before = reached.load(Ordering::SeqCst);
