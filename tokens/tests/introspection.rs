@@ -247,3 +247,22 @@ audiences = ["x"]"#,
     i.client_secret_file = Some(path.display().to_string());
     assert!(Verifier::new(&[config]).is_ok());
 }
+
+#[tokio::test]
+async fn the_client_secret_can_come_from_a_file() {
+    let issuer = Issuer::start(&[]).await;
+    issuer.answer("t", issuer.active("alice"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret");
+    std::fs::write(
+        &path,
+        format!("{}\n", tokens::testing::INTROSPECTION_CLIENT.1),
+    )
+    .unwrap();
+    let mut config = issuer.introspecting_config(30);
+    let i = config.introspection.as_mut().unwrap();
+    i.client_secret = None;
+    i.client_secret_file = Some(path.display().to_string());
+    let v = verifier(&[config]).await;
+    assert_eq!(v.verify("t").await.unwrap().claims["sub"], "alice");
+}
