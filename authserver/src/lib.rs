@@ -11,6 +11,7 @@ pub mod admin_api;
 pub mod app;
 pub mod audit;
 pub mod authorize;
+pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod dev;
