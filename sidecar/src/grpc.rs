@@ -19,8 +19,8 @@ use tonic::{Request, Response, Status};
 use crate::authn::Authn;
 use crate::claims::Claims;
 use crate::config::ClaimsConfig;
-use crate::engine::{CheckRequest, Engine};
-use crate::headers;
+use crate::engine::Engine;
+use crate::ext_authz::{self, Answer, Denial, Question};
 
 /// Key in `CheckResponse.dynamic_metadata` naming the policy set (content
 /// hash of the directory, entities included) that decided.
@@ -30,9 +30,6 @@ pub const POLICY_VERSION: &str = "policy_version";
 const OK: i32 = 0;
 const PERMISSION_DENIED: i32 = 7;
 const UNAUTHENTICATED: i32 = 16;
-/// HTTP status codes in `envoy.type.v3.StatusCode`.
-const HTTP_UNAUTHORIZED: i32 = 401;
-const HTTP_FORBIDDEN: i32 = 403;
 
 #[derive(Debug, Clone)]
 pub struct ExtAuthz {
@@ -97,25 +94,6 @@ impl Authorization for ExtAuthz {
         let request_id = (!http.id.is_empty())
             .then_some(http.id.as_str())
             .or_else(|| http.headers.get("x-request-id").map(String::as_str));
-        let claims = match claims {
-            Some(c) => Some(c),
-            None => match self
-                .authn
-                .bearer(http.headers.get("authorization").map(String::as_str))
-                .await
-            {
-                Ok(c) => c,
-                Err(rejected) => {
-                    return Ok(Response::new(denied(
-                        UNAUTHENTICATED,
-                        HTTP_UNAUTHORIZED,
-                        "invalid_token",
-                        request_id,
-                        Some(&rejected.challenge()),
-                    )));
-                }
-            },
-        };
         let source = attrs
             .source
             .as_ref()
@@ -125,79 +103,35 @@ impl Authorization for ExtAuthz {
                 Address::SocketAddress(s) => s.address.parse::<IpAddr>().ok(),
                 _ => None,
             });
-        let host = (!http.host.is_empty()).then_some(http.host.as_str());
-        let decision = self.engine.check(&CheckRequest {
+        let question = Question {
             method: &http.method,
             path: &http.path,
-            host,
+            host: (!http.host.is_empty()).then_some(http.host.as_str()),
             source,
-            claims: claims.as_ref(),
             request_id,
-            time: None,
-        });
-
-        let version = self.engine.snapshot().bundle.version.clone();
-        let mut response = if decision.allowed() {
-            let set = claims.as_ref().map(headers::identity).unwrap_or_default();
-            // Envoy removes after it sets, so a header we set must not be
-            // listed for removal (the overwrite already replaces a spoofed
-            // value); every other owned header is removed.
-            let headers_to_remove = headers::OWNED
-                .iter()
-                .filter(|h| !set.iter().any(|(k, _)| k == *h))
-                .map(|h| (*h).to_owned())
-                .collect();
-            #[expect(
-                deprecated,
-                reason = "prost still generates the deprecated `append` field"
-            )]
-            let headers = set
-                .into_iter()
-                .map(|(key, value)| HeaderValueOption {
-                    header: Some(HeaderValue {
-                        key: key.to_owned(),
-                        value,
-                        raw_value: Vec::new(),
-                    }),
-                    append: None,
-                    append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
-                    keep_empty_value: false,
-                })
-                .collect();
-            CheckResponse {
+            claims,
+            authorization: http.headers.get("authorization").map(String::as_str),
+        };
+        let mut response = match ext_authz::answer(&self.engine, &self.authn, question).await {
+            Answer::Allow { set, remove } => CheckResponse {
                 status: Some(rpc::Status {
                     code: OK,
                     ..Default::default()
                 }),
                 http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-                    headers,
-                    headers_to_remove,
+                    headers: set
+                        .into_iter()
+                        .map(|(key, value)| header(key, value))
+                        .collect(),
+                    headers_to_remove: remove.into_iter().map(str::to_owned).collect(),
                     ..Default::default()
                 })),
                 ..Default::default()
-            }
-        } else {
-            // No verified identity and denied: ask for credentials. Otherwise
-            // forbidden. Neither body says which policy or why.
-            if claims.is_none() {
-                denied(
-                    UNAUTHENTICATED,
-                    HTTP_UNAUTHORIZED,
-                    "unauthenticated",
-                    request_id,
-                    Some("Bearer"),
-                )
-            } else {
-                denied(
-                    PERMISSION_DENIED,
-                    HTTP_FORBIDDEN,
-                    "forbidden",
-                    request_id,
-                    None,
-                )
-            }
+            },
+            Answer::Deny(denial) => denied(denial),
         };
         // Proxies that cache decisions (the gateway) flush when this changes.
+        let version = self.engine.snapshot().bundle.version.clone();
         response.dynamic_metadata = Some(Struct {
             fields: [(
                 POLICY_VERSION.to_owned(),
@@ -211,43 +145,46 @@ impl Authorization for ExtAuthz {
     }
 }
 
-/// A denied response whose body names no policy and no reason beyond `error`.
-fn denied(
-    grpc: i32,
-    http_code: i32,
-    error: &str,
-    request_id: Option<&str>,
-    challenge: Option<&str>,
-) -> CheckResponse {
-    let body = serde_json::json!({"error": error, "request_id": request_id}).to_string();
+/// An upstream header set over any value the client sent.
+fn header(key: &str, value: String) -> HeaderValueOption {
     #[expect(
         deprecated,
         reason = "prost still generates the deprecated `append` field"
     )]
-    let header = |key: &str, value: &str| HeaderValueOption {
+    HeaderValueOption {
         header: Some(HeaderValue {
             key: key.to_owned(),
-            value: value.to_owned(),
+            value,
             raw_value: Vec::new(),
         }),
         append: None,
         append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
         keep_empty_value: false,
-    };
-    let mut headers = vec![header("content-type", "application/json")];
-    if let Some(challenge) = challenge {
+    }
+}
+
+fn denied(denial: Denial) -> CheckResponse {
+    let mut headers = vec![header("content-type", "application/json".into())];
+    if let Some(challenge) = denial.challenge {
         headers.push(header("www-authenticate", challenge));
     }
+    let grpc = if denial.status == 401 {
+        UNAUTHENTICATED
+    } else {
+        PERMISSION_DENIED
+    };
     CheckResponse {
         status: Some(rpc::Status {
             code: grpc,
-            message: error.to_owned(),
+            message: denial.error.to_owned(),
             ..Default::default()
         }),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
-            status: Some(HttpStatus { code: http_code }),
+            status: Some(HttpStatus {
+                code: i32::from(denial.status),
+            }),
             headers,
-            body,
+            body: denial.body,
         })),
         ..Default::default()
     }

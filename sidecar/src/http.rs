@@ -10,7 +10,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -20,7 +20,12 @@ use crate::authn::{Authn, Rejected};
 use crate::claims::Claims;
 use crate::engine::{CheckRequest, Decision, DirectRequest, Engine};
 use crate::error::Error;
+use crate::ext_authz::{self, Answer, Question};
 use crate::headers;
+
+/// Envoy's ext_authz HTTP mode sends each request's method, path and
+/// headers to this prefix plus the original path (`http_service.path_prefix`).
+pub const ENVOY_HTTP_PREFIX: &str = "/ext_authz";
 
 /// Largest batch `/v1/is_authorized/batch` takes.
 pub const MAX_BATCH: usize = 100;
@@ -46,6 +51,8 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
             "/v1/entities/{type}/{id}",
             get(get_entity).put(put_entity).delete(delete_entity),
         )
+        .route(&format!("{ENVOY_HTTP_PREFIX}/"), any(envoy_http))
+        .route(&format!("{ENVOY_HTTP_PREFIX}/{{*path}}"), any(envoy_http))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
@@ -61,6 +68,71 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// Envoy's ext_authz in HTTP mode. Allowed: 200 with the identity headers
+/// (which Envoy copies upstream when `allowed_upstream_headers` matches
+/// them) and `x-envoy-auth-headers-to-remove` naming the owned headers not
+/// set. Denied: 401 or 403 with the JSON body and challenge, which Envoy
+/// returns to the client. The body of the original request is not read.
+async fn envoy_http(
+    State(state): State<ApiState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let full = uri.path_and_query().map_or("/", |p| p.as_str());
+    let Some(path) = full
+        .strip_prefix(ENVOY_HTTP_PREFIX)
+        .filter(|p| p.starts_with('/'))
+    else {
+        return ApiError::bad_request(format!(
+            "`{full}` is not an original path under `{ENVOY_HTTP_PREFIX}/`"
+        ))
+        .into_response();
+    };
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let question = Question {
+        method: method.as_str(),
+        path,
+        host: text(header::HOST),
+        source: None,
+        request_id: text(header::HeaderName::from_static("x-request-id")),
+        claims: None,
+        authorization: text(header::AUTHORIZATION),
+    };
+    match ext_authz::answer(&state.engine, &state.authn, question).await {
+        Answer::Allow { set, remove } => {
+            let mut response = StatusCode::OK.into_response();
+            let out = response.headers_mut();
+            for (name, value) in set {
+                if let Ok(value) = header::HeaderValue::from_bytes(value.as_bytes()) {
+                    out.insert(name, value);
+                }
+            }
+            if let Ok(value) = header::HeaderValue::from_str(&remove.join(","))
+                && !remove.is_empty()
+            {
+                out.insert("x-envoy-auth-headers-to-remove", value);
+            }
+            response
+        }
+        Answer::Deny(denial) => {
+            let status = StatusCode::from_u16(denial.status).unwrap_or(StatusCode::FORBIDDEN);
+            let mut response = (status, denial.body).into_response();
+            let out = response.headers_mut();
+            out.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            if let Some(challenge) = denial.challenge
+                && let Ok(value) = header::HeaderValue::from_str(&challenge)
+            {
+                out.insert(header::WWW_AUTHENTICATE, value);
+            }
+            response
+        }
+    }
 }
 
 /// The one mapping from errors to HTTP responses.

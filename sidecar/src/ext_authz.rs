@@ -1,0 +1,104 @@
+//! The ext_authz answer, whatever the transport. Envoy's gRPC `Check`
+//! ([`crate::grpc`]) and its HTTP mode ([`crate::http`]) ask the same
+//! question and get the same answer; only the encoding differs.
+
+use std::net::IpAddr;
+
+use crate::authn::Authn;
+use crate::claims::Claims;
+use crate::engine::{CheckRequest, Engine};
+use crate::headers;
+
+/// One request a proxy wants decided.
+#[derive(Debug)]
+pub struct Question<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub host: Option<&'a str>,
+    pub source: Option<IpAddr>,
+    pub request_id: Option<&'a str>,
+    /// Claims the proxy verified (Envoy's jwt_authn, the gateway). Without
+    /// them the bearer token in `authorization` is verified here, when
+    /// issuers are configured; otherwise the request is anonymous.
+    pub claims: Option<Claims>,
+    pub authorization: Option<&'a str>,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    Allow {
+        /// Identity headers to set upstream, replacing any the client sent.
+        set: Vec<(&'static str, String)>,
+        /// The other owned headers, to remove. Envoy removes after it sets,
+        /// so a header being set is never listed here.
+        remove: Vec<&'static str>,
+    },
+    Deny(Denial),
+}
+
+/// A refusal: 401 (no identity, or a refused token) or 403. The body names
+/// no policy and no reason beyond `error`.
+#[derive(Debug, PartialEq)]
+pub struct Denial {
+    pub status: u16,
+    pub error: &'static str,
+    pub challenge: Option<String>,
+    /// `{"error": ..., "request_id": ...}`
+    pub body: String,
+}
+
+impl Denial {
+    fn new(status: u16, error: &'static str, challenge: Option<String>, id: Option<&str>) -> Self {
+        let body = serde_json::json!({"error": error, "request_id": id}).to_string();
+        Self {
+            status,
+            error,
+            challenge,
+            body,
+        }
+    }
+}
+
+pub async fn answer(engine: &Engine, authn: &Authn, question: Question<'_>) -> Answer {
+    let claims = match question.claims {
+        Some(c) => Some(c),
+        None => match authn.bearer(question.authorization).await {
+            Ok(c) => c,
+            Err(rejected) => {
+                return Answer::Deny(Denial::new(
+                    401,
+                    "invalid_token",
+                    Some(rejected.challenge()),
+                    question.request_id,
+                ));
+            }
+        },
+    };
+    let decision = engine.check(&CheckRequest {
+        method: question.method,
+        path: question.path,
+        host: question.host,
+        source: question.source,
+        claims: claims.as_ref(),
+        request_id: question.request_id,
+        time: None,
+    });
+    match claims {
+        _ if decision.allowed() => {
+            let set = claims.as_ref().map(headers::identity).unwrap_or_default();
+            let remove = headers::OWNED
+                .into_iter()
+                .filter(|h| !set.iter().any(|(k, _)| k == h))
+                .collect();
+            Answer::Allow { set, remove }
+        }
+        // No verified identity: ask for one.
+        None => Answer::Deny(Denial::new(
+            401,
+            "unauthenticated",
+            Some("Bearer".into()),
+            question.request_id,
+        )),
+        Some(_) => Answer::Deny(Denial::new(403, "forbidden", None, question.request_id)),
+    }
+}
