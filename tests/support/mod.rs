@@ -1,0 +1,133 @@
+//! The harness of the root crate's tests: `portcullis up` run the way a new
+//! user runs it, from the repository root on the fixed ports it prints.
+//! Each test binary that starts it holds the ports for its whole run (cargo
+//! runs test binaries one after another).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The ports `up` prints; all must be free again after Ctrl-C.
+pub const PORTS: [u16; 6] = [8000, 9000, 8080, 8081, 9191, 3000];
+
+/// One test at a time holds the fixed ports.
+static PORTS_HELD: Mutex<()> = Mutex::new(());
+
+pub fn hold_ports() -> MutexGuard<'static, ()> {
+    PORTS_HELD
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub struct Up {
+    /// What `--dev-credentials` wrote, and where.
+    pub credentials: Value,
+    pub credentials_file: PathBuf,
+    child: Child,
+    stdout: PathBuf,
+}
+
+impl Up {
+    /// Starts `portcullis up` and waits for its `--dev-credentials` file.
+    pub fn start(dir: &Path) -> Self {
+        let stdout = dir.join("stdout.txt");
+        let credentials = dir.join("credentials.json");
+        let _ = std::fs::remove_file(&credentials);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg("up")
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--dev-credentials")
+            .arg(&credentials)
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !credentials.exists() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "`portcullis up` exited ({status}):\n{}",
+                    std::fs::read_to_string(&stdout).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "`portcullis up` did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self {
+            credentials: serde_json::from_slice(&std::fs::read(&credentials).unwrap()).unwrap(),
+            credentials_file: credentials,
+            child,
+            stdout,
+        }
+    }
+
+    pub fn printed(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap()
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        self.credentials[key].as_str().unwrap()
+    }
+
+    /// Ctrl-C, as a terminal sends it.
+    pub fn interrupt(mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "`portcullis up` did not stop");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-INT", &self.child.id().to_string()])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn sh(line: &str) -> String {
+    let out = Command::new("sh").args(["-c", line]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{line}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A program on PATH, or `None` (said aloud) where it is not installed;
+/// CI must have it.
+pub fn installed(program: &str, install: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{program} is not installed ({install})"
+        );
+        eprintln!("SKIPPED: {program} is not installed ({install})");
+    }
+    found
+}

@@ -1,0 +1,113 @@
+//! `portcullis up` run the way a new user runs it: from the repository root,
+//! on the fixed ports it prints. The stack is the real binary's children:
+//! authserver (SQLite, in-process stores), sidecar, gateway, demo upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::Value;
+use support::{PORTS, Up, hold_ports, sh};
+
+/// What a new user does with what `up` prints.
+fn use_the_stack(up: &Up) {
+    let printed = up.printed();
+    let curl = up.get("curl");
+    assert!(
+        printed.contains(curl),
+        "the curl line is printed:\n{printed}"
+    );
+    let password = up.credentials["user"]["password"].as_str().unwrap();
+    assert!(printed.contains(password), "{printed}");
+    assert!(printed.contains("Ctrl-C"), "{printed}");
+
+    // The curl line, exactly as printed: a client_credentials token, then
+    // the protected API through the gateway, allowed by the sidecar.
+    let answer: Value = serde_json::from_str(&sh(curl)).unwrap();
+    assert_eq!(answer["path"], "/api/orders", "{answer}");
+    assert_eq!(answer["headers"]["x-auth-client-id"], "demo-service");
+
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = http.get(up.get("protected_url")).send().unwrap();
+    assert_eq!(resp.status(), 401, "no token");
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    let resp = http
+        .get(up.get("protected_url"))
+        .header("x-auth-client-id", "demo-service")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 401, "a spoofed identity header");
+    let resp = http.get(up.get("public_url")).send().unwrap();
+    assert_eq!(resp.status(), 200, "the public page");
+    // A browser is sent to sign in at the authserver.
+    let resp = http
+        .get(up.get("browser_url"))
+        .header("accept", "text/html")
+        .send()
+        .unwrap();
+    assert!(resp.status().is_redirection(), "{}", resp.status());
+    let location = resp.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with(&format!("{}/authorize?", up.get("issuer"))),
+        "{location}"
+    );
+    for service in ["gateway_admin", "sidecar", "authserver", "demo_upstream"] {
+        let url = up.credentials["services"][service].as_str().unwrap();
+        assert!(url.starts_with("http://127.0.0.1:"), "{service}: {url}");
+    }
+}
+
+fn assert_ports_free() {
+    for port in PORTS {
+        std::net::TcpListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("port {port} still taken after Ctrl-C: {e}"));
+    }
+}
+
+#[test]
+fn up_serves_the_stack_as_printed_and_stops_on_ctrl_c() {
+    let _ports = hold_ports();
+    let dir = tempfile::tempdir().unwrap();
+    let first = Up::start(dir.path());
+    use_the_stack(&first);
+    let password = first.credentials["user"]["password"].clone();
+    let status = first.interrupt();
+    assert!(status.success(), "{status}");
+    assert_ports_free();
+
+    // Again on the same data: the accounts are kept, with fresh secrets,
+    // and what is printed works again.
+    let second = Up::start(dir.path());
+    assert_ne!(second.credentials["user"]["password"], password);
+    use_the_stack(&second);
+    assert!(second.interrupt().success());
+    assert_ports_free();
+}
+
+#[test]
+fn up_names_a_port_in_use() {
+    let _ports = hold_ports();
+    let _taken = std::net::TcpListener::bind("127.0.0.1:9191").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["up", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("127.0.0.1:9191 (sidecar gRPC) is not free"),
+        "{stderr}"
+    );
+}
