@@ -18,4 +18,6 @@ echo "==> cargo test"
 cargo test --workspace --quiet
 
 echo "==> sidecar test policies"
-cargo run --quiet -p portcullis-sidecar -- test policies | tail -n 1
+# The binary the tests just built: `cargo run -p` would resolve features for
+# that one package and rebuild half the dependency graph.
+"${CARGO_TARGET_DIR:-target}/debug/sidecar" test policies | tail -n 1

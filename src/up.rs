@@ -29,6 +29,14 @@ pub struct Options {
     /// protected URL as JSON to FILE (readable by the owner only).
     #[arg(long)]
     dev_credentials: Option<PathBuf>,
+    /// The authserver's database, `postgres://…` (default: SQLite under
+    /// the data directory).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Redis for the authserver's ephemeral state and for gateway sessions
+    /// too large for a cookie (default: in-process, cookies only).
+    #[arg(long)]
+    redis_url: Option<String>,
 }
 
 /// Where everything listens. Fixed, because the authserver's demo web
@@ -140,17 +148,26 @@ async fn start(stack: &mut Stack, options: &Options) -> anyhow::Result<()> {
         }
         _ => {}
     }
+    let mut authserver_args: Vec<OsString> = vec![
+        "--dev".into(),
+        "serve".into(),
+        "--listen".into(),
+        AUTHSERVER.into(),
+        "--dev-credentials".into(),
+        OsString::from(&authserver_credentials),
+    ];
+    for (flag, value) in [
+        ("--database-url", &options.database_url),
+        ("--redis-url", &options.redis_url),
+    ] {
+        if let Some(value) = value {
+            authserver_args.extend([flag.into(), value.into()]);
+        }
+    }
     stack.spawn(
         "authserver",
         "authserver",
-        [
-            "--dev".into(),
-            "serve".into(),
-            "--listen".into(),
-            AUTHSERVER.into(),
-            "--dev-credentials".into(),
-            OsString::from(&authserver_credentials),
-        ],
+        authserver_args,
         &[(
             "PORTCULLIS_AUTHSERVER__DATA_DIR",
             data.join("authserver").into_os_string(),
@@ -177,7 +194,8 @@ async fn start(stack: &mut Stack, options: &Options) -> anyhow::Result<()> {
     let demo = Demo::read(&authserver)?;
 
     let gateway_config = data.join("gateway.toml");
-    write_private(&gateway_config, gateway_toml(&demo, &data)?.as_bytes())
+    let gateway_text = gateway_toml(&demo, &data, options.redis_url.as_deref())?;
+    write_private(&gateway_config, gateway_text.as_bytes())
         .with_context(|| format!("cannot write `{}`", gateway_config.display()))?;
     stack.spawn(
         "gateway",
@@ -221,6 +239,7 @@ async fn start(stack: &mut Stack, options: &Options) -> anyhow::Result<()> {
     println!(
         "\
 Portcullis is up. Data in {data}, logs in {logs}.
+The authserver keeps its records in {store}, its short-lived state {ephemeral}.
 
   gateway     http://{GATEWAY}    admin: http://{GATEWAY_ADMIN}/metrics
   authserver  {issuer}    the issuer; admin token: {admin}
@@ -236,6 +255,16 @@ Portcullis is up. Data in {data}, logs in {logs}.
 ",
         data = data.display(),
         logs = logs.display(),
+        store = if options.database_url.is_some() {
+            "the --database-url database"
+        } else {
+            "SQLite under the data directory"
+        },
+        ephemeral = if options.redis_url.is_some() {
+            "in Redis"
+        } else {
+            "in-process"
+        },
         issuer = demo.issuer,
         admin = demo.admin_token,
         user = demo.username,
@@ -293,18 +322,19 @@ impl Demo {
 }
 
 /// The gateway in front of the demo upstream: `/public` for everyone,
-/// `/api` for bearer tokens, everything else for signed-in browsers;
-/// `/public` and `/api` decided by the sidecar.
-fn gateway_toml(demo: &Demo, data: &Path) -> anyhow::Result<String> {
+/// `/api` for bearer tokens and decided by the sidecar, everything else for
+/// signed-in browsers.
+fn gateway_toml(demo: &Demo, data: &Path, redis_url: Option<&str>) -> anyhow::Result<String> {
     let cookie_secret = authserver::crypto::random_token::<32>()?;
     let s = |v: &str| Value::from(v).to_string();
+    let redis = redis_url.map_or(String::new(), |url| format!("redis_url = {}\n", s(url)));
     Ok(format!(
         r#"# Written by `portcullis up` at every start; the secrets change each time.
 listen = "{GATEWAY}"
 admin = "{GATEWAY_ADMIN}"
 shutdown_grace_secs = 2
 upgrade_sock = {sock}
-
+{redis}
 [sidecar]
 address = "http://{SIDECAR_GRPC}"
 # Roomier than the 5 ms default: a dev stack may be a debug build, and the
@@ -335,7 +365,6 @@ health_check = {{ path = "/healthz", interval_ms = 2000, timeout_ms = 1000, unhe
 path_prefix = "/public"
 upstream = "demo"
 auth = "public"
-policy = true
 
 [[routes]]
 path_prefix = "/api"

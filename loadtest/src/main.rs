@@ -1,11 +1,14 @@
-//! `loadtest gateway`: the gateway's benchmark, all in one run on this
-//! machine, against 127.0.0.1 only. It builds and starts the release
-//! binaries (echo upstream, sidecar, gateways) and nginx as the outside
-//! reference, drives each scenario with the same closed-loop client, and
-//! writes a Markdown and a JSON report with the ratios to the baselines.
+//! The load runner, against 127.0.0.1 only. `loadtest gateway`: the
+//! gateway's benchmark, all in one run on this machine: it builds and starts
+//! the release binaries (echo upstream, sidecar, gateways) and nginx as the
+//! outside reference, drives each scenario with the same closed-loop client,
+//! and writes a Markdown and a JSON report with the ratios to the baselines.
+//! `loadtest stack`: the k6 scenarios against `portcullis up`, with Envoy
+//! and nginx as baselines (`stack.rs`).
 
 mod driver;
 mod procs;
+mod stack;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,6 +40,19 @@ enum Suite {
         #[arg(long, default_value = "loadtest/reports")]
         out: PathBuf,
     },
+    /// The k6 scenarios against `portcullis up`, then the bearer workload
+    /// at full speed through the gateway, Envoy and nginx.
+    Stack {
+        /// Per k6 scenario and per full-speed run.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Connections of the full-speed runs.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Where `stack.md` and `stack.json` go.
+        #[arg(long, default_value = "loadtest/reports")]
+        out: PathBuf,
+    },
 }
 
 struct Scenario {
@@ -50,15 +66,19 @@ struct Scenario {
 }
 
 fn main() -> ExitCode {
-    let Cli {
-        suite:
-            Suite::Gateway {
-                connections,
-                seconds,
-                out,
-            },
-    } = Cli::parse();
-    match gateway_suite(connections, seconds, &out) {
+    let result = match Cli::parse().suite {
+        Suite::Gateway {
+            connections,
+            seconds,
+            out,
+        } => gateway_suite(connections, seconds, &out),
+        Suite::Stack {
+            seconds,
+            connections,
+            out,
+        } => stack::run(seconds, connections, &out),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -237,19 +257,7 @@ policy = {policy}
         .map_err(|e| e.to_string())?;
     let mut results = Vec::new();
     for s in &mut scenarios {
-        // Every scenario must work before it is measured.
-        let probe = driver_rt.block_on(driver::run(
-            &s.target,
-            1,
-            Duration::ZERO,
-            Duration::from_millis(200),
-        ));
-        if probe.requests == 0 || probe.errors > 0 {
-            return Err(format!(
-                "{}: the probe failed ({} of {} requests)",
-                s.title, probe.errors, probe.requests
-            ));
-        }
+        probe(&driver_rt, s.title, &s.target)?;
         let cpu_before: Vec<f64> = s.pids.iter().map(|p| procs::cpu_seconds(*p)).collect();
         let proxy_before = procs::cpu_seconds(s.proxy);
         eprintln!("running {} for {seconds} s ...", s.title);
@@ -271,15 +279,35 @@ policy = {policy}
     drop(issuer_rt);
 
     let report = report(&results, connections, seconds);
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let md = markdown(&report, nginx.is_none());
-    std::fs::write(out.join("gateway.md"), &md).map_err(|e| e.to_string())?;
-    std::fs::write(
-        out.join("gateway.json"),
-        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    write_report(out, "gateway", &report, &md)
+}
+
+/// `<out>/<suite>.md` and `<out>/<suite>.json`; the Markdown also on stdout.
+fn write_report(out: &Path, suite: &str, report: &Value, md: &str) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("{}: {e}", out.display());
+    std::fs::create_dir_all(out).map_err(io)?;
+    std::fs::write(out.join(format!("{suite}.md")), md).map_err(io)?;
+    let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+    std::fs::write(out.join(format!("{suite}.json")), json).map_err(io)?;
     println!("{md}");
+    Ok(())
+}
+
+/// One request must succeed before a scenario is measured.
+fn probe(rt: &tokio::runtime::Runtime, title: &str, target: &Target) -> Result<(), String> {
+    let probe = rt.block_on(driver::run(
+        target,
+        1,
+        Duration::ZERO,
+        Duration::from_millis(200),
+    ));
+    if probe.requests == 0 || probe.errors > 0 {
+        return Err(format!(
+            "{title}: the probe failed ({} of {} requests)",
+            probe.errors, probe.requests
+        ));
+    }
     Ok(())
 }
 

@@ -188,3 +188,30 @@ fn clock_ticks() -> f64 {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0)
 }
+
+/// Envoy with `config` as users copy it (its listener on 127.0.0.1:10000),
+/// one worker per core.
+pub fn envoy(bin: &Path, config: &Path) -> Result<Proc, String> {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .to_string();
+    let proc = Proc::spawn(
+        "envoy",
+        bin,
+        &[
+            "-c",
+            &config.display().to_string(),
+            "--concurrency",
+            &cores,
+            "--disable-hot-restart",
+            "--base-id",
+            "9311",
+            "-l",
+            "error",
+        ],
+        &[],
+    )?;
+    proc.wait_for(SocketAddr::from(([127, 0, 0, 1], 10000)))?;
+    Ok(proc)
+}

@@ -83,22 +83,22 @@ pub async fn answer(engine: &Engine, authn: &Authn, question: Question<'_>) -> A
         request_id: question.request_id,
         time: None,
     });
-    match claims {
-        _ if decision.allowed() => {
-            let set = claims.as_ref().map(headers::identity).unwrap_or_default();
-            let remove = headers::OWNED
-                .into_iter()
-                .filter(|h| !set.iter().any(|(k, _)| k == h))
-                .collect();
-            Answer::Allow { set, remove }
-        }
+    if decision.allowed() {
+        let set = claims.as_ref().map(headers::identity).unwrap_or_default();
+        let remove = headers::OWNED
+            .into_iter()
+            .filter(|h| !set.iter().any(|(k, _)| k == h))
+            .collect();
+        Answer::Allow { set, remove }
+    } else if claims.is_none() {
         // No verified identity: ask for one.
-        None => Answer::Deny(Denial::new(
+        Answer::Deny(Denial::new(
             401,
             "unauthenticated",
             Some("Bearer".into()),
             question.request_id,
-        )),
-        Some(_) => Answer::Deny(Denial::new(403, "forbidden", None, question.request_id)),
+        ))
+    } else {
+        Answer::Deny(Denial::new(403, "forbidden", None, question.request_id))
     }
 }

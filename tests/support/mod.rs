@@ -34,6 +34,11 @@ pub struct Up {
 impl Up {
     /// Starts `portcullis up` and waits for its `--dev-credentials` file.
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// The same with more arguments for `up`.
+    pub fn start_with(dir: &Path, args: &[&str]) -> Self {
         let stdout = dir.join("stdout.txt");
         let credentials = dir.join("credentials.json");
         let _ = std::fs::remove_file(&credentials);
@@ -44,6 +49,7 @@ impl Up {
             .arg(dir.join("data"))
             .arg("--dev-credentials")
             .arg(&credentials)
+            .args(args)
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(Stdio::inherit())
             .spawn()

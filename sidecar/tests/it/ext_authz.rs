@@ -208,3 +208,74 @@ async fn responses_carry_the_policy_version() {
     assert!(summarize(&allowed).allowed);
     assert_ne!(version(&allowed), before);
 }
+
+/// Envoy's HTTP mode, asked directly: the original method and path under
+/// `/ext_authz`, the bearer token verified by the sidecar.
+#[tokio::test]
+async fn http_mode_answers_with_headers_envoy_understands() {
+    use tokens::testing::{SigningKey, TestIssuer};
+    let key = SigningKey::es256("k1");
+    let issuer = TestIssuer::start(&[&key]).await;
+    let (sidecar, _config) = crate::support::trusting(&issuer.url);
+    let mut claims = issuer.claims("zoe");
+    claims["groups"] = json!(["staff"]);
+    let token = key.sign(&claims);
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/ext_authz", sidecar.http);
+
+    let resp = http
+        .get(format!("{base}/api/orders/o-1?fields=all"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-auth-subject"], "zoe");
+    assert_eq!(resp.headers()["x-auth-groups"], "staff");
+    // The owned headers not set are the ones Envoy must remove.
+    let mut removed: Vec<&str> = resp.headers()["x-envoy-auth-headers-to-remove"]
+        .to_str()
+        .unwrap()
+        .split(',')
+        .collect();
+    removed.sort_unstable();
+    assert_eq!(
+        removed,
+        ["x-auth-client-id", "x-auth-roles", "x-auth-scopes"]
+    );
+
+    // The original method counts: staff may read, not delete.
+    let resp = http
+        .delete(format!("{base}/api/orders/o-1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.headers().get("x-auth-subject").is_none());
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "forbidden");
+
+    // No token: 401 asking for one; a bad one: 401 naming the problem.
+    let resp = http.get(format!("{base}/api/orders")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    let resp = http
+        .get(format!("{base}/api/orders"))
+        .bearer_auth("a.b.c")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer error=\"invalid_token\"")
+    );
+
+    // Only paths under the prefix are questions.
+    let resp = http.get(format!("{base}x/api")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+}

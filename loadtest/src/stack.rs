@@ -1,0 +1,402 @@
+//! `loadtest stack`: the k6 scenarios (`loadtest/k6`) against `portcullis
+//! up` at their target rates, then the bearer workload at full speed
+//! through the gateway (JWT + sidecar), Envoy (jwt_authn + ext_authz → the
+//! same sidecar, `envoy/jwt_authn-ext_authz-grpc.yaml` unchanged), the
+//! gateway's public route and nginx, all in one run on this machine.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::driver::{self, Outcome, Target};
+use crate::procs::{self, Proc};
+
+/// The k6 scenarios in the order they run; the login flow last, as it
+/// leaves sessions behind.
+const SCENARIOS: [&str; 5] = [
+    "api_bearer",
+    "browser_session",
+    "sidecar_decisions",
+    "authserver_tokens",
+    "login_flow",
+];
+
+/// `portcullis up`'s fixed addresses, and the Envoy config's listener.
+const GATEWAY: &str = "127.0.0.1:8000";
+const UPSTREAM: &str = "127.0.0.1:3000";
+const ENVOY: &str = "127.0.0.1:10000";
+
+pub fn run(seconds: u64, connections: usize, out: &Path) -> Result<(), String> {
+    let k6 = which("k6").ok_or("k6 is not installed (scripts/install-deps.sh)")?;
+    let envoy = which("envoy").ok_or("envoy is not installed (scripts/install-deps.sh)")?;
+    let bins = procs::build_release(&[("portcullis", "portcullis")])?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let credentials = work.path().join("credentials.json");
+    let up = Stack::start(&bins[0], &root, work.path(), &credentials)?;
+    let stack: Value = serde_json::from_slice(
+        &std::fs::read(&credentials).map_err(|e| format!("{}: {e}", credentials.display()))?,
+    )
+    .map_err(|e| e.to_string())?;
+
+    let mut k6_rows = Vec::new();
+    for name in SCENARIOS {
+        eprintln!("k6 {name} for {seconds} s ...");
+        let summary = work.path().join(format!("{name}.json"));
+        let cpu_before = up.cpu();
+        let status = Command::new(&k6)
+            .args(["run", "--quiet", "--no-color", "--summary-export"])
+            .arg(&summary)
+            .arg("-e")
+            .arg(format!("PORTCULLIS_CREDENTIALS={}", credentials.display()))
+            .arg("-e")
+            .arg(format!("DURATION={seconds}s"))
+            .arg(root.join("loadtest/k6").join(format!("{name}.js")))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("k6: {e}"))?;
+        let cpu = up.cpu() - cpu_before;
+        let summary: Value = serde_json::from_slice(
+            &std::fs::read(&summary).map_err(|e| format!("{name}: no k6 summary: {e}"))?,
+        )
+        .map_err(|e| e.to_string())?;
+        k6_rows.push(k6_row(name, &summary, status.success(), cpu));
+    }
+    let memory = up.memory();
+
+    // Full speed, one workload, four ways in.
+    let token = service_token(&stack)?;
+    let _envoy = procs::envoy(&envoy, &root.join("envoy/jwt_authn-ext_authz-grpc.yaml"))?;
+    let _nginx = procs::nginx(work.path(), addr(UPSTREAM)?)?;
+    let bearer = vec![vec![(
+        "authorization".to_owned(),
+        format!("Bearer {token}"),
+    )]];
+    let mut targets = vec![
+        (
+            "gateway_jwt_sidecar",
+            "Portcullis gateway: JWT + sidecar decision",
+            Target {
+                addr: addr(GATEWAY)?,
+                path: "/api/orders".into(),
+                headers: bearer.clone(),
+            },
+        ),
+        (
+            "envoy_jwt_sidecar",
+            "Envoy 1.40: jwt_authn + ext_authz gRPC → the same sidecar",
+            Target {
+                addr: addr(ENVOY)?,
+                path: "/api/orders".into(),
+                headers: bearer,
+            },
+        ),
+        (
+            "gateway_public",
+            "Portcullis gateway: public route",
+            Target {
+                addr: addr(GATEWAY)?,
+                path: "/public/welcome".into(),
+                headers: vec![Vec::new()],
+            },
+        ),
+    ];
+    if let Some(nginx) = &_nginx {
+        targets.push((
+            "nginx",
+            "nginx: plain reverse proxy",
+            Target {
+                addr: nginx.addr,
+                path: "/public/welcome".into(),
+                headers: vec![Vec::new()],
+            },
+        ));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut speed_rows = Vec::new();
+    for (key, title, target) in &targets {
+        crate::probe(&rt, title, target)?;
+        eprintln!("{title} for {seconds} s ...");
+        let outcome = rt.block_on(driver::run(
+            target,
+            connections,
+            Duration::from_secs(1),
+            Duration::from_secs(seconds),
+        ));
+        speed_rows.push(speed_row(key, title, &outcome));
+    }
+    up.stop()?;
+
+    let rps = |key: &str| {
+        speed_rows
+            .iter()
+            .find(|r| r["scenario"] == key)
+            .and_then(|r| r["rps"].as_f64())
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some((a / b * 100.0).round() / 100.0),
+        _ => None,
+    };
+    let report = json!({
+        "suite": "stack",
+        "unix_time": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "seconds": seconds,
+        "connections": connections,
+        "k6": k6_rows,
+        "memory_mib": memory,
+        "full_speed": speed_rows,
+        "ratios": {
+            "gateway_over_envoy": ratio(rps("gateway_jwt_sidecar"), rps("envoy_jwt_sidecar")),
+            "gateway_jwt_sidecar_over_public": ratio(rps("gateway_jwt_sidecar"), rps("gateway_public")),
+            "gateway_public_over_nginx": ratio(rps("gateway_public"), rps("nginx")),
+        },
+    });
+    crate::write_report(out, "stack", &report, &markdown(&report))
+}
+
+/// `portcullis up` and its children (gateway, sidecar, authserver, demo
+/// upstream), whose CPU and memory the report charges.
+struct Stack {
+    up: Proc,
+}
+
+impl Stack {
+    fn start(bin: &Path, root: &Path, dir: &Path, credentials: &Path) -> Result<Self, String> {
+        let data = dir.join("data");
+        let up = Proc::spawn(
+            "portcullis up",
+            bin,
+            &[
+                "up",
+                "--data-dir",
+                &data.display().to_string(),
+                "--policies",
+                &root.join("policies").display().to_string(),
+                "--dev-credentials",
+                &credentials.display().to_string(),
+            ],
+            &[],
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !credentials.exists() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "`portcullis up` did not start; see the logs in {}",
+                    data.join("logs").display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Self { up })
+    }
+
+    /// The services' pids, by the command each runs.
+    fn services(&self) -> Vec<(String, u32)> {
+        let pid = self.up.pid();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+            .map(|c| {
+                let cmdline = std::fs::read(format!("/proc/{c}/cmdline")).unwrap_or_default();
+                let name = cmdline
+                    .split(|b| *b == 0)
+                    .nth(1)
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .unwrap_or_default();
+                (name, c)
+            })
+            .collect()
+    }
+
+    fn cpu(&self) -> f64 {
+        self.services()
+            .iter()
+            .map(|(_, pid)| procs::cpu_seconds(*pid))
+            .sum()
+    }
+
+    /// Peak resident memory (VmHWM) of the gateway and the sidecar so far.
+    fn memory(&self) -> Value {
+        let peak = |pid: u32| -> f64 {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
+        };
+        let services = self.services();
+        let of = |name: &str| {
+            services
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0.0, |(_, pid)| peak(*pid))
+        };
+        let (gateway, sidecar) = (of("gateway"), of("sidecar"));
+        json!({
+            "gateway": gateway,
+            "sidecar": sidecar,
+            "gateway_plus_sidecar": ((gateway + sidecar) * 10.0).round() / 10.0,
+        })
+    }
+
+    /// Ctrl-C, so `up` stops its children in order.
+    fn stop(self) -> Result<(), String> {
+        let pid = self.up.pid();
+        Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            if std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+}
+
+fn k6_row(name: &str, summary: &Value, thresholds_ok: bool, cpu: f64) -> Value {
+    let metrics = &summary["metrics"];
+    let duration = &metrics["http_req_duration"];
+    let requests = metrics["http_reqs"]["count"].as_f64().unwrap_or(0.0);
+    let ms = |v: &Value| (v.as_f64().unwrap_or(0.0) * 100.0).round() / 100.0;
+    json!({
+        "scenario": name,
+        "requests": requests,
+        "rps": (metrics["http_reqs"]["rate"].as_f64().unwrap_or(0.0) * 10.0).round() / 10.0,
+        "iterations": metrics["iterations"]["count"],
+        "p50_ms": ms(&duration["med"]),
+        "p95_ms": ms(&duration["p(95)"]),
+        "p99_ms": ms(&duration["p(99)"]),
+        "error_rate": metrics["http_req_failed"]["value"],
+        "checks_failed": metrics["checks"]["fails"],
+        "thresholds_ok": thresholds_ok,
+        "stack_cpu_us_per_request": if requests > 0.0 { (cpu / requests * 1e7).round() / 10.0 } else { 0.0 },
+    })
+}
+
+fn speed_row(key: &str, title: &str, o: &Outcome) -> Value {
+    json!({
+        "scenario": key,
+        "title": title,
+        "requests": o.requests,
+        "errors": o.errors,
+        "rps": o.rps().round(),
+        "p50_ms": o.percentile_ms(0.50),
+        "p99_ms": o.percentile_ms(0.99),
+    })
+}
+
+/// A client_credentials token of the demo service client, with curl.
+fn service_token(stack: &Value) -> Result<String, String> {
+    let service = &stack["clients"]["service"];
+    let out = Command::new("curl")
+        .args(["-s", "--fail-with-body", "-u"])
+        .arg(format!(
+            "{}:{}",
+            service["client_id"].as_str().unwrap_or(""),
+            service["client_secret"].as_str().unwrap_or("")
+        ))
+        .args([
+            "-d",
+            "grant_type=client_credentials",
+            "-d",
+            "scope=orders:read",
+        ])
+        .arg(format!("{}/token", stack["issuer"].as_str().unwrap_or("")))
+        .output()
+        .map_err(|e| format!("curl: {e}"))?;
+    let body: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "token response: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
+    body["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no access_token in {body}"))
+}
+
+fn addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse().map_err(|e| format!("{s}: {e}"))
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+fn markdown(report: &Value) -> String {
+    let mut md = format!(
+        "# Stack load test\n\n`portcullis up` (release build) on {} cores; every k6 scenario at its \
+         target rate for {} s, then the bearer workload at full speed ({} connections, the \
+         runner's closed-loop client) four ways in. Load generators share the cores.\n\n\
+         ## k6 scenarios\n\n\
+         | scenario | req/s | p50 ms | p95 ms | p99 ms | error rate | thresholds | stack CPU µs/req |\n\
+         |---|---:|---:|---:|---:|---:|---|---:|\n",
+        report["cores"], report["seconds"], report["connections"]
+    );
+    for r in report["k6"].as_array().into_iter().flatten() {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r["scenario"].as_str().unwrap_or(""),
+            r["rps"],
+            r["p50_ms"],
+            r["p95_ms"],
+            r["p99_ms"],
+            r["error_rate"],
+            if r["thresholds_ok"] == true {
+                "pass"
+            } else {
+                "**crossed**"
+            },
+            r["stack_cpu_us_per_request"],
+        ));
+    }
+    md.push_str(&format!(
+        "\nPeak resident memory after the k6 scenarios: gateway {} MiB, sidecar {} MiB, together {} MiB (target ≤ 64).\n\n\
+         ## Full speed, same token, same sidecar, same upstream\n\n\
+         | way in | req/s | p50 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|\n",
+        report["memory_mib"]["gateway"],
+        report["memory_mib"]["sidecar"],
+        report["memory_mib"]["gateway_plus_sidecar"],
+    ));
+    for r in report["full_speed"].as_array().into_iter().flatten() {
+        md.push_str(&format!(
+            "| {} | {} | {:.2} | {:.2} | {} |\n",
+            r["title"].as_str().unwrap_or(""),
+            r["rps"],
+            r["p50_ms"].as_f64().unwrap_or(0.0),
+            r["p99_ms"].as_f64().unwrap_or(0.0),
+            r["errors"],
+        ));
+    }
+    md.push_str(&format!(
+        "\n| ratio | value | target |\n|---|---:|---:|\n\
+         | gateway (JWT + sidecar) / Envoy (jwt_authn + ext_authz) | {} | ≥ 5 |\n\
+         | gateway (JWT + sidecar) / gateway public route | {} | |\n\
+         | gateway public route / nginx | {} | |\n",
+        report["ratios"]["gateway_over_envoy"],
+        report["ratios"]["gateway_jwt_sidecar_over_public"],
+        report["ratios"]["gateway_public_over_nginx"],
+    ));
+    md
+}
