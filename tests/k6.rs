@@ -43,7 +43,15 @@ fn every_k6_scenario_runs_briefly_within_its_thresholds() {
                 "PORTCULLIS_CREDENTIALS={}",
                 up.credentials_file.display()
             ))
-            .args(["-e", "DURATION=3s", "-e", "THRESHOLD_SCALE=50"])
+            // Enough VUs from the start for a slow debug build.
+            .args([
+                "-e",
+                "DURATION=3s",
+                "-e",
+                "THRESHOLD_SCALE=50",
+                "-e",
+                "VUS=16",
+            ])
             .args(["-e", &format!("RATE={rate}")])
             .arg(&script)
             .output()

@@ -8,9 +8,23 @@ mod support;
 use std::process::Command;
 
 use serde_json::Value;
-use support::{PORTS, Up, hold_ports, sh};
+use support::{Up, assert_ports_free, hold_ports, sh};
 
 /// What a new user does with what `up` prints.
+/// The authserver's signing key ids: they live in its database.
+fn key_ids(up: &Up) -> Value {
+    let jwks: Value = reqwest::blocking::get(format!("{}/jwks", up.get("issuer")))
+        .unwrap()
+        .json()
+        .unwrap();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].clone())
+        .collect()
+}
+
 fn use_the_stack(up: &Up) {
     let printed = up.printed();
     let curl = up.get("curl");
@@ -45,7 +59,23 @@ fn use_the_stack(up: &Up) {
         .header("x-auth-client-id", "demo-service")
         .send()
         .unwrap();
-    assert_eq!(resp.status(), 401, "a spoofed identity header");
+    assert_eq!(resp.status(), 401, "a spoofed identity header is no token");
+    // With a token, spoofed identity headers are replaced or removed.
+    let token = up.service_token("orders:read");
+    let seen: Value = http
+        .get(up.get("protected_url"))
+        .bearer_auth(&token)
+        .header("x-auth-client-id", "admin-console")
+        .header("x-auth-roles", "admin")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        seen["headers"]["x-auth-client-id"], "demo-service",
+        "{seen}"
+    );
+    assert!(seen["headers"].get("x-auth-roles").is_none(), "{seen}");
     let resp = http.get(up.get("public_url")).send().unwrap();
     assert_eq!(resp.status(), 200, "the public page");
     // A browser is sent to sign in at the authserver.
@@ -66,13 +96,6 @@ fn use_the_stack(up: &Up) {
     }
 }
 
-fn assert_ports_free() {
-    for port in PORTS {
-        std::net::TcpListener::bind(("127.0.0.1", port))
-            .unwrap_or_else(|e| panic!("port {port} still taken after Ctrl-C: {e}"));
-    }
-}
-
 #[test]
 fn up_serves_the_stack_as_printed_and_stops_on_ctrl_c() {
     let _ports = hold_ports();
@@ -80,6 +103,7 @@ fn up_serves_the_stack_as_printed_and_stops_on_ctrl_c() {
     let first = Up::start(dir.path());
     use_the_stack(&first);
     let password = first.credentials["user"]["password"].clone();
+    let keys = key_ids(&first);
     let status = first.interrupt();
     assert!(status.success(), "{status}");
     assert_ports_free();
@@ -87,6 +111,7 @@ fn up_serves_the_stack_as_printed_and_stops_on_ctrl_c() {
     // Again on the same data: the accounts are kept, with fresh secrets,
     // and what is printed works again.
     let second = Up::start(dir.path());
+    assert_eq!(key_ids(&second), keys, "the same database");
     assert_ne!(second.credentials["user"]["password"], password);
     use_the_stack(&second);
     assert!(second.interrupt().success());

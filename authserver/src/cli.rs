@@ -333,7 +333,7 @@ async fn serve(
         if let Some(path) = dev_credentials {
             match serde_json::to_vec_pretty(creds) {
                 Ok(json) => {
-                    if let Err(e) = write_private(path, &json) {
+                    if let Err(e) = bootstrap::secrets::write_private(path, &json) {
                         eprintln!(
                             "error: cannot write --dev-credentials `{}`: {e}",
                             path.display()
@@ -346,17 +346,4 @@ async fn serve(
     };
     crate::server::run(app, listener, on_listening, bootstrap::shutdown::signal()).await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writes secrets readable by the owner only, replacing the file atomically.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    std::io::Write::write_all(&mut file, bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

@@ -64,7 +64,7 @@ pub fn run(seconds: u64, connections: usize, out: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
         k6_rows.push(k6_row(name, &summary, status.success(), cpu));
     }
-    let memory = up.memory();
+    let memory = up.memory()?;
 
     // Full speed, one workload, four ways in.
     let token = service_token(&stack)?;
@@ -130,7 +130,7 @@ pub fn run(seconds: u64, connections: usize, out: &Path) -> Result<(), String> {
         ));
         speed_rows.push(speed_row(key, title, &outcome));
     }
-    up.stop()?;
+    drop(up);
 
     let rps = |key: &str| {
         speed_rows
@@ -163,16 +163,19 @@ pub fn run(seconds: u64, connections: usize, out: &Path) -> Result<(), String> {
     crate::write_report(out, "stack", &report, &markdown(&report))
 }
 
-/// `portcullis up` and its children (gateway, sidecar, authserver, demo
-/// upstream), whose CPU and memory the report charges.
+/// `portcullis up` and its services (gateway, sidecar, authserver, demo
+/// upstream), whose CPU and memory the report charges. Dropped, it is
+/// stopped as Ctrl-C stops it, so no service outlives the run.
 struct Stack {
     up: Proc,
+    /// Service name → pid, from the credentials `up` writes.
+    pids: Vec<(String, u32)>,
 }
 
 impl Stack {
     fn start(bin: &Path, root: &Path, dir: &Path, credentials: &Path) -> Result<Self, String> {
         let data = dir.join("data");
-        let up = Proc::spawn(
+        let mut up = Proc::spawn(
             "portcullis up",
             bin,
             &[
@@ -188,7 +191,7 @@ impl Stack {
         )?;
         let deadline = Instant::now() + Duration::from_secs(120);
         while !credentials.exists() {
-            if Instant::now() > deadline {
+            if up.exited() || Instant::now() > deadline {
                 return Err(format!(
                     "`portcullis up` did not start; see the logs in {}",
                     data.join("logs").display()
@@ -196,84 +199,75 @@ impl Stack {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(Self { up })
+        let stack: Value = serde_json::from_slice(
+            &std::fs::read(credentials).map_err(|e| format!("{}: {e}", credentials.display()))?,
+        )
+        .map_err(|e| e.to_string())?;
+        let pids = stack["pids"]
+            .as_object()
+            .ok_or("the credentials name no pids")?
+            .iter()
+            .filter_map(|(name, pid)| Some((name.clone(), u32::try_from(pid.as_u64()?).ok()?)))
+            .collect();
+        Ok(Self { up, pids })
     }
 
-    /// The services' pids, by the command each runs.
-    fn services(&self) -> Vec<(String, u32)> {
-        let pid = self.up.pid();
-        let children =
-            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        children
-            .split_whitespace()
-            .filter_map(|c| c.parse::<u32>().ok())
-            .map(|c| {
-                let cmdline = std::fs::read(format!("/proc/{c}/cmdline")).unwrap_or_default();
-                let name = cmdline
-                    .split(|b| *b == 0)
-                    .nth(1)
-                    .map(|s| String::from_utf8_lossy(s).into_owned())
-                    .unwrap_or_default();
-                (name, c)
-            })
-            .collect()
+    fn pid(&self, service: &str) -> Result<u32, String> {
+        self.pids
+            .iter()
+            .find(|(n, _)| n == service)
+            .map(|(_, pid)| *pid)
+            .ok_or_else(|| format!("`up` runs no {service}"))
     }
 
     fn cpu(&self) -> f64 {
-        self.services()
+        self.pids
             .iter()
             .map(|(_, pid)| procs::cpu_seconds(*pid))
             .sum()
     }
 
     /// Peak resident memory (VmHWM) of the gateway and the sidecar so far.
-    fn memory(&self) -> Value {
-        let peak = |pid: u32| -> f64 {
+    fn memory(&self) -> Result<Value, String> {
+        let peak = |service: &str| -> Result<f64, String> {
+            let pid = self.pid(service)?;
             std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .unwrap_or_default()
+                .map_err(|e| format!("{service}: {e}"))?
                 .lines()
                 .find_map(|l| l.strip_prefix("VmHWM:"))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-                .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
+                .map(|kb| (kb / 1024.0 * 10.0).round() / 10.0)
+                .ok_or_else(|| format!("{service}: no VmHWM"))
         };
-        let services = self.services();
-        let of = |name: &str| {
-            services
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or(0.0, |(_, pid)| peak(*pid))
-        };
-        let (gateway, sidecar) = (of("gateway"), of("sidecar"));
-        json!({
+        let (gateway, sidecar) = (peak("gateway")?, peak("sidecar")?);
+        Ok(json!({
             "gateway": gateway,
             "sidecar": sidecar,
             "gateway_plus_sidecar": ((gateway + sidecar) * 10.0).round() / 10.0,
-        })
+        }))
     }
+}
 
-    /// Ctrl-C, so `up` stops its children in order.
-    fn stop(self) -> Result<(), String> {
-        let pid = self.up.pid();
-        Command::new("kill")
-            .args(["-INT", &pid.to_string()])
-            .status()
-            .map_err(|e| e.to_string())?;
+impl Drop for Stack {
+    /// Ctrl-C, so `up` stops its services in order.
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.up.pid().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-            if std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
-            {
-                break;
-            }
+        while !self.up.exited() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(())
+        if !self.up.exited() {
+            eprintln!("warning: `portcullis up` did not stop within 30 s");
+        }
     }
 }
 
 fn k6_row(name: &str, summary: &Value, thresholds_ok: bool, cpu: f64) -> Value {
     let metrics = &summary["metrics"];
-    let duration = &metrics["http_req_duration"];
+    // The scenario's own requests (its thresholds are on these), not setup's.
+    let duration = &metrics[format!("http_req_duration{{scenario:{name}}}").as_str()];
     let requests = metrics["http_reqs"]["count"].as_f64().unwrap_or(0.0);
     let ms = |v: &Value| (v.as_f64().unwrap_or(0.0) * 100.0).round() / 100.0;
     json!({

@@ -22,6 +22,9 @@ pub struct Question<'a> {
     /// issuers are configured; otherwise the request is anonymous.
     pub claims: Option<Claims>,
     pub authorization: Option<&'a str>,
+    /// Names of the request's headers under the owned prefix (`x-auth-`):
+    /// spoofed unless we set them, so removed.
+    pub sent_owned: Vec<&'a str>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -29,9 +32,10 @@ pub enum Answer {
     Allow {
         /// Identity headers to set upstream, replacing any the client sent.
         set: Vec<(&'static str, String)>,
-        /// The other owned headers, to remove. Envoy removes after it sets,
-        /// so a header being set is never listed here.
-        remove: Vec<&'static str>,
+        /// The other owned headers and any other `x-auth-*` the client
+        /// sent, to remove. Envoy removes after it sets, so a header being
+        /// set is never listed here.
+        remove: Vec<String>,
     },
     Deny(Denial),
 }
@@ -85,10 +89,13 @@ pub async fn answer(engine: &Engine, authn: &Authn, question: Question<'_>) -> A
     });
     if decision.allowed() {
         let set = claims.as_ref().map(headers::identity).unwrap_or_default();
-        let remove = headers::OWNED
-            .into_iter()
-            .filter(|h| !set.iter().any(|(k, _)| k == h))
-            .collect();
+        let mut remove: Vec<String> = Vec::new();
+        for name in headers::OWNED.into_iter().chain(question.sent_owned) {
+            let name = name.to_ascii_lowercase();
+            if !set.iter().any(|(k, _)| *k == name) && !remove.contains(&name) {
+                remove.push(name);
+            }
+        }
         Answer::Allow { set, remove }
     } else if claims.is_none() {
         // No verified identity: ask for one.

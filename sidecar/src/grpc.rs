@@ -21,6 +21,7 @@ use crate::claims::Claims;
 use crate::config::ClaimsConfig;
 use crate::engine::Engine;
 use crate::ext_authz::{self, Answer, Denial, Question};
+use crate::headers;
 
 /// Key in `CheckResponse.dynamic_metadata` naming the policy set (content
 /// hash of the directory, entities included) that decided.
@@ -111,6 +112,12 @@ impl Authorization for ExtAuthz {
             request_id,
             claims,
             authorization: http.headers.get("authorization").map(String::as_str),
+            sent_owned: http
+                .headers
+                .keys()
+                .map(String::as_str)
+                .filter(|h| headers::is_owned(h))
+                .collect(),
         };
         let mut response = match ext_authz::answer(&self.engine, &self.authn, question).await {
             Answer::Allow { set, remove } => CheckResponse {
@@ -123,7 +130,7 @@ impl Authorization for ExtAuthz {
                         .into_iter()
                         .map(|(key, value)| header(key, value))
                         .collect(),
-                    headers_to_remove: remove.into_iter().map(str::to_owned).collect(),
+                    headers_to_remove: remove,
                     ..Default::default()
                 })),
                 ..Default::default()

@@ -10,8 +10,18 @@ pub const SCOPES: &str = "x-auth-scopes";
 pub const GROUPS: &str = "x-auth-groups";
 pub const ROLES: &str = "x-auth-roles";
 
-/// Every header the sidecar owns.
+/// Every header the sidecar sets.
 pub const OWNED: [&str; 5] = [SUBJECT, CLIENT_ID, SCOPES, GROUPS, ROLES];
+
+/// Headers under this prefix are owned by the proxy tier: whatever a client
+/// sends under it is removed upstream, names we do not set included (as the
+/// gateway does).
+pub const OWNED_PREFIX: &str = "x-auth-";
+
+pub fn is_owned(name: &str) -> bool {
+    name.get(..OWNED_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(OWNED_PREFIX))
+}
 
 /// Headers describing the verified identity. Values that could not travel
 /// safely in a header (control characters) are left out rather than mangled.

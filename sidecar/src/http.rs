@@ -100,14 +100,23 @@ async fn envoy_http(
         request_id: text(header::HeaderName::from_static("x-request-id")),
         claims: None,
         authorization: text(header::AUTHORIZATION),
+        sent_owned: headers
+            .keys()
+            .map(header::HeaderName::as_str)
+            .filter(|h| crate::headers::is_owned(h))
+            .collect(),
     };
     match ext_authz::answer(&state.engine, &state.authn, question).await {
-        Answer::Allow { set, remove } => {
+        Answer::Allow { set, mut remove } => {
             let mut response = StatusCode::OK.into_response();
             let out = response.headers_mut();
             for (name, value) in set {
-                if let Ok(value) = header::HeaderValue::from_bytes(value.as_bytes()) {
-                    out.insert(name, value);
+                match header::HeaderValue::from_bytes(value.as_bytes()) {
+                    Ok(value) => {
+                        out.insert(name, value);
+                    }
+                    // Not set, so the client's value must not survive.
+                    Err(_) => remove.push(name.to_owned()),
                 }
             }
             if let Ok(value) = header::HeaderValue::from_str(&remove.join(","))

@@ -81,6 +81,41 @@ impl Up {
         self.credentials[key].as_str().unwrap()
     }
 
+    /// A client_credentials token of the demo service client.
+    pub fn service_token(&self, scope: &str) -> String {
+        let service = &self.credentials["clients"]["service"];
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("{}/token", self.get("issuer")))
+            .basic_auth(
+                service["client_id"].as_str().unwrap(),
+                service["client_secret"].as_str(),
+            )
+            .form(&[("grant_type", "client_credentials"), ("scope", scope)])
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// The pid of one of `up`'s services (`gateway`, `sidecar`, ...).
+    pub fn service_pid(&self, service: &str) -> u32 {
+        let pid = self.credentials["pids"][service].as_u64();
+        u32::try_from(pid.unwrap_or_else(|| panic!("`up` runs no {service}"))).unwrap()
+    }
+
+    /// Waits for `up` to exit on its own.
+    pub fn exit_status(mut self) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "`portcullis up` did not exit");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Ctrl-C, as a terminal sends it.
     pub fn interrupt(mut self) -> ExitStatus {
         let status = Command::new("kill")
@@ -136,4 +171,12 @@ pub fn installed(program: &str, install: &str) -> Option<PathBuf> {
         eprintln!("SKIPPED: {program} is not installed ({install})");
     }
     found
+}
+
+/// Every port `up` uses can be bound again.
+pub fn assert_ports_free() {
+    for port in PORTS {
+        std::net::TcpListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("port {port} still taken after `up` stopped: {e}"));
+    }
 }

@@ -134,13 +134,16 @@ fn run_envoy(envoy: &Path, name: &str, ports: &[(u16, u16)], dir: &Path) -> (Env
 }
 
 /// Allowed: the upstream sees zoe's verified identity (subject, groups
-/// `staff`), never the spoofed headers sent along.
+/// `staff`), never the spoofed headers sent along, whether the sidecar
+/// sets that header (overwritten) or not (removed).
 async fn assert_zoe_reaches_the_upstream(http: &reqwest::Client, url: &str, token: &str) {
     let resp = http
         .get(url)
         .bearer_auth(token)
         .header("x-auth-subject", "admin")
         .header("x-auth-groups", "admins")
+        .header("x-auth-roles", "admin")
+        .header("x-auth-tenant", "acme")
         .send()
         .await
         .unwrap();
@@ -148,6 +151,9 @@ async fn assert_zoe_reaches_the_upstream(http: &reqwest::Client, url: &str, toke
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["headers"]["x-auth-subject"], "zoe", "{body}");
     assert_eq!(body["headers"]["x-auth-groups"], "staff", "{body}");
+    for spoofed in ["x-auth-roles", "x-auth-tenant"] {
+        assert!(body["headers"].get(spoofed).is_none(), "{spoofed}: {body}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
