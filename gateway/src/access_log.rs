@@ -54,6 +54,9 @@ pub struct AccessLog {
     dropped: IntCounter,
 }
 
+/// How often the writer drains the queue; `queue` records fit in between.
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(25);
+
 impl AccessLog {
     pub fn start(config: &AccessLogConfig, dropped: IntCounter) -> std::io::Result<Self> {
         let mut out: Box<dyn Write + Send> = if config.path == "-" {
@@ -70,16 +73,34 @@ impl AccessLog {
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
+                // Drained on a timer, never woken by a request: a blocking
+                // `recv` made every request pay a futex wake-up of this
+                // thread (the sidecar's decision log works the same way).
                 let mut buf = Vec::with_capacity(64 * 1024);
-                while let Ok(first) = records.recv() {
-                    // Batch what is waiting into one write.
-                    for r in std::iter::once(first).chain(records.try_iter()) {
-                        let _ = serde_json::to_writer(&mut buf, &render(&r));
-                        buf.push(b'\n');
+                loop {
+                    let mut open = true;
+                    loop {
+                        match records.try_recv() {
+                            Ok(r) => {
+                                let _ = serde_json::to_writer(&mut buf, &render(&r));
+                                buf.push(b'\n');
+                            }
+                            Err(mpsc::TryRecvError::Empty) => break,
+                            Err(mpsc::TryRecvError::Disconnected) => {
+                                open = false;
+                                break;
+                            }
+                        }
                     }
-                    let _ = out.write_all(&buf);
-                    let _ = out.flush();
-                    buf.clear();
+                    if !buf.is_empty() {
+                        let _ = out.write_all(&buf);
+                        let _ = out.flush();
+                        buf.clear();
+                    }
+                    if !open {
+                        return;
+                    }
+                    std::thread::sleep(DRAIN_EVERY);
                 }
             })?;
         Ok(Self { queue, dropped })
