@@ -1,8 +1,6 @@
-//! The harness of the root crate's tests: `portcullis up` run the way a new
-//! user runs it, from the repository root on the fixed ports it prints.
-//! Each test binary that starts it holds the ports for its whole run (cargo
-//! runs test binaries one after another).
-#![allow(dead_code)]
+//! The harness: `portcullis up` run the way a new user runs it, from the
+//! repository root on the fixed ports it prints. A test holds the ports
+//! (`hold_ports`) for as long as its stack runs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -34,11 +32,11 @@ pub struct Up {
 impl Up {
     /// Starts `portcullis up` and waits for its `--dev-credentials` file.
     pub fn start(dir: &Path) -> Self {
-        Self::start_with(dir, &[])
+        Self::start_with(dir, &[], &[])
     }
 
     /// The same with more arguments for `up`.
-    pub fn start_with(dir: &Path, args: &[&str]) -> Self {
+    pub fn start_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let stdout = dir.join("stdout.txt");
         let credentials = dir.join("credentials.json");
         let _ = std::fs::remove_file(&credentials);
@@ -50,6 +48,7 @@ impl Up {
             .arg("--dev-credentials")
             .arg(&credentials)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(Stdio::inherit())
             .spawn()
@@ -117,20 +116,18 @@ impl Up {
     }
 
     /// Ctrl-C, as a terminal sends it.
-    pub fn interrupt(mut self) -> ExitStatus {
+    pub fn interrupt(self) -> ExitStatus {
+        self.stop_with("INT")
+    }
+
+    /// `signal` (`INT`, `HUP`, ...) to `up`, then its exit status.
+    pub fn stop_with(self, signal: &str) -> ExitStatus {
         let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "`portcullis up` did not stop");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.exit_status()
     }
 }
 

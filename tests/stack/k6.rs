@@ -4,15 +4,12 @@
 //! fails here. Error-rate and check thresholds are the real ones; latency
 //! thresholds are scaled up for the debug build. The full runs are manual
 //! (loadtest/README.md).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::path::Path;
 use std::process::Command;
 
+use crate::support::{Up, hold_ports, installed};
 use serde_json::Value;
-use support::{Up, hold_ports, installed};
 
 #[test]
 fn every_k6_scenario_runs_briefly_within_its_thresholds() {

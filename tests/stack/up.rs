@@ -1,14 +1,12 @@
 //! `portcullis up` run the way a new user runs it: from the repository root,
 //! on the fixed ports it prints. The stack is the real binary's children:
 //! authserver (SQLite, in-process stores), sidecar, gateway, demo upstream.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
+use std::path::Path;
 use std::process::Command;
 
+use crate::support::{Up, assert_ports_free, hold_ports, sh};
 use serde_json::Value;
-use support::{Up, assert_ports_free, hold_ports, sh};
 
 /// What a new user does with what `up` prints.
 /// The authserver's signing key ids: they live in its database.
@@ -96,12 +94,24 @@ fn use_the_stack(up: &Up) {
     }
 }
 
+/// Unix permission bits of `path`.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
 #[test]
 fn up_serves_the_stack_as_printed_and_stops_on_ctrl_c() {
     let _ports = hold_ports();
     let dir = tempfile::tempdir().unwrap();
     let first = Up::start(dir.path());
     use_the_stack(&first);
+    // The demo secrets are in there: owner only.
+    let data = dir.path().join("data");
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("gateway.toml")), 0o600);
+    assert_eq!(mode(&data.join("logs/authserver.log")), 0o600);
+    assert_eq!(mode(&first.credentials_file), 0o600);
     let password = first.credentials["user"]["password"].clone();
     let keys = key_ids(&first);
     let status = first.interrupt();
@@ -109,12 +119,19 @@ fn up_serves_the_stack_as_printed_and_stops_on_ctrl_c() {
     assert_ports_free();
 
     // Again on the same data: the accounts are kept, with fresh secrets,
-    // and what is printed works again.
-    let second = Up::start(dir.path());
+    // and what is printed works again. An inherited override does not move
+    // a service; a closed terminal (SIGHUP) stops the stack too.
+    let second = Up::start_with(
+        dir.path(),
+        &[],
+        &[("PORTCULLIS_GATEWAY__ADMIN", "127.0.0.1:9999")],
+    );
     assert_eq!(key_ids(&second), keys, "the same database");
     assert_ne!(second.credentials["user"]["password"], password);
     use_the_stack(&second);
-    assert!(second.interrupt().success());
+    assert!(std::net::TcpStream::connect("127.0.0.1:9000").is_ok());
+    assert!(std::net::TcpStream::connect("127.0.0.1:9999").is_err());
+    assert!(second.stop_with("HUP").success());
     assert_ports_free();
 }
 
@@ -142,7 +159,8 @@ fn up_names_a_port_in_use() {
 /// to Redis.
 #[test]
 fn up_runs_on_postgresql_and_redis() {
-    let Some(psql) = support::installed("psql", "scripts/services.sh installs PostgreSQL") else {
+    let Some(psql) = crate::support::installed("psql", "scripts/services.sh installs PostgreSQL")
+    else {
         return;
     };
     let _ports = hold_ports();
@@ -180,6 +198,7 @@ fn up_runs_on_postgresql_and_redis() {
             "--redis-url",
             "redis://127.0.0.1:6379",
         ],
+        &[],
     );
     assert!(up.printed().contains("the --database-url database"));
     assert!(up.printed().contains("in Redis"));

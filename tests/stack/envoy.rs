@@ -3,18 +3,15 @@
 //! Envoy 1.40, the real authserver's tokens, the real sidecar deciding,
 //! either from the claims jwt_authn verified or from the token it verifies
 //! itself (ext_authz over gRPC and over HTTP).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{Up, hold_ports, installed};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
-use support::{Up, hold_ports, installed};
 
 /// The listener port in the file.
 const ENVOY: u16 = 10000;
@@ -171,5 +168,5 @@ fn every_envoy_config_protects_an_app_with_the_authservers_tokens() {
     assert_eq!(resp.status(), 503, "fail closed");
     drop(_envoy);
     assert!(!up.exit_status().success());
-    support::assert_ports_free();
+    crate::support::assert_ports_free();
 }
