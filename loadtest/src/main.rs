@@ -294,6 +294,20 @@ fn write_report(out: &Path, suite: &str, report: &Value, md: &str) -> Result<(),
     Ok(())
 }
 
+/// A measured run as a report row: volume, errors, rate, latencies.
+fn outcome_row(key: &str, title: &str, o: &Outcome) -> Value {
+    json!({
+        "scenario": key,
+        "title": title,
+        "requests": o.requests,
+        "errors": o.errors,
+        "rps": o.rps().round(),
+        "p50_ms": o.percentile_ms(0.50),
+        "p90_ms": o.percentile_ms(0.90),
+        "p99_ms": o.percentile_ms(0.99),
+    })
+}
+
 /// One request must succeed before a scenario is measured.
 fn probe(rt: &tokio::runtime::Runtime, title: &str, target: &Target) -> Result<(), String> {
     let probe = rt.block_on(driver::run(
@@ -333,18 +347,11 @@ fn report(results: &[(&str, &str, Outcome, f64, f64)], connections: usize, secon
                     0.0
                 }
             };
-            json!({
-                "scenario": key,
-                "title": title,
-                "requests": o.requests,
-                "errors": o.errors,
-                "rps": o.rps().round(),
-                "p50_ms": o.percentile_ms(0.50),
-                "p90_ms": o.percentile_ms(0.90),
-                "p99_ms": o.percentile_ms(0.99),
-                "cpu_us_per_request": (per_request(*cpu) * 10.0).round() / 10.0,
-                "proxy_cpu_us_per_request": (per_request(*proxy_cpu) * 10.0).round() / 10.0,
-            })
+            let mut row = outcome_row(key, title, o);
+            row["cpu_us_per_request"] = json!((per_request(*cpu) * 10.0).round() / 10.0);
+            row["proxy_cpu_us_per_request"] =
+                json!((per_request(*proxy_cpu) * 10.0).round() / 10.0);
+            row
         })
         .collect();
     let a = rps("a_public");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::driver::{self, Outcome, Target};
+use crate::driver::{self, Target};
 use crate::procs::{self, Proc};
 
 /// The k6 scenarios in the order they run; the login flow last, as it
@@ -128,7 +128,7 @@ pub fn run(seconds: u64, connections: usize, out: &Path) -> Result<(), String> {
             Duration::from_secs(1),
             Duration::from_secs(seconds),
         ));
-        speed_rows.push(speed_row(key, title, &outcome));
+        speed_rows.push(crate::outcome_row(key, title, &outcome));
     }
     drop(up);
 
@@ -282,18 +282,6 @@ fn k6_row(name: &str, summary: &Value, thresholds_ok: bool, cpu: f64) -> Value {
         "checks_failed": metrics["checks"]["fails"],
         "thresholds_ok": thresholds_ok,
         "stack_cpu_us_per_request": if requests > 0.0 { (cpu / requests * 1e7).round() / 10.0 } else { 0.0 },
-    })
-}
-
-fn speed_row(key: &str, title: &str, o: &Outcome) -> Value {
-    json!({
-        "scenario": key,
-        "title": title,
-        "requests": o.requests,
-        "errors": o.errors,
-        "rps": o.rps().round(),
-        "p50_ms": o.percentile_ms(0.50),
-        "p99_ms": o.percentile_ms(0.99),
     })
 }
 
