@@ -3,8 +3,7 @@
 // the sidecar decides. The full stack's target: 1,000 requests/s, p99 ≤ 5 ms,
 // no errors.
 import http from 'k6/http';
-import { check } from 'k6';
-import { stack, options as build, serviceToken } from './lib.js';
+import { stack, verify, options as build, serviceToken } from './lib.js';
 
 export const options = build('api_bearer', { rate: 1000, p95: 3, p99: 5 });
 
@@ -14,7 +13,7 @@ export function setup() {
 
 export default function ({ token }) {
   const res = http.get(stack.protected_url, { headers: { authorization: `Bearer ${token}` } });
-  check(res, {
+  verify(res, {
     'allowed with the verified identity': (r) =>
       r.status === 200 && r.json('headers')['x-auth-client-id'] === stack.clients.service.client_id,
   });

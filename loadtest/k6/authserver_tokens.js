@@ -1,8 +1,7 @@
 // The authserver's token service: a client_credentials token, then its
 // introspection (RFC 7662) by the same confidential client.
 import http from 'k6/http';
-import { check } from 'k6';
-import { stack, options as build, basic } from './lib.js';
+import { stack, verify, options as build, basic } from './lib.js';
 
 export const options = build('authserver_tokens', { rate: 200, p95: 10, p99: 20 });
 
@@ -11,9 +10,9 @@ const params = { headers: { authorization: basic(service.client_id, service.clie
 
 export default function () {
   const issued = http.post(`${stack.issuer}/token`, { grant_type: 'client_credentials', scope: 'orders:read' }, params);
-  if (!check(issued, { 'token issued': (r) => r.status === 200 })) return;
+  if (!verify(issued, { 'token issued': (r) => r.status === 200 })) return;
   const res = http.post(`${stack.issuer}/introspect`, { token: issued.json('access_token') }, params);
-  check(res, {
+  verify(res, {
     'introspected as active': (r) =>
       r.status === 200 && r.json('active') === true && r.json('client_id') === service.client_id,
   });

@@ -2,8 +2,8 @@
 // once (through the authserver's real pages), then page requests carrying
 // the gateway's sealed session cookie.
 import http from 'k6/http';
-import { check, fail } from 'k6';
-import { stack, options as build, signIn } from './lib.js';
+import { fail } from 'k6';
+import { stack, verify, options as build, signIn } from './lib.js';
 
 export const options = build('browser_session', { rate: 500, p95: 4, p99: 8 });
 
@@ -23,7 +23,7 @@ export default function ({ cookie }) {
     headers: { cookie, accept: 'text/html' },
     redirects: 0,
   });
-  check(res, {
+  verify(res, {
     'the signed-in user reaches the app': (r) =>
       r.status === 200 && r.json('headers')['x-auth-subject'] !== undefined,
   });

@@ -59,6 +59,36 @@ export function options(name, { rate, p95, p99, vus }) {
   };
 }
 
+// `check`, and when a check fails, one line on stderr naming the request
+// and its status (or k6's transport error), so a run's report can say what
+// failed; at most ten lines per VU. A predicate that throws (say, a JSON
+// field of a body that is not JSON) fails its check instead of aborting
+// the iteration.
+let failuresLogged = 0;
+export function verify(res, predicates) {
+  const failed = [];
+  const checks = {};
+  for (const [name, predicate] of Object.entries(predicates)) {
+    checks[name] = (r) => {
+      let ok = false;
+      try {
+        ok = Boolean(predicate(r));
+      } catch (_) {
+        ok = false;
+      }
+      if (!ok) failed.push(name);
+      return ok;
+    };
+  }
+  const ok = check(res, checks);
+  if (!ok && failuresLogged < 10) {
+    failuresLogged += 1;
+    const why = res.error ? `${res.error_code} ${res.error}` : String(res.body || '').slice(0, 200);
+    console.error(`FAILED ${res.request.method} ${res.url} -> ${res.status} [${failed.join('; ')}] ${why}`);
+  }
+  return ok;
+}
+
 // A client_credentials token of the demo service client.
 export function serviceToken(scope) {
   const service = stack.clients.service;
@@ -85,7 +115,7 @@ function hidden(res, name) {
 // jar; returns the final response.
 export function signIn(page) {
   const login = http.get(page, { headers: { accept: 'text/html' } });
-  if (!check(login, { 'login page': (r) => r.status === 200 && r.body.includes('action="/login"') })) {
+  if (!verify(login, { 'login page': (r) => r.status === 200 && r.body.includes('action="/login"') })) {
     return login;
   }
   let res = http.post(`${stack.issuer}/login`, {

@@ -4,8 +4,7 @@
 // asked, the gateway's callback exchanges the code (PKCE) and the user
 // lands on the page first asked for.
 import http from 'k6/http';
-import { check } from 'k6';
-import { stack, options as build, signIn } from './lib.js';
+import { stack, verify, options as build, signIn } from './lib.js';
 
 export const options = build('login_flow', { rate: 5, p95: 300, p99: 500, vus: 4 });
 
@@ -13,7 +12,7 @@ export default function () {
   // Cookies are not per port: this clears the gateway's and the authserver's.
   http.cookieJar().clear(stack.browser_url);
   const res = signIn(`${stack.browser_url}?from=k6`);
-  check(res, {
+  verify(res, {
     'signed in and back on the first page': (r) =>
       r.status === 200 && r.json('headers')['x-auth-subject'] !== undefined && r.url.endsWith('?from=k6'),
   });

@@ -2,7 +2,6 @@
 // the request and verified claims in, allow or deny out. A mix of allowed
 // and denied requests; each answer must be the expected one.
 import http from 'k6/http';
-import { check } from 'k6';
 import { stack, options as build } from './lib.js';
 
 export const options = build('sidecar_decisions', { rate: 2000, p95: 3, p99: 5 });
@@ -22,7 +21,7 @@ const params = { headers: { 'content-type': 'application/json' } };
 export default function () {
   const c = cases[(__ITER + __VU) % cases.length];
   const res = http.post(url, c.body, params);
-  check(res, {
+  verify(res, {
     'the expected decision': (r) => r.status === 200 && (r.json('decision') === 'Allow') === c.allow,
   });
 }

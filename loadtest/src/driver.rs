@@ -3,6 +3,7 @@
 //! for a fixed time after a warm-up. It runs on one thread so its own cost
 //! is bounded and the same for every target.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,9 @@ pub struct Outcome {
     pub requests: u64,
     /// Transport errors and any status other than 200.
     pub errors: u64,
+    /// The errors by kind (`status 503`, `connect`, ...), so a report can
+    /// say what failed, not only how often.
+    pub failures: BTreeMap<String, u64>,
     pub seconds: f64,
     latencies_us: Vec<u32>,
 }
@@ -66,30 +70,66 @@ pub async fn run(
         ..Outcome::default()
     };
     for task in tasks {
-        if let Ok((requests, errors, latencies)) = task.await {
-            out.requests += requests;
-            out.errors += errors;
-            out.latencies_us.extend(latencies);
-        } else {
-            out.errors += 1;
+        match task.await {
+            Ok(tally) => {
+                out.requests += tally.requests;
+                out.latencies_us.extend(tally.latencies_us);
+                for (kind, n) in tally.failures {
+                    out.errors += n;
+                    *out.failures.entry(kind.to_owned()).or_default() += n;
+                }
+            }
+            Err(_) => {
+                out.errors += 1;
+                *out.failures.entry("driver task".into()).or_default() += 1;
+            }
         }
     }
     out.latencies_us.sort_unstable();
     out
 }
 
-async fn connection(
-    target: &Target,
-    index: usize,
-    measure_from: Instant,
-    stop: Instant,
-) -> (u64, u64, Vec<u32>) {
-    let (mut requests, mut errors) = (0u64, 0u64);
-    let mut latencies = Vec::with_capacity(100_000);
+/// One connection's share of the outcome.
+struct Tally {
+    requests: u64,
+    latencies_us: Vec<u32>,
+    failures: BTreeMap<&'static str, u64>,
+}
+
+/// A failed request's kind, from its status or the transport error.
+fn failure(answer: &Result<hyper::StatusCode, hyper::Error>) -> Option<&'static str> {
+    match answer {
+        Ok(status) if *status == 200 => None,
+        Ok(status) if status.is_server_error() => Some(match status.as_u16() {
+            502 => "status 502",
+            503 => "status 503",
+            504 => "status 504",
+            _ => "status 5xx",
+        }),
+        Ok(status) => Some(match status.as_u16() {
+            401 => "status 401",
+            403 => "status 403",
+            429 => "status 429",
+            _ => "status other",
+        }),
+        Err(e) if e.is_incomplete_message() => Some("connection closed mid-response"),
+        Err(e) if e.is_closed() || e.is_canceled() => Some("connection closed"),
+        Err(_) => Some("transport error"),
+    }
+}
+
+async fn connection(target: &Target, index: usize, measure_from: Instant, stop: Instant) -> Tally {
+    let mut tally = Tally {
+        requests: 0,
+        latencies_us: Vec::with_capacity(100_000),
+        failures: BTreeMap::new(),
+    };
+    let mut failures = BTreeMap::new();
+    let mut fail = |kind: &'static str| *failures.entry(kind).or_default() += 1;
     let headers = &target.headers[index % target.headers.len().max(1)];
     'reconnect: while Instant::now() < stop {
         let Ok(stream) = tokio::net::TcpStream::connect(target.addr).await else {
-            errors += 1;
+            fail("connect");
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
@@ -97,7 +137,7 @@ async fn connection(
         let Ok((mut sender, conn)) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
         else {
-            errors += 1;
+            fail("handshake");
             continue;
         };
         tokio::spawn(conn);
@@ -111,25 +151,31 @@ async fn connection(
                 request = request.header(k.as_str(), v.as_str());
             }
             let Ok(request) = request.body(Empty::<Bytes>::new()) else {
-                errors += 1;
+                fail("request");
                 break 'reconnect;
             };
-            let ok = match sender.send_request(request).await {
+            let answer = match sender.send_request(request).await {
                 Ok(resp) => {
                     let status = resp.status();
-                    resp.into_body().collect().await.is_ok() && status == 200
+                    resp.into_body().collect().await.map(|_| status)
                 }
-                Err(_) => false,
+                Err(e) => Err(e),
             };
+            let failed = failure(&answer);
             if began >= measure_from {
-                requests += 1;
-                errors += u64::from(!ok);
-                latencies.push(began.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                tally.requests += 1;
+                tally
+                    .latencies_us
+                    .push(began.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                if let Some(kind) = failed {
+                    fail(kind);
+                }
             }
-            if !ok {
+            if failed.is_some() {
                 continue 'reconnect;
             }
         }
     }
-    (requests, errors, latencies)
+    tally.failures = failures;
+    tally
 }

@@ -53,6 +53,22 @@ enum Suite {
         #[arg(long, default_value = "loadtest/reports")]
         out: PathBuf,
     },
+    /// Drive one URL with the closed-loop client and print the outcome:
+    /// for profiling a running service (e.g. under `perf record`).
+    Drive {
+        /// A loopback address, e.g. 127.0.0.1:8000.
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// `name: value`, repeatable.
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 struct Scenario {
@@ -77,6 +93,13 @@ fn main() -> ExitCode {
             connections,
             out,
         } => stack::run(seconds, connections, &out),
+        Suite::Drive {
+            addr,
+            path,
+            headers,
+            connections,
+            seconds,
+        } => drive(addr, path, &headers, connections, seconds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,6 +108,48 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn drive(
+    addr: std::net::SocketAddr,
+    path: String,
+    headers: &[String],
+    connections: usize,
+    seconds: u64,
+) -> Result<(), String> {
+    if !addr.ip().is_loopback() {
+        return Err(format!("{addr}: load goes to 127.0.0.0/8 only"));
+    }
+    let headers = headers
+        .iter()
+        .map(|h| {
+            h.split_once(':')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .ok_or_else(|| format!("--header `{h}`: expected `name: value`"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let target = Target {
+        addr,
+        path,
+        headers: vec![headers],
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    probe(&rt, "drive", &target)?;
+    let outcome = rt.block_on(driver::run(
+        &target,
+        connections,
+        Duration::from_secs(1),
+        Duration::from_secs(seconds),
+    ));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&outcome_row("drive", "drive", &outcome))
+            .map_err(|e| e.to_string())?
+    );
+    Ok(())
 }
 
 fn gateway_suite(connections: usize, seconds: u64, out: &Path) -> Result<(), String> {
@@ -301,11 +366,28 @@ fn outcome_row(key: &str, title: &str, o: &Outcome) -> Value {
         "title": title,
         "requests": o.requests,
         "errors": o.errors,
+        "failures": o.failures,
         "rps": o.rps().round(),
         "p50_ms": o.percentile_ms(0.50),
         "p90_ms": o.percentile_ms(0.90),
         "p99_ms": o.percentile_ms(0.99),
     })
+}
+
+/// A row's error count, with what failed when anything did:
+/// `9 (status 503: 9)`.
+fn errors_cell(row: &Value) -> String {
+    let kinds: Vec<String> = row["failures"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(kind, n)| format!("{kind}: {n}"))
+        .collect();
+    if kinds.is_empty() {
+        row["errors"].to_string()
+    } else {
+        format!("{} ({})", row["errors"], kinds.join(", "))
+    }
 }
 
 /// One request must succeed before a scenario is measured.
@@ -399,7 +481,7 @@ fn markdown(report: &Value, nginx_missing: bool) -> String {
             r["p50_ms"].as_f64().unwrap_or(0.0),
             r["p90_ms"].as_f64().unwrap_or(0.0),
             r["p99_ms"].as_f64().unwrap_or(0.0),
-            r["errors"],
+            errors_cell(r),
             r["cpu_us_per_request"],
             r["proxy_cpu_us_per_request"],
         ));

@@ -45,6 +45,7 @@ pub fn run(seconds: u64, connections: usize, out: &Path) -> Result<(), String> {
     for name in SCENARIOS {
         eprintln!("k6 {name} for {seconds} s ...");
         let summary = work.path().join(format!("{name}.json"));
+        let log = work.path().join(format!("{name}.log"));
         let cpu_before = up.cpu();
         let status = Command::new(&k6)
             .args(["run", "--quiet", "--no-color", "--summary-export"])
@@ -55,6 +56,7 @@ pub fn run(seconds: u64, connections: usize, out: &Path) -> Result<(), String> {
             .arg(format!("DURATION={seconds}s"))
             .arg(root.join("loadtest/k6").join(format!("{name}.js")))
             .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?)
             .status()
             .map_err(|e| format!("k6: {e}"))?;
         let cpu = up.cpu() - cpu_before;
@@ -62,7 +64,9 @@ pub fn run(seconds: u64, connections: usize, out: &Path) -> Result<(), String> {
             &std::fs::read(&summary).map_err(|e| format!("{name}: no k6 summary: {e}"))?,
         )
         .map_err(|e| e.to_string())?;
-        k6_rows.push(k6_row(name, &summary, status.success(), cpu));
+        let mut row = k6_row(name, &summary, status.success(), cpu);
+        row["failures"] = failures(&std::fs::read_to_string(&log).unwrap_or_default()).into();
+        k6_rows.push(row);
     }
     let memory = up.memory()?;
 
@@ -285,6 +289,21 @@ fn k6_row(name: &str, summary: &Value, thresholds_ok: bool, cpu: f64) -> Value {
     })
 }
 
+/// What the scenario's `verify` logged about failed requests (`FAILED GET
+/// url -> 503 [...] body`), the first few, so a crossed threshold has a
+/// cause in the report.
+fn failures(k6_stderr: &str) -> Vec<String> {
+    k6_stderr
+        .lines()
+        .filter_map(|line| {
+            let at = line.find("FAILED ")?;
+            let msg = &line[at..];
+            Some(msg.split("\" source=console").next().unwrap_or(msg).to_owned())
+        })
+        .take(5)
+        .collect()
+}
+
 /// A client_credentials token of the demo service client, with curl.
 fn service_token(stack: &Value) -> Result<String, String> {
     let service = &stack["clients"]["service"];
@@ -353,6 +372,21 @@ fn markdown(report: &Value) -> String {
             r["stack_cpu_us_per_request"],
         ));
     }
+    let failed: String = report["k6"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| {
+            let scenario = r["scenario"].as_str().unwrap_or("");
+            r["failures"].as_array().into_iter().flatten().map(move |f| {
+                format!("- {scenario}: `{}`\n", f.as_str().unwrap_or(""))
+            })
+        })
+        .collect();
+    if !failed.is_empty() {
+        md.push_str("\nFailed requests, as the scenarios logged them:\n\n");
+        md.push_str(&failed);
+    }
     md.push_str(&format!(
         "\nPeak resident memory after the k6 scenarios: gateway {} MiB, sidecar {} MiB, together {} MiB (target ≤ 64).\n\n\
          ## Full speed, same token, same sidecar, same upstream\n\n\
@@ -368,7 +402,7 @@ fn markdown(report: &Value) -> String {
             r["rps"],
             r["p50_ms"].as_f64().unwrap_or(0.0),
             r["p99_ms"].as_f64().unwrap_or(0.0),
-            r["errors"],
+            crate::errors_cell(r),
         ));
     }
     md.push_str(&format!(
@@ -381,4 +415,26 @@ fn markdown(report: &Value) -> String {
         report["ratios"]["gateway_public_over_nginx"],
     ));
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failures;
+
+    #[test]
+    fn failures_are_read_from_k6_console_lines() {
+        let log = concat!(
+            "time=\"2026-11-29T17:53:51Z\" level=info msg=\"setup\" source=console\n",
+            "time=\"2026-11-29T17:53:51Z\" level=error msg=\"FAILED GET http://127.0.0.1:8000/api/orders -> 503 ",
+            "[allowed with the verified identity] {\\\"error\\\":\\\"sidecar\\\"}\" source=console\n",
+        );
+        assert_eq!(
+            failures(log),
+            [
+                "FAILED GET http://127.0.0.1:8000/api/orders -> 503 [allowed with the verified identity] \
+                 {\\\"error\\\":\\\"sidecar\\\"}"
+            ]
+        );
+        assert!(failures("time=\"x\" level=info msg=\"fine\"\n").is_empty());
+    }
 }
