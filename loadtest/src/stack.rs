@@ -298,7 +298,12 @@ fn failures(k6_stderr: &str) -> Vec<String> {
         .filter_map(|line| {
             let at = line.find("FAILED ")?;
             let msg = &line[at..];
-            Some(msg.split("\" source=console").next().unwrap_or(msg).to_owned())
+            Some(
+                msg.split("\" source=console")
+                    .next()
+                    .unwrap_or(msg)
+                    .to_owned(),
+            )
         })
         .take(5)
         .collect()
@@ -378,9 +383,11 @@ fn markdown(report: &Value) -> String {
         .flatten()
         .flat_map(|r| {
             let scenario = r["scenario"].as_str().unwrap_or("");
-            r["failures"].as_array().into_iter().flatten().map(move |f| {
-                format!("- {scenario}: `{}`\n", f.as_str().unwrap_or(""))
-            })
+            r["failures"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |f| format!("- {scenario}: `{}`\n", f.as_str().unwrap_or("")))
         })
         .collect();
     if !failed.is_empty() {

@@ -1,9 +1,11 @@
 //! The whole stack as users meet it: `portcullis up` from the repository
 //! root (`up`), every Envoy config in front of it (`envoy`), and a short run
-//! of every k6 scenario against it (`k6`). One test binary, so the tests
+//! of every k6 scenario against it (`k6`); and the production configs and
+//! manifests of `deploy/` (`deploy`). One test binary, so the tests
 //! share one lock on the fixed ports.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod deploy;
 mod envoy;
 mod k6;
 mod support;

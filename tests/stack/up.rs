@@ -140,13 +140,16 @@ fn up_names_a_port_in_use() {
     let _ports = hold_ports();
     let _taken = std::net::TcpListener::bind("127.0.0.1:9191").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    // Under `timeout`: were the check gone, `up` would start and never end.
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(env!("CARGO_BIN_EXE_portcullis"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["up", "--data-dir"])
         .arg(dir.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(1), "124 is the timeout");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("127.0.0.1:9191 (sidecar gRPC) is not free"),
