@@ -2,7 +2,7 @@
 // the request and verified claims in, allow or deny out. A mix of allowed
 // and denied requests; each answer must be the expected one.
 import http from 'k6/http';
-import { stack, options as build } from './lib.js';
+import { stack, verify, options as build } from './lib.js';
 
 export const options = build('sidecar_decisions', { rate: 2000, p95: 3, p99: 5 });
 

@@ -256,7 +256,6 @@ fn manifests_mount_what_the_services_read() {
         .iter()
         .flat_map(|f| yaml_documents(f))
         .collect();
-    let mut checked = 0;
     for name in ["gateway", "sidecar", "authserver"] {
         let (pod, c) = (pod_of(&docs, name), container(&docs, name));
         let args: Vec<&str> = c["args"]
@@ -278,9 +277,7 @@ fn manifests_mount_what_the_services_read() {
             root().join(format!("deploy/config/{name}.toml")),
             "`{name}` is given another service's config"
         );
-        checked += 1;
     }
-    assert_eq!(checked, 3);
 
     // The sidecar's policy directory holds every policy file of policies/.
     let sidecar: toml::Table = toml::from_str(
