@@ -71,6 +71,11 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     pub name: String,
+    /// `ip:port` or `host:port`. A name is resolved once, when the config
+    /// is loaded, to every address it has (as nginx does without
+    /// `resolve`): right for a Kubernetes Service's stable cluster IP, not
+    /// for a name whose addresses change while the gateway runs.
+    #[serde(deserialize_with = "resolve_addresses")]
     pub addresses: Vec<SocketAddr>,
     /// Giving up on a TCP connect (then the next address, for idempotent
     /// requests).
@@ -375,6 +380,39 @@ impl Default for Config {
     }
 }
 
+fn resolve_addresses<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<SocketAddr>, D::Error> {
+    let mut out = Vec::new();
+    for address in Vec::<String>::deserialize(deserializer)? {
+        for addr in resolve(&address).map_err(serde::de::Error::custom)? {
+            if !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One configured upstream address: an `ip:port` as it is, a `host:port`
+/// through the system's resolver.
+fn resolve(address: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(addr) = address.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+        _ => return Err(format!("`{address}` is not ip:port or host:port")),
+    }
+    let found: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(address)
+        .map_err(|e| format!("`{address}` does not resolve: {e}"))?
+        .collect();
+    if found.is_empty() {
+        return Err(format!("`{address}` resolves to no address"));
+    }
+    Ok(found)
+}
+
 impl Config {
     pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
         let config: Self = bootstrap::load("GATEWAY", file, std::env::vars())?;
@@ -615,5 +653,40 @@ impl SessionConfig {
             return Err(ConfigError::invalid("session.lifetime_secs", "at least 60"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve;
+
+    #[test]
+    fn upstream_addresses_are_ip_port_or_resolvable_host_port() {
+        assert_eq!(
+            resolve("127.0.0.1:3000").unwrap(),
+            ["127.0.0.1:3000".parse().unwrap()]
+        );
+        assert_eq!(
+            resolve("[::1]:3000").unwrap(),
+            ["[::1]:3000".parse().unwrap()]
+        );
+        let local = resolve("localhost:3000").unwrap();
+        assert!(
+            local
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 3000),
+            "{local:?}"
+        );
+        assert!(!local.is_empty());
+        for bad in ["app", "app:", ":80", "app:http", "app:70000"] {
+            let e = resolve(bad).unwrap_err();
+            assert!(
+                e.contains("is not ip:port or host:port") && e.contains(bad),
+                "{bad}: {e}"
+            );
+        }
+        // RFC 6761: `.invalid` never resolves.
+        let e = resolve("upstream.invalid:80").unwrap_err();
+        assert!(e.contains("`upstream.invalid:80` does not resolve"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! Upstream pools: active health checks take a dead address out of
 //! rotation (so even non-retryable requests succeed) and bring it back;
-//! consistent hashing keeps each user on one address.
+//! consistent hashing keeps each user on one address; a host name is
+//! resolved at start.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -119,4 +120,28 @@ auth = "jwt"
     assert!(by_subject.values().all(|s| s.len() == 1), "{by_subject:?}");
     let used: BTreeSet<&String> = by_subject.values().flatten().collect();
     assert!(used.len() >= 2, "spread: {used:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_name_upstream_is_resolved_at_start() {
+    let live = echo_upstream().await;
+    let gw = start(&format!(
+        r#"
+[[upstreams]]
+name = "app"
+addresses = ["localhost:{}"]
+
+[[routes]]
+path_prefix = "/"
+upstream = "app"
+auth = "public"
+"#,
+        live.port()
+    ));
+    let resp = reqwest::get(format!("http://{}/by-name", gw.addr))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen: Value = resp.json().await.unwrap();
+    assert_eq!(seen["path"], "/by-name");
 }
