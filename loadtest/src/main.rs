@@ -36,6 +36,11 @@ enum Suite {
         connections: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Every scenario runs this many times, interleaved; the report
+        /// keeps each one's median round (this machine's speed drifts
+        /// within a minute, so one round each compares different moments).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Where `gateway.md` and `gateway.json` go.
         #[arg(long, default_value = "loadtest/reports")]
         out: PathBuf,
@@ -86,8 +91,9 @@ fn main() -> ExitCode {
         Suite::Gateway {
             connections,
             seconds,
+            rounds,
             out,
-        } => gateway_suite(connections, seconds, &out),
+        } => gateway_suite(connections, seconds, rounds.max(1), &out),
         Suite::Stack {
             seconds,
             connections,
@@ -152,7 +158,12 @@ fn drive(
     Ok(())
 }
 
-fn gateway_suite(connections: usize, seconds: u64, out: &Path) -> Result<(), String> {
+fn gateway_suite(
+    connections: usize,
+    seconds: u64,
+    rounds: usize,
+    out: &Path,
+) -> Result<(), String> {
     let bins = procs::build_release(&[
         ("portcullis-gateway", "gateway"),
         ("portcullis-sidecar", "sidecar"),
@@ -320,30 +331,43 @@ policy = {policy}
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let mut results = Vec::new();
-    for s in &mut scenarios {
+    for s in &scenarios {
         probe(&driver_rt, s.title, &s.target)?;
-        let cpu_before: Vec<f64> = s.pids.iter().map(|p| procs::cpu_seconds(*p)).collect();
-        let proxy_before = procs::cpu_seconds(s.proxy);
-        eprintln!("running {} for {seconds} s ...", s.title);
-        let outcome = driver_rt.block_on(driver::run(
-            &s.target,
-            connections,
-            Duration::from_secs(1),
-            Duration::from_secs(seconds),
-        ));
-        let cpu: f64 = s
-            .pids
-            .iter()
-            .zip(cpu_before)
-            .map(|(p, before)| procs::cpu_seconds(*p) - before)
-            .sum();
-        let proxy_cpu = procs::cpu_seconds(s.proxy) - proxy_before;
-        results.push((s.key, s.title, outcome, cpu, proxy_cpu));
+    }
+    // rounds × scenarios, interleaved: a.1 b.1 ... a.2 b.2 ...
+    let mut measured: Vec<Vec<(Outcome, f64, f64)>> =
+        scenarios.iter().map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        for (s, runs) in scenarios.iter().zip(&mut measured) {
+            let cpu_before: Vec<f64> = s.pids.iter().map(|p| procs::cpu_seconds(*p)).collect();
+            let proxy_before = procs::cpu_seconds(s.proxy);
+            eprintln!("round {round}/{rounds}: {} for {seconds} s ...", s.title);
+            let outcome = driver_rt.block_on(driver::run(
+                &s.target,
+                connections,
+                Duration::from_secs(1),
+                Duration::from_secs(seconds),
+            ));
+            let cpu: f64 = s
+                .pids
+                .iter()
+                .zip(cpu_before)
+                .map(|(p, before)| procs::cpu_seconds(*p) - before)
+                .sum();
+            let proxy_cpu = procs::cpu_seconds(s.proxy) - proxy_before;
+            runs.push((outcome, cpu, proxy_cpu));
+        }
+    }
+    let mut results = Vec::new();
+    for (s, mut runs) in scenarios.iter().zip(measured) {
+        runs.sort_by(|x, y| x.0.rps().total_cmp(&y.0.rps()));
+        let every_round: Vec<f64> = runs.iter().map(|r| r.0.rps().round()).collect();
+        let (outcome, cpu, proxy_cpu) = runs.swap_remove(runs.len() / 2);
+        results.push((s.key, s.title, outcome, cpu, proxy_cpu, every_round));
     }
     drop(issuer_rt);
 
-    let report = report(&results, connections, seconds);
+    let report = report(&results, connections, seconds, rounds);
     let md = markdown(&report, nginx.is_none());
     write_report(out, "gateway", &report, &md)
 }
@@ -407,7 +431,11 @@ fn probe(rt: &tokio::runtime::Runtime, title: &str, target: &Target) -> Result<(
     Ok(())
 }
 
-fn report(results: &[(&str, &str, Outcome, f64, f64)], connections: usize, seconds: u64) -> Value {
+/// Per scenario: key, title, its median round (outcome, CPU seconds of its
+/// processes, of the proxy alone) and every round's rate.
+type Measured<'a> = (&'a str, &'a str, Outcome, f64, f64, Vec<f64>);
+
+fn report(results: &[Measured], connections: usize, seconds: u64, rounds: usize) -> Value {
     let rps = |key: &str| results.iter().find(|r| r.0 == key).map(|r| r.2.rps());
     let p99 = |key: &str| {
         results
@@ -421,7 +449,7 @@ fn report(results: &[(&str, &str, Outcome, f64, f64)], connections: usize, secon
     };
     let rows: Vec<Value> = results
         .iter()
-        .map(|(key, title, o, cpu, proxy_cpu)| {
+        .map(|(key, title, o, cpu, proxy_cpu, every_round)| {
             let per_request = |s: f64| {
                 if o.requests > 0 {
                     s / o.requests as f64 * 1e6
@@ -433,6 +461,7 @@ fn report(results: &[(&str, &str, Outcome, f64, f64)], connections: usize, secon
             row["cpu_us_per_request"] = json!((per_request(*cpu) * 10.0).round() / 10.0);
             row["proxy_cpu_us_per_request"] =
                 json!((per_request(*proxy_cpu) * 10.0).round() / 10.0);
+            row["rps_every_round"] = json!(every_round);
             row
         })
         .collect();
@@ -443,6 +472,7 @@ fn report(results: &[(&str, &str, Outcome, f64, f64)], connections: usize, secon
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "connections": connections,
         "seconds": seconds,
+        "rounds": rounds,
         "client": "loadtest driver: one thread, HTTP/1.1 keep-alive, closed loop",
         "results": rows,
         "ratios": {
@@ -465,17 +495,20 @@ fn report(results: &[(&str, &str, Outcome, f64, f64)], connections: usize, secon
 
 fn markdown(report: &Value, nginx_missing: bool) -> String {
     let mut md = format!(
-        "# Gateway load test\n\n{} cores, {} connections, {} s per scenario after 1 s warm-up; {}.\n\n\
-         | scenario | req/s | p50 ms | p90 ms | p99 ms | errors | CPU µs/req (all) | CPU µs/req (proxy) |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "# Gateway load test\n\n{} cores, {} connections, {} s per scenario after 1 s warm-up, \
+         {} interleaved rounds; each row is the scenario's median round (every round's req/s in \
+         the last column); {}.\n\n\
+         | scenario | req/s | p50 ms | p90 ms | p99 ms | errors | CPU µs/req (all) | CPU µs/req (proxy) | req/s each round |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---|\n",
         report["cores"],
         report["connections"],
         report["seconds"],
+        report["rounds"],
         report["client"].as_str().unwrap_or("")
     );
     for r in report["results"].as_array().into_iter().flatten() {
         md.push_str(&format!(
-            "| {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} |\n",
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |\n",
             r["title"].as_str().unwrap_or(""),
             r["rps"],
             r["p50_ms"].as_f64().unwrap_or(0.0),
@@ -484,6 +517,13 @@ fn markdown(report: &Value, nginx_missing: bool) -> String {
             errors_cell(r),
             r["cpu_us_per_request"],
             r["proxy_cpu_us_per_request"],
+            r["rps_every_round"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
         ));
     }
     md.push_str("\n| ratio | value | target |\n|---|---:|---:|\n");
