@@ -47,6 +47,14 @@ impl Outcome {
     }
 }
 
+/// The single thread the driver runs on.
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the driver's runtime: {e}"))
+}
+
 /// Drive `target` and collect the outcome. Runs on the caller's runtime
 /// (meant to be a current-thread one).
 pub async fn run(
@@ -76,7 +84,7 @@ pub async fn run(
                 out.latencies_us.extend(tally.latencies_us);
                 for (kind, n) in tally.failures {
                     out.errors += n;
-                    *out.failures.entry(kind.to_owned()).or_default() += n;
+                    *out.failures.entry(kind).or_default() += n;
                 }
             }
             Err(_) => {
@@ -93,28 +101,23 @@ pub async fn run(
 struct Tally {
     requests: u64,
     latencies_us: Vec<u32>,
-    failures: BTreeMap<&'static str, u64>,
+    failures: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn fail(&mut self, kind: impl Into<String>) {
+        *self.failures.entry(kind.into()).or_default() += 1;
+    }
 }
 
 /// A failed request's kind, from its status or the transport error.
-fn failure(answer: &Result<hyper::StatusCode, hyper::Error>) -> Option<&'static str> {
+fn failure(answer: &Result<hyper::StatusCode, hyper::Error>) -> Option<String> {
     match answer {
         Ok(status) if *status == 200 => None,
-        Ok(status) if status.is_server_error() => Some(match status.as_u16() {
-            502 => "status 502",
-            503 => "status 503",
-            504 => "status 504",
-            _ => "status 5xx",
-        }),
-        Ok(status) => Some(match status.as_u16() {
-            401 => "status 401",
-            403 => "status 403",
-            429 => "status 429",
-            _ => "status other",
-        }),
-        Err(e) if e.is_incomplete_message() => Some("connection closed mid-response"),
-        Err(e) if e.is_closed() || e.is_canceled() => Some("connection closed"),
-        Err(_) => Some("transport error"),
+        Ok(status) => Some(format!("status {}", status.as_u16())),
+        Err(e) if e.is_incomplete_message() => Some("connection closed mid-response".into()),
+        Err(e) if e.is_closed() || e.is_canceled() => Some("connection closed".into()),
+        Err(_) => Some("transport error".into()),
     }
 }
 
@@ -124,12 +127,10 @@ async fn connection(target: &Target, index: usize, measure_from: Instant, stop: 
         latencies_us: Vec::with_capacity(100_000),
         failures: BTreeMap::new(),
     };
-    let mut failures = BTreeMap::new();
-    let mut fail = |kind: &'static str| *failures.entry(kind).or_default() += 1;
     let headers = &target.headers[index % target.headers.len().max(1)];
     'reconnect: while Instant::now() < stop {
         let Ok(stream) = tokio::net::TcpStream::connect(target.addr).await else {
-            fail("connect");
+            tally.fail("connect");
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
@@ -137,7 +138,7 @@ async fn connection(target: &Target, index: usize, measure_from: Instant, stop: 
         let Ok((mut sender, conn)) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
         else {
-            fail("handshake");
+            tally.fail("handshake");
             continue;
         };
         tokio::spawn(conn);
@@ -151,7 +152,7 @@ async fn connection(target: &Target, index: usize, measure_from: Instant, stop: 
                 request = request.header(k.as_str(), v.as_str());
             }
             let Ok(request) = request.body(Empty::<Bytes>::new()) else {
-                fail("request");
+                tally.fail("request");
                 break 'reconnect;
             };
             let answer = match sender.send_request(request).await {
@@ -162,20 +163,20 @@ async fn connection(target: &Target, index: usize, measure_from: Instant, stop: 
                 Err(e) => Err(e),
             };
             let failed = failure(&answer);
+            let broken = failed.is_some();
             if began >= measure_from {
                 tally.requests += 1;
                 tally
                     .latencies_us
                     .push(began.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
                 if let Some(kind) = failed {
-                    fail(kind);
+                    tally.fail(kind);
                 }
             }
-            if failed.is_some() {
+            if broken {
                 continue 'reconnect;
             }
         }
     }
-    tally.failures = failures;
     tally
 }

@@ -139,10 +139,7 @@ fn drive(
         path,
         headers: vec![headers],
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = driver::runtime()?;
     probe(&rt, "drive", &target)?;
     let outcome = rt.block_on(driver::run(
         &target,
@@ -327,18 +324,21 @@ policy = {policy}
         });
     }
 
-    let driver_rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let driver_rt = driver::runtime()?;
     for s in &scenarios {
         probe(&driver_rt, s.title, &s.target)?;
     }
     // rounds × scenarios, interleaved: a.1 b.1 ... a.2 b.2 ...
-    let mut measured: Vec<Vec<(Outcome, f64, f64)>> =
-        scenarios.iter().map(|_| Vec::new()).collect();
+    let mut measured: Vec<Measured> = scenarios
+        .iter()
+        .map(|s| Measured {
+            key: s.key,
+            title: s.title,
+            rounds: Vec::new(),
+        })
+        .collect();
     for round in 1..=rounds {
-        for (s, runs) in scenarios.iter().zip(&mut measured) {
+        for (s, m) in scenarios.iter().zip(&mut measured) {
             let cpu_before: Vec<f64> = s.pids.iter().map(|p| procs::cpu_seconds(*p)).collect();
             let proxy_before = procs::cpu_seconds(s.proxy);
             eprintln!("round {round}/{rounds}: {} for {seconds} s ...", s.title);
@@ -355,19 +355,16 @@ policy = {policy}
                 .map(|(p, before)| procs::cpu_seconds(*p) - before)
                 .sum();
             let proxy_cpu = procs::cpu_seconds(s.proxy) - proxy_before;
-            runs.push((outcome, cpu, proxy_cpu));
+            m.rounds.push(Round {
+                outcome,
+                cpu,
+                proxy_cpu,
+            });
         }
-    }
-    let mut results = Vec::new();
-    for (s, mut runs) in scenarios.iter().zip(measured) {
-        runs.sort_by(|x, y| x.0.rps().total_cmp(&y.0.rps()));
-        let every_round: Vec<f64> = runs.iter().map(|r| r.0.rps().round()).collect();
-        let (outcome, cpu, proxy_cpu) = runs.swap_remove(runs.len() / 2);
-        results.push((s.key, s.title, outcome, cpu, proxy_cpu, every_round));
     }
     drop(issuer_rt);
 
-    let report = report(&results, connections, seconds, rounds);
+    let report = report(&measured, connections, seconds, rounds);
     let md = markdown(&report, nginx.is_none());
     write_report(out, "gateway", &report, &md)
 }
@@ -431,25 +428,43 @@ fn probe(rt: &tokio::runtime::Runtime, title: &str, target: &Target) -> Result<(
     Ok(())
 }
 
-/// Per scenario: key, title, its median round (outcome, CPU seconds of its
-/// processes, of the proxy alone) and every round's rate.
-type Measured<'a> = (&'a str, &'a str, Outcome, f64, f64, Vec<f64>);
+/// One scenario's rounds.
+struct Measured {
+    key: &'static str,
+    title: &'static str,
+    rounds: Vec<Round>,
+}
 
-fn report(results: &[Measured], connections: usize, seconds: u64, rounds: usize) -> Value {
-    let rps = |key: &str| results.iter().find(|r| r.0 == key).map(|r| r.2.rps());
-    let p99 = |key: &str| {
-        results
-            .iter()
-            .find(|r| r.0 == key)
-            .map(|r| r.2.percentile_ms(0.99))
-    };
+/// One timed run: what the client saw, and the CPU seconds of the
+/// scenario's processes and of the proxy alone.
+struct Round {
+    outcome: Outcome,
+    cpu: f64,
+    proxy_cpu: f64,
+}
+
+impl Measured {
+    /// The round with the median rate, which the report's row shows.
+    fn median(&self) -> Option<&Round> {
+        let mut by_rate: Vec<&Round> = self.rounds.iter().collect();
+        by_rate.sort_by(|x, y| x.outcome.rps().total_cmp(&y.outcome.rps()));
+        by_rate.get(by_rate.len() / 2).copied()
+    }
+}
+
+fn report(measured: &[Measured], connections: usize, seconds: u64, rounds: usize) -> Value {
+    let median = |key: &str| measured.iter().find(|m| m.key == key)?.median();
+    let rps = |key: &str| median(key).map(|r| r.outcome.rps());
+    let p99 = |key: &str| median(key).map(|r| r.outcome.percentile_ms(0.99));
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some((a / b * 1000.0).round() / 1000.0),
         _ => None,
     };
-    let rows: Vec<Value> = results
+    let rows: Vec<Value> = measured
         .iter()
-        .map(|(key, title, o, cpu, proxy_cpu, every_round)| {
+        .filter_map(|m| Some((m, m.median()?)))
+        .map(|(m, median)| {
+            let o = &median.outcome;
             let per_request = |s: f64| {
                 if o.requests > 0 {
                     s / o.requests as f64 * 1e6
@@ -457,11 +472,25 @@ fn report(results: &[Measured], connections: usize, seconds: u64, rounds: usize)
                     0.0
                 }
             };
-            let mut row = outcome_row(key, title, o);
-            row["cpu_us_per_request"] = json!((per_request(*cpu) * 10.0).round() / 10.0);
+            let mut row = outcome_row(m.key, m.title, o);
+            row["cpu_us_per_request"] = json!((per_request(median.cpu) * 10.0).round() / 10.0);
             row["proxy_cpu_us_per_request"] =
-                json!((per_request(*proxy_cpu) * 10.0).round() / 10.0);
-            row["rps_every_round"] = json!(every_round);
+                json!((per_request(median.proxy_cpu) * 10.0).round() / 10.0);
+            row["rps_every_round"] = m.rounds.iter().map(|r| r.outcome.rps().round()).collect();
+            // Errors of every round, not only the median one's.
+            let mut failures = std::collections::BTreeMap::<&str, u64>::new();
+            for r in &m.rounds {
+                for (kind, n) in &r.outcome.failures {
+                    *failures.entry(kind).or_default() += n;
+                }
+            }
+            row["errors"] = m
+                .rounds
+                .iter()
+                .map(|r| r.outcome.errors)
+                .sum::<u64>()
+                .into();
+            row["failures"] = json!(failures);
             row
         })
         .collect();
@@ -497,8 +526,8 @@ fn markdown(report: &Value, nginx_missing: bool) -> String {
     let mut md = format!(
         "# Gateway load test\n\n{} cores, {} connections, {} s per scenario after 1 s warm-up, \
          {} interleaved rounds; each row is the scenario's median round (every round's req/s in \
-         the last column); {}.\n\n\
-         | scenario | req/s | p50 ms | p90 ms | p99 ms | errors | CPU µs/req (all) | CPU µs/req (proxy) | req/s each round |\n\
+         the last column; errors of all rounds); {}.\n\n\
+         | scenario | req/s | p50 ms | p90 ms | p99 ms | errors (all rounds) | CPU µs/req (all) | CPU µs/req (proxy) | req/s each round |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---|\n",
         report["cores"],
         report["connections"],

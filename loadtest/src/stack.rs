@@ -118,10 +118,7 @@ pub fn run(seconds: u64, connections: usize, out: &Path) -> Result<(), String> {
             },
         ));
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = driver::runtime()?;
     let mut speed_rows = Vec::new();
     for (key, title, target) in &targets {
         crate::probe(&rt, title, target)?;

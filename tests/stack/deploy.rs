@@ -50,32 +50,19 @@ fn variables_asked_for(config: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// A Deployment's container by name.
-fn container<'a>(docs: &'a [Value], name: &str) -> &'a Value {
-    docs.iter()
-        .filter(|d| d["kind"] == "Deployment")
-        .flat_map(|d| {
-            d["spec"]["template"]["spec"]["containers"]
-                .as_sequence()
-                .unwrap()
-        })
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no container `{name}`"))
-}
-
-/// The pod spec holding a container.
-fn pod_of<'a>(docs: &'a [Value], name: &str) -> &'a Value {
+/// A Deployment's container by name, with the pod spec holding it.
+fn container<'a>(docs: &'a [Value], name: &str) -> (&'a Value, &'a Value) {
     docs.iter()
         .filter(|d| d["kind"] == "Deployment")
         .map(|d| &d["spec"]["template"]["spec"])
-        .find(|p| {
-            p["containers"]
-                .as_sequence()
-                .unwrap()
+        .find_map(|pod| {
+            let c = pod["containers"]
+                .as_sequence()?
                 .iter()
-                .any(|c| c["name"] == name)
+                .find(|c| c["name"] == name)?;
+            Some((pod, c))
         })
-        .unwrap()
+        .unwrap_or_else(|| panic!("no container `{name}`"))
 }
 
 /// The container's environment: variable → Secret it is read from.
@@ -120,7 +107,7 @@ fn test_value(secret: &str) -> String {
 /// The variables a container gets, with stand-in values; and they are the
 /// ones its config asks for.
 fn environment(docs: &[Value], container_name: &str, config: &str) -> Vec<(String, String)> {
-    let env = secret_env(container(docs, container_name));
+    let env = secret_env(container(docs, container_name).1);
     let asked = variables_asked_for(config);
     let given: BTreeSet<String> = env.keys().cloned().collect();
     assert!(
@@ -257,7 +244,7 @@ fn manifests_mount_what_the_services_read() {
         .flat_map(|f| yaml_documents(f))
         .collect();
     for name in ["gateway", "sidecar", "authserver"] {
-        let (pod, c) = (pod_of(&docs, name), container(&docs, name));
+        let (pod, c) = container(&docs, name);
         let args: Vec<&str> = c["args"]
             .as_sequence()
             .unwrap()
@@ -285,7 +272,7 @@ fn manifests_mount_what_the_services_read() {
     )
     .unwrap();
     let dir = sidecar["policies"].as_str().unwrap();
-    let (pod, c) = (pod_of(&docs, "sidecar"), container(&docs, "sidecar"));
+    let (pod, c) = container(&docs, "sidecar");
     for entry in std::fs::read_dir(root().join("policies")).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name().into_string().unwrap();
