@@ -78,7 +78,7 @@ pub struct Query<'a> {
     pub parsed: Option<&'a sidecar::Claims>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthzError {
     #[error("policy decision point unreachable: {0}")]
     Unavailable(String),
@@ -204,14 +204,16 @@ pub struct SidecarClient {
     connections: usize,
     next: AtomicUsize,
     deadline: Duration,
-    cache: Option<moka::sync::Cache<Key, Arc<Verdict>>>,
+    /// Verdicts by key; concurrent misses of one key share one check.
+    cache: Option<moka::future::Cache<Key, Arc<Verdict>>>,
     cache_ttl: Duration,
     /// The policy version of the latest answer; cached verdicts of any other
     /// version are not used.
     version: ArcSwap<Arc<str>>,
 }
 
-/// Each cached verdict lives for its own TTL (never past the token's `exp`).
+/// Each cached verdict lives for its own TTL (never past the token's `exp`;
+/// zero for one that may not be reused).
 struct PerEntryTtl;
 
 impl moka::Expiry<Key, Arc<Verdict>> for PerEntryTtl {
@@ -233,7 +235,7 @@ impl SidecarClient {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30));
         let cache = (config.cache_entries > 0 && config.cache_ttl_secs > 0).then(|| {
-            moka::sync::Cache::builder()
+            moka::future::Cache::builder()
                 .max_capacity(config.cache_entries)
                 .expire_after(PerEntryTtl)
                 .build()
@@ -270,14 +272,40 @@ impl SidecarClient {
         query: &Query<'_>,
         metrics: &Metrics,
     ) -> Result<Arc<Verdict>, AuthzError> {
-        let key = self.cache.as_ref().map(|_| cache_key(query));
-        if let (Some(cache), Some(key)) = (&self.cache, &key)
-            && let Some(hit) = cache.get(key)
-            && hit.version.as_deref().is_some_and(|v| self.is_current(v))
-        {
-            metrics.decision_hits.inc();
-            return Ok(hit);
+        let Some(cache) = &self.cache else {
+            return self.ask(query).await.map(Arc::new);
+        };
+        let key = cache_key(query);
+        if let Some(hit) = cache.get(&key).await {
+            if hit.version.as_deref().is_some_and(|v| self.is_current(v)) {
+                metrics.decision_hits.inc();
+                return Ok(hit);
+            }
+            cache.invalidate(&key).await;
         }
+        // When an entry expires under load, every request for it misses at
+        // once; one check answers them all instead of a burst of identical
+        // ones racing the deadline.
+        let mut asked = false;
+        let verdict = cache
+            .try_get_with(key, async {
+                asked = true;
+                self.ask(query).await.map(Arc::new)
+            })
+            .await
+            .map_err(|e| (*e).clone())?;
+        if asked {
+            metrics.decision_misses.inc();
+        } else {
+            metrics.decision_hits.inc();
+        }
+        Ok(verdict)
+    }
+
+    /// One ext_authz check, with how long its verdict may be reused: the
+    /// cache TTL, never past the token's `exp`, zero without a policy
+    /// version to tie it to.
+    async fn ask(&self, query: &Query<'_>) -> Result<Verdict, AuthzError> {
         let request = check_request(query);
         let mut client = self.client();
         let response = tokio::time::timeout(self.deadline, client.check(request))
@@ -295,21 +323,12 @@ impl SidecarClient {
                 cache.invalidate_all();
             }
         }
-        let verdict = match (&self.cache, key) {
-            (Some(cache), Some(key)) => {
-                metrics.decision_misses.inc();
-                let left = query.claims.map_or(self.cache_ttl, |(_, exp)| {
-                    Duration::from_secs(exp.saturating_sub(crate::now_secs()))
-                });
-                verdict.ttl = self.cache_ttl.min(left);
-                let verdict = Arc::new(verdict);
-                if !verdict.ttl.is_zero() && verdict.version.is_some() {
-                    cache.insert(key, verdict.clone());
-                }
-                verdict
-            }
-            _ => Arc::new(verdict),
-        };
+        if verdict.version.is_some() {
+            let left = query.claims.map_or(self.cache_ttl, |(_, exp)| {
+                Duration::from_secs(exp.saturating_sub(crate::now_secs()))
+            });
+            verdict.ttl = self.cache_ttl.min(left);
+        }
         Ok(verdict)
     }
 }

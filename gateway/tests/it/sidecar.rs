@@ -134,3 +134,58 @@ policy_fail_open = true
     ])
     .await;
 }
+
+/// Requests for one decision that arrive together (as when a cached
+/// decision expires under load) are answered by a single check.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_misses_of_one_decision_share_one_check() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let upstream = echo_upstream().await;
+    let key = SigningKey::es256("k1");
+    let issuer = TestIssuer::start(&[&key]).await;
+    let sidecar = Sidecar::start(&demo_policies());
+    let gw = start(&format!(
+        "[sidecar]\naddress = \"http://{}\"\ndeadline_ms = 2000\n\n{}policy = true\n",
+        sidecar.grpc,
+        jwt_app(&issuer.url, upstream)
+    ));
+    let mut claims = issuer.claims("billing");
+    claims["client_id"] = json!("billing");
+    claims["scope"] = json!("orders:read");
+    let request = format!(
+        "GET /api/orders HTTP/1.1\r\nHost: app\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        key.sign(&claims)
+    );
+    // Connected first, then every request written at once: all of them
+    // are in the gateway before any check can have come back.
+    const N: usize = 32;
+    let mut conns = Vec::new();
+    for _ in 0..N {
+        conns.push(tokio::net::TcpStream::connect(gw.addr).await.unwrap());
+    }
+    for conn in &mut conns {
+        conn.write_all(request.as_bytes()).await.unwrap();
+    }
+    for mut conn in conns {
+        let mut response = String::new();
+        conn.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+
+    let sidecar_metrics = reqwest::get(format!("http://{}/metrics", sidecar.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        sidecar_metrics.contains("policy_evaluation_duration_seconds_count 1\n"),
+        "one check reached the sidecar:\n{sidecar_metrics}"
+    );
+    gw.metrics_with(&[
+        r#"gateway_decision_cache_total{result="miss"} 1"#,
+        &format!("gateway_decision_cache_total{{result=\"hit\"}} {}", N - 1),
+    ])
+    .await;
+}
