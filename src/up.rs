@@ -396,6 +396,9 @@ listen = "{GATEWAY}"
 admin = "{GATEWAY_ADMIN}"
 shutdown_grace_secs = 2
 upgrade_sock = {sock}
+# The authserver shares the host 127.0.0.1, so the browser sends its cookies
+# here too; the demo app never sees them.
+private_cookies = [{auth_cookies}]
 {redis}
 [sidecar]
 address = "http://{SIDECAR_GRPC}"
@@ -443,6 +446,10 @@ auth = "session"
         issuer = s(&demo.issuer),
         web_secret = s(&demo.web_secret),
         cookie_secret = s(&cookie_secret),
+        auth_cookies = {
+            let names = authserver::session::Cookies::new(false);
+            format!("{}, {}", s(names.session), s(names.csrf))
+        },
     ))
 }
 

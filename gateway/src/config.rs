@@ -46,6 +46,9 @@ pub struct Config {
     /// Headers the gateway owns: removed from every incoming request
     /// before the verified ones are added (prefix match, lower case).
     pub owned_header_prefix: String,
+    /// Cookies the upstream never sees, besides the gateway's own session
+    /// cookies: e.g. the identity provider's, when it shares the host.
+    pub private_cookies: Vec<String>,
     pub issuers: Vec<tokens::IssuerConfig>,
     /// A policy directory evaluated in-process (the sidecar's engine
     /// linked in: same decisions, no network hop) for routes with `policy`.
@@ -367,6 +370,7 @@ impl Default for Config {
             log_format: LogFormat::Json,
             access_log: crate::access_log::AccessLogConfig::default(),
             owned_header_prefix: "x-auth-".into(),
+            private_cookies: Vec::new(),
             issuers: Vec::new(),
             policies: None,
             sidecar: None,
@@ -436,6 +440,19 @@ impl Config {
             return Err(ConfigError::invalid(
                 "owned_header_prefix",
                 "must be a non-empty lower-case header prefix",
+            ));
+        }
+        // A cookie name is an RFC 6265 token.
+        let token = |c: char| c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?={}".contains(c);
+        if let Some((i, name)) = self
+            .private_cookies
+            .iter()
+            .enumerate()
+            .find(|(_, n)| n.is_empty() || !n.chars().all(token))
+        {
+            return Err(ConfigError::invalid(
+                format!("private_cookies[{i}]"),
+                format!("{name:?} is not a cookie name"),
             ));
         }
         if let Err(e) = tokens::IssuerConfig::check_all(&self.issuers) {

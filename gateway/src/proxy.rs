@@ -45,6 +45,9 @@ pub struct Gateway {
     upstreams: Vec<Arc<Upstream>>,
     verifier: Option<Arc<Verifier>>,
     owned_prefix: String,
+    /// Cookies removed before the upstream: the sessions' and the
+    /// configured `private_cookies`.
+    private_cookies: Vec<String>,
     max_header_bytes: usize,
     metrics: Arc<Metrics>,
     /// Requests no route matched.
@@ -252,6 +255,13 @@ impl Gateway {
             upstreams,
             verifier,
             owned_prefix: config.owned_header_prefix.clone(),
+            private_cookies: config
+                .private_cookies
+                .iter()
+                .map(String::as_str)
+                .chain(sessions.iter().flat_map(Sessions::cookie_names))
+                .map(str::to_owned)
+                .collect(),
             max_header_bytes: config.max_request_header_bytes,
             unrouted: RouteMetrics::new(&metrics, "none"),
             bearers: moka::sync::Cache::builder()
@@ -540,6 +550,43 @@ async fn respond(
     reply(session, r).await
 }
 
+/// Remove the cookies named `private` from whichever `Cookie` header they
+/// come in (HTTP/2 clients may split them); the others are kept, in one
+/// header as RFC 9113 §8.2.3 folds them for HTTP/1.1.
+fn strip_cookies(upstream: &mut RequestHeader, private: &[String]) -> Result<()> {
+    let is_private = |crumb: &[u8]| {
+        let name = crumb
+            .split(|b| *b == b'=')
+            .next()
+            .unwrap_or(crumb)
+            .trim_ascii();
+        private.iter().any(|p| p.as_bytes() == name)
+    };
+    let crumbs = || {
+        upstream
+            .headers
+            .get_all(http::header::COOKIE)
+            .into_iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+            .map(<[u8]>::trim_ascii)
+            .filter(|c| !c.is_empty())
+    };
+    if private.is_empty() || !crumbs().any(is_private) {
+        return Ok(());
+    }
+    let kept = crumbs()
+        .filter(|c| !is_private(c))
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    upstream.remove_header(&http::header::COOKIE);
+    if !kept.is_empty() {
+        let value = http::HeaderValue::from_bytes(&kept)
+            .map_err(|e| Error::because(ErrorType::InternalError, "cookie", e))?;
+        upstream.insert_header(http::header::COOKIE, value)?;
+    }
+    Ok(())
+}
+
 fn bearer(req: &RequestHeader) -> Option<&str> {
     let value = req.headers.get("authorization")?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
@@ -805,9 +852,7 @@ impl ProxyHttp for Gateway {
         }
         let route = ctx.route.and_then(|i| self.routes.get(i));
         let forward = route.is_some_and(|r| r.forward_authorization);
-        if let Some(sessions) = &self.sessions {
-            sessions.strip_cookies(upstream)?;
-        }
+        strip_cookies(upstream, &self.private_cookies)?;
         match &ctx.principal {
             // A session's access token, as the upstream would get a bearer.
             Some(Principal::Session(s)) if forward => {
@@ -852,5 +897,54 @@ impl ProxyHttp for Gateway {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream_cookies(cookies: &[&[u8]], private: &[&str]) -> Vec<Vec<u8>> {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        for c in cookies {
+            req.append_header("cookie", http::HeaderValue::from_bytes(c).unwrap())
+                .unwrap();
+        }
+        let private: Vec<String> = private.iter().map(|p| (*p).to_owned()).collect();
+        strip_cookies(&mut req, &private).unwrap();
+        req.headers
+            .get_all("cookie")
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn private_cookies_are_stripped_from_every_cookie_header() {
+        let ours = ["sid", "sid_login"];
+        type Headers<'a> = &'a [&'a [u8]];
+        let cases: [(Headers, Headers); 7] = [
+            // Nothing of ours: untouched, even split.
+            (&[b"a=1; b=2"], &[b"a=1; b=2"]),
+            (&[b"a=1", b"b=2"], &[b"a=1", b"b=2"]),
+            // Ours in the second header, the rest folded into one.
+            (&[b"a=1", b"sid=x; b=2"], &[b"a=1; b=2"]),
+            // Only ours: no Cookie header at all.
+            (&[b"sid=x", b"sid_login=y"], &[]),
+            // Spacing and empty crumbs; a prefix of ours is not ours.
+            (
+                &[b" sid =x;;sidecar=1 ; sid_loginx=2"],
+                &[b"sidecar=1; sid_loginx=2"],
+            ),
+            // Bytes that are not UTF-8 do not hide ours.
+            (&[b"a=\xff; sid=x"], &[b"a=\xff"]),
+            // A name without a value is still a name.
+            (&[b"sid; a=1"], &[b"a=1"]),
+        ];
+        for (sent, expected) in cases {
+            let got = upstream_cookies(sent, &ours);
+            assert_eq!(got, expected, "{sent:?}");
+        }
+        assert_eq!(upstream_cookies(&[b"sid=x"], &[]), [b"sid=x"]);
     }
 }

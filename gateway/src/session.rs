@@ -353,31 +353,9 @@ impl Sessions {
         reply(session, Reply::redirect(302, location).cookie(login_cookie)).await
     }
 
-    /// Our cookies never reach the upstream.
-    pub fn strip_cookies(&self, upstream: &mut RequestHeader) -> pingora::Result<()> {
-        let Some(value) = upstream.headers.get(http::header::COOKIE) else {
-            return Ok(());
-        };
-        let Ok(value) = value.to_str() else {
-            return Ok(());
-        };
-        if !value.contains(self.cookie.as_str()) {
-            return Ok(());
-        }
-        let kept: Vec<&str> = value
-            .split(';')
-            .map(str::trim)
-            .filter(|pair| {
-                let name = pair.split_once('=').map_or(*pair, |(n, _)| n);
-                name != self.cookie && name != self.login_cookie
-            })
-            .collect();
-        if kept.is_empty() {
-            upstream.remove_header(&http::header::COOKIE);
-        } else {
-            upstream.insert_header(http::header::COOKIE, kept.join("; "))?;
-        }
-        Ok(())
+    /// The session's cookies, which the upstream never sees.
+    pub fn cookie_names(&self) -> [&str; 2] {
+        [&self.cookie, &self.login_cookie]
     }
 
     async fn callback(&self, session: &mut Downstream) -> pingora::Result<bool> {

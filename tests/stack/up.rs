@@ -76,6 +76,18 @@ fn use_the_stack(up: &Up) {
     assert!(seen["headers"].get("x-auth-roles").is_none(), "{seen}");
     let resp = http.get(up.get("public_url")).send().unwrap();
     assert_eq!(resp.status(), 200, "the public page");
+    // The authserver's cookies (same host, another port) stay with it.
+    let seen: Value = http
+        .get(up.get("public_url"))
+        .header(
+            "cookie",
+            "portcullis-session=s3cret; theme=dark; portcullis-csrf=c",
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(seen["headers"]["cookie"], "theme=dark", "{seen}");
     // A browser is sent to sign in at the authserver.
     let resp = http
         .get(up.get("browser_url"))

@@ -13,7 +13,13 @@ async fn sign_in_through_the_authserver_then_refresh_and_log_out() {
     // Every request within 600 s of expiry refreshes: each access token
     // generation is refreshed exactly once however many requests need it.
     let auth = Authserver::start(&[("PORTCULLIS_AUTHSERVER__TOKENS__ACCESS_SECONDS", "600")]);
-    let (gw, base, redirect) = session_gateway(&auth, "").await;
+    // The authserver shares the gateway's host here, so its cookies would
+    // reach the app too: they are private.
+    let (gw, base, redirect) = session_gateway(
+        &auth,
+        r#"private_cookies = ["portcullis-session", "portcullis-csrf"]"#,
+    )
+    .await;
     let mut browser = Browser::new();
 
     // API calls and XHR are told to sign in, not redirected.
@@ -96,11 +102,29 @@ async fn sign_in_through_the_authserver_then_refresh_and_log_out() {
     let info = browser.page(&format!("{base}/_auth/userinfo")).await.json();
     assert_eq!(info["preferred_username"], "demo", "{info}");
     assert_eq!(seen["headers"]["x-auth-subject"], info["sub"], "{seen}");
-    // (The authserver's own cookies are there too: same host in this test.)
+    // Neither the gateway's cookie nor the authserver's (`private_cookies`)
+    // reach the app; its own do.
+    assert!(browser.cookies.contains_key("portcullis-session"));
     let upstream_cookies = seen["headers"]["cookie"].as_str().unwrap();
-    assert!(upstream_cookies.contains("app_pref=dark"), "{seen}");
-    assert!(!upstream_cookies.contains("portcullis_session"), "{seen}");
+    assert_eq!(upstream_cookies, "app_pref=dark", "{seen}");
     assert!(seen["headers"].get("authorization").is_none());
+    // Cookies split over several headers (as HTTP/2 clients may send them):
+    // ours is stripped from every one, the rest reach the upstream.
+    let split = browser
+        .http
+        .get(format!("{base}/app/split"))
+        .header(COOKIE, "app_theme=light")
+        .header(COOKIE, browser.cookie_header())
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(split.status(), 200);
+    let seen: Value = split.json().await.unwrap();
+    assert_eq!(
+        seen["headers"]["cookie"], "app_theme=light; app_pref=dark",
+        "{seen}"
+    );
 
     // Ten concurrent requests that all need a refresh: one refresh.
     let refreshes_before = count(&auth.audit().await, "token.refresh");
