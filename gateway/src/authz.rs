@@ -273,9 +273,10 @@ impl SidecarClient {
         metrics: &Metrics,
     ) -> Result<Arc<Verdict>, AuthzError> {
         let Some(cache) = &self.cache else {
-            return self.ask(query).await.map(Arc::new);
+            return self.ask(query, Duration::ZERO).await.map(Arc::new);
         };
         let key = cache_key(query);
+        let ttl = spread(self.cache_ttl, &key);
         if let Some(hit) = cache.get(&key).await {
             if hit.version.as_deref().is_some_and(|v| self.is_current(v)) {
                 metrics.decision_hits.inc();
@@ -290,7 +291,7 @@ impl SidecarClient {
         let verdict = cache
             .try_get_with(key, async {
                 asked = true;
-                self.ask(query).await.map(Arc::new)
+                self.ask(query, ttl).await.map(Arc::new)
             })
             .await
             .map_err(|e| (*e).clone())?;
@@ -302,10 +303,10 @@ impl SidecarClient {
         Ok(verdict)
     }
 
-    /// One ext_authz check, with how long its verdict may be reused: the
-    /// cache TTL, never past the token's `exp`, zero without a policy
-    /// version to tie it to.
-    async fn ask(&self, query: &Query<'_>) -> Result<Verdict, AuthzError> {
+    /// One ext_authz check, with how long its verdict may be reused: `ttl`,
+    /// never past the token's `exp`, zero without a policy version to tie
+    /// it to.
+    async fn ask(&self, query: &Query<'_>, ttl: Duration) -> Result<Verdict, AuthzError> {
         let request = check_request(query);
         let mut client = self.client();
         let response = tokio::time::timeout(self.deadline, client.check(request))
@@ -324,13 +325,20 @@ impl SidecarClient {
             }
         }
         if verdict.version.is_some() {
-            let left = query.claims.map_or(self.cache_ttl, |(_, exp)| {
+            let left = query.claims.map_or(ttl, |(_, exp)| {
                 Duration::from_secs(exp.saturating_sub(crate::now_secs()))
             });
-            verdict.ttl = self.cache_ttl.min(left);
+            verdict.ttl = ttl.min(left);
         }
         Ok(verdict)
     }
+}
+
+/// The cache TTL shortened by up to a fifth, by key: decisions first made
+/// together (a burst of new tokens, a restart under load) do not all expire
+/// in the same instant and go back to the sidecar at once.
+fn spread(ttl: Duration, key: &Key) -> Duration {
+    ttl - ttl * u32::from(key[0] % 21) / 100
 }
 
 /// Everything a decision depends on, hashed: the token (which fixes the
@@ -429,4 +437,19 @@ fn verdict(response: &CheckResponse) -> Verdict {
         out.body = Bytes::from_static(br#"{"error":"forbidden","message":"denied by policy"}"#);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_ttls_are_spread_over_the_last_fifth() {
+        let ttl = Duration::from_secs(5);
+        let spread: std::collections::BTreeSet<Duration> =
+            (0..=255u8).map(|b| super::spread(ttl, &[b; 32])).collect();
+        assert_eq!(spread.first(), Some(&Duration::from_secs(4)));
+        assert_eq!(spread.last(), Some(&ttl));
+        assert_eq!(spread.len(), 21, "{spread:?}");
+    }
 }
