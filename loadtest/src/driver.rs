@@ -18,6 +18,8 @@ pub struct Target {
     pub addr: SocketAddr,
     pub path: String,
     pub headers: Vec<Vec<(String, String)>>,
+    /// The status every answer should have (anything else is a failure).
+    pub expect: u16,
 }
 
 #[derive(Debug, Default)]
@@ -111,9 +113,9 @@ impl Tally {
 }
 
 /// A failed request's kind, from its status or the transport error.
-fn failure(answer: &Result<hyper::StatusCode, hyper::Error>) -> Option<String> {
+fn failure(answer: &Result<hyper::StatusCode, hyper::Error>, expect: u16) -> Option<String> {
     match answer {
-        Ok(status) if *status == 200 => None,
+        Ok(status) if status.as_u16() == expect => None,
         Ok(status) => Some(format!("status {}", status.as_u16())),
         Err(e) if e.is_incomplete_message() => Some("connection closed mid-response".into()),
         Err(e) if e.is_closed() || e.is_canceled() => Some("connection closed".into()),
@@ -162,7 +164,7 @@ async fn connection(target: &Target, index: usize, measure_from: Instant, stop: 
                 }
                 Err(e) => Err(e),
             };
-            let failed = failure(&answer);
+            let failed = failure(&answer, target.expect);
             let broken = failed.is_some();
             if began >= measure_from {
                 tally.requests += 1;

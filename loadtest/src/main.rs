@@ -73,6 +73,10 @@ enum Suite {
         connections: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// The status every answer should have, e.g. 401 to measure a
+        /// proxy answering by itself.
+        #[arg(long, default_value_t = 200)]
+        expect_status: u16,
     },
 }
 
@@ -105,7 +109,8 @@ fn main() -> ExitCode {
             headers,
             connections,
             seconds,
-        } => drive(addr, path, &headers, connections, seconds),
+            expect_status,
+        } => drive(addr, path, &headers, connections, seconds, expect_status),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -122,6 +127,7 @@ fn drive(
     headers: &[String],
     connections: usize,
     seconds: u64,
+    expect: u16,
 ) -> Result<(), String> {
     if !addr.ip().is_loopback() {
         return Err(format!("{addr}: load goes to 127.0.0.0/8 only"));
@@ -138,6 +144,7 @@ fn drive(
         addr,
         path,
         headers: vec![headers],
+        expect,
     };
     let rt = driver::runtime()?;
     probe(&rt, "drive", &target)?;
@@ -275,6 +282,7 @@ policy = {policy}
         addr,
         path: path.into(),
         headers: headers.to_vec(),
+        expect: 200,
     };
     let none = vec![Vec::new()];
     let mut scenarios = vec![
@@ -314,12 +322,34 @@ policy = {policy}
             proxy: gw_embedded.proc.pid(),
         },
     ];
+    // Each proxy answering by itself, no upstream: the floor its HTTP
+    // server half sets under every proxied row.
+    scenarios.push(Scenario {
+        key: "gateway_local",
+        title: "gateway answers by itself (401, no token)",
+        target: Target {
+            expect: 401,
+            ..target(gw_sidecar.addr, "/jwt/orders", &none)
+        },
+        pids: vec![gw_sidecar.proc.pid()],
+        proxy: gw_sidecar.proc.pid(),
+    });
     if let Some(n) = &nginx {
         scenarios.push(Scenario {
             key: "nginx",
             title: "nginx, plain reverse proxy",
             target: target(n.addr, "/public/orders", &none),
             pids: vec![n.proc.pid(), echo.pid()],
+            proxy: n.proc.pid(),
+        });
+        scenarios.push(Scenario {
+            key: "nginx_local",
+            title: "nginx answers by itself (`return 401`)",
+            target: Target {
+                expect: 401,
+                ..target(n.addr, procs::NGINX_LOCAL, &none)
+            },
+            pids: vec![n.proc.pid()],
             proxy: n.proc.pid(),
         });
     }
@@ -510,6 +540,7 @@ fn report(measured: &[Measured], connections: usize, seconds: u64, rounds: usize
             "c_nocache_over_a": ratio(rps("c_sidecar_nocache"), a),
             "d_over_a": ratio(rps("d_embedded"), a),
             "a_over_nginx": ratio(a, rps("nginx")),
+            "local_over_nginx_local": ratio(rps("gateway_local"), rps("nginx_local")),
             "c_p99_added_ms": match (p99("c_sidecar"), p99("a_public")) {
                 (Some(c), Some(a)) => Some(((c - a) * 1000.0).round() / 1000.0),
                 _ => None,
@@ -562,6 +593,7 @@ fn markdown(report: &Value, nginx_missing: bool) -> String {
         ("c_nocache_over_a", ""),
         ("d_over_a", "≥ 0.85"),
         ("a_over_nginx", "≥ 0.90"),
+        ("local_over_nginx_local", ""),
         ("c_p99_added_ms", "≤ 1 ms"),
         ("c_nocache_p99_added_ms", ""),
     ] {

@@ -113,8 +113,13 @@ pub fn gateway(bin: &Path, dir: &Path, name: &str, config: &str) -> Result<Liste
     Ok(Listening { proc, addr })
 }
 
+/// A path nginx answers itself with a 401 and a small JSON body, as the
+/// gateway answers a request without a token.
+pub const NGINX_LOCAL: &str = "/local";
+
 /// nginx as a plain reverse proxy to `upstream` (2 workers, upstream
-/// keep-alive, no access log), or `None` when nginx is not installed.
+/// keep-alive, no access log; `NGINX_LOCAL` answered without it), or `None`
+/// when nginx is not installed.
 pub fn nginx(dir: &Path, upstream: SocketAddr) -> Result<Option<Listening>, String> {
     let Some(bin) = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
         .iter()
@@ -134,10 +139,11 @@ pub fn nginx(dir: &Path, upstream: SocketAddr) -> Result<Option<Listening>, Stri
              events {{ worker_connections 4096; }}\n\
              http {{\n  access_log off;\n  keepalive_requests 1000000000;\n  keepalive_timeout 300s;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n\
                upstream echo {{ server {upstream}; keepalive 64; keepalive_requests 1000000000; }}\n\
-               server {{\n    listen {addr};\n    location / {{\n      proxy_pass http://echo;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
+               server {{\n    listen {addr};\n    location = {local} {{\n      default_type application/json;\n      return 401 '{{\"error\":\"invalid_request\",\"message\":\"a bearer token is required\"}}';\n    }}\n    location / {{\n      proxy_pass http://echo;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
             pid = prefix.join("nginx.pid").display(),
             err = prefix.join("logs/error.log").display(),
             tmp = prefix.display(),
+            local = NGINX_LOCAL,
         ),
     )
     .map_err(|e| e.to_string())?;

@@ -86,6 +86,7 @@ pub fn run(seconds: u64, connections: usize, out: &Path) -> Result<(), String> {
                 addr: addr(GATEWAY)?,
                 path: "/api/orders".into(),
                 headers: bearer.clone(),
+                expect: 200,
             },
         ),
         (
@@ -95,6 +96,7 @@ pub fn run(seconds: u64, connections: usize, out: &Path) -> Result<(), String> {
                 addr: addr(ENVOY)?,
                 path: "/api/orders".into(),
                 headers: bearer,
+                expect: 200,
             },
         ),
         (
@@ -104,6 +106,7 @@ pub fn run(seconds: u64, connections: usize, out: &Path) -> Result<(), String> {
                 addr: addr(GATEWAY)?,
                 path: "/public/welcome".into(),
                 headers: vec![Vec::new()],
+                expect: 200,
             },
         ),
     ];
@@ -115,6 +118,7 @@ pub fn run(seconds: u64, connections: usize, out: &Path) -> Result<(), String> {
                 addr: nginx.addr,
                 path: "/public/welcome".into(),
                 headers: vec![Vec::new()],
+                expect: 200,
             },
         ));
     }
