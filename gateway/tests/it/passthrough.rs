@@ -57,7 +57,9 @@ auth = "public"
         tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut back))
             .await
             .expect("echo in time")
-            .unwrap();
+            // Pingora 0.9.1 sometimes ends the tunnel when the upstream's
+            // 101 beats the request's empty body: cloudflare/pingora#946.
+            .unwrap_or_else(|e| panic!("tunnel closed after the 101 ({e}); see pingora#946"));
         assert_eq!(back, message);
     }
 
