@@ -253,7 +253,10 @@ fn bad_config_exits_64_naming_the_key() {
             "routes[0].auth",
         ),
         ("threads = 0\n", "threads"),
-        ("private_cookies = [\"sid\", \"a b\"]\n", "private_cookies[1]"),
+        (
+            "private_cookies = [\"sid\", \"a b\"]\n",
+            "private_cookies[1]",
+        ),
         ("private_cookies = [\"\"]\n", "private_cookies[0]"),
         ("surprise = 1\n", "surprise"),
     ] {
