@@ -115,6 +115,11 @@ impl Up {
         }
     }
 
+    /// The pid of `up` itself.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Ctrl-C, as a terminal sends it.
     pub fn interrupt(self) -> ExitStatus {
         self.stop_with("INT")

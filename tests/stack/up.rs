@@ -229,3 +229,58 @@ fn up_runs_on_postgresql_and_redis() {
     admin(&format!("DROP DATABASE {database}"));
     assert_ports_free();
 }
+
+/// Ctrl-C twice: the second one does not wait for the services to drain,
+/// it kills every one of them.
+#[test]
+fn a_second_ctrl_c_kills_the_stack() {
+    let _ports = hold_ports();
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path());
+    let pids: Vec<u64> = up.credentials["pids"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 4, "{}", up.credentials["pids"]);
+    let alive = |pid: u64| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    assert!(pids.iter().all(|p| alive(*p)));
+    let signal = |pid: u32| {
+        Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    let id = up.id();
+    assert!(signal(id).success());
+    // The gateway alone takes two seconds to drain (`shutdown_grace_secs`).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(signal(id).success());
+    let killed = std::time::Instant::now();
+    let status = up.exit_status();
+    assert!(status.success(), "{status}");
+    assert!(
+        killed.elapsed() < std::time::Duration::from_millis(1500),
+        "killed, not drained: {:?}",
+        killed.elapsed()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a service outlived `up`"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_ports_free();
+}
