@@ -276,7 +276,6 @@ impl SidecarClient {
             return self.ask(query, Duration::ZERO).await.map(Arc::new);
         };
         let key = cache_key(query);
-        let ttl = spread(self.cache_ttl, &key);
         if let Some(hit) = cache.get(&key).await {
             if hit.version.as_deref().is_some_and(|v| self.is_current(v)) {
                 metrics.decision_hits.inc();
@@ -288,6 +287,7 @@ impl SidecarClient {
         // once; one check answers them all instead of a burst of identical
         // ones racing the deadline.
         let mut asked = false;
+        let ttl = spread(self.cache_ttl, &key);
         let verdict = cache
             .try_get_with(key, async {
                 asked = true;

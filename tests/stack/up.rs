@@ -263,8 +263,13 @@ fn a_second_ctrl_c_kills_the_stack() {
     };
     let id = up.id();
     assert!(signal(id).success());
-    // The gateway alone takes two seconds to drain (`shutdown_grace_secs`).
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The second while the first is draining (the gateway alone takes two
+    // seconds, `shutdown_grace_secs`).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !up.printed().contains("again to kill") {
+        assert!(std::time::Instant::now() < deadline, "`up` is not stopping");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(signal(id).success());
     let killed = std::time::Instant::now();
     let status = up.exit_status();
