@@ -218,6 +218,7 @@ where
         sessions,
         access_log,
         metrics.clone(),
+        &server.configuration,
     );
     {
         let _background = keys_runtime.enter();

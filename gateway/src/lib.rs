@@ -20,6 +20,7 @@ pub mod reply;
 pub mod seal;
 pub mod session;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 
 /// Seconds since the Unix epoch (0 if the clock is before it).

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
 use pingora::{Error, ErrorType, Result};
 use tokens::{Verified, Verifier};
 
@@ -22,6 +23,7 @@ use crate::ratelimit::{Admit, BucketKey, Limiter};
 use crate::reply::{Reply, reply};
 use crate::session::{Active, Sessions};
 use crate::sha256;
+use crate::tunnel::Tunnels;
 use crate::upstream::Upstream;
 
 struct Route {
@@ -58,6 +60,7 @@ pub struct Gateway {
     authorizer: Option<Authorizer>,
     sessions: Option<Sessions>,
     access_log: Option<AccessLog>,
+    tunnels: Tunnels,
 }
 
 /// A verified bearer token with what every request needs from it worked
@@ -201,6 +204,7 @@ impl Gateway {
         sessions: Option<Sessions>,
         access_log: Option<AccessLog>,
         metrics: Arc<Metrics>,
+        server: &ServerConf,
     ) -> Self {
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
@@ -272,6 +276,7 @@ impl Gateway {
             authorizer,
             sessions,
             access_log,
+            tunnels: Tunnels::new(server),
         }
     }
 
@@ -406,6 +411,164 @@ impl Gateway {
                     .inc();
                 tracing::warn!(error = %e, "rate limit not applied");
                 Ok(false)
+            }
+        }
+    }
+
+    /// The upstream address for this request's next attempt, as a peer.
+    fn peer(&self, session: &Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .and_then(|i| self.routes.get(i))
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
+        let upstream = &self.upstreams[route.upstream];
+        let claims = ctx.principal.as_ref().map(Principal::claims);
+        let identity = match upstream.hash_on {
+            HashOn::Source => None,
+            HashOn::Subject => claims.and_then(|c| c.sub.as_deref()),
+            HashOn::ClientId => claims.and_then(|c| c.client_id.as_deref()),
+        };
+        let ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let ip_bytes = match ip {
+            Some(std::net::IpAddr::V4(v4)) => v4.to_ipv6_mapped().octets(),
+            Some(std::net::IpAddr::V6(v6)) => v6.octets(),
+            None => [0; 16],
+        };
+        let key = identity.map_or(&ip_bytes[..], str::as_bytes);
+        let addr = upstream.pick(Some(key), ctx.connect_failures);
+        ctx.upstream = Some(addr);
+        let mut peer = HttpPeer::new(addr, upstream.tls, upstream.sni.clone());
+        if upstream.http2 {
+            // Without TLS there is no ALPN: HTTP/2 by prior knowledge.
+            peer.options
+                .set_http_version(2, if upstream.tls { 1 } else { 2 });
+        }
+        peer.options.connection_timeout = Some(upstream.connect_timeout);
+        peer.options.read_timeout = Some(upstream.read_timeout);
+        Ok(Box::new(peer))
+    }
+
+    /// The request header as the upstream gets it: the identity headers
+    /// we own replaced with verified ones, private cookies and (per route)
+    /// the credentials removed, request id and trace context set.
+    fn rewrite_upstream_request(&self, upstream: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
+        // Whatever the client sent under our prefix is a forgery. Most
+        // requests carry none, and then nothing is allocated.
+        let forged = |k: &http::HeaderName| k.as_str().starts_with(&self.owned_prefix);
+        if upstream.headers.keys().any(forged) {
+            let owned: Vec<http::HeaderName> = upstream
+                .headers
+                .keys()
+                .filter(|k| forged(k))
+                .cloned()
+                .collect();
+            for name in owned {
+                upstream.remove_header(&name);
+            }
+        }
+        let route = ctx.route.and_then(|i| self.routes.get(i));
+        let forward = route.is_some_and(|r| r.forward_authorization);
+        strip_cookies(upstream, &self.private_cookies)?;
+        match &ctx.principal {
+            // A session's access token, as the upstream would get a bearer.
+            Some(Principal::Session(s)) if forward => {
+                upstream.insert_header("authorization", format!("Bearer {}", s.access_token()))?;
+            }
+            _ if forward => {}
+            _ => {
+                upstream.remove_header("authorization");
+            }
+        }
+        upstream.insert_header("x-request-id", ctx.request_id.clone())?;
+        // Trace context passes through; a malformed one would only confuse
+        // the upstream's tracer.
+        let traceparent_ok = upstream
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(valid_traceparent);
+        if !traceparent_ok {
+            upstream.remove_header("traceparent");
+            upstream.remove_header("tracestate");
+        }
+        match &ctx.principal {
+            Some(Principal::Bearer(b)) => {
+                for (name, value) in &b.headers {
+                    upstream.insert_header(*name, value.clone())?;
+                }
+            }
+            Some(Principal::Session(s)) => {
+                for (name, value) in identity_headers(&s.claims) {
+                    upstream.insert_header(name, value)?;
+                }
+            }
+            None => {}
+        }
+        if let Some(verdict) = &ctx.verdict {
+            for name in &verdict.remove {
+                upstream.remove_header(name);
+            }
+            for (name, value) in &verdict.headers {
+                upstream.insert_header(name.clone(), value.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The last step of `request_filter`: the policy decision, then an
+    /// allowed upgrade goes through our tunnel and anything else back to
+    /// Pingora to be proxied.
+    async fn authorize_then_tunnel_upgrades(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Result<bool> {
+        if self.decide(session, ctx).await? {
+            return Ok(true);
+        }
+        if session.is_upgrade_req() {
+            return self.tunnel(session, ctx).await;
+        }
+        Ok(false)
+    }
+
+    /// An HTTP/1.1 upgrade (WebSocket), once allowed: proxied through our
+    /// own tunnel (`tunnel.rs`), with connect failures retried on the
+    /// route's other addresses as for any idempotent request.
+    async fn tunnel(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let mut request = session.req_header().clone();
+        self.rewrite_upstream_request(&mut request, ctx)?;
+        let addresses = ctx
+            .route
+            .and_then(|i| self.routes.get(i))
+            .map_or(1, |r| self.upstreams[r.upstream].len());
+        loop {
+            let mut peer = self.peer(session, ctx)?;
+            peer.options.set_http_version(1, 1);
+            match self.tunnels.connect(&peer).await {
+                Ok(upstream) => {
+                    return crate::tunnel::run(session, upstream, request, |r| {
+                        finish_response(r, ctx)
+                    })
+                    .await;
+                }
+                Err(e) => {
+                    ctx.connect_failures += 1;
+                    if ctx.connect_failures < addresses {
+                        continue;
+                    }
+                    tracing::warn!(error = %e, request_id = ctx.request_id.to_str().unwrap_or_default(), "upgrade: upstream unreachable");
+                    return respond(
+                        session,
+                        502,
+                        None,
+                        r#"{"error":"bad_gateway","message":"the upstream cannot be reached"}"#,
+                    )
+                    .await;
+                }
             }
         }
     }
@@ -550,6 +713,16 @@ async fn respond(
     reply(session, r).await
 }
 
+/// What every response gets on its way to the client: the request id, and
+/// a refreshed session's cookie.
+fn finish_response(response: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    response.insert_header("x-request-id", ctx.request_id.clone())?;
+    if let Some(cookie) = ctx.set_cookie.take() {
+        response.append_header("set-cookie", cookie)?;
+    }
+    Ok(())
+}
+
 /// Remove the cookies named `private` from whichever `Cookie` header they
 /// come in (HTTP/2 clients may split them); the others are kept, in one
 /// header as RFC 9113 §8.2.3 folds them for HTTP/1.1.
@@ -616,11 +789,7 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        response.insert_header("x-request-id", ctx.request_id.clone())?;
-        if let Some(cookie) = ctx.set_cookie.take() {
-            response.append_header("set-cookie", cookie)?;
-        }
-        Ok(())
+        finish_response(response, ctx)
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
@@ -735,7 +904,7 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         let answered = match route.auth {
-            AuthMode::Public => return self.decide(session, ctx).await,
+            AuthMode::Public => return self.authorize_then_tunnel_upgrades(session, ctx).await,
             AuthMode::Jwt => self.authenticate_bearer(session, ctx).await?,
             AuthMode::Session => self.authenticate_session(session, ctx).await?,
         };
@@ -762,42 +931,11 @@ impl ProxyHttp for Gateway {
             )
             .await;
         }
-        self.decide(session, ctx).await
+        self.authorize_then_tunnel_upgrades(session, ctx).await
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let route = ctx
-            .route
-            .and_then(|i| self.routes.get(i))
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
-        let upstream = &self.upstreams[route.upstream];
-        let claims = ctx.principal.as_ref().map(Principal::claims);
-        let identity = match upstream.hash_on {
-            HashOn::Source => None,
-            HashOn::Subject => claims.and_then(|c| c.sub.as_deref()),
-            HashOn::ClientId => claims.and_then(|c| c.client_id.as_deref()),
-        };
-        let ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let ip_bytes = match ip {
-            Some(std::net::IpAddr::V4(v4)) => v4.to_ipv6_mapped().octets(),
-            Some(std::net::IpAddr::V6(v6)) => v6.octets(),
-            None => [0; 16],
-        };
-        let key = identity.map_or(&ip_bytes[..], str::as_bytes);
-        let addr = upstream.pick(Some(key), ctx.connect_failures);
-        ctx.upstream = Some(addr);
-        let mut peer = HttpPeer::new(addr, upstream.tls, upstream.sni.clone());
-        if upstream.http2 {
-            // Without TLS there is no ALPN: HTTP/2 by prior knowledge.
-            peer.options
-                .set_http_version(2, if upstream.tls { 1 } else { 2 });
-        }
-        peer.options.connection_timeout = Some(upstream.connect_timeout);
-        peer.options.read_timeout = Some(upstream.read_timeout);
-        Ok(Box::new(peer))
+        self.peer(session, ctx)
     }
 
     /// A request that never reached the upstream may go to the next
@@ -836,67 +974,7 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        // Whatever the client sent under our prefix is a forgery. Most
-        // requests carry none, and then nothing is allocated.
-        let forged = |k: &http::HeaderName| k.as_str().starts_with(&self.owned_prefix);
-        if upstream.headers.keys().any(forged) {
-            let owned: Vec<http::HeaderName> = upstream
-                .headers
-                .keys()
-                .filter(|k| forged(k))
-                .cloned()
-                .collect();
-            for name in owned {
-                upstream.remove_header(&name);
-            }
-        }
-        let route = ctx.route.and_then(|i| self.routes.get(i));
-        let forward = route.is_some_and(|r| r.forward_authorization);
-        strip_cookies(upstream, &self.private_cookies)?;
-        match &ctx.principal {
-            // A session's access token, as the upstream would get a bearer.
-            Some(Principal::Session(s)) if forward => {
-                upstream.insert_header("authorization", format!("Bearer {}", s.access_token()))?;
-            }
-            _ if forward => {}
-            _ => {
-                upstream.remove_header("authorization");
-            }
-        }
-        upstream.insert_header("x-request-id", ctx.request_id.clone())?;
-        // Trace context passes through; a malformed one would only confuse
-        // the upstream's tracer.
-        let traceparent_ok = upstream
-            .headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .is_none_or(valid_traceparent);
-        if !traceparent_ok {
-            upstream.remove_header("traceparent");
-            upstream.remove_header("tracestate");
-        }
-        match &ctx.principal {
-            Some(Principal::Bearer(b)) => {
-                for (name, value) in &b.headers {
-                    upstream.insert_header(*name, value.clone())?;
-                }
-            }
-            Some(Principal::Session(s)) => {
-                for (name, value) in identity_headers(&s.claims) {
-                    upstream.insert_header(name, value)?;
-                }
-            }
-            None => {}
-        }
-        if let Some(verdict) = &ctx.verdict {
-            for name in &verdict.remove {
-                upstream.remove_header(name);
-            }
-            for (name, value) in &verdict.headers {
-                upstream.insert_header(name.clone(), value.clone())?;
-            }
-        }
-        Ok(())
+        self.rewrite_upstream_request(upstream, ctx)
     }
 }
 
