@@ -7,9 +7,10 @@
 //! authorized like any other, leave Pingora's loop here: the same peer and
 //! the same upstream headers, then bytes both ways until either side
 //! closes (as nginx ends an upgraded connection). Each read keeps its
-//! side's timeout, so an idle tunnel ends after the upstream's read
-//! timeout, as nginx's `proxy_read_timeout` ends one; WebSocket pings keep
-//! it open.
+//! side's timeout (the upstream's `read_timeout_ms`, Pingora's 60 s for
+//! the client), as in Pingora's own loop: a tunnel idle for longer ends,
+//! as nginx's `proxy_read_timeout` ends one, and WebSocket pings keep it
+//! open.
 
 use pingora::Result;
 use pingora::connectors::http::v1::Connector;
