@@ -1,6 +1,9 @@
 //! Logs and metrics plumbing shared by the services.
 
 use prometheus::{Encoder, Registry, TextEncoder};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Log output format.
@@ -20,7 +23,7 @@ pub fn init_logging(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry().with(filter).with(DropBenign);
     // A second init (tests start several services in one process) is harmless.
     let _ = match format {
         LogFormat::Json => registry
@@ -38,6 +41,56 @@ pub fn init_logging(level: &str, format: LogFormat) {
     };
 }
 
+/// Messages of other crates (through the `log` bridge: target, text) that
+/// report nothing wrong. Pingora logs an error whenever a pooled upstream
+/// connection is handed over by its idle watcher a moment too late to be
+/// taken: it opens a new connection instead, so the request is fine. With
+/// the gateway's default of no work stealing the watcher often runs on
+/// another thread, and at full speed that was 0.15% of requests: an error
+/// line every few milliseconds that means nothing.
+const BENIGN: &[(&str, &str)] = &[(
+    "pingora_core::connectors",
+    "failed to acquire reusable stream",
+)];
+
+/// Drops the `BENIGN` messages before any layer sees them.
+struct DropBenign;
+
+impl<S: Subscriber> Layer<S> for DropBenign {
+    fn event_enabled(&self, event: &Event<'_>, _cx: Context<'_, S>) -> bool {
+        // Bridged `log` records all come from the bridge's own callsites.
+        if event.metadata().target() != "log" {
+            return true;
+        }
+        let mut seen = LogRecord::default();
+        event.record(&mut seen);
+        !BENIGN
+            .iter()
+            .any(|(target, message)| seen.target == *target && seen.message == *message)
+    }
+}
+
+/// The target and text of a bridged `log` record.
+#[derive(Default)]
+struct LogRecord {
+    target: String,
+    message: String,
+}
+
+impl Visit for LogRecord {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "log.target" {
+            value.clone_into(&mut self.target);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        }
+    }
+}
+
 /// Render a registry in the Prometheus text exposition format.
 pub fn render_metrics(registry: &Registry) -> String {
     let mut buf = Vec::new();
@@ -48,3 +101,39 @@ pub fn render_metrics(registry: &Registry) -> String {
 
 /// The `Content-Type` of [`render_metrics`] output.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts the events that reach it.
+    struct Count(Arc<AtomicUsize>);
+
+    impl<S: Subscriber> Layer<S> for Count {
+        fn on_event(&self, _event: &Event<'_>, _cx: Context<'_, S>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn only_the_benign_bridged_messages_are_dropped() {
+        // The bridge, as `init_logging`'s `try_init` installs it.
+        let _ = tracing_log::LogTracer::init();
+        log::set_max_level(log::LevelFilter::Trace);
+        let seen = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry()
+            .with(DropBenign)
+            .with(Count(seen.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            // Pingora's message through the `log` bridge, and near misses.
+            log::error!(target: "pingora_core::connectors", "failed to acquire reusable stream");
+            log::error!(target: "pingora_core::connectors", "failed to acquire reusable stream!");
+            log::error!(target: "pingora_core::connectors::tls", "failed to acquire reusable stream");
+            log::error!(target: "pingora_core::connectors", "TLS handshake failure");
+            tracing::error!("failed to acquire reusable stream");
+        });
+        assert_eq!(seen.load(Ordering::SeqCst), 4);
+    }
+}

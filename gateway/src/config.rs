@@ -28,8 +28,10 @@ pub struct Config {
     /// From a request's first byte to the end of its header, at most this
     /// long (slow clients get 408); 0 turns the deadline off.
     pub request_header_timeout_secs: u64,
-    /// Let idle worker threads take work queued on busy ones. Off, each
-    /// thread serves its own connections (fewer cross-thread wake-ups).
+    /// Let idle worker threads take work queued on busy ones. Off (the
+    /// default), each thread serves its own connections and reuses its own
+    /// upstream connections, as nginx and Envoy workers do: fewer
+    /// cross-thread wake-ups (`loadtest/reports/gateway.md`).
     pub work_stealing: bool,
     /// After SIGTERM (or handing the listeners over), requests in flight
     /// get this long to finish.
@@ -363,7 +365,7 @@ impl Default for Config {
             threads: 2,
             max_request_header_bytes: 32 * 1024,
             request_header_timeout_secs: 10,
-            work_stealing: true,
+            work_stealing: false,
             shutdown_grace_secs: 10,
             upgrade_sock: std::path::PathBuf::from("/tmp/portcullis-gateway-upgrade.sock"),
             log_level: "info".into(),

@@ -45,6 +45,9 @@ pub struct Gateway {
     /// Longest prefix first, so the first match is the most specific.
     routes: Vec<Route>,
     upstreams: Vec<Arc<Upstream>>,
+    /// Without work stealing, each thread reuses only the upstream
+    /// connections it released itself (`worker_group`).
+    upstream_pool_per_thread: bool,
     verifier: Option<Arc<Verifier>>,
     owned_prefix: String,
     /// Cookies removed before the upstream: the sessions' and the
@@ -146,6 +149,22 @@ pub struct Ctx {
     connect_failures: usize,
     /// The address the request went to.
     upstream: Option<std::net::SocketAddr>,
+}
+
+/// This thread's upstream connection group. Pingora keeps one upstream
+/// pool for every thread, and an idle connection is held by a watcher task
+/// that has to be woken to hand it over, so a connection released on one
+/// thread and taken on another costs cross-thread wake-ups. With work
+/// stealing off a client connection stays on the thread that accepted it,
+/// and grouped by thread each worker takes back only the upstream
+/// connections it released, as nginx and Envoy workers keep their own
+/// (`loadtest/reports/gateway.md` measures the difference).
+fn worker_group() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static GROUP: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    GROUP.with(|g| *g)
 }
 
 /// A caller's request id is kept if it is short and plain.
@@ -257,6 +276,7 @@ impl Gateway {
         Self {
             routes,
             upstreams,
+            upstream_pool_per_thread: !config.work_stealing,
             verifier,
             owned_prefix: config.owned_header_prefix.clone(),
             private_cookies: config
@@ -441,6 +461,9 @@ impl Gateway {
         let addr = upstream.pick(Some(key), ctx.connect_failures);
         ctx.upstream = Some(addr);
         let mut peer = HttpPeer::new(addr, upstream.tls, upstream.sni.clone());
+        if self.upstream_pool_per_thread {
+            peer.group_key = worker_group();
+        }
         if upstream.http2 {
             // Without TLS there is no ALPN: HTTP/2 by prior knowledge.
             peer.options
@@ -995,6 +1018,14 @@ mod tests {
             .iter()
             .map(|v| v.as_bytes().to_vec())
             .collect()
+    }
+
+    #[test]
+    fn each_thread_has_its_own_upstream_group() {
+        let here = worker_group();
+        assert_eq!(worker_group(), here, "stable within a thread");
+        let there = std::thread::spawn(worker_group).join().unwrap();
+        assert_ne!(there, here);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Upstream pools: active health checks take a dead address out of
 //! rotation (so even non-retryable requests succeed) and bring it back;
 //! consistent hashing keeps each user on one address; a host name is
-//! resolved at start.
+//! resolved at start; upstream connections are kept alive and reused.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -144,4 +144,94 @@ auth = "public"
     assert_eq!(resp.status(), 200);
     let seen: Value = resp.json().await.unwrap();
     assert_eq!(seen["path"], "/by-name");
+}
+
+/// A TCP forwarder in front of `upstream` that counts the connections it
+/// accepts: how many upstream connections the gateway opened.
+async fn counting_forwarder(
+    upstream: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// One HTTP/1.1 response with a `content-length` body: status and body.
+async fn read_response(conn: &mut tokio::net::TcpStream) -> (u16, String) {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(conn.read(&mut byte).await.unwrap(), 1, "closed: {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    let status = head[9..12].parse().unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    let mut body = vec![0u8; length];
+    conn.read_exact(&mut body).await.unwrap();
+    (status, String::from_utf8(body).unwrap())
+}
+
+/// A client's requests one after another on one connection reuse their
+/// upstream connection, whether each proxy thread keeps its own upstream
+/// connections (work stealing off, the default) or all share them.
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    for stealing in [false, true] {
+        let (front, accepted) = counting_forwarder(echo_upstream().await).await;
+        let gw = start(&format!(
+            r#"
+threads = 2
+work_stealing = {stealing}
+
+[[upstreams]]
+name = "app"
+addresses = ["{front}"]
+
+[[routes]]
+path_prefix = "/"
+upstream = "app"
+auth = "public"
+"#
+        ));
+        // One client connection, requests one after another.
+        let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        for i in 0..50 {
+            let request = format!("GET /orders/{i} HTTP/1.1\r\nHost: demo\r\n\r\n");
+            tokio::io::AsyncWriteExt::write_all(&mut conn, request.as_bytes())
+                .await
+                .unwrap();
+            let (status, body) = read_response(&mut conn).await;
+            assert_eq!(status, 200, "{body}");
+            assert!(body.contains(&format!("/orders/{i}")), "{body}");
+        }
+        // Pingora's pool now and then hands a connection over a moment
+        // too late (its idle watcher runs on the other thread) and opens a
+        // new one; without reuse there would be 50.
+        let opened = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            (1..=10).contains(&opened),
+            "work_stealing = {stealing}: 50 requests opened {opened} upstream connections"
+        );
+    }
 }
