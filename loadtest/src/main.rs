@@ -54,6 +54,9 @@ enum Suite {
         /// Connections of the full-speed runs.
         #[arg(long, default_value_t = 64)]
         connections: usize,
+        /// Full-speed rounds, interleaved; each way in keeps its median.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Where `stack.md` and `stack.json` go.
         #[arg(long, default_value = "loadtest/reports")]
         out: PathBuf,
@@ -101,8 +104,9 @@ fn main() -> ExitCode {
         Suite::Stack {
             seconds,
             connections,
+            rounds,
             out,
-        } => stack::run(seconds, connections, &out),
+        } => stack::run(seconds, connections, rounds.max(1), &out),
         Suite::Drive {
             addr,
             path,
@@ -270,6 +274,18 @@ policy = {policy}
         "sidecar-nocache",
         &format!("{}{}", sidecar_table(0), routes(true)),
     )?;
+    // The same gateway with work stealing on (threads share upstream
+    // connections): what the default, off, saves.
+    let gw_stealing = procs::gateway(
+        gateway_bin,
+        work.path(),
+        "sidecar-stealing",
+        &format!(
+            "work_stealing = true\n{}{}",
+            sidecar_table(100_000),
+            routes(true)
+        ),
+    )?;
     let gw_embedded = procs::gateway(
         gateway_bin,
         work.path(),
@@ -306,6 +322,13 @@ policy = {policy}
             target: target(gw_sidecar.addr, "/api/orders", &tokens),
             pids: vec![gw_sidecar.proc.pid(), sidecar.pid(), echo.pid()],
             proxy: gw_sidecar.proc.pid(),
+        },
+        Scenario {
+            key: "c_sidecar_stealing",
+            title: "(c) with work stealing on",
+            target: target(gw_stealing.addr, "/api/orders", &tokens),
+            pids: vec![gw_stealing.proc.pid(), sidecar.pid(), echo.pid()],
+            proxy: gw_stealing.proc.pid(),
         },
         Scenario {
             key: "c_sidecar_nocache",
@@ -476,10 +499,37 @@ struct Round {
 impl Measured {
     /// The round with the median rate, which the report's row shows.
     fn median(&self) -> Option<&Round> {
-        let mut by_rate: Vec<&Round> = self.rounds.iter().collect();
-        by_rate.sort_by(|x, y| x.outcome.rps().total_cmp(&y.outcome.rps()));
-        by_rate.get(by_rate.len() / 2).copied()
+        median_by_rate(&self.rounds, |r| &r.outcome)
     }
+}
+
+/// The item whose outcome has the median rate.
+fn median_by_rate<T>(items: &[T], outcome: impl Fn(&T) -> &Outcome) -> Option<&T> {
+    let mut by_rate: Vec<&T> = items.iter().collect();
+    by_rate.sort_by(|x, y| outcome(x).rps().total_cmp(&outcome(y).rps()));
+    by_rate.get(by_rate.len() / 2).copied()
+}
+
+/// A scenario run in rounds as one report row: the `median` round's
+/// figures, every round's rate, and the errors of every round (not only
+/// the median one's).
+fn rounds_row<'a>(
+    key: &str,
+    title: &str,
+    rounds: impl Iterator<Item = &'a Outcome> + Clone,
+    median: &Outcome,
+) -> Value {
+    let mut row = outcome_row(key, title, median);
+    row["rps_every_round"] = rounds.clone().map(|o| o.rps().round()).collect();
+    let mut failures = std::collections::BTreeMap::<&str, u64>::new();
+    for o in rounds.clone() {
+        for (kind, n) in &o.failures {
+            *failures.entry(kind).or_default() += n;
+        }
+    }
+    row["errors"] = rounds.map(|o| o.errors).sum::<u64>().into();
+    row["failures"] = json!(failures);
+    row
 }
 
 fn report(measured: &[Measured], connections: usize, seconds: u64, rounds: usize) -> Value {
@@ -502,29 +552,25 @@ fn report(measured: &[Measured], connections: usize, seconds: u64, rounds: usize
                     0.0
                 }
             };
-            let mut row = outcome_row(m.key, m.title, o);
+            let mut row = rounds_row(m.key, m.title, m.rounds.iter().map(|r| &r.outcome), o);
             row["cpu_us_per_request"] = json!((per_request(median.cpu) * 10.0).round() / 10.0);
             row["proxy_cpu_us_per_request"] =
                 json!((per_request(median.proxy_cpu) * 10.0).round() / 10.0);
-            row["rps_every_round"] = m.rounds.iter().map(|r| r.outcome.rps().round()).collect();
-            // Errors of every round, not only the median one's.
-            let mut failures = std::collections::BTreeMap::<&str, u64>::new();
-            for r in &m.rounds {
-                for (kind, n) in &r.outcome.failures {
-                    *failures.entry(kind).or_default() += n;
-                }
-            }
-            row["errors"] = m
-                .rounds
-                .iter()
-                .map(|r| r.outcome.errors)
-                .sum::<u64>()
-                .into();
-            row["failures"] = json!(failures);
             row
         })
         .collect();
     let a = rps("a_public");
+    // What forwarding adds to a proxy's own CPU per request: a proxied
+    // row minus the same proxy answering by itself.
+    let proxy_us = |key: &str| {
+        let r = median(key)?;
+        (r.outcome.requests > 0).then(|| r.proxy_cpu / r.outcome.requests as f64 * 1e6)
+    };
+    let forwarding_us = |proxied: &str, local: &str| {
+        Some(((proxy_us(proxied)? - proxy_us(local)?) * 10.0).round() / 10.0)
+    };
+    let gateway_forwarding = forwarding_us("a_public", "gateway_local");
+    let nginx_forwarding = forwarding_us("nginx", "nginx_local");
     json!({
         "suite": "gateway",
         "unix_time": now(),
@@ -538,9 +584,12 @@ fn report(measured: &[Measured], connections: usize, seconds: u64, rounds: usize
             "b_over_a": ratio(rps("b_jwt"), a),
             "c_over_a": ratio(rps("c_sidecar"), a),
             "c_nocache_over_a": ratio(rps("c_sidecar_nocache"), a),
+            "c_over_c_stealing": ratio(rps("c_sidecar"), rps("c_sidecar_stealing")),
             "d_over_a": ratio(rps("d_embedded"), a),
             "a_over_nginx": ratio(a, rps("nginx")),
             "local_over_nginx_local": ratio(rps("gateway_local"), rps("nginx_local")),
+            "gateway_forwarding_cpu_us": gateway_forwarding,
+            "nginx_forwarding_cpu_us": nginx_forwarding,
             "c_p99_added_ms": match (p99("c_sidecar"), p99("a_public")) {
                 (Some(c), Some(a)) => Some(((c - a) * 1000.0).round() / 1000.0),
                 _ => None,
@@ -591,9 +640,12 @@ fn markdown(report: &Value, nginx_missing: bool) -> String {
         ("b_over_a", "≥ 0.90"),
         ("c_over_a", "≥ 0.70"),
         ("c_nocache_over_a", ""),
+        ("c_over_c_stealing", ""),
         ("d_over_a", "≥ 0.85"),
         ("a_over_nginx", "≥ 0.90"),
         ("local_over_nginx_local", ""),
+        ("gateway_forwarding_cpu_us", ""),
+        ("nginx_forwarding_cpu_us", ""),
         ("c_p99_added_ms", "≤ 1 ms"),
         ("c_nocache_p99_added_ms", ""),
     ] {
@@ -602,6 +654,11 @@ fn markdown(report: &Value, nginx_missing: bool) -> String {
             report["ratios"][key]
         ));
     }
+    md.push_str(
+        "\n`*_forwarding_cpu_us`: the proxy's CPU per request on the proxied row minus its CPU \
+         per request answering by itself, i.e. what sending the request upstream and relaying \
+         the answer costs it.\n",
+    );
     if nginx_missing {
         md.push_str("\nnginx was not found (install it, e.g. `apt-get install nginx-light`), so its row is missing.\n");
     }

@@ -28,7 +28,7 @@ const GATEWAY: &str = "127.0.0.1:8000";
 const UPSTREAM: &str = "127.0.0.1:3000";
 const ENVOY: &str = "127.0.0.1:10000";
 
-pub fn run(seconds: u64, connections: usize, out: &Path) -> Result<(), String> {
+pub fn run(seconds: u64, connections: usize, rounds: usize, out: &Path) -> Result<(), String> {
     let k6 = which("k6").ok_or("k6 is not installed (scripts/install-deps.sh)")?;
     let envoy = which("envoy").ok_or("envoy is not installed (scripts/install-deps.sh)")?;
     let bins = procs::build_release(&[("portcullis", "portcullis")])?;
@@ -123,18 +123,31 @@ pub fn run(seconds: u64, connections: usize, out: &Path) -> Result<(), String> {
         ));
     }
     let rt = driver::runtime()?;
-    let mut speed_rows = Vec::new();
-    for (key, title, target) in &targets {
+    for (_, title, target) in &targets {
         crate::probe(&rt, title, target)?;
-        eprintln!("{title} for {seconds} s ...");
-        let outcome = rt.block_on(driver::run(
-            target,
-            connections,
-            Duration::from_secs(1),
-            Duration::from_secs(seconds),
-        ));
-        speed_rows.push(crate::outcome_row(key, title, &outcome));
     }
+    // rounds × ways in, interleaved, each way's median round kept: this
+    // machine's speed drifts within a minute.
+    let mut measured: Vec<Vec<driver::Outcome>> = targets.iter().map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        for ((_, title, target), outcomes) in targets.iter().zip(&mut measured) {
+            eprintln!("round {round}/{rounds}: {title} for {seconds} s ...");
+            outcomes.push(rt.block_on(driver::run(
+                target,
+                connections,
+                Duration::from_secs(1),
+                Duration::from_secs(seconds),
+            )));
+        }
+    }
+    let speed_rows: Vec<Value> = targets
+        .iter()
+        .zip(&measured)
+        .filter_map(|((key, title, _), outcomes)| {
+            let median = crate::median_by_rate(outcomes, |o| o)?;
+            Some(crate::rounds_row(key, title, outcomes.iter(), median))
+        })
+        .collect();
     drop(up);
 
     let rps = |key: &str| {
@@ -156,6 +169,7 @@ pub fn run(seconds: u64, connections: usize, out: &Path) -> Result<(), String> {
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "seconds": seconds,
         "connections": connections,
+        "rounds": rounds,
         "k6": k6_rows,
         "memory_mib": memory,
         "full_speed": speed_rows,
@@ -359,11 +373,13 @@ fn markdown(report: &Value) -> String {
     let mut md = format!(
         "# Stack load test\n\n`portcullis up` (release build) on {} cores; every k6 scenario at its \
          target rate for {} s, then the bearer workload at full speed ({} connections, the \
-         runner's closed-loop client) four ways in. Load generators share the cores.\n\n\
+         runner's closed-loop client) four ways in, {} interleaved rounds, each way's median \
+         round shown (every round's req/s in the last column; errors of all rounds). Load \
+         generators share the cores.\n\n\
          ## k6 scenarios\n\n\
          | scenario | req/s | p50 ms | p95 ms | p99 ms | error rate | thresholds | stack CPU µs/req |\n\
          |---|---:|---:|---:|---:|---:|---|---:|\n",
-        report["cores"], report["seconds"], report["connections"]
+        report["cores"], report["seconds"], report["connections"], report["rounds"]
     );
     for r in report["k6"].as_array().into_iter().flatten() {
         md.push_str(&format!(
@@ -402,19 +418,26 @@ fn markdown(report: &Value) -> String {
     md.push_str(&format!(
         "\nPeak resident memory after the k6 scenarios: gateway {} MiB, sidecar {} MiB, together {} MiB (target ≤ 64).\n\n\
          ## Full speed, same token, same sidecar, same upstream\n\n\
-         | way in | req/s | p50 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|\n",
+         | way in | req/s | p50 ms | p99 ms | errors (all rounds) | req/s each round |\n|---|---:|---:|---:|---:|---|\n",
         report["memory_mib"]["gateway"],
         report["memory_mib"]["sidecar"],
         report["memory_mib"]["gateway_plus_sidecar"],
     ));
     for r in report["full_speed"].as_array().into_iter().flatten() {
         md.push_str(&format!(
-            "| {} | {} | {:.2} | {:.2} | {} |\n",
+            "| {} | {} | {:.2} | {:.2} | {} | {} |\n",
             r["title"].as_str().unwrap_or(""),
             r["rps"],
             r["p50_ms"].as_f64().unwrap_or(0.0),
             r["p99_ms"].as_f64().unwrap_or(0.0),
             crate::errors_cell(r),
+            r["rps_every_round"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
         ));
     }
     md.push_str(&format!(
