@@ -552,7 +552,9 @@ impl Gateway {
         if self.decide(session, ctx).await? {
             return Ok(true);
         }
-        if session.is_upgrade_req() {
+        // An upgrade with a request body (rare: WebSockets have none) stays
+        // with Pingora, which sends the body before the switch.
+        if session.is_upgrade_req() && session.is_body_empty() {
             return self.tunnel(session, ctx).await;
         }
         Ok(false)
