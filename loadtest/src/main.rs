@@ -464,6 +464,17 @@ fn errors_cell(row: &Value) -> String {
     }
 }
 
+/// A row's rate in every round: `26522, 27213, 26546`.
+fn rounds_cell(row: &Value) -> String {
+    row["rps_every_round"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// One request must succeed before a scenario is measured.
 fn probe(rt: &tokio::runtime::Runtime, title: &str, target: &Target) -> Result<(), String> {
     let probe = rt.block_on(driver::run(
@@ -626,13 +637,7 @@ fn markdown(report: &Value, nginx_missing: bool) -> String {
             errors_cell(r),
             r["cpu_us_per_request"],
             r["proxy_cpu_us_per_request"],
-            r["rps_every_round"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(Value::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
+            rounds_cell(r),
         ));
     }
     md.push_str("\n| ratio | value | target |\n|---|---:|---:|\n");

@@ -431,13 +431,7 @@ fn markdown(report: &Value) -> String {
             r["p50_ms"].as_f64().unwrap_or(0.0),
             r["p99_ms"].as_f64().unwrap_or(0.0),
             crate::errors_cell(r),
-            r["rps_every_round"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(Value::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
+            crate::rounds_cell(r),
         ));
     }
     md.push_str(&format!(
