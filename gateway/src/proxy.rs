@@ -552,8 +552,9 @@ impl Gateway {
         if self.decide(session, ctx).await? {
             return Ok(true);
         }
-        // An upgrade with a request body (rare: WebSockets have none) stays
-        // with Pingora, which sends the body before the switch.
+        // Upgrades are WebSocket ones by now (`refuse_foreign_upgrade`). One
+        // with a request body (rare: handshakes have none) stays with
+        // Pingora, which sends the body before the switch.
         if session.is_upgrade_req() && session.is_body_empty() {
             return self.tunnel(session, ctx).await;
         }
@@ -574,8 +575,8 @@ impl Gateway {
             let mut peer = self.peer(session, ctx)?;
             peer.options.set_http_version(1, 1);
             match self.tunnels.connect(&peer).await {
-                Ok(upstream) => {
-                    return crate::tunnel::run(session, upstream, request, |r| {
+                Ok(connected) => {
+                    return crate::tunnel::run(session, connected, request, |r| {
                         finish_response(r, ctx)
                     })
                     .await;
@@ -870,6 +871,9 @@ impl ProxyHttp for Gateway {
             )
             .await;
         }
+        // Only WebSocket upgrades go on; any other (h2c) becomes a plain
+        // request, so no connection can switch past the per-request checks.
+        crate::tunnel::refuse_foreign_upgrade(session.req_header_mut())?;
         // Normalise once: routing, policy and the upstream all see this path.
         let path = session.req_header().uri.path();
         match sidecar::path::normalize(path) {

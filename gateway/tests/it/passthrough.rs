@@ -13,13 +13,22 @@ use crate::support::{Sidecar, demo_policies, echo_upstream, jwt_app, start};
 
 /// Reads an HTTP/1 head up to its blank line.
 async fn read_head(conn: &mut (impl AsyncRead + Unpin)) -> String {
+    try_read_head(conn)
+        .await
+        .expect("closed before a whole head")
+}
+
+/// An HTTP/1 head, or `None` once the peer has closed.
+async fn try_read_head(conn: &mut (impl AsyncRead + Unpin)) -> Option<String> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(conn.read(&mut byte).await.unwrap(), 1, "closed: {head:?}");
+        if conn.read(&mut byte).await.ok()? != 1 {
+            return None;
+        }
         head.push(byte[0]);
     }
-    String::from_utf8(head).unwrap()
+    String::from_utf8(head).ok()
 }
 
 /// Sends `message` and expects it back through the tunnel.
@@ -172,16 +181,18 @@ auth = "public"
 }
 
 /// An upgrade the upstream turns down is relayed as a plain response (and
-/// the client's connection stays usable); an unreachable upstream is a 502.
+/// the client's connection stays usable); an unreachable upstream, or one
+/// that never answers, is a 502; an upgrade to anything but WebSocket
+/// (h2c) reaches the upstream as a plain request, so no connection can
+/// switch to HTTP/2 behind the gateway's back.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_refused_or_unreachable_upgrade_is_an_ordinary_answer() {
+async fn a_refused_unreachable_or_foreign_upgrade_is_an_ordinary_answer() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let refusing = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
             tokio::spawn(async move {
-                loop {
-                    let head = read_head(&mut conn).await;
+                while let Some(head) = try_read_head(&mut conn).await {
                     let answer = if head.contains("Upgrade") {
                         "HTTP/1.1 426 Upgrade Required\r\ncontent-length: 6\r\n\r\nno way"
                     } else {
@@ -198,6 +209,15 @@ async fn a_refused_or_unreachable_upgrade_is_an_ordinary_answer() {
         .unwrap()
         .local_addr()
         .unwrap();
+    // Accepts, reads, never answers.
+    let silent_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = silent_listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent_listener.accept().await {
+            held.push(conn);
+        }
+    });
     let gw = start(&format!(
         r#"
 [[upstreams]]
@@ -213,9 +233,19 @@ path_prefix = "/ws"
 upstream = "refusing"
 auth = "public"
 
+[[upstreams]]
+name = "silent"
+addresses = ["{silent}"]
+read_timeout_ms = 300
+
 [[routes]]
 path_prefix = "/gone"
 upstream = "gone"
+auth = "public"
+
+[[routes]]
+path_prefix = "/silent"
+upstream = "silent"
 auth = "public"
 "#
     ));
@@ -246,4 +276,28 @@ auth = "public"
         .unwrap();
     let head = read_head(&mut conn).await;
     assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+
+    let asked = std::time::Instant::now();
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(upgrade("/silent/chat").as_bytes())
+        .await
+        .unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(5), read_head(&mut conn))
+        .await
+        .expect("an answer once the upstream's read timeout passed");
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert!(asked.elapsed() >= Duration::from_millis(300));
+
+    // h2c offered: the upstream sees a plain request and answers it.
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(
+        b"GET /ws/page HTTP/1.1\r\nHost: demo\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut conn).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut body = [0u8; 5];
+    conn.read_exact(&mut body).await.unwrap();
+    assert_eq!(&body, b"plain");
 }
