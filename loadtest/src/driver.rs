@@ -65,9 +65,28 @@ pub async fn run(
     warmup: Duration,
     duration: Duration,
 ) -> Outcome {
+    run_measured(target, connections, warmup, duration, || ())
+        .await
+        .0
+}
+
+/// As `run`, and `at_start` is called when the measured time begins (after
+/// the warm-up): a snapshot of, say, CPU counters that the caller compares
+/// with their values when this returns.
+pub async fn run_measured<T: Send + 'static>(
+    target: &Target,
+    connections: usize,
+    warmup: Duration,
+    duration: Duration,
+    at_start: impl FnOnce() -> T + Send + 'static,
+) -> (Outcome, T) {
     let start = Instant::now();
     let measure_from = start + warmup;
     let stop = measure_from + duration;
+    let snapshot = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        at_start()
+    });
     let mut tasks = Vec::with_capacity(connections);
     for c in 0..connections {
         let target = target.clone();
@@ -96,7 +115,11 @@ pub async fn run(
         }
     }
     out.latencies_us.sort_unstable();
-    out
+    match snapshot.await {
+        Ok(taken) => (out, taken),
+        // `at_start` panicked: nothing to compare with.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
 
 /// One connection's share of the outcome.

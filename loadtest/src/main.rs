@@ -392,14 +392,18 @@ policy = {policy}
         .collect();
     for round in 1..=rounds {
         for (s, m) in scenarios.iter().zip(&mut measured) {
-            let cpu_before: Vec<f64> = s.pids.iter().map(|p| procs::cpu_seconds(*p)).collect();
-            let proxy_before = procs::cpu_seconds(s.proxy);
             eprintln!("round {round}/{rounds}: {} for {seconds} s ...", s.title);
-            let outcome = driver_rt.block_on(driver::run(
+            // CPU from the end of the warm-up, when requests start to count.
+            let (pids, proxy) = (s.pids.clone(), s.proxy);
+            let (outcome, (cpu_before, proxy_before)) = driver_rt.block_on(driver::run_measured(
                 &s.target,
                 connections,
                 Duration::from_secs(1),
                 Duration::from_secs(seconds),
+                move || {
+                    let each: Vec<f64> = pids.iter().map(|p| procs::cpu_seconds(*p)).collect();
+                    (each, procs::cpu_seconds(proxy))
+                },
             ));
             let cpu: f64 = s
                 .pids
@@ -514,11 +518,12 @@ impl Measured {
     }
 }
 
-/// The item whose outcome has the median rate.
+/// The item whose outcome has the median rate (the lower middle one of an
+/// even number).
 fn median_by_rate<T>(items: &[T], outcome: impl Fn(&T) -> &Outcome) -> Option<&T> {
     let mut by_rate: Vec<&T> = items.iter().collect();
     by_rate.sort_by(|x, y| outcome(x).rps().total_cmp(&outcome(y).rps()));
-    by_rate.get(by_rate.len() / 2).copied()
+    by_rate.get(by_rate.len().saturating_sub(1) / 2).copied()
 }
 
 /// A scenario run in rounds as one report row: the `median` round's

@@ -190,7 +190,14 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     total / clock_ticks()
 }
 
+/// Clock ticks per second, asked once (a snapshot may be taken while a
+/// load runs, so it must not start a process each time).
 fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(ask_clock_ticks)
+}
+
+fn ask_clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
