@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 pub struct Proc {
     name: String,
     child: Child,
+    /// Stop it with SIGTERM first: a process whose children SIGKILL would
+    /// orphan (nginx's master stops its workers on SIGTERM, not on SIGKILL).
+    term_first: bool,
 }
 
 impl Proc {
@@ -28,6 +31,7 @@ impl Proc {
         Ok(Self {
             name: name.to_owned(),
             child,
+            term_first: false,
         })
     }
 
@@ -54,6 +58,15 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if self.term_first {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !self.exited() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -147,7 +160,7 @@ pub fn nginx(dir: &Path, upstream: SocketAddr) -> Result<Option<Listening>, Stri
         ),
     )
     .map_err(|e| e.to_string())?;
-    let proc = Proc::spawn(
+    let mut proc = Proc::spawn(
         "nginx",
         bin,
         &[
@@ -158,6 +171,7 @@ pub fn nginx(dir: &Path, upstream: SocketAddr) -> Result<Option<Listening>, Stri
         ],
         &[],
     )?;
+    proc.term_first = true;
     proc.wait_for(addr)?;
     Ok(Some(Listening { proc, addr }))
 }
