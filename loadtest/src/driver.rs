@@ -24,7 +24,10 @@ pub struct Target {
 
 #[derive(Debug, Default)]
 pub struct Outcome {
+    /// Requests sent in the measured window, answered or not.
     pub requests: u64,
+    /// Of those, the ones answered with the expected status.
+    pub succeeded: u64,
     /// Transport errors and any status other than 200.
     pub errors: u64,
     /// The errors by kind (`status 503`, `connect`, ...), so a report can
@@ -35,8 +38,10 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Successful answers per second: a proxy that fails fast must not
+    /// look fast.
     pub fn rps(&self) -> f64 {
-        self.requests as f64 / self.seconds
+        self.succeeded as f64 / self.seconds
     }
 
     /// Latency percentile in milliseconds (`p` in 0..=1).
@@ -102,6 +107,7 @@ pub async fn run_measured<T: Send + 'static>(
         match task.await {
             Ok(tally) => {
                 out.requests += tally.requests;
+                out.succeeded += tally.succeeded;
                 out.latencies_us.extend(tally.latencies_us);
                 for (kind, n) in tally.failures {
                     out.errors += n;
@@ -125,6 +131,7 @@ pub async fn run_measured<T: Send + 'static>(
 /// One connection's share of the outcome.
 struct Tally {
     requests: u64,
+    succeeded: u64,
     latencies_us: Vec<u32>,
     failures: BTreeMap<String, u64>,
 }
@@ -149,6 +156,7 @@ fn failure(answer: &Result<hyper::StatusCode, hyper::Error>, expect: u16) -> Opt
 async fn connection(target: &Target, index: usize, measure_from: Instant, stop: Instant) -> Tally {
     let mut tally = Tally {
         requests: 0,
+        succeeded: 0,
         latencies_us: Vec::with_capacity(100_000),
         failures: BTreeMap::new(),
     };
@@ -194,8 +202,9 @@ async fn connection(target: &Target, index: usize, measure_from: Instant, stop: 
                 tally
                     .latencies_us
                     .push(began.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-                if let Some(kind) = failed {
-                    tally.fail(kind);
+                match failed {
+                    Some(kind) => tally.fail(kind),
+                    None => tally.succeeded += 1,
                 }
             }
             if broken {
@@ -204,4 +213,64 @@ async fn connection(target: &Target, index: usize, measure_from: Instant, stop: 
         }
     }
     tally
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A keep-alive server that answers every other request with 503.
+    async fn flaky_server() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut answered = 0u64;
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while let Ok(n @ 1..) = socket.read(&mut chunk).await {
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            answered += 1;
+                            let status = if answered.is_multiple_of(2) {
+                                "503 Unavailable"
+                            } else {
+                                "200 OK"
+                            };
+                            let head = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+                            if socket.write_all(head.as_bytes()).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn failed_answers_are_counted_but_not_as_throughput() {
+        let target = Target {
+            addr: flaky_server().await,
+            path: "/".into(),
+            headers: vec![vec![]],
+            expect: 200,
+        };
+        let out = run(
+            &target,
+            2,
+            Duration::from_millis(50),
+            Duration::from_millis(300),
+        )
+        .await;
+        let refused = out.failures.get("status 503").copied().unwrap_or(0);
+        assert!(out.succeeded > 0 && refused > 0, "{out:?}");
+        assert_eq!(out.succeeded + refused, out.requests, "{out:?}");
+        assert_eq!(out.errors, refused, "{out:?}");
+        assert_eq!(out.rps(), out.succeeded as f64 / out.seconds);
+    }
 }
