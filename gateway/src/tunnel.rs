@@ -66,7 +66,12 @@ impl Tunnels {
 
 /// True for an upgrade the gateway tunnels: `Upgrade: websocket`.
 pub fn is_websocket(req: &RequestHeader) -> bool {
-    req.headers
+    upgrades_to_websocket(&req.headers)
+}
+
+/// `Upgrade: websocket` in a request's or a 101's headers.
+fn upgrades_to_websocket(headers: &http::HeaderMap) -> bool {
+    headers
         .get(http::header::UPGRADE)
         .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(WEBSOCKET))
 }
@@ -132,18 +137,14 @@ pub async fn run(
             break header;
         }
     };
-    if response.status.as_u16() == 101 {
-        let switched_to_websocket = response
-            .headers
-            .get(http::header::UPGRADE)
-            .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(WEBSOCKET));
-        if !upstream.was_upgraded() || !switched_to_websocket {
-            return Err(Error::explain(
-                ErrorType::InvalidHTTPHeader,
-                "the upstream switched to something other than WebSocket",
-            )
-            .into_up());
-        }
+    if response.status.as_u16() == 101
+        && (!upstream.was_upgraded() || !upgrades_to_websocket(&response.headers))
+    {
+        return Err(Error::explain(
+            ErrorType::InvalidHTTPHeader,
+            "the upstream switched to something other than WebSocket",
+        )
+        .into_up());
     }
     finish(&mut response)?;
     session.set_write_timeout(Some(deadline));
