@@ -6,8 +6,16 @@
 //! `limit` may pass; after that the client gets a 408 and the connection
 //! is closed. The clock stops at the end of the header (bodies are the
 //! upstream's business) and starts again with the next request on the
-//! connection, once the response has begun. HTTP/2 is framed differently
+//! connection, once the response has begun. Empty lines before a request
+//! line (which HTTP/1 parsers skip, RFC 9112 §2.2) start the clock like any
+//! byte and never count as the header's end. HTTP/2 is framed differently
 //! and passes through untouched after its preface.
+//!
+//! Pingora looks for that preface (with h2c on) by reading 24 bytes before
+//! any parser sees the connection, with no deadline: a client that sends
+//! fewer and stops would hold the connection forever, and a short request
+//! would wait for bytes that never come. So the peek is done here, under
+//! the same clock, and ends as soon as the bytes cannot be the preface.
 
 use std::fmt;
 use std::io;
@@ -61,7 +69,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeaderDeadline<A> {
             inner: stream,
             limit: self.limit,
             phase: Phase::Idle,
+            begun: false,
             blank_line: 0,
+            peeked: Vec::new(),
             timer: Box::pin(tokio::time::sleep(self.limit)),
             timeouts: self.timeouts.clone(),
         };
@@ -91,8 +101,12 @@ struct Guarded {
     inner: Stream,
     limit: Duration,
     phase: Phase,
+    /// The request line has begun: a byte other than CR or LF has come.
+    begun: bool,
     /// Progress towards the blank line: 1 after `\n`, 2 after `\n\r`.
     blank_line: u8,
+    /// Bytes read by `try_peek` (already counted), read again first.
+    peeked: Vec<u8>,
     /// One timer per connection, re-armed per request.
     timer: Pin<Box<Sleep>>,
     timeouts: IntCounter,
@@ -129,6 +143,7 @@ impl Guarded {
             && bytes[9] != b'1'
         {
             self.phase = Phase::Idle;
+            self.begun = false;
             self.blank_line = 0;
         }
     }
@@ -167,6 +182,12 @@ impl AsyncRead for Guarded {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if !this.peeked.is_empty() {
+            let n = this.peeked.len().min(buf.remaining());
+            buf.put_slice(&this.peeked[..n]);
+            this.peeked.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
         match this.phase {
             Phase::Body => return Pin::new(&mut this.inner).poll_read(cx, buf),
             Phase::Expired => {
@@ -190,7 +211,16 @@ impl AsyncRead for Guarded {
                     let deadline = Instant::now() + this.limit;
                     this.timer.as_mut().reset(deadline);
                 }
-                if blank_line_in(&mut this.blank_line, new) {
+                let new = if this.begun {
+                    new
+                } else {
+                    // Empty lines before the request line are not its end.
+                    let skip = new.iter().take_while(|b| matches!(b, b'\r' | b'\n'));
+                    let rest = &new[skip.count()..];
+                    this.begun = !rest.is_empty();
+                    rest
+                };
+                if this.begun && blank_line_in(&mut this.blank_line, new) {
                     this.phase = Phase::Body;
                 }
                 Poll::Ready(Ok(()))
@@ -293,10 +323,30 @@ impl GetSocketDigest for Guarded {
     }
 }
 
+/// What Pingora peeks for on a plain connection with h2c on.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 #[async_trait]
 impl Peek for Guarded {
+    /// Up to `buf.len()` bytes, read under the header clock and kept to be
+    /// read again; fewer once they cannot begin the HTTP/2 preface (the
+    /// rest of `buf` then stays zero, which no preface is).
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        use tokio::io::AsyncReadExt;
+        let mut got: Vec<u8> = Vec::with_capacity(buf.len());
+        while got.len() < buf.len() && H2_PREFACE.starts_with(&got) {
+            let mut chunk = [0u8; 64];
+            let want = (buf.len() - got.len()).min(chunk.len());
+            let n = self.read(&mut chunk[..want]).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        buf.fill(0);
+        buf[..got.len()].copy_from_slice(&got);
+        self.peeked = got;
+        Ok(true)
     }
 }
 

@@ -543,6 +543,53 @@ auth = "public"
     let waited = started.elapsed();
     assert!(waited < Duration::from_secs(4), "{waited:?}");
 
+    // Empty lines first (parsers skip them) start the clock like any byte
+    // and are not the end of a header: the request line dribbled after
+    // them still times out.
+    let started = Instant::now();
+    let mut slow = TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(b"\r\n\r\n\n\n").await.unwrap();
+    let mut answer = String::new();
+    let opening = ["GET /s", "low HTTP/1.1\r\n", "host: a\r\n"].map(String::from);
+    for chunk in opening
+        .into_iter()
+        .chain((0..17).map(|i| format!("x-{i}: y\r\n")))
+    {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if slow.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf)).await
+        {
+            answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if n == 0 || answer.contains("\r\n\r\n") {
+                break;
+            }
+        }
+    }
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+
+    // A few bytes, then silence: fewer than the 24 an HTTP/2 preface has,
+    // which Pingora waits for before any parser runs. Still the clock.
+    let started = Instant::now();
+    let mut slow = TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(b"GET /").await.unwrap();
+    let mut answer = vec![0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(4), slow.read(&mut answer))
+        .await
+        .expect("answered before 4 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // A whole request shorter than that is answered at once.
+    let mut short = TcpStream::connect(gw.addr).await.unwrap();
+    short.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let reply = response(&mut short).await;
+    assert!(reply.starts_with("HTTP/1.1 "), "{reply:?}");
+
     // Slow but within the limit: served.
     let mut conn = TcpStream::connect(gw.addr).await.unwrap();
     conn.write_all(b"GET /a HTTP/1.1\r\nhost: a\r\n")
@@ -570,6 +617,6 @@ auth = "public"
     assert!(third.starts_with("HTTP/1.1 200"), "{third}");
     assert!(third.contains("abcdef"), "{third}");
 
-    gw.metrics_with(&["gateway_request_header_timeouts_total 1"])
+    gw.metrics_with(&["gateway_request_header_timeouts_total 3"])
         .await;
 }
