@@ -239,6 +239,7 @@ impl Introspector {
             answer.remove(field);
         }
         let trusted_until = now.saturating_add(self.cache_for.as_secs());
+        crate::issuer::qualify(&mut answer, issuer.subject_prefix.as_deref());
         Ok(Arc::new(Verified {
             claims: answer,
             expires_at: exp.map_or(trusted_until, |e| e.min(trusted_until)),

@@ -44,6 +44,27 @@ pub struct IssuerConfig {
     /// an opaque token does not say who issued it.
     #[serde(default)]
     pub introspection: Option<IntrospectionConfig>,
+    /// Put in front of this issuer's `sub`, `client_id` and `azp` once a
+    /// token is verified (e.g. `partner:`), so two issuers' `bob` are two
+    /// principals to policies and upstreams. Required for every issuer when
+    /// more than one is configured; no prefix may begin another.
+    #[serde(default)]
+    pub subject_prefix: Option<String>,
+}
+
+/// Claims naming who a token is for or from.
+const SUBJECT_CLAIMS: [&str; 3] = ["sub", "client_id", "azp"];
+
+/// Qualify a verified payload's subjects with its issuer's prefix.
+pub fn qualify(claims: &mut serde_json::Map<String, serde_json::Value>, prefix: Option<&str>) {
+    let Some(prefix) = prefix else {
+        return;
+    };
+    for name in SUBJECT_CLAIMS {
+        if let Some(serde_json::Value::String(s)) = claims.get_mut(name) {
+            s.insert_str(0, prefix);
+        }
+    }
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -101,6 +122,30 @@ impl IssuerConfig {
                     message:
                         "only one issuer can introspect: opaque tokens do not name their issuer"
                             .into(),
+                });
+            }
+        }
+        for (index, config) in configs.iter().enumerate() {
+            let prefix = config.subject_prefix.as_deref();
+            if prefix == Some("") || (configs.len() > 1 && prefix.is_none()) {
+                return Err(ConfigError {
+                    index,
+                    field: "subject_prefix",
+                    message: "with several issuers, each needs a non-empty `subject_prefix` (e.g. \"partner:\"), so that two issuers' subjects never name one principal".into(),
+                });
+            }
+            if let Some(p) = prefix
+                && let Some(other) = configs.iter().enumerate().find_map(|(j, c)| {
+                    let q = c.subject_prefix.as_deref()?;
+                    (j != index && (q.starts_with(p) || p.starts_with(q))).then_some(q)
+                })
+            {
+                return Err(ConfigError {
+                    index,
+                    field: "subject_prefix",
+                    message: format!(
+                        "`{p}` and `{other}` overlap: one issuer's subjects could pass for the other's"
+                    ),
                 });
             }
         }

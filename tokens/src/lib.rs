@@ -31,6 +31,6 @@ mod verifier;
 
 pub use error::{ConfigError, TokenError};
 pub use introspection::IntrospectionConfig;
-pub use issuer::{IssuerConfig, IssuerStatus};
+pub use issuer::{IssuerConfig, IssuerStatus, qualify};
 pub use signer::{Signer, SignerError};
 pub use verifier::{START_WAIT, Verified, Verifier};

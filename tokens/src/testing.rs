@@ -231,6 +231,7 @@ impl TestIssuer {
             refresh_seconds: 300,
             min_refetch_seconds: 10,
             introspection: None,
+            subject_prefix: None,
         }
     }
 

@@ -19,7 +19,8 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// A token that passed every rule.
 #[derive(Debug, Clone)]
 pub struct Verified {
-    /// The payload, as issued.
+    /// The payload, as issued, its subjects qualified with the issuer's
+    /// `subject_prefix` when it has one.
     pub claims: Map<String, Value>,
     /// Until when this verification may be relied on, in seconds since the
     /// epoch: the token's `exp`, or sooner for an introspected token (its
@@ -186,6 +187,8 @@ impl Verifier {
         if !audience_ok(claims.get("aud"), &issuer.config.audiences) {
             return Err(TokenError::WrongAudience);
         }
+        let mut claims = claims;
+        crate::issuer::qualify(&mut claims, issuer.config.subject_prefix.as_deref());
         let verified = Arc::new(Verified {
             claims,
             expires_at: exp,

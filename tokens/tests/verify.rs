@@ -55,7 +55,15 @@ async fn refuses_every_hostile_token() {
     let stranger = Issuer::start(&[&other]).await;
     let mut typed = issuer.config();
     typed.token_type = Some("at+jwt".into());
-    let v = verifier(&[issuer.config(), stranger.config()]).await;
+    let prefixed = |config: IssuerConfig, prefix: &str| IssuerConfig {
+        subject_prefix: Some(prefix.into()),
+        ..config
+    };
+    let v = verifier(&[
+        prefixed(issuer.config(), "ours:"),
+        prefixed(stranger.config(), "stranger:"),
+    ])
+    .await;
     let strict = verifier(&[typed]).await;
     let cases = hostile_tokens(&issuer, &key, &stranger, &other);
     let mut failures = Vec::new();
@@ -209,6 +217,70 @@ audiences = ["x"]"#,
         toml::from_str::<IssuerConfig>("issuer = \"https://a\"\naudiences = [\"x\"]\nunknown = 1")
             .is_err()
     );
+    // Several issuers: each names its subjects apart from the others'.
+    let with_prefix = |issuer: &str, prefix: Option<&str>| IssuerConfig {
+        subject_prefix: prefix.map(str::to_owned),
+        ..parse(&format!("issuer = \"{issuer}\"\naudiences = [\"x\"]"))
+    };
+    for (configs, field, words) in [
+        (
+            vec![
+                with_prefix("https://a", None),
+                with_prefix("https://b", Some("b:")),
+            ],
+            "issuers[0].subject_prefix",
+            "several issuers",
+        ),
+        (
+            vec![with_prefix("https://a", Some(""))],
+            "issuers[0].subject_prefix",
+            "non-empty",
+        ),
+        (
+            vec![
+                with_prefix("https://a", Some("p")),
+                with_prefix("https://b", Some("pa")),
+            ],
+            "issuers[0].subject_prefix",
+            "overlap",
+        ),
+    ] {
+        let err = Verifier::new(&configs).unwrap_err().to_string();
+        assert!(err.starts_with(field) && err.contains(words), "{err}");
+    }
+    assert!(
+        Verifier::new(&[
+            with_prefix("https://a", Some("a:")),
+            with_prefix("https://b", Some("b:"))
+        ])
+        .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn subjects_carry_their_issuers_prefix() {
+    let key = SigningKey::es256("k1");
+    let issuer = Issuer::start(&[&key]).await;
+    let plain = verifier(&[issuer.config()]).await;
+    let prefixed = verifier(&[IssuerConfig {
+        subject_prefix: Some("partner:".into()),
+        ..issuer.config()
+    }])
+    .await;
+    let mut claims = issuer.claims("bob");
+    claims["client_id"] = json!("web");
+    claims["azp"] = json!("web");
+    let token = key.sign(&claims);
+    let got = prefixed.verify(&token).await.unwrap();
+    for (name, want) in [
+        ("sub", "partner:bob"),
+        ("client_id", "partner:web"),
+        ("azp", "partner:web"),
+    ] {
+        assert_eq!(got.claims[name], want, "{name}");
+    }
+    assert_eq!(got.claims["iss"], issuer.url, "other claims as issued");
+    assert_eq!(plain.verify(&token).await.unwrap().claims["sub"], "bob");
 }
 
 #[tokio::test]

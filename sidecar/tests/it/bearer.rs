@@ -261,7 +261,7 @@ async fn refuses_the_hostile_token_table() {
     std::fs::write(
         &config,
         format!(
-            "[[issuers]]\nissuer = \"{}\"\naudiences = [\"api\"]\n\n[[issuers]]\nissuer = \"{}\"\naudiences = [\"api\"]\n",
+            "[[issuers]]\nissuer = \"{}\"\naudiences = [\"api\"]\nsubject_prefix = \"ours:\"\n\n[[issuers]]\nissuer = \"{}\"\naudiences = [\"api\"]\nsubject_prefix = \"stranger:\"\n",
             issuer.url, stranger.url
         ),
     )
