@@ -25,7 +25,7 @@ pub struct App {
     pub mac: aws_lc_rs::hmac::Key,
     pub cookies: Cookies,
     pub metrics: Metrics,
-    pub trusted_proxies: Vec<crate::proxy::Block>,
+    pub trusted_proxies: Vec<bootstrap::net::Cidr>,
     /// Group-committed audit events (logins, tokens).
     pub audit: crate::audit::AuditLog,
     /// Clients read on every token and introspection request. Entries live

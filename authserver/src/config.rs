@@ -300,15 +300,8 @@ impl Config {
         }
     }
 
-    pub fn proxies(&self) -> Result<Vec<crate::proxy::Block>, ConfigError> {
-        self.trusted_proxies
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                crate::proxy::Block::parse(p)
-                    .map_err(|e| ConfigError::invalid(format!("trusted_proxies[{i}]"), e))
-            })
-            .collect()
+    pub fn proxies(&self) -> Result<Vec<bootstrap::net::Cidr>, ConfigError> {
+        bootstrap::net::Cidr::parse_all("trusted_proxies", &self.trusted_proxies)
     }
 
     pub fn database_url(&self) -> String {

@@ -4,6 +4,7 @@
 //! struct and its own routes.
 
 pub mod config;
+pub mod net;
 pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;

@@ -236,10 +236,26 @@ impl Engine {
                 );
             }
         };
-        let mapped = match bundle
-            .mapping
-            .map(req.method, canonical, req.host, req.claims)
+        // Routes name hosts by the shared rule (lower case, no trailing dot).
+        let host = match req
+            .host
+            .filter(|h| !h.is_empty())
+            .map(crate::host::normalize)
         {
+            None => None,
+            Some(Ok(h)) => Some(h),
+            Some(Err(e)) => {
+                return self.finish(
+                    started,
+                    req.request_id,
+                    || None,
+                    Outcome::deny(format!("invalid host: {e}")),
+                    false,
+                );
+            }
+        };
+        let host = host.as_deref().map(crate::host::name);
+        let mapped = match bundle.mapping.map(req.method, canonical, host, req.claims) {
             Ok(m) => m,
             Err(e) => {
                 return self.finish(

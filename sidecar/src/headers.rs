@@ -18,9 +18,14 @@ pub const OWNED: [&str; 5] = [SUBJECT, CLIENT_ID, SCOPES, GROUPS, ROLES];
 /// gateway does).
 pub const OWNED_PREFIX: &str = "x-auth-";
 
+/// Under the owned prefix as CGI, PHP, WSGI and Rack read header names:
+/// any case, `_` for `-` (`X_Auth_Subject` is `x-auth-subject` to them).
 pub fn is_owned(name: &str) -> bool {
-    name.get(..OWNED_PREFIX.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(OWNED_PREFIX))
+    name.len() >= OWNED_PREFIX.len()
+        && name
+            .bytes()
+            .zip(OWNED_PREFIX.bytes())
+            .all(|(n, p)| n.eq_ignore_ascii_case(&p) || (n == b'_' && p == b'-'))
 }
 
 /// Headers describing the verified identity. Values that could not travel
@@ -46,4 +51,25 @@ pub fn identity(claims: &Claims) -> Vec<(&'static str, String)> {
     add(GROUPS, claims.groups.join(","));
     add(ROLES, claims.roles.join(","));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_owned;
+
+    #[test]
+    fn owned_in_every_spelling() {
+        for owned in [
+            "x-auth-subject",
+            "X-Auth-Roles",
+            "x_auth_subject",
+            "X_Auth-Groups",
+            "x-auth_",
+        ] {
+            assert!(is_owned(owned), "{owned}");
+        }
+        for free in ["x-authsubject", "x-aut", "xauth-subject", "x.auth-subject"] {
+            assert!(!is_owned(free), "{free}");
+        }
+    }
 }

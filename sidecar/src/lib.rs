@@ -12,6 +12,7 @@ pub mod claims;
 pub mod decision_log;
 pub mod engine;
 pub mod error;
+pub mod host;
 pub mod mapping;
 pub mod metrics;
 pub mod path;

@@ -224,8 +224,24 @@ impl Mapping {
                 OneOrMany::One(m) => vec![m],
                 OneOrMany::Many(m) => m,
             };
+            if let Err(e) = template_is_canonical(&def.path) {
+                errors.push(format!("{at}: {e}"));
+                continue;
+            }
             let routers = match &def.host {
-                Some(host) => by_host.entry(host.to_ascii_lowercase()).or_default(),
+                Some(host) => match crate::host::normalize(host) {
+                    Ok(h) if crate::host::name(&h) == h => {
+                        by_host.entry(h.into_owned()).or_default()
+                    }
+                    Ok(_) => {
+                        errors.push(format!("{at}: `host` names a host without a port"));
+                        continue;
+                    }
+                    Err(e) => {
+                        errors.push(format!("{at}: `host`: {e}"));
+                        continue;
+                    }
+                },
                 None => &mut any_host,
             };
             let index = routes.len();
@@ -272,7 +288,8 @@ impl Mapping {
         }
     }
 
-    /// Map an HTTP request (canonical path, no query) and its claims.
+    /// Map an HTTP request (canonical path, no query; canonical host name
+    /// without port) and its claims.
     pub fn map<'a>(
         &'a self,
         method: &str,
@@ -318,14 +335,8 @@ impl Mapping {
         path: &'p str,
         host: Option<&str>,
     ) -> Option<(&Route, matchit::Params<'_, 'p>)> {
-        let host_routers = host.and_then(|h| {
-            // Host header may carry a port; routes name the host alone.
-            let name = h
-                .rsplit_once(':')
-                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-                .map_or(h, |(n, _)| n);
-            self.by_host.get(&name.to_ascii_lowercase())
-        });
+        // `host`: a canonical host name without its port (`crate::host`).
+        let host_routers = host.and_then(|h| self.by_host.get(h));
         for routers in host_routers
             .into_iter()
             .chain(std::iter::once(&self.any_host))
@@ -405,6 +416,27 @@ fn check_type(
         return None;
     }
     EntityTypeName::from_str(name).ok()
+}
+
+/// A route's path matches only canonical paths (`crate::path`), so its
+/// literal parts must be canonical themselves, or it could never match.
+fn template_is_canonical(template: &str) -> Result<(), String> {
+    let literal: String = template
+        .split('/')
+        .map(|segment| {
+            if segment.starts_with('{') {
+                "p"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    match crate::path::normalize(&literal) {
+        Ok(p) if p == literal => Ok(()),
+        Ok(p) => Err(format!("`path` is not canonical (`{p}` is)")),
+        Err(e) => Err(format!("`path`: {e}")),
+    }
 }
 
 /// `"{id}"`, `"orders"`, `"order-{id}"` → parts; every `{param}` must exist in the path.
