@@ -152,10 +152,17 @@ where
         Some(session) => {
             // One verifier for both of the provider's tokens: the ID token
             // (audience: our client id) and the access token.
+            // Its subjects are named as the same issuer's bearer tokens' are.
+            let subject_prefix = config
+                .issuers
+                .iter()
+                .find(|i| i.issuer == session.issuer)
+                .and_then(|i| i.subject_prefix.clone());
             let issuer: Result<tokens::IssuerConfig, _> =
                 serde_json::from_value(serde_json::json!({
                     "issuer": session.issuer,
                     "audiences": [session.client_id, session.access_audience],
+                    "subject_prefix": subject_prefix,
                 }));
             let built = issuer
                 .map_err(|e| e.to_string())
@@ -166,6 +173,7 @@ where
                     Sessions::new(
                         session,
                         v,
+                        subject_prefix,
                         config
                             .redis_url
                             .as_deref()

@@ -46,8 +46,26 @@ pub struct Config {
     /// One JSON line per request (never tokens, cookies or query strings).
     pub access_log: crate::access_log::AccessLogConfig,
     /// Headers the gateway owns: removed from every incoming request
-    /// before the verified ones are added (prefix match, lower case).
+    /// before the verified ones are added (prefix match, lower case), in
+    /// every spelling an upstream may read as the same: `X_Auth_Subject`
+    /// is `x-auth-subject` to CGI, PHP, WSGI and Rack.
     pub owned_header_prefix: String,
+    /// Peers whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed
+    /// (addresses or CIDR blocks, e.g. the ingress in front of the
+    /// gateway). The client address found through them is the one rate
+    /// limits, policies (`source_ip`) and the access log use. Empty: the
+    /// TCP peer is the client.
+    pub trusted_proxies: Vec<bootstrap::net::Cidr>,
+    /// Forwarding headers the upstream gets, set from what the gateway saw
+    /// (whatever the client sent under these names is removed):
+    /// `x_forwarded` (`X-Forwarded-For`, `-Proto`, `-Host`, `X-Real-IP`),
+    /// `forwarded` (RFC 7239) or `both`.
+    pub forwarded_headers: ForwardedHeaders,
+    /// Bearer tokens that fail verification, per client address: past this
+    /// budget a client's unknown tokens get 429 without being checked, so
+    /// a flood of random opaque tokens cannot become a flood of
+    /// introspection calls.
+    pub failed_auth_limit: FailedAuthLimit,
     /// Cookies the upstream never sees, besides the gateway's own session
     /// cookies: e.g. the identity provider's, when it shares the host.
     pub private_cookies: Vec<String>,
@@ -70,6 +88,36 @@ pub struct Config {
     pub redis_prefix: String,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardedHeaders {
+    #[default]
+    XForwarded,
+    Forwarded,
+    Both,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FailedAuthLimit {
+    /// Sustained failures per second per client address.
+    pub requests_per_second: f64,
+    /// Failures allowed at once on top of the rate.
+    pub burst: u32,
+    /// IPv6 clients share a budget per prefix of this length.
+    pub ipv6_prefix: u8,
+}
+
+impl Default for FailedAuthLimit {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 1.0,
+            burst: 20,
+            ipv6_prefix: 64,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -295,7 +343,15 @@ fn default_refresh_before() -> u64 {
 pub struct Route {
     /// Exact `Host` (without port); unset matches any host.
     pub host: Option<String>,
+    /// A canonical path (`policies/README.md`, "The path rule"), matched on
+    /// segment boundaries.
     pub path_prefix: String,
+    /// For upstreams that ignore letter case (IIS, Windows file systems):
+    /// the prefix matches in any case, and the request's path is lower-cased
+    /// before policy and upstream see it, so `/ADMIN/x` is `/admin/x` to
+    /// all three. Every route to one upstream must agree.
+    #[serde(default)]
+    pub case_insensitive: bool,
     pub upstream: String,
     pub auth: AuthMode,
     /// Scopes the token must all carry.
@@ -330,6 +386,14 @@ pub struct RateLimitConfig {
     /// Keys remembered by a `local` limiter.
     #[serde(default = "default_max_keys")]
     pub max_keys: u64,
+    /// IPv6 source addresses share a bucket per prefix of this length (a
+    /// client holds a whole /64).
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+}
+
+fn default_ipv6_prefix() -> u8 {
+    64
 }
 
 fn default_max_keys() -> u64 {
@@ -372,6 +436,9 @@ impl Default for Config {
             log_format: LogFormat::Json,
             access_log: crate::access_log::AccessLogConfig::default(),
             owned_header_prefix: "x-auth-".into(),
+            trusted_proxies: Vec::new(),
+            forwarded_headers: ForwardedHeaders::default(),
+            failed_auth_limit: FailedAuthLimit::default(),
             private_cookies: Vec::new(),
             issuers: Vec::new(),
             policies: None,
@@ -455,6 +522,21 @@ impl Config {
             return Err(ConfigError::invalid(
                 format!("private_cookies[{i}]"),
                 format!("{name:?} is not a cookie name"),
+            ));
+        }
+        let limit = &self.failed_auth_limit;
+        if !(limit.requests_per_second.is_finite() && limit.requests_per_second > 0.0)
+            || limit.burst == 0
+        {
+            return Err(ConfigError::invalid(
+                "failed_auth_limit",
+                "`requests_per_second` and `burst` must be greater than 0",
+            ));
+        }
+        if limit.ipv6_prefix > 128 {
+            return Err(ConfigError::invalid(
+                "failed_auth_limit.ipv6_prefix",
+                "must be 0..=128",
             ));
         }
         if let Err(e) = tokens::IssuerConfig::check_all(&self.issuers) {
@@ -566,10 +648,62 @@ impl Config {
             ));
         }
         for (i, r) in self.routes.iter().enumerate() {
-            if !r.path_prefix.starts_with('/') {
+            match sidecar::path::normalize(&r.path_prefix) {
+                Ok(p) if p == r.path_prefix => {}
+                Ok(p) => {
+                    return Err(ConfigError::invalid(
+                        format!("routes[{i}].path_prefix"),
+                        format!("`{}` is not canonical: write `{p}`", r.path_prefix),
+                    ));
+                }
+                Err(e) => {
+                    return Err(ConfigError::invalid(
+                        format!("routes[{i}].path_prefix"),
+                        format!("`{}`: {e}", r.path_prefix),
+                    ));
+                }
+            }
+            if let Some(host) = &r.host {
+                match sidecar::host::normalize(host) {
+                    Ok(h) if sidecar::host::name(&h) == h => {}
+                    Ok(_) => {
+                        return Err(ConfigError::invalid(
+                            format!("routes[{i}].host"),
+                            format!("`{host}`: a route names a host without a port"),
+                        ));
+                    }
+                    Err(e) => {
+                        return Err(ConfigError::invalid(
+                            format!("routes[{i}].host"),
+                            format!("`{host}`: {e}"),
+                        ));
+                    }
+                }
+            }
+            if let Some(other) = self
+                .routes
+                .iter()
+                .find(|o| o.upstream == r.upstream && o.case_insensitive != r.case_insensitive)
+                && r.case_insensitive
+            {
+                return Err(ConfigError::invalid(
+                    format!("routes[{i}].case_insensitive"),
+                    format!(
+                        "upstream `{}` ignores case for this route but not for `{}`: every route to it must agree",
+                        r.upstream, other.path_prefix
+                    ),
+                ));
+            }
+            if r.case_insensitive && sidecar::path::lower_case(&r.path_prefix) != r.path_prefix {
                 return Err(ConfigError::invalid(
                     format!("routes[{i}].path_prefix"),
-                    "must start with `/`",
+                    "a `case_insensitive` route's prefix is written in lower case",
+                ));
+            }
+            if r.forward_authorization && r.auth == AuthMode::Public {
+                return Err(ConfigError::invalid(
+                    format!("routes[{i}].forward_authorization"),
+                    "only a verified credential is forwarded, and a `public` route verifies none",
                 ));
             }
             if !names.contains(r.upstream.as_str()) {
@@ -594,6 +728,12 @@ impl Config {
                 }
                 if limit.burst == 0 {
                     return Err(ConfigError::invalid(field("burst"), "must be at least 1"));
+                }
+                if limit.ipv6_prefix > 128 {
+                    return Err(ConfigError::invalid(
+                        field("ipv6_prefix"),
+                        "must be 0..=128",
+                    ));
                 }
                 if limit.scope == RateLimitScope::Global && self.redis_url.is_none() {
                     return Err(ConfigError::invalid(

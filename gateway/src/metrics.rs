@@ -43,6 +43,8 @@ pub struct Metrics {
     pub header_timeouts: IntCounter,
     /// 1 while an upstream address is in rotation.
     pub upstream_healthy: IntGaugeVec,
+    /// Upstream `Set-Cookie`s for the gateway's own (private) cookies, dropped.
+    pub private_set_cookies_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -134,6 +136,14 @@ impl Metrics {
                 IntCounter::new(
                     "gateway_request_header_timeouts_total",
                     "Requests answered 408 because their header took longer than request_header_timeout_secs",
+                )
+                .expect(VALID),
+            ),
+            private_set_cookies_dropped: register(
+                &registry,
+                IntCounter::new(
+                    "gateway_upstream_private_cookies_dropped_total",
+                    "Set-Cookie headers from upstreams naming a private cookie (the gateway's sessions, private_cookies), dropped",
                 )
                 .expect(VALID),
             ),

@@ -18,41 +18,30 @@ use tokens::{Verified, Verifier};
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::authz::{Authorizer, Query, Verdict};
 use crate::config::{AuthMode, Config, HashOn, RateLimitKey};
+use crate::inbound::Inbound;
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::ratelimit::{Admit, BucketKey, Limiter};
+use crate::ratelimit::{Admit, BucketKey, LocalLimiter};
 use crate::reply::{Reply, reply};
+use crate::route::Routes;
 use crate::session::{Active, Sessions};
 use crate::sha256;
 use crate::tunnel::Tunnels;
 use crate::upstream::Upstream;
 
-struct Route {
-    host: Option<String>,
-    prefix: String,
-    upstream: usize,
-    auth: AuthMode,
-    scopes: Vec<String>,
-    forward_authorization: bool,
-    policy: bool,
-    policy_fail_open: bool,
-    rate_limit: Option<(Limiter, RateLimitKey)>,
-    metrics: RouteMetrics,
-    /// The prefix, for the access log.
-    label: Arc<str>,
-}
-
 pub struct Gateway {
-    /// Longest prefix first, so the first match is the most specific.
-    routes: Vec<Route>,
+    routes: Routes,
     upstreams: Vec<Arc<Upstream>>,
     /// Without work stealing, each thread reuses only the upstream
     /// connections it released itself (`worker_group`).
     upstream_pool_per_thread: bool,
     verifier: Option<Arc<Verifier>>,
-    owned_prefix: String,
-    /// Cookies removed before the upstream: the sessions' and the
-    /// configured `private_cookies`.
-    private_cookies: Vec<String>,
+    /// How a request is read before routing.
+    inbound: crate::inbound::Rules,
+    /// What the upstream request and the client's response lose and gain.
+    headers: crate::rewrite::Rules,
+    /// Bearer tokens that failed verification, per client address.
+    failed_auth: LocalLimiter,
+    failed_auth_ipv6_prefix: u8,
     max_header_bytes: usize,
     metrics: Arc<Metrics>,
     /// Requests no route matched.
@@ -134,6 +123,8 @@ impl Principal {
 
 /// Per-request state.
 pub struct Ctx {
+    /// What was settled before routing: the client, its scheme.
+    inbound: Inbound,
     route: Option<usize>,
     /// Who is asking, once verified.
     principal: Option<Principal>,
@@ -236,56 +227,30 @@ impl Gateway {
                 ))
             })
             .collect();
-        let mut routes: Vec<Route> = config
-            .routes
-            .iter()
-            .map(|r| Route {
-                metrics: RouteMetrics::new(&metrics, &r.path_prefix),
-                label: Arc::from(r.path_prefix.as_str()),
-                host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
-                prefix: r.path_prefix.clone(),
-                upstream: config
-                    .upstreams
-                    .iter()
-                    .position(|u| u.name == r.upstream)
-                    .unwrap_or(0),
-                auth: r.auth,
-                scopes: r.scopes.clone(),
-                forward_authorization: r.forward_authorization,
-                policy: r.policy,
-                policy_fail_open: r.policy_fail_open,
-                rate_limit: r.rate_limit.as_ref().map(|l| {
-                    (
-                        Limiter::new(
-                            l,
-                            config.redis_url.as_deref(),
-                            &format!("{}rl:{}:", config.redis_prefix, r.path_prefix),
-                        ),
-                        l.key,
-                    )
-                }),
-            })
-            .collect();
-        // Host-specific routes before any-host ones, then longest prefix.
-        routes.sort_by(|a, b| {
-            b.host
-                .is_some()
-                .cmp(&a.host.is_some())
-                .then(b.prefix.len().cmp(&a.prefix.len()))
-        });
+        let routes = Routes::new(config, &metrics);
+        let limit = &config.failed_auth_limit;
         Self {
+            inbound: crate::inbound::Rules {
+                trusted_proxies: config.trusted_proxies.clone(),
+                host_required: routes.host_specific(),
+            },
             routes,
             upstreams,
             upstream_pool_per_thread: !config.work_stealing,
             verifier,
-            owned_prefix: config.owned_header_prefix.clone(),
-            private_cookies: config
-                .private_cookies
-                .iter()
-                .map(String::as_str)
-                .chain(sessions.iter().flat_map(Sessions::cookie_names))
-                .map(str::to_owned)
-                .collect(),
+            headers: crate::rewrite::Rules {
+                owned_prefix: config.owned_header_prefix.clone(),
+                private_cookies: config
+                    .private_cookies
+                    .iter()
+                    .map(String::as_str)
+                    .chain(sessions.iter().flat_map(Sessions::cookie_names))
+                    .map(str::to_owned)
+                    .collect(),
+                forwarded: config.forwarded_headers,
+            },
+            failed_auth: LocalLimiter::new(limit.requests_per_second, limit.burst, 100_000),
+            failed_auth_ipv6_prefix: limit.ipv6_prefix,
             max_header_bytes: config.max_request_header_bytes,
             unrouted: RouteMetrics::new(&metrics, "none"),
             bearers: moka::sync::Cache::builder()
@@ -323,11 +288,8 @@ impl Gateway {
         let query = Query {
             method: req.method.as_str(),
             path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
-            host: req.headers.get("host").and_then(|h| h.to_str().ok()),
-            source: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
+            host: crate::inbound::host(req),
+            source: ctx.inbound.client,
             request_id: ctx.request_id.to_str().unwrap_or_default(),
             token: match &ctx.principal {
                 Some(Principal::Session(s)) => Some(s.access_token()),
@@ -386,11 +348,11 @@ impl Gateway {
         let Some(route) = ctx.route.and_then(|i| self.routes.get(i)) else {
             return Ok(false);
         };
-        let Some((limiter, key)) = &route.rate_limit else {
+        let Some(limit) = &route.rate_limit else {
             return Ok(false);
         };
         let claims = ctx.principal.as_ref().map(Principal::claims);
-        let identity = match key {
+        let identity = match limit.key {
             RateLimitKey::ClientId => claims.and_then(|c| c.client_id.as_deref()),
             RateLimitKey::Subject => claims.and_then(|c| c.sub.as_deref()),
             RateLimitKey::Source => None,
@@ -398,31 +360,19 @@ impl Gateway {
         let bucket = match identity {
             Some(id) => BucketKey::Id(id),
             None => BucketKey::Addr(
-                session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip()),
+                ctx.inbound
+                    .client
+                    .map(|ip| bootstrap::net::bucket(ip, limit.ipv6_prefix)),
             ),
         };
-        match limiter.admit(bucket).await {
+        match limit.limiter.admit(bucket).await {
             Ok(Admit::Yes) => Ok(false),
             Ok(Admit::No { retry_after_secs }) => {
                 self.metrics
                     .rate_limited
                     .with_label_values(&[route.prefix.as_str()])
                     .inc();
-                let mut header = ResponseHeader::build(429, Some(4))?;
-                let body = Bytes::from_static(
-                    br#"{"error":"rate_limited","message":"too many requests; see Retry-After"}"#,
-                );
-                header.insert_header("content-type", "application/json")?;
-                header.insert_header("content-length", body.len().to_string())?;
-                header.insert_header("retry-after", retry_after_secs.to_string())?;
-                session
-                    .write_response_header(Box::new(header), false)
-                    .await?;
-                session.write_response_body(Some(body), true).await?;
-                Ok(true)
+                too_many(session, retry_after_secs).await
             }
             Err(e) => {
                 self.metrics
@@ -436,7 +386,7 @@ impl Gateway {
     }
 
     /// The upstream address for this request's next attempt, as a peer.
-    fn peer(&self, session: &Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    fn peer(&self, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let route = ctx
             .route
             .and_then(|i| self.routes.get(i))
@@ -448,11 +398,7 @@ impl Gateway {
             HashOn::Subject => claims.and_then(|c| c.sub.as_deref()),
             HashOn::ClientId => claims.and_then(|c| c.client_id.as_deref()),
         };
-        let ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let ip_bytes = match ip {
+        let ip_bytes = match ctx.inbound.client {
             Some(std::net::IpAddr::V4(v4)) => v4.to_ipv6_mapped().octets(),
             Some(std::net::IpAddr::V6(v6)) => v6.octets(),
             None => [0; 16],
@@ -474,27 +420,17 @@ impl Gateway {
         Ok(Box::new(peer))
     }
 
-    /// The request header as the upstream gets it: the identity headers
-    /// we own replaced with verified ones, private cookies and (per route)
-    /// the credentials removed, request id and trace context set.
+    /// The request header as the upstream gets it: the headers we own
+    /// (identity, forwarding) replaced with verified ones, private cookies
+    /// and (per route) the credentials removed, request id and trace
+    /// context set.
     fn rewrite_upstream_request(&self, upstream: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
-        // Whatever the client sent under our prefix is a forgery. Most
-        // requests carry none, and then nothing is allocated.
-        let forged = |k: &http::HeaderName| k.as_str().starts_with(&self.owned_prefix);
-        if upstream.headers.keys().any(forged) {
-            let owned: Vec<http::HeaderName> = upstream
-                .headers
-                .keys()
-                .filter(|k| forged(k))
-                .cloned()
-                .collect();
-            for name in owned {
-                upstream.remove_header(&name);
-            }
-        }
+        self.headers.strip_owned(upstream);
+        let host = upstream.headers.get(http::header::HOST).cloned();
+        self.headers.add_forwarded(upstream, &ctx.inbound, host)?;
         let route = ctx.route.and_then(|i| self.routes.get(i));
         let forward = route.is_some_and(|r| r.forward_authorization);
-        strip_cookies(upstream, &self.private_cookies)?;
+        self.headers.strip_cookies(upstream)?;
         match &ctx.principal {
             // A session's access token, as the upstream would get a bearer.
             Some(Principal::Session(s)) if forward => {
@@ -566,18 +502,19 @@ impl Gateway {
     /// route's other addresses as for any idempotent request.
     async fn tunnel(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let mut request = session.req_header().clone();
+        crate::rewrite::strip_hop_by_hop_for_websocket(&mut request)?;
         self.rewrite_upstream_request(&mut request, ctx)?;
         let addresses = ctx
             .route
             .and_then(|i| self.routes.get(i))
             .map_or(1, |r| self.upstreams[r.upstream].len());
         loop {
-            let mut peer = self.peer(session, ctx)?;
+            let mut peer = self.peer(ctx)?;
             peer.options.set_http_version(1, 1);
             match self.tunnels.connect(&peer).await {
                 Ok(connected) => {
                     return crate::tunnel::run(session, connected, request, |r| {
-                        finish_response(r, ctx)
+                        self.finish_response(r, ctx)
                     })
                     .await;
                 }
@@ -597,6 +534,28 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// What every upstream response gets on its way to the client: the
+    /// request id and a refreshed session's cookie; the upstream's own
+    /// `Set-Cookie` for a private cookie is dropped (counted).
+    fn finish_response(&self, response: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        let dropped = self.headers.drop_private_set_cookies(response)?;
+        if dropped > 0 {
+            self.metrics
+                .private_set_cookies_dropped
+                .inc_by(dropped as u64);
+            tracing::warn!(
+                dropped,
+                request_id = ctx.request_id.to_str().unwrap_or_default(),
+                "the upstream set a private cookie"
+            );
+        }
+        response.insert_header("x-request-id", ctx.request_id.clone())?;
+        if let Some(cookie) = ctx.set_cookie.take() {
+            response.append_header("set-cookie", cookie)?;
+        }
+        Ok(())
     }
 
     /// The upstream pools (main starts their health checks).
@@ -635,6 +594,20 @@ impl Gateway {
             return Ok(false);
         }
         self.metrics.token_misses.inc();
+        // A client whose tokens keep failing gets no more checked for a
+        // while: an opaque token costs an introspection call.
+        let source = BucketKey::Addr(
+            ctx.inbound
+                .client
+                .map(|ip| bootstrap::net::bucket(ip, self.failed_auth_ipv6_prefix)),
+        );
+        if let Admit::No { retry_after_secs } = self.failed_auth.check(source) {
+            self.metrics
+                .auth_failures
+                .with_label_values(&["too_many_failures"])
+                .inc();
+            return too_many(session, retry_after_secs).await;
+        }
         let verified = match verifier.verify(token).await {
             Ok(v) => v,
             Err(e) => {
@@ -642,6 +615,9 @@ impl Gateway {
                     .auth_failures
                     .with_label_values(&[e.reason()])
                     .inc();
+                if !e.is_unavailable() {
+                    self.failed_auth.admit(source);
+                }
                 if e.is_unavailable() {
                     // Fail closed, but do not tell the client its token is bad.
                     return respond(
@@ -711,19 +687,6 @@ impl Gateway {
             }
         }
     }
-
-    fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
-        let host = host.map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name));
-        self.routes.iter().position(|r| {
-            r.host
-                .as_deref()
-                .is_none_or(|h| host.is_some_and(|x| x.eq_ignore_ascii_case(h)))
-                && path.starts_with(&r.prefix)
-                && (r.prefix.ends_with('/')
-                    || path.len() == r.prefix.len()
-                    || path.as_bytes()[r.prefix.len()] == b'/')
-        })
-    }
 }
 
 async fn respond(
@@ -739,51 +702,20 @@ async fn respond(
     reply(session, r).await
 }
 
-/// What every response gets on its way to the client: the request id, and
-/// a refreshed session's cookie.
-fn finish_response(response: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
-    response.insert_header("x-request-id", ctx.request_id.clone())?;
-    if let Some(cookie) = ctx.set_cookie.take() {
-        response.append_header("set-cookie", cookie)?;
-    }
-    Ok(())
+/// 400 naming what cannot be read unambiguously.
+async fn bad_request(session: &mut Session, e: &crate::inbound::Unreadable) -> Result<bool> {
+    let body = serde_json::json!({"error": "bad_request", "message": e.to_string()}).to_string();
+    respond(session, 400, None, body).await
 }
 
-/// Remove the cookies named `private` from whichever `Cookie` header they
-/// come in (HTTP/2 clients may split them); the others are kept, in one
-/// header as RFC 9113 §8.2.3 folds them for HTTP/1.1.
-fn strip_cookies(upstream: &mut RequestHeader, private: &[String]) -> Result<()> {
-    let is_private = |crumb: &[u8]| {
-        let name = crumb
-            .split(|b| *b == b'=')
-            .next()
-            .unwrap_or(crumb)
-            .trim_ascii();
-        private.iter().any(|p| p.as_bytes() == name)
-    };
-    let crumbs = || {
-        upstream
-            .headers
-            .get_all(http::header::COOKIE)
-            .into_iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
-            .map(<[u8]>::trim_ascii)
-            .filter(|c| !c.is_empty())
-    };
-    if private.is_empty() || !crumbs().any(is_private) {
-        return Ok(());
-    }
-    let kept = crumbs()
-        .filter(|c| !is_private(c))
-        .collect::<Vec<_>>()
-        .join(&b"; "[..]);
-    upstream.remove_header(&http::header::COOKIE);
-    if !kept.is_empty() {
-        let value = http::HeaderValue::from_bytes(&kept)
-            .map_err(|e| Error::because(ErrorType::InternalError, "cookie", e))?;
-        upstream.insert_header(http::header::COOKIE, value)?;
-    }
-    Ok(())
+/// 429 with `Retry-After`.
+async fn too_many(session: &mut Session, retry_after_secs: u64) -> Result<bool> {
+    let r = Reply::json(
+        429,
+        r#"{"error":"rate_limited","message":"too many requests; see Retry-After"}"#,
+    )
+    .header("retry-after", retry_after_secs.to_string());
+    reply(session, r).await
 }
 
 fn bearer(req: &RequestHeader) -> Option<&str> {
@@ -798,6 +730,7 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
+            inbound: Inbound::default(),
             route: None,
             principal: None,
             set_cookie: None,
@@ -815,7 +748,7 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        finish_response(response, ctx)
+        self.finish_response(response, ctx)
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
@@ -838,10 +771,7 @@ impl ProxyHttp for Gateway {
                 route: route.map(|r| r.label.clone()),
                 status,
                 duration: elapsed,
-                source: session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip()),
+                source: ctx.inbound.client,
                 upstream: ctx.upstream,
                 subject: claims.and_then(|c| c.sub.clone()),
                 client_id: claims.and_then(|c| c.client_id.clone()),
@@ -874,33 +804,15 @@ impl ProxyHttp for Gateway {
         // Only WebSocket upgrades go on; any other (h2c) becomes a plain
         // request, so no connection can switch past the per-request checks.
         crate::tunnel::refuse_foreign_upgrade(session.req_header_mut())?;
-        // Normalise once: routing, policy and the upstream all see this path.
-        let path = session.req_header().uri.path();
-        match sidecar::path::normalize(path) {
-            Ok(std::borrow::Cow::Borrowed(_)) => {}
-            Ok(std::borrow::Cow::Owned(canonical)) => {
-                let target = match session.req_header().uri.query() {
-                    Some(q) => format!("{canonical}?{q}"),
-                    None => canonical,
-                };
-                match target.parse::<http::Uri>() {
-                    Ok(uri) => session.req_header_mut().set_uri(uri),
-                    Err(_) => {
-                        return respond(
-                            session,
-                            400,
-                            None,
-                            r#"{"error":"bad_request","message":"invalid request target"}"#,
-                        )
-                        .await;
-                    }
-                }
-            }
-            Err(e) => {
-                let body = serde_json::json!({"error": "bad_request", "message": e.to_string()})
-                    .to_string();
-                return respond(session, 400, None, body).await;
-            }
+        // Settle once what every later step reads: host, path, client.
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        match crate::inbound::read(session.req_header_mut(), peer, tls, &self.inbound) {
+            Ok(inbound) => ctx.inbound = inbound,
+            Err(e) => return bad_request(session, &e).await,
         }
         if let Some(sessions) = &self.sessions
             && let Some(endpoint) = sessions.endpoint(session.req_header().uri.path())
@@ -908,12 +820,8 @@ impl ProxyHttp for Gateway {
             return sessions.serve(endpoint, session).await;
         }
         let req = session.req_header();
-        let host = req
-            .headers
-            .get("host")
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.host());
-        let Some(index) = self.route(host, req.uri.path()) else {
+        let host = crate::inbound::host(req).map(sidecar::host::name);
+        let Some(index) = self.routes.find(host, req.uri.path()) else {
             return respond(
                 session,
                 404,
@@ -923,12 +831,20 @@ impl ProxyHttp for Gateway {
             .await;
         };
         ctx.route = Some(index);
-        let route = &self.routes[index];
+        let Some(route) = self.routes.get(index) else {
+            return Err(Error::explain(ErrorType::InternalError, "route index"));
+        };
+        // The upstream ignores case: so do policy and routing, on one spelling.
+        if route.case_insensitive
+            && let Err(e) = crate::inbound::lower_case_path(session.req_header_mut())
+        {
+            return bad_request(session, &e).await;
+        }
         // Limits by address apply before any work on credentials.
         let by_source = route
             .rate_limit
             .as_ref()
-            .is_some_and(|(_, key)| *key == RateLimitKey::Source);
+            .is_some_and(|l| l.key == RateLimitKey::Source);
         if (by_source || route.auth == AuthMode::Public) && self.limit(session, ctx).await? {
             return Ok(true);
         }
@@ -964,7 +880,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        self.peer(session, ctx)
+        let _ = session;
+        self.peer(ctx)
     }
 
     /// A request that never reached the upstream may go to the next
@@ -1011,55 +928,11 @@ impl ProxyHttp for Gateway {
 mod tests {
     use super::*;
 
-    fn upstream_cookies(cookies: &[&[u8]], private: &[&str]) -> Vec<Vec<u8>> {
-        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        for c in cookies {
-            req.append_header("cookie", http::HeaderValue::from_bytes(c).unwrap())
-                .unwrap();
-        }
-        let private: Vec<String> = private.iter().map(|p| (*p).to_owned()).collect();
-        strip_cookies(&mut req, &private).unwrap();
-        req.headers
-            .get_all("cookie")
-            .iter()
-            .map(|v| v.as_bytes().to_vec())
-            .collect()
-    }
-
     #[test]
     fn each_thread_has_its_own_upstream_group() {
         let here = worker_group();
         assert_eq!(worker_group(), here, "stable within a thread");
         let there = std::thread::spawn(worker_group).join().unwrap();
         assert_ne!(there, here);
-    }
-
-    #[test]
-    fn private_cookies_are_stripped_from_every_cookie_header() {
-        let ours = ["sid", "sid_login"];
-        type Headers<'a> = &'a [&'a [u8]];
-        let cases: [(Headers, Headers); 7] = [
-            // Nothing of ours: untouched, even split.
-            (&[b"a=1; b=2"], &[b"a=1; b=2"]),
-            (&[b"a=1", b"b=2"], &[b"a=1", b"b=2"]),
-            // Ours in the second header, the rest folded into one.
-            (&[b"a=1", b"sid=x; b=2"], &[b"a=1; b=2"]),
-            // Only ours: no Cookie header at all.
-            (&[b"sid=x", b"sid_login=y"], &[]),
-            // Spacing and empty crumbs; a prefix of ours is not ours.
-            (
-                &[b" sid =x;;sidecar=1 ; sid_loginx=2"],
-                &[b"sidecar=1; sid_loginx=2"],
-            ),
-            // Bytes that are not UTF-8 do not hide ours.
-            (&[b"a=\xff; sid=x"], &[b"a=\xff"]),
-            // A name without a value is still a name.
-            (&[b"sid; a=1"], &[b"a=1"]),
-        ];
-        for (sent, expected) in cases {
-            let got = upstream_cookies(sent, &ours);
-            assert_eq!(got, expected, "{sent:?}");
-        }
-        assert_eq!(upstream_cookies(&[b"sid=x"], &[]), [b"sid=x"]);
     }
 }

@@ -50,11 +50,11 @@ struct Gcra {
 }
 
 impl Gcra {
-    fn new(config: &RateLimitConfig) -> Self {
-        let interval = (1_000_000.0 / config.requests_per_second).max(1.0) as u64;
+    fn new(requests_per_second: f64, burst: u32) -> Self {
+        let interval = (1_000_000.0 / requests_per_second).max(1.0) as u64;
         Self {
             interval,
-            tolerance: interval * u64::from(config.burst),
+            tolerance: interval * u64::from(burst),
         }
     }
 
@@ -86,22 +86,38 @@ pub struct LocalLimiter {
 }
 
 impl LocalLimiter {
-    pub fn new(config: &RateLimitConfig) -> Self {
-        let gcra = Gcra::new(config);
+    pub fn new(requests_per_second: f64, burst: u32, max_keys: u64) -> Self {
+        let gcra = Gcra::new(requests_per_second, burst);
         let idle = Duration::from_micros(gcra.tolerance + gcra.interval) + Duration::from_secs(1);
         Self {
             gcra,
             epoch: Instant::now(),
             buckets: moka::sync::Cache::builder()
-                .max_capacity(config.max_keys)
+                .max_capacity(max_keys)
                 .time_to_idle(idle)
                 .build(),
             hasher: std::collections::hash_map::RandomState::new(),
         }
     }
 
+    /// Would `key` be admitted now? Spends nothing: for budgets charged
+    /// only afterwards, by what the request turned out to be.
+    pub fn check(&self, key: BucketKey<'_>) -> Admit {
+        let Some(bucket) = self.buckets.get(&self.hasher.hash_one(key)) else {
+            return Admit::Yes;
+        };
+        match self.gcra.step(bucket.load(Ordering::Relaxed), self.now()) {
+            Ok(_) => Admit::Yes,
+            Err(wait) => retry_after(wait),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
     pub fn admit(&self, key: BucketKey<'_>) -> Admit {
-        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let now = self.now();
         let bucket = self
             .buckets
             .get_with(self.hasher.hash_one(key), || Arc::new(AtomicU64::new(0)));
@@ -155,7 +171,7 @@ pub struct StoreError(String);
 impl GlobalLimiter {
     pub fn new(config: &RateLimitConfig, url: &str, prefix: String) -> Self {
         Self {
-            gcra: Gcra::new(config),
+            gcra: Gcra::new(config.requests_per_second, config.burst),
             url: url.to_owned(),
             prefix,
             conn: OnceCell::new(),
@@ -207,7 +223,11 @@ impl Limiter {
             (RateLimitScope::Global, Some(url)) => {
                 Self::Global(GlobalLimiter::new(config, url, prefix.to_owned()))
             }
-            _ => Self::Local(LocalLimiter::new(config)),
+            _ => Self::Local(LocalLimiter::new(
+                config.requests_per_second,
+                config.burst,
+                config.max_keys,
+            )),
         }
     }
 

@@ -20,6 +20,14 @@ impl Reply {
         }
     }
 
+    pub fn html(status: u16, body: impl Into<Bytes>) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type", "text/html; charset=utf-8".into())],
+            body: body.into(),
+        }
+    }
+
     pub fn redirect(status: u16, location: String) -> Self {
         Self {
             status,

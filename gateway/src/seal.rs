@@ -1,9 +1,12 @@
 //! Sealed values for cookies: AES-256-GCM under a key derived (HKDF-SHA256)
 //! from the configured secret, one key per purpose, the cookie's name as
-//! associated data so a value cannot be moved to another cookie.
+//! associated data so a value cannot be moved to another cookie; and
+//! `Mac`, tags (HMAC-SHA256) that only a holder of the secret can make,
+//! for anti-forgery tokens.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::hkdf::{HKDF_SHA256, KeyType, Salt};
+use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -19,17 +22,48 @@ impl KeyType for Len {
     }
 }
 
+/// A 32-byte key for `purpose`, derived from the configured secret.
+fn derive(secret: &[u8], purpose: &str) -> Result<[u8; 32], String> {
+    let prk = Salt::new(HKDF_SHA256, b"portcullis-gateway").extract(secret);
+    let info = [purpose.as_bytes()];
+    let okm = prk
+        .expand(&info, Len(32))
+        .map_err(|_| "key derivation failed".to_owned())?;
+    let mut bytes = [0u8; 32];
+    okm.fill(&mut bytes)
+        .map_err(|_| "key derivation failed".to_owned())?;
+    Ok(bytes)
+}
+
+/// Tags of values under a key derived for one purpose.
+pub struct Mac {
+    key: hmac::Key,
+}
+
+impl Mac {
+    pub fn new(secret: &[u8], purpose: &str) -> Result<Self, String> {
+        Ok(Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, &derive(secret, purpose)?),
+        })
+    }
+
+    /// `base64url(HMAC-SHA256(key, value))`.
+    pub fn tag(&self, value: &str) -> String {
+        URL_SAFE_NO_PAD.encode(hmac::sign(&self.key, value.as_bytes()))
+    }
+
+    /// `tag` is `value`'s tag (compared in constant time).
+    pub fn verify(&self, value: &str, tag: &str) -> bool {
+        URL_SAFE_NO_PAD
+            .decode(tag)
+            .is_ok_and(|t| hmac::verify(&self.key, value.as_bytes(), &t).is_ok())
+    }
+}
+
 impl Sealer {
     /// `purpose` separates keys derived from the same secret.
     pub fn new(secret: &[u8], purpose: &str) -> Result<Self, String> {
-        let prk = Salt::new(HKDF_SHA256, b"portcullis-gateway").extract(secret);
-        let info = [purpose.as_bytes()];
-        let okm = prk
-            .expand(&info, Len(32))
-            .map_err(|_| "key derivation failed".to_owned())?;
-        let mut bytes = [0u8; 32];
-        okm.fill(&mut bytes)
-            .map_err(|_| "key derivation failed".to_owned())?;
+        let bytes = derive(secret, purpose)?;
         let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| "bad key".to_owned())?;
         Ok(Self {
             key: LessSafeKey::new(key),
@@ -88,5 +122,17 @@ mod tests {
         assert_eq!(a.open("pc", std::str::from_utf8(&tampered).unwrap()), None);
         assert_eq!(a.open("pc", "!!"), None);
         assert_eq!(a.open("pc", ""), None);
+    }
+
+    #[test]
+    fn tags_verify_only_for_their_value_and_key() {
+        let m = Mac::new(b"0123456789abcdef0123456789abcdef", "logout").unwrap();
+        let tag = m.tag("sid-1");
+        assert!(m.verify("sid-1", &tag));
+        assert!(!m.verify("sid-2", &tag));
+        assert!(!m.verify("sid-1", ""));
+        assert!(!m.verify("sid-1", "not base64!"));
+        let other = Mac::new(b"0123456789abcdef0123456789abcdef", "other").unwrap();
+        assert!(!other.verify("sid-1", &tag));
     }
 }

@@ -27,7 +27,7 @@ use tokens::Verifier;
 use crate::config::{SessionConfig, SessionStore};
 use crate::now_secs;
 use crate::reply::{Reply, reply};
-use crate::seal::Sealer;
+use crate::seal::{Mac, Sealer};
 use crate::sha256;
 
 const LOGIN_TTL_SECS: u64 = 600;
@@ -139,6 +139,10 @@ pub struct Sessions {
     verifier: Arc<Verifier>,
     session_sealer: Sealer,
     login_sealer: Sealer,
+    /// Tags a session id: the logout form's anti-forgery token.
+    logout_token: Mac,
+    /// `scheme://host[:port]` of this site: same-site requests' `Origin`.
+    origin: String,
     cookie: String,
     login_cookie: String,
     secure: bool,
@@ -150,12 +154,16 @@ pub struct Sessions {
     /// Sessions logged out here (stateless cookies cannot be recalled).
     ended: moka::sync::Cache<String, ()>,
     redis: Option<RedisSessions>,
+    subject_prefix: Option<String>,
 }
 
 impl Sessions {
+    /// `subject_prefix`: the issuer's (`[[issuers]]`), applied to the
+    /// subjects of stored sessions as the verifier applies it to tokens.
     pub fn new(
         config: &SessionConfig,
         verifier: Arc<Verifier>,
+        subject_prefix: Option<String>,
         redis: Option<(&str, &str)>,
     ) -> Result<Self, String> {
         let redirect = url::Url::parse(&config.redirect_uri)
@@ -180,6 +188,8 @@ impl Sessions {
             verifier,
             session_sealer: Sealer::new(secret, "session")?,
             login_sealer: Sealer::new(secret, "login")?,
+            logout_token: Mac::new(secret, "logout")?,
+            origin: redirect.origin().ascii_serialization(),
             login_cookie: format!("{cookie}_login"),
             cookie,
             secure,
@@ -199,6 +209,7 @@ impl Sessions {
                 .time_to_live(lifetime)
                 .build(),
             redis: redis.map(|(url, prefix)| RedisSessions::new(url, prefix)),
+            subject_prefix,
             config: config.clone(),
         })
     }
@@ -521,8 +532,59 @@ impl Sessions {
         reply(session, r).await
     }
 
+    /// `/_auth/logout`: a GET shows a confirmation page; a POST from this
+    /// site with the page's token signs out.
     async fn logout(&self, session: &mut Downstream) -> pingora::Result<bool> {
+        let req = session.req_header();
+        match req.method {
+            http::Method::GET | http::Method::HEAD => return self.logout_page(session).await,
+            http::Method::POST => {}
+            _ => {
+                let r = Reply::json(
+                    405,
+                    r#"{"error":"method_not_allowed","message":"sign out with GET (a confirmation page) then POST"}"#,
+                )
+                .header("allow", "GET, HEAD, POST".into());
+                return reply(session, r).await;
+            }
+        }
+        if self.cross_site(req) {
+            return reply(
+                session,
+                Reply::json(
+                    403,
+                    r#"{"error":"forbidden","message":"sign-out is accepted from this site only"}"#,
+                ),
+            )
+            .await;
+        }
         let active = self.lookup(session.req_header()).await;
+        let Some(form) = read_form(session).await? else {
+            return reply(
+                session,
+                Reply::json(
+                    413,
+                    r#"{"error":"payload_too_large","message":"the sign-out form is larger than 4 KiB"}"#,
+                ),
+            )
+            .await;
+        };
+        let token = form_urlencoded::parse(&form)
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        if let Some(a) = &active
+            && !self.logout_token.verify(&a.stored.sid, &token)
+        {
+            return reply(
+                session,
+                Reply::json(
+                    403,
+                    r#"{"error":"forbidden","message":"the sign-out form's token is missing or wrong: sign out from the page at /_auth/logout"}"#,
+                ),
+            )
+            .await;
+        }
         let provider = self.provider().await.ok();
         let mut location = self
             .config
@@ -571,6 +633,53 @@ impl Sessions {
         }
         let clear = self.set_cookie(&self.cookie, "", 0);
         reply(session, Reply::redirect(302, location).cookie(clear)).await
+    }
+
+    /// The confirmation page: a form that POSTs back with this session's
+    /// token. Framing is refused, so no other site can dress up the button.
+    async fn logout_page(&self, session: &mut Downstream) -> pingora::Result<bool> {
+        let active = self.lookup(session.req_header()).await;
+        let body = match &active {
+            Some(a) => format!(
+                "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign out</title></head>\
+                 <body><main><h1>Sign out?</h1><p>This ends your session here and at the identity provider.</p>\
+                 <form method=\"post\" action=\"{LOGOUT_PATH}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+                 <button type=\"submit\">Sign out</button></form></main></body></html>",
+                self.logout_token.tag(&a.stored.sid)
+            ),
+            None => "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Signed out</title></head>\
+                     <body><main><h1>You are not signed in</h1><p><a href=\"/\">Continue</a></p></main></body></html>"
+                .to_owned(),
+        };
+        // The form's POST ends in a redirect to the provider: allowed too.
+        let provider = self.provider().await.ok().map_or_else(
+            || self.config.issuer.clone(),
+            |p| {
+                p.end_session_endpoint
+                    .clone()
+                    .unwrap_or_else(|| p.issuer.clone())
+            },
+        );
+        let csp = format!(
+            "default-src 'none'; form-action 'self' {} {}; frame-ancestors 'none'; base-uri 'none'",
+            origin_of(&provider),
+            self.config
+                .post_logout_redirect_uri
+                .as_deref()
+                .map_or_else(String::new, origin_of),
+        );
+        let r = Reply::html(200, body)
+            .header("content-security-policy", csp)
+            .header("x-frame-options", "DENY".into());
+        reply(session, r).await
+    }
+
+    /// A request another site made the browser send: `Sec-Fetch-Site`
+    /// says so, or `Origin` names another origin.
+    fn cross_site(&self, req: &RequestHeader) -> bool {
+        let header = |name: &str| req.headers.get(name).map(http::HeaderValue::as_bytes);
+        matches!(header("sec-fetch-site"), Some(b"cross-site" | b"same-site"))
+            || header("origin").is_some_and(|o| o != self.origin.as_bytes())
     }
 
     async fn provider(&self) -> Result<&Provider, SessionError> {
@@ -694,16 +803,17 @@ impl Sessions {
                 .map_or(access.expires_at, |s| access.expires_at.min(now + s)),
             expires_at: previous.map_or(now + self.config.lifetime_secs, |p| p.expires_at),
         };
+        // Both as issued (the verified claims carry the subject prefix).
+        let issued_sub = |token: &str| jwt_payload(token).and_then(|c| c.get("sub").cloned());
         if let Some(p) = previous
-            && jwt_payload(&p.access_token).and_then(|c| c.get("sub").cloned())
-                != access.claims.get("sub").cloned()
+            && issued_sub(&p.access_token) != issued_sub(&stored.access_token)
         {
             return Err(SessionError::Token(
                 "refresh returned another subject".into(),
             ));
         }
-        let mut active =
-            decode(stored).ok_or_else(|| SessionError::Token("unreadable token".into()))?;
+        let mut active = decode(stored, self.subject_prefix.as_deref())
+            .ok_or_else(|| SessionError::Token("unreadable token".into()))?;
         let cookie_value = self.seal(&active.stored).await?;
         active.renewed_cookie = Some(cookie_value.clone());
         Ok((active, cookie_value))
@@ -781,7 +891,7 @@ impl Sessions {
             }
             _ => return None,
         };
-        decode(stored)
+        decode(stored, self.subject_prefix.as_deref())
     }
 
     fn set_cookie(&self, name: &str, value: &str, max_age: u64) -> String {
@@ -798,6 +908,24 @@ impl Sessions {
         let body = json!({"error": "unavailable", "message": e.to_string()});
         reply(session, Reply::json(503, body.to_string())).await
     }
+}
+
+/// `scheme://host[:port]` of a URL (empty when it has none).
+fn origin_of(url: &str) -> String {
+    url::Url::parse(url).map_or_else(|_| String::new(), |u| u.origin().ascii_serialization())
+}
+
+/// A form body of at most 4 KiB; `None` when larger.
+async fn read_form(session: &mut Downstream) -> pingora::Result<Option<Vec<u8>>> {
+    const MAX: usize = 4096;
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > MAX {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }
 
 /// Cookie values pointing into Redis start with this (never base64url).
@@ -825,8 +953,11 @@ fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
         })
 }
 
-fn decode(stored: Stored) -> Option<Active> {
-    let payload = jwt_payload(&stored.access_token)?;
+/// A stored session's tokens read back (they were verified when stored;
+/// the sealed cookie vouches for them), subjects qualified as verified.
+fn decode(stored: Stored, subject_prefix: Option<&str>) -> Option<Active> {
+    let mut payload = jwt_payload(&stored.access_token)?;
+    tokens::qualify(&mut payload, subject_prefix);
     let claims = sidecar::Claims::from_json(&payload).ok()?;
     let profile = stored
         .id_token

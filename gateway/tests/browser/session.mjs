@@ -38,7 +38,21 @@ try {
   const cookies = (await context.cookies(base)).map((c) => ({ name: c.name, httpOnly: c.httpOnly, sameSite: c.sameSite }));
   await page.goto(`${base}/_auth/userinfo`);
   const userinfo = JSON.parse(await page.locator('body').innerText());
+  // Another site cannot sign the user out: its auto-submitted form is
+  // refused, and the session goes on.
+  await context.route('http://elsewhere.test/**', (route) => route.fulfill({
+    contentType: 'text/html',
+    body: `<form id="f" method="post" action="${base}/_auth/logout"><input name="csrf" value="x"></form>`
+      + '<script>document.getElementById("f").submit()</script>',
+  }));
+  await page.goto('http://elsewhere.test/');
+  await page.waitForURL(`${base}/_auth/logout`);
+  const crossSite = await page.locator('body').innerText();
+  await page.goto(`${base}/_auth/userinfo`);
+  const afterCrossSite = JSON.parse(await page.locator('body').innerText()).sub ?? null;
+  // The confirmation page's button signs out.
   await page.goto(`${base}/_auth/logout`);
+  await Promise.all([page.waitForURL((url) => !url.pathname.startsWith('/_auth/logout')), page.click('button[type=submit]')]);
   await page.goto(wanted);
   const afterLogout = page.url();
   console.log(JSON.stringify({
@@ -48,6 +62,8 @@ try {
     upstream_cookie: seen.headers.cookie ?? null,
     cookies,
     userinfo,
+    cross_site_logout: crossSite,
+    after_cross_site_logout: afterCrossSite,
     after_logout: afterLogout,
   }));
 } finally {

@@ -161,10 +161,38 @@ async fn sign_in_through_the_authserver_then_refresh_and_log_out() {
     browser.keep_cookies(responses[0].headers());
     assert_eq!(browser.page(&format!("{base}/app/after")).await.status, 200);
 
-    // Logout: the cookie is cleared, the refresh token revoked, and the
-    // browser goes to the authserver's end-session endpoint.
+    // Logout asks first: a GET (a link, perhaps on another site) is a
+    // confirmation page that cannot be framed, and signs nobody out.
+    let logout = format!("{base}/_auth/logout");
+    let confirm = browser.page(&logout).await;
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    let csp = confirm.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(confirm.headers["x-frame-options"], "DENY");
+    assert_eq!(browser.page(&format!("{base}/app/after")).await.status, 200);
+    // A POST without the page's token, or from another site, is refused.
+    let forged = browser.post(&logout, &[("csrf", "forged")]).await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    let token = confirm.hidden("csrf");
+    let request = browser
+        .http
+        .post(&logout)
+        .header("origin", "http://elsewhere.example")
+        .form(&[("csrf", token.as_str())]);
+    let cross_site = browser.send(request).await;
+    assert_eq!(cross_site.status, 403, "{}", cross_site.body);
+    assert!(
+        cross_site.body.contains("this site only"),
+        "{}",
+        cross_site.body
+    );
+    assert_eq!(browser.page(&format!("{base}/app/after")).await.status, 200);
+    assert_eq!(count(&auth.audit().await, "token.revoke"), 0);
+
+    // The page's form: the cookie is cleared, the refresh token revoked,
+    // and the browser goes to the authserver's end-session endpoint.
     let old_cookie = browser.cookie_header();
-    let out = browser.page(&format!("{base}/_auth/logout")).await;
+    let out = sign_out(&mut browser, &base).await;
     assert_eq!(out.status, 302);
     let end = out.location();
     assert!(
@@ -184,6 +212,15 @@ async fn sign_in_through_the_authserver_then_refresh_and_log_out() {
         .await;
     assert_eq!(replayed.status, 401, "a logged-out session is not honoured");
     drop(gw);
+}
+
+/// Sign out as a person does: the confirmation page, then its form.
+async fn sign_out(browser: &mut Browser, base: &str) -> crate::signin::Page {
+    let logout = format!("{base}/_auth/logout");
+    let confirm = browser.page(&logout).await;
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    let token = confirm.hidden("csrf");
+    browser.post(&logout, &[("csrf", &token)]).await
 }
 
 /// A gateway in session mode for a client registered at `auth`, with
@@ -314,10 +351,7 @@ async fn redis_sessions_are_shared_by_replicas_and_end_everywhere() {
     assert_eq!(keys.len(), 1, "{keys:?}");
 
     // Logout on the first: the second no longer honours the cookie.
-    assert_eq!(
-        browser.page(&format!("{base}/_auth/logout")).await.status,
-        302
-    );
+    assert_eq!(sign_out(&mut browser, &base).await.status, 302);
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}session:*"))
         .query_async(&mut conn)
@@ -474,6 +508,17 @@ async fn sign_in_with_headless_chromium() {
             .unwrap_or("")
             .contains("portcullis_session"),
         "{seen}"
+    );
+    assert!(
+        seen["cross_site_logout"]
+            .as_str()
+            .unwrap()
+            .contains("this site only"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["after_cross_site_logout"], seen["userinfo"]["sub"],
+        "still signed in after another site's form: {seen}"
     );
     assert!(
         seen["after_logout"]

@@ -454,3 +454,92 @@ auth = "jwt"
 "#
     )
 }
+
+/// A response read off a raw connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// The status line and headers, header names lower-cased.
+    pub head: String,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {} {}", self.head, self.body))
+    }
+}
+
+/// One HTTP/1.1 exchange with the bytes of `request` exactly as given (no
+/// client library to tidy them up): the response, by its
+/// `content-length`, or what came before the connection closed.
+pub async fn raw(addr: SocketAddr, request: impl AsRef<[u8]>) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(request.as_ref()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).into_owned();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse::<usize>().ok());
+            if length.is_some_and(|n| got.len() >= end + 4 + n) {
+                let body = String::from_utf8_lossy(&got[end + 4..end + 4 + length.unwrap_or(0)])
+                    .into_owned();
+                return raw_response(&head, body);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .expect("a response within 10 s")
+            .unwrap_or(0);
+        if n == 0 {
+            let text = String::from_utf8_lossy(&got).into_owned();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            return raw_response(head, body.to_owned());
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn raw_response(head: &str, body: String) -> RawResponse {
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    let head = head
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match (i, l.split_once(':')) {
+            (0, _) | (_, None) => l.to_owned(),
+            (_, Some((k, v))) => format!("{}:{v}", k.to_ascii_lowercase()),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    RawResponse { status, head, body }
+}
+
+/// A policy directory for a test: the demo schema with `policies` and
+/// `routes` (routes.toml text) and stored `entities` (JSON), in a fresh
+/// temporary directory.
+pub fn policy_dir(policies: &str, routes: &str, entities: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        demo_policies().join("schema.cedarschema"),
+        dir.path().join("schema.cedarschema"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("policies.cedar"), policies).unwrap();
+    std::fs::write(dir.path().join("routes.toml"), routes).unwrap();
+    std::fs::write(dir.path().join("entities.json"), entities).unwrap();
+    dir
+}

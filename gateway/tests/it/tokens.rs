@@ -39,10 +39,32 @@ async fn hostile_tokens_are_refused_and_counted() {
     let issuer = TestIssuer::start(&[&key]).await;
     let stranger = TestIssuer::start(&[&other]).await;
     // The stranger is trusted too: its key must still not sign for ours.
+    // Every case fails from this one address: the failure budget is wide.
     let gw = start(&format!(
-        "{}\n[[issuers]]\nissuer = \"{}\"\naudiences = [\"api\"]\n",
-        jwt_app(&issuer.url, upstream),
-        stranger.url
+        r#"
+[failed_auth_limit]
+burst = 1000
+
+[[issuers]]
+issuer = "{}"
+audiences = ["api"]
+subject_prefix = "ours:"
+
+[[issuers]]
+issuer = "{}"
+audiences = ["api"]
+subject_prefix = "stranger:"
+
+[[upstreams]]
+name = "app"
+addresses = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/api"
+upstream = "app"
+auth = "jwt"
+"#,
+        issuer.url, stranger.url
     ));
     let http = reqwest::Client::new();
     let mut failures = Vec::new();
@@ -51,7 +73,7 @@ async fn hostile_tokens_are_refused_and_counted() {
         let (status, challenge, body) =
             with_bearer(&http, format!("http://{}/api/orders", gw.addr), &case.token).await;
         let ok = if case.reason == "ok" {
-            status == 200 && body["headers"]["x-auth-subject"] == "alice"
+            status == 200 && body["headers"]["x-auth-subject"] == "ours:alice"
         } else if case.token.is_empty() {
             // `Bearer ` with nothing after it is no credentials at all.
             status == 401 && challenge.starts_with("Bearer") && body.get("headers").is_none()

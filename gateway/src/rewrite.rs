@@ -1,0 +1,390 @@
+//! What crosses the gateway in each direction. Upstream, the request loses
+//! every header the gateway owns (identity and forwarding headers, in any
+//! spelling an application may read as the same), the private cookies and
+//! (per route) the credentials, and gains the verified identity, the
+//! decision's headers and forwarding headers set from what the gateway saw.
+//! Downstream, an upstream's `Set-Cookie` for a private cookie is dropped,
+//! so an application cannot plant or clear a gateway session.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use http::{HeaderName, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::{Error, ErrorType, Result};
+
+use crate::config::ForwardedHeaders;
+use crate::inbound::Inbound;
+
+/// Headers that tell an application who the client is. Whatever a client
+/// sends under these names (or under `x-forwarded-*`) never reaches the
+/// upstream: Rails reads `Client-IP`, many apps `X-Real-IP`, CDNs'
+/// customers `True-Client-IP`.
+const CLIENT_ADDRESS_HEADERS: [&str; 6] = [
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+];
+const FORWARDED_PREFIX: &str = "x-forwarded-";
+
+/// The header rules of this gateway.
+pub struct Rules {
+    pub owned_prefix: String,
+    /// Removed from every `Cookie` upstream, dropped from every
+    /// `Set-Cookie` downstream: the sessions' and `private_cookies`.
+    pub private_cookies: Vec<String>,
+    pub forwarded: ForwardedHeaders,
+}
+
+/// `name` as CGI, WSGI, PHP and Rack read it (`_` as `-`; header names are
+/// lower case already) starts with `prefix`.
+fn reads_as_prefix(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name
+            .bytes()
+            .zip(prefix.bytes())
+            .all(|(n, p)| n == p || (n == b'_' && p == b'-'))
+}
+
+fn reads_as(name: &str, other: &str) -> bool {
+    name.len() == other.len() && reads_as_prefix(name, other)
+}
+
+impl Rules {
+    /// A header an application could take for one the gateway owns.
+    pub fn is_owned(&self, name: &str) -> bool {
+        reads_as_prefix(name, &self.owned_prefix)
+            || reads_as_prefix(name, FORWARDED_PREFIX)
+            || CLIENT_ADDRESS_HEADERS.iter().any(|h| reads_as(name, h))
+    }
+
+    /// Remove every owned header the client sent. Most requests carry none,
+    /// and then nothing is allocated.
+    pub fn strip_owned(&self, req: &mut RequestHeader) {
+        if !req.headers.keys().any(|k| self.is_owned(k.as_str())) {
+            return;
+        }
+        let owned: Vec<HeaderName> = req
+            .headers
+            .keys()
+            .filter(|k| self.is_owned(k.as_str()))
+            .cloned()
+            .collect();
+        for name in owned {
+            req.remove_header(&name);
+        }
+    }
+
+    /// The forwarding headers, from what the gateway saw (`host`: the
+    /// settled `Host`).
+    pub fn add_forwarded(
+        &self,
+        req: &mut RequestHeader,
+        inbound: &Inbound,
+        host: Option<HeaderValue>,
+    ) -> Result<()> {
+        let proto = if inbound.https { "https" } else { "http" };
+        if matches!(
+            self.forwarded,
+            ForwardedHeaders::XForwarded | ForwardedHeaders::Both
+        ) {
+            if let Some(client) = inbound.client {
+                let address = ip_value(client)?;
+                let chain = if inbound.via.is_empty() {
+                    address.clone()
+                } else {
+                    let mut text = client.to_string();
+                    for hop in &inbound.via {
+                        text.push_str(", ");
+                        text.push_str(&hop.to_string());
+                    }
+                    header_value(text.as_bytes())?
+                };
+                req.insert_header("x-forwarded-for", chain)?;
+                req.insert_header("x-real-ip", address)?;
+            }
+            req.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
+            if let Some(h) = &host {
+                req.insert_header("x-forwarded-host", h.clone())?;
+            }
+        }
+        if matches!(
+            self.forwarded,
+            ForwardedHeaders::Forwarded | ForwardedHeaders::Both
+        ) {
+            // RFC 7239 §6: IPv6 addresses are quoted and bracketed.
+            let mut text = match inbound.client {
+                Some(IpAddr::V4(ip)) => format!("for={ip}"),
+                Some(IpAddr::V6(ip)) => format!("for=\"[{ip}]\""),
+                None => "for=unknown".to_owned(),
+            };
+            if let Some(h) = &host {
+                text.push_str(";host=\"");
+                text.push_str(h.to_str().unwrap_or_default());
+                text.push('"');
+            }
+            text.push_str(";proto=");
+            text.push_str(proto);
+            req.insert_header("forwarded", header_value(text.as_bytes())?)?;
+        }
+        Ok(())
+    }
+
+    /// Drop an upstream's `Set-Cookie` for a private cookie; how many were.
+    pub fn drop_private_set_cookies(&self, resp: &mut ResponseHeader) -> Result<usize> {
+        let is_private = |v: &HeaderValue| {
+            let name = v
+                .as_bytes()
+                .split(|b| *b == b'=')
+                .next()
+                .unwrap_or_default();
+            let name = name.trim_ascii();
+            self.private_cookies.iter().any(|p| p.as_bytes() == name)
+        };
+        let set = resp.headers.get_all(http::header::SET_COOKIE);
+        if !set.iter().any(is_private) {
+            return Ok(0);
+        }
+        let kept: Vec<HeaderValue> = set.iter().filter(|v| !is_private(v)).cloned().collect();
+        let dropped = set.iter().count() - kept.len();
+        resp.remove_header(&http::header::SET_COOKIE);
+        for v in kept {
+            resp.append_header(http::header::SET_COOKIE, v)?;
+        }
+        Ok(dropped)
+    }
+
+    /// Remove the private cookies from whichever `Cookie` header they come
+    /// in (HTTP/2 clients may split them); the others are kept, in one
+    /// header as RFC 9113 §8.2.3 folds them for HTTP/1.1.
+    pub fn strip_cookies(&self, upstream: &mut RequestHeader) -> Result<()> {
+        let private = &self.private_cookies;
+        let is_private = |crumb: &[u8]| {
+            let name = crumb
+                .split(|b| *b == b'=')
+                .next()
+                .unwrap_or(crumb)
+                .trim_ascii();
+            private.iter().any(|p| p.as_bytes() == name)
+        };
+        let crumbs = || {
+            upstream
+                .headers
+                .get_all(http::header::COOKIE)
+                .into_iter()
+                .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+                .map(<[u8]>::trim_ascii)
+                .filter(|c| !c.is_empty())
+        };
+        if private.is_empty() || !crumbs().any(is_private) {
+            return Ok(());
+        }
+        let kept = crumbs()
+            .filter(|c| !is_private(c))
+            .collect::<Vec<_>>()
+            .join(&b"; "[..]);
+        upstream.remove_header(&http::header::COOKIE);
+        if !kept.is_empty() {
+            upstream.insert_header(http::header::COOKIE, header_value(&kept)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The hop-by-hop cleanup Pingora gives every proxied HTTP/1 request, for
+/// requests the gateway writes itself (its WebSocket tunnel): the headers
+/// `Connection` nominates, the standard hop-by-hop ones (`Proxy-
+/// Authorization` among them), then `Connection: Upgrade` and `Upgrade:
+/// websocket` again.
+pub fn strip_hop_by_hop_for_websocket(req: &mut RequestHeader) -> Result<()> {
+    let nominated: Vec<HeaderName> = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
+        .collect();
+    for name in nominated {
+        // `Connection: host` must not take the request's `Host` with it.
+        if name != http::header::HOST {
+            req.remove_header(&name);
+        }
+    }
+    for name in [
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+        "http2-settings",
+    ] {
+        req.remove_header(name);
+    }
+    req.insert_header(
+        http::header::CONNECTION,
+        HeaderValue::from_static("Upgrade"),
+    )?;
+    req.insert_header(http::header::UPGRADE, HeaderValue::from_static("websocket"))?;
+    Ok(())
+}
+
+fn header_value(bytes: &[u8]) -> Result<HeaderValue> {
+    HeaderValue::from_bytes(bytes)
+        .map_err(|e| Error::because(ErrorType::InternalError, "header value", e))
+}
+
+/// An address as a header value, formatted on the stack.
+fn ip_value(ip: IpAddr) -> Result<HeaderValue> {
+    let mut buf = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    write!(cursor, "{ip}").map_err(|e| Error::because(ErrorType::InternalError, "address", e))?;
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    header_value(&buf[..len])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(private: &[&str]) -> Rules {
+        Rules {
+            owned_prefix: "x-auth-".into(),
+            private_cookies: private.iter().map(|p| (*p).to_owned()).collect(),
+            forwarded: ForwardedHeaders::Both,
+        }
+    }
+
+    #[test]
+    fn owned_headers_in_every_spelling() {
+        let r = rules(&[]);
+        for owned in [
+            "x-auth-subject",
+            "x_auth_subject",
+            "x-auth_groups",
+            "x_auth-anything",
+            "x-forwarded-for",
+            "x_forwarded_for",
+            "x-forwarded-host",
+            "x_forwarded_proto",
+            "forwarded",
+            "x-real-ip",
+            "x_real_ip",
+            "client_ip",
+            "true-client-ip",
+        ] {
+            assert!(r.is_owned(owned), "{owned}");
+        }
+        for free in [
+            "x-authx",
+            "xauth-subject",
+            "x-request-id",
+            "forwardedx",
+            "x-real-ipx",
+            "cookie",
+        ] {
+            assert!(!r.is_owned(free), "{free}");
+        }
+    }
+
+    fn upstream_cookies(cookies: &[&[u8]], private: &[&str]) -> Vec<Vec<u8>> {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        for c in cookies {
+            req.append_header("cookie", HeaderValue::from_bytes(c).unwrap())
+                .unwrap();
+        }
+        rules(private).strip_cookies(&mut req).unwrap();
+        req.headers
+            .get_all("cookie")
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn private_cookies_are_stripped_from_every_cookie_header() {
+        let ours = ["sid", "sid_login"];
+        type Headers<'a> = &'a [&'a [u8]];
+        let cases: [(Headers, Headers); 7] = [
+            // Nothing of ours: untouched, even split.
+            (&[b"a=1; b=2"], &[b"a=1; b=2"]),
+            (&[b"a=1", b"b=2"], &[b"a=1", b"b=2"]),
+            // Ours in the second header, the rest folded into one.
+            (&[b"a=1", b"sid=x; b=2"], &[b"a=1; b=2"]),
+            // Only ours: no Cookie header at all.
+            (&[b"sid=x", b"sid_login=y"], &[]),
+            // Spacing and empty crumbs; a prefix of ours is not ours.
+            (
+                &[b" sid =x;;sidecar=1 ; sid_loginx=2"],
+                &[b"sidecar=1; sid_loginx=2"],
+            ),
+            // Bytes that are not UTF-8 do not hide ours.
+            (&[b"a=\xff; sid=x"], &[b"a=\xff"]),
+            // A name without a value is still a name.
+            (&[b"sid; a=1"], &[b"a=1"]),
+        ];
+        for (sent, expected) in cases {
+            let got = upstream_cookies(sent, &ours);
+            assert_eq!(got, expected, "{sent:?}");
+        }
+        assert_eq!(upstream_cookies(&[b"sid=x"], &[]), [b"sid=x"]);
+    }
+
+    #[test]
+    fn private_set_cookies_are_dropped() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for c in [
+            "app=1; Path=/",
+            "sid=evil; Path=/",
+            " sid_login =x",
+            "sidx=2",
+        ] {
+            resp.append_header("set-cookie", c).unwrap();
+        }
+        assert_eq!(
+            rules(&["sid", "sid_login"])
+                .drop_private_set_cookies(&mut resp)
+                .unwrap(),
+            2
+        );
+        let kept: Vec<&str> = resp
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(kept, ["app=1; Path=/", "sidx=2"]);
+    }
+
+    #[test]
+    fn the_tunnel_gets_the_hop_by_hop_cleanup() {
+        let mut req = RequestHeader::build("GET", b"/chat", None).unwrap();
+        for (k, v) in [
+            ("host", "app"),
+            ("connection", "Upgrade, X-Secret, host"),
+            ("upgrade", "websocket"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic cm9vdDpyb290"),
+            ("te", "trailers"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ] {
+            req.append_header(k, v).unwrap();
+        }
+        strip_hop_by_hop_for_websocket(&mut req).unwrap();
+        let mut names: Vec<&str> = req.headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["connection", "host", "sec-websocket-key", "upgrade"]
+        );
+        assert_eq!(req.headers["connection"], "Upgrade");
+    }
+}
