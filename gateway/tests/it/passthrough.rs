@@ -301,3 +301,116 @@ auth = "public"
     conn.read_exact(&mut body).await.unwrap();
     assert_eq!(&body, b"plain");
 }
+
+/// An upstream that keeps every request head it reads, then answers a
+/// WebSocket upgrade with 101 (and echoes) and anything else with 200.
+async fn recording_upstream() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Some(head) = try_read_head(&mut conn).await else {
+                    return;
+                };
+                let upgrade = head.to_ascii_lowercase().contains("upgrade: websocket");
+                seen.lock().unwrap().push(head);
+                if upgrade {
+                    conn.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+                        .await
+                        .unwrap();
+                    let (mut r, mut w) = conn.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                } else {
+                    let _ = conn
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// The names in a request head, lower-cased, without `connection` and
+/// `upgrade` (which only the upgrade carries), sorted.
+fn header_names(head: &str) -> Vec<String> {
+    let mut names: Vec<String> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, _)| k.trim().to_ascii_lowercase())
+        .filter(|k| k != "connection" && k != "upgrade")
+        .collect();
+    names.sort();
+    names
+}
+
+/// The gateway writes a WebSocket request upstream itself (its tunnel), but
+/// with the cleanup of every proxied request: the headers `Connection`
+/// nominates and the hop-by-hop ones gone (`Proxy-Authorization` among
+/// them), the owned and forwarding headers its own, the same `Host`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tunnel_request_gets_the_cleanup_of_every_proxied_request() {
+    let (upstream, heads) = recording_upstream().await;
+    let gw = start(&format!(
+        r#"
+[[upstreams]]
+name = "app"
+addresses = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/"
+upstream = "app"
+auth = "public"
+"#
+    ));
+    let common = "Host: App.Example.\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\n\
+        Proxy-Authorization: Basic cm9vdDpyb290\r\nTE: trailers\r\nX_Auth_Subject: mallory\r\n\
+        X-Forwarded-For: 6.6.6.6\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    let mut tunnel = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tunnel
+        .write_all(format!("GET /chat HTTP/1.1\r\n{common}Connection: Upgrade, X-Hop\r\nUpgrade: websocket\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert!(read_head(&mut tunnel).await.starts_with("HTTP/1.1 101"));
+    echoes(&mut tunnel, b"through").await;
+    let mut plain = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    plain
+        .write_all(
+            format!("GET /chat HTTP/1.1\r\n{common}Connection: keep-alive, X-Hop\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert!(read_head(&mut plain).await.starts_with("HTTP/1.1 200"));
+
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    let (upgraded, proxied) = (heads[0].to_ascii_lowercase(), heads[1].to_ascii_lowercase());
+    assert_eq!(
+        header_names(&upgraded),
+        header_names(&proxied),
+        "{upgraded}\n{proxied}"
+    );
+    for head in [&upgraded, &proxied] {
+        for gone in [
+            "x-hop",
+            "keep-alive",
+            "proxy-authorization",
+            "te:",
+            "x_auth_subject",
+            "6.6.6.6",
+        ] {
+            assert!(!head.contains(gone), "{gone} in\n{head}");
+        }
+        assert!(head.contains("host: app.example\r\n"), "{head}");
+        assert!(head.contains("x-forwarded-for: 127.0.0.1\r\n"), "{head}");
+    }
+    assert!(upgraded.contains("upgrade: websocket\r\n"), "{upgraded}");
+}
