@@ -384,8 +384,8 @@ impl Demo {
 }
 
 /// The gateway in front of the demo upstream: `/public` for everyone,
-/// `/api` for bearer tokens and decided by the sidecar, everything else for
-/// signed-in browsers.
+/// `/api` for bearer tokens, everything else for signed-in browsers; the
+/// sidecar decides both (so `/admin/*` needs the admin role).
 fn gateway_toml(demo: &Demo, data: &Path, redis_url: Option<&str>) -> anyhow::Result<String> {
     let cookie_secret = authserver::crypto::random_token::<32>()?;
     let s = toml_string;
@@ -441,6 +441,7 @@ policy = true
 path_prefix = "/"
 upstream = "demo"
 auth = "session"
+policy = true
 "#,
         sock = s(&data.join("gateway-upgrade.sock").display().to_string()),
         issuer = s(&demo.issuer),

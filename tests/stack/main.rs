@@ -8,5 +8,8 @@
 mod deploy;
 mod envoy;
 mod k6;
+/// The gateway tests' browser for the authserver's sign-in pages.
+#[path = "../../gateway/tests/it/signin.rs"]
+mod signin;
 mod support;
 mod up;

@@ -106,6 +106,58 @@ fn use_the_stack(up: &Up) {
     }
 }
 
+/// The browser route is decided by the sidecar like the API: through the
+/// authserver's real sign-in, a user uses the app's pages, and the admin
+/// console (`/admin/*`) answers 403 to one without the admin role.
+#[test]
+fn browser_routes_are_decided_by_policy() {
+    use crate::signin::{Browser, through_the_authserver_as};
+    let _ports = hold_ports();
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path());
+    let (gateway, issuer) = (
+        up.get("browser_url").trim_end_matches('/'),
+        up.get("issuer"),
+    );
+    let demo_password = up.credentials["user"]["password"].as_str().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let admin = reqwest::Client::new()
+            .post(format!("{issuer}/admin/v1/users"))
+            .bearer_auth(up.get("admin_token"))
+            .json(&serde_json::json!({
+                "username": "root",
+                "password": "root-password-0123456789",
+                "groups": ["platform-admins"],
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(admin.status(), 201, "{}", admin.text().await.unwrap());
+        for (user, password, console) in [
+            ("demo", demo_password, 403),
+            ("root", "root-password-0123456789", 200),
+        ] {
+            let mut browser = Browser::new();
+            let first = browser.page(&format!("{gateway}/app")).await;
+            assert_eq!(first.status, 302, "{}", first.body);
+            let callback =
+                through_the_authserver_as(&mut browser, issuer, &first.location(), user, password)
+                    .await;
+            assert_eq!(browser.page(&callback).await.status, 302);
+            let app = browser.page(&format!("{gateway}/app")).await;
+            assert_eq!(app.status, 200, "{user}: {}", app.body);
+            let console_page = browser.page(&format!("{gateway}/admin/users")).await;
+            assert_eq!(
+                console_page.status, console,
+                "{user}: {}",
+                console_page.body
+            );
+        }
+    });
+    assert!(up.interrupt().success());
+}
+
 /// Unix permission bits of `path`.
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;

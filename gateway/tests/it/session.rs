@@ -5,7 +5,7 @@
 use reqwest::header::{ACCEPT, COOKIE, SET_COOKIE};
 use serde_json::Value;
 
-use crate::signin::{Browser, query_param, through_the_authserver, through_the_authserver_as};
+use crate::signin::{Browser, query_param, through_the_authserver_as};
 use crate::support::{Authserver, Gateway, echo_upstream, free_port, redis_url, start_at};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -70,7 +70,7 @@ async fn sign_in_through_the_authserver_then_refresh_and_log_out() {
     assert!(browser.cookies.contains_key("portcullis_session_login"));
 
     // The authserver's real login and consent pages.
-    let callback = through_the_authserver(&mut browser, &auth, &authorize).await;
+    let callback = auth.sign_in(&mut browser, &authorize).await;
     assert!(callback.starts_with(&redirect), "{callback}");
 
     // The callback: a session cookie, the login cookie gone, and back to
@@ -311,7 +311,7 @@ async fn redis_sessions_are_shared_by_replicas_and_end_everywhere() {
     let mut browser = Browser::new();
     let first = browser.page(&format!("{base}/app/page")).await;
     assert_eq!(first.status, 302);
-    let callback = through_the_authserver(&mut browser, &auth, &first.location()).await;
+    let callback = auth.sign_in(&mut browser, &first.location()).await;
     assert_eq!(browser.page(&callback).await.status, 302);
     let cookie = browser.cookies["portcullis_session"].clone();
     assert!(
@@ -417,9 +417,14 @@ async fn sessions_too_large_for_a_cookie_spill_to_redis() {
             let mut browser = Browser::new();
             let first = browser.page(&format!("{base}/app/page")).await;
             assert_eq!(first.status, 302, "{}", first.body);
-            let callback =
-                through_the_authserver_as(&mut browser, auth, &first.location(), user, &password)
-                    .await;
+            let callback = through_the_authserver_as(
+                &mut browser,
+                &auth.url,
+                &first.location(),
+                user,
+                &password,
+            )
+            .await;
             let landed = browser.page(&callback).await;
             (browser, landed)
         }

@@ -1,13 +1,12 @@
 //! A browser without JavaScript for the authserver's real sign-in pages:
 //! the session-mode tests sign in through the gateway with it, the
-//! introspection test to obtain tokens of its own.
+//! introspection test to obtain tokens of its own, and the stack tests
+//! (`tests/stack`, which include this file) through `portcullis up`.
 
 use std::collections::BTreeMap;
 
 use reqwest::header::{ACCEPT, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::Value;
-
-use crate::support::Authserver;
 
 /// A browser without JavaScript: one cookie jar (cookies ignore ports, so
 /// the gateway and the authserver on 127.0.0.1 share it, as in a browser),
@@ -42,11 +41,19 @@ impl Page {
         self.body[start..end].replace("&amp;", "&")
     }
 
+    #[allow(
+        dead_code,
+        reason = "the stack tests, which include this file, read no JSON pages"
+    )]
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
     }
 }
 
+#[allow(
+    dead_code,
+    reason = "used by the gateway tests, not by the stack tests that include this file"
+)]
 pub fn query_param(url: &str, name: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
     form_urlencoded::parse(query.as_bytes())
@@ -110,21 +117,11 @@ impl Browser {
     }
 }
 
-/// Sign in as the demo user on the authserver's pages, allow consent, and
-/// return the callback URL it redirects to.
-pub async fn through_the_authserver(
-    browser: &mut Browser,
-    auth: &Authserver,
-    authorize: &str,
-) -> String {
-    let password = auth.creds["user"]["password"].as_str().unwrap().to_owned();
-    through_the_authserver_as(browser, auth, authorize, "demo", &password).await
-}
-
-/// The same as another user.
+/// Sign in as `username` on the pages of the authserver at `issuer`, allow
+/// consent, and return the callback URL it redirects to.
 pub async fn through_the_authserver_as(
     browser: &mut Browser,
-    auth: &Authserver,
+    issuer: &str,
     authorize: &str,
     username: &str,
     password: &str,
@@ -133,7 +130,7 @@ pub async fn through_the_authserver_as(
     assert_eq!(login.status, 200, "{}", login.body);
     let after = browser
         .post(
-            &format!("{}/login", auth.url),
+            &format!("{issuer}/login"),
             &[
                 ("request", &login.hidden("request")),
                 ("csrf", &login.hidden("csrf")),
@@ -143,12 +140,10 @@ pub async fn through_the_authserver_as(
         )
         .await;
     assert_eq!(after.status, 303, "{}", after.body);
-    let consent = browser
-        .page(&format!("{}{}", auth.url, after.location()))
-        .await;
+    let consent = browser.page(&format!("{issuer}{}", after.location())).await;
     let back = browser
         .post(
-            &format!("{}/consent", auth.url),
+            &format!("{issuer}/consent"),
             &[
                 ("request", &consent.hidden("request")),
                 ("csrf", &consent.hidden("csrf")),

@@ -360,6 +360,14 @@ impl Authserver {
         }
     }
 
+    /// Sign in as the demo user on its pages, allow consent, and return
+    /// the callback URL it redirects to.
+    pub async fn sign_in(&self, browser: &mut crate::signin::Browser, authorize: &str) -> String {
+        let password = self.creds["user"]["password"].as_str().unwrap().to_owned();
+        crate::signin::through_the_authserver_as(browser, &self.url, authorize, "demo", &password)
+            .await
+    }
+
     /// Kill it (Drop does too; this is for a test that goes on without it).
     pub fn stop(&mut self) {
         let _ = self.child.kill();

@@ -187,7 +187,7 @@ async fn a_key_rotation_fails_no_request() {
 async fn opaque_tokens_are_introspected_at_the_authserver() {
     use base64::Engine as _;
 
-    use crate::signin::{Browser, query_param, through_the_authserver};
+    use crate::signin::{Browser, query_param};
     use crate::support::Authserver;
 
     let mut auth = Authserver::start(&[("PORTCULLIS_AUTHSERVER__TOKENS__ACCESS_FORMAT", "opaque")]);
@@ -230,7 +230,7 @@ auth = "jwt"
         auth.url
     );
     let mut browser = Browser::new();
-    let back = through_the_authserver(&mut browser, &auth, &authorize).await;
+    let back = auth.sign_in(&mut browser, &authorize).await;
     let code = query_param(&back, "code").expect("a code");
     let tokens: Value = reqwest::Client::new()
         .post(format!("{}/token", auth.url))
