@@ -198,7 +198,7 @@ async fn http_api_rejects_bad_input_with_named_errors() {
         "/api/../admin/x",
         "/api/orders/%2e%2e/x",
         "/a%00b",
-        "/no/such/route",
+        "/api/orders/o%2D1",
         "relative",
     ] {
         let (status, resp) = sidecar
