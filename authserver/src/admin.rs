@@ -122,6 +122,8 @@ pub struct ClientSpec {
     pub scopes: Vec<String>,
     /// `private_key_jwt` with these public keys instead of a secret.
     pub jwks: Option<String>,
+    /// A resource server, which may introspect any token.
+    pub introspect: bool,
 }
 
 /// What the operator is shown once: the secret is not stored in clear.
@@ -191,6 +193,12 @@ pub async fn add_client(
         ),
         ClientKind::Service => (ClientAuth::ClientSecretBasic, vec!["client_credentials"]),
     };
+    if spec.introspect && spec.kind == ClientKind::Public {
+        return Err(Error::Invalid(
+            "a public client cannot introspect: it has no credentials to prove a resource server"
+                .into(),
+        ));
+    }
     if spec.kind != ClientKind::Service && spec.redirect_uris.is_empty() {
         return Err(Error::Invalid(format!(
             "client `{}` needs at least one redirect URI",
@@ -223,6 +231,7 @@ pub async fn add_client(
         scopes: spec.scopes.clone(),
         jwks: spec.jwks,
         require_consent: spec.kind != ClientKind::Service,
+        introspect: spec.introspect,
         created_at: now,
     };
     let audit = actor.event(now, "client.create").target(spec.id.clone());

@@ -352,6 +352,9 @@ struct NewClientBody {
     scopes: Vec<String>,
     /// A JWK Set for `private_key_jwt`.
     jwks: Option<Value>,
+    /// A resource server, which may introspect any token.
+    #[serde(default)]
+    introspect: bool,
 }
 
 async fn create_client(
@@ -381,6 +384,7 @@ async fn create_client(
         post_logout_redirect_uris: b.post_logout_redirect_uris,
         scopes: b.scopes,
         jwks: b.jwks.map(|j| j.to_string()),
+        introspect: b.introspect,
     };
     let issued = admin::add_client(&app, spec, admin(&app, &headers, peer), now()).await?;
     Ok((StatusCode::CREATED, axum::Json(issued)).into_response())

@@ -105,6 +105,9 @@ enum ClientCommand {
         /// Authenticate with private_key_jwt using this JWK Set file.
         #[arg(long)]
         jwks_file: Option<PathBuf>,
+        /// A resource server: may introspect any token of this issuer.
+        #[arg(long)]
+        introspect: bool,
     },
     /// List clients.
     List,
@@ -260,6 +263,7 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<ExitCode> {
             post_logout_redirect_uris,
             scopes,
             jwks_file,
+            introspect,
         }) => {
             let jwks = jwks_file.map(|p| read(&p)).transpose()?;
             let spec = ClientSpec {
@@ -274,6 +278,7 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<ExitCode> {
                 post_logout_redirect_uris,
                 scopes,
                 jwks,
+                introspect,
             };
             let issued = admin::add_client(&app, spec, Actor::local("cli"), now()).await?;
             println!("{}", serde_json::to_string_pretty(&issued)?);

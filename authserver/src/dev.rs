@@ -121,6 +121,7 @@ pub async fn bootstrap(app: &mut App) -> Result<DevCredentials, Error> {
                 "orders:write",
             ]),
             jwks: None,
+            introspect: false,
         },
         at,
     )
@@ -135,6 +136,7 @@ pub async fn bootstrap(app: &mut App) -> Result<DevCredentials, Error> {
             post_logout_redirect_uris: vec!["http://127.0.0.1:5173/".into()],
             scopes: scopes(&["openid", "profile", "orders:read"]),
             jwks: None,
+            introspect: false,
         },
         at,
     )
@@ -149,6 +151,8 @@ pub async fn bootstrap(app: &mut App) -> Result<DevCredentials, Error> {
             post_logout_redirect_uris: Vec::new(),
             scopes: scopes(&["orders:read", "orders:write"]),
             jwks: None,
+            // The demo's resource server: it may introspect any token.
+            introspect: true,
         },
         at,
     )

@@ -76,6 +76,9 @@ pub struct Client {
     /// The client's public keys (a JWK Set) for `private_key_jwt`.
     pub jwks: Option<String>,
     pub require_consent: bool,
+    /// A resource server: may introspect any token (RFC 7662 §4); others
+    /// learn only about tokens whose audience names them.
+    pub introspect: bool,
     pub created_at: i64,
 }
 

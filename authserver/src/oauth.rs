@@ -349,11 +349,26 @@ fn token_response(access: &str, claims: &AccessClaims, lifetime: i64) -> Value {
 }
 
 /// What a used code issued, so a replay can take it back (RFC 6749 §4.1.2).
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct CodeIssued {
     jti: String,
     exp: i64,
     family: Option<String>,
+}
+
+/// The mark a redeemed code leaves: whose it was, and (once minted) what
+/// it issued. Only that client's replay voids what was issued.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct UsedCode {
+    client_id: String,
+    issued: Option<CodeIssued>,
+}
+
+/// The mark a rotated refresh token leaves: its family, and whose it was.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct UsedRefresh {
+    family: String,
+    client_id: String,
 }
 
 async fn authorization_code(
@@ -371,14 +386,12 @@ async fn authorization_code(
             .refresh_seconds
             .max(app.config.tokens.access_seconds),
     );
-    let Some(bytes) = app.ephemeral.take(&authorize::code_key(code)).await? else {
+    // Another client's code is refused without being used up: a leaked
+    // code presented by someone else neither works nor voids it.
+    let key = authorize::code_key(code);
+    let Some(bytes) = app.ephemeral.get(&key).await? else {
         return Err(code_replayed(app, client, code, source, now).await?);
     };
-    // Mark the code used before minting anything: a replay racing this
-    // exchange must find the mark (see `code_replayed`).
-    app.ephemeral
-        .put(&authorize::used_code_key(code), b"pending", keep)
-        .await?;
     let grant: authorize::CodeGrant =
         serde_json::from_slice(&bytes).map_err(|e| OAuthError::server_error(&e))?;
     if grant.client_id != client.id {
@@ -386,6 +399,20 @@ async fn authorization_code(
             "authorization code was issued to another client",
         ));
     }
+    // Taken once: of two exchanges racing here, the second is a replay.
+    if app.ephemeral.take(&key).await?.is_none() {
+        return Err(code_replayed(app, client, code, source, now).await?);
+    }
+    // Mark the code used before minting anything: a replay racing this
+    // exchange must find the mark (see `code_replayed`).
+    let pending = UsedCode {
+        client_id: client.id.clone(),
+        issued: None,
+    };
+    let pending = serde_json::to_vec(&pending).map_err(|e| OAuthError::server_error(&e))?;
+    app.ephemeral
+        .put(&authorize::used_code_key(code), &pending, keep)
+        .await?;
     match form.get("redirect_uri") {
         Some(uri) if uri == grant.redirect_uri => {}
         None if !grant.redirect_uri_given => {}
@@ -449,9 +476,13 @@ async fn authorization_code(
         exp: claims.exp,
         family,
     };
-    let marker = serde_json::to_vec(&issued).map_err(|e| OAuthError::server_error(&e))?;
+    let marker = UsedCode {
+        client_id: client.id.clone(),
+        issued: Some(issued.clone()),
+    };
+    let bytes = serde_json::to_vec(&marker).map_err(|e| OAuthError::server_error(&e))?;
     app.ephemeral
-        .put(&authorize::used_code_key(code), &marker, keep)
+        .put(&authorize::used_code_key(code), &bytes, keep)
         .await?;
     // A replay that came while we were minting left a flag: what we issued
     // is void, for this caller too.
@@ -482,11 +513,13 @@ async fn revoke_issued(app: &App, issued: &CodeIssued, now: i64) -> Result<(), O
     Ok(())
 }
 
-/// A code that is not (or no longer) redeemable. If it was used, whoever
-/// holds it now may be an attacker: what the first exchange issued stops
-/// working (RFC 6749 §4.1.2). Every interleaving with a concurrent first
-/// exchange is covered: either the exchange sees our flag after writing its
-/// tokens' record, or we see that record when we look again after flagging.
+/// A code that is not (or no longer) redeemable. If it was used, and the
+/// client it was issued to presents it again, whoever holds it may be an
+/// attacker: what the first exchange issued stops working (RFC 6749
+/// §4.1.2). Another client's replay changes nothing. Every interleaving
+/// with a concurrent first exchange is covered: either the exchange sees
+/// our flag after writing its tokens' record, or we see that record when
+/// we look again after flagging.
 async fn code_replayed(
     app: &App,
     client: &Client,
@@ -495,14 +528,17 @@ async fn code_replayed(
     now: i64,
 ) -> Result<OAuthError, OAuthError> {
     let used_key = authorize::used_code_key(code);
-    let issued =
-        |bytes: Option<Vec<u8>>| bytes.and_then(|b| serde_json::from_slice::<CodeIssued>(&b).ok());
-    let Some(mark) = app.ephemeral.get(&used_key).await? else {
-        return Ok(OAuthError::invalid_grant(
-            "authorization code is invalid or expired",
-        ));
+    let read =
+        |bytes: Option<Vec<u8>>| bytes.and_then(|b| serde_json::from_slice::<UsedCode>(&b).ok());
+    let invalid = || OAuthError::invalid_grant("authorization code is invalid or expired");
+    let Some(mark) = read(app.ephemeral.get(&used_key).await?) else {
+        return Ok(invalid());
     };
-    match issued(Some(mark)) {
+    if mark.client_id != client.id {
+        return Ok(invalid());
+    }
+    let issued = |bytes: Option<Vec<u8>>| read(bytes).and_then(|m| m.issued);
+    match mark.issued {
         Some(done) => revoke_issued(app, &done, now).await?,
         None => {
             app.ephemeral
@@ -532,10 +568,30 @@ async fn refresh(
 ) -> Result<Value, OAuthError> {
     require_grant_type(client, "refresh_token")?;
     let token = form.require("refresh_token")?;
-    let Some(bytes) = app.ephemeral.take(&issue::refresh_key(token)).await? else {
-        if let Some(family) = app.ephemeral.get(&issue::used_refresh_key(token)).await? {
-            // Reuse of a rotated token: someone has a copy. End the family.
-            let family = String::from_utf8_lossy(&family).into_owned();
+    let key = issue::refresh_key(token);
+    // Another client's refresh token is refused without being used up.
+    let current = app.ephemeral.get(&key).await?;
+    if let Some(bytes) = &current {
+        let grant: issue::RefreshGrant =
+            serde_json::from_slice(bytes).map_err(|e| OAuthError::server_error(&e))?;
+        if grant.client_id != client.id {
+            return Err(OAuthError::invalid_grant(
+                "refresh token was issued to another client",
+            ));
+        }
+    }
+    let taken = match current {
+        Some(_) => app.ephemeral.take(&key).await?,
+        None => None,
+    };
+    let Some(bytes) = taken else {
+        let used = app.ephemeral.get(&issue::used_refresh_key(token)).await?;
+        let used = used.and_then(|b| serde_json::from_slice::<UsedRefresh>(&b).ok());
+        if let Some(UsedRefresh { family, client_id }) = used
+            && client_id == client.id
+        {
+            // Reuse of a rotated token by its client: someone has a copy.
+            // End the family. (Another client's replay changes nothing.)
             app.ephemeral.delete(&issue::family_key(&family)).await?;
             let event =
                 AuditEvent::new(now, format!("client:{}", client.id), "token.refresh_reuse")
@@ -556,18 +612,14 @@ async fn refresh(
         serde_json::from_slice(&bytes).map_err(|e| OAuthError::server_error(&e))?;
     app.metrics.refresh_tokens.end(grant.family_expires);
     let ttl = Duration::from_secs(app.config.tokens.refresh_seconds);
+    let used = UsedRefresh {
+        family: grant.family.clone(),
+        client_id: grant.client_id.clone(),
+    };
+    let used = serde_json::to_vec(&used).map_err(|e| OAuthError::server_error(&e))?;
     app.ephemeral
-        .put(
-            &issue::used_refresh_key(token),
-            grant.family.as_bytes(),
-            ttl,
-        )
+        .put(&issue::used_refresh_key(token), &used, ttl)
         .await?;
-    if grant.client_id != client.id {
-        return Err(OAuthError::invalid_grant(
-            "refresh token was issued to another client",
-        ));
-    }
     if app
         .ephemeral
         .get(&issue::family_key(&grant.family))
@@ -695,7 +747,9 @@ async fn still_active(app: &App, claims: &AccessClaims) -> Result<bool, OAuthErr
 }
 
 /// `POST /introspect` (RFC 7662): the caller must be an authenticated
-/// confidential client; inactive tokens say only `{"active": false}`.
+/// confidential client, and a resource server (`introspect`) or the
+/// token's audience; otherwise, and for inactive tokens, the answer is only
+/// `{"active": false}`.
 pub async fn introspect(
     app: &App,
     form: &Form,
@@ -734,6 +788,11 @@ pub async fn introspect(
     let Some(claims) = issue::read_access(app, token, now).await? else {
         return Ok(json!({"active": false}));
     };
+    // RFC 7662 §4: only a resource server, or the audience the token is
+    // meant for, learns what it says; anyone else hears "inactive".
+    if !client.introspect && claims.aud != client.id {
+        return Ok(json!({"active": false}));
+    }
     if app
         .ephemeral
         .get(&revoked_key(&claims.jti))

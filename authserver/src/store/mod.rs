@@ -127,7 +127,7 @@ macro_rules! user_columns {
 macro_rules! client_columns {
     () => {
         "id, name, secret_digest, auth_method, redirect_uris, post_logout_redirect_uris, \
-         grant_types, scopes, jwks, require_consent, created_at"
+         grant_types, scopes, jwks, require_consent, introspect, created_at"
     };
 }
 macro_rules! key_columns {
@@ -412,8 +412,8 @@ impl Store {
             let mut tx = p.begin().await?;
             sqlx::query(
                 "INSERT INTO clients (id, name, secret_digest, auth_method, redirect_uris, post_logout_redirect_uris, \
-                 grant_types, scopes, jwks, require_consent, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 grant_types, scopes, jwks, require_consent, introspect, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(&client.id)
             .bind(&client.name)
@@ -425,6 +425,7 @@ impl Store {
             .bind(json_list(&client.scopes))
             .bind(&client.jwks)
             .bind(client.require_consent)
+            .bind(client.introspect)
             .bind(client.created_at)
             .execute(&mut *tx)
             .await?;

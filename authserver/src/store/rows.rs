@@ -50,6 +50,7 @@ pub(super) struct ClientRow {
     scopes: String,
     jwks: Option<String>,
     require_consent: bool,
+    introspect: bool,
     created_at: i64,
 }
 
@@ -69,6 +70,7 @@ impl ClientRow {
             secret_digest: self.secret_digest,
             jwks: self.jwks,
             require_consent: self.require_consent,
+            introspect: self.introspect,
             created_at: self.created_at,
         })
     }

@@ -797,6 +797,124 @@ async fn codes_are_bound_to_client_redirect_and_verifier() {
     );
 }
 
+/// A code or refresh token is used up only by the client it was issued
+/// to, once that client has authenticated: another client presenting a
+/// leaked one gets `invalid_grant`, and the rightful client can still use
+/// it; another client's replay of a used one revokes nothing.
+#[tokio::test]
+async fn another_clients_code_or_refresh_token_neither_works_nor_voids_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(dir.path(), &[], &[]);
+    let mut browser = signed_in(&server).await;
+    let (svc, ssecret) = server.client("service");
+    let (wid, wsecret) = server.client("web");
+    // Another web app of the same provider, registered for the same grants.
+    let other: Value = server
+        .http
+        .post(server.url("/admin/v1/clients"))
+        .bearer_auth(server.creds["admin_token"].as_str().unwrap())
+        .json(&json!({"client_id": "other-web", "kind": "web", "redirect_uris": ["http://127.0.0.1:9/cb"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let other_secret = other["client_secret"].as_str().unwrap().to_owned();
+    let as_other = |fields: Vec<(&'static str, String)>| {
+        let (server, secret) = (&server, other_secret.clone());
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            server
+                .form("/token", Some(("other-web", &secret)), &fields)
+                .await
+        }
+    };
+    let active = |token: String| {
+        let (server, svc, ssecret) = (&server, svc.clone(), ssecret.clone());
+        async move {
+            let (_, _, info) = server
+                .form("/introspect", Some((&svc, &ssecret)), &[("token", &token)])
+                .await;
+            info["active"].as_bool().unwrap_or(false)
+        }
+    };
+    let code_fields = |code: &str| {
+        vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", WEB_REDIRECT),
+            ("code_verifier", VERIFIER),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k, v.to_owned()))
+        .collect::<Vec<_>>()
+    };
+
+    // A leaked code, presented by another (authenticated) client first.
+    let code = fresh_code(&mut browser, &[]).await;
+    let (status, _, body) = as_other(code_fields(&code)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let (status, tokens) = exchange(&server, &code, VERIFIER).await;
+    assert_eq!(status, 200, "the code still works for its client: {tokens}");
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    // Presented again by the other client: no replay revocation.
+    let (status, _, _) = as_other(code_fields(&code)).await;
+    assert_eq!(status, 400);
+    assert!(
+        active(access.clone()).await,
+        "another client's replay voids nothing"
+    );
+    // Its own client's replay does revoke (RFC 6749 §4.1.2).
+    let (status, _) = exchange(&server, &code, VERIFIER).await;
+    assert_eq!(status, 400);
+    assert!(
+        !active(access).await,
+        "the rightful client's replay revokes"
+    );
+
+    // A refresh token, the same way.
+    let code = fresh_code(&mut browser, &[]).await;
+    let (_, tokens) = exchange(&server, &code, VERIFIER).await;
+    let first = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let refresh_fields = |token: &str| {
+        vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", token.to_owned()),
+        ]
+    };
+    let (status, _, body) = as_other(refresh_fields(&first)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let web_refresh = |token: String| {
+        let (server, wid, wsecret) = (&server, wid.clone(), wsecret.clone());
+        async move {
+            server
+                .form(
+                    "/token",
+                    Some((&wid, &wsecret)),
+                    &[("grant_type", "refresh_token"), ("refresh_token", &token)],
+                )
+                .await
+        }
+    };
+    let (status, _, rotated) = web_refresh(first.clone()).await;
+    assert_eq!(status, 200, "still usable by its client: {rotated}");
+    let second = rotated["refresh_token"].as_str().unwrap().to_owned();
+    // The rotated-out token from another client: the family lives on.
+    let (status, _, _) = as_other(refresh_fields(&first)).await;
+    assert_eq!(status, 400);
+    let (status, _, body) = web_refresh(second).await;
+    assert_eq!(status, 200, "another client's reuse ends no family: {body}");
+}
+
 #[tokio::test]
 async fn concurrent_replays_of_a_code_leave_no_working_token() {
     let dir = tempfile::tempdir().unwrap();

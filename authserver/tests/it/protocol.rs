@@ -303,18 +303,21 @@ async fn introspection_and_revocation() {
                 .await
         }
     };
-    // Any confidential client may introspect (a resource server).
-    let (status, _, body) = introspect(web.clone(), web_secret.clone(), token.clone()).await;
+    // A resource server (demo-service is the demo's) may introspect.
+    let (status, _, body) = introspect(svc.clone(), secret.clone(), token.clone()).await;
     assert_eq!(status, 200);
     assert_eq!(body["active"], true);
     assert_eq!(body["client_id"], "demo-service");
     assert_eq!(body["scope"], "orders:read orders:write");
     assert_eq!(body["token_type"], "Bearer");
+    // Any other client hears only "inactive" (RFC 7662 §4), claims and all.
+    let (status, _, body) = introspect(web.clone(), web_secret.clone(), token.clone()).await;
+    assert_eq!((status, body), (200, json!({"active": false})));
     // Unauthenticated introspection is refused; junk is just inactive.
     let (status, _, _) = server.form("/introspect", None, &[("token", &token)]).await;
     assert_eq!(status, 401);
     for junk in ["junk", "a.b.c", &token[..token.len() - 4]] {
-        let (_, _, body) = introspect(web.clone(), web_secret.clone(), junk.into()).await;
+        let (_, _, body) = introspect(svc.clone(), secret.clone(), junk.into()).await;
         assert_eq!(body, json!({"active": false}), "{junk}");
     }
 
@@ -324,7 +327,7 @@ async fn introspection_and_revocation() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(
-        introspect(web.clone(), web_secret.clone(), token.clone())
+        introspect(svc.clone(), secret.clone(), token.clone())
             .await
             .2["active"],
         true
@@ -344,7 +347,7 @@ async fn introspection_and_revocation() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(
-        introspect(web.clone(), web_secret.clone(), token.clone())
+        introspect(svc.clone(), secret.clone(), token.clone())
             .await
             .2,
         json!({"active": false})
@@ -352,7 +355,7 @@ async fn introspection_and_revocation() {
     // A fresh token is unaffected.
     let fresh = server.service_token(None).await;
     assert_eq!(
-        introspect(web, web_secret.clone(), fresh).await.2["active"],
+        introspect(svc.clone(), secret.clone(), fresh).await.2["active"],
         true
     );
     assert!(
@@ -368,6 +371,33 @@ async fn introspection_and_revocation() {
     }
 }
 
+/// A client that is no resource server learns about tokens meant for it:
+/// those whose audience names it.
+#[tokio::test]
+async fn a_token_for_the_caller_may_be_introspected_by_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(
+        dir.path(),
+        &[],
+        &[("PORTCULLIS_AUTHSERVER__AUDIENCE", "demo-web")],
+    );
+    let (web, web_secret) = server.client("web");
+    let token = server.service_token(None).await;
+    let (status, _, body) = server
+        .form(
+            "/introspect",
+            Some((&web, &web_secret)),
+            &[("token", &token)],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&body["active"], &body["aud"]),
+        (&json!(true), &json!("demo-web")),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn opaque_access_tokens_are_looked_up_and_revoked_at_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -377,21 +407,16 @@ async fn opaque_access_tokens_are_looked_up_and_revoked_at_once() {
         &[("PORTCULLIS_AUTHSERVER__TOKENS__ACCESS_FORMAT", "opaque")],
     );
     let (svc, secret) = server.client("service");
-    let (web, web_secret) = server.client("web");
     let token = server.service_token(Some("orders:read")).await;
     // A reference token: nothing to decode, nothing a verifier could accept.
     assert!(!token.contains('.') && token.len() >= 40, "{token}");
     assert!(verifier_for(&server).verify(&token).await.is_err());
 
     let introspect = |token: String| {
-        let (server, web, web_secret) = (&server, web.clone(), web_secret.clone());
+        let (server, svc, secret) = (&server, svc.clone(), secret.clone());
         async move {
             server
-                .form(
-                    "/introspect",
-                    Some((&web, &web_secret)),
-                    &[("token", &token)],
-                )
+                .form("/introspect", Some((&svc, &secret)), &[("token", &token)])
                 .await
                 .2
         }

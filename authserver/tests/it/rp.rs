@@ -70,6 +70,11 @@ async fn openid_client_logs_in_through_the_pages_in_chromium() {
     assert_eq!(first["refreshed"], true);
     assert_eq!(first["consent_page"], true);
     assert_eq!(first["introspected_active"], true);
+    assert_eq!(
+        first["access_token_seen_by_the_client"],
+        serde_json::json!({"active": false}),
+        "RFC 7662 §4: not a resource server, not the audience"
+    );
     assert_eq!(first["active_after_revocation"], false);
     assert_eq!(
         first["csp_violations"],

@@ -30,6 +30,7 @@ fn web_client() -> Client {
         scopes: vec!["openid".into(), "profile".into()],
         jwks: None,
         require_consent: true,
+        introspect: true,
         created_at: 1_700_000_000,
     }
 }

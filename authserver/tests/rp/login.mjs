@@ -73,10 +73,12 @@ try {
   const claims = tokens.claims();
   const userinfo = await client.fetchUserInfo(config, tokens.access_token, claims.sub);
   const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token);
-  // RFC 7662 / 7009 through the same client.
-  const before = await client.tokenIntrospection(config, refreshed.access_token);
-  await client.tokenRevocation(config, refreshed.access_token);
-  const after = await client.tokenIntrospection(config, refreshed.access_token);
+  // RFC 7662 / 7009 through the same client: it holds the refresh token,
+  // so it may look at that; the access token is for the resource servers.
+  const accessSeen = await client.tokenIntrospection(config, refreshed.access_token);
+  const before = await client.tokenIntrospection(config, refreshed.refresh_token);
+  await client.tokenRevocation(config, refreshed.refresh_token);
+  const after = await client.tokenIntrospection(config, refreshed.refresh_token);
   console.log(JSON.stringify({
     sub: claims.sub,
     preferred_username: claims.preferred_username,
@@ -86,6 +88,7 @@ try {
     refreshed: Boolean(refreshed.access_token && refreshed.refresh_token !== tokens.refresh_token),
     consent_page: consented,
     introspected_active: before.active,
+    access_token_seen_by_the_client: accessSeen,
     active_after_revocation: after.active,
     csp_violations: violations,
   }));

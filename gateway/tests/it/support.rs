@@ -376,6 +376,26 @@ impl Authserver {
 
     /// Register a confidential web client through the admin API.
     pub async fn add_web_client(&self, id: &str, redirect: &str, after_logout: &str) -> String {
+        self.add_client(id, redirect, after_logout, false).await
+    }
+
+    /// The same, also a resource server: it may introspect any token.
+    pub async fn add_resource_server(
+        &self,
+        id: &str,
+        redirect: &str,
+        after_logout: &str,
+    ) -> String {
+        self.add_client(id, redirect, after_logout, true).await
+    }
+
+    async fn add_client(
+        &self,
+        id: &str,
+        redirect: &str,
+        after_logout: &str,
+        introspect: bool,
+    ) -> String {
         let resp = reqwest::Client::new()
             .post(format!("{}/admin/v1/clients", self.url))
             .bearer_auth(self.creds["admin_token"].as_str().unwrap())
@@ -385,6 +405,7 @@ impl Authserver {
                 "redirect_uris": [redirect],
                 "post_logout_redirect_uris": [after_logout],
                 "scopes": ["openid", "profile", "email", "groups", "offline_access"],
+                "introspect": introspect,
             }))
             .send()
             .await

@@ -193,7 +193,7 @@ async fn opaque_tokens_are_introspected_at_the_authserver() {
     let mut auth = Authserver::start(&[("PORTCULLIS_AUTHSERVER__TOKENS__ACCESS_FORMAT", "opaque")]);
     let redirect = "http://127.0.0.1:9/callback";
     let secret = auth
-        .add_web_client("resource", redirect, "http://127.0.0.1:9/")
+        .add_resource_server("resource", redirect, "http://127.0.0.1:9/")
         .await;
     let upstream = echo_upstream().await;
     let gw = start(&format!(
