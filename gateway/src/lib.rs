@@ -11,6 +11,7 @@ pub mod admin;
 pub mod authz;
 pub mod cli;
 pub mod config;
+pub mod cookie;
 pub mod echo;
 pub mod header_deadline;
 pub mod inbound;

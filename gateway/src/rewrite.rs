@@ -161,28 +161,16 @@ impl Rules {
     /// in (HTTP/2 clients may split them); the others are kept, in one
     /// header as RFC 9113 §8.2.3 folds them for HTTP/1.1.
     pub fn strip_cookies(&self, upstream: &mut RequestHeader) -> Result<()> {
-        let private = &self.private_cookies;
         let is_private = |crumb: &[u8]| {
-            let name = crumb
-                .split(|b| *b == b'=')
-                .next()
-                .unwrap_or(crumb)
-                .trim_ascii();
-            private.iter().any(|p| p.as_bytes() == name)
+            let name = crate::cookie::name(crumb);
+            self.private_cookies.iter().any(|p| p.as_bytes() == name)
         };
-        let crumbs = || {
-            upstream
-                .headers
-                .get_all(http::header::COOKIE)
-                .into_iter()
-                .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
-                .map(<[u8]>::trim_ascii)
-                .filter(|c| !c.is_empty())
-        };
-        if private.is_empty() || !crumbs().any(is_private) {
+        if self.private_cookies.is_empty()
+            || !crate::cookie::crumbs(&upstream.headers).any(is_private)
+        {
             return Ok(());
         }
-        let kept = crumbs()
+        let kept = crate::cookie::crumbs(&upstream.headers)
             .filter(|c| !is_private(c))
             .collect::<Vec<_>>()
             .join(&b"; "[..]);

@@ -241,7 +241,7 @@ impl Sessions {
     /// The request's session, refreshed when its access token is about to
     /// expire. `None`: no session, or one that can no longer be used.
     pub async fn lookup(&self, req: &RequestHeader) -> Option<Arc<Active>> {
-        let value = cookie(req, &self.cookie)?;
+        let value = crate::cookie::find(&req.headers, &self.cookie)?;
         let key = sha256(value.as_bytes());
         let active = match self.cache.get(&key) {
             Some(a) => a,
@@ -381,7 +381,7 @@ impl Sessions {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
-        let login = cookie(req, &self.login_cookie)
+        let login = crate::cookie::find(&req.headers, &self.login_cookie)
             .and_then(|v| self.login_sealer.open(&self.login_cookie, v))
             .and_then(|plain| serde_json::from_slice::<LoginState>(&plain).ok())
             .filter(|l| l.expires_at > now_secs());
@@ -939,18 +939,6 @@ fn safe_return(target: &str) -> &str {
         && !target.contains('\\')
         && !target.bytes().any(|b| b.is_ascii_control());
     if ok { target } else { "/" }
-}
-
-fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (n, v) = pair.trim().split_once('=')?;
-            (n == name && !v.is_empty()).then_some(v)
-        })
 }
 
 /// A stored session's tokens read back (they were verified when stored;
