@@ -128,8 +128,10 @@ pub struct UpstreamConfig {
     /// is loaded, to every address it has (as nginx does without
     /// `resolve`): right for a Kubernetes Service's stable cluster IP, not
     /// for a name whose addresses change while the gateway runs.
-    #[serde(deserialize_with = "resolve_addresses")]
-    pub addresses: Vec<SocketAddr>,
+    pub addresses: Vec<String>,
+    /// `addresses` resolved, after validation (`Config::load`).
+    #[serde(skip)]
+    pub resolved: Vec<SocketAddr>,
     /// Giving up on a TCP connect (then the next address, for idempotent
     /// requests).
     #[serde(default = "default_connect_ms")]
@@ -453,18 +455,15 @@ impl Default for Config {
     }
 }
 
-fn resolve_addresses<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<SocketAddr>, D::Error> {
-    let mut out = Vec::new();
-    for address in Vec::<String>::deserialize(deserializer)? {
-        for addr in resolve(&address).map_err(serde::de::Error::custom)? {
-            if !out.contains(&addr) {
-                out.push(addr);
-            }
-        }
+/// An upstream address is an `ip:port` or a `host:port`.
+fn check_address(address: &str) -> Result<(), String> {
+    if address.parse::<SocketAddr>().is_ok() {
+        return Ok(());
     }
-    Ok(out)
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(format!("`{address}` is not ip:port or host:port")),
+    }
 }
 
 /// One configured upstream address: an `ip:port` as it is, a `host:port`
@@ -473,10 +472,7 @@ fn resolve(address: &str) -> Result<Vec<SocketAddr>, String> {
     if let Ok(addr) = address.parse::<SocketAddr>() {
         return Ok(vec![addr]);
     }
-    match address.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
-        _ => return Err(format!("`{address}` is not ip:port or host:port")),
-    }
+    check_address(address)?;
     let found: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(address)
         .map_err(|e| format!("`{address}` does not resolve: {e}"))?
         .collect();
@@ -487,10 +483,30 @@ fn resolve(address: &str) -> Result<Vec<SocketAddr>, String> {
 }
 
 impl Config {
+    /// Read, validate, then resolve the upstreams' names.
     pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
-        let config: Self = bootstrap::load("GATEWAY", file, std::env::vars())?;
+        let mut config: Self = bootstrap::load("GATEWAY", file, std::env::vars())?;
         config.validate()?;
+        config.resolve()?;
         Ok(config)
+    }
+
+    /// Every upstream's addresses, names resolved through the system's
+    /// resolver (duplicates dropped).
+    pub fn resolve(&mut self) -> Result<(), ConfigError> {
+        for (i, u) in self.upstreams.iter_mut().enumerate() {
+            u.resolved.clear();
+            for address in &u.addresses {
+                let found = resolve(address)
+                    .map_err(|e| ConfigError::invalid(format!("upstreams[{i}].addresses"), e))?;
+                for addr in found {
+                    if !u.resolved.contains(&addr) {
+                        u.resolved.push(addr);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -633,6 +649,9 @@ impl Config {
                     format!("upstreams[{i}].sni"),
                     "a TLS upstream needs the server name to verify",
                 ));
+            }
+            if let Some(e) = u.addresses.iter().find_map(|a| check_address(a).err()) {
+                return Err(ConfigError::invalid(format!("upstreams[{i}].addresses"), e));
             }
             if u.addresses.is_empty() {
                 return Err(ConfigError::invalid(

@@ -39,7 +39,7 @@ impl Upstream {
         metrics: &Metrics,
     ) -> Self {
         let gauges: Vec<IntGauge> = config
-            .addresses
+            .resolved
             .iter()
             .map(|a| {
                 let g = metrics
@@ -51,9 +51,9 @@ impl Upstream {
             .collect();
         Self {
             name: config.name.clone(),
-            addresses: config.addresses.clone(),
+            addresses: config.resolved.clone(),
             healthy: config
-                .addresses
+                .resolved
                 .iter()
                 .map(|_| AtomicBool::new(true))
                 .collect(),
@@ -210,7 +210,8 @@ mod tests {
         let metrics = Metrics::new();
         let config = UpstreamConfig {
             name: "p".into(),
-            addresses: (0..n)
+            addresses: Vec::new(),
+            resolved: (0..n)
                 .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)))
                 .collect(),
             connect_timeout_ms: 1,
