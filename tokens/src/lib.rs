@@ -33,4 +33,4 @@ pub use error::{ConfigError, TokenError};
 pub use introspection::IntrospectionConfig;
 pub use issuer::{IssuerConfig, IssuerStatus, qualify};
 pub use signer::{Signer, SignerError};
-pub use verifier::{START_WAIT, Verified, Verifier};
+pub use verifier::{START_WAIT, Verified, Verifier, pre_signature};

@@ -133,9 +133,7 @@ impl Verifier {
         if let Some(hit) = self.cache.get(&cache_key, now) {
             return Ok(hit);
         }
-        let parts = Parts::split(token)?;
-        let header = parts.header()?;
-        let claims = parts.claims()?;
+        let (parts, header, claims) = unverified(token)?;
         let iss = claims
             .get("iss")
             .and_then(Value::as_str)
@@ -222,6 +220,24 @@ async fn keep_fresh(issuer: Arc<Issuer>) {
         tokio::time::sleep(if failing { retry } else { every }).await;
         issuer.refresh(None).await;
     }
+}
+
+/// The rules a token must pass before any key is looked up or any
+/// signature computed: compact JWS shape, base64url JSON header and
+/// payload, the header's forbidden fields. A fuzz target's entry point.
+pub fn pre_signature(token: &str) -> Result<(), TokenError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(TokenError::TooLarge(MAX_TOKEN_BYTES));
+    }
+    unverified(token).map(|_| ())
+}
+
+/// A token's parts, header and claims, none of them trusted yet.
+fn unverified(token: &str) -> Result<(Parts<'_>, Header, Map<String, Value>), TokenError> {
+    let parts = Parts::split(token)?;
+    let header = parts.header()?;
+    let claims = parts.claims()?;
+    Ok((parts, header, claims))
 }
 
 /// The three parts of a compact JWS.
