@@ -144,6 +144,9 @@ async fn assert_zoe_reaches_the_upstream(http: &reqwest::Client, url: &str, toke
         .header("x-auth-groups", "admins")
         .header("x-auth-roles", "admin")
         .header("x-auth-tenant", "acme")
+        // CGI, PHP and WSGI read these as x-auth-subject and x-auth-roles.
+        .header("X_Auth_Subject", "admin")
+        .header("x_auth-roles", "admin")
         .send()
         .await
         .unwrap();
@@ -151,7 +154,12 @@ async fn assert_zoe_reaches_the_upstream(http: &reqwest::Client, url: &str, toke
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["headers"]["x-auth-subject"], "zoe", "{body}");
     assert_eq!(body["headers"]["x-auth-groups"], "staff", "{body}");
-    for spoofed in ["x-auth-roles", "x-auth-tenant"] {
+    for spoofed in [
+        "x-auth-roles",
+        "x-auth-tenant",
+        "x_auth_subject",
+        "x_auth-roles",
+    ] {
         assert!(body["headers"].get(spoofed).is_none(), "{spoofed}: {body}");
     }
 }

@@ -49,6 +49,32 @@ async fn allow_sets_identity_headers_and_removes_spoofed_ones() {
         assert!(set != dropped, "{h}: set {set}, removed {dropped}");
     }
     assert_eq!(removed, ["x-auth-roles"]);
+
+    // Headers an app would read as owned ones (`_` for `-`, any case) are
+    // named for removal too.
+    let mut req = check_request("GET", "/api/orders", None, Some(&c));
+    if let Some(http) = req
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        for name in ["x_auth_subject", "x_auth-roles", "x-auth_tenant"] {
+            http.headers.insert(name.into(), "admin".into());
+        }
+    }
+    let resp = client.check(req).await.unwrap().into_inner();
+    let mut removed = summarize(&resp).removed;
+    removed.sort_unstable();
+    assert_eq!(
+        removed,
+        [
+            "x-auth-roles",
+            "x-auth_tenant",
+            "x_auth-roles",
+            "x_auth_subject"
+        ]
+    );
 }
 
 #[tokio::test]
