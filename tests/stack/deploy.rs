@@ -266,6 +266,37 @@ fn manifests_mount_what_the_services_read() {
         );
     }
 
+    // The ingress sends each host to a Service of the manifests, by a port
+    // the Service has; the services behind it believe only its range.
+    let ingress = yaml_documents("ingress.yaml");
+    for rule in ingress[0]["spec"]["rules"].as_sequence().unwrap() {
+        for path in rule["http"]["paths"].as_sequence().unwrap() {
+            let backend = &path["backend"]["service"];
+            let service = docs
+                .iter()
+                .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == backend["name"])
+                .unwrap_or_else(|| panic!("the ingress sends to no Service {:?}", backend["name"]));
+            assert!(
+                service["spec"]["ports"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["name"] == backend["port"]["name"]),
+                "{backend:?}"
+            );
+        }
+    }
+    for config in ["gateway", "authserver"] {
+        let text =
+            std::fs::read_to_string(root().join(format!("deploy/config/{config}.toml"))).unwrap();
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        let trusted = table["trusted_proxies"].as_array().unwrap();
+        assert!(
+            !trusted.is_empty(),
+            "{config} is behind the ingress: trusted_proxies"
+        );
+    }
+
     // The sidecar's policy directory holds every policy file of policies/.
     let sidecar: toml::Table = toml::from_str(
         &std::fs::read_to_string(root().join("deploy/config/sidecar.toml")).unwrap(),
