@@ -10,9 +10,12 @@ scripts/services.sh
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
 echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The fuzz targets (their own workspace) must keep compiling too.
+cargo clippy --manifest-path fuzz/Cargo.toml --quiet -- -D warnings
 
 echo "==> cargo test"
 cargo test --workspace --quiet

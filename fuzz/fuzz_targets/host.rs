@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(host) = normalize(input) else {
         return;
     };
-    assert_eq!(normalize(&host).as_deref(), Ok(&*host), "idempotent: {input:?}");
+    assert_eq!(
+        normalize(&host).as_deref(),
+        Ok(&*host),
+        "idempotent: {input:?}"
+    );
     assert!(!host.bytes().any(|b| b.is_ascii_uppercase()), "{host:?}");
     assert!(!host.contains('@'), "{host:?}");
     let n = name(&host);

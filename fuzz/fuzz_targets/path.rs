@@ -47,14 +47,25 @@ fuzz_target!(|data: &[u8]| {
     let Ok(canonical) = normalize(input) else {
         return;
     };
-    assert_eq!(normalize(&canonical).as_deref(), Ok(&*canonical), "idempotent: {input:?}");
+    assert_eq!(
+        normalize(&canonical).as_deref(),
+        Ok(&*canonical),
+        "idempotent: {input:?}"
+    );
     assert!(canonical.is_ascii(), "{canonical:?}");
-    assert!(!canonical.contains(';') && !canonical.contains('\\'), "{canonical:?}");
+    assert!(
+        !canonical.contains(';') && !canonical.contains('\\'),
+        "{canonical:?}"
+    );
     assert_eq!(
         as_an_upstream_reads(input),
         as_an_upstream_reads(&canonical),
         "an upstream reads {input:?} and {canonical:?} differently"
     );
     let lower = lower_case(&canonical);
-    assert_eq!(normalize(&lower).as_deref(), Ok(&*lower), "lower case stays canonical");
+    assert_eq!(
+        normalize(&lower).as_deref(),
+        Ok(&*lower),
+        "lower case stays canonical"
+    );
 });
