@@ -138,11 +138,7 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), AdminError> {
 fn admin(app: &App, headers: &HeaderMap, peer: SocketAddr) -> Actor<'static> {
     Actor {
         name: "admin",
-        source: Some(crate::proxy::client_address(
-            peer.ip(),
-            headers,
-            &app.trusted_proxies,
-        )),
+        source: crate::proxy::client_address(peer.ip(), headers, &app.trusted_proxies),
     }
 }
 

@@ -217,7 +217,7 @@ async fn readyz(State(app): Shared) -> Response {
 struct Call {
     form: Form,
     authorization: Option<String>,
-    source: std::net::IpAddr,
+    source: Option<std::net::IpAddr>,
 }
 
 fn call(
@@ -258,14 +258,7 @@ async fn token(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let c = call(&app, &headers, peer, &body)?;
-    let out = oauth::token(
-        &app,
-        &c.form,
-        c.authorization.as_deref(),
-        Some(c.source),
-        now(),
-    )
-    .await?;
+    let out = oauth::token(&app, &c.form, c.authorization.as_deref(), c.source, now()).await?;
     Ok((no_store(), axum::Json(out)).into_response())
 }
 
@@ -276,14 +269,7 @@ async fn introspect(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let c = call(&app, &headers, peer, &body)?;
-    let out = oauth::introspect(
-        &app,
-        &c.form,
-        c.authorization.as_deref(),
-        Some(c.source),
-        now(),
-    )
-    .await?;
+    let out = oauth::introspect(&app, &c.form, c.authorization.as_deref(), c.source, now()).await?;
     Ok((no_store(), axum::Json(out)).into_response())
 }
 
@@ -294,14 +280,7 @@ async fn revoke(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let c = call(&app, &headers, peer, &body)?;
-    oauth::revoke(
-        &app,
-        &c.form,
-        c.authorization.as_deref(),
-        Some(c.source),
-        now(),
-    )
-    .await?;
+    oauth::revoke(&app, &c.form, c.authorization.as_deref(), c.source, now()).await?;
     Ok((no_store(), StatusCode::OK).into_response())
 }
 
@@ -605,11 +584,7 @@ async fn login(
             username,
             password,
             &req.client_id,
-            Some(crate::proxy::client_address(
-                peer.ip(),
-                &headers,
-                &app.trusted_proxies,
-            )),
+            crate::proxy::client_address(peer.ip(), &headers, &app.trusted_proxies),
             now_ms(),
         )
         .await

@@ -37,10 +37,15 @@ fn account_key(username: &str) -> String {
     format!("login-fail:account:{}", username.trim().to_lowercase())
 }
 
+/// Failures count per address; an IPv6 client holds a whole /64, so its
+/// addresses count together.
 fn address_key(ip: Option<IpAddr>) -> String {
     format!(
         "login-fail:address:{}",
-        ip.map_or_else(|| "unknown".into(), |ip| ip.to_string())
+        ip.map_or_else(
+            || "unknown".into(),
+            |ip| bootstrap::net::bucket(ip, 64).to_string()
+        )
     )
 }
 

@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use axum::http::HeaderMap;
 use bootstrap::net::Cidr;
 
-pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+/// `None`: a trusted proxy passed on something that is not an address.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> Option<IpAddr> {
     let forwarded_for = headers
         .get_all("x-forwarded-for")
         .into_iter()

@@ -104,56 +104,65 @@ pub fn bucket(ip: IpAddr, v6_prefix: u8) -> IpAddr {
 /// Where a request came from, by the rule above.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
-    /// The client's address.
-    pub client: IpAddr,
+    /// The client's address; `None` when a trusted proxy passed on
+    /// something that is not one (never the proxy in its place: a policy
+    /// trusting internal ranges would then trust every client).
+    pub client: Option<IpAddr>,
     /// The hops believed after the client, nearest the client first, ending
     /// with the peer (empty when the client is the peer): what this proxy
     /// passes on as the rest of `X-Forwarded-For`.
     pub via: Vec<IpAddr>,
 }
 
+/// An `X-Forwarded-For` entry: an address, or an address with a port as
+/// some load balancers write it (`192.0.2.1:4711`, `[2001:db8::1]:4711`).
+fn entry_address(entry: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(entry).ok()?;
+    text.parse::<IpAddr>()
+        .or_else(|_| text.parse::<std::net::SocketAddr>().map(|s| s.ip()))
+        .ok()
+        .map(unmapped)
+}
+
 /// The client's address: the peer, or, when the peer is a trusted proxy,
 /// the right-most `X-Forwarded-For` entry that is not itself trusted
-/// (`forwarded_for`: the header's values, in order). An entry that is not
-/// an address ends the walk: the hop that passed it is the client as far as
-/// anyone trusted can tell.
+/// (`forwarded_for`: the header's values, in order), read from the right
+/// without collecting them. An entry that is no address makes the client
+/// unknown.
 pub fn origin<'a>(
     peer: IpAddr,
-    forwarded_for: impl Iterator<Item = &'a [u8]>,
+    forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>,
     trusted: &[Cidr],
 ) -> Origin {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|b| b.contains(ip));
     let peer = unmapped(peer);
     if !is_trusted(peer) {
         return Origin {
-            client: peer,
+            client: Some(peer),
             via: Vec::new(),
         };
     }
-    let entries: Vec<&[u8]> = forwarded_for
-        .flat_map(|v| v.split(|b| *b == b','))
+    let entries = forwarded_for
+        .rev()
+        .flat_map(|v| v.rsplit(|b| *b == b','))
         .map(<[u8]>::trim_ascii)
-        .filter(|e| !e.is_empty())
-        .collect();
+        .filter(|e| !e.is_empty());
     let mut via = vec![peer];
-    let mut client = peer;
-    for entry in entries.iter().rev() {
-        let Some(ip) = std::str::from_utf8(entry)
-            .ok()
-            .and_then(|e| e.parse::<IpAddr>().ok())
-            .map(unmapped)
-        else {
+    let mut client = Some(peer);
+    for entry in entries {
+        let Some(ip) = entry_address(entry) else {
+            client = None;
             break;
         };
         if !is_trusted(ip) {
-            client = ip;
+            client = Some(ip);
             break;
         }
         via.push(ip);
-        client = ip;
+        client = Some(ip);
     }
     // `via` was gathered from the peer outwards; the client is not a hop.
-    if via.last() == Some(&client) {
+    if client.is_some() && via.last().copied() == client {
         via.pop();
     }
     via.reverse();
@@ -202,25 +211,38 @@ mod tests {
         ];
         // The client's own claim (left) loses to what our proxies saw.
         let o = from("127.0.0.1", &["6.6.6.6, 203.0.113.9", "10.0.0.2"], &trusted);
-        assert_eq!(o.client, ip("203.0.113.9"));
+        assert_eq!(o.client, Some(ip("203.0.113.9")));
         assert_eq!(o.via, [ip("10.0.0.2"), ip("127.0.0.1")]);
         // An untrusted peer's header is ignored.
         let o = from("198.51.100.1", &["6.6.6.6"], &trusted);
-        assert_eq!((o.client, o.via), (ip("198.51.100.1"), vec![]));
+        assert_eq!((o.client, o.via), (Some(ip("198.51.100.1")), vec![]));
         // No header: the peer.
-        assert_eq!(from("127.0.0.1", &[], &trusted).client, ip("127.0.0.1"));
+        assert_eq!(
+            from("127.0.0.1", &[], &trusted).client,
+            Some(ip("127.0.0.1"))
+        );
         // Nothing trusted configured: the peer, always.
-        assert_eq!(from("127.0.0.1", &["6.6.6.6"], &[]).client, ip("127.0.0.1"));
+        assert_eq!(
+            from("127.0.0.1", &["6.6.6.6"], &[]).client,
+            Some(ip("127.0.0.1"))
+        );
         // Every hop trusted: the left-most is the client.
         let o = from("127.0.0.1", &["10.1.1.1, 10.2.2.2"], &trusted);
-        assert_eq!(o.client, ip("10.1.1.1"));
+        assert_eq!(o.client, Some(ip("10.1.1.1")));
         assert_eq!(o.via, [ip("10.2.2.2"), ip("127.0.0.1")]);
-        // Garbage ends the walk at the hop that passed it.
+        // Something that is no address makes the client unknown, never the
+        // (internal) hop that passed it.
         let o = from("127.0.0.1", &["6.6.6.6, unknown, 10.0.0.3"], &trusted);
-        assert_eq!(o.client, ip("10.0.0.3"));
+        assert_eq!(o.client, None);
+        assert_eq!(o.via, [ip("10.0.0.3"), ip("127.0.0.1")]);
+        // Ports, as some load balancers append them.
+        let o = from("127.0.0.1", &["198.51.100.7:4711"], &trusted);
+        assert_eq!(o.client, Some(ip("198.51.100.7")));
+        let o = from("127.0.0.1", &["[2001:db8::7]:4711, 10.0.0.3:80"], &trusted);
+        assert_eq!(o.client, Some(ip("2001:db8::7")));
         // Mapped IPv4 is IPv4.
         let o = from("::ffff:127.0.0.1", &["::ffff:192.0.2.1"], &trusted);
-        assert_eq!(o.client, ip("192.0.2.1"));
+        assert_eq!(o.client, Some(ip("192.0.2.1")));
     }
 
     #[test]

@@ -33,12 +33,17 @@ pub enum Unreadable {
     NoHost,
     #[error(transparent)]
     Path(#[from] sidecar::path::PathError),
+    #[error(
+        "the path differs from the route `{0}` only in letter case, which many upstreams ignore"
+    )]
+    CaseOnly(String),
 }
 
 /// What the rest of the request's life reads.
 #[derive(Debug, Default)]
 pub struct Inbound {
-    /// The client, behind any trusted proxies (`None`: a Unix socket peer).
+    /// The client, behind any trusted proxies (`None`: a Unix socket peer,
+    /// or a trusted proxy passed on something that is no address).
     pub client: Option<IpAddr>,
     /// The trusted hops after the client, ending with the peer.
     pub via: Vec<IpAddr>,
@@ -88,7 +93,7 @@ pub fn read(
                 &rules.trusted_proxies,
             );
             let trusted = rules.trusted_proxies.iter().any(|c| c.contains(peer));
-            (Some(origin.client), origin.via, trusted)
+            (origin.client, origin.via, trusted)
         }
         None => (None, Vec::new(), false),
     };
