@@ -594,14 +594,17 @@ impl Gateway {
             return Ok(false);
         }
         self.metrics.token_misses.inc();
-        // A client whose tokens keep failing gets no more checked for a
-        // while: an opaque token costs an introspection call.
+        // Tokens that fail are charged to the client's budget. An opaque
+        // token costs an introspection call, so it is charged before the
+        // call (concurrent requests cannot all slip past a check) and
+        // refunded when it is good; a JWT is checked locally, always.
         let source = BucketKey::Addr(
             ctx.inbound
                 .client
                 .map(|ip| bootstrap::net::bucket(ip, self.failed_auth_ipv6_prefix)),
         );
-        if let Admit::No { retry_after_secs } = self.failed_auth.check(source) {
+        let opaque = !token.contains('.');
+        if opaque && let Admit::No { retry_after_secs } = self.failed_auth.admit(source) {
             self.metrics
                 .auth_failures
                 .with_label_values(&["too_many_failures"])
@@ -609,16 +612,22 @@ impl Gateway {
             return too_many(session, retry_after_secs).await;
         }
         let verified = match verifier.verify(token).await {
-            Ok(v) => v,
+            Ok(v) => {
+                if opaque {
+                    self.failed_auth.refund(source);
+                }
+                v
+            }
             Err(e) => {
                 self.metrics
                     .auth_failures
                     .with_label_values(&[e.reason()])
                     .inc();
-                if !e.is_unavailable() {
-                    self.failed_auth.admit(source);
-                }
                 if e.is_unavailable() {
+                    // The issuer's fault, not the client's.
+                    if opaque {
+                        self.failed_auth.refund(source);
+                    }
                     // Fail closed, but do not tell the client its token is bad.
                     return respond(
                         session,
@@ -627,6 +636,9 @@ impl Gateway {
                         r#"{"error":"temporarily_unavailable","message":"the token's issuer cannot be reached to check it"}"#,
                     )
                     .await;
+                }
+                if !opaque {
+                    self.failed_auth.admit(source);
                 }
                 return respond(
                     session,
@@ -649,6 +661,7 @@ impl Gateway {
                     .auth_failures
                     .with_label_values(&["bad_claim"])
                     .inc();
+                self.failed_auth.admit(source);
                 respond(
                     session,
                     401,
@@ -821,14 +834,21 @@ impl ProxyHttp for Gateway {
         }
         let req = session.req_header();
         let host = crate::inbound::host(req).map(sidecar::host::name);
-        let Some(index) = self.routes.find(host, req.uri.path()) else {
-            return respond(
-                session,
-                404,
-                None,
-                r#"{"error":"not_found","message":"no route"}"#,
-            )
-            .await;
+        let index = match self.routes.find(host, req.uri.path()) {
+            Ok(Some(index)) => index,
+            Ok(None) => {
+                return respond(
+                    session,
+                    404,
+                    None,
+                    r#"{"error":"not_found","message":"no route"}"#,
+                )
+                .await;
+            }
+            Err(prefix) => {
+                let e = crate::inbound::Unreadable::CaseOnly(prefix.to_owned());
+                return bad_request(session, &e).await;
+            }
         };
         ctx.route = Some(index);
         let Some(route) = self.routes.get(index) else {

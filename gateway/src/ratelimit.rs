@@ -112,6 +112,17 @@ impl LocalLimiter {
         }
     }
 
+    /// Give back what one `admit` of `key` took: the request turned out
+    /// not to count against the budget.
+    pub fn refund(&self, key: BucketKey<'_>) {
+        if let Some(bucket) = self.buckets.get(&self.hasher.hash_one(key)) {
+            let interval = self.gcra.interval;
+            let _ = bucket.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |tat| {
+                Some(tat.saturating_sub(interval))
+            });
+        }
+    }
+
     fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }

@@ -6,6 +6,7 @@
 //! Downstream, an upstream's `Set-Cookie` for a private cookie is dropped,
 //! so an application cannot plant or clear a gateway session.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::IpAddr;
 
@@ -16,17 +17,32 @@ use pingora::{Error, ErrorType, Result};
 use crate::config::ForwardedHeaders;
 use crate::inbound::Inbound;
 
-/// Headers that tell an application who the client is. Whatever a client
-/// sends under these names (or under `x-forwarded-*`) never reaches the
-/// upstream: Rails reads `Client-IP`, many apps `X-Real-IP`, CDNs'
-/// customers `True-Client-IP`.
-const CLIENT_ADDRESS_HEADERS: [&str; 6] = [
+/// Headers an application may trust for who the client is, which host,
+/// scheme, path or method it used. Whatever a client sends under these
+/// names (or under `x-forwarded-*`, in any spelling) never reaches the
+/// upstream: Rails reads `Client-IP`, many apps `X-Real-IP` or a CDN's
+/// `CF-Connecting-IP`, IIS and Laminas route by `X-Original-URL`, Express's
+/// and Rack's method overrides turn an allowed POST into a DELETE.
+const OWNED_FACTS: [&str; 19] = [
     "forwarded",
     "x-real-ip",
     "x-client-ip",
     "client-ip",
     "true-client-ip",
     "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-originating-ip",
+    "x-remote-addr",
+    "x-remote-ip",
+    "x-host",
+    "x-original-host",
+    "front-end-https",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 const FORWARDED_PREFIX: &str = "x-forwarded-";
 
@@ -39,14 +55,15 @@ pub struct Rules {
     pub forwarded: ForwardedHeaders,
 }
 
-/// `name` as CGI, WSGI, PHP and Rack read it (`_` as `-`; header names are
-/// lower case already) starts with `prefix`.
+/// `name`, as an application could read it, starts with `prefix`: CGI,
+/// PHP, WSGI and Rack read `_` as `-`, lighttpd's CGI any byte that is not
+/// a letter or a digit (header names are lower case already).
 fn reads_as_prefix(name: &str, prefix: &str) -> bool {
     name.len() >= prefix.len()
         && name
             .bytes()
             .zip(prefix.bytes())
-            .all(|(n, p)| n == p || (n == b'_' && p == b'-'))
+            .all(|(n, p)| n == p || (p == b'-' && !n.is_ascii_alphanumeric()))
 }
 
 fn reads_as(name: &str, other: &str) -> bool {
@@ -54,11 +71,14 @@ fn reads_as(name: &str, other: &str) -> bool {
 }
 
 impl Rules {
-    /// A header an application could take for one the gateway owns.
+    /// A header an application could take for one the gateway owns: under
+    /// the configured prefix or the identity headers' own, a forwarding
+    /// header, or one of the other facts above.
     pub fn is_owned(&self, name: &str) -> bool {
         reads_as_prefix(name, &self.owned_prefix)
+            || reads_as_prefix(name, sidecar::headers::OWNED_PREFIX)
             || reads_as_prefix(name, FORWARDED_PREFIX)
-            || CLIENT_ADDRESS_HEADERS.iter().any(|h| reads_as(name, h))
+            || OWNED_FACTS.iter().any(|h| reads_as(name, h))
     }
 
     /// Remove every owned header the client sent. Most requests carry none,
@@ -96,10 +116,10 @@ impl Rules {
                 let chain = if inbound.via.is_empty() {
                     address.clone()
                 } else {
-                    let mut text = client.to_string();
+                    let mut text = String::with_capacity(16 * (1 + inbound.via.len()));
+                    let _ = write!(text, "{client}");
                     for hop in &inbound.via {
-                        text.push_str(", ");
-                        text.push_str(&hop.to_string());
+                        let _ = write!(text, ", {hop}");
                     }
                     header_value(text.as_bytes())?
                 };
@@ -135,15 +155,8 @@ impl Rules {
 
     /// Drop an upstream's `Set-Cookie` for a private cookie; how many were.
     pub fn drop_private_set_cookies(&self, resp: &mut ResponseHeader) -> Result<usize> {
-        let is_private = |v: &HeaderValue| {
-            let name = v
-                .as_bytes()
-                .split(|b| *b == b'=')
-                .next()
-                .unwrap_or_default();
-            let name = name.trim_ascii();
-            self.private_cookies.iter().any(|p| p.as_bytes() == name)
-        };
+        let is_private =
+            |v: &HeaderValue| self.is_private(crate::cookie::set_cookie_name(v.as_bytes()));
         let set = resp.headers.get_all(http::header::SET_COOKIE);
         if !set.iter().any(is_private) {
             return Ok(0);
@@ -160,11 +173,15 @@ impl Rules {
     /// Remove the private cookies from whichever `Cookie` header they come
     /// in (HTTP/2 clients may split them); the others are kept, in one
     /// header as RFC 9113 §8.2.3 folds them for HTTP/1.1.
+    /// A cookie name that is, or that an app reads as, a private one.
+    fn is_private(&self, name: &[u8]) -> bool {
+        self.private_cookies
+            .iter()
+            .any(|p| crate::cookie::same_name(p.as_bytes(), name))
+    }
+
     pub fn strip_cookies(&self, upstream: &mut RequestHeader) -> Result<()> {
-        let is_private = |crumb: &[u8]| {
-            let name = crate::cookie::name(crumb);
-            self.private_cookies.iter().any(|p| p.as_bytes() == name)
-        };
+        let is_private = |crumb: &[u8]| self.is_private(crate::cookie::name(crumb));
         if self.private_cookies.is_empty()
             || !crate::cookie::crumbs(&upstream.headers).any(is_private)
         {
@@ -267,6 +284,14 @@ mod tests {
             "x_real_ip",
             "client_ip",
             "true-client-ip",
+            // lighttpd's CGI reads any byte but a letter or digit as `_`.
+            "x.auth.subject",
+            "x+forwarded+for",
+            "x~real~ip",
+            "cf-connecting-ip",
+            "x-original-url",
+            "x_http_method_override",
+            "x-method-override",
         ] {
             assert!(r.is_owned(owned), "{owned}");
         }
@@ -277,6 +302,8 @@ mod tests {
             "forwardedx",
             "x-real-ipx",
             "cookie",
+            "x-auth",
+            "x0auth-subject",
         ] {
             assert!(!r.is_owned(free), "{free}");
         }
@@ -318,6 +345,11 @@ mod tests {
             // A name without a value is still a name.
             (&[b"sid; a=1"], &[b"a=1"]),
         ];
+        // Spellings an app reads as ours: PHP, Rack, ASP.NET Core.
+        assert_eq!(
+            upstream_cookies(&[b"SID_login=1; sid.login=2; sid%5Flogin=3; a=1"], &ours),
+            [b"a=1"]
+        );
         for (sent, expected) in cases {
             let got = upstream_cookies(sent, &ours);
             assert_eq!(got, expected, "{sent:?}");
@@ -333,6 +365,10 @@ mod tests {
             "sid=evil; Path=/",
             " sid_login =x",
             "sidx=2",
+            // Nameless: the browser sends `sid=planted` back.
+            "=sid=planted; Path=/app",
+            // Another spelling of ours, as PHP reads it.
+            "SID.Login=x",
         ] {
             resp.append_header("set-cookie", c).unwrap();
         }
@@ -340,7 +376,7 @@ mod tests {
             rules(&["sid", "sid_login"])
                 .drop_private_set_cookies(&mut resp)
                 .unwrap(),
-            2
+            4
         );
         let kept: Vec<&str> = resp
             .headers

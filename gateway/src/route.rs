@@ -1,7 +1,8 @@
 //! Routes: the request's host (exact; host-specific routes first), then
 //! the longest path prefix on a segment boundary, compared in any case for
-//! `case_insensitive` routes. Each route carries what the proxy does for
-//! its requests.
+//! `case_insensitive` routes. A path that would fall to a less specific
+//! route only because of letter case is refused. Each route carries what
+//! the proxy does for its requests.
 
 use std::sync::Arc;
 
@@ -98,13 +99,22 @@ impl Routes {
     }
 
     /// The route for a settled host name (no port) and canonical path.
-    pub fn find(&self, host: Option<&str>, path: &str) -> Option<usize> {
-        self.routes.iter().position(|r| {
-            r.host
-                .as_deref()
-                .is_none_or(|h| host.is_some_and(|x| x == h))
-                && prefix_matches(path, &r.prefix, r.case_insensitive)
-        })
+    /// `Err(prefix)`: the path would be a more specific route's but for
+    /// letter case, which many upstreams ignore (Express, ASP.NET Core,
+    /// IIS): refused rather than sent to a less specific route.
+    pub fn find(&self, host: Option<&str>, path: &str) -> Result<Option<usize>, &str> {
+        for (i, r) in self.routes.iter().enumerate() {
+            if r.host.as_deref().is_some_and(|h| host != Some(h)) {
+                continue;
+            }
+            if prefix_matches(path, &r.prefix, r.case_insensitive) {
+                return Ok(Some(i));
+            }
+            if prefix_matches(path, &r.prefix, true) {
+                return Err(&r.prefix);
+            }
+        }
+        Ok(None)
     }
 }
 

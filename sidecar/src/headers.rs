@@ -18,14 +18,16 @@ pub const OWNED: [&str; 5] = [SUBJECT, CLIENT_ID, SCOPES, GROUPS, ROLES];
 /// gateway does).
 pub const OWNED_PREFIX: &str = "x-auth-";
 
-/// Under the owned prefix as CGI, PHP, WSGI and Rack read header names:
-/// any case, `_` for `-` (`X_Auth_Subject` is `x-auth-subject` to them).
+/// Under the owned prefix as applications may read header names: any
+/// case, and CGI-style servers read `_` (lighttpd any byte that is not a
+/// letter or a digit) as `-`: `X_Auth_Subject` and `X.Auth.Subject` are
+/// `x-auth-subject` to them.
 pub fn is_owned(name: &str) -> bool {
     name.len() >= OWNED_PREFIX.len()
         && name
             .bytes()
             .zip(OWNED_PREFIX.bytes())
-            .all(|(n, p)| n.eq_ignore_ascii_case(&p) || (n == b'_' && p == b'-'))
+            .all(|(n, p)| n.eq_ignore_ascii_case(&p) || (p == b'-' && !n.is_ascii_alphanumeric()))
 }
 
 /// Headers describing the verified identity. Values that could not travel
@@ -65,10 +67,11 @@ mod tests {
             "x_auth_subject",
             "X_Auth-Groups",
             "x-auth_",
+            "x.auth.subject",
         ] {
             assert!(is_owned(owned), "{owned}");
         }
-        for free in ["x-authsubject", "x-aut", "xauth-subject", "x.auth-subject"] {
+        for free in ["x-authsubject", "x-aut", "xauth-subject", "x0auth-subject"] {
             assert!(!is_owned(free), "{free}");
         }
     }

@@ -71,7 +71,9 @@ auth = "public"
     let forged = "X_Auth_Subject: root\r\nx-auth_groups: admins\r\nX-AUTH-ROLES: admin\r\n\
         X-Forwarded-For: 6.6.6.6\r\nX_Forwarded_For: 6.6.6.6\r\nX-Forwarded-Host: evil.example\r\n\
         X-Forwarded-Proto: https\r\nX_Forwarded_Port: 443\r\nX-Real-IP: 6.6.6.6\r\nX_Real_IP: 6.6.6.6\r\n\
-        Forwarded: for=6.6.6.6\r\nClient-IP: 6.6.6.6\r\nTrue-Client-IP: 6.6.6.6\r\nx-app-keep: yes\r\n";
+        Forwarded: for=6.6.6.6\r\nClient-IP: 6.6.6.6\r\nTrue-Client-IP: 6.6.6.6\r\nx-app-keep: yes\r\n\
+        X.Auth.Subject: root\r\nCF-Connecting-IP: 6.6.6.6\r\nX-Original-URL: /admin\r\n\
+        X-HTTP-Method-Override: DELETE\r\nX_Method_Override: DELETE\r\nX-Host: evil.example\r\n";
     let token = key.sign(&issuer.claims("alice"));
     for (target, auth) in [
         ("/page", String::new()),
@@ -92,11 +94,25 @@ auth = "public"
             .iter()
             .copied()
             .filter(|n| {
-                let cgi = n.replace('_', "-");
+                // As lighttpd's CGI reads a name: every other byte is `-`.
+                let cgi: String = n
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                    .collect();
                 cgi.starts_with("x-auth-")
                     || cgi.starts_with("x-forwarded-")
-                    || ["x-real-ip", "forwarded", "client-ip", "true-client-ip"]
-                        .contains(&cgi.as_str())
+                    || [
+                        "x-real-ip",
+                        "forwarded",
+                        "client-ip",
+                        "true-client-ip",
+                        "cf-connecting-ip",
+                        "x-original-url",
+                        "x-http-method-override",
+                        "x-method-override",
+                        "x-host",
+                    ]
+                    .contains(&cgi.as_str())
             })
             .collect();
         let mut want: Vec<&str> = [
@@ -203,6 +219,23 @@ auth = "public"
     assert_eq!(h["x-real-ip"], "10.1.2.3");
     assert_eq!(h["x-forwarded-proto"], "https", "the trusted proxy's word");
     assert_eq!(h["forwarded"], "for=10.1.2.3;host=\"app.test\";proto=https");
+    // A load balancer's `address:port` is that address; an entry that is
+    // no address leaves the client unknown, never the (loopback) proxy,
+    // which the console policy would let in.
+    let with_port = get(
+        gw.addr,
+        "/admin/x",
+        &format!("{admin}{}", xff("10.1.2.3:4711")),
+    )
+    .await;
+    assert_eq!(with_port.status, 200, "{with_port:?}");
+    let unknown = get(
+        gw.addr,
+        "/admin/x",
+        &format!("{admin}{}", xff("6.6.6.6, unknown")),
+    )
+    .await;
+    assert_eq!(unknown.status, 403, "{unknown:?}");
 
     // Rate limits by the client found; IPv6 clients by their /64.
     for (chain, status) in [
@@ -304,8 +337,7 @@ async fn paths_upstreams_read_differently_are_refused_or_made_canonical() {
 }
 
 /// For upstreams that ignore case, a route says so: `/ADMIN/x` is then the
-/// admin route, and policy and upstream both read `/admin/x`. Without it,
-/// case matters, as it does to most upstreams.
+/// admin route, and policy and upstream both read `/admin/x`.
 #[tokio::test(flavor = "multi_thread")]
 async fn case_insensitive_routes_match_and_send_one_spelling() {
     let upstream = echo_upstream().await;
@@ -352,10 +384,21 @@ case_insensitive = {case}
     assert_eq!(resp.json()["path"], "/admin/users");
     assert_eq!(resp.json()["query"], "Q=A", "the query is not the path");
     drop(gw);
+    // Without it, a path that differs from a more specific route only in
+    // case is refused: Express and ASP.NET Core ignore case by default,
+    // and `/ADMIN/x` must not reach them as a public page.
     let gw = start(&config(false));
     let resp = get(gw.addr, "/ADMIN/Users", "").await;
-    assert_eq!(resp.status, 200, "case-sensitive: another route");
-    assert_eq!(resp.json()["path"], "/ADMIN/Users");
+    assert_eq!(resp.status, 400, "{resp:?}");
+    assert!(
+        resp.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("`/admin` only in letter case")
+    );
+    let resp = get(gw.addr, "/Adminstuff", "").await;
+    assert_eq!(resp.status, 200, "not that route's path in any case");
+    assert_eq!(resp.json()["path"], "/Adminstuff");
 }
 
 /// One host, normalised once, for routing, policy and the upstream `Host`,
@@ -642,8 +685,9 @@ auth = "jwt"
     }
     assert_eq!(statuses, [401, 401, 401, 429, 429, 429, 429, 429, 429, 429]);
     assert_eq!(issuer.introspections(), 3, "no lookups past the budget");
-    // Another client (behind the trusted proxy) has its own budget, and a
-    // valid JWT from the limited one still works.
+    // Another client (behind the trusted proxy) has its own budget; a JWT,
+    // checked locally, is always checked; a good opaque token costs the
+    // budget nothing.
     let other = get(
         gw.addr,
         "/api/x",
@@ -658,11 +702,22 @@ auth = "jwt"
         &format!("authorization: Bearer {token}\r\n"),
     )
     .await;
-    assert_eq!(
-        jwt.status, 429,
-        "the budget is checked before any verification"
-    );
-    gw.metrics_with(&[r#"gateway_auth_failures_total{reason="too_many_failures"} 8"#])
+    assert_eq!(jwt.status, 200, "a JWT costs no lookup: {jwt:?}");
+    let fresh = "x-forwarded-for: 198.51.100.9\r\n";
+    for i in 0..5 {
+        let good = format!("opaque-good-{i}");
+        issuer.answer(&good, issuer.active("alice"));
+        let resp = get(
+            gw.addr,
+            "/api/x",
+            &format!("authorization: Bearer {good}\r\n{fresh}"),
+        )
+        .await;
+        assert_eq!(resp.status, 200, "{resp:?}");
+    }
+    let bad = get(gw.addr, "/api/x", &format!("{}{fresh}", random(100))).await;
+    assert_eq!(bad.status, 401, "the good ones were refunded");
+    gw.metrics_with(&[r#"gateway_auth_failures_total{reason="too_many_failures"} 7"#])
         .await;
 }
 
@@ -745,6 +800,15 @@ auth = "jwt"
         get(gw.addr, "/api/x", &from_b).await.status,
         403,
         "b:bob is not"
+    );
+    // Nor does b's word make anyone an admin: its roles are its own names.
+    let mut claims = b.claims("bob");
+    claims["roles"] = json!(["admin"]);
+    let b_admin = bearer(key_b.sign(&claims));
+    assert_eq!(
+        get(gw.addr, "/api/x", &b_admin).await.status,
+        403,
+        "b:admin is not admin"
     );
     let who = |auth: String| async move {
         get(gw.addr, "/who", &auth).await.json()["headers"]["x-auth-subject"].clone()

@@ -147,6 +147,7 @@ async fn assert_zoe_reaches_the_upstream(http: &reqwest::Client, url: &str, toke
         // CGI, PHP and WSGI read these as x-auth-subject and x-auth-roles.
         .header("X_Auth_Subject", "admin")
         .header("x_auth-roles", "admin")
+        .header("x.auth.groups", "admins")
         .send()
         .await
         .unwrap();
@@ -159,6 +160,7 @@ async fn assert_zoe_reaches_the_upstream(http: &reqwest::Client, url: &str, toke
         "x-auth-tenant",
         "x_auth_subject",
         "x_auth-roles",
+        "x.auth.groups",
     ] {
         assert!(body["headers"].get(spoofed).is_none(), "{spoofed}: {body}");
     }

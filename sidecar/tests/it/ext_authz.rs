@@ -59,7 +59,12 @@ async fn allow_sets_identity_headers_and_removes_spoofed_ones() {
         .and_then(|a| a.request.as_mut())
         .and_then(|r| r.http.as_mut())
     {
-        for name in ["x_auth_subject", "x_auth-roles", "x-auth_tenant"] {
+        for name in [
+            "x_auth_subject",
+            "x_auth-roles",
+            "x-auth_tenant",
+            "x.auth.groups",
+        ] {
             http.headers.insert(name.into(), "admin".into());
         }
     }
@@ -71,6 +76,7 @@ async fn allow_sets_identity_headers_and_removes_spoofed_ones() {
         [
             "x-auth-roles",
             "x-auth_tenant",
+            "x.auth.groups",
             "x_auth-roles",
             "x_auth_subject"
         ]
