@@ -44,25 +44,36 @@ pub struct IssuerConfig {
     /// an opaque token does not say who issued it.
     #[serde(default)]
     pub introspection: Option<IntrospectionConfig>,
-    /// Put in front of this issuer's `sub`, `client_id` and `azp` once a
-    /// token is verified (e.g. `partner:`), so two issuers' `bob` are two
-    /// principals to policies and upstreams. Required for every issuer when
-    /// more than one is configured; no prefix may begin another.
+    /// Put in front of this issuer's `sub`, `client_id`, `azp`, `groups`
+    /// and `roles` once a token is verified (e.g. `partner:`), so two
+    /// issuers' `bob` are two principals to policies and upstreams, and one
+    /// issuer's `admin` role is not another's. Required for every issuer
+    /// when more than one is configured; no prefix may begin another.
     #[serde(default)]
     pub subject_prefix: Option<String>,
 }
 
-/// Claims naming who a token is for or from.
-const SUBJECT_CLAIMS: [&str; 3] = ["sub", "client_id", "azp"];
+/// Claims naming who a token is for or from, and the groups and roles it
+/// puts them in: all of them are the issuer's names.
+const QUALIFIED_CLAIMS: [&str; 5] = ["sub", "client_id", "azp", "groups", "roles"];
 
-/// Qualify a verified payload's subjects with its issuer's prefix.
+/// Qualify a verified payload's names with its issuer's prefix: one
+/// issuer's `bob` is not another's, and neither is its `admin` role.
 pub fn qualify(claims: &mut serde_json::Map<String, serde_json::Value>, prefix: Option<&str>) {
     let Some(prefix) = prefix else {
         return;
     };
-    for name in SUBJECT_CLAIMS {
-        if let Some(serde_json::Value::String(s)) = claims.get_mut(name) {
-            s.insert_str(0, prefix);
+    for name in QUALIFIED_CLAIMS {
+        match claims.get_mut(name) {
+            Some(serde_json::Value::String(s)) => s.insert_str(0, prefix),
+            Some(serde_json::Value::Array(items)) => {
+                for item in items {
+                    if let serde_json::Value::String(s) = item {
+                        s.insert_str(0, prefix);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -270,12 +270,16 @@ async fn subjects_carry_their_issuers_prefix() {
     let mut claims = issuer.claims("bob");
     claims["client_id"] = json!("web");
     claims["azp"] = json!("web");
+    claims["groups"] = json!(["staff"]);
+    claims["roles"] = json!(["admin"]);
     let token = key.sign(&claims);
     let got = prefixed.verify(&token).await.unwrap();
     for (name, want) in [
-        ("sub", "partner:bob"),
-        ("client_id", "partner:web"),
-        ("azp", "partner:web"),
+        ("sub", json!("partner:bob")),
+        ("client_id", json!("partner:web")),
+        ("azp", json!("partner:web")),
+        ("groups", json!(["partner:staff"])),
+        ("roles", json!(["partner:admin"])),
     ] {
         assert_eq!(got.claims[name], want, "{name}");
     }
