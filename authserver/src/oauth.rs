@@ -386,8 +386,9 @@ async fn authorization_code(
             .refresh_seconds
             .max(app.config.tokens.access_seconds),
     );
-    // Another client's code is refused without being used up: a leaked
-    // code presented by someone else neither works nor voids it.
+    // Another client's code, or one presented without its PKCE verifier or
+    // redirect URI, is refused without being used up: whoever holds a
+    // leaked code can neither use it nor void it.
     let key = authorize::code_key(code);
     let Some(bytes) = app.ephemeral.get(&key).await? else {
         return Err(code_replayed(app, client, code, source, now).await?);
@@ -399,20 +400,6 @@ async fn authorization_code(
             "authorization code was issued to another client",
         ));
     }
-    // Taken once: of two exchanges racing here, the second is a replay.
-    if app.ephemeral.take(&key).await?.is_none() {
-        return Err(code_replayed(app, client, code, source, now).await?);
-    }
-    // Mark the code used before minting anything: a replay racing this
-    // exchange must find the mark (see `code_replayed`).
-    let pending = UsedCode {
-        client_id: client.id.clone(),
-        issued: None,
-    };
-    let pending = serde_json::to_vec(&pending).map_err(|e| OAuthError::server_error(&e))?;
-    app.ephemeral
-        .put(&authorize::used_code_key(code), &pending, keep)
-        .await?;
     match form.get("redirect_uri") {
         Some(uri) if uri == grant.redirect_uri => {}
         None if !grant.redirect_uri_given => {}
@@ -435,6 +422,26 @@ async fn authorization_code(
             ));
         }
         (None, None) => {}
+    }
+    // Marked used (only if no mark is there) before it is taken: of two
+    // exchanges racing, the second finds the mark and is a replay (see
+    // `code_replayed`), whatever the interleaving.
+    let pending = UsedCode {
+        client_id: client.id.clone(),
+        issued: None,
+    };
+    let pending = serde_json::to_vec(&pending).map_err(|e| OAuthError::server_error(&e))?;
+    if !app
+        .ephemeral
+        .put_new(&authorize::used_code_key(code), &pending, keep)
+        .await?
+    {
+        return Err(code_replayed(app, client, code, source, now).await?);
+    }
+    if app.ephemeral.take(&key).await?.is_none() {
+        return Err(OAuthError::invalid_grant(
+            "authorization code is invalid or expired",
+        ));
     }
     let user = match app.store.user_by_id(&grant.user_id).await? {
         Some(u) if !u.disabled => u,
@@ -571,23 +578,45 @@ async fn refresh(
     let key = issue::refresh_key(token);
     // Another client's refresh token is refused without being used up.
     let current = app.ephemeral.get(&key).await?;
-    if let Some(bytes) = &current {
-        let grant: issue::RefreshGrant =
-            serde_json::from_slice(bytes).map_err(|e| OAuthError::server_error(&e))?;
-        if grant.client_id != client.id {
-            return Err(OAuthError::invalid_grant(
-                "refresh token was issued to another client",
-            ));
+    let grant = match &current {
+        Some(bytes) => {
+            let grant: issue::RefreshGrant =
+                serde_json::from_slice(bytes).map_err(|e| OAuthError::server_error(&e))?;
+            if grant.client_id != client.id {
+                return Err(OAuthError::invalid_grant(
+                    "refresh token was issued to another client",
+                ));
+            }
+            Some(grant)
         }
-    }
-    let taken = match current {
-        Some(_) => app.ephemeral.take(&key).await?,
         None => None,
     };
-    let Some(bytes) = taken else {
+    // Marked used (only if no mark is there) before it is taken: a second
+    // use racing this one finds the mark, as any later reuse does.
+    let ttl = Duration::from_secs(app.config.tokens.refresh_seconds);
+    let marked = match &grant {
+        Some(grant) => {
+            let used = UsedRefresh {
+                family: grant.family.clone(),
+                client_id: grant.client_id.clone(),
+            };
+            let used = serde_json::to_vec(&used).map_err(|e| OAuthError::server_error(&e))?;
+            app.ephemeral
+                .put_new(&issue::used_refresh_key(token), &used, ttl)
+                .await?
+        }
+        None => false,
+    };
+    let taken = if marked {
+        app.ephemeral.take(&key).await?
+    } else {
+        None
+    };
+    let (Some(grant), Some(_)) = (grant, taken) else {
         let used = app.ephemeral.get(&issue::used_refresh_key(token)).await?;
         let used = used.and_then(|b| serde_json::from_slice::<UsedRefresh>(&b).ok());
-        if let Some(UsedRefresh { family, client_id }) = used
+        if !marked
+            && let Some(UsedRefresh { family, client_id }) = used
             && client_id == client.id
         {
             // Reuse of a rotated token by its client: someone has a copy.
@@ -608,18 +637,7 @@ async fn refresh(
             "refresh token is invalid, expired or revoked",
         ));
     };
-    let grant: issue::RefreshGrant =
-        serde_json::from_slice(&bytes).map_err(|e| OAuthError::server_error(&e))?;
     app.metrics.refresh_tokens.end(grant.family_expires);
-    let ttl = Duration::from_secs(app.config.tokens.refresh_seconds);
-    let used = UsedRefresh {
-        family: grant.family.clone(),
-        client_id: grant.client_id.clone(),
-    };
-    let used = serde_json::to_vec(&used).map_err(|e| OAuthError::server_error(&e))?;
-    app.ephemeral
-        .put(&issue::used_refresh_key(token), &used, ttl)
-        .await?;
     if app
         .ephemeral
         .get(&issue::family_key(&grant.family))
