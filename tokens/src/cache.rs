@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::verifier::Verified;
+use crate::verified::Verified;
 
 pub(crate) struct VerifiedCache(moka::sync::Cache<[u8; 32], Arc<Verified>>);
 

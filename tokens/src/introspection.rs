@@ -14,83 +14,12 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::config::IntrospectionConfig;
 use crate::error::TokenError;
 use crate::issuer::Issuer;
-use crate::verifier::{Verified, audience_ok, now, seconds};
-
-/// How an issuer's opaque tokens are checked. In a config file:
-/// `[issuers.introspection]`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct IntrospectionConfig {
-    /// Without it, OpenID discovery on the issuer finds it.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    /// This service's client at the issuer (`client_secret_basic`).
-    pub client_id: String,
-    /// The secret itself, or `client_secret_file` (a mounted secret).
-    #[serde(default)]
-    pub client_secret: Option<String>,
-    #[serde(default)]
-    pub client_secret_file: Option<String>,
-    /// How long an answer is trusted: the delay before a revocation at the
-    /// issuer takes effect here. Never beyond the token's `exp`.
-    #[serde(default = "default_cache_seconds")]
-    pub cache_seconds: u64,
-    /// How long a request waits for the issuer before it is refused (503).
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-}
-
-fn default_cache_seconds() -> u64 {
-    30
-}
-fn default_timeout_ms() -> u64 {
-    2000
-}
-
-impl IntrospectionConfig {
-    /// Checks the settings; returns the field at fault and why.
-    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
-        if let Some(endpoint) = &self.endpoint
-            && !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
-        {
-            return Err(("introspection.endpoint", "must be an http(s) URL".into()));
-        }
-        if self.client_id.is_empty() {
-            return Err(("introspection.client_id", "must not be empty".into()));
-        }
-        self.secret()
-            .map_err(|e| ("introspection.client_secret", e))?;
-        if !(1..=300).contains(&self.cache_seconds) {
-            return Err(("introspection.cache_seconds", "between 1 and 300".into()));
-        }
-        if !(10..=30_000).contains(&self.timeout_ms) {
-            return Err(("introspection.timeout_ms", "between 10 and 30000".into()));
-        }
-        Ok(())
-    }
-
-    fn secret(&self) -> Result<String, String> {
-        match (&self.client_secret, &self.client_secret_file) {
-            (Some(s), None) if !s.is_empty() => Ok(s.clone()),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-                .map_err(|e| format!("client_secret_file `{path}`: {e}"))
-                .and_then(|s| {
-                    if s.is_empty() {
-                        Err(format!("client_secret_file `{path}` is empty"))
-                    } else {
-                        Ok(s)
-                    }
-                }),
-            _ => Err("set exactly one of `client_secret` and `client_secret_file`".into()),
-        }
-    }
-}
+use crate::verified::{Verified, audience_ok, now, qualify, seconds};
 
 type Answer = Result<Arc<Verified>, TokenError>;
 
@@ -239,7 +168,7 @@ impl Introspector {
             answer.remove(field);
         }
         let trusted_until = now.saturating_add(self.cache_for.as_secs());
-        crate::issuer::qualify(&mut answer, issuer.subject_prefix.as_deref());
+        qualify(&mut answer, issuer.subject_prefix.as_deref());
         Ok(Arc::new(Verified {
             claims: answer,
             expires_at: exp.map_or(trusted_until, |e| e.min(trusted_until)),

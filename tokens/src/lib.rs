@@ -20,6 +20,7 @@
 //! sign with, published as JWKs these rules accept.
 
 mod cache;
+mod config;
 mod error;
 mod introspection;
 mod issuer;
@@ -27,10 +28,12 @@ mod keys;
 mod signer;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod verified;
 mod verifier;
 
+pub use config::{IntrospectionConfig, IssuerConfig};
 pub use error::{ConfigError, TokenError};
-pub use introspection::IntrospectionConfig;
-pub use issuer::{IssuerConfig, IssuerStatus, qualify};
+pub use issuer::IssuerStatus;
 pub use signer::{Signer, SignerError};
-pub use verifier::{START_WAIT, Verified, Verifier, pre_signature};
+pub use verified::{Verified, qualify};
+pub use verifier::{START_WAIT, Verifier, pre_signature};

@@ -1,7 +1,7 @@
 //! The verification rules, applied to every configured issuer.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -9,25 +9,14 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use crate::cache::VerifiedCache;
+use crate::config::IssuerConfig;
 use crate::error::{ConfigError, TokenError};
 use crate::introspection::Introspector;
-use crate::issuer::{Issuer, IssuerConfig, IssuerStatus};
+use crate::issuer::{Issuer, IssuerStatus};
+use crate::verified::{Verified, audience_ok, now, qualify, seconds};
 
 /// Tokens above this size are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
-
-/// A token that passed every rule.
-#[derive(Debug, Clone)]
-pub struct Verified {
-    /// The payload, as issued, its subjects qualified with the issuer's
-    /// `subject_prefix` when it has one.
-    pub claims: Map<String, Value>,
-    /// Until when this verification may be relied on, in seconds since the
-    /// epoch: the token's `exp`, or sooner for an introspected token (its
-    /// issuer is asked again then).
-    pub expires_at: u64,
-    pub(crate) leeway: u64,
-}
 
 /// Verifies bearer tokens of any configured issuer. Cheap to share: clone
 /// the `Arc` it lives in.
@@ -186,7 +175,7 @@ impl Verifier {
             return Err(TokenError::WrongAudience);
         }
         let mut claims = claims;
-        crate::issuer::qualify(&mut claims, issuer.config.subject_prefix.as_deref());
+        qualify(&mut claims, issuer.config.subject_prefix.as_deref());
         let verified = Arc::new(Verified {
             claims,
             expires_at: exp,
@@ -194,17 +183,6 @@ impl Verifier {
         });
         self.cache.insert(cache_key, verified.clone());
         Ok(verified)
-    }
-}
-
-/// An `aud` (a string or a list) naming one of `accepted`.
-pub(crate) fn audience_ok(aud: Option<&Value>, accepted: &[String]) -> bool {
-    match aud {
-        Some(Value::String(a)) => accepted.contains(a),
-        Some(Value::Array(list)) => list
-            .iter()
-            .any(|a| a.as_str().is_some_and(|a| accepted.iter().any(|c| c == a))),
-        _ => false,
     }
 }
 
@@ -332,32 +310,6 @@ fn same_type(actual: &str, required: &str) -> bool {
             .to_owned()
     };
     strip(actual).eq_ignore_ascii_case(&strip(required))
-}
-
-/// A NumericDate claim: a non-negative number of seconds (fractions dropped).
-pub(crate) fn seconds(
-    claims: &Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<u64>, TokenError> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.is_finite() && *f >= 0.0)
-                    .map(|f| f as u64)
-            })
-            .map(Some)
-            .ok_or(TokenError::BadClaim(name)),
-        Some(_) => Err(TokenError::BadClaim(name)),
-    }
-}
-
-pub(crate) fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
