@@ -188,7 +188,7 @@ fn int_param(
     default: i64,
     range: std::ops::RangeInclusive<i64>,
 ) -> Result<i64, AdminError> {
-    let form = crate::oauth::Form::parse(query.unwrap_or("").as_bytes())
+    let form = crate::form::Form::parse(query.unwrap_or("").as_bytes())
         .map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.description))?;
     let value = match form.get(name) {
         None => default,

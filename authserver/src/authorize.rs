@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::app::App;
 use crate::crypto::random_token;
 use crate::error::OAuthError;
+use crate::form::Form;
 use crate::model::{AuditEvent, Client, User};
-use crate::oauth::Form;
 use crate::session::Session;
 
 /// How long a user has to finish logging in and consenting.

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use crate::app::{App, now, now_ms};
 use crate::authorize::{self, Next, Refusal};
 use crate::error::OAuthError;
-use crate::oauth::{self, BearerError, Form};
+use crate::form::Form;
+use crate::oauth::{self, BearerError};
 use crate::pages;
 use crate::session::{self, Cookies, Session};
 

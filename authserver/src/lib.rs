@@ -17,6 +17,7 @@ pub mod crypto;
 pub mod dev;
 pub mod ephemeral;
 pub mod error;
+pub mod form;
 pub mod http;
 pub mod issue;
 pub mod keys;
