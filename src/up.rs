@@ -217,7 +217,7 @@ async fn start(stack: &mut Stack, options: &Options) -> anyhow::Result<()> {
     // The sidecar verifies bearer tokens of the authserver itself too, so
     // Envoy's ext_authz configs work in front of this stack unchanged.
     let sidecar_config = data.join("sidecar.toml");
-    bootstrap::secrets::write_private(
+    bootstrap::fs::write_atomically(
         &sidecar_config,
         format!(
             "# Written by `portcullis up` at every start.\n[[issuers]]\nissuer = {}\naudiences = [\"portcullis\"]\n",
@@ -255,7 +255,7 @@ async fn start(stack: &mut Stack, options: &Options) -> anyhow::Result<()> {
 
     let gateway_config = data.join("gateway.toml");
     let gateway_text = gateway_toml(&demo, &data, options.redis_url.as_deref())?;
-    bootstrap::secrets::write_private(&gateway_config, gateway_text.as_bytes())
+    bootstrap::fs::write_atomically(&gateway_config, gateway_text.as_bytes())
         .with_context(|| format!("cannot write `{}`", gateway_config.display()))?;
     stack.spawn(
         "gateway",
@@ -332,7 +332,7 @@ Ctrl-C stops everything.",
             "pids": stack.pids(),
         });
         let bytes = serde_json::to_vec_pretty(&json)?;
-        bootstrap::secrets::write_private(path, &bytes)
+        bootstrap::fs::write_atomically(path, &bytes)
             .with_context(|| format!("cannot write --dev-credentials `{}`", path.display()))?;
     }
     Ok(())

@@ -338,7 +338,7 @@ async fn serve(
         if let Some(path) = dev_credentials {
             match serde_json::to_vec_pretty(creds) {
                 Ok(json) => {
-                    if let Err(e) = bootstrap::secrets::write_private(path, &json) {
+                    if let Err(e) = bootstrap::fs::write_atomically(path, &json) {
                         eprintln!(
                             "error: cannot write --dev-credentials `{}`: {e}",
                             path.display()

@@ -4,8 +4,9 @@
 //! struct and its own routes.
 
 pub mod config;
+pub mod fs;
+pub mod jsonl;
 pub mod net;
-pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
 

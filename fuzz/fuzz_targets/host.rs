@@ -1,9 +1,9 @@
-//! The host rule (`sidecar::host`): never a panic; a normalised host is
+//! The host rule (`decision::host`): never a panic; a normalised host is
 //! normalised again, lower case, and its name carries no port.
 #![no_main]
 
+use decision::host::{name, normalize};
 use libfuzzer_sys::fuzz_target;
-use sidecar::host::{name, normalize};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(input) = std::str::from_utf8(data) else {

@@ -1,10 +1,10 @@
-//! The path rule (`sidecar::path`): never a panic; a canonical path is
+//! The path rule (`decision::path`): never a panic; a canonical path is
 //! canonical again, stays canonical in lower case, and means to an upstream
 //! that decodes once and resolves dot segments exactly what the input meant.
 #![no_main]
 
+use decision::path::{lower_case, normalize};
 use libfuzzer_sys::fuzz_target;
-use sidecar::path::{lower_case, normalize};
 
 /// How a plain upstream reads a path: percent-decoded once, split on `/`,
 /// `.` and `..` resolved.

@@ -20,10 +20,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(mapping) = sidecar::mapping::Mapping::parse(text, schema()) else {
+    let Ok(mapping) = decision::mapping::Mapping::parse(text, schema()) else {
         return;
     };
-    let claims = sidecar::Claims {
+    let claims = decision::Claims {
         sub: Some("bob".into()),
         ..Default::default()
     };

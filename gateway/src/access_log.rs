@@ -1,13 +1,12 @@
-//! The access log: one JSON line per request, formatted and written by a
-//! thread of its own. The proxy only does a non-blocking `try_send`; when
-//! the queue is full the record is dropped and counted. It never holds a
+//! The access log: one JSON line per request, formatted and written off
+//! the hot path by [`bootstrap::jsonl`]; when the queue is full the record
+//! is dropped and counted. It never holds a
 //! token, a cookie or a query string (where tokens sometimes travel).
 
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
+use bootstrap::jsonl::JsonLines;
 use prometheus::IntCounter;
 use serde::Deserialize;
 use serde_json::json;
@@ -50,67 +49,33 @@ pub struct AccessRecord {
 }
 
 pub struct AccessLog {
-    queue: mpsc::SyncSender<AccessRecord>,
+    lines: JsonLines<AccessRecord>,
     dropped: IntCounter,
 }
 
-/// How often the writer drains the queue; `queue` records fit in between.
-const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(25);
-
 impl AccessLog {
     pub fn start(config: &AccessLogConfig, dropped: IntCounter) -> std::io::Result<Self> {
-        let mut out: Box<dyn Write + Send> = if config.path == "-" {
-            Box::new(std::io::stdout())
-        } else {
-            Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&config.path)?,
-            )
-        };
-        let (queue, records) = mpsc::sync_channel::<AccessRecord>(config.queue.max(1));
-        std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || {
-                // Drained on a timer, never woken by a request: a blocking
-                // `recv` made every request pay a futex wake-up of this
-                // thread (the sidecar's decision log works the same way).
-                let mut buf = Vec::with_capacity(64 * 1024);
-                loop {
-                    let mut open = true;
-                    loop {
-                        match records.try_recv() {
-                            Ok(r) => {
-                                let _ = serde_json::to_writer(&mut buf, &render(&r));
-                                buf.push(b'\n');
-                            }
-                            Err(mpsc::TryRecvError::Empty) => break,
-                            Err(mpsc::TryRecvError::Disconnected) => {
-                                open = false;
-                                break;
-                            }
-                        }
-                    }
-                    if !buf.is_empty() {
-                        let _ = out.write_all(&buf);
-                        let _ = out.flush();
-                        buf.clear();
-                    }
-                    if !open {
-                        return;
-                    }
-                    std::thread::sleep(DRAIN_EVERY);
-                }
-            })?;
-        Ok(Self { queue, dropped })
+        Ok(Self {
+            lines: JsonLines::start("access-log", &config.path, config.queue, write_line)?,
+            dropped,
+        })
     }
 
     pub fn record(&self, record: AccessRecord) {
-        if self.queue.try_send(record).is_err() {
+        if !self.lines.send(record) {
             self.dropped.inc();
         }
     }
+
+    /// Write out what is queued; the gateway calls it once it has stopped
+    /// serving.
+    pub fn close(&self) {
+        self.lines.close();
+    }
+}
+
+fn write_line(r: &AccessRecord, out: &mut Vec<u8>) {
+    let _ = serde_json::to_writer(out, &render(r));
 }
 
 fn render(r: &AccessRecord) -> serde_json::Value {

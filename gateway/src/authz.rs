@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use decision::ext_authz::{self, Denial};
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::google::protobuf::value::Kind;
@@ -37,25 +38,38 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    fn fixed(
-        allowed: bool,
-        status: u16,
-        challenge: Option<&'static str>,
-        body: &'static str,
-    ) -> Self {
+    fn allow() -> Self {
+        Self {
+            allowed: true,
+            status: 200,
+            headers: Vec::new(),
+            remove: Vec::new(),
+            body: Bytes::new(),
+            version: None,
+            ttl: Duration::ZERO,
+        }
+    }
+
+    /// The contract's denial as the response it is, whichever engine
+    /// decided.
+    fn denied(denial: &Denial) -> Self {
         let mut headers = vec![(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )];
-        if let Some(c) = challenge {
-            headers.push((http::header::WWW_AUTHENTICATE, HeaderValue::from_static(c)));
+        if let Some(c) = denial
+            .challenge
+            .as_deref()
+            .and_then(|c| HeaderValue::from_str(c).ok())
+        {
+            headers.push((http::header::WWW_AUTHENTICATE, c));
         }
         Self {
-            allowed,
-            status,
-            headers: if allowed { Vec::new() } else { headers },
+            allowed: false,
+            status: denial.status,
+            headers,
             remove: Vec::new(),
-            body: Bytes::from_static(body.as_bytes()),
+            body: Bytes::from(denial.body.clone()),
             version: None,
             ttl: Duration::ZERO,
         }
@@ -75,7 +89,7 @@ pub struct Query<'a> {
     /// The verified payload and its `exp`.
     pub claims: Option<(&'a Map<String, Value>, u64)>,
     /// The same claims as the engine reads them.
-    pub parsed: Option<&'a sidecar::Claims>,
+    pub parsed: Option<&'a decision::Claims>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -101,26 +115,16 @@ pub enum Authorizer {
 }
 
 impl Authorizer {
-    pub fn embedded(engine: Arc<sidecar::Engine>) -> Self {
+    pub fn embedded(engine: Arc<decision::Engine>) -> Self {
         Self::Embedded(Embedded {
             engine,
             cache: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(5))
                 .build(),
-            allow: Arc::new(Verdict::fixed(true, 200, None, "")),
-            forbidden: Arc::new(Verdict::fixed(
-                false,
-                403,
-                None,
-                r#"{"error":"forbidden","message":"denied by policy"}"#,
-            )),
-            unauthenticated: Arc::new(Verdict::fixed(
-                false,
-                401,
-                Some("Bearer realm=\"portcullis\""),
-                r#"{"error":"unauthorized","message":"credentials are required"}"#,
-            )),
+            allow: Arc::new(Verdict::allow()),
+            forbidden: Arc::new(Verdict::denied(&ext_authz::refusal(true))),
+            unauthenticated: Arc::new(Verdict::denied(&ext_authz::refusal(false))),
         })
     }
 
@@ -144,7 +148,7 @@ impl Authorizer {
 }
 
 pub struct Embedded {
-    engine: Arc<sidecar::Engine>,
+    engine: Arc<decision::Engine>,
     /// Verdicts by the same key as the sidecar's, with the engine's policy
     /// generation and the token's `exp`: a reload or entity write, or the
     /// token expiring, makes an entry unusable.
@@ -174,7 +178,7 @@ impl Embedded {
     }
 
     fn decide(&self, query: &Query<'_>) -> Arc<Verdict> {
-        let decision = self.engine.check(&sidecar::CheckRequest {
+        let decision = self.engine.check(&decision::CheckRequest {
             method: query.method,
             path: query.path,
             host: query.host,
@@ -368,7 +372,7 @@ fn cache_key(query: &Query<'_>) -> Key {
 /// The ext_authz request, with the verified claims where the sidecar
 /// reads them by default.
 fn check_request(query: &Query<'_>) -> CheckRequest {
-    sidecar::grpc::check_request(
+    decision::envoy::check_request(
         query.method,
         query.path,
         query.host.unwrap_or_default(),
@@ -385,7 +389,7 @@ fn verdict(response: &CheckResponse) -> Verdict {
     let version = response
         .dynamic_metadata
         .as_ref()
-        .and_then(|m| m.fields.get(sidecar::grpc::POLICY_VERSION))
+        .and_then(|m| m.fields.get(decision::envoy::POLICY_VERSION))
         .and_then(|v| match &v.kind {
             Some(Kind::StringValue(s)) => Some(Arc::from(s.as_str())),
             _ => None,
@@ -430,11 +434,9 @@ fn verdict(response: &CheckResponse) -> Verdict {
         _ => {}
     }
     if !allowed && out.body.is_empty() {
-        out.headers = vec![(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )];
-        out.body = Bytes::from_static(br#"{"error":"forbidden","message":"denied by policy"}"#);
+        let forbidden = Verdict::denied(&Denial::forbidden());
+        out.headers = forbidden.headers;
+        out.body = forbidden.body;
     }
     out
 }

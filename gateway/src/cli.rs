@@ -124,10 +124,10 @@ where
         }
     };
     let authorizer = match (&config.policies, &config.sidecar) {
-        (Some(dir), _) => match sidecar::Engine::new(
+        (Some(dir), _) => match decision::Engine::new(
             dir,
-            &sidecar::EngineOptions::default(),
-            sidecar::metrics::Metrics::new(),
+            &decision::EngineOptions::default(),
+            decision::metrics::Metrics::new(),
         ) {
             Ok(e) => Some(Authorizer::embedded(Arc::new(e))),
             Err(e) => {
@@ -210,7 +210,7 @@ where
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let access_log = if config.access_log.enabled {
         match AccessLog::start(&config.access_log, metrics.access_log_dropped.clone()) {
-            Ok(log) => Some(log),
+            Ok(log) => Some(Arc::new(log)),
             Err(e) => {
                 eprintln!("error: access log `{}`: {e}", config.access_log.path);
                 return ExitCode::from(EXIT_CONFIG as u8);
@@ -224,7 +224,7 @@ where
         verifier.clone(),
         authorizer,
         sessions,
-        access_log,
+        access_log.clone(),
         metrics.clone(),
         &server.configuration,
     );
@@ -268,6 +268,10 @@ where
     server.add_service(admin);
     tracing::info!(listen = %config.listen, tls = ?config.tls.as_ref().map(|t| t.listen), admin = %config.admin, routes = config.routes.len(), build = env!("CARGO_PKG_VERSION"), "listening");
     server.run(RunArgs::default());
+    // Served and drained: the last requests' lines go out before we exit.
+    if let Some(log) = access_log {
+        log.close();
+    }
     drop(keys_runtime);
     ExitCode::SUCCESS
 }

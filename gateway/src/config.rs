@@ -667,7 +667,7 @@ impl Config {
             ));
         }
         for (i, r) in self.routes.iter().enumerate() {
-            match sidecar::path::normalize(&r.path_prefix) {
+            match decision::path::normalize(&r.path_prefix) {
                 Ok(p) if p == r.path_prefix => {}
                 Ok(p) => {
                     return Err(ConfigError::invalid(
@@ -683,8 +683,8 @@ impl Config {
                 }
             }
             if let Some(host) = &r.host {
-                match sidecar::host::normalize(host) {
-                    Ok(h) if sidecar::host::name(&h) == h => {}
+                match decision::host::normalize(host) {
+                    Ok(h) if decision::host::name(&h) == h => {}
                     Ok(_) => {
                         return Err(ConfigError::invalid(
                             format!("routes[{i}].host"),
@@ -713,7 +713,7 @@ impl Config {
                     ),
                 ));
             }
-            if r.case_insensitive && sidecar::path::lower_case(&r.path_prefix) != r.path_prefix {
+            if r.case_insensitive && decision::path::lower_case(&r.path_prefix) != r.path_prefix {
                 return Err(ConfigError::invalid(
                     format!("routes[{i}].path_prefix"),
                     "a `case_insensitive` route's prefix is written in lower case",

@@ -28,11 +28,11 @@ pub enum Unreadable {
     #[error("the request's authority and `Host` header differ")]
     HostMismatch,
     #[error("invalid host: {0}")]
-    Host(#[from] sidecar::host::HostError),
+    Host(#[from] decision::host::HostError),
     #[error("the request names no host, and this gateway routes by host")]
     NoHost,
     #[error(transparent)]
-    Path(#[from] sidecar::path::PathError),
+    Path(#[from] decision::path::PathError),
     #[error(
         "the path differs from the route `{0}` only in letter case, which many upstreams ignore"
     )]
@@ -115,7 +115,7 @@ pub fn read(
 /// is kept, normalised), the target in origin-form with the canonical
 /// path. True when the request names a host.
 fn settle_target(req: &mut RequestHeader) -> Result<bool, Unreadable> {
-    let bad_host = || Unreadable::Host(sidecar::host::HostError::Name);
+    let bad_host = || Unreadable::Host(decision::host::HostError::Name);
     let (has_host, fresh_host, absolute, authority_stale) = {
         let mut hosts = req.headers.get_all(http::header::HOST).iter();
         let header = hosts.next();
@@ -143,7 +143,7 @@ fn settle_target(req: &mut RequestHeader) -> Result<bool, Unreadable> {
             None => (None, false),
             Some(raw) => {
                 let raw = std::str::from_utf8(raw).map_err(|_| bad_host())?;
-                let canonical = sidecar::host::normalize(raw)?;
+                let canonical = decision::host::normalize(raw)?;
                 // Allocates only when `Host` has to be (re)written.
                 let fresh = (header != Some(canonical.as_bytes()))
                     .then(|| HeaderValue::from_str(&canonical))
@@ -160,7 +160,7 @@ fn settle_target(req: &mut RequestHeader) -> Result<bool, Unreadable> {
             authority_stale,
         )
     };
-    let canonical = match sidecar::path::normalize(req.uri.path())? {
+    let canonical = match decision::path::normalize(req.uri.path())? {
         Cow::Borrowed(_) => None,
         Cow::Owned(c) => Some(c),
     };
@@ -200,7 +200,7 @@ pub fn host(req: &RequestHeader) -> Option<&str> {
 /// For a `case_insensitive` route: the (canonical) path in lower case, so
 /// policy and upstream read the spelling routing matched.
 pub fn lower_case_path(req: &mut RequestHeader) -> Result<(), Unreadable> {
-    let std::borrow::Cow::Owned(lower) = sidecar::path::lower_case(req.uri.path()) else {
+    let std::borrow::Cow::Owned(lower) = decision::path::lower_case(req.uri.path()) else {
         return Ok(());
     };
     let target = match req.uri.query() {

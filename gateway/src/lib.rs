@@ -18,6 +18,7 @@ pub mod inbound;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
+pub mod refusal;
 pub mod reply;
 pub mod rewrite;
 pub mod route;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
@@ -21,7 +20,7 @@ use crate::config::{AuthMode, Config, HashOn, RateLimitKey};
 use crate::inbound::Inbound;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::ratelimit::{Admit, BucketKey, LocalLimiter};
-use crate::reply::{Reply, reply};
+use crate::refusal::{NO_DECISION, Refusal, refuse};
 use crate::route::Routes;
 use crate::session::{Active, Sessions};
 use crate::sha256;
@@ -51,7 +50,7 @@ pub struct Gateway {
     bearers: moka::sync::Cache<[u8; 32], Arc<Bearer>>,
     authorizer: Option<Authorizer>,
     sessions: Option<Sessions>,
-    access_log: Option<AccessLog>,
+    access_log: Option<Arc<AccessLog>>,
     tunnels: Tunnels,
 }
 
@@ -59,12 +58,12 @@ pub struct Gateway {
 /// out once: the claims as policies read them and the identity headers.
 struct Bearer {
     verified: Arc<Verified>,
-    claims: sidecar::Claims,
+    claims: decision::Claims,
     headers: Vec<(&'static str, http::HeaderValue)>,
 }
 
 impl Bearer {
-    fn new(verified: Arc<Verified>, claims: sidecar::Claims) -> Self {
+    fn new(verified: Arc<Verified>, claims: decision::Claims) -> Self {
         let headers = identity_headers(&claims);
         Self {
             verified,
@@ -74,9 +73,9 @@ impl Bearer {
     }
 }
 
-/// The identity headers (`sidecar::headers::identity`) as header values.
-fn identity_headers(claims: &sidecar::Claims) -> Vec<(&'static str, http::HeaderValue)> {
-    sidecar::headers::identity(claims)
+/// The identity headers (`decision::headers::identity`) as header values.
+fn identity_headers(claims: &decision::Claims) -> Vec<(&'static str, http::HeaderValue)> {
+    decision::headers::identity(claims)
         .into_iter()
         .filter_map(|(name, value)| Some((name, http::HeaderValue::try_from(value).ok()?)))
         .collect()
@@ -105,7 +104,7 @@ enum Principal {
 
 impl Principal {
     /// The claims as the policy engine and the identity headers read them.
-    fn claims(&self) -> &sidecar::Claims {
+    fn claims(&self) -> &decision::Claims {
         match self {
             Self::Bearer(b) => &b.claims,
             Self::Session(s) => &s.claims,
@@ -212,7 +211,7 @@ impl Gateway {
         verifier: Option<Arc<Verifier>>,
         authorizer: Option<Authorizer>,
         sessions: Option<Sessions>,
-        access_log: Option<AccessLog>,
+        access_log: Option<Arc<AccessLog>>,
         metrics: Arc<Metrics>,
         server: &ServerConf,
     ) -> Self {
@@ -276,13 +275,7 @@ impl Gateway {
             return Ok(false);
         }
         let Some(authorizer) = &self.authorizer else {
-            return respond(
-                session,
-                503,
-                None,
-                r#"{"error":"unavailable","message":"policy decision point unavailable"}"#,
-            )
-            .await;
+            return refuse(session, Refusal::Unavailable(NO_DECISION.into())).await;
         };
         let req = session.req_header();
         let query = Query {
@@ -331,13 +324,7 @@ impl Gateway {
                 if route.policy_fail_open {
                     return Ok(false);
                 }
-                respond(
-                    session,
-                    503,
-                    None,
-                    r#"{"error":"unavailable","message":"policy decision point unavailable"}"#,
-                )
-                .await
+                refuse(session, Refusal::Unavailable(NO_DECISION.into())).await
             }
         }
     }
@@ -372,7 +359,7 @@ impl Gateway {
                     .rate_limited
                     .with_label_values(&[route.prefix.as_str()])
                     .inc();
-                too_many(session, retry_after_secs).await
+                refuse(session, Refusal::RateLimited { retry_after_secs }).await
             }
             Err(e) => {
                 self.metrics
@@ -524,13 +511,7 @@ impl Gateway {
                         continue;
                     }
                     tracing::warn!(error = %e, request_id = ctx.request_id.to_str().unwrap_or_default(), "upgrade: upstream unreachable");
-                    return respond(
-                        session,
-                        502,
-                        None,
-                        r#"{"error":"bad_gateway","message":"the upstream cannot be reached"}"#,
-                    )
-                    .await;
+                    return refuse(session, Refusal::BadGateway).await;
                 }
             }
         }
@@ -572,18 +553,7 @@ impl Gateway {
                 .auth_failures
                 .with_label_values(&["missing"])
                 .inc();
-            return respond(
-                session,
-                401,
-                Some("Bearer realm=\"portcullis\"".into()),
-                r#"{"error":"unauthorized","message":"a bearer token is required"}"#,
-            )
-            .await;
-        };
-        let refused = |reason: &str| {
-            format!(
-                "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"{reason}\""
-            )
+            return refuse(session, Refusal::TokenRequired).await;
         };
         let key = sha256(token.as_bytes());
         if let Some(bearer) = self.bearers.get(&key)
@@ -609,7 +579,7 @@ impl Gateway {
                 .auth_failures
                 .with_label_values(&["too_many_failures"])
                 .inc();
-            return too_many(session, retry_after_secs).await;
+            return refuse(session, Refusal::RateLimited { retry_after_secs }).await;
         }
         let verified = match verifier.verify(token).await {
             Ok(v) => {
@@ -629,27 +599,15 @@ impl Gateway {
                         self.failed_auth.refund(source);
                     }
                     // Fail closed, but do not tell the client its token is bad.
-                    return respond(
-                        session,
-                        503,
-                        None,
-                        r#"{"error":"temporarily_unavailable","message":"the token's issuer cannot be reached to check it"}"#,
-                    )
-                    .await;
+                    return refuse(session, Refusal::IssuerUnavailable).await;
                 }
                 if !opaque {
                     self.failed_auth.admit(source);
                 }
-                return respond(
-                    session,
-                    401,
-                    Some(refused(e.reason())),
-                    r#"{"error":"invalid_token","message":"the bearer token was refused"}"#,
-                )
-                .await;
+                return refuse(session, Refusal::InvalidToken(e.reason().into())).await;
             }
         };
-        match sidecar::Claims::from_json(&verified.claims) {
+        match decision::Claims::from_json(&verified.claims) {
             Ok(claims) => {
                 let bearer = Arc::new(Bearer::new(verified, claims));
                 self.bearers.insert(key, bearer.clone());
@@ -662,13 +620,7 @@ impl Gateway {
                     .with_label_values(&["bad_claim"])
                     .inc();
                 self.failed_auth.admit(source);
-                respond(
-                    session,
-                    401,
-                    Some(refused(e.0)),
-                    r#"{"error":"invalid_token","message":"the bearer token was refused"}"#,
-                )
-                .await
+                refuse(session, Refusal::InvalidToken(e.0.into())).await
             }
         }
     }
@@ -677,11 +629,9 @@ impl Gateway {
     /// and anything else gets a 401.
     async fn authenticate_session(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let Some(sessions) = &self.sessions else {
-            return respond(
+            return refuse(
                 session,
-                503,
-                None,
-                r#"{"error":"unavailable","message":"session mode is not configured"}"#,
+                Refusal::Unavailable("session mode is not configured".into()),
             )
             .await;
         };
@@ -700,35 +650,6 @@ impl Gateway {
             }
         }
     }
-}
-
-async fn respond(
-    session: &mut Session,
-    status: u16,
-    challenge: Option<String>,
-    body: impl Into<Bytes>,
-) -> Result<bool> {
-    let mut r = Reply::json(status, body);
-    if let Some(c) = challenge {
-        r = r.header("www-authenticate", c);
-    }
-    reply(session, r).await
-}
-
-/// 400 naming what cannot be read unambiguously.
-async fn bad_request(session: &mut Session, e: &crate::inbound::Unreadable) -> Result<bool> {
-    let body = serde_json::json!({"error": "bad_request", "message": e.to_string()}).to_string();
-    respond(session, 400, None, body).await
-}
-
-/// 429 with `Retry-After`.
-async fn too_many(session: &mut Session, retry_after_secs: u64) -> Result<bool> {
-    let r = Reply::json(
-        429,
-        r#"{"error":"rate_limited","message":"too many requests; see Retry-After"}"#,
-    )
-    .header("retry-after", retry_after_secs.to_string());
-    reply(session, r).await
 }
 
 fn bearer(req: &RequestHeader) -> Option<&str> {
@@ -806,13 +727,7 @@ impl ProxyHttp for Gateway {
             .map(|(k, v)| k.as_str().len() + v.len())
             .sum();
         if header_bytes > self.max_header_bytes {
-            return respond(
-                session,
-                431,
-                None,
-                r#"{"error":"request_header_fields_too_large","message":"the request headers are larger than this gateway accepts"}"#,
-            )
-            .await;
+            return refuse(session, Refusal::HeadersTooLarge).await;
         }
         // Only WebSocket upgrades go on; any other (h2c) becomes a plain
         // request, so no connection can switch past the per-request checks.
@@ -825,7 +740,7 @@ impl ProxyHttp for Gateway {
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         match crate::inbound::read(session.req_header_mut(), peer, tls, &self.inbound) {
             Ok(inbound) => ctx.inbound = inbound,
-            Err(e) => return bad_request(session, &e).await,
+            Err(e) => return refuse(session, e.into()).await,
         }
         if let Some(sessions) = &self.sessions
             && let Some(endpoint) = sessions.endpoint(session.req_header().uri.path())
@@ -833,21 +748,13 @@ impl ProxyHttp for Gateway {
             return sessions.serve(endpoint, session).await;
         }
         let req = session.req_header();
-        let host = crate::inbound::host(req).map(sidecar::host::name);
+        let host = crate::inbound::host(req).map(decision::host::name);
         let index = match self.routes.find(host, req.uri.path()) {
             Ok(Some(index)) => index,
-            Ok(None) => {
-                return respond(
-                    session,
-                    404,
-                    None,
-                    r#"{"error":"not_found","message":"no route"}"#,
-                )
-                .await;
-            }
+            Ok(None) => return refuse(session, Refusal::NoRoute).await,
             Err(prefix) => {
                 let e = crate::inbound::Unreadable::CaseOnly(prefix.to_owned());
-                return bad_request(session, &e).await;
+                return refuse(session, e.into()).await;
             }
         };
         ctx.route = Some(index);
@@ -858,7 +765,7 @@ impl ProxyHttp for Gateway {
         if route.case_insensitive
             && let Err(e) = crate::inbound::lower_case_path(session.req_header_mut())
         {
-            return bad_request(session, &e).await;
+            return refuse(session, e.into()).await;
         }
         // Limits by address apply before any work on credentials.
         let by_source = route
@@ -885,16 +792,7 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .map_or(&[][..], |p| p.claims().scopes.as_slice());
         if let Some(missing) = route.scopes.iter().find(|s| !granted.contains(s)) {
-            let challenge = format!(
-                "Bearer realm=\"portcullis\", error=\"insufficient_scope\", scope=\"{missing}\""
-            );
-            return respond(
-                session,
-                403,
-                Some(challenge),
-                r#"{"error":"insufficient_scope","message":"the token lacks a required scope"}"#,
-            )
-            .await;
+            return refuse(session, Refusal::InsufficientScope(missing.clone())).await;
         }
         self.authorize_then_tunnel_upgrades(session, ctx).await
     }

@@ -44,6 +44,11 @@ impl Reply {
     pub fn cookie(self, set_cookie: String) -> Self {
         self.header("set-cookie", set_cookie)
     }
+
+    #[cfg(test)]
+    pub fn into_parts(self) -> (u16, Vec<(&'static str, String)>, Bytes) {
+        (self.status, self.headers, self.body)
+    }
 }
 
 /// Write `r` as the whole response; `Ok(true)` tells Pingora the request

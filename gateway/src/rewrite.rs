@@ -76,7 +76,7 @@ impl Rules {
     /// header, or one of the other facts above.
     pub fn is_owned(&self, name: &str) -> bool {
         reads_as_prefix(name, &self.owned_prefix)
-            || reads_as_prefix(name, sidecar::headers::OWNED_PREFIX)
+            || reads_as_prefix(name, decision::headers::OWNED_PREFIX)
             || reads_as_prefix(name, FORWARDED_PREFIX)
             || OWNED_FACTS.iter().any(|h| reads_as(name, h))
     }

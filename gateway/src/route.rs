@@ -50,7 +50,7 @@ impl Routes {
                 metrics: RouteMetrics::new(metrics, &r.path_prefix),
                 label: Arc::from(r.path_prefix.as_str()),
                 host: r.host.as_deref().map(|h| {
-                    sidecar::host::normalize(h)
+                    decision::host::normalize(h)
                         .map_or_else(|_| h.to_ascii_lowercase(), |n| n.into_owned())
                 }),
                 prefix: r.path_prefix.clone(),

@@ -26,6 +26,7 @@ use tokens::Verifier;
 
 use crate::config::{SessionConfig, SessionStore};
 use crate::now_secs;
+use crate::refusal::{Refusal, refuse};
 use crate::reply::{Reply, reply};
 use crate::seal::{Mac, Sealer};
 use crate::sha256;
@@ -80,7 +81,7 @@ pub struct Active {
     stored: Stored,
     /// The access token's payload: what policies and identity headers read.
     pub payload: Map<String, Value>,
-    pub claims: sidecar::Claims,
+    pub claims: decision::Claims,
     /// The ID token's payload, for `/_auth/userinfo`.
     profile: Map<String, Value>,
     /// After a sign-in or refresh: the cookie value to send back.
@@ -311,12 +312,9 @@ impl Sessions {
                 .and_then(|v| v.to_str().ok())
                 .is_none_or(|accept| accept.contains("text/html"));
         if !wants_page {
-            return reply(
+            return refuse(
                 session,
-                Reply::json(
-                    401,
-                    r#"{"error":"unauthorized","message":"sign in first (no valid session)"}"#,
-                ),
+                Refusal::NoSession("sign in first (no valid session)"),
             )
             .await;
         }
@@ -387,42 +385,26 @@ impl Sessions {
             .filter(|l| l.expires_at > now_secs());
         let clear_login = self.set_cookie(&self.login_cookie, "", 0);
         let Some(login) = login else {
-            return reply(
-                session,
-                Reply::json(
-                    400,
-                    r#"{"error":"bad_request","message":"no sign-in is in progress in this browser, or it took longer than 10 minutes; start again"}"#,
-                )
-                .cookie(clear_login),
-            )
-            .await;
+            let refusal = Refusal::BadRequest(
+                "no sign-in is in progress in this browser, or it took longer than 10 minutes; start again".into(),
+            );
+            return reply(session, refusal.reply().cookie(clear_login)).await;
         };
         let state_ok = param("state").is_some_and(|s| {
             aws_lc_rs::constant_time::verify_slices_are_equal(s.as_bytes(), login.state.as_bytes())
                 .is_ok()
         });
         if !state_ok {
-            return reply(
-                session,
-                Reply::json(
-                    400,
-                    r#"{"error":"bad_request","message":"`state` does not match this browser's sign-in"}"#,
-                )
-                .cookie(clear_login),
-            )
-            .await;
+            let refusal =
+                Refusal::BadRequest("`state` does not match this browser's sign-in".into());
+            return reply(session, refusal.reply().cookie(clear_login)).await;
         }
         if let Some(error) = param("error") {
-            let body = json!({
-                "error": "access_denied",
-                "message": format!("the authorization server answered `{error}`"),
-                "description": param("error_description"),
-            });
-            return reply(
-                session,
-                Reply::json(403, body.to_string()).cookie(clear_login),
-            )
-            .await;
+            let refusal = Refusal::SignInRefused {
+                error: error.to_owned(),
+                description: param("error_description").map(str::to_owned),
+            };
+            return reply(session, refusal.reply().cookie(clear_login)).await;
         }
         let provider = match self.provider().await {
             Ok(p) => p,
@@ -430,26 +412,12 @@ impl Sessions {
         };
         // RFC 9207: a response from another issuer is a mix-up attack.
         if param("iss").is_some_and(|iss| iss != provider.issuer) {
-            return reply(
-                session,
-                Reply::json(
-                    400,
-                    r#"{"error":"bad_request","message":"`iss` names another issuer"}"#,
-                )
-                .cookie(clear_login),
-            )
-            .await;
+            let refusal = Refusal::BadRequest("`iss` names another issuer".into());
+            return reply(session, refusal.reply().cookie(clear_login)).await;
         }
         let Some(code) = param("code") else {
-            return reply(
-                session,
-                Reply::json(
-                    400,
-                    r#"{"error":"bad_request","message":"`code` is missing"}"#,
-                )
-                .cookie(clear_login),
-            )
-            .await;
+            let refusal = Refusal::BadRequest("`code` is missing".into());
+            return reply(session, refusal.reply().cookie(clear_login)).await;
         };
         let form = [
             ("grant_type", "authorization_code"),
@@ -473,12 +441,11 @@ impl Sessions {
                     // Our own store (Redis down, or none for a big session).
                     SessionError::Store(_) => 503,
                 };
-                let body = json!({"error": "sign_in_failed", "message": e.to_string()});
-                return reply(
-                    session,
-                    Reply::json(status, body.to_string()).cookie(clear_login),
-                )
-                .await;
+                let refusal = Refusal::SignInFailed {
+                    status,
+                    message: e.to_string(),
+                };
+                return reply(session, refusal.reply().cookie(clear_login)).await;
             }
         };
         tracing::info!(sid = %active.stored.sid, "session started");
@@ -495,14 +462,7 @@ impl Sessions {
 
     async fn userinfo(&self, session: &mut Downstream) -> pingora::Result<bool> {
         let Some(active) = self.lookup(session.req_header()).await else {
-            return reply(
-                session,
-                Reply::json(
-                    401,
-                    r#"{"error":"unauthorized","message":"no valid session"}"#,
-                ),
-            )
-            .await;
+            return refuse(session, Refusal::NoSession("no valid session")).await;
         };
         let mut info = Map::new();
         for (k, v) in active.profile.iter().chain(active.payload.iter()) {
@@ -540,34 +500,21 @@ impl Sessions {
             http::Method::GET | http::Method::HEAD => return self.logout_page(session).await,
             http::Method::POST => {}
             _ => {
-                let r = Reply::json(
-                    405,
-                    r#"{"error":"method_not_allowed","message":"sign out with GET (a confirmation page) then POST"}"#,
-                )
-                .header("allow", "GET, HEAD, POST".into());
-                return reply(session, r).await;
+                let refusal = Refusal::MethodNotAllowed {
+                    message: "sign out with GET (a confirmation page) then POST",
+                    allow: "GET, HEAD, POST",
+                };
+                return refuse(session, refusal).await;
             }
         }
         if self.cross_site(req) {
-            return reply(
-                session,
-                Reply::json(
-                    403,
-                    r#"{"error":"forbidden","message":"sign-out is accepted from this site only"}"#,
-                ),
-            )
-            .await;
+            let refusal = Refusal::Forbidden("sign-out is accepted from this site only");
+            return refuse(session, refusal).await;
         }
         let active = self.lookup(session.req_header()).await;
         let Some(form) = read_form(session).await? else {
-            return reply(
-                session,
-                Reply::json(
-                    413,
-                    r#"{"error":"payload_too_large","message":"the sign-out form is larger than 4 KiB"}"#,
-                ),
-            )
-            .await;
+            let refusal = Refusal::PayloadTooLarge("the sign-out form is larger than 4 KiB");
+            return refuse(session, refusal).await;
         };
         let token = form_urlencoded::parse(&form)
             .find(|(k, _)| k == "csrf")
@@ -576,14 +523,10 @@ impl Sessions {
         if let Some(a) = &active
             && !self.logout_token.verify(&a.stored.sid, &token)
         {
-            return reply(
-                session,
-                Reply::json(
-                    403,
-                    r#"{"error":"forbidden","message":"the sign-out form's token is missing or wrong: sign out from the page at /_auth/logout"}"#,
-                ),
-            )
-            .await;
+            let refusal = Refusal::Forbidden(
+                "the sign-out form's token is missing or wrong: sign out from the page at /_auth/logout",
+            );
+            return refuse(session, refusal).await;
         }
         let provider = self.provider().await.ok();
         let mut location = self
@@ -905,8 +848,7 @@ impl Sessions {
         e: &SessionError,
     ) -> pingora::Result<bool> {
         tracing::warn!(error = %e, "session mode unavailable");
-        let body = json!({"error": "unavailable", "message": e.to_string()});
-        reply(session, Reply::json(503, body.to_string())).await
+        refuse(session, Refusal::Unavailable(e.to_string().into())).await
     }
 }
 
@@ -946,7 +888,7 @@ fn safe_return(target: &str) -> &str {
 fn decode(stored: Stored, subject_prefix: Option<&str>) -> Option<Active> {
     let mut payload = jwt_payload(&stored.access_token)?;
     tokens::qualify(&mut payload, subject_prefix);
-    let claims = sidecar::Claims::from_json(&payload).ok()?;
+    let claims = decision::Claims::from_json(&payload).ok()?;
     let profile = stored
         .id_token
         .as_deref()

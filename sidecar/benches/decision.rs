@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use cedar_policy::{Authorizer, Context, EntityUid, Request};
 use criterion::{Criterion, criterion_group, criterion_main};
-use sidecar::metrics::Metrics;
-use sidecar::{CheckRequest, Claims, Engine, EngineOptions};
+use decision::Metrics;
+use decision::{CheckRequest, Claims, Engine, EngineOptions};
 
 fn claims(v: serde_json::Value) -> Claims {
     Claims::from_json(v.as_object().unwrap()).unwrap()
@@ -86,7 +86,7 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function("check cached", |b| b.iter(|| cached.check(&token_req)));
 
-        let direct = || sidecar::DirectRequest {
+        let direct = || decision::DirectRequest {
             principal: serde_json::json!({"type": "App::User", "id": "alice"}),
             action: serde_json::json!({"type": "App::Action", "id": "ReadOrder"}),
             resource: serde_json::json!({"type": "App::Order", "id": "o-100"}),

@@ -19,11 +19,11 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use decision::Metrics;
+use decision::{CheckRequest, Claims, Engine, EngineOptions};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use sidecar::metrics::Metrics;
-use sidecar::{CheckRequest, Claims, Engine, EngineOptions};
 
 struct Args {
     seconds: u64,
@@ -235,7 +235,7 @@ async fn grpc_load(addr: SocketAddr, a: &Args, pace: Option<Duration>) -> Result
                 let mut metadata = envoy_types::pb::envoy::config::core::v3::Metadata::default();
                 metadata.filter_metadata.insert(
                     "envoy.filters.http.jwt_authn".into(),
-                    sidecar::grpc::json_to_struct(&serde_json::Map::from_iter([(
+                    decision::envoy::json_to_struct(&serde_json::Map::from_iter([(
                         "jwt_payload".to_owned(),
                         claims,
                     )])),

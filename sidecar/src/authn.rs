@@ -6,28 +6,14 @@ use std::sync::Arc;
 
 use tokens::{TokenError, Verifier};
 
-use crate::claims::Claims;
-use crate::metrics::Metrics;
+use decision::Claims;
+use decision::ext_authz::Rejected;
+use decision::metrics::Metrics;
 
 #[derive(Debug, Clone)]
 pub struct Authn {
     verifier: Option<Arc<Verifier>>,
     metrics: Metrics,
-}
-
-/// A bearer token was sent and refused: the answer is 401 with an RFC 6750
-/// challenge, whatever the policies say.
-#[derive(Debug, Clone)]
-pub struct Rejected(pub String);
-
-impl Rejected {
-    /// `WWW-Authenticate` value for the refusal.
-    pub fn challenge(&self) -> String {
-        format!(
-            "Bearer error=\"invalid_token\", error_description=\"{}\"",
-            self.0.replace(['"', '\\'], "'")
-        )
-    }
 }
 
 impl Authn {
@@ -37,6 +23,19 @@ impl Authn {
 
     pub fn verifier(&self) -> Option<&Verifier> {
         self.verifier.as_deref()
+    }
+
+    /// Who is asking: the claims the proxy verified, else those of the
+    /// bearer token in `authorization`.
+    pub async fn identify(
+        &self,
+        verified: Option<Claims>,
+        authorization: Option<&str>,
+    ) -> Result<Option<Claims>, Rejected> {
+        match verified {
+            Some(claims) => Ok(Some(claims)),
+            None => self.bearer(authorization).await,
+        }
     }
 
     /// Claims from the `authorization` header when the sidecar verifies

@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::decision_log::DecisionLog;
-use crate::metrics::Metrics;
-use crate::{Engine, EngineOptions};
 use bootstrap::EXIT_CONFIG;
 use clap::{Parser, Subcommand};
+use decision::decision_log::DecisionLog;
+use decision::metrics::Metrics;
+use decision::{Engine, EngineOptions};
 
 #[derive(Debug, Parser)]
 #[command(

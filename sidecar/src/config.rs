@@ -10,8 +10,9 @@ use bootstrap::ConfigError;
 use bootstrap::telemetry::LogFormat;
 use serde::Deserialize;
 
-use crate::decision_log::LogConfig;
-use crate::engine::EngineOptions;
+use decision::EngineOptions;
+use decision::decision_log::LogConfig;
+use decision::envoy;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -90,16 +91,11 @@ impl Default for CacheConfig {
     }
 }
 
-/// Where Envoy's jwt_authn filter puts a verified payload (with
-/// `payload_in_metadata: jwt_payload`): the default place claims are read.
-pub const JWT_AUTHN_NAMESPACE: &str = "envoy.filters.http.jwt_authn";
-pub const JWT_PAYLOAD_KEY: &str = "jwt_payload";
-
 impl Default for ClaimsConfig {
     fn default() -> Self {
         Self {
-            metadata_namespace: JWT_AUTHN_NAMESPACE.into(),
-            metadata_key: JWT_PAYLOAD_KEY.into(),
+            metadata_namespace: envoy::JWT_AUTHN_NAMESPACE.into(),
+            metadata_key: envoy::JWT_PAYLOAD_KEY.into(),
         }
     }
 }

@@ -16,12 +16,13 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::authn::{Authn, Rejected};
-use crate::claims::Claims;
-use crate::engine::{CheckRequest, Decision, DirectRequest, Engine};
-use crate::error::Error;
-use crate::ext_authz::{self, Answer, Question};
-use crate::headers;
+use crate::authn::Authn;
+use decision::claims::Claims;
+use decision::error::Error;
+use decision::ext_authz::Rejected;
+use decision::ext_authz::{self, Answer, Question};
+use decision::headers;
+use decision::{CheckRequest, Decision, DirectRequest, Engine};
 
 /// Envoy's ext_authz HTTP mode sends each request's method, path and
 /// headers to this prefix plus the original path (`http_service.path_prefix`).
@@ -98,15 +99,14 @@ async fn envoy_http(
         host: text(header::HOST),
         source: None,
         request_id: text(header::HeaderName::from_static("x-request-id")),
-        claims: None,
-        authorization: text(header::AUTHORIZATION),
         sent_owned: headers
             .keys()
             .map(header::HeaderName::as_str)
-            .filter(|h| crate::headers::is_owned(h))
+            .filter(|h| decision::headers::is_owned(h))
             .collect(),
     };
-    match ext_authz::answer(&state.engine, &state.authn, question).await {
+    let identity = state.authn.bearer(text(header::AUTHORIZATION)).await;
+    match ext_authz::answer(&state.engine, identity, question) {
         Answer::Allow { set, mut remove } => {
             let mut response = StatusCode::OK.into_response();
             let out = response.headers_mut();
@@ -150,7 +150,7 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    /// `WWW-Authenticate` for a 401; plain `Bearer` when none is given.
+    /// `WWW-Authenticate` for a 401; `challenge::bearer()` when none is given.
     challenge: Option<String>,
 }
 
@@ -166,7 +166,7 @@ impl ApiError {
 
     fn invalid_token(rejected: &Rejected) -> Self {
         Self {
-            challenge: Some(rejected.challenge()),
+            challenge: Some(decision::challenge::invalid_token(&rejected.0)),
             ..Self::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",
@@ -210,13 +210,12 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            let challenge = self
-                .challenge
-                .and_then(|c| header::HeaderValue::from_str(&c).ok())
-                .unwrap_or(header::HeaderValue::from_static("Bearer"));
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, challenge);
+            let challenge = self.challenge.unwrap_or_else(decision::challenge::bearer);
+            if let Ok(challenge) = header::HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
+            }
         }
         response
     }
@@ -569,7 +568,7 @@ async fn put_entity(
     admin(&state, &headers)?;
     let uid = json!({"type": type_name, "id": id});
     if let Some(given) = &body.uid {
-        let key = crate::bundle::entity_key(&json!({"uid": given}));
+        let key = decision::bundle::entity_key(&json!({"uid": given}));
         if key != Some((type_name.clone(), id.clone())) {
             return Err(ApiError::bad_request(
                 "`uid` in the body does not match the URL",

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::claims::Claims;
-use crate::engine::{CheckRequest, DirectRequest, Engine, Outcome};
+use decision::claims::Claims;
+use decision::{CheckRequest, DirectRequest, Engine, Outcome};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::engine::Engine;
+use decision::Engine;
 
 /// Editors write a file in several steps; wait for the burst to end.
 const SETTLE: Duration = Duration::from_millis(150);

@@ -12,9 +12,9 @@ use tokio::sync::watch;
 
 use crate::authn::Authn;
 use crate::config::Config;
-use crate::engine::Engine;
 use crate::grpc::ExtAuthz;
 use crate::http::{ApiState, router};
+use decision::Engine;
 
 /// Serve the HTTP API and ext_authz gRPC until `shutdown` resolves.
 pub async fn run(

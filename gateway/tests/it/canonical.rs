@@ -12,13 +12,13 @@ use gateway::inbound::{self, Rules, Unreadable};
 use pingora::http::RequestHeader;
 use proptest::prelude::*;
 
-fn engine() -> &'static sidecar::Engine {
-    static ENGINE: OnceLock<sidecar::Engine> = OnceLock::new();
+fn engine() -> &'static decision::Engine {
+    static ENGINE: OnceLock<decision::Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        sidecar::Engine::new(
+        decision::Engine::new(
             &crate::support::demo_policies(),
-            &sidecar::EngineOptions::default(),
-            sidecar::metrics::Metrics::new(),
+            &decision::EngineOptions::default(),
+            decision::metrics::Metrics::new(),
         )
         .unwrap()
     })
@@ -26,11 +26,11 @@ fn engine() -> &'static sidecar::Engine {
 
 /// Why the engine would not decide about `path`, if it would not.
 fn sidecar_refusal(path: &str) -> Option<String> {
-    let claims = sidecar::Claims {
+    let claims = decision::Claims {
         sub: Some("bob".into()),
         ..Default::default()
     };
-    let decision = engine().check(&sidecar::CheckRequest {
+    let decision = engine().check(&decision::CheckRequest {
         method: "GET",
         path,
         host: None,

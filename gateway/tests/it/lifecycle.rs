@@ -1,4 +1,5 @@
-//! Process lifecycle: SIGTERM lets requests in flight finish; a graceful
+//! Process lifecycle: SIGTERM lets requests in flight finish and writes
+//! out their access log lines; a graceful
 //! upgrade (`serve --upgrade`, then SIGQUIT to the old process) hands the
 //! listening sockets over without refusing a connection.
 
@@ -94,6 +95,44 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits() {
         .expect("the gateway did not exit after SIGTERM");
     assert!(status.success(), "{status}");
     assert!(std::net::TcpStream::connect(gw.addr).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_log_is_written_out_before_exit() {
+    let (upstream, received) = slow_upstream(Duration::from_millis(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.jsonl");
+    let mut gw = start(&format!(
+        "{}\n[access_log]\npath = \"{}\"\n",
+        public_route(upstream),
+        log.display()
+    ));
+    let url = format!("http://{}/last", gw.addr);
+    let in_flight = tokio::spawn(async move {
+        let resp = reqwest::Client::new()
+            .get(url)
+            .header("x-request-id", "the-last-one")
+            .send()
+            .await
+            .unwrap();
+        resp.status().as_u16()
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while received.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "never reached the upstream");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gw.signal("TERM");
+    assert_eq!(in_flight.await.unwrap(), 200);
+    let status = tokio::task::block_in_place(|| gw.exited_within(Duration::from_secs(10)))
+        .expect("the gateway did not exit after SIGTERM");
+    assert!(status.success(), "{status}");
+    // Read only after the exit: nothing could have been written later.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.lines().any(|l| l.contains("\"the-last-one\"")),
+        "the last request's line is missing: {text:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

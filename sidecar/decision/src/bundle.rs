@@ -2,8 +2,7 @@
 //! and the HTTP mapping, all validated together. A bundle is immutable; a
 //! reload or an entity write builds a new one and swaps it in whole.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -15,8 +14,8 @@ use cedar_policy::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::error::LoadError;
-use crate::mapping::Mapping;
+use crate::error::{LoadError, diagnostic, flatten};
+use crate::mapping::{ContextUse, Mapping};
 
 /// File names inside a policy directory.
 pub const ENTITIES_FILE: &str = "entities.json";
@@ -30,21 +29,6 @@ pub struct PolicySource {
     pub id: String,
     pub file: String,
     pub text: String,
-}
-
-/// Which parts of `context` the policies read; the decision cache keys on
-/// those alone, so a per-request value nobody reads (the clock, the client's
-/// address) does not defeat caching, and one somebody reads is never ignored.
-#[derive(Debug, Clone, Default)]
-pub struct ContextUse {
-    pub whole: bool,
-    pub attrs: BTreeSet<String>,
-}
-
-impl ContextUse {
-    pub fn reads(&self, attr: &str) -> bool {
-        self.whole || self.attrs.contains(attr)
-    }
 }
 
 /// An immutable, validated policy directory.
@@ -474,54 +458,6 @@ fn version_of(schema: &str, sources: &[PolicySource], routes: &str, entities: &s
     hex::encode(&h.finalize()[..8])
 }
 
-/// `file:line:column: message` for a Cedar diagnostic, with its help text.
-pub fn diagnostic(file: &str, text: &str, err: &dyn miette::Diagnostic) -> String {
-    let mut out = String::new();
-    let offset = err.labels().and_then(|mut l| l.next()).map(|l| l.offset());
-    match offset {
-        Some(offset) if !text.is_empty() => {
-            let (line, col) = line_col(text, offset);
-            let _ = write!(out, "{file}:{line}:{col}: {}", flatten(err));
-        }
-        _ => {
-            let _ = write!(out, "{file}: {}", flatten(err));
-        }
-    }
-    if let Some(help) = err.help() {
-        let _ = write!(out, " (help: {help})");
-    }
-    // Parse errors come as a list; report each related one too.
-    if let Some(related) = err.related() {
-        for r in related {
-            out.push('\n');
-            out.push_str(&diagnostic(file, text, r));
-        }
-    }
-    out
-}
-
-/// An error and its sources on one line.
-pub fn flatten(err: &dyn std::error::Error) -> String {
-    let mut msg = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !msg.contains(&next) {
-            msg.push_str(": ");
-            msg.push_str(&next);
-        }
-        source = s.source();
-    }
-    msg
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
-}
-
 /// Cedar's `Entity` cloned with extra parents (claims add groups and roles).
 pub fn with_parents(entity: &Entity, extra: impl IntoIterator<Item = EntityUid>) -> Option<Entity> {
     let (uid, attrs, mut parents) = entity.clone().into_inner();
@@ -623,6 +559,8 @@ fn index_by_action(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use cedar_policy::{Authorizer, Request};
 
     use super::*;
@@ -632,7 +570,7 @@ mod tests {
     /// the action's scope, gives the same decision, reasons and errors.
     #[test]
     fn action_scope_decides_like_the_full_set() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
         let bundle = Bundle::load(&dir).unwrap();
         let uids: Vec<EntityUid> = bundle
             .stored

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::Outcome;
+use crate::outcome::Outcome;
 
 #[derive(Debug, Clone)]
 pub struct DecisionCache {

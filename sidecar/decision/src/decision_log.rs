@@ -1,19 +1,18 @@
-//! One JSON line per decision, written off the hot path. The decision side
-//! only does a non-blocking `try_send`; a full queue drops the record and
-//! counts it, it never slows or blocks a decision. Tokens never reach it:
-//! records carry entity ids, policy ids and errors only.
+//! One JSON line per decision, written off the hot path by
+//! [`bootstrap::jsonl`]: a full queue drops the record and counts it, it
+//! never slows or blocks a decision. Tokens never reach it: records carry
+//! entity ids, policy ids and errors only.
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
+use bootstrap::jsonl::JsonLines;
 use cedar_policy::EntityUid;
 use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Outcome;
+use crate::outcome::Outcome;
 
 /// `[decision_log]` in the sidecar config.
 #[derive(Debug, Clone, Deserialize)]
@@ -59,16 +58,9 @@ pub struct Record {
     pub time: SystemTime,
 }
 
-/// How often the writer wakes to drain the queue. Decisions never wake it:
-/// a wake-up per record would cost the hot path a futex call and a context
-/// switch, on a machine where the proxy needs every core.
-const DRAIN_EVERY: Duration = Duration::from_millis(25);
-
 #[derive(Debug)]
 pub struct DecisionLog {
-    /// `None` once dropped, which tells the writer to finish.
-    tx: Option<mpsc::SyncSender<Record>>,
-    writer: Option<std::thread::JoinHandle<()>>,
+    lines: JsonLines<Record>,
     sample: f64,
     seen: AtomicU64,
     dropped: IntCounter,
@@ -77,23 +69,8 @@ pub struct DecisionLog {
 impl DecisionLog {
     /// Open the sink and start the writer thread.
     pub fn start(config: &LogConfig, dropped: IntCounter) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
-        let sink: Box<dyn Write + Send> = if config.path == "-" {
-            Box::new(std::io::stdout())
-        } else {
-            Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(PathBuf::from(&config.path))?,
-            )
-        };
-        let writer = std::thread::Builder::new()
-            .name("decision-log".into())
-            .spawn(move || write_loop(&rx, sink))?;
         Ok(Self {
-            tx: Some(tx),
-            writer: Some(writer),
+            lines: JsonLines::start("decision-log", &config.path, config.queue, render)?,
             sample: config.sample_allows.clamp(0.0, 1.0),
             seen: AtomicU64::new(0),
             dropped,
@@ -105,11 +82,7 @@ impl DecisionLog {
         if allowed && !self.sampled() {
             return;
         }
-        let sent = self
-            .tx
-            .as_ref()
-            .is_some_and(|tx| tx.try_send(make()).is_ok());
-        if !sent {
+        if !self.lines.send(make()) {
             self.dropped.inc();
         }
     }
@@ -124,41 +97,8 @@ impl DecisionLog {
     }
 }
 
-impl Drop for DecisionLog {
-    /// Write out what is queued before the process goes on to exit.
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
-    }
-}
-
-fn write_loop(rx: &mpsc::Receiver<Record>, sink: Box<dyn Write + Send>) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, sink);
-    loop {
-        let mut open = true;
-        loop {
-            match rx.try_recv() {
-                Ok(record) => {
-                    if serde_json::to_writer(&mut out, &Line::from(&record)).is_err()
-                        || out.write_all(b"\n").is_err()
-                    {
-                        return;
-                    }
-                }
-                Err(mpsc::TryRecvError::Empty) => break,
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
-        }
-        if out.flush().is_err() || !open {
-            return;
-        }
-        std::thread::sleep(DRAIN_EVERY);
-    }
+fn render(record: &Record, out: &mut Vec<u8>) {
+    let _ = serde_json::to_writer(out, &Line::from(record));
 }
 
 impl Subject {

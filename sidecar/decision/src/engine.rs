@@ -13,72 +13,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityUid, Request, Response,
-};
+use cedar_policy::{Authorizer, Context, Entities, Entity, EntityUid, Request};
 use serde::Serialize;
 
-use crate::bundle::{self, Bundle, ContextUse, ENTITIES_FILE, EntityKey};
+use crate::bundle::{self, Bundle, ENTITIES_FILE, EntityKey};
 use crate::cache::DecisionCache;
 use crate::cedar_json;
 use crate::claims::Claims;
 use crate::decision_log::{DecisionLog, Record, Subject};
-use crate::error::{Error, LoadError};
+use crate::error::{self, Error, LoadError};
 use crate::mapping;
+use crate::mapping::ContextUse;
 use crate::metrics::Metrics;
-
-/// The result of one decision, shared between the cache and callers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Outcome {
-    pub allowed: bool,
-    /// Ids of the policies that determined the decision.
-    pub policies: Vec<String>,
-    /// Evaluation errors; a decision with errors is never an allow by error.
-    pub errors: Vec<String>,
-    /// Why the request was denied before Cedar ran (`no route`, …).
-    pub reason: Option<String>,
-}
-
-impl Outcome {
-    fn deny(reason: impl Into<String>) -> Self {
-        Self {
-            allowed: false,
-            policies: Vec::new(),
-            errors: Vec::new(),
-            reason: Some(reason.into()),
-        }
-    }
-
-    fn from_cedar(response: &Response) -> Self {
-        Self {
-            allowed: response.decision() == CedarDecision::Allow,
-            policies: response
-                .diagnostics()
-                .reason()
-                .map(ToString::to_string)
-                .collect(),
-            errors: response
-                .diagnostics()
-                .errors()
-                .map(ToString::to_string)
-                .collect(),
-            reason: None,
-        }
-    }
-}
-
-/// A decision and where it came from.
-#[derive(Debug, Clone)]
-pub struct Decision {
-    pub outcome: Arc<Outcome>,
-    pub cached: bool,
-}
-
-impl Decision {
-    pub fn allowed(&self) -> bool {
-        self.outcome.allowed
-    }
-}
+use crate::outcome::{Decision, Outcome};
 
 /// An HTTP request as the decision contract sees it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -321,7 +268,7 @@ impl Engine {
                 context,
                 None,
             )
-            .map_err(|e| format!("request: {}", bundle::flatten(&e)))?;
+            .map_err(|e| format!("request: {}", error::flatten(&e)))?;
             Ok::<_, String>(Outcome::from_cedar(&self.authorizer.is_authorized(
                 &request,
                 &scope.policies,
@@ -376,7 +323,7 @@ impl Engine {
         }
         let uid = |field: &str, v: serde_json::Value| {
             EntityUid::from_json(v)
-                .map_err(|e| Error::BadRequest(format!("`{field}`: {}", bundle::flatten(&e))))
+                .map_err(|e| Error::BadRequest(format!("`{field}`: {}", error::flatten(&e))))
         };
         let principal = uid("principal", req.principal)?;
         let action = uid("action", req.action)?;
@@ -395,7 +342,7 @@ impl Engine {
         });
         let cedar_context = |json| {
             Context::from_json_value(json, Some((&bundle.schema, &action)))
-                .map_err(|e| Error::BadRequest(format!("`context`: {}", bundle::flatten(&e))))
+                .map_err(|e| Error::BadRequest(format!("`context`: {}", error::flatten(&e))))
         };
         let quick = match &req.context {
             serde_json::Value::Object(attrs) => cedar_json::context(attrs),
@@ -419,7 +366,7 @@ impl Engine {
             if quick_path {
                 cedar_context(req.context)?;
             }
-            Err(Error::BadRequest(bundle::flatten(&e)))
+            Err(Error::BadRequest(error::flatten(&e)))
         })?;
         let uids = || {
             Some(Subject::Uids(
@@ -439,14 +386,14 @@ impl Engine {
         let entities = match req.entities {
             Some(json) => {
                 let given = Entities::from_json_value(json, Some(&bundle.schema)).map_err(|e| {
-                    Error::BadRequest(format!("`entities`: {}", bundle::flatten(&e)))
+                    Error::BadRequest(format!("`entities`: {}", error::flatten(&e)))
                 })?;
                 extra = bundle
                     .entities
                     .clone()
                     .upsert_entities(given.iter().cloned(), None)
                     .map_err(|e| {
-                        Error::BadRequest(format!("`entities`: {}", bundle::flatten(&e)))
+                        Error::BadRequest(format!("`entities`: {}", error::flatten(&e)))
                     })?;
                 &extra
             }
@@ -599,7 +546,7 @@ impl Engine {
             })
             .collect();
         let next = next.with_entities(canonical)?;
-        write_atomically(
+        bootstrap::fs::write_atomically(
             &self.dir.join(ENTITIES_FILE),
             next.entities_file().as_bytes(),
         )
@@ -669,7 +616,7 @@ fn principal_slice(
     }
     Entities::from_entities(slice, None)
         .map(Some)
-        .map_err(|e| format!("entities: {}", bundle::flatten(&e)))
+        .map_err(|e| format!("entities: {}", error::flatten(&e)))
 }
 
 /// Cache key for a check: the generation, the mapped request, and only the
@@ -737,20 +684,6 @@ fn push_uid(k: &mut String, uid: &EntityUid) {
     k.push_str(t.basename());
     let id = uid.id().unescaped();
     let _ = write!(k, "#{}:{id};", id.len());
-}
-
-/// Write a file so that readers see the old or the new content, never a
-/// mix, and the new content survives a crash once this returns.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{ENTITIES_FILE}.{}.tmp", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

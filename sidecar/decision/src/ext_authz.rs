@@ -1,10 +1,10 @@
-//! The ext_authz answer, whatever the transport. Envoy's gRPC `Check`
-//! ([`crate::grpc`]) and its HTTP mode ([`crate::http`]) ask the same
-//! question and get the same answer; only the encoding differs.
+//! The ext_authz answer, whatever the transport. Envoy's gRPC `Check` and
+//! its HTTP mode (the sidecar service) ask the same question and get the
+//! same answer; only the encoding differs.
 
 use std::net::IpAddr;
 
-use crate::authn::Authn;
+use crate::challenge;
 use crate::claims::Claims;
 use crate::engine::{CheckRequest, Engine};
 use crate::headers;
@@ -17,11 +17,6 @@ pub struct Question<'a> {
     pub host: Option<&'a str>,
     pub source: Option<IpAddr>,
     pub request_id: Option<&'a str>,
-    /// Claims the proxy verified (Envoy's jwt_authn, the gateway). Without
-    /// them the bearer token in `authorization` is verified here, when
-    /// issuers are configured; otherwise the request is anonymous.
-    pub claims: Option<Claims>,
-    pub authorization: Option<&'a str>,
     /// Names of the request's headers under the owned prefix (`x-auth-`):
     /// spoofed unless we set them, so removed.
     pub sent_owned: Vec<&'a str>,
@@ -41,19 +36,20 @@ pub enum Answer {
 }
 
 /// A refusal: 401 (no identity, or a refused token) or 403. The body names
-/// no policy and no reason beyond `error`.
-#[derive(Debug, PartialEq)]
+/// no policy and no reason beyond `error`; the gateway's embedded engine
+/// and the sidecar (gRPC and HTTP) send exactly these.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Denial {
     pub status: u16,
     pub error: &'static str,
     pub challenge: Option<String>,
-    /// `{"error": ..., "request_id": ...}`
+    /// `{"error": ..., "message": ...}`
     pub body: String,
 }
 
 impl Denial {
-    fn new(status: u16, error: &'static str, challenge: Option<String>, id: Option<&str>) -> Self {
-        let body = serde_json::json!({"error": error, "request_id": id}).to_string();
+    fn new(status: u16, error: &'static str, message: &str, challenge: Option<String>) -> Self {
+        let body = serde_json::json!({"error": error, "message": message}).to_string();
         Self {
             status,
             error,
@@ -61,22 +57,47 @@ impl Denial {
             body,
         }
     }
+
+    /// The policies want an identity and the request has none.
+    pub fn unauthenticated() -> Self {
+        Self::new(
+            401,
+            "unauthorized",
+            "credentials are required",
+            Some(challenge::bearer()),
+        )
+    }
+
+    /// The policies refuse this identity.
+    pub fn forbidden() -> Self {
+        Self::new(403, "forbidden", "denied by policy", None)
+    }
+
+    /// A bearer token was sent and refused, whatever the policies say.
+    pub fn invalid_token(rejected: &Rejected) -> Self {
+        Self::new(
+            401,
+            "invalid_token",
+            "the bearer token was refused",
+            Some(challenge::invalid_token(&rejected.0)),
+        )
+    }
 }
 
-pub async fn answer(engine: &Engine, authn: &Authn, question: Question<'_>) -> Answer {
-    let claims = match question.claims {
-        Some(c) => Some(c),
-        None => match authn.bearer(question.authorization).await {
-            Ok(c) => c,
-            Err(rejected) => {
-                return Answer::Deny(Denial::new(
-                    401,
-                    "invalid_token",
-                    Some(rejected.challenge()),
-                    question.request_id,
-                ));
-            }
-        },
+/// A bearer token was sent and refused; the string says why.
+#[derive(Debug, Clone)]
+pub struct Rejected(pub String);
+
+/// Decide `question` for `identity`: the claims the proxy or the sidecar
+/// verified, `None` for an anonymous request, or a refused token.
+pub fn answer(
+    engine: &Engine,
+    identity: Result<Option<Claims>, Rejected>,
+    question: Question<'_>,
+) -> Answer {
+    let claims = match identity {
+        Ok(claims) => claims,
+        Err(rejected) => return Answer::Deny(Denial::invalid_token(&rejected)),
     };
     let decision = engine.check(&CheckRequest {
         method: question.method,
@@ -97,15 +118,17 @@ pub async fn answer(engine: &Engine, authn: &Authn, question: Question<'_>) -> A
             }
         }
         Answer::Allow { set, remove }
-    } else if claims.is_none() {
-        // No verified identity: ask for one.
-        Answer::Deny(Denial::new(
-            401,
-            "unauthenticated",
-            Some("Bearer".into()),
-            question.request_id,
-        ))
     } else {
-        Answer::Deny(Denial::new(403, "forbidden", None, question.request_id))
+        Answer::Deny(refusal(claims.is_some()))
+    }
+}
+
+/// The denial of a request the policies refused: without a verified
+/// identity the client is asked for one (401), with one it is forbidden.
+pub fn refusal(identified: bool) -> Denial {
+    if identified {
+        Denial::forbidden()
+    } else {
+        Denial::unauthenticated()
     }
 }

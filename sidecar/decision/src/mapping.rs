@@ -2,15 +2,29 @@
 //! `routes.toml` next to the policies: route templates give the action and
 //! resource, verified claims give the principal and part of the context.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::str::FromStr;
 
 use cedar_policy::{Context, EntityId, EntityTypeName, EntityUid, RestrictedExpression, Schema};
 use serde::Deserialize;
 
-use crate::bundle::ContextUse;
 use crate::claims::Claims;
+
+/// Which parts of `context` the policies read; the decision cache keys on
+/// those alone, so a per-request value nobody reads (the clock, the client's
+/// address) does not defeat caching, and one somebody reads is never ignored.
+#[derive(Debug, Clone, Default)]
+pub struct ContextUse {
+    pub whole: bool,
+    pub attrs: BTreeSet<String>,
+}
+
+impl ContextUse {
+    pub fn reads(&self, attr: &str) -> bool {
+        self.whole || self.attrs.contains(attr)
+    }
+}
 
 /// How `routes.toml` is written. See `policies/README.md`.
 #[derive(Debug, Deserialize)]
@@ -489,7 +503,7 @@ fn route_context(
             obj.extend(extra.clone());
         }
         Context::from_json_value(sample, Some((schema, action)))
-            .map_err(|e| crate::bundle::flatten(&e))?;
+            .map_err(|e| crate::error::flatten(&e))?;
     }
     Ok((pairs, json.to_string()))
 }
@@ -555,5 +569,5 @@ pub fn context(
         pairs.push(("time".into(), RestrictedExpression::new_long(time)));
     }
     pairs.extend(route.iter().cloned());
-    Context::from_pairs(pairs).map_err(|e| crate::bundle::flatten(&e))
+    Context::from_pairs(pairs).map_err(|e| crate::error::flatten(&e))
 }

@@ -105,7 +105,7 @@ async fn verifies_bearer_tokens_over_grpc() {
         assert_eq!(status, 401, "{name}");
         let challenge = challenge.unwrap();
         assert!(
-            challenge.starts_with("Bearer error=\"invalid_token\""),
+            challenge.starts_with("Bearer realm=\"portcullis\", error=\"invalid_token\""),
             "{name}: {challenge}"
         );
         assert!(challenge.contains(says), "{name}: {challenge}");
@@ -121,7 +121,10 @@ async fn verifies_bearer_tokens_over_grpc() {
     let resp_no_auth = ask(&mut client, None, None).await;
     assert_eq!(denial(&resp).0, 401);
     let (status, challenge, _) = denial(&resp_no_auth);
-    assert_eq!((status, challenge.as_deref()), (401, Some("Bearer")));
+    assert_eq!(
+        (status, challenge.as_deref()),
+        (401, Some("Bearer realm=\"portcullis\""))
+    );
 
     // Claims verified by Envoy's jwt_authn win over the header.
     let metadata = claims.as_object().unwrap().clone();

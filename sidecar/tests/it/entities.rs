@@ -124,7 +124,10 @@ async fn the_admin_api_needs_the_token_and_is_off_without_one() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer realm=\"portcullis\""
+    );
     let r = sidecar
         .client
         .get(sidecar.url("/v1/entities/App::User/alice"))

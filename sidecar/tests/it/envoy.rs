@@ -228,7 +228,10 @@ async fn sidecar_verifies_and_decides(
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        "Bearer realm=\"portcullis\""
+    );
 
     // Every hostile token: 401 with an RFC 6750 challenge, never forwarded.
     for case in hostile_tokens(&issuer, &key, &stranger, &other) {
@@ -244,7 +247,7 @@ async fn sidecar_verifies_and_decides(
         assert_eq!(resp.status(), 401, "{}", case.name);
         let challenge = resp.headers()["www-authenticate"].to_str().unwrap();
         assert!(
-            challenge.starts_with("Bearer error=\"invalid_token\""),
+            challenge.starts_with("Bearer realm=\"portcullis\", error=\"invalid_token\""),
             "{}: {challenge}",
             case.name
         );

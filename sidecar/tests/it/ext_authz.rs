@@ -102,7 +102,10 @@ async fn deny_is_403_without_internals_and_no_identity_is_401() {
     else {
         panic!("{resp:?}")
     };
-    assert_eq!(d.body, r#"{"error":"forbidden","request_id":"req-1"}"#);
+    assert_eq!(
+        d.body,
+        r#"{"error":"forbidden","message":"denied by policy"}"#
+    );
     assert!(!d.body.contains("suspended"));
 
     let resp = client
@@ -206,7 +209,7 @@ async fn responses_carry_the_policy_version() {
         let field = resp
             .dynamic_metadata
             .as_ref()
-            .and_then(|m| m.fields.get(sidecar::grpc::POLICY_VERSION))
+            .and_then(|m| m.fields.get(decision::envoy::POLICY_VERSION))
             .and_then(|v| v.kind.clone());
         match field {
             Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => s,
@@ -292,7 +295,10 @@ async fn http_mode_answers_with_headers_envoy_understands() {
     // No token: 401 asking for one; a bad one: 401 naming the problem.
     let resp = http.get(format!("{base}/api/orders")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
-    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        "Bearer realm=\"portcullis\""
+    );
     let resp = http
         .get(format!("{base}/api/orders"))
         .bearer_auth("a.b.c")
@@ -304,7 +310,7 @@ async fn http_mode_answers_with_headers_envoy_understands() {
         resp.headers()["www-authenticate"]
             .to_str()
             .unwrap()
-            .starts_with("Bearer error=\"invalid_token\"")
+            .starts_with("Bearer realm=\"portcullis\", error=\"invalid_token\"")
     );
 
     // Only paths under the prefix are questions.

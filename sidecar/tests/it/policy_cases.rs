@@ -1,8 +1,8 @@
 //! The policy test files in `policies/tests` through the HTTP API and the
 //! ext_authz gRPC API: the library's verdicts must hold on every surface.
 
+use decision::Outcome;
 use serde_json::{Value, json};
-use sidecar::Outcome;
 use sidecar::policy_test::load_cases;
 
 use crate::support::{Sidecar, check_request, demo_policies};

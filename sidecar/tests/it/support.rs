@@ -236,7 +236,7 @@ pub fn check_request(
 ) -> CheckRequest {
     let source = source.map(|ip| ip.parse().unwrap());
     let mut req =
-        sidecar::grpc::check_request(method, path, "api.example.com", source, "req-1", claims);
+        decision::envoy::check_request(method, path, "api.example.com", source, "req-1", claims);
     if let Some(http) = req
         .attributes
         .as_mut()
