@@ -12,6 +12,9 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
+echo "==> architecture test (ARCHITECTURE.md's rules)"
+cargo test -p portcullis --test architecture --quiet
+
 echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The fuzz targets (their own workspace) must keep compiling too.
