@@ -67,8 +67,6 @@ const STILL_LONG: &[(&str, usize)] = &[
     ("authserver/tests/it/flow.rs", 1113),
     ("authserver/tests/it/protocol.rs", 923),
     ("gateway/src/config.rs", 870),
-    ("gateway/src/proxy.rs", 958),
-    ("gateway/src/session.rs", 1072),
     ("gateway/tests/it/edge.rs", 818),
     ("gateway/tests/it/proxy.rs", 690),
     ("loadtest/src/main.rs", 676),

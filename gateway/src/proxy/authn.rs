@@ -1,0 +1,192 @@
+//! Who is calling: a bearer token from a configured issuer (verified once,
+//! cached until `exp`, failures charged to the client's budget), or a
+//! browser session.
+
+use std::sync::Arc;
+
+use pingora::Result;
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+
+use super::*;
+
+/// A verified bearer token with what every request needs from it worked
+/// out once: the claims as policies read them and the identity headers.
+pub(super) struct Bearer {
+    pub(super) verified: Arc<Verified>,
+    pub(super) claims: decision::Claims,
+    pub(super) headers: Vec<(&'static str, http::HeaderValue)>,
+}
+
+impl Bearer {
+    pub(super) fn new(verified: Arc<Verified>, claims: decision::Claims) -> Self {
+        let headers = identity_headers(&claims);
+        Self {
+            verified,
+            claims,
+            headers,
+        }
+    }
+}
+
+/// Verified bearers live until their token's `exp` (at most five minutes).
+pub(super) struct UntilExpiry;
+
+impl moka::Expiry<[u8; 32], Arc<Bearer>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<Bearer>,
+        _now: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        let left = value.verified.expires_at.saturating_sub(crate::now_secs());
+        Some(std::time::Duration::from_secs(left.min(300)))
+    }
+}
+
+/// A verified caller: a bearer token, or a browser session.
+pub(super) enum Principal {
+    Bearer(Arc<Bearer>),
+    Session(Arc<Active>),
+}
+
+impl Principal {
+    /// The claims as the policy engine and the identity headers read them.
+    pub(super) fn claims(&self) -> &decision::Claims {
+        match self {
+            Self::Bearer(b) => &b.claims,
+            Self::Session(s) => &s.claims,
+        }
+    }
+
+    /// The verified payload and when it expires.
+    pub(super) fn payload(&self) -> (&serde_json::Map<String, serde_json::Value>, u64) {
+        match self {
+            Self::Bearer(b) => (&b.verified.claims, b.verified.expires_at),
+            Self::Session(s) => (&s.payload, s.expires_at()),
+        }
+    }
+}
+
+impl Gateway {
+    /// A bearer token from a configured issuer (a JWT, or an opaque token
+    /// the issuer introspects); refusals are 401s with an RFC 6750
+    /// challenge, counted by reason; an unreachable issuer is a 503.
+    pub(super) async fn authenticate_bearer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Result<bool> {
+        let (Some(verifier), Some(token)) = (&self.verifier, bearer(session.req_header())) else {
+            self.metrics
+                .auth_failures
+                .with_label_values(&["missing"])
+                .inc();
+            return refuse(session, Refusal::TokenRequired).await;
+        };
+        let key = sha256(token.as_bytes());
+        if let Some(bearer) = self.bearers.get(&key)
+            && bearer.verified.expires_at > crate::now_secs()
+        {
+            self.metrics.token_hits.inc();
+            ctx.principal = Some(Principal::Bearer(bearer));
+            return Ok(false);
+        }
+        self.metrics.token_misses.inc();
+        // Tokens that fail are charged to the client's budget. An opaque
+        // token costs an introspection call, so it is charged before the
+        // call (concurrent requests cannot all slip past a check) and
+        // refunded when it is good; a JWT is checked locally, always.
+        let source = BucketKey::Addr(
+            ctx.inbound
+                .client
+                .map(|ip| bootstrap::net::bucket(ip, self.failed_auth_ipv6_prefix)),
+        );
+        let opaque = !token.contains('.');
+        if opaque && let Admit::No { retry_after_secs } = self.failed_auth.admit(source) {
+            self.metrics
+                .auth_failures
+                .with_label_values(&["too_many_failures"])
+                .inc();
+            return refuse(session, Refusal::RateLimited { retry_after_secs }).await;
+        }
+        let verified = match verifier.verify(token).await {
+            Ok(v) => {
+                if opaque {
+                    self.failed_auth.refund(source);
+                }
+                v
+            }
+            Err(e) => {
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                if e.is_unavailable() {
+                    // The issuer's fault, not the client's.
+                    if opaque {
+                        self.failed_auth.refund(source);
+                    }
+                    // Fail closed, but do not tell the client its token is bad.
+                    return refuse(session, Refusal::IssuerUnavailable).await;
+                }
+                if !opaque {
+                    self.failed_auth.admit(source);
+                }
+                return refuse(session, Refusal::InvalidToken(e.reason().into())).await;
+            }
+        };
+        match decision::Claims::from_json(&verified.claims) {
+            Ok(claims) => {
+                let bearer = Arc::new(Bearer::new(verified, claims));
+                self.bearers.insert(key, bearer.clone());
+                ctx.principal = Some(Principal::Bearer(bearer));
+                Ok(false)
+            }
+            Err(e) => {
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&["bad_claim"])
+                    .inc();
+                self.failed_auth.admit(source);
+                refuse(session, Refusal::InvalidToken(e.0.into())).await
+            }
+        }
+    }
+
+    /// A browser session; without one, a page request is sent to sign in
+    /// and anything else gets a 401.
+    pub(super) async fn authenticate_session(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Result<bool> {
+        let Some(sessions) = &self.sessions else {
+            return refuse(
+                session,
+                Refusal::Unavailable("session mode is not configured".into()),
+            )
+            .await;
+        };
+        match sessions.lookup(session.req_header()).await {
+            Some(active) => {
+                ctx.set_cookie = sessions.renewed_cookie(&active);
+                ctx.principal = Some(Principal::Session(active));
+                Ok(false)
+            }
+            None => {
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&["no_session"])
+                    .inc();
+                sessions.challenge(session).await
+            }
+        }
+    }
+}
+
+pub(super) fn bearer(req: &RequestHeader) -> Option<&str> {
+    let value = req.headers.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}

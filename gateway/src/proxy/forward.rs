@@ -1,0 +1,226 @@
+//! Towards the upstream: the peer, the request it receives (owned headers
+//! removed, identity and forwarding headers set), WebSocket tunnels, and
+//! what every upstream response gets on its way back.
+
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType, Result};
+
+use super::*;
+
+impl Gateway {
+    /// The upstream address for this request's next attempt, as a peer.
+    pub(super) fn peer(&self, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .and_then(|i| self.routes.get(i))
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
+        let upstream = &self.upstreams[route.upstream];
+        let claims = ctx.principal.as_ref().map(Principal::claims);
+        let identity = match upstream.hash_on {
+            HashOn::Source => None,
+            HashOn::Subject => claims.and_then(|c| c.sub.as_deref()),
+            HashOn::ClientId => claims.and_then(|c| c.client_id.as_deref()),
+        };
+        let ip_bytes = match ctx.inbound.client {
+            Some(std::net::IpAddr::V4(v4)) => v4.to_ipv6_mapped().octets(),
+            Some(std::net::IpAddr::V6(v6)) => v6.octets(),
+            None => [0; 16],
+        };
+        let key = identity.map_or(&ip_bytes[..], str::as_bytes);
+        let addr = upstream.pick(Some(key), ctx.connect_failures);
+        ctx.upstream = Some(addr);
+        let mut peer = HttpPeer::new(addr, upstream.tls, upstream.sni.clone());
+        if self.upstream_pool_per_thread {
+            peer.group_key = worker_group();
+        }
+        if upstream.http2 {
+            // Without TLS there is no ALPN: HTTP/2 by prior knowledge.
+            peer.options
+                .set_http_version(2, if upstream.tls { 1 } else { 2 });
+        }
+        peer.options.connection_timeout = Some(upstream.connect_timeout);
+        peer.options.read_timeout = Some(upstream.read_timeout);
+        Ok(Box::new(peer))
+    }
+
+    /// The request header as the upstream gets it: the headers we own
+    /// (identity, forwarding) replaced with verified ones, private cookies
+    /// and (per route) the credentials removed, request id and trace
+    /// context set.
+    pub(super) fn rewrite_upstream_request(
+        &self,
+        upstream: &mut RequestHeader,
+        ctx: &Ctx,
+    ) -> Result<()> {
+        self.headers.strip_owned(upstream);
+        let host = upstream.headers.get(http::header::HOST).cloned();
+        self.headers.add_forwarded(upstream, &ctx.inbound, host)?;
+        let route = ctx.route.and_then(|i| self.routes.get(i));
+        let forward = route.is_some_and(|r| r.forward_authorization);
+        self.headers.strip_cookies(upstream)?;
+        match &ctx.principal {
+            // A session's access token, as the upstream would get a bearer.
+            Some(Principal::Session(s)) if forward => {
+                upstream.insert_header("authorization", format!("Bearer {}", s.access_token()))?;
+            }
+            _ if forward => {}
+            _ => {
+                upstream.remove_header("authorization");
+            }
+        }
+        upstream.insert_header("x-request-id", ctx.request_id.clone())?;
+        // Trace context passes through; a malformed one would only confuse
+        // the upstream's tracer.
+        let traceparent_ok = upstream
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(valid_traceparent);
+        if !traceparent_ok {
+            upstream.remove_header("traceparent");
+            upstream.remove_header("tracestate");
+        }
+        match &ctx.principal {
+            Some(Principal::Bearer(b)) => {
+                for (name, value) in &b.headers {
+                    upstream.insert_header(*name, value.clone())?;
+                }
+            }
+            Some(Principal::Session(s)) => {
+                for (name, value) in identity_headers(&s.claims) {
+                    upstream.insert_header(name, value)?;
+                }
+            }
+            None => {}
+        }
+        if let Some(verdict) = &ctx.verdict {
+            for name in &verdict.remove {
+                upstream.remove_header(name);
+            }
+            for (name, value) in &verdict.headers {
+                upstream.insert_header(name.clone(), value.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The last step of `request_filter`: the policy decision, then an
+    /// allowed upgrade goes through our tunnel and anything else back to
+    /// Pingora to be proxied.
+    pub(super) async fn authorize_then_tunnel_upgrades(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Result<bool> {
+        if self.decide(session, ctx).await? {
+            return Ok(true);
+        }
+        // Upgrades are WebSocket ones by now (`refuse_foreign_upgrade`). One
+        // with a request body (rare: handshakes have none) stays with
+        // Pingora, which sends the body before the switch.
+        if session.is_upgrade_req() && session.is_body_empty() {
+            return self.tunnel(session, ctx).await;
+        }
+        Ok(false)
+    }
+
+    /// An HTTP/1.1 upgrade (WebSocket), once allowed: proxied through our
+    /// own tunnel (`tunnel.rs`), with connect failures retried on the
+    /// route's other addresses as for any idempotent request.
+    pub(super) async fn tunnel(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let mut request = session.req_header().clone();
+        crate::rewrite::strip_hop_by_hop_for_websocket(&mut request)?;
+        self.rewrite_upstream_request(&mut request, ctx)?;
+        let addresses = ctx
+            .route
+            .and_then(|i| self.routes.get(i))
+            .map_or(1, |r| self.upstreams[r.upstream].len());
+        loop {
+            let mut peer = self.peer(ctx)?;
+            peer.options.set_http_version(1, 1);
+            match self.tunnels.connect(&peer).await {
+                Ok(connected) => {
+                    return crate::tunnel::run(session, connected, request, |r| {
+                        self.finish_response(r, ctx)
+                    })
+                    .await;
+                }
+                Err(e) => {
+                    ctx.connect_failures += 1;
+                    if ctx.connect_failures < addresses {
+                        continue;
+                    }
+                    tracing::warn!(error = %e, request_id = ctx.request_id.to_str().unwrap_or_default(), "upgrade: upstream unreachable");
+                    return refuse(session, Refusal::BadGateway).await;
+                }
+            }
+        }
+    }
+
+    /// What every upstream response gets on its way to the client: the
+    /// request id and a refreshed session's cookie; the upstream's own
+    /// `Set-Cookie` for a private cookie is dropped (counted).
+    pub(super) fn finish_response(
+        &self,
+        response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let dropped = self.headers.drop_private_set_cookies(response)?;
+        if dropped > 0 {
+            self.metrics
+                .private_set_cookies_dropped
+                .inc_by(dropped as u64);
+            tracing::warn!(
+                dropped,
+                request_id = ctx.request_id.to_str().unwrap_or_default(),
+                "the upstream set a private cookie"
+            );
+        }
+        response.insert_header("x-request-id", ctx.request_id.clone())?;
+        if let Some(cookie) = ctx.set_cookie.take() {
+            response.append_header("set-cookie", cookie)?;
+        }
+        Ok(())
+    }
+}
+
+/// The identity headers (`decision::headers::identity`) as header values.
+pub(super) fn identity_headers(
+    claims: &decision::Claims,
+) -> Vec<(&'static str, http::HeaderValue)> {
+    decision::headers::identity(claims)
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, http::HeaderValue::try_from(value).ok()?)))
+        .collect()
+}
+
+/// This thread's upstream connection group. Pingora keeps one upstream
+/// pool for every thread, and an idle connection is held by a watcher task
+/// that has to be woken to hand it over, so a connection released on one
+/// thread and taken on another costs cross-thread wake-ups. With work
+/// stealing off a client connection stays on the thread that accepted it,
+/// and grouped by thread each worker takes back only the upstream
+/// connections it released, as nginx and Envoy workers keep their own
+/// (`loadtest/reports/gateway.md` measures the difference).
+pub(super) fn worker_group() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static GROUP: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    GROUP.with(|g| *g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_thread_has_its_own_upstream_group() {
+        let here = worker_group();
+        assert_eq!(worker_group(), here, "stable within a thread");
+        let there = std::thread::spawn(worker_group).join().unwrap();
+        assert_ne!(there, here);
+    }
+}

@@ -1,0 +1,337 @@
+//! The proxy: one `ProxyHttp` implementation, each phase with one job;
+//! this file holds the phases and the state they share, the work is done
+//! in the modules below. `request_filter` settles the request
+//! (`crate::inbound`), routes, rate-limits and authenticates ([`authn`])
+//! and asks the policies ([`decide`]), answering refusals itself
+//! (`crate::refusal`); `upstream_peer` and `upstream_request_filter`
+//! ([`forward`]) pick the address and write the request the upstream sees.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+use pingora::{Error, ErrorType, Result};
+use tokens::{Verified, Verifier};
+
+use crate::access_log::{AccessLog, AccessRecord};
+use crate::authz::{Authorizer, Query, Verdict};
+use crate::config::{AuthMode, Config, HashOn, RateLimitKey};
+use crate::inbound::Inbound;
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::ratelimit::{Admit, BucketKey, LocalLimiter};
+use crate::refusal::{NO_DECISION, Refusal, refuse};
+use crate::route::Routes;
+use crate::session::{Active, Sessions};
+use crate::sha256;
+use crate::tunnel::Tunnels;
+use crate::upstream::Upstream;
+
+mod authn;
+mod decide;
+mod forward;
+mod request_id;
+
+use authn::{Bearer, Principal, UntilExpiry, bearer};
+use forward::identity_headers;
+use request_id::{acceptable_request_id, new_request_id, valid_traceparent};
+
+pub struct Gateway {
+    routes: Routes,
+    upstreams: Vec<Arc<Upstream>>,
+    /// Without work stealing, each thread reuses only the upstream
+    /// connections it released itself (`worker_group`).
+    upstream_pool_per_thread: bool,
+    verifier: Option<Arc<Verifier>>,
+    /// How a request is read before routing.
+    inbound: crate::inbound::Rules,
+    /// What the upstream request and the client's response lose and gain.
+    headers: crate::rewrite::Rules,
+    /// Bearer tokens that failed verification, per client address.
+    failed_auth: LocalLimiter,
+    failed_auth_ipv6_prefix: u8,
+    max_header_bytes: usize,
+    metrics: Arc<Metrics>,
+    /// Requests no route matched.
+    unrouted: RouteMetrics,
+    /// Verified bearer tokens by SHA-256, so a token seen before costs a
+    /// hash and a lookup.
+    bearers: moka::sync::Cache<[u8; 32], Arc<Bearer>>,
+    authorizer: Option<Authorizer>,
+    sessions: Option<Sessions>,
+    access_log: Option<Arc<AccessLog>>,
+    tunnels: Tunnels,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    /// What was settled before routing: the client, its scheme.
+    inbound: Inbound,
+    route: Option<usize>,
+    /// Who is asking, once verified.
+    principal: Option<Principal>,
+    /// A refreshed session's new cookie, sent with the response.
+    set_cookie: Option<String>,
+    /// The decision on routes with `policy`; its headers go upstream.
+    verdict: Option<Arc<Verdict>>,
+    started: std::time::Instant,
+    /// The client's `x-request-id` when well-formed, else a new one; sent
+    /// upstream and back to the client.
+    request_id: http::HeaderValue,
+    /// Connect attempts that failed (bounded retries on other addresses).
+    connect_failures: usize,
+    /// The address the request went to.
+    upstream: Option<std::net::SocketAddr>,
+}
+
+impl Gateway {
+    pub fn new(
+        config: &Config,
+        verifier: Option<Arc<Verifier>>,
+        authorizer: Option<Authorizer>,
+        sessions: Option<Sessions>,
+        access_log: Option<Arc<AccessLog>>,
+        metrics: Arc<Metrics>,
+        server: &ServerConf,
+    ) -> Self {
+        let upstreams: Vec<Arc<Upstream>> = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                Arc::new(Upstream::new(
+                    u,
+                    config.upstream_ca_file.as_deref(),
+                    &metrics,
+                ))
+            })
+            .collect();
+        let routes = Routes::new(config, &metrics);
+        let limit = &config.failed_auth_limit;
+        Self {
+            inbound: crate::inbound::Rules {
+                trusted_proxies: config.trusted_proxies.clone(),
+                host_required: routes.host_specific(),
+            },
+            routes,
+            upstreams,
+            upstream_pool_per_thread: !config.work_stealing,
+            verifier,
+            headers: crate::rewrite::Rules {
+                owned_prefix: config.owned_header_prefix.clone(),
+                private_cookies: config
+                    .private_cookies
+                    .iter()
+                    .map(String::as_str)
+                    .chain(sessions.iter().flat_map(Sessions::cookie_names))
+                    .map(str::to_owned)
+                    .collect(),
+                forwarded: config.forwarded_headers,
+            },
+            failed_auth: LocalLimiter::new(limit.requests_per_second, limit.burst, 100_000),
+            failed_auth_ipv6_prefix: limit.ipv6_prefix,
+            max_header_bytes: config.max_request_header_bytes,
+            unrouted: RouteMetrics::new(&metrics, "none"),
+            bearers: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .expire_after(UntilExpiry)
+                .build(),
+            metrics,
+            authorizer,
+            sessions,
+            access_log,
+            tunnels: Tunnels::new(server),
+        }
+    }
+
+    /// The upstream pools (main starts their health checks).
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            inbound: Inbound::default(),
+            route: None,
+            principal: None,
+            set_cookie: None,
+            verdict: None,
+            started: std::time::Instant::now(),
+            request_id: http::HeaderValue::from_static(""),
+            connect_failures: 0,
+            upstream: None,
+        }
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        self.finish_response(response, ctx)
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let route = ctx.route.and_then(|i| self.routes.get(i));
+        let elapsed = ctx.started.elapsed();
+        route.map_or(&self.unrouted, |r| &r.metrics).observe(
+            &self.metrics,
+            status,
+            elapsed.as_secs_f64(),
+        );
+        if let Some(log) = &self.access_log {
+            let req = session.req_header();
+            let claims = ctx.principal.as_ref().map(Principal::claims);
+            log.record(AccessRecord {
+                time: std::time::SystemTime::now(),
+                request_id: ctx.request_id.clone(),
+                method: req.method.clone(),
+                path: req.uri.path().to_owned(),
+                route: route.map(|r| r.label.clone()),
+                status,
+                duration: elapsed,
+                source: ctx.inbound.client,
+                upstream: ctx.upstream,
+                subject: claims.and_then(|c| c.sub.clone()),
+                client_id: claims.and_then(|c| c.client_id.clone()),
+            });
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.request_id = session
+            .req_header()
+            .headers
+            .get("x-request-id")
+            .filter(|v| v.to_str().is_ok_and(acceptable_request_id))
+            .map_or_else(new_request_id, Clone::clone);
+        let header_bytes: usize = session
+            .req_header()
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
+        if header_bytes > self.max_header_bytes {
+            return refuse(session, Refusal::HeadersTooLarge).await;
+        }
+        // Only WebSocket upgrades go on; any other (h2c) becomes a plain
+        // request, so no connection can switch past the per-request checks.
+        crate::tunnel::refuse_foreign_upgrade(session.req_header_mut())?;
+        // Settle once what every later step reads: host, path, client.
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        match crate::inbound::read(session.req_header_mut(), peer, tls, &self.inbound) {
+            Ok(inbound) => ctx.inbound = inbound,
+            Err(e) => return refuse(session, e.into()).await,
+        }
+        if let Some(sessions) = &self.sessions
+            && let Some(endpoint) = sessions.endpoint(session.req_header().uri.path())
+        {
+            return sessions.serve(endpoint, session).await;
+        }
+        let req = session.req_header();
+        let host = crate::inbound::host(req).map(decision::host::name);
+        let index = match self.routes.find(host, req.uri.path()) {
+            Ok(Some(index)) => index,
+            Ok(None) => return refuse(session, Refusal::NoRoute).await,
+            Err(prefix) => {
+                let e = crate::inbound::Unreadable::CaseOnly(prefix.to_owned());
+                return refuse(session, e.into()).await;
+            }
+        };
+        ctx.route = Some(index);
+        let Some(route) = self.routes.get(index) else {
+            return Err(Error::explain(ErrorType::InternalError, "route index"));
+        };
+        // The upstream ignores case: so do policy and routing, on one spelling.
+        if route.case_insensitive
+            && let Err(e) = crate::inbound::lower_case_path(session.req_header_mut())
+        {
+            return refuse(session, e.into()).await;
+        }
+        // Limits by address apply before any work on credentials.
+        let by_source = route
+            .rate_limit
+            .as_ref()
+            .is_some_and(|l| l.key == RateLimitKey::Source);
+        if (by_source || route.auth == AuthMode::Public) && self.limit(session, ctx).await? {
+            return Ok(true);
+        }
+        let answered = match route.auth {
+            AuthMode::Public => return self.authorize_then_tunnel_upgrades(session, ctx).await,
+            AuthMode::Jwt => self.authenticate_bearer(session, ctx).await?,
+            AuthMode::Session => self.authenticate_session(session, ctx).await?,
+        };
+        if answered {
+            return Ok(true);
+        }
+        if !by_source && self.limit(session, ctx).await? {
+            return Ok(true);
+        }
+        // Scopes as the policy engine reads them (`scope` or `scp`).
+        let granted = ctx
+            .principal
+            .as_ref()
+            .map_or(&[][..], |p| p.claims().scopes.as_slice());
+        if let Some(missing) = route.scopes.iter().find(|s| !granted.contains(s)) {
+            return refuse(session, Refusal::InsufficientScope(missing.clone())).await;
+        }
+        self.authorize_then_tunnel_upgrades(session, ctx).await
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let _ = session;
+        self.peer(ctx)
+    }
+
+    /// A request that never reached the upstream may go to the next
+    /// address, but only if repeating it is harmless (an idempotent
+    /// method), and at most once per address.
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.connect_failures += 1;
+        let idempotent = matches!(
+            session.req_header().method,
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::OPTIONS
+                | http::Method::PUT
+                | http::Method::DELETE
+                | http::Method::TRACE
+        );
+        let addresses = ctx
+            .route
+            .and_then(|i| self.routes.get(i))
+            .map_or(1, |r| self.upstreams[r.upstream].len());
+        if idempotent && ctx.connect_failures < addresses {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        self.rewrite_upstream_request(upstream, ctx)
+    }
+}

@@ -1,0 +1,179 @@
+//! Where a session lives: sealed in its cookie when it fits, else sealed
+//! in Redis behind a pointer cookie; and how a stored session is read back.
+
+use serde::{Deserialize, Serialize};
+
+use crate::now_secs;
+
+use super::*;
+
+/// What the session cookie (or Redis) holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Stored {
+    pub(super) sid: String,
+    pub(super) access_token: String,
+    pub(super) refresh_token: Option<String>,
+    pub(super) id_token: Option<String>,
+    pub(super) access_expires_at: u64,
+    /// The session ends here, refreshed or not.
+    pub(super) expires_at: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub(super) enum CookieValue {
+    Inline(Stored),
+    /// The session lives in Redis under this id.
+    Remote {
+        sid: String,
+    },
+}
+
+impl Sessions {
+    /// The cookie value for `stored`: inline when it fits, else a pointer
+    /// to Redis (where the session is sealed too).
+    pub(super) async fn seal(&self, stored: &Stored) -> Result<String, SessionError> {
+        let plain = serde_json::to_vec(&CookieValue::Inline(stored.clone()))
+            .map_err(|e| SessionError::Store(e.to_string()))?;
+        let inline = self
+            .session_sealer
+            .seal(&self.cookie, &plain)
+            .map_err(SessionError::Store)?;
+        let too_large = inline.len() > MAX_COOKIE_BYTES;
+        let server_side = match self.config.store {
+            SessionStore::Cookie => false,
+            SessionStore::Auto => too_large,
+            SessionStore::Redis => true,
+        };
+        let redis = match (&self.redis, server_side) {
+            (_, false) if !too_large => return Ok(inline),
+            (Some(redis), true) => redis,
+            _ => {
+                return Err(SessionError::Store(format!(
+                    "the session is {} bytes sealed, more than a cookie holds; set `redis_url` and `session.store`",
+                    inline.len()
+                )));
+            }
+        };
+        let ttl = stored.expires_at.saturating_sub(now_secs()).max(1);
+        redis.put(&stored.sid, &inline, ttl).await?;
+        let pointer = serde_json::to_vec(&CookieValue::Remote {
+            sid: stored.sid.clone(),
+        })
+        .map_err(|e| SessionError::Store(e.to_string()))?;
+        let sealed = self
+            .session_sealer
+            .seal(&self.cookie, &pointer)
+            .map_err(SessionError::Store)?;
+        Ok(format!("{POINTER_MARK}{sealed}"))
+    }
+
+    pub(super) async fn open(&self, value: &str) -> Option<Active> {
+        let (value, pointer) = match value.strip_prefix(POINTER_MARK) {
+            Some(v) => (v, true),
+            None => (value, false),
+        };
+        let plain = self.session_sealer.open(&self.cookie, value)?;
+        let stored = match serde_json::from_slice::<CookieValue>(&plain).ok()? {
+            CookieValue::Inline(s) if !pointer => s,
+            CookieValue::Remote { sid } if pointer => {
+                let inline = self.redis.as_ref()?.get(&sid).await.ok()??;
+                let plain = self.session_sealer.open(&self.cookie, &inline)?;
+                match serde_json::from_slice::<CookieValue>(&plain).ok()? {
+                    CookieValue::Inline(s) if s.sid == sid => s,
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        decode(stored, self.subject_prefix.as_deref())
+    }
+}
+
+/// Cookie values pointing into Redis start with this (never base64url).
+pub(super) const POINTER_MARK: &str = "r.";
+
+/// A stored session's tokens read back (they were verified when stored;
+/// the sealed cookie vouches for them), subjects qualified as verified.
+pub(super) fn decode(stored: Stored, subject_prefix: Option<&str>) -> Option<Active> {
+    let mut payload = jwt_payload(&stored.access_token)?;
+    tokens::qualify(&mut payload, subject_prefix);
+    let claims = decision::Claims::from_json(&payload).ok()?;
+    let profile = stored
+        .id_token
+        .as_deref()
+        .and_then(jwt_payload)
+        .unwrap_or_default();
+    Some(Active {
+        stored,
+        payload,
+        claims,
+        profile,
+        renewed_cookie: None,
+    })
+}
+
+/// Sessions too large for a cookie, sealed, in Redis.
+pub(super) struct RedisSessions {
+    pub(super) url: String,
+    pub(super) prefix: String,
+    pub(super) conn: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+}
+
+impl RedisSessions {
+    pub(super) fn new(url: &str, prefix: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            prefix: format!("{prefix}session:"),
+            conn: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub(super) async fn conn(&self) -> Result<redis::aio::ConnectionManager, SessionError> {
+        self.conn
+            .get_or_try_init(|| async {
+                let client = redis::Client::open(self.url.as_str())
+                    .map_err(|e| SessionError::Store(e.to_string()))?;
+                redis::aio::ConnectionManager::new(client)
+                    .await
+                    .map_err(|e| SessionError::Store(e.to_string()))
+            })
+            .await
+            .cloned()
+    }
+
+    pub(super) async fn put(
+        &self,
+        sid: &str,
+        value: &str,
+        ttl_secs: u64,
+    ) -> Result<(), SessionError> {
+        let mut conn = self.conn().await?;
+        redis::cmd("SET")
+            .arg(format!("{}{sid}", self.prefix))
+            .arg(value)
+            .arg("EX")
+            .arg(ttl_secs)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| SessionError::Store(e.to_string()))
+    }
+
+    pub(super) async fn get(&self, sid: &str) -> Result<Option<String>, SessionError> {
+        let mut conn = self.conn().await?;
+        redis::cmd("GET")
+            .arg(format!("{}{sid}", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| SessionError::Store(e.to_string()))
+    }
+
+    pub(super) async fn delete(&self, sid: &str) -> Result<(), SessionError> {
+        let mut conn = self.conn().await?;
+        redis::cmd("DEL")
+            .arg(format!("{}{sid}", self.prefix))
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| SessionError::Store(e.to_string()))
+    }
+}
