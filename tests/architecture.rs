@@ -62,7 +62,6 @@ const MAX_LINES: usize = 600;
 /// are split by concern; the list only shrinks.
 const STILL_LONG: &[(&str, usize)] = &[
     ("authserver/src/http.rs", 890),
-    ("authserver/src/oauth.rs", 893),
     ("authserver/src/store/mod.rs", 709),
     ("authserver/tests/it/flow.rs", 1113),
     ("authserver/tests/it/protocol.rs", 923),

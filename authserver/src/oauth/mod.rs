@@ -1,0 +1,112 @@
+//! The token, introspection, revocation and userinfo endpoints' logic
+//! (RFC 6749, 7636, 7662, 7009, 7523 for `private_key_jwt`, OIDC Core),
+//! free of HTTP types: handlers pass the form body and the `Authorization`
+//! header in and get JSON or an [`OAuthError`] back. This file holds the
+//! token endpoint's dispatch and what every grant shares; client
+//! authentication, each grant, introspection, revocation and userinfo
+//! have a module each.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::error::OAuthError;
+use crate::form::Form;
+use crate::model::{AuditEvent, Client, ClientAuth};
+use crate::token::AccessClaims;
+use crate::{authorize, issue};
+
+mod client_auth;
+mod client_credentials;
+mod code;
+mod introspection;
+mod refresh;
+mod revocation;
+mod userinfo;
+
+pub use client_auth::authenticate;
+pub use introspection::introspect;
+pub use revocation::revoke;
+pub use userinfo::{BearerError, userinfo};
+
+use client_credentials::client_credentials;
+use code::authorization_code;
+use refresh::refresh;
+use revocation::{revoke_jti, revoked_key};
+
+/// The scopes granted: those asked for, all allowed to the client; without
+/// a `scope` parameter, everything the client is registered for.
+fn granted_scopes(client: &Client, requested: Option<&str>) -> Result<Vec<String>, OAuthError> {
+    let Some(requested) = requested else {
+        return Ok(client.scopes.clone());
+    };
+    let mut granted: Vec<String> = Vec::new();
+    for scope in requested.split(' ').filter(|s| !s.is_empty()) {
+        if !scope
+            .chars()
+            .all(|c| c == '!' || ('#'..='[').contains(&c) || (']'..='~').contains(&c))
+        {
+            return Err(OAuthError::invalid_scope(format!(
+                "`{scope}` is not a valid scope token"
+            )));
+        }
+        if !client.scopes.iter().any(|s| s == scope) {
+            return Err(OAuthError::invalid_scope(format!(
+                "scope `{scope}` is not allowed for this client"
+            )));
+        }
+        if !granted.iter().any(|s| s == scope) {
+            granted.push(scope.to_owned());
+        }
+    }
+    Ok(granted)
+}
+
+/// `POST /token`.
+pub async fn token(
+    app: &App,
+    form: &Form,
+    authorization: Option<&str>,
+    source: Option<IpAddr>,
+    now: i64,
+) -> Result<Value, OAuthError> {
+    let grant = form.require("grant_type")?;
+    let client = authenticate(app, form, authorization, source, now).await?;
+    match grant {
+        "client_credentials" => client_credentials(app, &client, form, source, now).await,
+        "authorization_code" => authorization_code(app, &client, form, source, now).await,
+        "refresh_token" => refresh(app, &client, form, source, now).await,
+        other => Err(OAuthError::unsupported_grant_type(format!(
+            "grant_type `{other}` is not supported"
+        ))),
+    }
+}
+
+fn require_grant_type(client: &Client, grant: &str) -> Result<(), OAuthError> {
+    if client.grant_types.iter().any(|g| g == grant) {
+        Ok(())
+    } else {
+        Err(OAuthError::unauthorized_client(format!(
+            "client is not registered for {grant}"
+        )))
+    }
+}
+
+fn token_response(access: &str, claims: &AccessClaims, lifetime: i64) -> Value {
+    let mut response = json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+    });
+    if !claims.scope.is_empty() {
+        response["scope"] = json!(claims.scope);
+    }
+    response
+}
