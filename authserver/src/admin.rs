@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::app::App;
 use crate::crypto::random_token;
 use crate::error::Error;
-use crate::model::{Actor, Client, ClientAuth, User};
+use crate::model::{Actor, Client, ClientAuth, GrantType, User};
 use crate::store::NewUser;
 
 /// A user to add; the password is hashed here.
@@ -185,13 +185,16 @@ pub async fn add_client(
     let (auth_method, grant_types) = match spec.kind {
         ClientKind::Web => (
             ClientAuth::ClientSecretBasic,
-            vec!["authorization_code", "refresh_token"],
+            vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
         ),
         ClientKind::Public => (
             ClientAuth::None,
-            vec!["authorization_code", "refresh_token"],
+            vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
         ),
-        ClientKind::Service => (ClientAuth::ClientSecretBasic, vec!["client_credentials"]),
+        ClientKind::Service => (
+            ClientAuth::ClientSecretBasic,
+            vec![GrantType::ClientCredentials],
+        ),
     };
     if spec.introspect && spec.kind == ClientKind::Public {
         return Err(Error::Invalid(
@@ -227,7 +230,10 @@ pub async fn add_client(
         auth_method,
         redirect_uris: spec.redirect_uris.clone(),
         post_logout_redirect_uris: spec.post_logout_redirect_uris,
-        grant_types: grant_types.into_iter().map(str::to_owned).collect(),
+        grant_types: grant_types
+            .into_iter()
+            .map(|g| g.as_str().to_owned())
+            .collect(),
         scopes: spec.scopes.clone(),
         jwks: spec.jwks,
         require_consent: spec.kind != ClientKind::Service,

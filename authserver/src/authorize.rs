@@ -17,7 +17,7 @@ use crate::app::App;
 use crate::crypto::random_token;
 use crate::error::OAuthError;
 use crate::form::Form;
-use crate::model::{AuditEvent, Client, User};
+use crate::model::{AuditEvent, Client, GrantType, User};
 use crate::session::Session;
 
 /// How long a user has to finish logging in and consenting.
@@ -215,7 +215,7 @@ pub async fn start(app: &App, query: &Form) -> Result<String, Refusal> {
             &format!("response_mode `{mode}` is not supported"),
         ));
     }
-    if !client.grant_types.iter().any(|g| g == "authorization_code") {
+    if !client.may_use(GrantType::AuthorizationCode) {
         return Err(refuse(
             &req,
             "unauthorized_client",

@@ -97,13 +97,41 @@ impl OAuthError {
 }
 
 impl From<StoreError> for OAuthError {
+    /// Only a store that cannot answer is a 503: a record that vanished
+    /// under the request (a user or client deleted meanwhile) or already
+    /// exists is about the request, and a corrupt record is our fault.
     fn from(e: StoreError) -> Self {
-        Self::unavailable(&e)
+        match e {
+            StoreError::NotFound(what) => Self::invalid_grant(format!("{what} not found")),
+            StoreError::Conflict(what) => Self::invalid_request(format!("{what} already exists")),
+            StoreError::Corrupt(_) => Self::server_error(&e),
+            StoreError::Url { .. } | StoreError::Database(_) | StoreError::Migrate(_) => {
+                Self::unavailable(&e)
+            }
+        }
     }
 }
 
 impl From<EphemeralError> for OAuthError {
     fn from(e: EphemeralError) -> Self {
         Self::unavailable(&e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_store_that_cannot_answer_is_unavailable() {
+        let status = |e: StoreError| OAuthError::from(e).status;
+        assert_eq!(status(StoreError::NotFound("user `u1`".into())), 400);
+        assert_eq!(status(StoreError::Conflict("client `web`".into())), 400);
+        assert_eq!(status(StoreError::Corrupt("client `web`".into())), 500);
+        let unreachable = StoreError::Url {
+            url: "postgres://db".into(),
+            reason: "unreachable".into(),
+        };
+        assert_eq!(status(unreachable), 503);
     }
 }

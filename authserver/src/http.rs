@@ -159,7 +159,7 @@ fn metadata_document(issuer: &str) -> Value {
         "end_session_endpoint": format!("{issuer}/logout"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": crate::model::GrantType::ALL.map(crate::model::GrantType::as_str),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256", "RS256", "PS256", "EdDSA"],
         "scopes_supported": ["openid", "profile", "email", "groups", "offline_access"],

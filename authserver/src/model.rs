@@ -86,6 +86,40 @@ impl Client {
     pub fn is_public(&self) -> bool {
         self.auth_method == ClientAuth::None
     }
+
+    /// Whether the client is registered for `grant`.
+    pub fn may_use(&self, grant: GrantType) -> bool {
+        self.grant_types.iter().any(|g| g == grant.as_str())
+    }
+}
+
+/// The grant types this server implements: discovery advertises exactly
+/// these and the token endpoint dispatches on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantType {
+    AuthorizationCode,
+    RefreshToken,
+    ClientCredentials,
+}
+
+impl GrantType {
+    pub const ALL: [Self; 3] = [
+        Self::AuthorizationCode,
+        Self::RefreshToken,
+        Self::ClientCredentials,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AuthorizationCode => "authorization_code",
+            Self::RefreshToken => "refresh_token",
+            Self::ClientCredentials => "client_credentials",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|g| g.as_str() == name)
+    }
 }
 
 /// Where a signing key is in its life: published before it signs, kept

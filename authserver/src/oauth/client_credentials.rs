@@ -14,7 +14,7 @@ pub(super) async fn client_credentials(
             "public clients cannot use client_credentials",
         ));
     }
-    if !client.grant_types.iter().any(|g| g == "client_credentials") {
+    if !client.may_use(GrantType::ClientCredentials) {
         return Err(OAuthError::unauthorized_client(
             "client is not registered for client_credentials",
         ));

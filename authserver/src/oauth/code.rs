@@ -26,7 +26,7 @@ pub(super) async fn authorization_code(
     source: Option<IpAddr>,
     now: i64,
 ) -> Result<Value, OAuthError> {
-    require_grant_type(client, "authorization_code")?;
+    require_grant_type(client, GrantType::AuthorizationCode)?;
     let code = form.require("code")?;
     let keep = Duration::from_secs(
         app.config
@@ -120,7 +120,7 @@ pub(super) async fn authorization_code(
         response["id_token"] = json!(id);
     }
     let mut family = None;
-    if client.grant_types.iter().any(|g| g == "refresh_token") {
+    if client.may_use(GrantType::RefreshToken) {
         let (refresh, f) =
             issue::refresh_token(app, None, client, &user, &grant.scopes, &auth, now).await?;
         response["refresh_token"] = json!(refresh);

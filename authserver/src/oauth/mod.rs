@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::error::OAuthError;
 use crate::form::Form;
-use crate::model::{AuditEvent, Client, ClientAuth};
+use crate::model::{AuditEvent, Client, ClientAuth, GrantType};
 use crate::token::AccessClaims;
 use crate::{authorize, issue};
 
@@ -77,24 +77,27 @@ pub async fn token(
     source: Option<IpAddr>,
     now: i64,
 ) -> Result<Value, OAuthError> {
-    let grant = form.require("grant_type")?;
+    let name = form.require("grant_type")?;
     let client = authenticate(app, form, authorization, source, now).await?;
+    let Some(grant) = GrantType::parse(name) else {
+        return Err(OAuthError::unsupported_grant_type(format!(
+            "grant_type `{name}` is not supported"
+        )));
+    };
     match grant {
-        "client_credentials" => client_credentials(app, &client, form, source, now).await,
-        "authorization_code" => authorization_code(app, &client, form, source, now).await,
-        "refresh_token" => refresh(app, &client, form, source, now).await,
-        other => Err(OAuthError::unsupported_grant_type(format!(
-            "grant_type `{other}` is not supported"
-        ))),
+        GrantType::ClientCredentials => client_credentials(app, &client, form, source, now).await,
+        GrantType::AuthorizationCode => authorization_code(app, &client, form, source, now).await,
+        GrantType::RefreshToken => refresh(app, &client, form, source, now).await,
     }
 }
 
-fn require_grant_type(client: &Client, grant: &str) -> Result<(), OAuthError> {
-    if client.grant_types.iter().any(|g| g == grant) {
+fn require_grant_type(client: &Client, grant: GrantType) -> Result<(), OAuthError> {
+    if client.may_use(grant) {
         Ok(())
     } else {
         Err(OAuthError::unauthorized_client(format!(
-            "client is not registered for {grant}"
+            "client is not registered for {}",
+            grant.as_str()
         )))
     }
 }

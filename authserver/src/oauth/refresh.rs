@@ -17,7 +17,7 @@ pub(super) async fn refresh(
     source: Option<IpAddr>,
     now: i64,
 ) -> Result<Value, OAuthError> {
-    require_grant_type(client, "refresh_token")?;
+    require_grant_type(client, GrantType::RefreshToken)?;
     let token = form.require("refresh_token")?;
     let key = issue::refresh_key(token);
     // Another client's refresh token is refused without being used up.
