@@ -387,7 +387,7 @@ impl Demo {
 /// `/api` for bearer tokens, everything else for signed-in browsers; the
 /// sidecar decides both (so `/admin/*` needs the admin role).
 fn gateway_toml(demo: &Demo, data: &Path, redis_url: Option<&str>) -> anyhow::Result<String> {
-    let cookie_secret = authserver::crypto::random_token::<32>()?;
+    let cookie_secret = authserver::crypto::random_token::<32>();
     let s = toml_string;
     let redis = redis_url.map_or(String::new(), |url| format!("redis_url = {}\n", s(url)));
     Ok(format!(

@@ -58,7 +58,7 @@ pub async fn add_user(
     let hash = tokio::task::spawn_blocking(move || passwords.hash(&password))
         .await
         .map_err(|e| Error::Invalid(format!("password hashing stopped: {e}")))??;
-    let id = random_token::<16>()?;
+    let id = random_token::<16>();
     let new = NewUser {
         id: id.clone(),
         username: spec.username,
@@ -220,7 +220,7 @@ pub async fn add_client(
         (None, _) => auth_method,
     };
     let secret = match auth_method {
-        ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost => Some(random_token::<32>()?),
+        ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost => Some(random_token::<32>()),
         ClientAuth::None | ClientAuth::PrivateKeyJwt => None,
     };
     let client = Client {
@@ -267,7 +267,7 @@ pub async fn reset_client_secret(
             client.id
         )));
     }
-    let secret = random_token::<32>()?;
+    let secret = random_token::<32>();
     let audit = actor.event(now, "client.secret").target(client.id.clone());
     app.store
         .set_client_secret(&client.id, &app.secrets.digest(&secret), &audit)

@@ -307,7 +307,7 @@ pub async fn start(app: &App, query: &Form) -> Result<String, Refusal> {
             }
         }
     }
-    let id = random_token::<24>().map_err(|e| OAuthError::server_error(&e))?;
+    let id = random_token::<24>();
     let bytes = serde_json::to_vec(&req).map_err(|e| OAuthError::server_error(&e))?;
     app.ephemeral
         .put(&request_key(&id), &bytes, REQUEST_TTL)
@@ -431,7 +431,7 @@ pub async fn resume(
             });
         }
     }
-    let code = random_token::<32>().map_err(|e| OAuthError::server_error(&e))?;
+    let code = random_token::<32>();
     let grant = CodeGrant {
         client_id: client.id.clone(),
         redirect_uri: req.redirect_uri.clone(),

@@ -9,7 +9,7 @@
 //! hashes are for human passwords.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
-use aws_lc_rs::{hkdf, hmac, rand};
+use aws_lc_rs::{hkdf, hmac};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
@@ -55,7 +55,7 @@ impl MasterKey {
     /// A new random key, base64-encoded (for `--dev` and `authserver keys
     /// master`).
     pub fn generate() -> Result<(Self, String), CryptoError> {
-        let key: [u8; 32] = random_bytes()?;
+        let key: [u8; 32] = random_bytes();
         Ok((Self(key), STANDARD.encode(key)))
     }
 
@@ -137,16 +137,16 @@ impl SecretDigester {
     }
 }
 
-pub fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
-    let mut out = [0u8; N];
-    rand::fill(&mut out).map_err(|_| CryptoError::Random)?;
-    Ok(out)
+/// `N` bytes from the system generator (`bootstrap::random`: a failing
+/// generator stops the process, it never yields zeros).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    bootstrap::random::bytes()
 }
 
 /// A URL-safe random string of `N` bytes of entropy: client secrets (32),
 /// authorization codes, refresh tokens, session ids, CSRF tokens.
-pub fn random_token<const N: usize>() -> Result<String, CryptoError> {
-    Ok(URL_SAFE_NO_PAD.encode(random_bytes::<N>()?))
+pub fn random_token<const N: usize>() -> String {
+    URL_SAFE_NO_PAD.encode(random_bytes::<N>())
 }
 
 #[cfg(test)]
@@ -195,7 +195,7 @@ mod tests {
     fn secret_digests_are_keyed() {
         let (a, _) = MasterKey::generate().unwrap();
         let (b, _) = MasterKey::generate().unwrap();
-        let secret = random_token::<32>().unwrap();
+        let secret = random_token::<32>();
         assert_eq!(secret.len(), 43);
         let digest = a.secret_digester().digest(&secret);
         assert!(a.secret_digester().matches(&secret, &digest));

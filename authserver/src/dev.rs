@@ -69,7 +69,7 @@ pub fn admin_token(app: &mut App) -> Result<String, Error> {
     if let Some(token) = &app.config.admin_token {
         return Ok(token.clone());
     }
-    let token = random_token::<32>()?;
+    let token = random_token::<32>();
     app.config.admin_token = Some(token.clone());
     Ok(token)
 }
@@ -81,7 +81,7 @@ pub async fn bootstrap(app: &mut App) -> Result<DevCredentials, Error> {
     let app = &*app;
     let at = now();
     let actor = crate::model::Actor::local("dev-bootstrap");
-    let password = random_token::<12>()?;
+    let password = random_token::<12>();
     let groups = vec!["staff".to_owned(), "editors".to_owned()];
     match app.store.user_by_username(DEMO_USER).await? {
         Some(user) => admin::set_password(app, &user, password.clone(), actor, at).await?,

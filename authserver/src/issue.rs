@@ -81,7 +81,7 @@ pub async fn access_token(
         aud: app.config.audience.clone(),
         exp: now + secs(app.config.tokens.access_seconds),
         iat: now,
-        jti: random_token::<16>().map_err(|e| OAuthError::server_error(&e))?,
+        jti: random_token::<16>(),
         client_id: client.id.clone(),
         scope: scopes.join(" "),
         groups: user.map(|u| u.groups.clone()).unwrap_or_default(),
@@ -98,7 +98,7 @@ pub async fn access_token(
             .sign(ACCESS_TOKEN_TYP, &claims)
             .map_err(|e| OAuthError::server_error(&e))?,
         AccessFormat::Opaque => {
-            let token = random_token::<32>().map_err(|e| OAuthError::server_error(&e))?;
+            let token = random_token::<32>();
             let stored = serde_json::to_vec(&claims).map_err(|e| OAuthError::server_error(&e))?;
             let ttl = Duration::from_secs(app.config.tokens.access_seconds);
             app.ephemeral
@@ -214,11 +214,11 @@ pub async fn refresh_token(
     auth: &AuthFacts,
     now: i64,
 ) -> Result<(String, String), OAuthError> {
-    let token = random_token::<32>().map_err(|e| OAuthError::server_error(&e))?;
+    let token = random_token::<32>();
     let (family, expires) = match family {
         Some((f, expires)) => (f.to_owned(), expires),
         None => {
-            let f = random_token::<16>().map_err(|e| OAuthError::server_error(&e))?;
+            let f = random_token::<16>();
             let expires = now + secs(app.config.tokens.refresh_seconds);
             let ttl = Duration::from_secs(app.config.tokens.refresh_seconds);
             app.ephemeral.put(&family_key(&f), b"live", ttl).await?;

@@ -200,7 +200,7 @@ fn new_key(
     state: KeyState,
     now: i64,
 ) -> Result<StoredKey, KeyError> {
-    let kid = random_token::<12>()?;
+    let kid = random_token::<12>();
     let (signer, pkcs8) = Signer::generate(alg, &kid).map_err(|source| KeyError::Key {
         kid: kid.clone(),
         source,

@@ -92,7 +92,7 @@ pub async fn create(
     session: &Session,
     ttl: Duration,
 ) -> Result<String, SessionError> {
-    let id = random_token::<32>()?;
+    let id = random_token::<32>();
     let bytes = serde_json::to_vec(session).unwrap_or_default();
     store.put(&key(&id), &bytes, ttl).await?;
     Ok(id)

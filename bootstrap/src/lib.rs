@@ -7,6 +7,7 @@ pub mod config;
 pub mod fs;
 pub mod jsonl;
 pub mod net;
+pub mod random;
 pub mod shutdown;
 pub mod telemetry;
 

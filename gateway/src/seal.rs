@@ -72,8 +72,7 @@ impl Sealer {
 
     /// `base64url(nonce || ciphertext || tag)`.
     pub fn seal(&self, name: &str, plaintext: &[u8]) -> Result<String, String> {
-        let mut nonce = [0u8; NONCE_LEN];
-        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| "no randomness".to_owned())?;
+        let nonce: [u8; NONCE_LEN] = bootstrap::random::bytes();
         let mut buf = plaintext.to_vec();
         self.key
             .seal_in_place_append_tag(

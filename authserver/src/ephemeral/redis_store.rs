@@ -113,9 +113,5 @@ impl RedisStore {
 }
 
 fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    // The system RNG failing is not something to recover from here; a zero
-    // member only risks merging two same-millisecond events.
-    let _ = aws_lc_rs::rand::fill(&mut bytes);
-    u64::from_le_bytes(bytes)
+    u64::from_le_bytes(bootstrap::random::bytes())
 }

@@ -127,12 +127,7 @@ pub(super) fn csrf(app: &App, headers: &HeaderMap) -> Result<(String, Vec<String
     if let Some(cookie) = Cookies::read(cookie_header(headers), app.cookies.csrf) {
         return Ok((session::csrf_token(&app.mac, cookie), Vec::new()));
     }
-    let value = crate::crypto::random_token::<24>().map_err(|e| {
-        PageError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            OAuthError::server_error(&e).description,
-        )
-    })?;
+    let value = crate::crypto::random_token::<24>();
     let token = session::csrf_token(&app.mac, &value);
     Ok((token, vec![app.cookies.set(app.cookies.csrf, &value, 3600)]))
 }

@@ -34,12 +34,7 @@ pub(super) fn valid_traceparent(value: &str) -> bool {
 pub(super) fn new_request_id() -> http::HeaderValue {
     static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| {
-        let mut bytes = [0u8; 8];
-        // A failing system RNG leaves zeros: ids stay unique in this process.
-        let _ = aws_lc_rs::rand::fill(&mut bytes);
-        u64::from_ne_bytes(bytes)
-    });
+    let prefix = *PREFIX.get_or_init(|| u64::from_ne_bytes(bootstrap::random::bytes()));
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut text = [0u8; 32];
     for (i, word) in [prefix, n].into_iter().enumerate() {

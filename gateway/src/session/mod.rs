@@ -357,10 +357,5 @@ fn origin_of(url: &str) -> String {
 }
 
 fn random() -> String {
-    let mut bytes = [0u8; 32];
-    // A failing system RNG is not survivable for sign-in state.
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        std::process::abort();
-    }
-    URL_SAFE_NO_PAD.encode(bytes)
+    URL_SAFE_NO_PAD.encode(bootstrap::random::bytes::<32>())
 }
