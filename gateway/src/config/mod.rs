@@ -1,5 +1,8 @@
 //! The gateway's configuration: `gateway.toml`, then `PORTCULLIS_GATEWAY__*`
 //! variables. Every key is documented in `gateway/gateway.example.toml`.
+//! This file holds the top level, its checks across sections, and name
+//! resolution (after validation); sections with rules of their own have
+//! a module each: [`upstream`], [`route`], [`session`].
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -7,6 +10,15 @@ use std::net::SocketAddr;
 use bootstrap::ConfigError;
 use bootstrap::telemetry::LogFormat;
 use serde::Deserialize;
+
+mod route;
+mod session;
+mod upstream;
+
+pub use route::{AuthMode, RateLimitConfig, RateLimitKey, RateLimitScope, Route};
+pub use session::{SessionConfig, SessionStore};
+pub use upstream::{Balance, HashOn, HealthCheckConfig, UpstreamConfig};
+use upstream::{check_address, resolve};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -122,99 +134,6 @@ impl Default for FailedAuthLimit {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
-    pub name: String,
-    /// `ip:port` or `host:port`. A name is resolved once, when the config
-    /// is loaded, to every address it has (as nginx does without
-    /// `resolve`): right for a Kubernetes Service's stable cluster IP, not
-    /// for a name whose addresses change while the gateway runs.
-    pub addresses: Vec<String>,
-    /// `addresses` resolved, after validation (`Config::load`).
-    #[serde(skip)]
-    pub resolved: Vec<SocketAddr>,
-    /// Giving up on a TCP connect (then the next address, for idempotent
-    /// requests).
-    #[serde(default = "default_connect_ms")]
-    pub connect_timeout_ms: u64,
-    /// Longest wait for the upstream between reads.
-    #[serde(default = "default_read_ms")]
-    pub read_timeout_ms: u64,
-    /// Connect to the upstream over TLS (certificate verified against the
-    /// system roots).
-    #[serde(default)]
-    pub tls: bool,
-    /// Server name for SNI and certificate verification (TLS only).
-    #[serde(default)]
-    pub sni: String,
-    /// Speak HTTP/2 to the upstream (ALPN with TLS, prior knowledge
-    /// without), as gRPC services need.
-    #[serde(default)]
-    pub http2: bool,
-    /// How an address is chosen.
-    #[serde(default)]
-    pub balance: Balance,
-    /// The key of `consistent_hash` (the source address when the request
-    /// has no such identity).
-    #[serde(default)]
-    pub hash_on: HashOn,
-    /// Probe every address; failing ones leave the rotation.
-    pub health_check: Option<HealthCheckConfig>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Balance {
-    #[default]
-    RoundRobin,
-    /// Rendezvous hashing on `hash_on`: the same caller keeps the same
-    /// address while it is healthy.
-    ConsistentHash,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HashOn {
-    #[default]
-    Source,
-    Subject,
-    ClientId,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HealthCheckConfig {
-    /// GET this path; 2xx or 3xx is healthy.
-    pub path: String,
-    pub interval_ms: u64,
-    pub timeout_ms: u64,
-    /// Consecutive failures that take an address out.
-    pub unhealthy_threshold: u32,
-    /// Consecutive successes that bring it back.
-    pub healthy_threshold: u32,
-}
-
-impl Default for HealthCheckConfig {
-    fn default() -> Self {
-        Self {
-            path: "/healthz".into(),
-            interval_ms: 5_000,
-            timeout_ms: 1_000,
-            unhealthy_threshold: 2,
-            healthy_threshold: 2,
-        }
-    }
-}
-
-fn default_connect_ms() -> u64 {
-    1_000
-}
-
-fn default_read_ms() -> u64 {
-    30_000
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     pub listen: SocketAddr,
     /// Chosen by SNI from each certificate's DNS names; the first also
@@ -260,167 +179,6 @@ impl Default for SidecarConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMode {
-    /// No credentials needed (identity headers are still stripped).
-    Public,
-    /// A bearer JWT from a configured issuer.
-    Jwt,
-    /// A browser session (`[session]`): sign-in by redirect, 401 for API
-    /// requests.
-    Session,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SessionConfig {
-    /// The OpenID provider (the authserver); discovery finds its endpoints.
-    pub issuer: String,
-    /// This gateway's confidential client at the provider.
-    pub client_id: String,
-    pub client_secret: String,
-    /// Registered at the provider; its path is the callback (usually
-    /// `https://app.example.com/_auth/callback`). An https URI makes the
-    /// cookies `Secure` and `__Host-` prefixed.
-    pub redirect_uri: String,
-    #[serde(default = "default_session_scopes")]
-    pub scopes: Vec<String>,
-    /// The `aud` of the provider's access tokens.
-    #[serde(default = "default_access_audience")]
-    pub access_audience: String,
-    /// Seals cookies (AES-256-GCM, keys derived by HKDF): at least 32
-    /// random bytes; every replica needs the same.
-    pub cookie_secret: String,
-    #[serde(default = "default_cookie_name")]
-    pub cookie_name: String,
-    /// A session ends this long after sign-in, refreshed or not.
-    #[serde(default = "default_lifetime")]
-    pub lifetime_secs: u64,
-    /// Refresh the access token when it has less than this left.
-    #[serde(default = "default_refresh_before")]
-    pub refresh_before_secs: u64,
-    /// Where the provider sends the browser after `/_auth/logout`.
-    pub post_logout_redirect_uri: Option<String>,
-    /// Where sessions live: `auto` (the cookie, or Redis when too large for
-    /// one), `cookie`, or `redis` (the cookie only names the session, so a
-    /// logout ends it on every replica). Redis needs `redis_url`.
-    #[serde(default)]
-    pub store: SessionStore,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SessionStore {
-    #[default]
-    Auto,
-    Cookie,
-    Redis,
-}
-
-fn default_session_scopes() -> Vec<String> {
-    ["openid", "profile", "email", "offline_access"]
-        .map(String::from)
-        .to_vec()
-}
-
-fn default_access_audience() -> String {
-    "portcullis".into()
-}
-
-fn default_cookie_name() -> String {
-    "portcullis_session".into()
-}
-
-fn default_lifetime() -> u64 {
-    8 * 3600
-}
-
-fn default_refresh_before() -> u64 {
-    60
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Route {
-    /// Exact `Host` (without port); unset matches any host.
-    pub host: Option<String>,
-    /// A canonical path (`policies/README.md`, "The path rule"), matched on
-    /// segment boundaries.
-    pub path_prefix: String,
-    /// For upstreams that ignore letter case (IIS, Windows file systems):
-    /// the prefix matches in any case, and the request's path is lower-cased
-    /// before policy and upstream see it, so `/ADMIN/x` is `/admin/x` to
-    /// all three. Every route to one upstream must agree.
-    #[serde(default)]
-    pub case_insensitive: bool,
-    pub upstream: String,
-    pub auth: AuthMode,
-    /// Scopes the token must all carry.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// Pass the client's `Authorization` header upstream (default: drop it).
-    #[serde(default)]
-    pub forward_authorization: bool,
-    /// Ask the policy engine; a deny is a 403.
-    #[serde(default)]
-    pub policy: bool,
-    /// When the sidecar cannot answer, let the request through (without
-    /// decision headers) instead of failing closed with a 503.
-    #[serde(default)]
-    pub policy_fail_open: bool,
-    pub rate_limit: Option<RateLimitConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitConfig {
-    /// Sustained rate per key.
-    pub requests_per_second: f64,
-    /// Requests allowed at once on top of the rate (bucket size).
-    pub burst: u32,
-    /// What a bucket belongs to. Without that identity (e.g. no token on a
-    /// public route) the source address is used.
-    #[serde(default)]
-    pub key: RateLimitKey,
-    #[serde(default)]
-    pub scope: RateLimitScope,
-    /// Keys remembered by a `local` limiter.
-    #[serde(default = "default_max_keys")]
-    pub max_keys: u64,
-    /// IPv6 source addresses share a bucket per prefix of this length (a
-    /// client holds a whole /64).
-    #[serde(default = "default_ipv6_prefix")]
-    pub ipv6_prefix: u8,
-}
-
-fn default_ipv6_prefix() -> u8 {
-    64
-}
-
-fn default_max_keys() -> u64 {
-    100_000
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RateLimitKey {
-    ClientId,
-    Subject,
-    #[default]
-    Source,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RateLimitScope {
-    /// Buckets in this process.
-    #[default]
-    Local,
-    /// Buckets in Redis (`redis_url`), shared by every replica.
-    Global,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -453,33 +211,6 @@ impl Default for Config {
             routes: Vec::new(),
         }
     }
-}
-
-/// An upstream address is an `ip:port` or a `host:port`.
-fn check_address(address: &str) -> Result<(), String> {
-    if address.parse::<SocketAddr>().is_ok() {
-        return Ok(());
-    }
-    match address.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
-        _ => Err(format!("`{address}` is not ip:port or host:port")),
-    }
-}
-
-/// One configured upstream address: an `ip:port` as it is, a `host:port`
-/// through the system's resolver.
-fn resolve(address: &str) -> Result<Vec<SocketAddr>, String> {
-    if let Ok(addr) = address.parse::<SocketAddr>() {
-        return Ok(vec![addr]);
-    }
-    check_address(address)?;
-    let found: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(address)
-        .map_err(|e| format!("`{address}` does not resolve: {e}"))?
-        .collect();
-    if found.is_empty() {
-        return Err(format!("`{address}` resolves to no address"));
-    }
-    Ok(found)
 }
 
 impl Config {
@@ -775,96 +506,5 @@ impl Config {
             }
         }
         Ok(())
-    }
-}
-
-impl SessionConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        let http_url = |field: &str, value: &str| match url::Url::parse(value) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
-            _ => Err(ConfigError::invalid(
-                format!("session.{field}"),
-                "must be an absolute http(s) URL",
-            )),
-        };
-        http_url("issuer", &self.issuer)?;
-        let redirect = http_url("redirect_uri", &self.redirect_uri)?;
-        if redirect.path() == "/" || redirect.path().starts_with("/_auth/logout") {
-            return Err(ConfigError::invalid(
-                "session.redirect_uri",
-                "needs a callback path of its own, e.g. /_auth/callback",
-            ));
-        }
-        if let Some(after) = &self.post_logout_redirect_uri {
-            http_url("post_logout_redirect_uri", after)?;
-        }
-        if self.client_id.is_empty() || self.client_secret.is_empty() {
-            return Err(ConfigError::invalid(
-                "session",
-                "`client_id` and `client_secret` are required",
-            ));
-        }
-        if self.cookie_secret.len() < 32 {
-            return Err(ConfigError::invalid(
-                "session.cookie_secret",
-                "needs at least 32 bytes (e.g. `openssl rand -base64 32`)",
-            ));
-        }
-        if !self.scopes.iter().any(|s| s == "openid") {
-            return Err(ConfigError::invalid(
-                "session.scopes",
-                "must include `openid`",
-            ));
-        }
-        if self.cookie_name.is_empty()
-            || !self
-                .cookie_name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err(ConfigError::invalid(
-                "session.cookie_name",
-                "letters, digits, `_` and `-` only",
-            ));
-        }
-        if self.lifetime_secs < 60 {
-            return Err(ConfigError::invalid("session.lifetime_secs", "at least 60"));
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::resolve;
-
-    #[test]
-    fn upstream_addresses_are_ip_port_or_resolvable_host_port() {
-        assert_eq!(
-            resolve("127.0.0.1:3000").unwrap(),
-            ["127.0.0.1:3000".parse().unwrap()]
-        );
-        assert_eq!(
-            resolve("[::1]:3000").unwrap(),
-            ["[::1]:3000".parse().unwrap()]
-        );
-        let local = resolve("localhost:3000").unwrap();
-        assert!(
-            local
-                .iter()
-                .all(|a| a.ip().is_loopback() && a.port() == 3000),
-            "{local:?}"
-        );
-        assert!(!local.is_empty());
-        for bad in ["app", "app:", ":80", "app:http", "app:70000"] {
-            let e = resolve(bad).unwrap_err();
-            assert!(
-                e.contains("is not ip:port or host:port") && e.contains(bad),
-                "{bad}: {e}"
-            );
-        }
-        // RFC 6761: `.invalid` never resolves.
-        let e = resolve("upstream.invalid:80").unwrap_err();
-        assert!(e.contains("`upstream.invalid:80` does not resolve"), "{e}");
     }
 }
