@@ -61,16 +61,6 @@ impl Cookies {
         let secure = if self.secure { "; Secure" } else { "" };
         format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
     }
-
-    /// The value of cookie `name` in a `Cookie` header.
-    pub fn read<'a>(header: Option<&'a str>, name: &str) -> Option<&'a str> {
-        header?
-            .split(';')
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v)
-            .filter(|v| !v.is_empty())
-    }
 }
 
 fn key(id: &str) -> String {
@@ -146,11 +136,7 @@ mod tests {
     }
 
     #[test]
-    fn cookies_are_read_by_exact_name() {
-        let header = Some("a=1; portcullis-session=xyz; portcullis-session-old=no; b=");
-        assert_eq!(Cookies::read(header, "portcullis-session"), Some("xyz"));
-        assert_eq!(Cookies::read(header, "b"), None);
-        assert_eq!(Cookies::read(None, "a"), None);
+    fn cookies_are_set_host_only_and_secure_over_https() {
         let secure = Cookies::new(true);
         let set = secure.set(secure.session, "v", 60);
         assert!(set.starts_with("__Host-portcullis-session=v; Path=/; HttpOnly; SameSite=Lax"));

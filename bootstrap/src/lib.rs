@@ -4,6 +4,7 @@
 //! struct and its own routes.
 
 pub mod config;
+pub mod cookie;
 pub mod fs;
 pub mod jsonl;
 pub mod net;

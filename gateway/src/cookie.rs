@@ -1,30 +1,9 @@
-//! The one reader of `Cookie` headers: every header (HTTP/2 clients may
-//! split cookies over several), split on `;`, each crumb's name and value
-//! trimmed, bytes as they came. The session lookup and the stripping of
-//! private cookies both read them here, so a cookie the gateway honours is
-//! always one it can remove.
+//! Cookies as the gateway reads them: through the one reader
+//! (`bootstrap::cookie`), which the session lookup and the stripping of
+//! private cookies both use, so a cookie the gateway honours is always one
+//! it can remove; and names compared as applications read them.
 
-use http::HeaderMap;
-
-/// Every `name=value` crumb of every `Cookie` header, trimmed; empty ones
-/// skipped.
-pub fn crumbs(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
-    headers
-        .get_all(http::header::COOKIE)
-        .into_iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
-        .map(<[u8]>::trim_ascii)
-        .filter(|c| !c.is_empty())
-}
-
-/// A crumb's name (all of it when it has no `=`).
-pub fn name(crumb: &[u8]) -> &[u8] {
-    crumb
-        .split(|b| *b == b'=')
-        .next()
-        .unwrap_or(crumb)
-        .trim_ascii()
-}
+pub use bootstrap::cookie::{crumbs, find, name};
 
 /// Do two cookie names read as one to some application? PHP turns `.`,
 /// space and `[` into `_`, Rack percent-decodes names, ASP.NET Core
@@ -71,43 +50,9 @@ pub fn set_cookie_name(value: &[u8]) -> &[u8] {
     }
 }
 
-/// The first non-empty value of cookie `name`, if it is UTF-8.
-pub fn find<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    crumbs(headers).find_map(|crumb| {
-        let (n, v) = crumb.split_at(crumb.iter().position(|b| *b == b'=')?);
-        let v = v[1..].trim_ascii();
-        (n.trim_ascii() == name.as_bytes() && !v.is_empty())
-            .then(|| std::str::from_utf8(v).ok())
-            .flatten()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(values: &[&[u8]]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for v in values {
-            h.append(
-                http::header::COOKIE,
-                http::HeaderValue::from_bytes(v).unwrap(),
-            );
-        }
-        h
-    }
-
-    #[test]
-    fn cookies_in_every_header() {
-        let h = headers(&[b"a=1; sid = x ", b"b=2;;sid=y", b"c"]);
-        let names: Vec<&[u8]> = crumbs(&h).map(name).collect();
-        assert_eq!(names, [&b"a"[..], b"sid", b"b", b"sid", b"c"]);
-        assert_eq!(find(&h, "sid"), Some("x"));
-        assert_eq!(find(&h, "b"), Some("2"));
-        assert_eq!(find(&h, "c"), None, "no value");
-        assert_eq!(find(&headers(&[b"sid=; sid=z"]), "sid"), Some("z"));
-        assert_eq!(find(&headers(&[b"sid=\xff"]), "sid"), None);
-    }
 
     #[test]
     fn names_an_app_reads_as_one() {

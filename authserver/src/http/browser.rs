@@ -92,16 +92,12 @@ pub(super) fn redirect(location: &str, set_cookies: &[String]) -> Response {
     response
 }
 
-pub(super) fn cookie_header(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::COOKIE).and_then(|v| v.to_str().ok())
-}
-
 /// The browser's session, if its cookie names a live one.
 pub(super) async fn browser_session(
     app: &App,
     headers: &HeaderMap,
 ) -> Result<Option<(String, Session)>, Response> {
-    let Some(id) = Cookies::read(cookie_header(headers), app.cookies.session) else {
+    let Some(id) = bootstrap::cookie::find(headers, app.cookies.session) else {
         return Ok(None);
     };
     match session::load(&app.ephemeral, id).await {
@@ -124,7 +120,7 @@ impl IntoResponse for PageError {
 
 /// The CSRF token for this browser, and the cookie to set when it has none.
 pub(super) fn csrf(app: &App, headers: &HeaderMap) -> Result<(String, Vec<String>), PageError> {
-    if let Some(cookie) = Cookies::read(cookie_header(headers), app.cookies.csrf) {
+    if let Some(cookie) = bootstrap::cookie::find(headers, app.cookies.csrf) {
         return Ok((session::csrf_token(&app.mac, cookie), Vec::new()));
     }
     let value = crate::crypto::random_token::<24>();
@@ -201,7 +197,7 @@ pub(super) fn checked_form(
     body: &Bytes,
 ) -> Result<Form, PageError> {
     let form = Form::parse(body).map_err(|e| PageError(StatusCode::BAD_REQUEST, e.description))?;
-    let cookie = Cookies::read(cookie_header(headers), app.cookies.csrf);
+    let cookie = bootstrap::cookie::find(headers, app.cookies.csrf);
     if !session::csrf_ok(&app.mac, cookie, form.get("csrf")) {
         return Err(PageError(
             StatusCode::FORBIDDEN,

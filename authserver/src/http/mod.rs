@@ -22,7 +22,7 @@ use crate::error::OAuthError;
 use crate::form::Form;
 use crate::oauth::{self, BearerError};
 use crate::pages;
-use crate::session::{self, Cookies, Session};
+use crate::session::{self, Session};
 
 mod authorization;
 mod browser;
