@@ -3,12 +3,15 @@
 //! a shutdown signal. Kept small on purpose: each service owns its own config
 //! struct and its own routes.
 
+pub mod clock;
 pub mod config;
 pub mod cookie;
+pub mod digest;
 pub mod fs;
 pub mod jsonl;
 pub mod net;
 pub mod random;
+pub mod seal;
 pub mod shutdown;
 pub mod telemetry;
 
