@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use aws_lc_rs::{constant_time, digest};
+use aws_lc_rs::constant_time;
 use axum::Router;
 use axum::body::Bytes;
 use std::net::SocketAddr;
@@ -128,9 +128,9 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), AdminError> {
                 "missing admin bearer token".into(),
             )
         })?;
-    let a = digest::digest(&digest::SHA256, given.trim().as_bytes());
-    let b = digest::digest(&digest::SHA256, expected.as_bytes());
-    constant_time::verify_slices_are_equal(a.as_ref(), b.as_ref())
+    let a = bootstrap::digest::sha256(given.trim().as_bytes());
+    let b = bootstrap::digest::sha256(expected.as_bytes());
+    constant_time::verify_slices_are_equal(&a, &b)
         .map_err(|_| AdminError(StatusCode::UNAUTHORIZED, "wrong admin bearer token".into()))
 }
 

@@ -1,6 +1,6 @@
 //! Everything a request handler needs, opened once at start.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::crypto::{MasterKey, SecretDigester};
@@ -131,16 +131,7 @@ impl App {
     }
 }
 
-/// Unix seconds.
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// Unix milliseconds (sliding windows).
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub use bootstrap::clock::unix_millis as now_ms;
+/// Unix seconds, read at the edge and passed into the domain as `now`.
+pub use bootstrap::clock::unix_seconds as now;

@@ -8,13 +8,13 @@
 //! keyed digest (HMAC-SHA256) is the right store for them: slow password
 //! hashes are for human passwords.
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
-use aws_lc_rs::{hkdf, hmac};
+use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
-/// Format byte of sealed values, so the scheme can change later.
-const SEALED_V1: u8 = 1;
+/// The one sealing format (`bootstrap::seal`): version ‖ nonce ‖ ciphertext
+/// ‖ tag, bound to its record by associated data.
+pub use bootstrap::seal::Sealer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
@@ -24,8 +24,6 @@ pub enum CryptoError {
         "sealed value does not open with this master key (wrong key, or moved between records)"
     )]
     Open,
-    #[error("the system random generator failed")]
-    Random,
 }
 
 /// The root of every key the authserver keeps at rest.
@@ -60,17 +58,11 @@ impl MasterKey {
     }
 
     fn derive(&self, purpose: &'static str) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        // HKDF-Expand to 32 bytes cannot fail (the limit is 255 × 32).
-        let _ = hkdf::Salt::new(hkdf::HKDF_SHA256, b"portcullis-authserver")
-            .extract(&self.0)
-            .expand(&[purpose.as_bytes()], hkdf::HKDF_SHA256)
-            .and_then(|okm| okm.fill(&mut out));
-        out
+        bootstrap::seal::derive(&self.0, b"portcullis-authserver", purpose)
     }
 
     pub fn sealer(&self) -> Sealer {
-        Sealer(self.derive("seal v1"))
+        Sealer::new(&self.derive("seal v1"))
     }
 
     pub fn secret_digester(&self) -> SecretDigester {
@@ -87,42 +79,6 @@ impl MasterKey {
     }
 }
 
-/// AES-256-GCM with random nonces. Sealed: version ‖ nonce ‖ ciphertext ‖ tag.
-pub struct Sealer([u8; 32]);
-
-impl Sealer {
-    /// Seals `plaintext`; `context` names the record it belongs to
-    /// (e.g. `signing-key:<kid>`) and must be given again to open it.
-    pub fn seal(&self, context: &str, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let key =
-            RandomizedNonceKey::new(&AES_256_GCM, &self.0).map_err(|_| CryptoError::Random)?;
-        let mut body = plaintext.to_vec();
-        let nonce = key
-            .seal_in_place_append_tag(Aad::from(context.as_bytes()), &mut body)
-            .map_err(|_| CryptoError::Random)?;
-        let mut out = Vec::with_capacity(1 + NONCE_LEN + body.len());
-        out.push(SEALED_V1);
-        out.extend_from_slice(nonce.as_ref());
-        out.extend_from_slice(&body);
-        Ok(out)
-    }
-
-    pub fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let (&version, rest) = sealed.split_first().ok_or(CryptoError::Open)?;
-        if version != SEALED_V1 || rest.len() < NONCE_LEN {
-            return Err(CryptoError::Open);
-        }
-        let (nonce, body) = rest.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Open)?;
-        let key = RandomizedNonceKey::new(&AES_256_GCM, &self.0).map_err(|_| CryptoError::Open)?;
-        let mut body = body.to_vec();
-        let plain = key
-            .open_in_place(nonce, Aad::from(context.as_bytes()), &mut body)
-            .map_err(|_| CryptoError::Open)?;
-        Ok(plain.to_vec())
-    }
-}
-
 /// Keyed digests of client secrets: constant-time to check, cheap enough that
 /// the token endpoint is not bound by hashing, useless without the master key.
 pub struct SecretDigester(hmac::Key);
@@ -136,6 +92,10 @@ impl SecretDigester {
         hmac::verify(&self.0, secret.as_bytes(), digest).is_ok()
     }
 }
+
+/// `base64url(SHA-256(value))` (`bootstrap::digest`): ephemeral-store
+/// keys of values that must not be stored as they are, and PKCE S256.
+pub use bootstrap::digest::sha256_text as digest;
 
 /// `N` bytes from the system generator (`bootstrap::random`: a failing
 /// generator stops the process, it never yields zeros).
@@ -156,24 +116,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sealed_values_open_only_with_their_key_and_context() {
+    fn sealed_values_open_only_under_the_master_key_they_were_sealed_with() {
         let (master, text) = MasterKey::generate().unwrap();
-        let sealer = master.sealer();
-        let sealed = sealer.seal("signing-key:k1", b"private").unwrap();
-        assert_eq!(sealer.open("signing-key:k1", &sealed).unwrap(), b"private");
-        // Same plaintext twice: different nonces, different ciphertexts.
-        assert_ne!(sealer.seal("signing-key:k1", b"private").unwrap(), sealed);
-        assert!(matches!(
-            sealer.open("signing-key:k2", &sealed),
-            Err(CryptoError::Open)
-        ));
+        let sealed = master.sealer().seal("signing-key:k1", b"private");
         let (other, _) = MasterKey::generate().unwrap();
-        assert!(other.sealer().open("signing-key:k1", &sealed).is_err());
-        let mut tampered = sealed.clone();
-        *tampered.last_mut().unwrap() ^= 1;
-        assert!(sealer.open("signing-key:k1", &tampered).is_err());
-        assert!(sealer.open("signing-key:k1", &sealed[..10]).is_err());
-        assert!(sealer.open("signing-key:k1", &[]).is_err());
+        assert!(other.sealer().open("signing-key:k1", &sealed).is_none());
         // The encoded key reads back as the same key.
         let again = MasterKey::from_base64(&format!("  {text}\n")).unwrap();
         assert_eq!(

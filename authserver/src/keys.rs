@@ -206,7 +206,7 @@ fn new_key(
         source,
     })?;
     Ok(StoredKey {
-        sealed_private_key: sealer.seal(&seal_context(&kid), &pkcs8)?,
+        sealed_private_key: sealer.seal(&seal_context(&kid), &pkcs8),
         public_jwk: signer.jwk().to_string(),
         alg: format!("{alg:?}"),
         state,
@@ -236,9 +236,9 @@ fn publish(sealer: &Sealer, stored: &[StoredKey]) -> Result<Published, KeyError>
         .ok_or(KeyError::NoActiveKey)?;
     let pkcs8 = sealer
         .open(&seal_context(&active.kid), &active.sealed_private_key)
-        .map_err(|source| KeyError::Unseal {
+        .ok_or_else(|| KeyError::Unseal {
             kid: active.kid.clone(),
-            source,
+            source: CryptoError::Open,
         })?;
     let alg = parse_alg(&active.kid, &active.alg)?;
     let signer = Signer::from_pkcs8(alg, &active.kid, &pkcs8).map_err(|source| KeyError::Key {

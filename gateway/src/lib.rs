@@ -30,14 +30,9 @@ pub mod upstream;
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    u64::try_from(bootstrap::clock::unix_seconds()).unwrap_or(0)
 }
 
-/// SHA-256 of `bytes`: the key of every cache that must not hold a token.
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref());
-    out
-}
+/// SHA-256 of `bytes` (`bootstrap::digest`): the key of every cache that
+/// must not hold a token.
+pub use bootstrap::digest::sha256;

@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use crate::verified::Verified;
 
 pub(crate) struct VerifiedCache(moka::sync::Cache<[u8; 32], Arc<Verified>>);
@@ -22,7 +20,7 @@ impl VerifiedCache {
     }
 
     pub fn key(token: &str) -> [u8; 32] {
-        Sha256::digest(token.as_bytes()).into()
+        bootstrap::digest::sha256(token.as_bytes())
     }
 
     /// A cached verification still inside its `exp` (plus leeway).

@@ -1,7 +1,7 @@
 //! One trusted issuer at run time: its JWKS kept fresh, its discovery.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use jsonwebtoken::Algorithm;
@@ -80,10 +80,7 @@ impl Issuer {
         match result {
             Ok(set) => {
                 status.keys = set.keys.len();
-                status.fetched_at = SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .ok()
-                    .map(|d| d.as_secs());
+                status.fetched_at = Some(crate::verified::now());
                 status.last_error = None;
                 self.keys.store(Arc::new(set));
             }

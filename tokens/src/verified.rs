@@ -1,8 +1,6 @@
 //! A verified token, and the claim rules JWTs and introspection answers
 //! share: audience, time claims, subject qualification.
 
-use std::time::SystemTime;
-
 use serde_json::{Map, Value};
 
 use crate::error::TokenError;
@@ -76,8 +74,7 @@ pub(crate) fn seconds(
     }
 }
 
+/// Unix seconds, from the one clock (`bootstrap::clock`).
 pub(crate) fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    u64::try_from(bootstrap::clock::unix_seconds()).unwrap_or(0)
 }

@@ -156,9 +156,9 @@ impl Sessions {
                 .map_err(|e| format!("session HTTP client: {e}"))?,
             provider: tokio::sync::OnceCell::new(),
             verifier,
-            session_sealer: Sealer::new(secret, "session")?,
-            login_sealer: Sealer::new(secret, "login")?,
-            logout_token: Mac::new(secret, "logout")?,
+            session_sealer: Sealer::new(secret, "session"),
+            login_sealer: Sealer::new(secret, "login"),
+            logout_token: Mac::new(secret, "logout"),
             origin: redirect.origin().ascii_serialization(),
             login_cookie: format!("{cookie}_login"),
             cookie,
@@ -321,8 +321,8 @@ impl Sessions {
         };
         let location = format!("{}{sep}{query}", provider.authorization_endpoint);
         let sealed = serde_json::to_vec(&state)
-            .map_err(|e| e.to_string())
-            .and_then(|plain| self.login_sealer.seal(&self.login_cookie, &plain));
+            .map(|plain| self.login_sealer.seal(&self.login_cookie, &plain))
+            .map_err(|e| e.to_string());
         let sealed = match sealed {
             Ok(s) => s,
             Err(e) => return self.unavailable(session, &SessionError::Store(e)).await,

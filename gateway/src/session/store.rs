@@ -35,10 +35,7 @@ impl Sessions {
     pub(super) async fn seal(&self, stored: &Stored) -> Result<String, SessionError> {
         let plain = serde_json::to_vec(&CookieValue::Inline(stored.clone()))
             .map_err(|e| SessionError::Store(e.to_string()))?;
-        let inline = self
-            .session_sealer
-            .seal(&self.cookie, &plain)
-            .map_err(SessionError::Store)?;
+        let inline = self.session_sealer.seal(&self.cookie, &plain);
         let too_large = inline.len() > MAX_COOKIE_BYTES;
         let server_side = match self.config.store {
             SessionStore::Cookie => false,
@@ -61,10 +58,7 @@ impl Sessions {
             sid: stored.sid.clone(),
         })
         .map_err(|e| SessionError::Store(e.to_string()))?;
-        let sealed = self
-            .session_sealer
-            .seal(&self.cookie, &pointer)
-            .map_err(SessionError::Store)?;
+        let sealed = self.session_sealer.seal(&self.cookie, &pointer);
         Ok(format!("{POINTER_MARK}{sealed}"))
     }
 

@@ -2,6 +2,21 @@
 //! request came over ext_authz gRPC, the HTTP API, or a linked-in gateway.
 //! Decisions read the current bundle through an `ArcSwap`: never blocked by a
 //! reload, never a mix of two policy sets.
+//!
+//! The life of a decision (`Engine::check`):
+//! 1. load the current snapshot (a lock-free read);
+//! 2. strip the query; refuse a non-canonical path (deny, `non-canonical
+//!    path`): no decision about a path the upstream could read differently;
+//! 3. map the route (host, method, path template) to action and resource,
+//!    the claims to a principal and its claim parents (no route: deny);
+//! 4. take the action's scope; the cache key is the generation, principal,
+//!    claim parents, action, resource, route context and only the context
+//!    attributes the scope's policies read;
+//! 5. on a miss, build only the context the scope reads, pick the entities
+//!    (the stored set, or a slice: the principal with its claim parents and
+//!    every stored entity the evaluation can reach) and evaluate the
+//!    scope's policies;
+//! 6. count, queue a decision-log record (never blocking), answer.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
@@ -204,7 +219,7 @@ impl Engine {
                 );
             }
         };
-        let time = req.time.unwrap_or_else(now_secs);
+        let time = req.time.unwrap_or_else(bootstrap::clock::unix_seconds);
         let scope = bundle.scope(&mapped.action);
         let key = self.cache.enabled().then(|| {
             check_key(
@@ -325,7 +340,7 @@ impl Engine {
         let _guard = lock(&self.writes);
         let result = Bundle::load(&self.dir);
         let mut status = lock(&self.status);
-        status.last_attempt = Some(now_secs_f64());
+        status.last_attempt = Some(bootstrap::clock::unix_seconds_f64());
         match result {
             Ok(bundle) => {
                 let changed = bundle.version != self.current.load().bundle.version;
@@ -359,18 +374,4 @@ impl Engine {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding these locks leaves plain data behind; keep going.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
-}
-
-fn now_secs_f64() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
 }
