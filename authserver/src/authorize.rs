@@ -8,13 +8,11 @@
 
 use std::time::Duration;
 
-use aws_lc_rs::digest;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
-use crate::crypto::random_token;
+use crate::crypto::{digest, random_token};
+use crate::ephemeral::keys;
 use crate::error::OAuthError;
 use crate::form::Form;
 use crate::model::{AuditEvent, Client, GrantType, User};
@@ -91,22 +89,6 @@ impl From<OAuthError> for Refusal {
     }
 }
 
-fn hash(value: &str) -> String {
-    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, value.as_bytes()).as_ref())
-}
-
-pub fn request_key(id: &str) -> String {
-    format!("authreq:{id}")
-}
-
-pub fn code_key(code: &str) -> String {
-    format!("code:{}", hash(code))
-}
-
-pub fn used_code_key(code: &str) -> String {
-    format!("code-used:{}", hash(code))
-}
-
 /// `redirect_uri` with the response parameters appended to its query.
 pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
     let mut out = String::from(redirect_uri);
@@ -138,7 +120,7 @@ pub fn pkce_shaped(value: &str) -> bool {
 }
 
 pub fn s256(verifier: &str) -> String {
-    hash(verifier)
+    digest(verifier)
 }
 
 /// Validates the query of `GET /authorize` and stores the request.
@@ -310,7 +292,7 @@ pub async fn start(app: &App, query: &Form) -> Result<String, Refusal> {
     let id = random_token::<24>();
     let bytes = serde_json::to_vec(&req).map_err(|e| OAuthError::server_error(&e))?;
     app.ephemeral
-        .put(&request_key(&id), &bytes, REQUEST_TTL)
+        .put(&keys::auth_request(&id), &bytes, REQUEST_TTL)
         .await
         .map_err(OAuthError::from)?;
     Ok(id)
@@ -318,7 +300,7 @@ pub async fn start(app: &App, query: &Form) -> Result<String, Refusal> {
 
 pub async fn load(app: &App, id: &str) -> Result<AuthRequest, Refusal> {
     app.ephemeral
-        .get(&request_key(id))
+        .get(&keys::auth_request(id))
         .await
         .map_err(OAuthError::from)?
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -333,7 +315,7 @@ pub async fn load(app: &App, id: &str) -> Result<AuthRequest, Refusal> {
 pub async fn save(app: &App, id: &str, req: &AuthRequest) -> Result<(), Refusal> {
     let bytes = serde_json::to_vec(req).map_err(|e| OAuthError::server_error(&e))?;
     app.ephemeral
-        .put(&request_key(id), &bytes, REQUEST_TTL)
+        .put(&keys::auth_request(id), &bytes, REQUEST_TTL)
         .await
         .map_err(OAuthError::from)?;
     Ok(())
@@ -347,7 +329,7 @@ fn has_prompt(req: &AuthRequest, value: &str) -> bool {
 
 /// The digest under which a session id is remembered in a request.
 pub fn session_digest(session_id: &str) -> String {
-    hash(session_id)
+    digest(session_id)
 }
 
 /// Decides what comes next for request `id`, given the browser's session
@@ -385,7 +367,7 @@ pub async fn resume(
     let Some((session_id, session)) = session else {
         return login(app, &req);
     };
-    let fresh = req.fresh_session.as_deref() == Some(hash(session_id).as_str());
+    let fresh = req.fresh_session.as_deref() == Some(digest(session_id).as_str());
     // max_age=0 means "authenticate now", as prompt=login.
     let too_old = req
         .max_age
@@ -447,12 +429,12 @@ pub async fn resume(
     let bytes = serde_json::to_vec(&grant).map_err(|e| OAuthError::server_error(&e))?;
     let ttl = Duration::from_secs(app.config.tokens.code_seconds);
     app.ephemeral
-        .put(&code_key(&code), &bytes, ttl)
+        .put(&keys::code(&code), &bytes, ttl)
         .await
         .map_err(OAuthError::from)?;
     // The request is spent: a reload of the page cannot mint another code.
     app.ephemeral
-        .delete(&request_key(id))
+        .delete(&keys::auth_request(id))
         .await
         .map_err(OAuthError::from)?;
     let mut params = vec![("code", code.as_str())];
@@ -467,7 +449,7 @@ pub async fn resume(
 pub async fn deny(app: &App, id: &str, user_id: &str, now: i64) -> Result<String, Refusal> {
     let req = load(app, id).await?;
     app.ephemeral
-        .delete(&request_key(id))
+        .delete(&keys::auth_request(id))
         .await
         .map_err(OAuthError::from)?;
     let event = AuditEvent::new(now, user_id, "consent.deny").client(req.client_id.clone());

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::config::AccessFormat;
 use crate::crypto::random_token;
-use crate::ephemeral::EphemeralError;
+use crate::ephemeral::{EphemeralError, keys};
 use crate::error::OAuthError;
 use crate::model::{Client, User};
 use crate::token::{ACCESS_TOKEN_TYP, AccessClaims, read_own};
@@ -37,27 +37,6 @@ pub struct RefreshGrant {
     pub auth: AuthFacts,
     /// When the family ends, however often it rotates (Unix seconds).
     pub family_expires: i64,
-}
-
-fn hash(token: &str) -> String {
-    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, token.as_bytes()).as_ref())
-}
-
-pub fn refresh_key(token: &str) -> String {
-    format!("refresh:{}", hash(token))
-}
-
-pub fn used_refresh_key(token: &str) -> String {
-    format!("refresh-used:{}", hash(token))
-}
-
-pub fn family_key(family: &str) -> String {
-    format!("refresh-family:{family}")
-}
-
-/// Where an opaque access token's claims are kept, by the token's hash.
-fn opaque_access_key(token: &str) -> String {
-    format!("access:{}", hash(token))
 }
 
 fn secs(n: u64) -> i64 {
@@ -102,7 +81,7 @@ pub async fn access_token(
             let stored = serde_json::to_vec(&claims).map_err(|e| OAuthError::server_error(&e))?;
             let ttl = Duration::from_secs(app.config.tokens.access_seconds);
             app.ephemeral
-                .put(&opaque_access_key(&token), &stored, ttl)
+                .put(&keys::opaque_access(&token), &stored, ttl)
                 .await?;
             token
         }
@@ -125,7 +104,7 @@ pub async fn read_access(
     if token.contains('.') {
         return Ok(read_own(&app.keys.current(), &app.issuer, token, now));
     }
-    let Some(bytes) = app.ephemeral.get(&opaque_access_key(token)).await? else {
+    let Some(bytes) = app.ephemeral.get(&keys::opaque_access(token)).await? else {
         return Ok(None);
     };
     Ok(serde_json::from_slice::<AccessClaims>(&bytes)
@@ -221,7 +200,9 @@ pub async fn refresh_token(
             let f = random_token::<16>();
             let expires = now + secs(app.config.tokens.refresh_seconds);
             let ttl = Duration::from_secs(app.config.tokens.refresh_seconds);
-            app.ephemeral.put(&family_key(&f), b"live", ttl).await?;
+            app.ephemeral
+                .put(&keys::refresh_family(&f), b"live", ttl)
+                .await?;
             (f, expires)
         }
     };
@@ -241,7 +222,11 @@ pub async fn refresh_token(
     };
     let bytes = serde_json::to_vec(&grant).map_err(|e| OAuthError::server_error(&e))?;
     app.ephemeral
-        .put(&refresh_key(&token), &bytes, Duration::from_secs(remaining))
+        .put(
+            &keys::refresh(&token),
+            &bytes,
+            Duration::from_secs(remaining),
+        )
         .await?;
     app.metrics
         .tokens_issued

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::app::App;
+use crate::ephemeral::keys;
 use crate::error::OAuthError;
 use crate::model::{AuditEvent, User};
 
@@ -34,19 +35,16 @@ pub fn mask(text: &str) -> String {
 }
 
 fn account_key(username: &str) -> String {
-    format!("login-fail:account:{}", username.trim().to_lowercase())
+    keys::login_failures_of_account(username)
 }
 
 /// Failures count per address; an IPv6 client holds a whole /64, so its
 /// addresses count together.
 fn address_key(ip: Option<IpAddr>) -> String {
-    format!(
-        "login-fail:address:{}",
-        ip.map_or_else(
-            || "unknown".into(),
-            |ip| bootstrap::net::bucket(ip, 64).to_string()
-        )
-    )
+    keys::login_failures_from(&ip.map_or_else(
+        || "unknown".into(),
+        |ip| bootstrap::net::bucket(ip, 64).to_string(),
+    ))
 }
 
 pub async fn password(

@@ -11,14 +11,13 @@
 
 use std::time::Duration;
 
-use aws_lc_rs::digest;
 use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{CryptoError, random_token};
-use crate::ephemeral::{Ephemeral, EphemeralError};
+use crate::ephemeral::{Ephemeral, EphemeralError, keys};
 
 /// What a session proves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,11 +62,6 @@ impl Cookies {
     }
 }
 
-fn key(id: &str) -> String {
-    let hash = digest::digest(&digest::SHA256, id.as_bytes());
-    format!("session:{}", URL_SAFE_NO_PAD.encode(hash.as_ref()))
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error(transparent)]
@@ -84,7 +78,7 @@ pub async fn create(
 ) -> Result<String, SessionError> {
     let id = random_token::<32>();
     let bytes = serde_json::to_vec(session).unwrap_or_default();
-    store.put(&key(&id), &bytes, ttl).await?;
+    store.put(&keys::session(&id), &bytes, ttl).await?;
     Ok(id)
 }
 
@@ -92,13 +86,13 @@ pub async fn create(
 /// older format) is no session.
 pub async fn load(store: &Ephemeral, id: &str) -> Result<Option<Session>, SessionError> {
     Ok(store
-        .get(&key(id))
+        .get(&keys::session(id))
         .await?
         .and_then(|b| serde_json::from_slice(&b).ok()))
 }
 
 pub async fn end(store: &Ephemeral, id: &str) -> Result<(), SessionError> {
-    Ok(store.delete(&key(id)).await?)
+    Ok(store.delete(&keys::session(id)).await?)
 }
 
 /// The form token that matches a `csrf` cookie value.

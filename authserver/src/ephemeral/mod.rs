@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+pub mod keys;
 mod memory;
 mod redis_store;
 

@@ -231,6 +231,6 @@ pub(super) async fn assertion_valid(
     }
     // Single use: remember the jti until the assertion could no longer pass.
     let ttl = Duration::from_secs(u64::try_from(claims.exp - now + 60).unwrap_or(60));
-    let key = format!("assertion:{}:{}", client.id, claims.jti);
+    let key = keys::client_assertion(&client.id, &claims.jti);
     Ok(app.ephemeral.put_new(&key, b"1", ttl).await?)
 }

@@ -37,7 +37,7 @@ pub(super) async fn authorization_code(
     // Another client's code, or one presented without its PKCE verifier or
     // redirect URI, is refused without being used up: whoever holds a
     // leaked code can neither use it nor void it.
-    let key = authorize::code_key(code);
+    let key = keys::code(code);
     let Some(bytes) = app.ephemeral.get(&key).await? else {
         return Err(code_replayed(app, client, code, source, now).await?);
     };
@@ -81,7 +81,7 @@ pub(super) async fn authorization_code(
     let pending = serde_json::to_vec(&pending).map_err(|e| OAuthError::server_error(&e))?;
     if !app
         .ephemeral
-        .put_new(&authorize::used_code_key(code), &pending, keep)
+        .put_new(&keys::used_code(code), &pending, keep)
         .await?
     {
         return Err(code_replayed(app, client, code, source, now).await?);
@@ -137,11 +137,16 @@ pub(super) async fn authorization_code(
     };
     let bytes = serde_json::to_vec(&marker).map_err(|e| OAuthError::server_error(&e))?;
     app.ephemeral
-        .put(&authorize::used_code_key(code), &bytes, keep)
+        .put(&keys::used_code(code), &bytes, keep)
         .await?;
     // A replay that came while we were minting left a flag: what we issued
     // is void, for this caller too.
-    if app.ephemeral.get(&replayed_key(code)).await?.is_some() {
+    if app
+        .ephemeral
+        .get(&keys::replayed_code(code))
+        .await?
+        .is_some()
+    {
         revoke_issued(app, &issued, now).await?;
         return Err(OAuthError::invalid_grant(
             "authorization code was used twice; its tokens are revoked",
@@ -156,10 +161,6 @@ pub(super) async fn authorization_code(
     Ok(response)
 }
 
-pub(super) fn replayed_key(code: &str) -> String {
-    format!("{}:replayed", authorize::used_code_key(code))
-}
-
 pub(super) async fn revoke_issued(
     app: &App,
     issued: &CodeIssued,
@@ -167,7 +168,7 @@ pub(super) async fn revoke_issued(
 ) -> Result<(), OAuthError> {
     revoke_jti(app, &issued.jti, issued.exp, now).await?;
     if let Some(family) = &issued.family {
-        app.ephemeral.delete(&issue::family_key(family)).await?;
+        app.ephemeral.delete(&keys::refresh_family(family)).await?;
     }
     Ok(())
 }
@@ -186,7 +187,7 @@ pub(super) async fn code_replayed(
     source: Option<IpAddr>,
     now: i64,
 ) -> Result<OAuthError, OAuthError> {
-    let used_key = authorize::used_code_key(code);
+    let used_key = keys::used_code(code);
     let read =
         |bytes: Option<Vec<u8>>| bytes.and_then(|b| serde_json::from_slice::<UsedCode>(&b).ok());
     let invalid = || OAuthError::invalid_grant("authorization code is invalid or expired");
@@ -201,7 +202,7 @@ pub(super) async fn code_replayed(
         Some(done) => revoke_issued(app, &done, now).await?,
         None => {
             app.ephemeral
-                .put(&replayed_key(code), b"1", Duration::from_secs(600))
+                .put(&keys::replayed_code(code), b"1", Duration::from_secs(600))
                 .await?;
             if let Some(done) = issued(app.ephemeral.get(&used_key).await?) {
                 revoke_issued(app, &done, now).await?;

@@ -37,12 +37,12 @@ pub async fn introspect(
     }
     let token = form.require("token")?;
     // A refresh token is described to the client that holds it only.
-    if let Some(bytes) = app.ephemeral.get(&issue::refresh_key(token)).await?
+    if let Some(bytes) = app.ephemeral.get(&keys::refresh(token)).await?
         && let Ok(grant) = serde_json::from_slice::<issue::RefreshGrant>(&bytes)
     {
         let live = app
             .ephemeral
-            .get(&issue::family_key(&grant.family))
+            .get(&keys::refresh_family(&grant.family))
             .await?
             .is_some();
         if !live || grant.client_id != client.id {
@@ -67,7 +67,7 @@ pub async fn introspect(
     }
     if app
         .ephemeral
-        .get(&revoked_key(&claims.jti))
+        .get(&keys::revoked(&claims.jti))
         .await?
         .is_some()
         || !still_active(app, &claims).await?

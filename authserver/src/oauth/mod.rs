@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::App;
+use crate::ephemeral::keys;
 use crate::error::OAuthError;
 use crate::form::Form;
 use crate::model::{AuditEvent, Client, ClientAuth, GrantType};
@@ -39,7 +40,7 @@ pub use userinfo::{BearerError, userinfo};
 use client_credentials::client_credentials;
 use code::authorization_code;
 use refresh::refresh;
-use revocation::{revoke_jti, revoked_key};
+use revocation::revoke_jti;
 
 /// The scopes granted: those asked for, all allowed to the client; without
 /// a `scope` parameter, everything the client is registered for.

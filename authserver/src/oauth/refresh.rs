@@ -19,7 +19,7 @@ pub(super) async fn refresh(
 ) -> Result<Value, OAuthError> {
     require_grant_type(client, GrantType::RefreshToken)?;
     let token = form.require("refresh_token")?;
-    let key = issue::refresh_key(token);
+    let key = keys::refresh(token);
     // Another client's refresh token is refused without being used up.
     let current = app.ephemeral.get(&key).await?;
     let grant = match &current {
@@ -46,7 +46,7 @@ pub(super) async fn refresh(
             };
             let used = serde_json::to_vec(&used).map_err(|e| OAuthError::server_error(&e))?;
             app.ephemeral
-                .put_new(&issue::used_refresh_key(token), &used, ttl)
+                .put_new(&keys::used_refresh(token), &used, ttl)
                 .await?
         }
         None => false,
@@ -57,7 +57,7 @@ pub(super) async fn refresh(
         None
     };
     let (Some(grant), Some(_)) = (grant, taken) else {
-        let used = app.ephemeral.get(&issue::used_refresh_key(token)).await?;
+        let used = app.ephemeral.get(&keys::used_refresh(token)).await?;
         let used = used.and_then(|b| serde_json::from_slice::<UsedRefresh>(&b).ok());
         if !marked
             && let Some(UsedRefresh { family, client_id }) = used
@@ -65,7 +65,7 @@ pub(super) async fn refresh(
         {
             // Reuse of a rotated token by its client: someone has a copy.
             // End the family. (Another client's replay changes nothing.)
-            app.ephemeral.delete(&issue::family_key(&family)).await?;
+            app.ephemeral.delete(&keys::refresh_family(&family)).await?;
             let event =
                 AuditEvent::new(now, format!("client:{}", client.id), "token.refresh_reuse")
                     .failed()
@@ -84,7 +84,7 @@ pub(super) async fn refresh(
     app.metrics.refresh_tokens.end(grant.family_expires);
     if app
         .ephemeral
-        .get(&issue::family_key(&grant.family))
+        .get(&keys::refresh_family(&grant.family))
         .await?
         .is_none()
     {
@@ -112,7 +112,7 @@ pub(super) async fn refresh(
         Some(u) if !u.disabled => u,
         _ => {
             app.ephemeral
-                .delete(&issue::family_key(&grant.family))
+                .delete(&keys::refresh_family(&grant.family))
                 .await?;
             return Err(OAuthError::invalid_grant("the user is no longer active"));
         }

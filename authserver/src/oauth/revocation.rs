@@ -16,14 +16,14 @@ pub async fn revoke(
     // `token_type_hint` is only a hint (RFC 7009 §2.1): both kinds are
     // looked up whatever it says.
     // A refresh token ends its whole family (RFC 7009 §2.1).
-    if let Some(bytes) = app.ephemeral.get(&issue::refresh_key(token)).await?
+    if let Some(bytes) = app.ephemeral.get(&keys::refresh(token)).await?
         && let Ok(grant) = serde_json::from_slice::<issue::RefreshGrant>(&bytes)
     {
         if grant.client_id == client.id {
             app.ephemeral
-                .delete(&issue::family_key(&grant.family))
+                .delete(&keys::refresh_family(&grant.family))
                 .await?;
-            app.ephemeral.delete(&issue::refresh_key(token)).await?;
+            app.ephemeral.delete(&keys::refresh(token)).await?;
             let event = AuditEvent::new(now, format!("client:{}", client.id), "token.revoke")
                 .target(grant.family)
                 .source(source)
@@ -48,10 +48,6 @@ pub async fn revoke(
 
 pub(super) async fn revoke_jti(app: &App, jti: &str, exp: i64, now: i64) -> Result<(), OAuthError> {
     let ttl = Duration::from_secs(u64::try_from(exp - now).unwrap_or(0).max(1));
-    app.ephemeral.put(&revoked_key(jti), b"1", ttl).await?;
+    app.ephemeral.put(&keys::revoked(jti), b"1", ttl).await?;
     Ok(())
-}
-
-pub(super) fn revoked_key(jti: &str) -> String {
-    format!("revoked:{jti}")
 }

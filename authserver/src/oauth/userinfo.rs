@@ -36,7 +36,7 @@ pub async fn userinfo(app: &App, bearer: Option<&str>, now: i64) -> Result<Value
         .ok_or(BearerError::InvalidToken)?;
     if app
         .ephemeral
-        .get(&revoked_key(&claims.jti))
+        .get(&keys::revoked(&claims.jti))
         .await?
         .is_some()
     {

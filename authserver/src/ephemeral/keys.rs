@@ -1,0 +1,111 @@
+//! Every key the authserver writes to the ephemeral store, in one place, so
+//! two features cannot share a prefix by accident. Values a browser or a
+//! client holds (codes, tokens, session ids) appear only as their digest: a
+//! dump of the store yields nothing that can be presented.
+
+use crate::crypto::digest;
+
+/// A pending authorization request (its id is in the login form, not a
+/// credential by itself).
+pub fn auth_request(id: &str) -> String {
+    format!("authreq:{id}")
+}
+
+/// An authorization code's grant.
+pub fn code(code: &str) -> String {
+    format!("code:{}", digest(code))
+}
+
+/// A redeemed code, kept to detect replay.
+pub fn used_code(code: &str) -> String {
+    format!("code-used:{}", digest(code))
+}
+
+/// A code presented again after redemption (RFC 6749 §4.1.2).
+pub fn replayed_code(code: &str) -> String {
+    format!("code-used:{}:replayed", digest(code))
+}
+
+/// A live refresh token.
+pub fn refresh(token: &str) -> String {
+    format!("refresh:{}", digest(token))
+}
+
+/// A rotated refresh token, kept to detect reuse.
+pub fn used_refresh(token: &str) -> String {
+    format!("refresh-used:{}", digest(token))
+}
+
+/// A refresh-token family: while it exists, its tokens are live.
+pub fn refresh_family(family: &str) -> String {
+    format!("refresh-family:{family}")
+}
+
+/// An opaque access token's claims.
+pub fn opaque_access(token: &str) -> String {
+    format!("access:{}", digest(token))
+}
+
+/// A revoked JWT access token, by `jti`, until it would have expired.
+pub fn revoked(jti: &str) -> String {
+    format!("revoked:{jti}")
+}
+
+/// A client assertion's `jti`, remembered so it is used once.
+pub fn client_assertion(client_id: &str, jti: &str) -> String {
+    format!("assertion:{client_id}:{jti}")
+}
+
+/// A browser session.
+pub fn session(id: &str) -> String {
+    format!("session:{}", digest(id))
+}
+
+/// Failed logins of one account (sliding window).
+pub fn login_failures_of_account(username: &str) -> String {
+    format!("login-fail:account:{}", username.trim().to_lowercase())
+}
+
+/// Failed logins from one source bucket (sliding window).
+pub fn login_failures_from(bucket: &str) -> String {
+    format!("login-fail:address:{bucket}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_appear_only_as_digests_and_prefixes_do_not_collide() {
+        let secret = "the-secret-value";
+        let keys = [
+            code(secret),
+            used_code(secret),
+            replayed_code(secret),
+            refresh(secret),
+            used_refresh(secret),
+            opaque_access(secret),
+            session(secret),
+        ];
+        for key in &keys {
+            assert!(!key.contains(secret), "{key}");
+        }
+        let mut unique = keys.to_vec();
+        unique.extend([
+            auth_request(secret),
+            refresh_family(secret),
+            revoked(secret),
+            client_assertion("c", secret),
+            login_failures_of_account(secret),
+            login_failures_from(secret),
+        ]);
+        let count = unique.len();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), count);
+        assert_eq!(
+            login_failures_of_account(" Alice "),
+            "login-fail:account:alice"
+        );
+    }
+}
