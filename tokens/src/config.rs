@@ -63,7 +63,7 @@ fn default_min_refetch() -> u64 {
     10
 }
 
-const ASYMMETRIC: [Algorithm; 9] = [
+pub(crate) const ASYMMETRIC: [Algorithm; 9] = [
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,

@@ -36,4 +36,4 @@ pub use error::{ConfigError, TokenError};
 pub use issuer::IssuerStatus;
 pub use signer::{Signer, SignerError};
 pub use verified::{Verified, qualify};
-pub use verifier::{START_WAIT, Verifier, pre_signature};
+pub use verifier::{START_WAIT, Verifier, pre_signature, verify_with_keys};

@@ -9,10 +9,11 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use crate::cache::VerifiedCache;
-use crate::config::IssuerConfig;
+use crate::config::{ASYMMETRIC, IssuerConfig};
 use crate::error::{ConfigError, TokenError};
 use crate::introspection::Introspector;
 use crate::issuer::{Issuer, IssuerStatus};
+use crate::keys::KeySet;
 use crate::verified::{Verified, audience_ok, now, qualify, seconds};
 
 /// Tokens above this size are refused before any decoding.
@@ -133,15 +134,12 @@ impl Verifier {
             .find(|i| i.config.issuer == iss)
             .ok_or(TokenError::UnknownIssuer)?;
         let alg = header.algorithm(&issuer.algorithms)?;
-        if let Some(required) = &issuer.config.token_type
-            && !header
-                .typ
-                .as_deref()
-                .is_some_and(|t| same_type(t, required))
-        {
-            return Err(TokenError::WrongType(required.clone()));
-        }
-
+        let rules = Rules {
+            token_type: issuer.config.token_type.as_deref(),
+            leeway: issuer.config.leeway_seconds,
+            audiences: &issuer.config.audiences,
+        };
+        rules.check_type(&header)?;
         let kid = header.kid.as_deref();
         let mut keys = issuer.keys.load_full();
         if keys.keys.is_empty() || kid.is_some_and(|k| !keys.has_kid(k)) {
@@ -154,26 +152,8 @@ impl Verifier {
         if keys.keys.is_empty() {
             return Err(TokenError::KeysUnavailable);
         }
-        let key = keys.find(kid, alg).ok_or(TokenError::UnknownKey)?;
-        let signed = jsonwebtoken::crypto::verify(parts.signature, parts.message, &key.key, alg)
-            .map_err(|_| TokenError::Malformed("signature encoding"))?;
-        if !signed {
-            return Err(TokenError::BadSignature);
-        }
-
-        let leeway = issuer.config.leeway_seconds;
-        let exp = seconds(&claims, "exp")?.ok_or(TokenError::BadClaim("exp"))?;
-        if now >= exp.saturating_add(leeway) {
-            return Err(TokenError::Expired);
-        }
-        if let Some(nbf) = seconds(&claims, "nbf")?
-            && now.saturating_add(leeway) < nbf
-        {
-            return Err(TokenError::NotYetValid);
-        }
-        if !audience_ok(claims.get("aud"), &issuer.config.audiences) {
-            return Err(TokenError::WrongAudience);
-        }
+        let exp = rules.check_signed(&parts, &keys, kid, alg, &claims, now)?;
+        let leeway = rules.leeway;
         let mut claims = claims;
         qualify(&mut claims, issuer.config.subject_prefix.as_deref());
         let verified = Arc::new(Verified {
@@ -183,6 +163,92 @@ impl Verifier {
         });
         self.cache.insert(cache_key, verified.clone());
         Ok(verified)
+    }
+}
+
+/// Verifies a JWT signed with one of a fixed set of keys (a client's
+/// registered JWKS: RFC 7523 client assertions) by the same rules as an
+/// issuer's tokens, the keys given rather than fetched: the shape and
+/// header rules, an asymmetric `alg` the chosen key fits, the signature,
+/// `exp` (required) and `nbf` with `leeway_seconds`, `iss` exactly
+/// `issuer`, and `aud` one of `audiences`. Returns the claims.
+pub fn verify_with_keys(
+    token: &str,
+    jwks: &str,
+    issuer: &str,
+    audiences: &[String],
+    leeway_seconds: u64,
+    now: u64,
+) -> Result<Map<String, Value>, TokenError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(TokenError::TooLarge(MAX_TOKEN_BYTES));
+    }
+    let (parts, header, claims) = unverified(token)?;
+    if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
+        return Err(TokenError::UnknownIssuer);
+    }
+    let keys = KeySet::parse(jwks.as_bytes()).map_err(|_| TokenError::UnknownKey)?;
+    let alg = header.algorithm(&ASYMMETRIC)?;
+    let rules = Rules {
+        token_type: None,
+        leeway: leeway_seconds,
+        audiences,
+    };
+    rules.check_signed(&parts, &keys, header.kid.as_deref(), alg, &claims, now)?;
+    Ok(claims)
+}
+
+/// The checks after the issuer is known, shared by every kind of token.
+struct Rules<'a> {
+    token_type: Option<&'a str>,
+    leeway: u64,
+    audiences: &'a [String],
+}
+
+impl Rules<'_> {
+    fn check_type(&self, header: &Header) -> Result<(), TokenError> {
+        match self.token_type {
+            Some(required)
+                if !header
+                    .typ
+                    .as_deref()
+                    .is_some_and(|t| same_type(t, required)) =>
+            {
+                Err(TokenError::WrongType(required.to_owned()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Key, signature, time and audience; returns `exp`.
+    fn check_signed(
+        &self,
+        parts: &Parts<'_>,
+        keys: &KeySet,
+        kid: Option<&str>,
+        alg: Algorithm,
+        claims: &Map<String, Value>,
+        now: u64,
+    ) -> Result<u64, TokenError> {
+        let key = keys.find(kid, alg).ok_or(TokenError::UnknownKey)?;
+        let signed = jsonwebtoken::crypto::verify(parts.signature, parts.message, &key.key, alg)
+            .map_err(|_| TokenError::Malformed("signature encoding"))?;
+        if !signed {
+            return Err(TokenError::BadSignature);
+        }
+        let exp = seconds(claims, "exp")?.ok_or(TokenError::BadClaim("exp"))?;
+        if now >= exp.saturating_add(self.leeway) {
+            return Err(TokenError::Expired);
+        }
+        if let Some(nbf) = seconds(claims, "nbf")?
+            && now.saturating_add(self.leeway) < nbf
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        if !audience_ok(claims.get("aud"), self.audiences) {
+            return Err(TokenError::WrongAudience);
+        }
+        Ok(exp)
     }
 }
 

@@ -300,3 +300,63 @@ async fn a_hanging_issuer_does_not_hold_up_start() {
     assert!(started.elapsed() < tokens::START_WAIT + std::time::Duration::from_secs(1));
     assert!(!v.ready());
 }
+
+/// Fixed keys (a client's registered JWKS, RFC 7523) get the same rules as
+/// an issuer's: signature, asymmetric `alg`, no key-naming headers,
+/// `exp`/`nbf`, exact `iss`, `aud`.
+#[test]
+fn fixed_keys_are_held_to_the_same_rules() {
+    let key = SigningKey::es256("client-key");
+    let other = SigningKey::es256("other-key");
+    let jwks = json!({"keys": [key.jwk]}).to_string();
+    let audiences = ["https://auth.test/token".to_owned()];
+    let now = now();
+    let claims = |iss: &str, aud: &str, exp: u64| json!({"iss": iss, "sub": iss, "aud": aud, "exp": exp, "jti": "j1"});
+    let check =
+        |token: &str| tokens::verify_with_keys(token, &jwks, "my-client", &audiences, 30, now);
+    let good = key.sign(&claims("my-client", "https://auth.test/token", now + 60));
+    assert_eq!(check(&good).unwrap()["jti"], "j1");
+    let cases = [
+        (
+            key.sign(&claims("another", "https://auth.test/token", now + 60)),
+            "issuer",
+        ),
+        (
+            key.sign(&claims("my-client", "https://elsewhere", now + 60)),
+            "audience",
+        ),
+        (
+            key.sign(&claims("my-client", "https://auth.test/token", now - 60)),
+            "expired",
+        ),
+        (
+            other.sign(&claims("my-client", "https://auth.test/token", now + 60)),
+            "unknown key",
+        ),
+        (
+            key.sign_raw(
+                &json!({"alg": "ES256", "kid": "client-key", "jwk": key.jwk}),
+                &claims("my-client", "https://auth.test/token", now + 60),
+            ),
+            "jwk header",
+        ),
+    ];
+    for (token, why) in cases {
+        assert!(
+            check(&token).is_err(),
+            "accepted a token with the wrong {why}"
+        );
+    }
+    let body = claims("my-client", "https://auth.test/token", now + 60);
+    let symmetric = key.sign_raw(&json!({"alg": "HS256", "kid": "client-key"}), &body);
+    assert!(matches!(
+        check(&symmetric),
+        Err(TokenError::DisallowedAlgorithm(_))
+    ));
+    let unsigned = format!(
+        "{}.{}.",
+        tokens::testing::b64(&json!({"alg": "none"})),
+        tokens::testing::b64(&body)
+    );
+    assert!(check(&unsigned).is_err(), "accepted an unsigned token");
+}

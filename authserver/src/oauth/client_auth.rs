@@ -184,48 +184,21 @@ pub(super) async fn assertion_valid(
     assertion: &str,
     now: i64,
 ) -> Result<bool, OAuthError> {
-    let Some(jwks) = client
-        .jwks
-        .as_deref()
-        .and_then(|j| serde_json::from_str::<JwkSet>(j).ok())
+    let Some(jwks) = client.jwks.as_deref() else {
+        return Ok(false);
+    };
+    let audiences = [app.issuer.clone(), format!("{}/token", app.issuer)];
+    let at = u64::try_from(now).unwrap_or(0);
+    // The `tokens` rules, as for every bearer token we accept: asymmetric
+    // algorithms only, keys from the registered JWKS, signature, `exp`
+    // and `nbf` with 30 s leeway, `iss` and `aud`.
+    let Ok(claims) = tokens::verify_with_keys(assertion, jwks, &client.id, &audiences, 30, at)
     else {
         return Ok(false);
     };
-    let Ok(header) = jsonwebtoken::decode_header(assertion) else {
+    let Ok(claims) = serde_json::from_value::<AssertionClaims>(Value::Object(claims)) else {
         return Ok(false);
     };
-    let asymmetric = [
-        Algorithm::ES256,
-        Algorithm::ES384,
-        Algorithm::RS256,
-        Algorithm::RS384,
-        Algorithm::RS512,
-        Algorithm::PS256,
-        Algorithm::PS384,
-        Algorithm::PS512,
-        Algorithm::EdDSA,
-    ];
-    if !asymmetric.contains(&header.alg) {
-        return Ok(false);
-    }
-    let jwk = match header.kid.as_deref() {
-        Some(kid) => jwks.find(kid),
-        None if jwks.keys.len() == 1 => jwks.keys.first(),
-        None => None,
-    };
-    let Some(key) = jwk.and_then(|j| DecodingKey::from_jwk(j).ok()) else {
-        return Ok(false);
-    };
-    let mut validation = Validation::new(header.alg);
-    let token_endpoint = format!("{}/token", app.issuer);
-    validation.set_audience(&[app.issuer.as_str(), token_endpoint.as_str()]);
-    validation.set_issuer(&[client.id.as_str()]);
-    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
-    validation.leeway = 30;
-    let Ok(data) = jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &validation) else {
-        return Ok(false);
-    };
-    let claims = data.claims;
     if claims.sub != client.id || claims.iss != client.id || claims.exp > now + 3600 {
         return Ok(false);
     }
