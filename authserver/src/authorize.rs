@@ -15,7 +15,7 @@ use crate::crypto::{digest, random_token};
 use crate::ephemeral::keys;
 use crate::error::OAuthError;
 use crate::form::Form;
-use crate::model::{AuditEvent, Client, GrantType, User};
+use crate::model::{Client, GrantType, User};
 use crate::session::Session;
 
 /// How long a user has to finish logging in and consenting.
@@ -60,8 +60,12 @@ pub struct CodeGrant {
 /// Why an authorization request cannot go on.
 #[derive(Debug)]
 pub enum Refusal {
-    /// Shown on our error page (client or redirect URI not established).
+    /// Shown on our error page as a bad request (client or redirect URI
+    /// not established, request expired).
     Page(String),
+    /// Shown on our error page with its status: a failure on our side
+    /// (store unavailable), not the request's fault.
+    Failed { status: u16, message: String },
     /// Sent back to the client's redirect URI.
     Redirect(String),
 }
@@ -85,7 +89,14 @@ pub enum Next {
 
 impl From<OAuthError> for Refusal {
     fn from(e: OAuthError) -> Self {
-        Self::Page(e.description)
+        if e.status >= 500 {
+            Self::Failed {
+                status: e.status,
+                message: e.description,
+            }
+        } else {
+            Self::Page(e.description)
+        }
     }
 }
 
@@ -101,7 +112,7 @@ pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
     out
 }
 
-fn error_redirect(app: &App, req: &AuthRequest, error: &str, description: &str) -> String {
+pub fn error_redirect(app: &App, req: &AuthRequest, error: &str, description: &str) -> String {
     let mut params = vec![("error", error), ("error_description", description)];
     if let Some(state) = &req.state {
         params.push(("state", state));
@@ -443,42 +454,6 @@ pub async fn resume(
     }
     params.push(("iss", &app.issuer));
     Ok(Next::Redirect(redirect_with(&req.redirect_uri, &params)))
-}
-
-/// The user pressed "Deny" on the consent page.
-pub async fn deny(app: &App, id: &str, user_id: &str, now: i64) -> Result<String, Refusal> {
-    let req = load(app, id).await?;
-    app.ephemeral
-        .delete(&keys::auth_request(id))
-        .await
-        .map_err(OAuthError::from)?;
-    let event = AuditEvent::new(now, user_id, "consent.deny").client(req.client_id.clone());
-    app.audit.record(event).await.map_err(OAuthError::from)?;
-    Ok(error_redirect(
-        app,
-        &req,
-        "access_denied",
-        "the user denied the request",
-    ))
-}
-
-/// The user pressed "Allow": remember the grant, then go on.
-pub async fn grant(
-    app: &App,
-    id: &str,
-    session_id: &str,
-    session: &Session,
-    now: i64,
-) -> Result<Next, Refusal> {
-    let req = load(app, id).await?;
-    let event = AuditEvent::new(now, session.user_id.clone(), "consent.grant")
-        .client(req.client_id.clone())
-        .detail(serde_json::json!({"scopes": req.scopes}));
-    app.store
-        .grant_consent(&session.user_id, &req.client_id, &req.scopes, &event)
-        .await
-        .map_err(OAuthError::from)?;
-    resume(app, id, Some((session_id, session)), true, now).await
 }
 
 #[cfg(test)]

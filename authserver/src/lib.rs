@@ -2,9 +2,10 @@
 //!
 //! Layers, innermost first: `model` (records), `store` (durable state on
 //! PostgreSQL or SQLite) and `ephemeral` (Redis or in-process); `crypto`,
-//! `password` and `keys` (secrets at rest, signing keys); `token`, `oauth`
-//! and `admin` (protocol and management logic, no HTTP types); `http` and
-//! `server` (the surface); `dev` (the `--dev` bootstrap).
+//! `password` and `keys` (secrets at rest, signing keys); the flows as
+//! domain logic with `now` as a parameter and no HTTP types (`authorize`,
+//! `login`, `consent`, `logout`, `oauth`, `admin`); `http` and `server`
+//! (the surface); `dev` (the `--dev` bootstrap).
 
 pub mod admin;
 pub mod admin_api;
@@ -13,6 +14,7 @@ pub mod audit;
 pub mod authorize;
 pub mod cli;
 pub mod config;
+pub mod consent;
 pub mod crypto;
 pub mod dev;
 pub mod ephemeral;
@@ -22,6 +24,7 @@ pub mod http;
 pub mod issue;
 pub mod keys;
 pub mod login;
+pub mod logout;
 pub mod metrics;
 pub mod model;
 pub mod oauth;
@@ -32,3 +35,6 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod token;
+
+#[cfg(test)]
+mod testing;

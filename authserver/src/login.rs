@@ -1,7 +1,17 @@
-//! Password login with backoff and lockout. Failures are counted in
-//! sliding windows per account and per source address (in the ephemeral
-//! store, so all replicas share them). Unknown accounts, wrong passwords and
-//! disabled accounts look alike from outside, in answer and in time.
+//! Signing in, as a state machine the HTTP layer only renders.
+//!
+//! A sign-in belongs to a pending authorization request. Each step checks
+//! one thing the user presents and answers with a [`LoginStep`]: try again
+//! (with the one message every failure shares), or signed in. What the
+//! user has proven is a [`Proof`]; [`complete`] is the one way a proof
+//! becomes a browser session, so a second factor or an upstream identity
+//! provider joins as another step that produces a proof, without touching
+//! how sessions begin.
+//!
+//! Passwords: failures are counted in sliding windows per account and per
+//! source address (in the ephemeral store, so all replicas share them).
+//! Unknown accounts, wrong passwords and disabled accounts look alike from
+//! outside, in answer and in time.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -9,19 +19,166 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::app::App;
+use crate::authorize::{self, AuthRequest, Refusal};
 use crate::ephemeral::keys;
 use crate::error::OAuthError;
 use crate::model::{AuditEvent, User};
+use crate::session::{self, Session};
 
 /// The one message for every failed login.
 pub const FAILED: &str = "Wrong username or password.";
 pub const LOCKED: &str = "Too many failed sign-in attempts. Try again later.";
 
+/// A password sign-in: what the login form carries, and where from.
 #[derive(Debug)]
-pub enum Outcome {
+pub struct Attempt<'a> {
+    pub request_id: &'a str,
+    pub username: &'a str,
+    pub password: &'a str,
+    pub source: Option<IpAddr>,
+    /// The browser's current session, if any: it ends when a new one
+    /// begins (no session fixation).
+    pub previous_session: Option<&'a str>,
+}
+
+/// Where a sign-in stands after a step.
+#[derive(Debug)]
+pub enum LoginStep {
+    /// Show the login page again.
+    Retry {
+        client_name: String,
+        /// The client's redirect URI (the page may send the browser there).
+        redirect_uri: String,
+        reason: Retry,
+    },
+    /// A new session began; the browser takes its id and goes back to the
+    /// authorization request.
+    SignedIn {
+        session_id: String,
+        request_id: String,
+    },
+}
+
+/// Why the user is asked again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    Failed,
+    Locked,
+}
+
+impl Retry {
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Failed => FAILED,
+            Self::Locked => LOCKED,
+        }
+    }
+}
+
+/// What the user proved in this sign-in, and how (RFC 8176 `amr`).
+#[derive(Debug)]
+pub struct Proof {
+    pub user: User,
+    pub amr: Vec<String>,
+    pub acr: String,
+}
+
+/// The result of checking a password alone.
+#[derive(Debug)]
+enum Outcome {
     Success(User),
     Failed,
     Locked,
+}
+
+/// The password step of a sign-in for the request named in `attempt`.
+pub async fn with_password(
+    app: &App,
+    attempt: &Attempt<'_>,
+    now_ms: i64,
+) -> Result<LoginStep, Refusal> {
+    let req = authorize::load(app, attempt.request_id).await?;
+    let outcome = if attempt.username.is_empty() || attempt.password.is_empty() {
+        Outcome::Failed
+    } else {
+        password(
+            app,
+            attempt.username,
+            attempt.password,
+            &req.client_id,
+            attempt.source,
+            now_ms,
+        )
+        .await?
+    };
+    let reason = match outcome {
+        Outcome::Failed => Retry::Failed,
+        Outcome::Locked => Retry::Locked,
+        Outcome::Success(user) => {
+            let proof = Proof {
+                user,
+                amr: vec!["pwd".into()],
+                acr: "urn:portcullis:acr:pwd".into(),
+            };
+            let mut req = req;
+            let session_id = complete(
+                app,
+                attempt.request_id,
+                &mut req,
+                proof,
+                attempt.previous_session,
+                now_ms / 1000,
+            )
+            .await?;
+            return Ok(LoginStep::SignedIn {
+                session_id,
+                request_id: attempt.request_id.to_owned(),
+            });
+        }
+    };
+    // The page names the client; a client gone meanwhile is named by id.
+    let client_name = match app.store.client(&req.client_id).await {
+        Ok(Some(c)) => c.name,
+        _ => req.client_id.clone(),
+    };
+    Ok(LoginStep::Retry {
+        client_name,
+        redirect_uri: req.redirect_uri,
+        reason,
+    })
+}
+
+/// Begins the session a proof earns: a new id at every sign-in (the
+/// previous session ends), remembered in the request so that only this
+/// session satisfies its `prompt=login` or `max_age`.
+pub async fn complete(
+    app: &App,
+    request_id: &str,
+    req: &mut AuthRequest,
+    proof: Proof,
+    previous_session: Option<&str>,
+    now: i64,
+) -> Result<String, Refusal> {
+    if let Some(old) = previous_session {
+        // A failure leaves an orphan that expires by itself.
+        let _ = session::end(&app.ephemeral, old).await;
+    }
+    let new = Session {
+        user_id: proof.user.id,
+        auth_time: now,
+        amr: proof.amr,
+        acr: proof.acr,
+    };
+    let lifetime = app.config.login.session_seconds;
+    let session_id = session::create(&app.ephemeral, &new, Duration::from_secs(lifetime))
+        .await
+        .map_err(|e| OAuthError::unavailable(&e))?;
+    app.metrics
+        .sessions
+        .add(now + i64::try_from(lifetime).unwrap_or(0));
+    req.fresh_session = Some(authorize::session_digest(&session_id));
+    authorize::save(app, request_id, req).await?;
+    Ok(session_id)
 }
 
 /// `a***e`: enough to correlate log lines, not enough to read the name.
@@ -47,7 +204,7 @@ fn address_key(ip: Option<IpAddr>) -> String {
     ))
 }
 
-pub async fn password(
+async fn password(
     app: &App,
     username: &str,
     password: &str,
@@ -135,7 +292,20 @@ async fn rehash_if_needed(app: &App, user: &User, password: &str, now: i64) {
 
 #[cfg(test)]
 mod tests {
-    use super::mask;
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::testing::{self, NOW, PASSWORD};
+
+    fn attempt<'a>(request_id: &'a str, password: &'a str) -> Attempt<'a> {
+        Attempt {
+            request_id,
+            username: "alice",
+            password,
+            source: Some("192.0.2.7".parse().unwrap()),
+            previous_session: None,
+        }
+    }
 
     #[test]
     fn masks_keep_only_the_ends() {
@@ -143,5 +313,126 @@ mod tests {
         assert_eq!(mask("a"), "a***");
         assert_eq!(mask(""), "");
         assert_eq!(mask("zoë"), "z***ë");
+    }
+
+    #[tokio::test]
+    async fn a_password_sign_in_begins_a_fresh_session_bound_to_the_request() {
+        let app = testing::app().await;
+        let alice = testing::alice_and_client(&app).await;
+        let id = testing::request(&app, "").await;
+        let step = with_password(&app, &attempt(&id, "wrong password"), NOW * 1000)
+            .await
+            .unwrap();
+        let LoginStep::Retry {
+            client_name,
+            redirect_uri,
+            reason,
+        } = step
+        else {
+            panic!("a wrong password signed in: {step:?}");
+        };
+        assert_eq!((client_name.as_str(), reason), ("The App", Retry::Failed));
+        assert_eq!(redirect_uri, testing::REDIRECT);
+        assert_eq!(reason.message(), FAILED);
+
+        let old = session::create(
+            &app.ephemeral,
+            &session_of(&alice.id),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        let mut good = attempt(&id, PASSWORD);
+        good.previous_session = Some(&old);
+        let step = with_password(&app, &good, NOW * 1000).await.unwrap();
+        let LoginStep::SignedIn {
+            session_id,
+            request_id,
+        } = step
+        else {
+            panic!("the right password did not sign in: {step:?}");
+        };
+        assert_eq!(request_id, id);
+        assert_ne!(session_id, old);
+        let session = session::load(&app.ephemeral, &session_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(session.user_id, alice.id);
+        assert_eq!(
+            (session.auth_time, session.amr),
+            (NOW, vec!["pwd".to_owned()])
+        );
+        assert!(
+            session::load(&app.ephemeral, &old).await.unwrap().is_none(),
+            "no fixation"
+        );
+        let req = authorize::load(&app, &id).await.unwrap();
+        assert_eq!(
+            req.fresh_session,
+            Some(authorize::session_digest(&session_id))
+        );
+    }
+
+    fn session_of(user_id: &str) -> Session {
+        Session {
+            user_id: user_id.into(),
+            auth_time: NOW - 100,
+            amr: vec!["pwd".into()],
+            acr: "urn:portcullis:acr:pwd".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn failures_lock_the_account_even_for_the_right_password() {
+        let app = testing::app_with(|c| c.login.max_failures_per_account = 1).await;
+        testing::alice_and_client(&app).await;
+        let id = testing::request(&app, "").await;
+        let first = with_password(&app, &attempt(&id, "wrong password"), NOW * 1000).await;
+        assert!(matches!(
+            first,
+            Ok(LoginStep::Retry {
+                reason: Retry::Failed,
+                ..
+            })
+        ));
+        let second = with_password(&app, &attempt(&id, PASSWORD), NOW * 1000 + 1).await;
+        assert!(
+            matches!(
+                second,
+                Ok(LoginStep::Retry {
+                    reason: Retry::Locked,
+                    ..
+                })
+            ),
+            "{second:?}"
+        );
+        // The window slides past: the right password works again.
+        let later = (NOW + i64::try_from(app.config.login.window_seconds).unwrap() + 1) * 1000;
+        let third = with_password(&app, &attempt(&id, PASSWORD), later).await;
+        assert!(matches!(third, Ok(LoginStep::SignedIn { .. })), "{third:?}");
+    }
+
+    #[tokio::test]
+    async fn empty_fields_fail_and_an_unknown_request_is_refused() {
+        let app = testing::app().await;
+        testing::alice_and_client(&app).await;
+        let id = testing::request(&app, "").await;
+        let mut empty = attempt(&id, "");
+        let step = with_password(&app, &empty, NOW * 1000).await.unwrap();
+        assert!(matches!(
+            step,
+            LoginStep::Retry {
+                reason: Retry::Failed,
+                ..
+            }
+        ));
+        empty.request_id = "no-such-request";
+        empty.password = PASSWORD;
+        let refused = with_password(&app, &empty, NOW * 1000).await;
+        assert!(
+            matches!(&refused, Err(Refusal::Page(m)) if m.contains("expired")),
+            "{refused:?}"
+        );
     }
 }

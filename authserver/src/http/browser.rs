@@ -131,6 +131,10 @@ pub(super) fn csrf(app: &App, headers: &HeaderMap) -> Result<(String, Vec<String
 pub(super) fn refusal(r: Refusal) -> Response {
     match r {
         Refusal::Page(message) => error_page(StatusCode::BAD_REQUEST, &message),
+        Refusal::Failed { status, message } => error_page(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            &message,
+        ),
         Refusal::Redirect(location) => redirect(&location, &[]),
     }
 }

@@ -32,8 +32,7 @@ mod logout;
 
 use authorization::{authorize_get, authorize_post, authorize_resume, consent, login};
 use browser::{
-    PageError, browser_session, checked_form, csrf, error_page, html, redirect, refusal, render,
-    style,
+    browser_session, checked_form, csrf, error_page, html, redirect, refusal, render, style,
 };
 use discovery::{jwks, metadata};
 use endpoints::{introspect, revoke, token, userinfo};
