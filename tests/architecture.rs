@@ -61,7 +61,6 @@ const MAX_LINES: usize = 600;
 /// Files still over the limit, at most as long as they are now, until they
 /// are split by concern; the list only shrinks.
 const STILL_LONG: &[(&str, usize)] = &[
-    ("authserver/src/store/mod.rs", 709),
     ("authserver/tests/it/flow.rs", 1113),
     ("authserver/tests/it/protocol.rs", 923),
     ("gateway/tests/it/edge.rs", 818),

@@ -1,0 +1,212 @@
+//! Users: accounts, their groups and roles, passwords and the disabled flag.
+
+use super::rows::UserRow;
+use super::*;
+use crate::model::User;
+
+/// A user to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewUser {
+    pub id: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub password_hash: Option<String>,
+    pub roles: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+// Column lists as macros so queries stay `&'static str` (sqlx refuses
+// dynamically built SQL).
+macro_rules! user_columns {
+    () => {
+        "id, username, email, display_name, password_hash, roles, disabled, created_at, updated_at"
+    };
+}
+
+/// Usernames are unique and looked up without regard to case.
+fn username_key(username: &str) -> String {
+    username.trim().to_lowercase()
+}
+
+impl Store {
+    pub async fn create_user(&self, new: &NewUser, audit: &AuditEvent) -> Result<User, StoreError> {
+        let at = audit.at;
+        let key = username_key(&new.username);
+        on!(self, |p| async {
+            let mut tx = p.begin().await?;
+            sqlx::query(
+                "INSERT INTO users (id, username, username_key, email, display_name, password_hash, roles, disabled, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8)",
+            )
+            .bind(&new.id)
+            .bind(new.username.trim())
+            .bind(&key)
+            .bind(&new.email)
+            .bind(&new.display_name)
+            .bind(&new.password_hash)
+            .bind(json_list(&new.roles))
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            for group in &new.groups {
+                sqlx::query(
+                    "INSERT INTO groups (id, name, created_at) VALUES ($1, $1, $2) ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(group)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO group_members (group_id, user_id) SELECT id, $2 FROM groups WHERE name = $1",
+                )
+                .bind(group)
+                .bind(&new.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            audit_insert!(audit).execute(&mut *tx).await?;
+            tx.commit().await
+        }
+        .await)
+        .map_err(|e| unique_violation(e, || format!("user `{}`", new.username.trim())))?;
+        self.user_by_id(&new.id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("user `{}`", new.id)))
+    }
+
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
+        let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
+        let row: Option<UserRow> = on!(self, |p| sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(p)
+            .await)?;
+        self.with_groups(row).await
+    }
+
+    pub async fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE username_key = $1"
+        );
+        let key = username_key(username);
+        let row: Option<UserRow> = on!(self, |p| sqlx::query_as(sql)
+            .bind(&key)
+            .fetch_optional(p)
+            .await)?;
+        self.with_groups(row).await
+    }
+
+    /// Users ordered by username, a page at a time.
+    pub async fn users(&self, offset: i64, limit: i64) -> Result<Vec<User>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users ORDER BY username_key LIMIT $1 OFFSET $2"
+        );
+        let rows: Vec<UserRow> = on!(self, |p| sqlx::query_as(sql)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(p)
+            .await)?;
+        let mut users = Vec::with_capacity(rows.len());
+        for row in rows {
+            if let Some(user) = self.with_groups(Some(row)).await? {
+                users.push(user);
+            }
+        }
+        Ok(users)
+    }
+
+    async fn with_groups(&self, row: Option<UserRow>) -> Result<Option<User>, StoreError> {
+        let Some(row) = row else { return Ok(None) };
+        let groups: Vec<(String,)> = on!(self, |p| sqlx::query_as(
+            "SELECT g.name FROM groups g JOIN group_members m ON m.group_id = g.id \
+             WHERE m.user_id = $1 ORDER BY g.name",
+        )
+        .bind(&row.id)
+        .fetch_all(p)
+        .await)?;
+        row.into_user(groups.into_iter().map(|(g,)| g).collect())
+            .map(Some)
+    }
+
+    pub async fn set_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let changed = on!(self, |p| changed_with_audit!(p, audit, |tx| sqlx::query(
+            "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1"
+        )
+        .bind(user_id)
+        .bind(password_hash)
+        .bind(audit.at)
+        .execute(&mut *tx)
+        .await))?;
+        found(changed, || format!("user `{user_id}`"))
+    }
+
+    pub async fn set_disabled(
+        &self,
+        user_id: &str,
+        disabled: bool,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let changed = on!(self, |p| changed_with_audit!(p, audit, |tx| sqlx::query(
+            "UPDATE users SET disabled = $2, updated_at = $3 WHERE id = $1"
+        )
+        .bind(user_id)
+        .bind(disabled)
+        .bind(audit.at)
+        .execute(&mut *tx)
+        .await))?;
+        found(changed, || format!("user `{user_id}`"))
+    }
+
+    /// Sets a new password hash and/or the disabled flag in one
+    /// transaction with their audit events.
+    pub async fn update_user(
+        &self,
+        user_id: &str,
+        password_hash: Option<&str>,
+        disabled: Option<bool>,
+        audit: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        let at = audit.first().map_or(0, |a| a.at);
+        let changed = on!(self, |p| async {
+            let mut tx = p.begin().await?;
+            let done = sqlx::query(
+                "UPDATE users SET password_hash = COALESCE($2, password_hash), \
+                 disabled = COALESCE($3, disabled), updated_at = $4 WHERE id = $1",
+            )
+            .bind(user_id)
+            .bind(password_hash)
+            .bind(disabled)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Ok(false);
+            }
+            for event in audit {
+                audit_insert!(event).execute(&mut *tx).await?;
+            }
+            tx.commit().await.map(|()| true)
+        }
+        .await)?;
+        found(changed, || format!("user `{user_id}`"))
+    }
+
+    pub async fn delete_user(&self, user_id: &str, audit: &AuditEvent) -> Result<(), StoreError> {
+        let changed = on!(self, |p| changed_with_audit!(p, audit, |tx| sqlx::query(
+            "DELETE FROM users WHERE id = $1"
+        )
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await))?;
+        found(changed, || format!("user `{user_id}`"))
+    }
+}
