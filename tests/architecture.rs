@@ -66,8 +66,6 @@ const STILL_LONG: &[(&str, usize)] = &[
     ("gateway/tests/it/edge.rs", 818),
     ("gateway/tests/it/proxy.rs", 690),
     ("loadtest/src/main.rs", 676),
-    ("sidecar/decision/src/bundle.rs", 654),
-    ("sidecar/src/http.rs", 642),
     ("src/up.rs", 604),
 ];
 
