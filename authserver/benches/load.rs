@@ -9,9 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -21,17 +20,10 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 struct Server {
-    child: Child,
+    _process: testkit::Process,
     addr: SocketAddr,
     creds: Value,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
@@ -47,37 +39,23 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
             "PORTCULLIS_AUTHSERVER__LOG_LEVEL",
             "warn,authserver::server=info",
         )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
+        .envs(env.iter().copied());
+    let mut process = testkit::Process::start("authserver", cmd);
+    let listening = process
+        .wait_for_log("listening", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The credentials file appears whole (written, then renamed).
+    let creds = process
+        .wait_until(Duration::from_secs(10), "a --dev-credentials file", |_| {
+            serde_json::from_slice(&std::fs::read(&creds_path).ok()?).ok()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    Server {
+        _process: process,
+        addr: listening["listen"].as_str().unwrap().parse().unwrap(),
+        creds,
+        _dir: dir,
     }
-    let mut child = cmd.spawn().expect("spawn authserver");
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    for line in stderr.lines() {
-        let line = line.unwrap();
-        if let Ok(v) = serde_json::from_str::<Value>(&line)
-            && v["message"] == "listening"
-        {
-            let addr = v["listen"].as_str().unwrap().parse().unwrap();
-            // The credentials file appears whole (written, then renamed).
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !creds_path.exists() {
-                assert!(Instant::now() < deadline, "no --dev-credentials file");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let creds = serde_json::from_slice(&std::fs::read(&creds_path).unwrap()).unwrap();
-            return Server {
-                child,
-                addr,
-                creds,
-                _dir: dir,
-            };
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("authserver did not start");
 }
 
 struct Outcome {

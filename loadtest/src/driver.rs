@@ -215,6 +215,18 @@ async fn connection(target: &Target, index: usize, measure_from: Instant, stop: 
     tally
 }
 
+/// One request must succeed before a scenario is measured.
+pub fn probe(rt: &tokio::runtime::Runtime, title: &str, target: &Target) -> Result<(), String> {
+    let probe = rt.block_on(run(target, 1, Duration::ZERO, Duration::from_millis(200)));
+    if probe.requests == 0 || probe.errors > 0 {
+        return Err(format!(
+            "{title}: the probe failed ({} of {} requests)",
+            probe.errors, probe.requests
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,86 +2,36 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-pub struct Proc {
-    name: String,
-    child: Child,
-    /// Stop it with SIGTERM first: a process whose children SIGKILL would
-    /// orphan (nginx's master stops its workers on SIGTERM, not on SIGKILL).
-    term_first: bool,
+use testkit::{Process, Stop};
+
+/// Starts `bin` with `args` and `env`, its output collected, SIGKILLed
+/// when dropped unless told otherwise.
+pub fn spawn(
+    name: &str,
+    bin: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Process, String> {
+    let mut cmd = Command::new(bin);
+    cmd.args(args).envs(env.iter().copied());
+    Process::spawn(name, cmd)
 }
 
-impl Proc {
-    pub fn spawn(
-        name: &str,
-        bin: &Path,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Result<Self, String> {
-        let child = Command::new(bin)
-            .args(args)
-            .envs(env.iter().copied())
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("{name}: cannot start {}: {e}", bin.display()))?;
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-            term_first: false,
-        })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Whether the process has exited (and is reaped).
-    pub fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-
-    pub fn wait_for(&self, addr: SocketAddr) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(addr).is_err() {
-            if Instant::now() > deadline {
-                return Err(format!("{} did not listen on {addr}", self.name));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.term_first {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !self.exited() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// How long a process has to start listening.
+const START: Duration = Duration::from_secs(30);
 
 /// A proxy under test and where it listens.
 pub struct Listening {
-    pub proc: Proc,
+    pub proc: Process,
     pub addr: SocketAddr,
 }
 
+/// A loopback address for a process that must be told its port.
 pub fn free_addr() -> Result<SocketAddr, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free port: {e}"))
+    Ok(SocketAddr::from(([127, 0, 0, 1], testkit::free_port())))
 }
 
 /// Build release binaries (a no-op when fresh) and return their paths, next
@@ -115,14 +65,14 @@ pub fn gateway(bin: &Path, dir: &Path, name: &str, config: &str) -> Result<Liste
         "listen = \"{addr}\"\nadmin = \"{admin}\"\nthreads = 2\nlog_level = \"warn\"\naccess_log = {{ enabled = false }}\n{config}"
     );
     std::fs::write(&path, text).map_err(|e| e.to_string())?;
-    let proc = Proc::spawn(
+    let mut proc = spawn(
         &format!("gateway ({name})"),
         bin,
         &["serve", "--config", &path.display().to_string()],
         &[],
     )?;
-    proc.wait_for(addr)?;
-    proc.wait_for(admin)?;
+    proc.wait_for_port(addr, START)?;
+    proc.wait_for_port(admin, START)?;
     Ok(Listening { proc, addr })
 }
 
@@ -160,7 +110,9 @@ pub fn nginx(dir: &Path, upstream: SocketAddr) -> Result<Option<Listening>, Stri
         ),
     )
     .map_err(|e| e.to_string())?;
-    let mut proc = Proc::spawn(
+    // SIGTERM first: nginx's master stops its workers on SIGTERM, and
+    // SIGKILL would orphan them.
+    let mut proc = spawn(
         "nginx",
         bin,
         &[
@@ -170,9 +122,9 @@ pub fn nginx(dir: &Path, upstream: SocketAddr) -> Result<Option<Listening>, Stri
             &conf.display().to_string(),
         ],
         &[],
-    )?;
-    proc.term_first = true;
-    proc.wait_for(addr)?;
+    )?
+    .stopped_by(Stop::Signal("TERM", Duration::from_secs(5)));
+    proc.wait_for_port(addr, START)?;
     Ok(Some(Listening { proc, addr }))
 }
 
@@ -223,12 +175,12 @@ fn ask_clock_ticks() -> f64 {
 
 /// Envoy with `config` as users copy it (its listener on 127.0.0.1:10000),
 /// one worker per core.
-pub fn envoy(bin: &Path, config: &Path) -> Result<Proc, String> {
+pub fn envoy(bin: &Path, config: &Path) -> Result<Process, String> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .to_string();
-    let proc = Proc::spawn(
+    let mut proc = spawn(
         "envoy",
         bin,
         &[
@@ -244,6 +196,6 @@ pub fn envoy(bin: &Path, config: &Path) -> Result<Proc, String> {
         ],
         &[],
     )?;
-    proc.wait_for(SocketAddr::from(([127, 0, 0, 1], 10000)))?;
+    proc.wait_for_port(SocketAddr::from(([127, 0, 0, 1], 10000)), START)?;
     Ok(proc)
 }

@@ -6,12 +6,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::driver::{self, Target};
-use crate::procs::{self, Proc};
+use crate::procs;
+use testkit::{Process, Stop};
 
 /// The k6 scenarios in the order they run; the login flow last, as it
 /// leaves sessions behind.
@@ -124,7 +125,7 @@ pub fn run(seconds: u64, connections: usize, rounds: usize, out: &Path) -> Resul
     }
     let rt = driver::runtime()?;
     for (_, title, target) in &targets {
-        crate::probe(&rt, title, target)?;
+        driver::probe(&rt, title, target)?;
     }
     // rounds × ways in, interleaved, each way's median round kept: this
     // machine's speed drifts within a minute.
@@ -144,8 +145,13 @@ pub fn run(seconds: u64, connections: usize, rounds: usize, out: &Path) -> Resul
         .iter()
         .zip(&measured)
         .filter_map(|((key, title, _), outcomes)| {
-            let median = crate::median_by_rate(outcomes, |o| o)?;
-            Some(crate::rounds_row(key, title, outcomes.iter(), median))
+            let median = crate::report::median_by_rate(outcomes, |o| o)?;
+            Some(crate::report::rounds_row(
+                key,
+                title,
+                outcomes.iter(),
+                median,
+            ))
         })
         .collect();
     drop(up);
@@ -179,14 +185,14 @@ pub fn run(seconds: u64, connections: usize, rounds: usize, out: &Path) -> Resul
             "gateway_public_over_nginx": ratio(rps("gateway_public"), rps("nginx")),
         },
     });
-    crate::write_report(out, "stack", &report, &markdown(&report))
+    crate::report::write_report(out, "stack", &report, &markdown(&report))
 }
 
 /// `portcullis up` and its services (gateway, sidecar, authserver, demo
 /// upstream), whose CPU and memory the report charges. Dropped, it is
 /// stopped as Ctrl-C stops it, so no service outlives the run.
 struct Stack {
-    up: Proc,
+    _up: Process,
     /// Service name → pid, from the credentials `up` writes.
     pids: Vec<(String, u32)>,
 }
@@ -194,7 +200,9 @@ struct Stack {
 impl Stack {
     fn start(bin: &Path, root: &Path, dir: &Path, credentials: &Path) -> Result<Self, String> {
         let data = dir.join("data");
-        let mut up = Proc::spawn(
+        // Dropped, it is stopped as Ctrl-C stops it: `up` stops its
+        // services in order.
+        let mut up = procs::spawn(
             "portcullis up",
             bin,
             &[
@@ -207,17 +215,12 @@ impl Stack {
                 &credentials.display().to_string(),
             ],
             &[],
-        )?;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !credentials.exists() {
-            if up.exited() || Instant::now() > deadline {
-                return Err(format!(
-                    "`portcullis up` did not start; see the logs in {}",
-                    data.join("logs").display()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        )?
+        .stopped_by(Stop::Signal("INT", Duration::from_secs(30)));
+        up.wait_until(Duration::from_secs(120), "its credentials file", |_| {
+            credentials.exists().then_some(())
+        })
+        .map_err(|e| format!("{e}\nsee the logs in {}", data.join("logs").display()))?;
         let stack: Value = serde_json::from_slice(
             &std::fs::read(credentials).map_err(|e| format!("{}: {e}", credentials.display()))?,
         )
@@ -228,7 +231,7 @@ impl Stack {
             .iter()
             .filter_map(|(name, pid)| Some((name.clone(), u32::try_from(pid.as_u64()?).ok()?)))
             .collect();
-        Ok(Self { up, pids })
+        Ok(Self { _up: up, pids })
     }
 
     fn pid(&self, service: &str) -> Result<u32, String> {
@@ -264,22 +267,6 @@ impl Stack {
             "sidecar": sidecar,
             "gateway_plus_sidecar": ((gateway + sidecar) * 10.0).round() / 10.0,
         }))
-    }
-}
-
-impl Drop for Stack {
-    /// Ctrl-C, so `up` stops its services in order.
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.up.pid().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.up.exited() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if !self.up.exited() {
-            eprintln!("warning: `portcullis up` did not stop within 30 s");
-        }
     }
 }
 
@@ -430,8 +417,8 @@ fn markdown(report: &Value) -> String {
             r["rps"],
             r["p50_ms"].as_f64().unwrap_or(0.0),
             r["p99_ms"].as_f64().unwrap_or(0.0),
-            crate::errors_cell(r),
-            crate::rounds_cell(r),
+            crate::report::errors_cell(r),
+            crate::report::rounds_cell(r),
         ));
     }
     md.push_str(&format!(

@@ -14,9 +14,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use decision::Metrics;
@@ -51,57 +50,39 @@ fn args() -> Args {
 }
 
 struct Server {
-    child: Child,
+    _process: testkit::Process,
     http: SocketAddr,
     grpc: SocketAddr,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(dir: &std::path::Path, cache: bool, workers: usize) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sidecar"))
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-            "--policies",
-        ])
-        .arg(dir)
-        .env(
-            "PORTCULLIS_SIDECAR__CACHE__MAX_ENTRIES",
-            if cache { "100000" } else { "0" },
-        )
-        .env("PORTCULLIS_SIDECAR__DECISION_LOG__PATH", "/dev/null")
-        .env("PORTCULLIS_SIDECAR__WATCH", "false")
-        .env("PORTCULLIS_SIDECAR__WORKERS", workers.to_string())
-        .env("PORTCULLIS_SIDECAR__LOG_LEVEL", "warn,sidecar::server=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sidecar");
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    for line in stderr.lines() {
-        let line = line.expect("stderr");
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-            && v["message"] == "listening"
-        {
-            return Server {
-                child,
-                http: v["http"].as_str().unwrap().parse().unwrap(),
-                grpc: v["grpc"].as_str().unwrap().parse().unwrap(),
-            };
-        }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidecar"));
+    cmd.args([
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--grpc",
+        "127.0.0.1:0",
+        "--policies",
+    ])
+    .arg(dir)
+    .env(
+        "PORTCULLIS_SIDECAR__CACHE__MAX_ENTRIES",
+        if cache { "100000" } else { "0" },
+    )
+    .env("PORTCULLIS_SIDECAR__DECISION_LOG__PATH", "/dev/null")
+    .env("PORTCULLIS_SIDECAR__WATCH", "false")
+    .env("PORTCULLIS_SIDECAR__WORKERS", workers.to_string())
+    .env("PORTCULLIS_SIDECAR__LOG_LEVEL", "warn,sidecar::server=info");
+    let mut process = testkit::Process::start("sidecar", cmd);
+    let listening = process
+        .wait_for_log("listening", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    Server {
+        http: listening["http"].as_str().unwrap().parse().unwrap(),
+        grpc: listening["grpc"].as_str().unwrap().parse().unwrap(),
+        _process: process,
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("sidecar did not start");
 }
 
 /// Requests spread over 40 users and their orders (mostly allows).

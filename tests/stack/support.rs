@@ -3,11 +3,12 @@
 //! (`hold_ports`) for as long as its stack runs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+use testkit::{Process, Stop};
 
 /// The ports `up` prints; all must be free again after Ctrl-C.
 pub const PORTS: [u16; 6] = [8000, 9000, 8080, 8081, 9191, 3000];
@@ -25,8 +26,7 @@ pub struct Up {
     /// What `--dev-credentials` wrote, and where.
     pub credentials: Value,
     pub credentials_file: PathBuf,
-    child: Child,
-    stdout: PathBuf,
+    process: Process,
 }
 
 impl Up {
@@ -37,43 +37,37 @@ impl Up {
 
     /// The same with more arguments for `up`.
     pub fn start_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let stdout = dir.join("stdout.txt");
         let credentials = dir.join("credentials.json");
         let _ = std::fs::remove_file(&credentials);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
             .arg("up")
             .arg("--data-dir")
             .arg(dir.join("data"))
             .arg("--dev-credentials")
             .arg(&credentials)
             .args(args)
-            .envs(env.iter().copied())
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !credentials.exists() {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "`portcullis up` exited ({status}):\n{}",
-                    std::fs::read_to_string(&stdout).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "`portcullis up` did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            .envs(env.iter().copied());
+        // Ctrl-C, as a user stops it: `up` stops its services in turn.
+        let mut process = Process::start("portcullis up", cmd)
+            .stopped_by(Stop::Signal("INT", Duration::from_secs(30)));
+        let value = process
+            .wait_until(Duration::from_secs(120), "its credentials file", |_| {
+                serde_json::from_slice(&std::fs::read(&credentials).ok()?).ok()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
         Self {
-            credentials: serde_json::from_slice(&std::fs::read(&credentials).unwrap()).unwrap(),
+            credentials: value,
             credentials_file: credentials,
-            child,
-            stdout,
+            process,
         }
     }
 
+    /// What it printed to stdout so far.
     pub fn printed(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap()
+        let mut text = self.process.stdout().join("\n");
+        text.push('\n');
+        text
     }
 
     pub fn get(&self, key: &str) -> &str {
@@ -105,19 +99,14 @@ impl Up {
 
     /// Waits for `up` to exit on its own.
     pub fn exit_status(mut self) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "`portcullis up` did not exit");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.process
+            .exited_within(Duration::from_secs(30))
+            .expect("`portcullis up` did not exit")
     }
 
     /// The pid of `up` itself.
     pub fn id(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Ctrl-C, as a terminal sends it.
@@ -127,23 +116,8 @@ impl Up {
 
     /// `signal` (`INT`, `HUP`, ...) to `up`, then its exit status.
     pub fn stop_with(self, signal: &str) -> ExitStatus {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.process.signal(signal).unwrap();
         self.exit_status()
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-INT", &self.child.id().to_string()])
-                .status();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -165,14 +139,13 @@ pub fn installed(program: &str, install: &str) -> Option<PathBuf> {
             .map(|dir| dir.join(program))
             .find(|p| p.is_file())
     });
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{program} is not installed ({install})"
-        );
-        eprintln!("SKIPPED: {program} is not installed ({install})");
+    match found {
+        Some(path) => Some(path),
+        None => {
+            testkit::required(program, Some(format!("not installed ({install})")));
+            None
+        }
     }
-    found
 }
 
 /// Every port `up` uses can be bound again.

@@ -1,39 +1,20 @@
 //! Start the real `authserver` binary on an ephemeral port and talk to it.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use testkit::Process;
 
 use serde_json::Value;
 
 pub struct Authserver {
-    child: Child,
+    process: Process,
     pub addr: SocketAddr,
     pub dir: PathBuf,
     pub creds: Value,
-    pub stderr: Arc<Mutex<Vec<String>>>,
     pub http: reqwest::Client,
-}
-
-impl Drop for Authserver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    lines
 }
 
 pub fn command(dir: &Path) -> Command {
@@ -56,6 +37,8 @@ impl Authserver {
         Self::spawn(dir, false, &[], env)
     }
 
+    /// On port 0: ready when it logs the address it bound (and, in dev
+    /// mode, has written its credentials).
     fn spawn(dir: &Path, dev: bool, args: &[&str], env: &[(&str, &str)]) -> Self {
         let creds_path = dir.join("creds.json");
         let _ = std::fs::remove_file(&creds_path);
@@ -67,51 +50,33 @@ impl Authserver {
         if dev {
             cmd.arg("--dev-credentials").arg(&creds_path);
         }
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn authserver");
-        let stderr = collect(child.stderr.take().unwrap());
-        let _stdout = collect(child.stdout.take().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
-            let found = stderr.lock().unwrap().iter().find_map(|line| {
-                let v: Value = serde_json::from_str(line).ok()?;
-                (v["message"] == "listening")
-                    .then(|| v["listen"].as_str().unwrap().parse().unwrap())
-            });
-            if let Some(addr) = found
-                && (!dev || creds_path.exists())
-            {
-                break addr;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "authserver exited with {status}: {:#?}",
-                    stderr.lock().unwrap()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "authserver did not start: {:#?}",
-                stderr.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        cmd.envs(env.iter().copied());
+        let mut process = Process::start("authserver", cmd);
+        let listening = process
+            .wait_for_log("listening", Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}"));
         let creds = if dev {
-            serde_json::from_slice(&std::fs::read(&creds_path).unwrap()).unwrap()
+            // The credentials file appears whole (written, then renamed).
+            process
+                .wait_until(Duration::from_secs(30), "dev credentials", |_| {
+                    serde_json::from_slice(&std::fs::read(&creds_path).ok()?).ok()
+                })
+                .unwrap_or_else(|e| panic!("{e}"))
         } else {
             Value::Null
         };
         Self {
-            child,
-            addr,
+            addr: listening["listen"].as_str().unwrap().parse().unwrap(),
+            process,
             dir: dir.to_owned(),
             creds,
-            stderr,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// What it logged so far, one line each.
+    pub fn logs(&self) -> String {
+        self.process.stderr().join("\n")
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod canonical;
+mod config;
 mod edge;
 mod lifecycle;
 mod passthrough;

@@ -1,9 +1,9 @@
-use std::process::Command;
-
 use serde_json::{Value, json};
 use tokens::testing::{SigningKey, TestIssuer, now};
 
-use crate::support::{demo_policies, echo_upstream, free_port, jwt_app, start};
+use crate::support::{
+    Auth, GatewayConfig, Route, demo_policies, echo_upstream, free_port, jwt_app, start,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn protects_routes_and_owns_the_identity_headers() {
@@ -11,35 +11,13 @@ async fn protects_routes_and_owns_the_identity_headers() {
     let key = SigningKey::es256("k1");
     let issuer = TestIssuer::start(&[&key]).await;
     let iss = issuer.config();
-    let config = format!(
-        r#"
-[[issuers]]
-issuer = "{}"
-audiences = ["api"]
-
-[[upstreams]]
-name = "app"
-addresses = ["{upstream}"]
-
-[[routes]]
-path_prefix = "/public"
-upstream = "app"
-auth = "public"
-
-[[routes]]
-path_prefix = "/api"
-upstream = "app"
-auth = "jwt"
-scopes = ["orders:read"]
-
-[[routes]]
-path_prefix = "/api/admin"
-upstream = "app"
-auth = "jwt"
-scopes = ["admin"]
-"#,
-        iss.issuer
-    );
+    let config = GatewayConfig::new()
+        .issuer(&iss.issuer, &["api"])
+        .upstream("app", &[upstream])
+        .route(Route::new("/public", "app", Auth::Public))
+        .route(Route::new("/api", "app", Auth::Jwt).scopes(&["orders:read"]))
+        .route(Route::new("/api/admin", "app", Auth::Jwt).scopes(&["admin"]))
+        .to_toml();
     let gw = start(&config);
     let http = reqwest::Client::new();
     let url = |p: &str| format!("http://{}{p}", gw.addr);
@@ -240,122 +218,6 @@ scopes = ["admin"]
     assert!(!text.contains("apiary"), "raw paths never become labels");
 }
 
-#[test]
-fn bad_config_exits_64_naming_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    for (config, key) in [
-        (
-            "[[routes]]\npath_prefix = \"/\"\nupstream = \"nope\"\nauth = \"public\"\n",
-            "routes[0].upstream",
-        ),
-        (
-            "[[upstreams]]\nname = \"a\"\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\npath_prefix = \"/\"\nupstream = \"a\"\nauth = \"jwt\"\n",
-            "routes[0].auth",
-        ),
-        ("threads = 0\n", "threads"),
-        (
-            "private_cookies = [\"sid\", \"a b\"]\n",
-            "private_cookies[1]",
-        ),
-        ("private_cookies = [\"\"]\n", "private_cookies[0]"),
-        ("surprise = 1\n", "surprise"),
-        (
-            "trusted_proxies = [\"10.0.0.0/8\", \"ingress\"]\n",
-            "trusted_proxies[1]",
-        ),
-        ("forwarded_headers = \"some\"\n", "forwarded_headers"),
-        ("failed_auth_limit = { burst = 0 }\n", "failed_auth_limit"),
-    ] {
-        let path = dir.path().join("g.toml");
-        std::fs::write(&path, config).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .args(["check", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "{config}: {stderr}");
-        assert!(stderr.contains(key), "{config}: {stderr}");
-    }
-    // Routes the request rules could never match, or would let through
-    // more than was checked.
-    let app = "[[upstreams]]\nname = \"a\"\naddresses = [\"127.0.0.1:1\"]\n";
-    let route =
-        |extra: &str| format!("{app}[[routes]]\nupstream = \"a\"\nauth = \"public\"\n{extra}\n");
-    for (config, key, words) in [
-        (
-            route("path_prefix = \"/a/../b\""),
-            "routes[0].path_prefix",
-            "write `/b`",
-        ),
-        (
-            route("path_prefix = \"/a;x\""),
-            "routes[0].path_prefix",
-            "`;`",
-        ),
-        (
-            route("path_prefix = \"/\"\nhost = \"app.example:80\""),
-            "routes[0].host",
-            "without a port",
-        ),
-        (
-            route("path_prefix = \"/\"\nforward_authorization = true"),
-            "routes[0].forward_authorization",
-            "verifies none",
-        ),
-        (
-            route("path_prefix = \"/Admin\"\ncase_insensitive = true"),
-            "routes[0].path_prefix",
-            "lower case",
-        ),
-        (
-            format!(
-                "{}[[routes]]\npath_prefix = \"/x\"\nupstream = \"a\"\nauth = \"public\"\n",
-                route("path_prefix = \"/\"\ncase_insensitive = true")
-            ),
-            "routes[0].case_insensitive",
-            "must agree",
-        ),
-        (
-            format!(
-                "[[issuers]]\nissuer = \"http://a\"\naudiences = [\"x\"]\n[[issuers]]\nissuer = \"http://b\"\naudiences = [\"x\"]\n{}",
-                route("path_prefix = \"/\"")
-            ),
-            "issuers[0].subject_prefix",
-            "several issuers",
-        ),
-    ] {
-        let path = dir.path().join("g.toml");
-        std::fs::write(&path, &config).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .args(["check", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "{config}: {stderr}");
-        assert!(
-            stderr.contains(key) && stderr.contains(words),
-            "{config}: {stderr}"
-        );
-    }
-}
-
-#[test]
-fn the_example_config_is_valid() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.example.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn idempotent_requests_retry_on_connect_failure_only() {
     let live = echo_upstream().await;
@@ -528,163 +390,4 @@ async fn the_access_log_records_requests_but_no_secrets() {
     for secret in [token.as_str(), "query-secret", "cookie-secret", "not-a-jwt"] {
         assert!(!text.contains(secret), "the log holds a secret: {text}");
     }
-}
-
-/// Slow clients (slowloris): a request header dribbled past
-/// `request_header_timeout_secs` gets 408 and a closed connection; the
-/// clock runs only while a header arrives (not between keep-alive
-/// requests, not during a slow body).
-#[tokio::test(flavor = "multi_thread")]
-async fn a_request_header_too_slow_is_answered_408() {
-    use std::time::{Duration, Instant};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpStream;
-
-    let upstream = echo_upstream().await;
-    let gw = start(&format!(
-        r#"
-request_header_timeout_secs = 1
-
-[[upstreams]]
-name = "app"
-addresses = ["{upstream}"]
-
-[[routes]]
-path_prefix = "/"
-upstream = "app"
-auth = "public"
-"#
-    ));
-    /// Reads one response: its head and body (by content-length).
-    async fn response(conn: &mut TcpStream) -> String {
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length: "))
-                    .map_or(0, |v| v.trim().parse().unwrap());
-                if got.len() >= end + 4 + length {
-                    return String::from_utf8_lossy(&got).into_owned();
-                }
-            }
-            let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
-                .await
-                .expect("a response within 5 s")
-                .unwrap();
-            if n == 0 {
-                return String::from_utf8_lossy(&got).into_owned();
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
-    }
-
-    // Dribbled: a header line every 300 ms, never finishing.
-    let started = Instant::now();
-    let mut slow = TcpStream::connect(gw.addr).await.unwrap();
-    slow.write_all(b"GET /slow HTTP/1.1\r\nhost: a\r\n")
-        .await
-        .unwrap();
-    let mut answer = String::new();
-    for i in 0..20 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        if slow
-            .write_all(format!("x-{i}: y\r\n").as_bytes())
-            .await
-            .is_err()
-        {
-            break;
-        }
-        let mut buf = [0u8; 1024];
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf)).await
-        {
-            answer.push_str(&String::from_utf8_lossy(&buf[..n]));
-            if n == 0 || answer.contains("\r\n\r\n") {
-                break;
-            }
-        }
-    }
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
-    assert!(answer.contains("request_timeout"), "{answer:?}");
-    let waited = started.elapsed();
-    assert!(waited < Duration::from_secs(4), "{waited:?}");
-
-    // Empty lines first (parsers skip them) start the clock like any byte
-    // and are not the end of a header: the request line dribbled after
-    // them still times out.
-    let started = Instant::now();
-    let mut slow = TcpStream::connect(gw.addr).await.unwrap();
-    slow.write_all(b"\r\n\r\n\n\n").await.unwrap();
-    let mut answer = String::new();
-    let opening = ["GET /s", "low HTTP/1.1\r\n", "host: a\r\n"].map(String::from);
-    for chunk in opening
-        .into_iter()
-        .chain((0..17).map(|i| format!("x-{i}: y\r\n")))
-    {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        if slow.write_all(chunk.as_bytes()).await.is_err() {
-            break;
-        }
-        let mut buf = [0u8; 1024];
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf)).await
-        {
-            answer.push_str(&String::from_utf8_lossy(&buf[..n]));
-            if n == 0 || answer.contains("\r\n\r\n") {
-                break;
-            }
-        }
-    }
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
-    assert!(started.elapsed() < Duration::from_secs(4));
-
-    // A few bytes, then silence: fewer than the 24 an HTTP/2 preface has,
-    // which Pingora waits for before any parser runs. Still the clock.
-    let started = Instant::now();
-    let mut slow = TcpStream::connect(gw.addr).await.unwrap();
-    slow.write_all(b"GET /").await.unwrap();
-    let mut answer = vec![0u8; 256];
-    let n = tokio::time::timeout(Duration::from_secs(4), slow.read(&mut answer))
-        .await
-        .expect("answered before 4 s")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
-    assert!(started.elapsed() >= Duration::from_millis(900));
-    // A whole request shorter than that is answered at once.
-    let mut short = TcpStream::connect(gw.addr).await.unwrap();
-    short.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
-    let reply = response(&mut short).await;
-    assert!(reply.starts_with("HTTP/1.1 "), "{reply:?}");
-
-    // Slow but within the limit: served.
-    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
-    conn.write_all(b"GET /a HTTP/1.1\r\nhost: a\r\n")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    conn.write_all(b"x: y\r\n\r\n").await.unwrap();
-    let first = response(&mut conn).await;
-    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
-    // Idle between keep-alive requests does not count…
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    conn.write_all(b"GET /b HTTP/1.1\r\nhost: a\r\n\r\n")
-        .await
-        .unwrap();
-    let second = response(&mut conn).await;
-    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
-    assert!(second.contains("\"/b\""), "{second}");
-    // …nor does a slow body after a prompt header.
-    conn.write_all(b"POST /c HTTP/1.1\r\nhost: a\r\ncontent-length: 6\r\n\r\nabc")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    conn.write_all(b"def").await.unwrap();
-    let third = response(&mut conn).await;
-    assert!(third.starts_with("HTTP/1.1 200"), "{third}");
-    assert!(third.contains("abcdef"), "{third}");
-
-    gw.metrics_with(&["gateway_request_header_timeouts_total 3"])
-        .await;
 }

@@ -2,42 +2,21 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub use testkit::free_port;
+pub use testkit::{Auth, GatewayConfig, Route};
+use testkit::{Process, workspace_binary};
+
 pub struct Gateway {
-    child: Child,
+    process: Process,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     /// The config file it was started with.
     pub config: PathBuf,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port free now and never handed out before in this test process (the
-/// OS may offer a just-released port again, and tests run in parallel).
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
 }
 
 /// The demo upstream (`gateway echo`), in-process: it answers with what it
@@ -54,6 +33,8 @@ pub fn start(config: &str) -> Gateway {
 }
 
 /// The gateway on a chosen port (when a URL naming it must exist first).
+/// Pingora binds the listeners it is given and cannot report a port 0, so
+/// the ports are chosen here.
 pub fn start_at(port: u16, config: &str) -> Gateway {
     let dir = tempfile::tempdir().unwrap().keep();
     let path = dir.join("gateway.toml");
@@ -66,71 +47,44 @@ pub fn start_at(port: u16, config: &str) -> Gateway {
         ),
     )
     .unwrap();
-    let child = spawn_gateway(&path, false);
+    let mut process = spawn_gateway(&path, false);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let admin = format!("127.0.0.1:{admin_port}").parse().unwrap();
-    while std::net::TcpStream::connect(admin).is_err() {
-        assert!(Instant::now() < deadline, "admin listener did not start");
-        std::thread::sleep(Duration::from_millis(20));
+    for listener in [addr, admin] {
+        process
+            .wait_for_port(listener, Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     Gateway {
-        child,
+        process,
         addr,
         admin,
         config: path,
     }
 }
 
-fn spawn_gateway(config: &Path, upgrade: bool) -> Child {
-    // GATEWAY_TEST_LOG=debug shows the gateway's log while debugging a test.
-    let log = std::env::var("GATEWAY_TEST_LOG").ok();
-    Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["serve", "--config"])
+fn spawn_gateway(config: &Path, upgrade: bool) -> Process {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
+    cmd.args(["serve", "--config"])
         .arg(config)
-        .args(upgrade.then_some("--upgrade"))
-        .env_remove("RUST_LOG")
-        .envs(
-            log.as_ref()
-                .map(|l| ("PORTCULLIS_GATEWAY__LOG_LEVEL", l.as_str())),
-        )
-        .stdout(Stdio::null())
-        .stderr(if log.is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .spawn()
-        .unwrap()
+        .args(upgrade.then_some("--upgrade"));
+    // PORTCULLIS_TEST_LOG=debug shows the gateway's log at that level while
+    // debugging a test.
+    if let Ok(level) = std::env::var("PORTCULLIS_TEST_LOG") {
+        cmd.env("PORTCULLIS_GATEWAY__LOG_LEVEL", level);
+    }
+    Process::start("gateway", cmd)
 }
 
 impl Gateway {
     /// Send a signal (`TERM`, `QUIT`, …) to the process.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{name}");
+        self.process.signal(name).unwrap();
     }
 
     /// Its exit status, once it has exited within `limit`.
     pub fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process.exited_within(limit)
     }
 
     /// A successor started with `--upgrade` on the same config, once it
@@ -145,17 +99,14 @@ impl Gateway {
             .map(PathBuf::from)
             .unwrap();
         let _ = std::fs::remove_file(&sock);
-        let child = spawn_gateway(&self.config, true);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !sock.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "the successor never listened on {sock:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let mut process = spawn_gateway(&self.config, true);
+        process
+            .wait_until(Duration::from_secs(10), "an upgrade socket", |_| {
+                sock.exists().then_some(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
         Gateway {
-            child,
+            process,
             addr: self.addr,
             admin: self.admin,
             config: self.config.clone(),
@@ -164,69 +115,17 @@ impl Gateway {
 }
 
 pub fn wait_for_port(addr: SocketAddr, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    testkit::wait_for_port(addr, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{what}: {e}"));
 }
 
 pub fn demo_policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
 }
 
-/// Another workspace binary, next to ours: `cargo test --workspace` (the
-/// test command) builds every package's binaries with the same features.
-/// When it is missing or older than the sources it is built from (`crates`:
-/// its package and the workspace crates it uses), e.g. under `cargo test -p
-/// portcullis-gateway`, it is built first.
-pub fn workspace_binary(package: &str, bin: &str, crates: &[&str]) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_gateway")).with_file_name(bin);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-    let newest = crates
-        .iter()
-        .filter_map(|c| newest_source(&root.join(c)))
-        .max();
-    if built.is_none_or(|b| newest > Some(b)) {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", package, "--bin", bin])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo");
-        assert!(status.success(), "cargo build -p {package} failed");
-    }
-    path
-}
-
-/// The latest modification time of what a crate's binary is built from:
-/// everything in the crate but its tests and benchmarks.
-fn newest_source(dir: &Path) -> Option<std::time::SystemTime> {
-    let mut newest = None;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            let name = entry.file_name();
-            if path.is_dir() {
-                if !["tests", "benches", "target", "node_modules"]
-                    .iter()
-                    .any(|skip| name == *skip)
-                {
-                    stack.push(path);
-                }
-            } else {
-                newest = newest.max(entry.metadata().and_then(|m| m.modified()).ok());
-            }
-        }
-    }
-    newest
-}
-
 /// The real sidecar binary on fixed ports, so it can be killed and brought
 /// back where the gateway expects it.
 pub struct Sidecar {
-    child: Child,
+    process: Process,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     policies: PathBuf,
@@ -240,24 +139,22 @@ impl Sidecar {
     }
 
     fn start_on(policies: &Path, grpc: SocketAddr, http: SocketAddr) -> Self {
-        let child = Command::new(workspace_binary(
+        let mut cmd = Command::new(workspace_binary(
             "portcullis-sidecar",
             "sidecar",
             &["sidecar", "tokens", "bootstrap"],
-        ))
-        .arg("serve")
-        .args(["--grpc", &grpc.to_string(), "--http", &http.to_string()])
-        .arg("--policies")
-        .arg(policies)
-        .env("PORTCULLIS_SIDECAR__ADMIN_TOKEN", SIDECAR_ADMIN_TOKEN)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-        wait_for_port(grpc, "sidecar");
+        ));
+        cmd.arg("serve")
+            .args(["--grpc", &grpc.to_string(), "--http", &http.to_string()])
+            .arg("--policies")
+            .arg(policies)
+            .env("PORTCULLIS_SIDECAR__ADMIN_TOKEN", SIDECAR_ADMIN_TOKEN);
+        let mut process = Process::start("sidecar", cmd);
+        process
+            .wait_for_port(grpc, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}"));
         Self {
-            child,
+            process,
             grpc,
             http,
             policies: policies.to_path_buf(),
@@ -266,8 +163,7 @@ impl Sidecar {
 
     /// SIGKILL: no goodbye to open connections.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     pub fn restart(&mut self) {
@@ -278,43 +174,16 @@ impl Sidecar {
 
 pub const SIDECAR_ADMIN_TOKEN: &str = "gateway-test-admin-token-0123456789";
 
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// The real Redis, or `None` with a note (outside CI; under CI its absence
 /// fails the test).
 pub async fn redis_url() -> Option<String> {
-    let url =
-        std::env::var("PORTCULLIS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let reachable = match redis::Client::open(url.as_str()) {
-        Ok(client) => match client.get_multiplexed_async_connection().await {
-            Ok(mut conn) => redis::cmd("PING")
-                .query_async::<String>(&mut conn)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        },
-        Err(e) => Err(e.to_string()),
-    };
-    match reachable {
-        Ok(_) => Some(url),
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!("Redis is required under CI and is not reachable at {url}: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: Redis not reachable at {url}: {e}");
-            None
-        }
-    }
+    testkit::redis_url()
 }
 
 /// The real authserver binary in `--dev` mode (SQLite, in-process stores,
 /// demo user), with its credentials file read.
 pub struct Authserver {
-    child: Child,
+    process: Process,
     pub url: String,
     pub creds: Value,
     _dir: tempfile::TempDir,
@@ -325,35 +194,29 @@ impl Authserver {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let creds = dir.path().join("creds.json");
-        let child = Command::new(workspace_binary(
+        let mut cmd = Command::new(workspace_binary(
             "portcullis-authserver",
             "authserver",
             &["authserver", "tokens", "bootstrap"],
-        ))
-        .current_dir(dir.path())
-        .args(["--dev", "serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--dev-credentials")
-        .arg(&creds)
-        .env_remove("RUST_LOG")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        ));
+        cmd.current_dir(dir.path())
+            .args(["--dev", "serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--dev-credentials")
+            .arg(&creds)
+            .envs(env.iter().copied());
+        let mut process = Process::start("authserver", cmd);
+        // The credentials file appears whole (written, then renamed).
+        let creds: Value = process
+            .wait_until(Duration::from_secs(30), "dev credentials", |_| {
+                serde_json::from_slice(&std::fs::read(&creds).ok()?).ok()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_for_port(addr, "authserver");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let creds: Value = loop {
-            if let Ok(bytes) = std::fs::read(&creds)
-                && let Ok(v) = serde_json::from_slice(&bytes)
-            {
-                break v;
-            }
-            assert!(Instant::now() < deadline, "no dev credentials");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        process
+            .wait_for_port(addr, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}"));
         Self {
-            child,
+            process,
             url: creds["issuer"].as_str().unwrap().to_owned(),
             creds,
             _dir: dir,
@@ -370,8 +233,7 @@ impl Authserver {
 
     /// Kill it (Drop does too; this is for a test that goes on without it).
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// Register a confidential web client through the admin API.
@@ -430,12 +292,6 @@ impl Authserver {
     }
 }
 
-impl Drop for Authserver {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 impl Gateway {
     /// The admin `/metrics` text once it contains every one of `needles`
     /// (requests are counted after their response is sent, so a scrape
@@ -466,22 +322,11 @@ impl Gateway {
 /// route on `/api` to it, left open last so a test can add keys to it.
 /// Top-level keys must come before it.
 pub fn jwt_app(issuer: &str, upstream: SocketAddr) -> String {
-    format!(
-        r#"
-[[issuers]]
-issuer = "{issuer}"
-audiences = ["api"]
-
-[[upstreams]]
-name = "app"
-addresses = ["{upstream}"]
-
-[[routes]]
-path_prefix = "/api"
-upstream = "app"
-auth = "jwt"
-"#
-    )
+    GatewayConfig::new()
+        .issuer(issuer, &["api"])
+        .upstream("app", &[upstream])
+        .route(Route::new("/api", "app", Auth::Jwt))
+        .to_toml()
 }
 
 /// A response read off a raw connection.

@@ -186,14 +186,10 @@ async fn tokens_never_reach_the_decision_log() {
         .await
         .unwrap();
     crate::support::eventually("a decision log line", || async {
-        !sidecar.stdout.lock().unwrap().is_empty()
+        !sidecar.stdout().is_empty()
     })
     .await;
-    let all = format!(
-        "{:?}{:?}",
-        sidecar.stdout.lock().unwrap(),
-        sidecar.stderr.lock().unwrap()
-    );
+    let all = format!("{:?}{:?}", sidecar.stdout(), sidecar.stderr());
     assert!(!all.contains("secret-token-never-logged"));
     assert!(all.contains("req-1"));
 }

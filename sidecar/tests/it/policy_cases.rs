@@ -161,16 +161,14 @@ async fn cached_decisions_are_counted_and_the_log_has_one_line_per_decision() {
 
     crate::support::eventually("three decision log lines", || async {
         sidecar
-            .stdout
-            .lock()
-            .unwrap()
+            .stdout()
             .iter()
             .filter(|l| l.contains("r-42"))
             .count()
             == 3
     })
     .await;
-    let lines = sidecar.stdout.lock().unwrap().clone();
+    let lines = sidecar.stdout();
     let first: Value = serde_json::from_str(&lines[0]).unwrap();
     assert_eq!(first["principal"], r#"App::User::"bob""#);
     assert_eq!(first["action"], r#"App::Action::"ListOrders""#);
@@ -221,9 +219,7 @@ async fn repeated_direct_requests_are_cached_logged_alike_and_still_validated() 
 
     crate::support::eventually("three direct decision log lines", || async {
         sidecar
-            .stdout
-            .lock()
-            .unwrap()
+            .stdout()
             .iter()
             .filter(|l| l.contains("direct-7"))
             .count()
@@ -231,9 +227,7 @@ async fn repeated_direct_requests_are_cached_logged_alike_and_still_validated() 
     })
     .await;
     let lines: Vec<Value> = sidecar
-        .stdout
-        .lock()
-        .unwrap()
+        .stdout()
         .iter()
         .filter(|l| l.contains("direct-7"))
         .map(|l| serde_json::from_str(l).unwrap())

@@ -1,11 +1,11 @@
 //! Start the real `sidecar` binary on ephemeral ports and talk to it.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use testkit::Process;
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
@@ -31,11 +31,9 @@ pub fn copy_policies(from: &Path) -> tempfile::TempDir {
 }
 
 pub struct Sidecar {
-    child: Child,
+    process: Process,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
-    pub stderr: Arc<Mutex<Vec<String>>>,
-    pub stdout: Arc<Mutex<Vec<String>>>,
     pub client: reqwest::Client,
 }
 
@@ -45,7 +43,8 @@ impl Sidecar {
         Self::start_with(dir, env, &[])
     }
 
-    /// Start with extra command-line arguments (e.g. `--config FILE`).
+    /// Start with extra command-line arguments (e.g. `--config FILE`), on
+    /// port 0; ready when it logs the addresses it bound.
     pub fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidecar"));
         cmd.arg("serve")
@@ -60,50 +59,28 @@ impl Sidecar {
             .arg(dir)
             .env("PORTCULLIS_SIDECAR__ADMIN_TOKEN", ADMIN_TOKEN)
             .env("PORTCULLIS_SIDECAR__SHUTDOWN_GRACE_SECS", "2")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn sidecar");
-        let stderr = collect(child.stderr.take().unwrap());
-        let stdout = collect(child.stdout.take().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let (http, grpc) = loop {
-            let found = stderr.lock().unwrap().iter().find_map(|line| {
-                let v: Value = serde_json::from_str(line).ok()?;
-                (v["message"] == "listening").then(|| {
-                    (
-                        v["http"].as_str().unwrap().parse().unwrap(),
-                        v["grpc"].as_str().unwrap().parse().unwrap(),
-                    )
-                })
-            });
-            if let Some(addrs) = found {
-                break addrs;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "sidecar exited with {status}: {:#?}",
-                    stderr.lock().unwrap()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sidecar did not start: {:#?}",
-                stderr.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+            .envs(env.iter().copied());
+        let mut process = Process::start("sidecar", cmd);
+        let listening = process
+            .wait_for_log("listening", Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = |key: &str| listening[key].as_str().unwrap().parse().unwrap();
         Self {
-            child,
-            http,
-            grpc,
-            stderr,
-            stdout,
+            http: addr("http"),
+            grpc: addr("grpc"),
+            process,
             client: reqwest::Client::new(),
         }
+    }
+
+    /// The lines it wrote to stdout so far (the decision log).
+    pub fn stdout(&self) -> Vec<String> {
+        self.process.stdout()
+    }
+
+    /// The lines it wrote to stderr so far (its own log).
+    pub fn stderr(&self) -> Vec<String> {
+        self.process.stderr()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -161,16 +138,10 @@ impl Sidecar {
 
     /// Stop with SIGTERM and wait for a clean exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "sidecar did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process.signal("TERM").unwrap();
+        self.process
+            .exited_within(Duration::from_secs(10))
+            .expect("sidecar did not stop on SIGTERM")
     }
 
     /// Whether the sidecar logged `needle` within a few seconds (its
@@ -178,13 +149,7 @@ impl Sidecar {
     pub fn stderr_contains(&self, needle: &str) -> bool {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if self
-                .stderr
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains(needle))
-            {
+            if self.stderr().iter().any(|l| l.contains(needle)) {
                 return true;
             }
             if Instant::now() > deadline {
@@ -193,25 +158,6 @@ impl Sidecar {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            sink.lock().unwrap().push(line);
-        }
-    });
-    lines
 }
 
 /// Wait for a condition with a deadline, polling.
@@ -287,7 +233,7 @@ pub fn summarize(resp: &CheckResponse) -> Verdict {
 
 impl Sidecar {
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 }
 

@@ -1,0 +1,25 @@
+//! The one harness for every test and benchmark that runs a real binary:
+//! the gateway's, the sidecar's and the authserver's integration tests, the
+//! stack tests, the benchmarks and the load runner.
+//!
+//! - [`Process`]: a child process on loopback, its output collected, ready
+//!   when it logs its `listening` line (or accepts on a port), stopped when
+//!   dropped.
+//! - [`free_port`], [`wait_for_port`]: ports for binaries that cannot
+//!   report the one they bound.
+//! - [`workspace_binary`]: another package's binary, built when stale.
+//! - [`redis_url`], [`required`]: the real services tests need, which must
+//!   not be skipped under CI.
+//! - [`GatewayConfig`]: gateway configurations as values, not TOML text.
+
+mod binaries;
+mod gateway_config;
+mod ports;
+mod process;
+mod services;
+
+pub use binaries::workspace_binary;
+pub use gateway_config::{Auth, GatewayConfig, Route};
+pub use ports::{free_port, wait_for_port};
+pub use process::{Process, Stop};
+pub use services::{redis_url, required};
