@@ -63,7 +63,7 @@ const MAX_LINES: usize = 600;
 
 /// Files still over the limit, at most as long as they are now, until they
 /// are split by concern; the list only shrinks.
-const STILL_LONG: &[(&str, usize)] = &[("src/up.rs", 604)];
+const STILL_LONG: &[(&str, usize)] = &[];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
