@@ -6,35 +6,39 @@
 //! domain logic with `now` as a parameter and no HTTP types (`authorize`,
 //! `login`, `consent`, `logout`, `oauth`, `admin`); `http` and `server`
 //! (the surface); `dev` (the `--dev` bootstrap).
+//!
+//! Public here is what the binary, the tests and the benchmarks use: the
+//! CLI and server, the configuration, the stores, the records and the key
+//! material.
 
-pub mod admin;
-pub mod admin_api;
+mod admin;
+mod admin_api;
 pub mod app;
-pub mod audit;
-pub mod authorize;
+mod audit;
+mod authorize;
 pub mod cli;
 pub mod config;
-pub mod consent;
+mod consent;
 pub mod crypto;
-pub mod dev;
+mod dev;
 pub mod ephemeral;
 pub mod error;
-pub mod form;
-pub mod http;
-pub mod issue;
+mod form;
+mod http;
+mod issue;
 pub mod keys;
-pub mod login;
-pub mod logout;
-pub mod metrics;
+mod login;
+mod logout;
+mod metrics;
 pub mod model;
-pub mod oauth;
-pub mod pages;
+mod oauth;
+mod pages;
 pub mod password;
-pub mod proxy;
+mod proxy;
 pub mod server;
 pub mod session;
 pub mod store;
-pub mod token;
+mod token;
 
 #[cfg(test)]
 mod testing;

@@ -6,27 +6,27 @@
 //! engine. Every incoming `x-auth-*` header is removed and the verified
 //! identity added. ARCHITECTURE.md maps the modules.
 
-pub mod access_log;
-pub mod admin;
-pub mod authz;
+mod access_log;
+mod admin;
+mod authz;
 pub mod cli;
 pub mod config;
 pub mod cookie;
 pub mod echo;
-pub mod header_deadline;
+mod header_deadline;
 pub mod inbound;
-pub mod metrics;
-pub mod proxy;
-pub mod ratelimit;
-pub mod refusal;
-pub mod reply;
+mod metrics;
+mod proxy;
+mod ratelimit;
+mod refusal;
+mod reply;
 pub mod rewrite;
-pub mod route;
-pub mod seal;
-pub mod session;
-pub mod tls;
-pub mod tunnel;
-pub mod upstream;
+mod route;
+mod seal;
+mod session;
+mod tls;
+mod tunnel;
+mod upstream;
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn now_secs() -> u64 {

@@ -21,10 +21,9 @@ pub struct Metrics {
     pub duration: HistogramVec,
     /// Requests refused for their credentials, by reason.
     pub auth_failures: IntCounterVec,
-    pub decision_duration: HistogramVec,
-    pub decision_cache: IntCounterVec,
-    /// `decision_cache{result="hit"|"miss"}` and
-    /// `decision_duration{mode="sidecar"|"embedded"}`, resolved once.
+    /// `gateway_decision_cache_total{result="hit"|"miss"}` and
+    /// `gateway_decision_duration_seconds{mode="sidecar"|"embedded"}`,
+    /// resolved once.
     pub decision_hits: IntCounter,
     pub decision_misses: IntCounter,
     pub decision_sidecar: Histogram,
@@ -96,8 +95,6 @@ impl Metrics {
             decision_misses: decision_cache.with_label_values(&["miss"]),
             decision_sidecar: decision_duration.with_label_values(&["sidecar"]),
             decision_embedded: decision_duration.with_label_values(&["embedded"]),
-            decision_cache,
-            decision_duration,
             requests: counter(
                 "gateway_requests_total",
                 "Requests by route prefix and status",

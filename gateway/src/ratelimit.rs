@@ -100,18 +100,6 @@ impl LocalLimiter {
         }
     }
 
-    /// Would `key` be admitted now? Spends nothing: for budgets charged
-    /// only afterwards, by what the request turned out to be.
-    pub fn check(&self, key: BucketKey<'_>) -> Admit {
-        let Some(bucket) = self.buckets.get(&self.hasher.hash_one(key)) else {
-            return Admit::Yes;
-        };
-        match self.gcra.step(bucket.load(Ordering::Relaxed), self.now()) {
-            Ok(_) => Admit::Yes,
-            Err(wait) => retry_after(wait),
-        }
-    }
-
     /// Give back what one `admit` of `key` took: the request turned out
     /// not to count against the budget.
     pub fn refund(&self, key: BucketKey<'_>) {

@@ -75,10 +75,6 @@ impl Upstream {
         self.addresses.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.addresses.is_empty()
-    }
-
     fn is_healthy(&self, i: usize) -> bool {
         self.healthy[i].load(Ordering::Relaxed)
     }

@@ -4,11 +4,11 @@
 //! bearer tokens when issuers are configured ([`authn`]), reloads the
 //! policy directory ([`reload`]) and runs the CLI ([`cli`]).
 
-pub mod authn;
+mod authn;
 pub mod cli;
 pub mod config;
-pub mod grpc;
-pub mod http;
+mod grpc;
+mod http;
 pub mod policy_test;
-pub mod reload;
+mod reload;
 pub mod server;
