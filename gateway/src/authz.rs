@@ -2,6 +2,15 @@
 //! deciders give the same `Verdict`: the sidecar over ext_authz v3 gRPC
 //! (HTTP/2, a small pool of multiplexed connections, a deadline, a bounded
 //! decision cache), or the sidecar's engine linked in-process.
+//!
+//! Sidecar verdicts are cached under SHA-256 of token, method, host, path
+//! and source address, each for min(configured TTL, token `exp` − now)
+//! cut by up to a fifth by key (so decisions made together do not expire
+//! together), single flight per key (requests that miss together share
+//! one `Check`). Each verdict carries the `policy_version` the sidecar
+//! reported; a new version empties the cache. Embedded verdicts are cached
+//! per policy generation and token `exp`. No answer is an `AuthzError`: a
+//! 503 unless the route fails open.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -5,6 +5,22 @@
 //! and asks the policies ([`decide`]), answering refusals itself
 //! (`crate::refusal`); `upstream_peer` and `upstream_request_filter`
 //! ([`forward`]) pick the address and write the request the upstream sees.
+//!
+//! `request_filter`, in order: keep or make `x-request-id`; settle the
+//! request (400 naming what cannot be read unambiguously); serve the
+//! session endpoints (`/_auth/*`); route (none: 404); rate-limit by the
+//! client's address before any credential work; authenticate (`jwt`: the
+//! `tokens` verifier, after the client's failed-authentication budget —
+//! an opaque token is charged before its introspection and refunded when
+//! good, a JWT is charged when refused; `session`: the browser session);
+//! rate-limit by identity; required scopes (403 `insufficient_scope`);
+//! decide; an allowed WebSocket upgrade then leaves for `crate::tunnel`.
+//! `upstream_peer` asks the pool (with work stealing off, the default, a
+//! thread takes back only the upstream connections it released);
+//! `fail_to_connect` retries idempotent methods on another address, at
+//! most once per address; `response_filter` drops the upstream's
+//! `Set-Cookie` for private cookies and adds `x-request-id` and a
+//! refreshed session's cookie.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
