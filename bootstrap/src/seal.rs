@@ -69,18 +69,29 @@ impl Sealer {
     /// The plaintext, or `None` for anything forged, truncated, of another
     /// version, or sealed for another context or key.
     pub fn open(&self, context: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+        self.open_owned(context, sealed.to_vec())
+    }
+
+    /// [`Sealer::open`] in the caller's buffer (a cookie just decoded):
+    /// decrypted in place, no copy.
+    pub fn open_owned(&self, context: &str, mut sealed: Vec<u8>) -> Option<Vec<u8>> {
         let (&version, rest) = sealed.split_first()?;
         if version != VERSION || rest.len() < NONCE_LEN {
             return None;
         }
-        let (nonce, body) = rest.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
-        let mut body = body.to_vec();
-        let plain = self
+        let nonce = Nonce::try_assume_unique_for_key(&rest[..NONCE_LEN]).ok()?;
+        let plain_len = self
             .0
-            .open_in_place(nonce, Aad::from(context.as_bytes()), &mut body)
-            .ok()?;
-        Some(plain.to_vec())
+            .open_in_place(
+                nonce,
+                Aad::from(context.as_bytes()),
+                &mut sealed[1 + NONCE_LEN..],
+            )
+            .ok()?
+            .len();
+        sealed.truncate(1 + NONCE_LEN + plain_len);
+        sealed.drain(..1 + NONCE_LEN);
+        Some(sealed)
     }
 }
 

@@ -56,7 +56,7 @@ impl Sealer {
     /// The plaintext, or `None` for anything forged, truncated or sealed
     /// for another cookie or key.
     pub fn open(&self, name: &str, value: &str) -> Option<Vec<u8>> {
-        self.0.open(name, &URL_SAFE_NO_PAD.decode(value).ok()?)
+        self.0.open_owned(name, URL_SAFE_NO_PAD.decode(value).ok()?)
     }
 }
 

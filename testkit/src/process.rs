@@ -299,10 +299,14 @@ mod tests {
     fn a_signal_stop_lets_the_process_finish() {
         let mut p = Process::start(
             "sh",
-            sh("trap 'echo bye; exit 0' TERM; while :; do sleep 0.05; done"),
+            sh("trap 'echo bye; exit 0' TERM; echo trapped; while :; do sleep 0.05; done"),
         )
         .stopped_by(Stop::Signal("TERM", Duration::from_secs(5)));
-        std::thread::sleep(Duration::from_millis(200));
+        // Signal only once the trap is in place.
+        p.wait_until(Duration::from_secs(5), "the trap", |p| {
+            p.printed("trapped").then_some(())
+        })
+        .unwrap();
         let status = p.stop().unwrap();
         assert!(status.success(), "{status}");
         let deadline = Instant::now() + Duration::from_secs(2);
