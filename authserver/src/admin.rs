@@ -1,13 +1,14 @@
-//! Creating users and clients: shared by the CLI, `--dev` and (later) the
-//! admin API, so each path validates and audits the same way.
+//! Managing users, their second factors and clients: shared by the CLI,
+//! `--dev` and the admin API, so each path validates and audits the same
+//! way.
 
 use serde::Serialize;
 
 use crate::app::App;
 use crate::crypto::random_token;
 use crate::error::Error;
-use crate::model::{Actor, Client, ClientAuth, GrantType, User};
-use crate::store::NewUser;
+use crate::model::{Actor, Client, ClientAuth, GrantType, MfaPolicy, SecondFactor, User};
+use crate::store::{NewUser, UserChange};
 
 /// A user to add; the password is hashed here.
 #[derive(Debug, Clone, Default)]
@@ -238,6 +239,7 @@ pub async fn add_client(
         jwks: spec.jwks,
         require_consent: spec.kind != ClientKind::Service,
         introspect: spec.introspect,
+        mfa: MfaPolicy::Optional,
         created_at: now,
     };
     let audit = actor.event(now, "client.create").target(spec.id.clone());
@@ -274,6 +276,71 @@ pub async fn reset_client_secret(
         .await?;
     app.forget_client(&client.id);
     Ok(secret)
+}
+
+/// A user's second factors as an administrator sees them (never secrets).
+#[derive(Debug, Serialize)]
+pub struct FactorReport {
+    pub user_id: String,
+    pub mfa: MfaPolicy,
+    pub factors: Vec<SecondFactor>,
+    pub recovery_codes_left: i64,
+}
+
+pub async fn factors(app: &App, user: &User) -> Result<FactorReport, Error> {
+    Ok(FactorReport {
+        user_id: user.id.clone(),
+        mfa: user.mfa,
+        factors: app.store.factors(&user.id).await?,
+        recovery_codes_left: app.store.recovery_codes_left(&user.id).await?,
+    })
+}
+
+/// Removes every factor and recovery code of a user who lost them; with
+/// `mfa = required` they enrol anew at their next sign-in. Returns how
+/// many factors there were.
+pub async fn reset_factors(
+    app: &App,
+    user: &User,
+    actor: Actor<'_>,
+    now: i64,
+) -> Result<u64, Error> {
+    let audit = actor.event(now, "mfa.reset").target(user.id.clone());
+    Ok(app.store.reset_factors(&user.id, &audit).await?)
+}
+
+pub async fn set_user_mfa(
+    app: &App,
+    user: &User,
+    mfa: MfaPolicy,
+    actor: Actor<'_>,
+    now: i64,
+) -> Result<(), Error> {
+    let audit = actor
+        .event(now, "user.mfa")
+        .target(user.id.clone())
+        .detail(serde_json::json!({"mfa": mfa}));
+    let change = UserChange {
+        mfa: Some(mfa),
+        ..UserChange::default()
+    };
+    Ok(app.store.update_user(&user.id, &change, &[audit]).await?)
+}
+
+pub async fn set_client_mfa(
+    app: &App,
+    client_id: &str,
+    mfa: MfaPolicy,
+    actor: Actor<'_>,
+    now: i64,
+) -> Result<(), Error> {
+    let audit = actor
+        .event(now, "client.mfa")
+        .target(client_id.to_owned())
+        .detail(serde_json::json!({"mfa": mfa}));
+    app.store.set_client_mfa(client_id, mfa, &audit).await?;
+    app.forget_client(client_id);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The admin API (`/admin/v1/*`): users, clients, keys and the audit log,
+//! The admin API (`/admin/v1/*`): users and their factors, clients, keys
+//! and the audit log,
 //! behind the configured admin bearer token; off (404) when none is set.
 //! Its OpenAPI document is `authserver/openapi.json`, served at
 //! `/admin/v1/openapi.json`. Every change goes through `admin.rs` or the
@@ -21,8 +22,8 @@ use serde_json::{Value, json};
 use crate::admin::{self, ClientKind, ClientSpec, UserSpec};
 use crate::app::{App, now};
 use crate::error::Error;
-use crate::model::Actor;
-use crate::store::StoreError;
+use crate::model::{Actor, MfaPolicy};
+use crate::store::{StoreError, UserChange};
 
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
@@ -36,10 +37,14 @@ pub fn router() -> Router<Arc<App>> {
             "/admin/v1/users/{id}",
             get(get_user).patch(update_user).delete(delete_user),
         )
+        .route(
+            "/admin/v1/users/{id}/factors",
+            get(list_factors).delete(reset_factors),
+        )
         .route("/admin/v1/clients", get(list_clients).post(create_client))
         .route(
             "/admin/v1/clients/{id}",
-            get(get_client).delete(delete_client),
+            get(get_client).patch(update_client).delete(delete_client),
         )
         .route("/admin/v1/clients/{id}/secret", post(new_secret))
         .route("/admin/v1/keys", get(list_keys))
@@ -274,6 +279,7 @@ async fn get_user(
 struct UserPatch {
     disabled: Option<bool>,
     password: Option<String>,
+    mfa: Option<MfaPolicy>,
 }
 
 async fn update_user(
@@ -290,7 +296,7 @@ async fn update_user(
         .user_by_id(&id)
         .await?
         .ok_or_else(|| AdminError(StatusCode::NOT_FOUND, format!("user `{id}` not found")))?;
-    // Both changes, or neither: one transaction.
+    // All changes, or none: one transaction.
     let actor = admin(&app, &headers, peer);
     let hash = match patch.password {
         Some(password) => Some(admin::hash_password(&app, password).await?),
@@ -308,11 +314,53 @@ async fn update_user(
         };
         events.push(actor.event(now(), action).target(id.clone()));
     }
-    app.store
-        .update_user(&user.id, hash.as_deref(), patch.disabled, &events)
-        .await?;
+    if let Some(mfa) = patch.mfa {
+        events.push(
+            actor
+                .event(now(), "user.mfa")
+                .target(id.clone())
+                .detail(json!({"mfa": mfa})),
+        );
+    }
+    let change = UserChange {
+        password_hash: hash.as_deref(),
+        disabled: patch.disabled,
+        mfa: patch.mfa,
+    };
+    app.store.update_user(&user.id, &change, &events).await?;
     let user = app.store.user_by_id(&id).await?;
     Ok(axum::Json(user).into_response())
+}
+
+/// The user `id`, or a 404 naming it.
+async fn user(app: &App, id: &str) -> Result<crate::model::User, AdminError> {
+    app.store
+        .user_by_id(id)
+        .await?
+        .ok_or_else(|| AdminError(StatusCode::NOT_FOUND, format!("user `{id}` not found")))
+}
+
+async fn list_factors(
+    State(app): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, AdminError> {
+    authorize(&app, &headers)?;
+    let user = user(&app, &id).await?;
+    Ok(axum::Json(admin::factors(&app, &user).await?).into_response())
+}
+
+/// An administrator's reset for a user who lost every factor.
+async fn reset_factors(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, AdminError> {
+    authorize(&app, &headers)?;
+    let user = user(&app, &id).await?;
+    let removed = admin::reset_factors(&app, &user, admin(&app, &headers, peer), now()).await?;
+    Ok(axum::Json(json!({"user_id": id, "removed": removed})).into_response())
 }
 
 async fn delete_user(
@@ -399,6 +447,26 @@ async fn get_client(
             format!("client `{id}` not found"),
         )),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientPatch {
+    mfa: MfaPolicy,
+}
+
+async fn update_client(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, AdminError> {
+    authorize(&app, &headers)?;
+    let patch: ClientPatch = body(&headers, &bytes)?;
+    admin::set_client_mfa(&app, &id, patch.mfa, admin(&app, &headers, peer), now()).await?;
+    let client = app.store.client(&id).await?;
+    Ok(axum::Json(client).into_response())
 }
 
 async fn delete_client(

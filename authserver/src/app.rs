@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::crypto::{MasterKey, SecretDigester};
+use crate::crypto::{MasterKey, Sealer, SecretDigester};
 use crate::ephemeral::Ephemeral;
 use crate::error::Error;
 use crate::keys::KeyRing;
@@ -21,6 +21,10 @@ pub struct App {
     pub keys: KeyRing,
     pub passwords: Passwords,
     pub secrets: SecretDigester,
+    /// Seals second-factor secrets at rest, each bound to its record.
+    pub sealer: Sealer,
+    /// The WebAuthn relying party.
+    pub passkeys: crate::relying_party::Relying,
     /// MACs of values the server hands out and reads back (CSRF tokens).
     pub mac: aws_lc_rs::hmac::Key,
     pub cookies: Cookies,
@@ -78,6 +82,8 @@ impl App {
         )
         .await?;
         let passwords = Passwords::new(&config.argon2)?;
+        let passkeys = crate::relying_party::Relying::new(&config.mfa, &issuer, config.dev)
+            .map_err(|e| Error::Invalid(format!("webauthn: {e}")))?;
         let audit = crate::audit::AuditLog::start(store.clone());
         Ok(Self {
             issuer,
@@ -86,6 +92,8 @@ impl App {
             keys,
             passwords,
             secrets: master.secret_digester(),
+            sealer: master.sealer(),
+            passkeys,
             mac: master.mac_key(),
             cookies: Cookies::new(issuer_is_https),
             metrics: Metrics::new(

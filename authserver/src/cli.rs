@@ -10,7 +10,7 @@ use crate::app::{App, now};
 use crate::config::Config;
 use crate::crypto::MasterKey;
 use crate::error::Error;
-use crate::model::Actor;
+use crate::model::{Actor, MfaPolicy, User};
 use bootstrap::EXIT_CONFIG;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -78,6 +78,32 @@ enum UserCommand {
     },
     /// List users.
     List,
+    /// Show a user's second factors (never their secrets).
+    Factors { username: String },
+    /// Remove every second factor and recovery code of a user (audited).
+    ResetFactors { username: String },
+    /// Require a second factor of a user, or make it optional again.
+    Mfa {
+        username: String,
+        #[arg(value_enum)]
+        policy: Policy,
+    },
+}
+
+/// `mfa = optional | required`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Policy {
+    Optional,
+    Required,
+}
+
+impl From<Policy> for MfaPolicy {
+    fn from(p: Policy) -> Self {
+        match p {
+            Policy::Optional => Self::Optional,
+            Policy::Required => Self::Required,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -111,6 +137,12 @@ enum ClientCommand {
     },
     /// List clients.
     List,
+    /// Require a second factor of everyone signing in to a client.
+    Mfa {
+        client_id: String,
+        #[arg(value_enum)]
+        policy: Policy,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -255,6 +287,31 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::User(UserCommand::Factors { username }) => {
+            let user = user_named(&app, &username).await?;
+            let report = admin::factors(&app, &user).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User(UserCommand::ResetFactors { username }) => {
+            let user = user_named(&app, &username).await?;
+            let removed = admin::reset_factors(&app, &user, Actor::local("cli"), now()).await?;
+            println!("removed {removed} factor(s) and every recovery code of `{username}`");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User(UserCommand::Mfa { username, policy }) => {
+            let user = user_named(&app, &username).await?;
+            let policy = MfaPolicy::from(policy);
+            admin::set_user_mfa(&app, &user, policy, Actor::local("cli"), now()).await?;
+            println!("mfa = {} for `{username}`", policy.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Client(ClientCommand::Mfa { client_id, policy }) => {
+            let policy = MfaPolicy::from(policy);
+            admin::set_client_mfa(&app, &client_id, policy, Actor::local("cli"), now()).await?;
+            println!("mfa = {} for client `{client_id}`", policy.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Client(ClientCommand::Add {
             client_id,
             kind,
@@ -300,6 +357,13 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Keys(KeysCommand::Master) => Ok(ExitCode::SUCCESS),
     }
+}
+
+async fn user_named(app: &App, username: &str) -> Result<User, Error> {
+    app.store
+        .user_by_username(username)
+        .await?
+        .ok_or_else(|| Error::Invalid(format!("no user `{username}`")))
 }
 
 fn read(path: &Path) -> Result<String, Error> {

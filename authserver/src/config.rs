@@ -43,6 +43,7 @@ pub struct Config {
     pub tokens: TokenConfig,
     pub argon2: Argon2Config,
     pub login: LoginConfig,
+    pub mfa: MfaConfig,
     pub max_body_bytes: usize,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -107,6 +108,7 @@ impl Default for Config {
             tokens: TokenConfig::default(),
             argon2: Argon2Config::default(),
             login: LoginConfig::default(),
+            mfa: MfaConfig::default(),
             max_body_bytes: 64 * 1024,
             log_level: "info".into(),
             log_format: LogFormat::Json,
@@ -125,6 +127,52 @@ impl Default for TokenConfig {
             code_seconds: 60,
             key_refresh_seconds: 30,
             access_format: AccessFormat::Jwt,
+        }
+    }
+}
+
+/// Second factors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MfaConfig {
+    /// The name authenticator apps show next to the account.
+    pub totp_issuer: String,
+    /// `acr` of a sign-in with a password only.
+    pub password_acr: String,
+    /// `acr` of a sign-in with a second factor (what `acr_values` and
+    /// step-up policies ask for).
+    pub acr: String,
+    /// How long a user has to enter the second factor after the password.
+    pub pending_seconds: u64,
+    /// How long a started enrolment waits for its confirming code.
+    pub enrolment_seconds: u64,
+    /// Removing a factor or making new recovery codes needs a sign-in no
+    /// older than this.
+    pub recent_seconds: i64,
+    /// WebAuthn relying party id; the issuer's host unless set (dev mode on
+    /// loopback: `localhost`, any port).
+    pub webauthn_rp_id: Option<String>,
+    /// Origins besides the issuer's that pages with passkeys are served from.
+    pub webauthn_origins: Vec<String>,
+    /// Authenticator models (AAGUIDs) allowed to register; empty: any.
+    pub aaguid_allow: Vec<String>,
+    /// Authenticator models refused at registration.
+    pub aaguid_deny: Vec<String>,
+}
+
+impl Default for MfaConfig {
+    fn default() -> Self {
+        Self {
+            totp_issuer: "Portcullis".into(),
+            password_acr: "urn:portcullis:acr:pwd".into(),
+            acr: "urn:portcullis:acr:mfa".into(),
+            pending_seconds: 300,
+            enrolment_seconds: 600,
+            recent_seconds: 600,
+            webauthn_rp_id: None,
+            webauthn_origins: Vec::new(),
+            aaguid_allow: Vec::new(),
+            aaguid_deny: Vec::new(),
         }
     }
 }
@@ -176,6 +224,12 @@ impl Config {
         }
         self.signing_algorithm()?;
         self.proxies()?;
+        if self.mfa.acr.is_empty() || self.mfa.acr == self.mfa.password_acr {
+            return Err(ConfigError::invalid(
+                "mfa.acr",
+                "must be set and differ from `mfa.password_acr`",
+            ));
+        }
         let issuer = self.issuer_url()?;
         if !self.dev && !issuer.starts_with("https://") {
             return Err(ConfigError::invalid(

@@ -11,6 +11,7 @@
 //! CLI and server, the configuration, the stores, the records and the key
 //! material.
 
+mod account;
 mod admin;
 mod admin_api;
 pub mod app;
@@ -30,11 +31,13 @@ pub mod keys;
 mod login;
 mod logout;
 mod metrics;
+mod mfa;
 pub mod model;
 mod oauth;
 mod pages;
 pub mod password;
 mod proxy;
+mod relying_party;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -1,8 +1,9 @@
 //! The authserver's Prometheus metrics, named as in DESIGN.md:
 //! `auth_requests_total{method,endpoint,status}`,
 //! `auth_request_duration_seconds{method,endpoint}`,
-//! `auth_tokens_active_total{type}`, `auth_sessions_active_total`, plus
-//! tokens issued and logins. The "active" gauges are this instance's count
+//! `auth_tokens_active_total{type}`, `auth_sessions_active_total`,
+//! `auth_mfa_verifications_total{method,status}`, plus tokens issued and
+//! logins. The "active" gauges are this instance's count
 //! of what it issued that has not expired or been revoked (replicas add up).
 
 use std::sync::Mutex;
@@ -90,6 +91,9 @@ pub struct Metrics {
     pub sessions: Expiring,
     /// Logins by outcome (`success`, `failure`, `locked`).
     pub logins: IntCounterVec,
+    /// Second-factor checks by method (`totp`, `recovery`) and status
+    /// (`success`, `failure`, `replay`, `locked`).
+    pub mfa_verifications: IntCounterVec,
 }
 
 impl Metrics {
@@ -141,7 +145,15 @@ impl Metrics {
             &["outcome"],
         )
         .expect(VALID);
-        for m in [&requests, &tokens_issued, &logins] {
+        let mfa_verifications = IntCounterVec::new(
+            Opts::new(
+                "auth_mfa_verifications_total",
+                "Second-factor verifications by method and status",
+            ),
+            &["method", "status"],
+        )
+        .expect(VALID);
+        for m in [&requests, &tokens_issued, &logins, &mfa_verifications] {
             registry.register(Box::new(m.clone())).expect(VALID);
         }
         registry.register(Box::new(duration.clone())).expect(VALID);
@@ -160,6 +172,7 @@ impl Metrics {
             ),
             sessions: Expiring::new(sessions, session_secs, now),
             logins,
+            mfa_verifications,
         }
     }
 

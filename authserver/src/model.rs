@@ -19,6 +19,7 @@ pub struct User {
     /// Names of the groups the user belongs to (the `groups` claim).
     pub groups: Vec<String>,
     pub disabled: bool,
+    pub mfa: MfaPolicy,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -79,6 +80,7 @@ pub struct Client {
     /// A resource server: may introspect any token (RFC 7662 §4); others
     /// learn only about tokens whose audience names them.
     pub introspect: bool,
+    pub mfa: MfaPolicy,
     pub created_at: i64,
 }
 
@@ -162,16 +164,81 @@ pub struct StoredKey {
     pub retired_at: Option<i64>,
 }
 
-/// A second factor enrolled by a user (TOTP, WebAuthn, SMS: later issues).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Whether signing in needs a second factor. Set per user and per client;
+/// either one saying `required` requires it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MfaPolicy {
+    /// Asked for when the user has enrolled one.
+    #[default]
+    Optional,
+    /// Enrolment is forced at the next sign-in.
+    Required,
+}
+
+impl MfaPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Optional => "optional",
+            Self::Required => "required",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Optional, Self::Required]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
+/// What kind of second factor a credential is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FactorKind {
+    /// An authenticator app (RFC 6238).
+    Totp,
+    /// A passkey or security key (WebAuthn).
+    #[serde(rename = "webauthn")]
+    WebAuthn,
+}
+
+impl FactorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Totp => "totp",
+            Self::WebAuthn => "webauthn",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Totp, Self::WebAuthn]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// A second factor enrolled by a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SecondFactor {
     pub id: String,
     pub user_id: String,
-    pub kind: String,
+    pub kind: FactorKind,
+    /// The user's name for it ("phone", "YubiKey"); unique per user.
     pub label: String,
-    /// Sealed with the master key.
+    /// The shared secret, sealed with the master key to this factor's id.
+    #[serde(skip)]
     pub sealed_secret: Option<Vec<u8>>,
+    /// Kind-specific public state, as JSON (WebAuthn: the credential with
+    /// its public key, counter and backup state).
+    #[serde(skip)]
     pub data: String,
+    /// WebAuthn: the credential id (base64url), unique across users.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<String>,
+    /// TOTP: the last time step accepted; a code of that step or an
+    /// earlier one is refused.
+    #[serde(skip)]
+    pub last_step: i64,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
 }

@@ -34,6 +34,8 @@ pub struct Session {
 pub struct Cookies {
     pub session: &'static str,
     pub csrf: &'static str,
+    /// A sign-in waiting for its second factor.
+    pub pending: &'static str,
     pub secure: bool,
 }
 
@@ -43,12 +45,14 @@ impl Cookies {
             Self {
                 session: "__Host-portcullis-session",
                 csrf: "__Host-portcullis-csrf",
+                pending: "__Host-portcullis-pending",
                 secure,
             }
         } else {
             Self {
                 session: "portcullis-session",
                 csrf: "portcullis-csrf",
+                pending: "portcullis-pending",
                 secure,
             }
         }

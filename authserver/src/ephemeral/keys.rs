@@ -71,6 +71,22 @@ pub fn login_failures_from(bucket: &str) -> String {
     format!("login-fail:address:{bucket}")
 }
 
+/// A sign-in whose first factor held, waiting for its second; the token
+/// is in the browser's cookie.
+pub fn pending_login(token: &str) -> String {
+    format!("login-pending:{}", digest(token))
+}
+
+/// An authenticator being enrolled, until its first code confirms it.
+pub fn totp_enrolment(id: &str) -> String {
+    format!("totp-enrol:{}", digest(id))
+}
+
+/// A WebAuthn ceremony's server-side state, taken once.
+pub fn webauthn_ceremony(id: &str) -> String {
+    format!("webauthn:{}", digest(id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +102,9 @@ mod tests {
             used_refresh(secret),
             opaque_access(secret),
             session(secret),
+            pending_login(secret),
+            totp_enrolment(secret),
+            webauthn_ceremony(secret),
         ];
         for key in &keys {
             assert!(!key.contains(secret), "{key}");

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::consent::Choice;
-use crate::login::{Attempt, LoginStep, Retry};
+use crate::login::Attempt;
 
 pub(super) async fn authorize_with(app: &App, headers: &HeaderMap, query: &Form) -> Response {
     let id = match authorize::start(app, query).await {
@@ -22,7 +22,7 @@ pub(super) async fn authorize_with(app: &App, headers: &HeaderMap, query: &Form)
     )
     .await
     {
-        Ok(next) => render(app, headers, next, Vec::new()).await,
+        Ok(next) => render(app, headers, next).await,
         Err(r) => refusal(r),
     }
 }
@@ -74,7 +74,7 @@ pub(super) async fn authorize_resume(
     )
     .await
     {
-        Ok(next) => render(&app, &headers, next, Vec::new()).await,
+        Ok(next) => render(&app, &headers, next).await,
         Err(r) => refusal(r),
     }
 }
@@ -104,44 +104,8 @@ pub(super) async fn login(
         previous_session: previous.as_deref(),
     };
     match crate::login::with_password(&app, &attempt, now_ms()).await {
-        Ok(LoginStep::SignedIn {
-            session_id,
-            request_id,
-        }) => {
-            let cookie = app.cookies.set(
-                app.cookies.session,
-                &session_id,
-                app.config.login.session_seconds,
-            );
-            let location = format!(
-                "/authorize/resume?{}",
-                form_urlencoded::Serializer::new(String::new())
-                    .append_pair("request", &request_id)
-                    .finish()
-            );
-            redirect(&location, &[cookie])
-        }
-        Ok(LoginStep::Retry {
-            client_name,
-            redirect_uri,
-            reason,
-        }) => {
-            let (token, cookies) = match csrf(&app, &headers) {
-                Ok(t) => t,
-                Err(e) => return e.into_response(),
-            };
-            let page = pages::login(&pages::LoginPage {
-                client_name: &client_name,
-                request_id,
-                csrf: &token,
-                username: attempt.username,
-                error: Some(reason.message()),
-            });
-            let status = match reason {
-                Retry::Locked => StatusCode::TOO_MANY_REQUESTS,
-                Retry::Failed => StatusCode::UNAUTHORIZED,
-            };
-            html(status, page, Some(&redirect_uri), &cookies)
+        Ok(step) => {
+            super::factor::respond(&app, &headers, step, attempt.username, request_id).await
         }
         Err(r) => refusal(r),
     }
@@ -171,7 +135,7 @@ pub(super) async fn consent(State(app): Shared, headers: HeaderMap, body: Bytes)
         );
     };
     match crate::consent::decide(&app, id, (&session_id, &session), choice, now()).await {
-        Ok(next) => render(&app, &headers, next, Vec::new()).await,
+        Ok(next) => render(&app, &headers, next).await,
         Err(r) => refusal(r),
     }
 }

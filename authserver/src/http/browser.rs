@@ -3,6 +3,23 @@
 
 use super::*;
 
+/// The one script of the pages (WebAuthn ceremonies).
+pub(super) async fn script() -> impl IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            ),
+        ],
+        include_str!("../../static/webauthn.js"),
+    )
+}
+
 pub(super) async fn style() -> impl IntoResponse {
     (
         [
@@ -43,8 +60,8 @@ pub(super) fn html(
         .map(|s| format!(" {s}"))
         .unwrap_or_default();
     let csp = format!(
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'{extra}; \
-         frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+         form-action 'self'{extra}; frame-ancestors 'none'; base-uri 'none'"
     );
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
@@ -140,58 +157,84 @@ pub(super) fn refusal(r: Refusal) -> Response {
 }
 
 /// Renders what comes next in the flow.
-pub(super) async fn render(
-    app: &App,
-    headers: &HeaderMap,
-    next: Next,
-    set: Vec<String>,
-) -> Response {
-    let (token, mut cookies) = match csrf(app, headers) {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
-    };
-    cookies.extend(set);
-    match next {
-        Next::Redirect(location) => redirect(&location, &cookies),
+pub(super) async fn render(app: &App, headers: &HeaderMap, next: Next) -> Response {
+    let (request_id, page) = match next {
+        Next::Redirect(location) => return redirect(&location, &[]),
+        Next::StepUp {
+            request_id,
+            client_name,
+            user,
+            amr,
+        } => {
+            return match crate::login::factor::step_up(app, &request_id, client_name, user, amr)
+                .await
+            {
+                Ok(c) => {
+                    let step = crate::login::LoginStep::SecondFactor(c);
+                    super::factor::respond(app, headers, step, "", &request_id).await
+                }
+                Err(r) => refusal(r),
+            };
+        }
         Next::Login {
             request_id,
             client,
             hint,
-        } => {
-            let target = authorize::load(app, &request_id)
-                .await
-                .ok()
-                .map(|r| r.redirect_uri);
-            let page = pages::login(&pages::LoginPage {
-                client_name: &client.name,
-                request_id: &request_id,
-                csrf: &token,
-                username: hint.as_deref().unwrap_or(""),
-                error: None,
-            });
-            html(StatusCode::OK, page, target.as_deref(), &cookies)
-        }
+        } => (request_id, Page::Login { client, hint }),
         Next::Consent {
             request_id,
             client,
             user,
             scopes,
-        } => {
-            let target = authorize::load(app, &request_id)
-                .await
-                .ok()
-                .map(|r| r.redirect_uri);
-            let page = pages::consent(&pages::ConsentPage {
-                client_name: &client.name,
-                client_id: &client.id,
-                username: &user.username,
-                scopes: &scopes,
-                request_id: &request_id,
-                csrf: &token,
-            });
-            html(StatusCode::OK, page, target.as_deref(), &cookies)
+        } => (
+            request_id,
+            Page::Consent {
+                client,
+                user,
+                scopes,
+            },
+        ),
+    };
+    let (token, cookies) = match csrf(app, headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let target = authorize::load(app, &request_id)
+        .await
+        .ok()
+        .map(|r| r.redirect_uri);
+    let body = match page {
+        Page::Login { client, hint } => {
+            let hint = hint.as_deref().unwrap_or("");
+            super::factor::login_page(app, &request_id, &client.name, &token, hint, None).await
         }
-    }
+        Page::Consent {
+            client,
+            user,
+            scopes,
+        } => pages::consent(&pages::ConsentPage {
+            client_name: &client.name,
+            client_id: &client.id,
+            username: &user.username,
+            scopes: &scopes,
+            request_id: &request_id,
+            csrf: &token,
+        }),
+    };
+    html(StatusCode::OK, body, target.as_deref(), &cookies)
+}
+
+/// The pages of the flow that show a form of the request.
+enum Page {
+    Login {
+        client: crate::model::Client,
+        hint: Option<String>,
+    },
+    Consent {
+        client: crate::model::Client,
+        user: crate::model::User,
+        scopes: Vec<String>,
+    },
 }
 
 /// A POSTed HTML form with a valid CSRF token, or the page that says why not.

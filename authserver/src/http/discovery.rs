@@ -6,7 +6,7 @@ use super::*;
 
 /// Discovery (RFC 8414 and OpenID Connect Discovery), listing only what
 /// this server implements.
-pub(super) fn metadata_document(issuer: &str) -> Value {
+pub(super) fn metadata_document(issuer: &str, mfa: &crate::config::MfaConfig) -> Value {
     let auth_methods = json!([
         "client_secret_basic",
         "client_secret_post",
@@ -30,6 +30,7 @@ pub(super) fn metadata_document(issuer: &str) -> Value {
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp",
             "at_hash", "preferred_username", "name", "email", "email_verified", "groups", "roles", "updated_at"],
         "code_challenge_methods_supported": ["S256"],
+        "acr_values_supported": [mfa.password_acr, mfa.acr],
         "prompt_values_supported": ["none", "login", "consent"],
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "PS256", "EdDSA"],
@@ -43,7 +44,7 @@ pub(super) fn metadata_document(issuer: &str) -> Value {
 }
 
 pub(super) async fn metadata(State(app): Shared) -> impl IntoResponse {
-    axum::Json(metadata_document(&app.issuer))
+    axum::Json(metadata_document(&app.issuer, &app.config.mfa))
 }
 
 pub(super) async fn jwks(State(app): Shared) -> impl IntoResponse {

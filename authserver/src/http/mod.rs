@@ -2,7 +2,7 @@
 //! responses, CORS and request metrics. Handlers live by resource:
 //! [`discovery`] (metadata, JWKS), [`endpoints`] (token, introspection,
 //! revocation, userinfo), [`authorization`] (the authorization endpoint, login and
-//! consent pages), [`logout`]; [`browser`] holds what the pages share
+//! consent pages), [`factor`] (the sign-in's steps and second factor), [`logout`]; [`browser`] holds what the pages share
 //! (HTML, CSP, CSRF, the browser session).
 
 use std::net::SocketAddr;
@@ -24,10 +24,12 @@ use crate::oauth::{self, BearerError};
 use crate::pages;
 use crate::session::{self, Session};
 
+mod account;
 mod authorization;
 mod browser;
 mod discovery;
 mod endpoints;
+mod factor;
 mod logout;
 
 use authorization::{authorize_get, authorize_post, authorize_resume, consent, login};
@@ -57,9 +59,18 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/authorize", get(authorize_get).post(authorize_post))
         .route("/authorize/resume", get(authorize_resume))
         .route("/login", post(login))
+        .route(
+            "/login/factor",
+            get(factor::factor_get).post(factor::factor_post),
+        )
+        .route("/login/enrol", post(factor::enrol_post))
+        .route("/login/passkey", post(factor::passkey_post))
+        .route("/account", get(account::account_get))
+        .route("/account/{change}", post(account::account_post))
         .route("/consent", post(consent))
         .route("/logout", get(logout_get).post(logout_post))
         .route("/static/style.css", get(style))
+        .route("/static/webauthn.js", get(browser::script))
         .merge(crate::admin_api::router())
         .route("/introspect", post(introspect))
         .route("/healthz", get(|| async { "ok" }))

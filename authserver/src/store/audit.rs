@@ -52,4 +52,19 @@ impl Store {
         .await)?;
         rows.into_iter().map(AuditRow::into_event).collect()
     }
+
+    /// The newest sign-in events of one user (password and second-factor
+    /// steps, successful or not), for the account page.
+    pub async fn sign_ins(&self, user_id: &str, limit: i64) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows: Vec<AuditRow> = on!(self, |p| sqlx::query_as(
+            "SELECT at, actor, action, target, source_ip, client_id, outcome, detail \
+             FROM audit_events WHERE target = $1 AND action LIKE 'login.%' \
+             ORDER BY id DESC LIMIT $2",
+        )
+        .bind(user_id)
+        .bind(limit)
+        .fetch_all(p)
+        .await)?;
+        rows.into_iter().map(AuditRow::into_event).collect()
+    }
 }

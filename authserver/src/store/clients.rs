@@ -2,12 +2,12 @@
 
 use super::rows::ClientRow;
 use super::*;
-use crate::model::Client;
+use crate::model::{Client, MfaPolicy};
 
 macro_rules! client_columns {
     () => {
         "id, name, secret_digest, auth_method, redirect_uris, post_logout_redirect_uris, \
-         grant_types, scopes, jwks, require_consent, introspect, created_at"
+         grant_types, scopes, jwks, require_consent, introspect, mfa, created_at"
     };
 }
 
@@ -21,8 +21,8 @@ impl Store {
             let mut tx = p.begin().await?;
             sqlx::query(
                 "INSERT INTO clients (id, name, secret_digest, auth_method, redirect_uris, post_logout_redirect_uris, \
-                 grant_types, scopes, jwks, require_consent, introspect, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 grant_types, scopes, jwks, require_consent, introspect, mfa, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(&client.id)
             .bind(&client.name)
@@ -35,6 +35,7 @@ impl Store {
             .bind(&client.jwks)
             .bind(client.require_consent)
             .bind(client.introspect)
+            .bind(client.mfa.as_str())
             .bind(client.created_at)
             .execute(&mut *tx)
             .await?;
@@ -71,6 +72,22 @@ impl Store {
         )
         .bind(client_id)
         .bind(digest)
+        .execute(&mut *tx)
+        .await))?;
+        found(changed, || format!("client `{client_id}`"))
+    }
+
+    pub async fn set_client_mfa(
+        &self,
+        client_id: &str,
+        mfa: MfaPolicy,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let changed = on!(self, |p| changed_with_audit!(p, audit, |tx| sqlx::query(
+            "UPDATE clients SET mfa = $2 WHERE id = $1"
+        )
+        .bind(client_id)
+        .bind(mfa.as_str())
         .execute(&mut *tx)
         .await))?;
         found(changed, || format!("client `{client_id}`"))

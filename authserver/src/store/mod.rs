@@ -1,5 +1,5 @@
-//! Durable state: users, groups, clients, signing keys, consents and the
-//! audit log, on PostgreSQL (production) or SQLite (embedded default).
+//! Durable state: users, groups, second factors, clients, signing keys,
+//! consents and the audit log, on PostgreSQL (production) or SQLite (embedded default).
 //!
 //! One interface, two backends. The schema keeps to types both databases
 //! share (TEXT, BIGINT Unix seconds, BOOLEAN, bytes; lists as JSON text), so
@@ -116,11 +116,12 @@ fn unique_violation(err: sqlx::Error, what: impl FnOnce() -> String) -> StoreErr
 mod audit;
 mod clients;
 mod consents;
+mod factors;
 mod keys;
 mod rows;
 mod users;
 
-pub use users::NewUser;
+pub use users::{NewUser, UserChange};
 
 impl Store {
     /// Connects to `postgres://…` or `sqlite:…` and applies the migrations.

@@ -1,11 +1,17 @@
 //! Rows as both backends return them, and their conversion to the model.
 
-use crate::model::{AuditEvent, Client, ClientAuth, KeyState, StoredKey, User};
+use crate::model::{
+    AuditEvent, Client, ClientAuth, FactorKind, KeyState, MfaPolicy, SecondFactor, StoredKey, User,
+};
 
 use super::StoreError;
 
 fn list(column: &str, text: &str) -> Result<Vec<String>, StoreError> {
     serde_json::from_str(text).map_err(|_| StoreError::Corrupt(column.to_owned()))
+}
+
+fn policy(column: &str, text: &str) -> Result<MfaPolicy, StoreError> {
+    MfaPolicy::parse(text).ok_or_else(|| StoreError::Corrupt(format!("{column} `{text}`")))
 }
 
 #[derive(sqlx::FromRow)]
@@ -17,6 +23,7 @@ pub(super) struct UserRow {
     password_hash: Option<String>,
     roles: String,
     disabled: bool,
+    mfa: String,
     created_at: i64,
     updated_at: i64,
 }
@@ -32,6 +39,7 @@ impl UserRow {
             password_hash: self.password_hash,
             groups,
             disabled: self.disabled,
+            mfa: policy("users.mfa", &self.mfa)?,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -51,6 +59,7 @@ pub(super) struct ClientRow {
     jwks: Option<String>,
     require_consent: bool,
     introspect: bool,
+    mfa: String,
     created_at: i64,
 }
 
@@ -71,6 +80,7 @@ impl ClientRow {
             jwks: self.jwks,
             require_consent: self.require_consent,
             introspect: self.introspect,
+            mfa: policy("clients.mfa", &self.mfa)?,
             created_at: self.created_at,
         })
     }
@@ -129,6 +139,39 @@ impl AuditRow {
             source_ip: self.source_ip,
             client_id: self.client_id,
             outcome: self.outcome,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct FactorRow {
+    id: String,
+    user_id: String,
+    kind: String,
+    label: String,
+    secret: Option<Vec<u8>>,
+    data: String,
+    credential_id: Option<String>,
+    last_step: i64,
+    created_at: i64,
+    last_used_at: Option<i64>,
+}
+
+impl FactorRow {
+    pub fn into_factor(self) -> Result<SecondFactor, StoreError> {
+        Ok(SecondFactor {
+            kind: FactorKind::parse(&self.kind).ok_or_else(|| {
+                StoreError::Corrupt(format!("second_factors.kind `{}`", self.kind))
+            })?,
+            id: self.id,
+            user_id: self.user_id,
+            label: self.label,
+            sealed_secret: self.secret,
+            data: self.data,
+            credential_id: self.credential_id,
+            last_step: self.last_step,
+            created_at: self.created_at,
+            last_used_at: self.last_used_at,
         })
     }
 }

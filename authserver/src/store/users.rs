@@ -2,7 +2,15 @@
 
 use super::rows::UserRow;
 use super::*;
-use crate::model::User;
+use crate::model::{MfaPolicy, User};
+
+/// Changes to a user applied together; `None` leaves a field as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserChange<'a> {
+    pub password_hash: Option<&'a str>,
+    pub disabled: Option<bool>,
+    pub mfa: Option<MfaPolicy>,
+}
 
 /// A user to create.
 #[derive(Debug, Clone, Default)]
@@ -20,7 +28,7 @@ pub struct NewUser {
 // dynamically built SQL).
 macro_rules! user_columns {
     () => {
-        "id, username, email, display_name, password_hash, roles, disabled, created_at, updated_at"
+        "id, username, email, display_name, password_hash, roles, disabled, mfa, created_at, updated_at"
     };
 }
 
@@ -166,13 +174,12 @@ impl Store {
         found(changed, || format!("user `{user_id}`"))
     }
 
-    /// Sets a new password hash and/or the disabled flag in one
-    /// transaction with their audit events.
+    /// Applies `change` (any of a new password hash, the disabled flag,
+    /// the MFA policy) in one transaction with its audit events.
     pub async fn update_user(
         &self,
         user_id: &str,
-        password_hash: Option<&str>,
-        disabled: Option<bool>,
+        change: &UserChange<'_>,
         audit: &[AuditEvent],
     ) -> Result<(), StoreError> {
         let at = audit.first().map_or(0, |a| a.at);
@@ -180,11 +187,13 @@ impl Store {
             let mut tx = p.begin().await?;
             let done = sqlx::query(
                 "UPDATE users SET password_hash = COALESCE($2, password_hash), \
-                 disabled = COALESCE($3, disabled), updated_at = $4 WHERE id = $1",
+                 disabled = COALESCE($3, disabled), mfa = COALESCE($4, mfa), updated_at = $5 \
+                 WHERE id = $1",
             )
             .bind(user_id)
-            .bind(password_hash)
-            .bind(disabled)
+            .bind(change.password_hash)
+            .bind(change.disabled)
+            .bind(change.mfa.map(MfaPolicy::as_str))
             .bind(at)
             .execute(&mut *tx)
             .await?;

@@ -274,7 +274,7 @@ async fn the_openapi_document_matches_the_routes() {
             );
         }
     }
-    assert_eq!(documented.len(), 14, "{documented:?}");
+    assert_eq!(documented.len(), 17, "{documented:?}");
 }
 
 #[tokio::test]

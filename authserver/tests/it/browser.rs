@@ -37,6 +37,16 @@ impl Page {
         self.body[start..end].replace("&amp;", "&")
     }
 
+    /// The target of the link `<a href="…" id="{id}">`.
+    pub fn link(&self, id: &str) -> String {
+        let end = self
+            .body
+            .find(&format!("\" id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no link #{id} in {}", self.body));
+        let start = self.body[..end].rfind("href=\"").unwrap() + "href=\"".len();
+        self.body[start..end].replace("&amp;", "&")
+    }
+
     /// A query parameter of the redirect target.
     pub fn redirect_param(&self, name: &str) -> Option<String> {
         let query = self.location().split_once('?')?.1;

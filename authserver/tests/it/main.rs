@@ -4,7 +4,9 @@
 mod admin;
 mod browser;
 mod ephemeral;
+mod factors;
 mod flow;
+mod passkeys;
 mod protocol;
 mod rp;
 mod server;

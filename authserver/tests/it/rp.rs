@@ -11,13 +11,13 @@ use serde_json::Value;
 
 use crate::server::Authserver;
 
-fn rp_dir() -> std::path::PathBuf {
+pub(crate) fn rp_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rp")
 }
 
 /// Node, the npm packages and Chromium are there (`scripts/install-deps.sh`
 /// installs them); outside CI a missing piece skips the test.
-fn available() -> bool {
+pub(crate) fn available() -> bool {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let missing = [
         (!rp_dir().join("node_modules/openid-client").exists())

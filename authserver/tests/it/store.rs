@@ -1,6 +1,6 @@
 //! One suite, every durable backend.
 
-use authserver::model::{AuditEvent, Client, ClientAuth, KeyState, StoredKey};
+use authserver::model::{AuditEvent, Client, ClientAuth, KeyState, MfaPolicy, StoredKey};
 use authserver::store::{NewUser, StoreError};
 use serde_json::json;
 
@@ -31,6 +31,7 @@ fn web_client() -> Client {
         jwks: None,
         require_consent: true,
         introspect: true,
+        mfa: MfaPolicy::Required,
         created_at: 1_700_000_000,
     }
 }

@@ -20,7 +20,19 @@ async fn code_flow_with_pkce_consent_refresh_and_userinfo() {
         csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
         "{csp}"
     );
-    assert!(!login_page.body.contains("<script"), "no script at all");
+    // No inline script: our one static file, and the passkey options as a
+    // JSON data block (not run).
+    assert!(
+        csp.contains("script-src 'self';") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+    for tag in login_page.body.split("<script").skip(1) {
+        assert!(
+            tag.starts_with(" type=\"application/json\"")
+                || tag.starts_with(" src=\"/static/webauthn.js\" defer></script>"),
+            "{tag}"
+        );
+    }
     assert!(login_page.body.contains("Demo web app"));
 
     let consent_page = log_in(&mut browser, &login_page, "demo", &password(&server)).await;

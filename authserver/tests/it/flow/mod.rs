@@ -9,6 +9,7 @@ use crate::server::Authserver;
 
 mod code;
 mod login;
+mod mfa;
 mod refusals;
 
 pub(crate) const WEB_REDIRECT: &str = "http://127.0.0.1:8000/_auth/callback";
@@ -108,6 +109,18 @@ async fn verify_id_token(server: &Authserver, token: &str) -> Value {
     jsonwebtoken::decode::<Value>(token, &key, &v)
         .unwrap()
         .claims
+}
+
+/// The claims of a JWT, unverified (signatures are checked elsewhere).
+pub(crate) fn claims_of(jwt: &str) -> Value {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 fn urlenc(s: &str) -> String {

@@ -1,8 +1,19 @@
-//! Server-rendered HTML: login, consent, logout and error pages. No
-//! script at all; every value is escaped; forms carry a CSRF token; the
-//! style sheet is a file of ours, so the CSP can forbid everything else.
+//! Server-rendered HTML: login, second-factor, account, consent, logout
+//! and error pages. No inline script: the one script is a static file of
+//! ours (WebAuthn), the style sheet another, so the CSP can forbid
+//! everything else; every value is escaped; forms carry a CSRF token.
 
 use std::fmt::Write as _;
+
+mod account;
+mod factor;
+
+pub use account::{AccountPage, account, add_passkey, add_totp};
+
+pub use factor::{
+    FactorPage, PasskeyMode, RecoveryCodesPage, enrol, enrol_form, factor, passkey_form,
+    recovery_codes,
+};
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn esc(text: &str) -> String {
@@ -25,8 +36,10 @@ main{max-width:24rem;margin:4rem auto;background:#fff;padding:2rem;border-radius
 h1{font-size:1.4rem;margin-top:0}label{display:block;margin:.8rem 0 .2rem}\
 input[type=text],input[type=password]{width:100%;box-sizing:border-box;padding:.5rem;border:1px solid #aab;border-radius:4px}\
 button{margin-top:1.2rem;padding:.5rem 1.2rem;border:0;border-radius:4px;background:#2456c7;color:#fff;font-size:1rem;cursor:pointer}\
-button.secondary{background:#dde;color:#1d2330;margin-left:.5rem}.error{color:#a31919;background:#fdecec;padding:.5rem;border-radius:4px}\
-ul.scopes{padding-left:1.2rem}small{color:#556}";
+button.secondary{background:#dde;color:#1d2330;margin-left:.5rem}.error{color:#a31919;background:#fdecec;padding:.5rem;border-radius:4px}.notice{background:#e8f4ea;padding:.5rem;border-radius:4px}\
+ul.scopes{padding-left:1.2rem}small{color:#556}\
+.qr svg{width:200px;height:200px}code.secret{word-break:break-all}ol.codes{font-family:monospace;font-size:1.1rem}\
+nav.methods a{display:block;margin-top:.6rem}table{width:100%;border-collapse:collapse}td,th{text-align:left;padding:.3rem}";
 
 fn layout(title: &str, body: &str) -> String {
     format!(
@@ -53,6 +66,8 @@ pub struct LoginPage<'a> {
     pub csrf: &'a str,
     pub username: &'a str,
     pub error: Option<&'a str>,
+    /// A passwordless (discoverable passkey) ceremony offered beside the form.
+    pub passkey: Option<&'a crate::mfa::webauthn::Ceremony>,
 }
 
 pub fn login(p: &LoginPage<'_>) -> String {
@@ -71,12 +86,22 @@ pub fn login(p: &LoginPage<'_>) -> String {
     let _ = write!(
         body,
         "<label for=\"username\">Username</label>\
-         <input type=\"text\" id=\"username\" name=\"username\" value=\"{}\" autocomplete=\"username\" required autofocus>\
+         <input type=\"text\" id=\"username\" name=\"username\" value=\"{}\" autocomplete=\"username webauthn\" required autofocus>\
          <label for=\"password\">Password</label>\
          <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
          <button type=\"submit\">Sign in</button></form>",
         esc(p.username)
     );
+    if let Some(ceremony) = p.passkey {
+        body.push_str(&passkey_form(
+            PasskeyMode::Discover,
+            "/login/passkey",
+            p.csrf,
+            ceremony,
+            &[("request", p.request_id)],
+            "Sign in with a passkey",
+        ));
+    }
     layout("Sign in", &body)
 }
 
@@ -159,6 +184,7 @@ mod tests {
             csrf: "c",
             username: evil,
             error: Some(evil),
+            passkey: None,
         });
         assert!(!page.contains("<script>"));
         assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&quot;&amp;"));

@@ -11,12 +11,17 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
+use crate::config::MfaConfig;
 use crate::crypto::{digest, random_token};
 use crate::ephemeral::keys;
 use crate::error::OAuthError;
 use crate::form::Form;
-use crate::model::{Client, GrantType, User};
+use crate::model::{Client, GrantType, MfaPolicy, User};
 use crate::session::Session;
+
+mod start;
+
+pub use start::{LOCAL_NAME, start, start_local};
 
 /// How long a user has to finish logging in and consenting.
 pub const REQUEST_TTL: Duration = Duration::from_secs(600);
@@ -40,6 +45,22 @@ pub struct AuthRequest {
     /// that session satisfies `prompt=login` and `max_age` on resume.
     #[serde(default)]
     pub fresh_session: Option<String>,
+    /// A sign-in for our own pages (the account page): no client, no
+    /// code; after sign-in the browser goes to `redirect_uri`, a local path.
+    #[serde(default)]
+    pub local: bool,
+    /// `acr_values` as requested, in order of preference.
+    #[serde(default)]
+    pub acr_values: Vec<String>,
+}
+
+impl AuthRequest {
+    /// Whether the request asks for a second factor: it names the
+    /// multi-factor `acr` and not the password one (`acr_values` lists
+    /// what would do; values we do not know are ignored, OIDC Core §3.1.2.1).
+    pub fn wants_mfa(&self, mfa: &MfaConfig) -> bool {
+        self.acr_values.contains(&mfa.acr) && !self.acr_values.contains(&mfa.password_acr)
+    }
 }
 
 /// What the code stands for at the token endpoint.
@@ -85,6 +106,16 @@ pub enum Next {
         scopes: Vec<String>,
     },
     Redirect(String),
+    /// Signed in, but without the second factor this request needs (its
+    /// `acr_values`, or `mfa = required` of the user or the client): ask
+    /// for it on top of the session.
+    StepUp {
+        request_id: String,
+        client_name: String,
+        user: User,
+        /// What the session proved already.
+        amr: Vec<String>,
+    },
 }
 
 impl From<OAuthError> for Refusal {
@@ -134,181 +165,6 @@ pub fn s256(verifier: &str) -> String {
     digest(verifier)
 }
 
-/// Validates the query of `GET /authorize` and stores the request.
-pub async fn start(app: &App, query: &Form) -> Result<String, Refusal> {
-    let client_id = query
-        .get("client_id")
-        .ok_or_else(|| Refusal::Page("the request names no client (`client_id`)".into()))?;
-    let client = app
-        .store
-        .client(client_id)
-        .await
-        .map_err(OAuthError::from)?
-        .ok_or_else(|| Refusal::Page(format!("unknown client `{client_id}`")))?;
-    let (redirect_uri, given) = match query.get("redirect_uri") {
-        Some(uri) if client.redirect_uris.iter().any(|r| r == uri) => (uri.to_owned(), true),
-        Some(uri) => {
-            return Err(Refusal::Page(format!(
-                "`{uri}` is not a registered redirect URI of client `{client_id}`"
-            )));
-        }
-        None => match client.redirect_uris.as_slice() {
-            [only] => (only.clone(), false),
-            _ => return Err(Refusal::Page("the request names no `redirect_uri`".into())),
-        },
-    };
-    let mut req = AuthRequest {
-        client_id: client.id.clone(),
-        redirect_uri,
-        redirect_uri_given: given,
-        scopes: Vec::new(),
-        state: query.get("state").map(str::to_owned),
-        nonce: query.get("nonce").map(str::to_owned),
-        code_challenge: None,
-        prompt: None,
-        max_age: None,
-        login_hint: query.get("login_hint").map(str::to_owned),
-        fresh_session: None,
-    };
-    // From here on the redirect URI is trusted: errors go back to it.
-    let refuse = |req: &AuthRequest, error: &str, description: &str| {
-        Refusal::Redirect(error_redirect(app, req, error, description))
-    };
-    if query.get("request").is_some() {
-        return Err(refuse(
-            &req,
-            "request_not_supported",
-            "request objects are not supported",
-        ));
-    }
-    if query.get("request_uri").is_some() {
-        return Err(refuse(
-            &req,
-            "request_uri_not_supported",
-            "request_uri is not supported",
-        ));
-    }
-    match query.get("response_type") {
-        Some("code") => {}
-        Some(other) => {
-            return Err(refuse(
-                &req,
-                "unsupported_response_type",
-                &format!("response_type `{other}` is not supported; use `code`"),
-            ));
-        }
-        None => return Err(refuse(&req, "invalid_request", "missing `response_type`")),
-    }
-    if let Some(mode) = query.get("response_mode")
-        && mode != "query"
-    {
-        return Err(refuse(
-            &req,
-            "invalid_request",
-            &format!("response_mode `{mode}` is not supported"),
-        ));
-    }
-    if !client.may_use(GrantType::AuthorizationCode) {
-        return Err(refuse(
-            &req,
-            "unauthorized_client",
-            "client is not registered for the authorization code flow",
-        ));
-    }
-    let Some(scope) = query.get("scope") else {
-        return Err(refuse(&req, "invalid_request", "missing `scope`"));
-    };
-    for s in scope.split(' ').filter(|s| !s.is_empty()) {
-        if !client.scopes.iter().any(|c| c == s) {
-            return Err(refuse(
-                &req,
-                "invalid_scope",
-                &format!("scope `{s}` is not allowed for this client"),
-            ));
-        }
-        if !req.scopes.iter().any(|x| x == s) {
-            req.scopes.push(s.to_owned());
-        }
-    }
-    match (
-        query.get("code_challenge"),
-        query.get("code_challenge_method"),
-    ) {
-        (Some(challenge), Some("S256")) if pkce_shaped(challenge) => {
-            req.code_challenge = Some(challenge.to_owned());
-        }
-        (Some(_), Some("S256")) => {
-            return Err(refuse(
-                &req,
-                "invalid_request",
-                "`code_challenge` must be 43-128 unreserved characters",
-            ));
-        }
-        (Some(_), None | Some("plain")) | (None, Some("plain")) => {
-            return Err(refuse(
-                &req,
-                "invalid_request",
-                "PKCE method `plain` is not allowed; use S256",
-            ));
-        }
-        (_, Some(other)) => {
-            return Err(refuse(
-                &req,
-                "invalid_request",
-                &format!("unknown code_challenge_method `{other}`"),
-            ));
-        }
-        (None, None) if client.is_public() => {
-            return Err(refuse(
-                &req,
-                "invalid_request",
-                "public clients must use PKCE (code_challenge with S256)",
-            ));
-        }
-        (None, None) => {}
-    }
-    if let Some(prompt) = query.get("prompt") {
-        let values: Vec<&str> = prompt.split(' ').filter(|s| !s.is_empty()).collect();
-        if values.contains(&"none") && values.len() > 1 {
-            return Err(refuse(
-                &req,
-                "invalid_request",
-                "prompt `none` cannot be combined",
-            ));
-        }
-        if let Some(bad) = values
-            .iter()
-            .find(|v| !matches!(**v, "none" | "login" | "consent"))
-        {
-            return Err(refuse(
-                &req,
-                "invalid_request",
-                &format!("unsupported prompt `{bad}`"),
-            ));
-        }
-        req.prompt = Some(values.join(" "));
-    }
-    if let Some(max_age) = query.get("max_age") {
-        match max_age.parse::<i64>() {
-            Ok(n) if n >= 0 => req.max_age = Some(n),
-            _ => {
-                return Err(refuse(
-                    &req,
-                    "invalid_request",
-                    "`max_age` must be a non-negative integer",
-                ));
-            }
-        }
-    }
-    let id = random_token::<24>();
-    let bytes = serde_json::to_vec(&req).map_err(|e| OAuthError::server_error(&e))?;
-    app.ephemeral
-        .put(&keys::auth_request(&id), &bytes, REQUEST_TTL)
-        .await
-        .map_err(OAuthError::from)?;
-    Ok(id)
-}
-
 pub async fn load(app: &App, id: &str) -> Result<AuthRequest, Refusal> {
     app.ephemeral
         .get(&keys::auth_request(id))
@@ -353,12 +209,15 @@ pub async fn resume(
     now: i64,
 ) -> Result<Next, Refusal> {
     let req = load(app, id).await?;
-    let client = app
-        .store
-        .client(&req.client_id)
-        .await
-        .map_err(OAuthError::from)?
-        .ok_or_else(|| Refusal::Page("the client of this request no longer exists".into()))?;
+    let client = if req.local {
+        local_client(&req)
+    } else {
+        app.store
+            .client(&req.client_id)
+            .await
+            .map_err(OAuthError::from)?
+            .ok_or_else(|| Refusal::Page("the client of this request no longer exists".into()))?
+    };
     let login = |app: &App, req: &AuthRequest| {
         if has_prompt(req, "none") {
             Err(Refusal::Redirect(error_redirect(
@@ -395,6 +254,32 @@ pub async fn resume(
         Some(u) if !u.disabled => u,
         _ => return login(app, &req),
     };
+    let needs_mfa = req.wants_mfa(&app.config.mfa)
+        || user.mfa == MfaPolicy::Required
+        || client.mfa == MfaPolicy::Required;
+    if needs_mfa && session.acr != app.config.mfa.acr {
+        if has_prompt(&req, "none") {
+            return Err(Refusal::Redirect(error_redirect(
+                app,
+                &req,
+                "interaction_required",
+                "this request needs a second factor",
+            )));
+        }
+        return Ok(Next::StepUp {
+            request_id: id.to_owned(),
+            client_name: client.name.clone(),
+            user,
+            amr: session.amr.clone(),
+        });
+    }
+    if req.local {
+        app.ephemeral
+            .delete(&keys::auth_request(id))
+            .await
+            .map_err(OAuthError::from)?;
+        return Ok(Next::Redirect(req.redirect_uri));
+    }
     if client.require_consent && !consented {
         let granted = app
             .store
@@ -454,6 +339,25 @@ pub async fn resume(
     }
     params.push(("iss", &app.issuer));
     Ok(Next::Redirect(redirect_with(&req.redirect_uri, &params)))
+}
+
+/// What a local request's pages show in place of a client.
+fn local_client(req: &AuthRequest) -> Client {
+    Client {
+        id: req.client_id.clone(),
+        name: LOCAL_NAME.into(),
+        secret_digest: None,
+        auth_method: crate::model::ClientAuth::None,
+        redirect_uris: vec![req.redirect_uri.clone()],
+        post_logout_redirect_uris: Vec::new(),
+        grant_types: Vec::new(),
+        scopes: Vec::new(),
+        jwks: None,
+        require_consent: false,
+        introspect: false,
+        mfa: MfaPolicy::Optional,
+        created_at: 0,
+    }
 }
 
 #[cfg(test)]

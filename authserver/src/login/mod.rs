@@ -2,15 +2,16 @@
 //!
 //! A sign-in belongs to a pending authorization request. Each step checks
 //! one thing the user presents and answers with a [`LoginStep`]: try again
-//! (with the one message every failure shares), or signed in. What the
-//! user has proven is a [`Proof`]; [`complete`] is the one way a proof
-//! becomes a browser session, so a second factor or an upstream identity
-//! provider joins as another step that produces a proof, without touching
-//! how sessions begin.
+//! (with the one message every failure shares), a second factor to give
+//! ([`factor`]), or signed in. What the user has proven is a [`Proof`];
+//! [`complete`] is the one way a proof becomes a browser session, so each
+//! kind of factor is a step that produces a proof, without touching how
+//! sessions begin.
 //!
 //! Passwords: failures are counted in sliding windows per account and per
-//! source address (in the ephemeral store, so all replicas share them).
-//! Unknown accounts, wrong passwords and disabled accounts look alike from
+//! source address (in the ephemeral store, so all replicas share them);
+//! failed second-factor codes count in the same windows. Unknown
+//! accounts, wrong passwords and disabled accounts look alike from
 //! outside, in answer and in time.
 
 use std::net::IpAddr;
@@ -22,12 +23,21 @@ use crate::app::App;
 use crate::authorize::{self, AuthRequest, Refusal};
 use crate::ephemeral::keys;
 use crate::error::OAuthError;
-use crate::model::{AuditEvent, User};
+use crate::model::{AuditEvent, MfaPolicy, User};
 use crate::session::{self, Session};
+
+pub mod factor;
+mod passkey;
+
+pub use factor::{Ask, Challenge, CodeAttempt, EnrolAttempt};
+pub use passkey::{PasskeyAttempt, with_passkey};
 
 /// The one message for every failed login.
 pub const FAILED: &str = "Wrong username or password.";
 pub const LOCKED: &str = "Too many failed sign-in attempts. Try again later.";
+pub const WRONG_CODE: &str = "That code is not valid. Try again.";
+pub const PASSKEY_REFUSED: &str =
+    "That passkey was not accepted. Try again, or sign in with your password.";
 
 /// A password sign-in: what the login form carries, and where from.
 #[derive(Debug)]
@@ -51,11 +61,16 @@ pub enum LoginStep {
         redirect_uri: String,
         reason: Retry,
     },
+    /// The password held; now a second factor, or enrolling one.
+    SecondFactor(Challenge),
     /// A new session began; the browser takes its id and goes back to the
     /// authorization request.
     SignedIn {
         session_id: String,
         request_id: String,
+        /// Shown once: the recovery codes of a factor enrolled in this
+        /// sign-in (empty otherwise).
+        recovery_codes: Vec<String>,
     },
 }
 
@@ -64,6 +79,10 @@ pub enum LoginStep {
 pub enum Retry {
     Failed,
     Locked,
+    /// A second-factor code that did not verify.
+    WrongCode,
+    /// A passwordless passkey that did not verify.
+    Passkey,
 }
 
 impl Retry {
@@ -71,6 +90,8 @@ impl Retry {
         match self {
             Self::Failed => FAILED,
             Self::Locked => LOCKED,
+            Self::WrongCode => WRONG_CODE,
+            Self::Passkey => PASSKEY_REFUSED,
         }
     }
 }
@@ -98,6 +119,11 @@ pub async fn with_password(
     now_ms: i64,
 ) -> Result<LoginStep, Refusal> {
     let req = authorize::load(app, attempt.request_id).await?;
+    let client = if req.local {
+        None
+    } else {
+        app.client(&req.client_id).await.map_err(OAuthError::from)?
+    };
     let outcome = if attempt.username.is_empty() || attempt.password.is_empty() {
         Outcome::Failed
     } else {
@@ -111,14 +137,42 @@ pub async fn with_password(
         )
         .await?
     };
+    // The page names the client; a client gone meanwhile is named by id.
+    let client_name = match &client {
+        Some(c) => c.name.clone(),
+        None if req.local => authorize::LOCAL_NAME.to_owned(),
+        None => req.client_id.clone(),
+    };
     let reason = match outcome {
         Outcome::Failed => Retry::Failed,
         Outcome::Locked => Retry::Locked,
         Outcome::Success(user) => {
+            let methods = crate::mfa::methods(app, &user.id)
+                .await
+                .map_err(OAuthError::from)?;
+            let required = user.mfa == MfaPolicy::Required
+                || client
+                    .as_ref()
+                    .is_some_and(|c| c.mfa == MfaPolicy::Required)
+                || req.wants_mfa(&app.config.mfa);
+            if !methods.is_empty() || required {
+                let first = vec!["pwd".to_owned()];
+                return factor::begin(
+                    app,
+                    attempt.request_id,
+                    req,
+                    client_name,
+                    user,
+                    first,
+                    methods,
+                )
+                .await
+                .map(LoginStep::SecondFactor);
+            }
             let proof = Proof {
                 user,
                 amr: vec!["pwd".into()],
-                acr: "urn:portcullis:acr:pwd".into(),
+                acr: app.config.mfa.password_acr.clone(),
             };
             let mut req = req;
             let session_id = complete(
@@ -133,13 +187,9 @@ pub async fn with_password(
             return Ok(LoginStep::SignedIn {
                 session_id,
                 request_id: attempt.request_id.to_owned(),
+                recovery_codes: Vec::new(),
             });
         }
-    };
-    // The page names the client; a client gone meanwhile is named by id.
-    let client_name = match app.store.client(&req.client_id).await {
-        Ok(Some(c)) => c.name,
-        _ => req.client_id.clone(),
     };
     Ok(LoginStep::Retry {
         client_name,
@@ -348,6 +398,7 @@ mod tests {
         let LoginStep::SignedIn {
             session_id,
             request_id,
+            ..
         } = step
         else {
             panic!("the right password did not sign in: {step:?}");

@@ -1,0 +1,225 @@
+//! What a signed-in user can do to their own account: change the password
+//! (proving the current one), add (authenticator apps, passkeys), rename
+//! and remove second factors,
+//! make new recovery codes, and read their recent sign-ins. Changes that
+//! could lock the owner out or let a thief stay in (adding or removing a
+//! factor, new recovery codes) need a recent sign-in. Domain logic only;
+//! `now` is a parameter; every change is audited with the user as actor.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::app::App;
+use crate::error::Error;
+use crate::login::mask;
+use crate::mfa::webauthn::{self, Ceremony};
+use crate::mfa::{self, Confirmed, Enrolment, MfaError};
+use crate::model::{Actor, AuditEvent, SecondFactor, User};
+use crate::session::Session;
+use crate::store::StoreError;
+
+/// How many recent sign-ins the page lists.
+const SIGN_INS_SHOWN: i64 = 10;
+
+/// Who acts on the account, and from where.
+#[derive(Debug, Clone, Copy)]
+pub struct Holder<'a> {
+    pub user: &'a User,
+    pub session: &'a Session,
+    pub source: Option<IpAddr>,
+}
+
+impl Holder<'_> {
+    fn event(&self, now: i64, action: &str) -> AuditEvent {
+        AuditEvent::new(now, self.user.id.clone(), action)
+            .target(self.user.id.clone())
+            .source(self.source)
+    }
+
+    /// Whether the session signed in recently enough for a sensitive change.
+    pub fn recent(&self, app: &App, now: i64) -> bool {
+        now - self.session.auth_time <= app.config.mfa.recent_seconds
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// The change needs a fresh sign-in first.
+    #[error("sign in again to make this change")]
+    NeedsRecentSignIn,
+    #[error("the current password is not right")]
+    WrongPassword,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Mfa(#[from] MfaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Other(#[from] Error),
+}
+
+/// What the account page shows.
+#[derive(Debug)]
+pub struct Overview {
+    pub factors: Vec<SecondFactor>,
+    pub recovery_left: i64,
+    pub sign_ins: Vec<AuditEvent>,
+}
+
+pub async fn overview(app: &App, user: &User) -> Result<Overview, StoreError> {
+    Ok(Overview {
+        factors: app.store.factors(&user.id).await?,
+        recovery_left: app.store.recovery_codes_left(&user.id).await?,
+        sign_ins: app.store.sign_ins(&user.id, SIGN_INS_SHOWN).await?,
+    })
+}
+
+fn needs_recent(app: &App, holder: &Holder<'_>, now: i64) -> Result<(), AccountError> {
+    if holder.recent(app, now) {
+        Ok(())
+    } else {
+        Err(AccountError::NeedsRecentSignIn)
+    }
+}
+
+/// A new password, given the current one. A wrong current password counts
+/// toward the account's lockout window, as at sign-in.
+pub async fn change_password(
+    app: &App,
+    holder: &Holder<'_>,
+    current: &str,
+    new: &str,
+    now_ms: i64,
+) -> Result<(), AccountError> {
+    let now = now_ms / 1000;
+    let window = Duration::from_secs(app.config.login.window_seconds);
+    let account = crate::ephemeral::keys::login_failures_of_account(&holder.user.username);
+    let attempts = app
+        .ephemeral
+        .hit(&account, window, now_ms)
+        .await
+        .map_err(Error::from)?;
+    let passwords = app.passwords.clone();
+    let stored = holder.user.password_hash.clone();
+    let given = current.to_owned();
+    let matches = tokio::task::spawn_blocking(move || passwords.verify(&given, stored.as_deref()))
+        .await
+        .map_err(|e| AccountError::Invalid(format!("password check stopped: {e}")))?;
+    if !matches || attempts > app.config.login.max_failures_per_account {
+        let event = holder
+            .event(now, "user.password")
+            .failed()
+            .detail(json!({"username": mask(&holder.user.username), "reason": "current password"}));
+        app.audit
+            .record(event)
+            .await
+            .map_err(|e| AccountError::Invalid(format!("the audit log refused: {e}")))?;
+        return Err(AccountError::WrongPassword);
+    }
+    let _ = app.ephemeral.delete(&account).await;
+    let actor = Actor {
+        name: &holder.user.id,
+        source: holder.source,
+    };
+    crate::admin::set_password(app, holder.user, new.to_owned(), actor, now)
+        .await
+        .map_err(|e| match e {
+            Error::Invalid(m) => AccountError::Invalid(m),
+            other => AccountError::Other(other),
+        })
+}
+
+/// Starts adding an authenticator app named `label`.
+pub async fn begin_totp(
+    app: &App,
+    holder: &Holder<'_>,
+    label: &str,
+    now: i64,
+) -> Result<Enrolment, AccountError> {
+    needs_recent(app, holder, now)?;
+    Ok(mfa::begin_totp(app, holder.user, label).await?)
+}
+
+/// Confirms the app being added with its first code.
+pub async fn confirm_totp(
+    app: &App,
+    holder: &Holder<'_>,
+    enrolment: &str,
+    code: &str,
+    now: i64,
+) -> Result<Confirmed, AccountError> {
+    let event = holder.event(now, "mfa.totp.enrol");
+    Ok(mfa::confirm_totp(app, holder.user, enrolment, code, event, now).await?)
+}
+
+/// Starts adding a passkey or security key named `label`.
+pub async fn begin_passkey(
+    app: &App,
+    holder: &Holder<'_>,
+    label: &str,
+    now: i64,
+) -> Result<Ceremony, AccountError> {
+    needs_recent(app, holder, now)?;
+    Ok(webauthn::begin_registration(app, holder.user, label).await?)
+}
+
+/// Finishes adding the passkey with the browser's answer.
+pub async fn confirm_passkey(
+    app: &App,
+    holder: &Holder<'_>,
+    ceremony: &str,
+    credential: &str,
+    now: i64,
+) -> Result<Confirmed, AccountError> {
+    let event = holder.event(now, "mfa.webauthn.register");
+    Ok(webauthn::finish_registration(app, holder.user, ceremony, credential, event, now).await?)
+}
+
+pub async fn rename_factor(
+    app: &App,
+    holder: &Holder<'_>,
+    id: &str,
+    label: &str,
+    now: i64,
+) -> Result<(), AccountError> {
+    let label = mfa::check_label(label)?;
+    let event = holder
+        .event(now, "mfa.factor.rename")
+        .detail(json!({"factor": id, "label": label}));
+    Ok(app
+        .store
+        .rename_factor(&holder.user.id, id, &label, &event)
+        .await?)
+}
+
+pub async fn remove_factor(
+    app: &App,
+    holder: &Holder<'_>,
+    id: &str,
+    now: i64,
+) -> Result<(), AccountError> {
+    needs_recent(app, holder, now)?;
+    let event = holder
+        .event(now, "mfa.factor.remove")
+        .detail(json!({"factor": id}));
+    Ok(app.store.remove_factor(&holder.user.id, id, &event).await?)
+}
+
+/// Ten new recovery codes; the old ones stop working.
+pub async fn new_recovery_codes(
+    app: &App,
+    holder: &Holder<'_>,
+    now: i64,
+) -> Result<Vec<String>, AccountError> {
+    needs_recent(app, holder, now)?;
+    if app.store.factors(&holder.user.id).await?.is_empty() {
+        return Err(AccountError::Invalid(
+            "recovery codes stand in for a second factor: add one first".into(),
+        ));
+    }
+    let event = holder.event(now, "mfa.recovery.generate");
+    Ok(mfa::new_recovery_codes(app, holder.user, event).await?)
+}

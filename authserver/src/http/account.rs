@@ -1,0 +1,275 @@
+//! `/account`: the signed-in user's own page. Without a session, or when a
+//! change needs a recent sign-in, the browser signs in through a local
+//! request and comes back here.
+
+use super::*;
+use crate::account::{self, AccountError, Holder};
+use crate::mfa::webauthn::Ceremony;
+use crate::mfa::{Confirmed, Enrolment, MfaError};
+use crate::model::User;
+
+const HOME: &str = "/account";
+
+/// The signed-in user and their session, or the sign-in page (`fresh`:
+/// sign in again even with a session).
+async fn signed_in(
+    app: &App,
+    headers: &HeaderMap,
+    fresh: bool,
+) -> Result<(User, Session), Response> {
+    if !fresh
+        && let Some((_, session)) = browser_session(app, headers).await?
+        && let Ok(Some(user)) = app.store.user_by_id(&session.user_id).await
+        && !user.disabled
+    {
+        return Ok((user, session));
+    }
+    let id = match authorize::start_local(app, HOME, fresh).await {
+        Ok(id) => id,
+        Err(r) => return Err(refusal(r)),
+    };
+    let session = browser_session(app, headers).await?;
+    match authorize::resume(
+        app,
+        &id,
+        session.as_ref().map(|(i, s)| (i.as_str(), s)),
+        false,
+        now(),
+    )
+    .await
+    {
+        Ok(next) => Err(render(app, headers, next).await),
+        Err(r) => Err(refusal(r)),
+    }
+}
+
+async fn page(
+    app: &App,
+    headers: &HeaderMap,
+    user: &User,
+    notice: Option<&str>,
+    error: Option<&str>,
+) -> Response {
+    let (token, cookies) = match csrf(app, headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let overview = match account::overview(app, user).await {
+        Ok(o) => o,
+        Err(e) => {
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &OAuthError::from(e).description,
+            );
+        }
+    };
+    let body = pages::account(&pages::AccountPage {
+        user,
+        factors: &overview.factors,
+        recovery_left: overview.recovery_left,
+        sign_ins: &overview.sign_ins,
+        csrf: &token,
+        notice,
+        error,
+    });
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    html(status, body, None, &cookies)
+}
+
+pub(super) async fn account_get(State(app): Shared, headers: HeaderMap) -> Response {
+    match signed_in(&app, &headers, false).await {
+        Ok((user, _)) => page(&app, &headers, &user, None, None).await,
+        Err(page) => page,
+    }
+}
+
+/// What a change answers: the page with a notice, a fresh sign-in when
+/// the change needs one, or the page with what went wrong.
+async fn outcome(
+    app: &App,
+    headers: &HeaderMap,
+    user: &User,
+    result: Result<&str, AccountError>,
+) -> Response {
+    match result {
+        Ok(notice) => page(app, headers, user, Some(notice), None).await,
+        Err(AccountError::NeedsRecentSignIn) => match signed_in(app, headers, true).await {
+            Ok((user, _)) => page(app, headers, &user, None, None).await,
+            Err(page) => page,
+        },
+        Err(AccountError::Store(e)) => error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &OAuthError::from(e).description,
+        ),
+        Err(AccountError::Other(e)) => {
+            tracing::error!(error = %e, "account change failed");
+            error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The change could not be made. Try again later.",
+            )
+        }
+        Err(e) => page(app, headers, user, None, Some(&e.to_string())).await,
+    }
+}
+
+/// `POST /account/{change}`: one form of the page, CSRF-checked, from a
+/// signed-in browser.
+pub(super) async fn account_post(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::extract::Path(change): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match checked_form(&app, &headers, &body) {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    let (user, session) = match signed_in(&app, &headers, false).await {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let holder = Holder {
+        user: &user,
+        session: &session,
+        source: crate::proxy::client_address(peer.ip(), &headers, &app.trusted_proxies),
+    };
+    let field = |name: &str| form.get(name).unwrap_or("");
+    let result = match change.as_str() {
+        "password" => {
+            account::change_password(&app, &holder, field("current"), field("new"), now_ms())
+                .await
+                .map(|()| "Your password was changed.")
+        }
+        "totp" => {
+            return match account::begin_totp(&app, &holder, field("label"), now()).await {
+                Ok(enrolment) => enrol_page(&app, &headers, &enrolment, None),
+                Err(e) => outcome(&app, &headers, &user, Err(e)).await,
+            };
+        }
+        "totp-confirm" => {
+            return totp_confirm(&app, &headers, &holder, field("enrolment"), field("code")).await;
+        }
+        "passkey" => {
+            return match account::begin_passkey(&app, &holder, field("label"), now()).await {
+                Ok(ceremony) => passkey_page(&app, &headers, &ceremony),
+                Err(e) => outcome(&app, &headers, &user, Err(e)).await,
+            };
+        }
+        "passkey-confirm" => {
+            return match account::confirm_passkey(
+                &app,
+                &holder,
+                field("ceremony"),
+                field("credential"),
+                now(),
+            )
+            .await
+            {
+                Ok(Confirmed {
+                    recovery_codes: Some(codes),
+                    ..
+                }) => recovery_page(&app, &headers, &codes),
+                Ok(_) => page(&app, &headers, &user, Some("The passkey was added."), None).await,
+                Err(e) => outcome(&app, &headers, &user, Err(e)).await,
+            };
+        }
+        "rename" => account::rename_factor(&app, &holder, field("factor"), field("label"), now())
+            .await
+            .map(|()| "The factor was renamed."),
+        "remove" => account::remove_factor(&app, &holder, field("factor"), now())
+            .await
+            .map(|()| "The factor was removed."),
+        "recovery" => {
+            return match account::new_recovery_codes(&app, &holder, now()).await {
+                Ok(codes) => recovery_page(&app, &headers, &codes),
+                Err(e) => outcome(&app, &headers, &user, Err(e)).await,
+            };
+        }
+        other => {
+            return error_page(
+                StatusCode::NOT_FOUND,
+                &format!("`{other}` is not something the account page changes"),
+            );
+        }
+    };
+    outcome(&app, &headers, &user, result).await
+}
+
+async fn totp_confirm(
+    app: &App,
+    headers: &HeaderMap,
+    holder: &Holder<'_>,
+    id: &str,
+    code: &str,
+) -> Response {
+    match account::confirm_totp(app, holder, id, code, now()).await {
+        Ok(confirmed) => match confirmed.recovery_codes {
+            Some(codes) => recovery_page(app, headers, &codes),
+            None => {
+                page(
+                    app,
+                    headers,
+                    holder.user,
+                    Some("The authenticator app was added."),
+                    None,
+                )
+                .await
+            }
+        },
+        // The same secret again, so the app already set up still works.
+        Err(AccountError::Mfa(MfaError::WrongCode)) => {
+            match crate::mfa::pending_totp(app, holder.user, id).await {
+                Ok(enrolment) => {
+                    let message = MfaError::WrongCode.to_string();
+                    enrol_page(app, headers, &enrolment, Some(&message))
+                }
+                Err(e) => outcome(app, headers, holder.user, Err(e.into())).await,
+            }
+        }
+        Err(e) => outcome(app, headers, holder.user, Err(e)).await,
+    }
+}
+
+fn passkey_page(app: &App, headers: &HeaderMap, ceremony: &Ceremony) -> Response {
+    let (token, cookies) = match csrf(app, headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let form = pages::passkey_form(
+        pages::PasskeyMode::Register,
+        "/account/passkey-confirm",
+        &token,
+        ceremony,
+        &[],
+        "Create passkey",
+    );
+    html(StatusCode::OK, pages::add_passkey(&form), None, &cookies)
+}
+
+fn enrol_page(app: &App, headers: &HeaderMap, e: &Enrolment, error: Option<&str>) -> Response {
+    let (token, cookies) = match csrf(app, headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let form = pages::enrol_form(e, &token, "/account/totp-confirm", error);
+    let status = if error.is_some() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
+    html(status, pages::add_totp(&form), None, &cookies)
+}
+
+fn recovery_page(app: &App, headers: &HeaderMap, codes: &[String]) -> Response {
+    let cookies = match csrf(app, headers) {
+        Ok((_, c)) => c,
+        Err(e) => return e.into_response(),
+    };
+    let body = pages::recovery_codes(&pages::RecoveryCodesPage { codes, next: HOME });
+    html(StatusCode::OK, body, None, &cookies)
+}

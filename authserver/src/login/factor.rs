@@ -1,0 +1,510 @@
+//! The second step of a sign-in: after the password, a code from a
+//! second factor, or (when MFA is required and none is enrolled) the
+//! enrolment of an authenticator app.
+//!
+//! Between the steps the sign-in is pending in the ephemeral store under
+//! a random token the browser holds in a cookie, so a request id alone
+//! (it is in the page) cannot finish someone else's sign-in. Wrong codes
+//! count toward the account's and the address's lockout windows, and each
+//! attempt is audited with the masked username.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{LoginStep, Proof, Retry, account_key, address_key, complete, mask};
+use crate::app::App;
+use crate::authorize::{self, AuthRequest, Refusal};
+use crate::crypto::random_token;
+use crate::ephemeral::keys;
+use crate::error::OAuthError;
+use crate::mfa::webauthn::Ceremony;
+use crate::mfa::{self, Answer, Check, Enrolment, Method, MfaError};
+use crate::model::{AuditEvent, User};
+
+const EXPIRED: &str = "This sign-in has expired. Go back to the application and start again.";
+
+/// What the second-factor page shows.
+#[derive(Debug)]
+pub struct Challenge {
+    /// The pending sign-in's token, for the browser's cookie.
+    pub pending: String,
+    pub client_name: String,
+    pub redirect_uri: String,
+    pub ask: Ask,
+    pub error: Option<Retry>,
+}
+
+/// What the user is asked for.
+#[derive(Debug)]
+pub enum Ask {
+    /// A code of `method`; `methods` are all the user has, strongest first.
+    /// For WebAuthn, the ceremony the page runs.
+    Code {
+        method: Method,
+        methods: Vec<Method>,
+        ceremony: Option<Ceremony>,
+    },
+    /// MFA is required and nothing is enrolled: enrol an app now.
+    Enrol(Enrolment),
+}
+
+/// A code typed on the second-factor page.
+#[derive(Debug)]
+pub struct CodeAttempt<'a> {
+    pub pending: &'a str,
+    pub method: Method,
+    pub answer: Answer<'a>,
+    pub source: Option<IpAddr>,
+    pub previous_session: Option<&'a str>,
+}
+
+/// The first code of an app being enrolled during sign-in.
+#[derive(Debug)]
+pub struct EnrolAttempt<'a> {
+    pub pending: &'a str,
+    pub enrolment: &'a str,
+    pub code: &'a str,
+    pub source: Option<IpAddr>,
+    pub previous_session: Option<&'a str>,
+}
+
+/// A sign-in between its steps.
+#[derive(Debug, Serialize, Deserialize)]
+struct Pending {
+    request_id: String,
+    user_id: String,
+    username: String,
+    client_name: String,
+    /// What the first step proved (`pwd`).
+    amr: Vec<String>,
+}
+
+/// After the first factor: remember the sign-in and ask for the second.
+pub(super) async fn begin(
+    app: &App,
+    request_id: &str,
+    req: AuthRequest,
+    client_name: String,
+    user: User,
+    amr: Vec<String>,
+    methods: Vec<Method>,
+) -> Result<Challenge, Refusal> {
+    let token = random_token::<32>();
+    let pending = Pending {
+        request_id: request_id.to_owned(),
+        user_id: user.id.clone(),
+        username: user.username.clone(),
+        client_name,
+        amr,
+    };
+    let bytes = serde_json::to_vec(&pending).map_err(|e| OAuthError::server_error(&e))?;
+    let ttl = Duration::from_secs(app.config.mfa.pending_seconds);
+    app.ephemeral
+        .put(&keys::pending_login(&token), &bytes, ttl)
+        .await
+        .map_err(OAuthError::from)?;
+    let ask = ask(app, &user, methods, None).await?;
+    Ok(Challenge {
+        pending: token,
+        client_name: pending.client_name,
+        redirect_uri: req.redirect_uri,
+        ask,
+        error: None,
+    })
+}
+
+/// A signed-in user whose request needs a second factor the session has
+/// not proven (step-up): the same second step, on top of the session.
+pub async fn step_up(
+    app: &App,
+    request_id: &str,
+    client_name: String,
+    user: User,
+    amr: Vec<String>,
+) -> Result<Challenge, Refusal> {
+    let req = authorize::load(app, request_id).await?;
+    let methods = mfa::methods(app, &user.id)
+        .await
+        .map_err(OAuthError::from)?;
+    begin(app, request_id, req, client_name, user, amr, methods).await
+}
+
+async fn ask(
+    app: &App,
+    user: &User,
+    methods: Vec<Method>,
+    chosen: Option<Method>,
+) -> Result<Ask, Refusal> {
+    match methods.first() {
+        None => mfa::begin_totp(app, user, "Authenticator app")
+            .await
+            .map(Ask::Enrol)
+            .map_err(refusal),
+        Some(&strongest) => {
+            let method = chosen.filter(|m| methods.contains(m)).unwrap_or(strongest);
+            let ceremony = if method == Method::WebAuthn {
+                mfa::webauthn::begin_assertion(app, user)
+                    .await
+                    .map_err(refusal)?
+            } else {
+                None
+            };
+            Ok(Ask::Code {
+                method,
+                methods,
+                ceremony,
+            })
+        }
+    }
+}
+
+fn refusal(e: MfaError) -> Refusal {
+    match e {
+        MfaError::Store(e) => OAuthError::from(e).into(),
+        MfaError::Ephemeral(e) => OAuthError::from(e).into(),
+        other => Refusal::Page(other.to_string()),
+    }
+}
+
+async fn load(app: &App, token: &str) -> Result<(Pending, User, AuthRequest), Refusal> {
+    let pending: Pending = app
+        .ephemeral
+        .get(&keys::pending_login(token))
+        .await
+        .map_err(OAuthError::from)?
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| Refusal::Page(EXPIRED.into()))?;
+    let req = authorize::load(app, &pending.request_id).await?;
+    let user = app
+        .store
+        .user_by_id(&pending.user_id)
+        .await
+        .map_err(OAuthError::from)?
+        .filter(|u| !u.disabled)
+        .ok_or_else(|| Refusal::Page(EXPIRED.into()))?;
+    Ok((pending, user, req))
+}
+
+/// The second-factor page of a pending sign-in, for `chosen` (another
+/// method the user picked) or the strongest.
+pub async fn challenge(
+    app: &App,
+    token: &str,
+    chosen: Option<Method>,
+) -> Result<Challenge, Refusal> {
+    let (pending, user, req) = load(app, token).await?;
+    let methods = mfa::methods(app, &user.id)
+        .await
+        .map_err(OAuthError::from)?;
+    Ok(Challenge {
+        pending: token.to_owned(),
+        ask: ask(app, &user, methods, chosen).await?,
+        client_name: pending.client_name,
+        redirect_uri: req.redirect_uri,
+        error: None,
+    })
+}
+
+/// Counts one second-factor attempt against the lockout windows; true if
+/// the account or the address is locked.
+async fn locked(
+    app: &App,
+    username: &str,
+    source: Option<IpAddr>,
+    now_ms: i64,
+) -> Result<bool, Refusal> {
+    let cfg = &app.config.login;
+    let window = Duration::from_secs(cfg.window_seconds);
+    let account = app
+        .ephemeral
+        .hit(&account_key(username), window, now_ms)
+        .await
+        .map_err(OAuthError::from)?;
+    let address = app
+        .ephemeral
+        .hits(&address_key(source), window, now_ms)
+        .await
+        .map_err(OAuthError::from)?;
+    Ok(account > cfg.max_failures_per_account || address >= cfg.max_failures_per_address)
+}
+
+/// Checks a code for the pending sign-in `attempt.pending`.
+pub async fn with_code(
+    app: &App,
+    attempt: &CodeAttempt<'_>,
+    now_ms: i64,
+) -> Result<LoginStep, Refusal> {
+    let now = now_ms / 1000;
+    let (pending, user, req) = load(app, attempt.pending).await?;
+    let audit = |action: &str| {
+        AuditEvent::new(now, user.id.clone(), action)
+            .target(user.id.clone())
+            .source(attempt.source)
+            .client(req.client_id.clone())
+            .detail(json!({"username": mask(&user.username), "method": attempt.method.as_str()}))
+    };
+    let check = if locked(app, &user.username, attempt.source, now_ms).await? {
+        app.metrics
+            .mfa_verifications
+            .with_label_values(&[attempt.method.as_str(), "locked"])
+            .inc();
+        app.audit
+            .record(audit("login.mfa.locked").failed())
+            .await
+            .map_err(OAuthError::from)?;
+        None
+    } else {
+        let spend = audit("mfa.recovery.use");
+        Some(
+            mfa::check(app, &user, attempt.method, attempt.answer, spend, now)
+                .await
+                .map_err(refusal)?,
+        )
+    };
+    if let Some(Check::Accepted(amr)) = check {
+        app.audit
+            .record(audit("login.mfa.success"))
+            .await
+            .map_err(OAuthError::from)?;
+        let done = Finished {
+            amr,
+            recovery_codes: Vec::new(),
+        };
+        return finish(
+            app,
+            attempt.pending,
+            pending,
+            user,
+            req,
+            done,
+            attempt.previous_session,
+            now,
+        )
+        .await;
+    }
+    let reason = if check.is_none() {
+        Retry::Locked
+    } else {
+        app.ephemeral
+            .hit(
+                &address_key(attempt.source),
+                Duration::from_secs(app.config.login.window_seconds),
+                now_ms,
+            )
+            .await
+            .map_err(OAuthError::from)?;
+        let action = if check == Some(Check::Replayed) {
+            "login.mfa.replay"
+        } else {
+            "login.mfa.failure"
+        };
+        app.audit
+            .record(audit(action).failed())
+            .await
+            .map_err(OAuthError::from)?;
+        tracing::warn!(username = %mask(&user.username), method = attempt.method.as_str(), "second factor refused");
+        Retry::WrongCode
+    };
+    let mut challenge = challenge(app, attempt.pending, Some(attempt.method)).await?;
+    challenge.error = Some(reason);
+    Ok(LoginStep::SecondFactor(challenge))
+}
+
+/// Confirms the app enrolled during a sign-in that requires MFA; the
+/// sign-in completes with it and shows the new recovery codes.
+pub async fn with_enrolment(
+    app: &App,
+    attempt: &EnrolAttempt<'_>,
+    now_ms: i64,
+) -> Result<LoginStep, Refusal> {
+    let now = now_ms / 1000;
+    let (pending, user, req) = load(app, attempt.pending).await?;
+    let event = AuditEvent::new(now, user.id.clone(), "mfa.totp.enrol")
+        .source(attempt.source)
+        .client(req.client_id.clone());
+    let error = if locked(app, &user.username, attempt.source, now_ms).await? {
+        Retry::Locked
+    } else {
+        match mfa::confirm_totp(app, &user, attempt.enrolment, attempt.code, event, now).await {
+            Ok(confirmed) => {
+                let done = Finished {
+                    amr: &["otp"],
+                    recovery_codes: confirmed.recovery_codes.unwrap_or_default(),
+                };
+                return finish(
+                    app,
+                    attempt.pending,
+                    pending,
+                    user,
+                    req,
+                    done,
+                    attempt.previous_session,
+                    now,
+                )
+                .await;
+            }
+            Err(MfaError::WrongCode) => Retry::WrongCode,
+            Err(e) => return Err(refusal(e)),
+        }
+    };
+    let enrolment = mfa::pending_totp(app, &user, attempt.enrolment)
+        .await
+        .map_err(refusal)?;
+    Ok(LoginStep::SecondFactor(Challenge {
+        pending: attempt.pending.to_owned(),
+        client_name: pending.client_name,
+        redirect_uri: req.redirect_uri,
+        ask: Ask::Enrol(enrolment),
+        error: Some(error),
+    }))
+}
+
+/// What the second step proved.
+struct Finished {
+    /// Its RFC 8176 `amr` values.
+    amr: &'static [&'static str],
+    /// New recovery codes to show once (a factor enrolled in this step).
+    recovery_codes: Vec<String>,
+}
+
+/// Both factors held: the pending sign-in is spent and the session begins.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one finished sign-in"
+)]
+async fn finish(
+    app: &App,
+    token: &str,
+    pending: Pending,
+    user: User,
+    mut req: AuthRequest,
+    done: Finished,
+    previous_session: Option<&str>,
+    now: i64,
+) -> Result<LoginStep, Refusal> {
+    // Spent once: a second submission of the same page finds nothing.
+    if app
+        .ephemeral
+        .take(&keys::pending_login(token))
+        .await
+        .map_err(OAuthError::from)?
+        .is_none()
+    {
+        return Err(Refusal::Page(EXPIRED.into()));
+    }
+    let _ = app.ephemeral.delete(&account_key(&user.username)).await;
+    let mut amr = pending.amr;
+    for value in done.amr.iter().chain(&["mfa"]) {
+        if !amr.iter().any(|a| a == value) {
+            amr.push((*value).to_owned());
+        }
+    }
+    let proof = Proof {
+        user,
+        amr,
+        acr: app.config.mfa.acr.clone(),
+    };
+    let session_id = complete(
+        app,
+        &pending.request_id,
+        &mut req,
+        proof,
+        previous_session,
+        now,
+    )
+    .await?;
+    Ok(LoginStep::SignedIn {
+        session_id,
+        request_id: pending.request_id,
+        recovery_codes: done.recovery_codes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::login::{Attempt, with_password};
+    use crate::mfa::totp;
+    use crate::testing::{self, NOW, PASSWORD};
+
+    fn code<'a>(pending: &'a str, code: &'a str) -> CodeAttempt<'a> {
+        CodeAttempt {
+            pending,
+            method: Method::Totp,
+            answer: Answer { code, ceremony: "" },
+            source: None,
+            previous_session: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_enrolled_app_is_asked_for_after_the_password_and_its_step_works_once() {
+        let app = testing::app().await;
+        let alice = testing::alice_and_client(&app).await;
+        let enrolment = mfa::begin_totp(&app, &alice, "phone").await.unwrap();
+        let secret = data_encoding::BASE32_NOPAD
+            .decode(enrolment.secret.as_bytes())
+            .unwrap();
+        let event = AuditEvent::new(NOW, alice.id.clone(), "mfa.totp.enrol");
+        let now = NOW;
+        let confirmed = mfa::confirm_totp(
+            &app,
+            &alice,
+            &enrolment.id,
+            &totp::code(&secret, totp::step_at(now)),
+            event,
+            now,
+        )
+        .await
+        .unwrap();
+        assert_eq!(confirmed.recovery_codes.map(|c| c.len()), Some(10));
+
+        let id = testing::request(&app, "").await;
+        let attempt = Attempt {
+            request_id: &id,
+            username: "alice",
+            password: PASSWORD,
+            source: None,
+            previous_session: None,
+        };
+        let step = with_password(&app, &attempt, now * 1000).await.unwrap();
+        let LoginStep::SecondFactor(challenge) = step else {
+            panic!("no second step: {step:?}");
+        };
+        assert!(matches!(
+            &challenge.ask,
+            Ask::Code { method: Method::Totp, methods, .. } if methods == &[Method::Totp, Method::Recovery]
+        ));
+        let pending = challenge.pending.clone();
+        // The confirming code's step is spent.
+        let spent = totp::code(&secret, totp::step_at(now));
+        let step = with_code(&app, &code(&pending, &spent), now * 1000)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&step, LoginStep::SecondFactor(c) if c.error == Some(Retry::WrongCode)),
+            "{step:?}"
+        );
+        let next = totp::code(&secret, totp::step_at(now) + 1);
+        let step = with_code(&app, &code(&pending, &next), now * 1000 + 1)
+            .await
+            .unwrap();
+        let LoginStep::SignedIn { session_id, .. } = step else {
+            panic!("not signed in: {step:?}");
+        };
+        let session = crate::session::load(&app.ephemeral, &session_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(session.amr, ["pwd", "otp", "mfa"]);
+        assert_eq!(session.acr, app.config.mfa.acr);
+        // The pending sign-in is spent with it.
+        let again = with_code(&app, &code(&pending, &next), now * 1000 + 2).await;
+        assert!(matches!(again, Err(Refusal::Page(_))), "{again:?}");
+    }
+}
