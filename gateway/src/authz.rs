@@ -40,6 +40,9 @@ pub struct Verdict {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub remove: Vec<HeaderName>,
     pub body: Bytes,
+    /// On a deny that asks for a stronger sign-in (RFC 9470): the
+    /// `acr_values` and `max_age`, read back from the challenge.
+    pub step_up: Option<(String, Option<u64>)>,
     /// The policy set that decided (sidecar verdicts only).
     version: Option<Arc<str>>,
     /// How long it may be reused.
@@ -54,6 +57,7 @@ impl Verdict {
             headers: Vec::new(),
             remove: Vec::new(),
             body: Bytes::new(),
+            step_up: None,
             version: None,
             ttl: Duration::ZERO,
         }
@@ -79,6 +83,10 @@ impl Verdict {
             headers,
             remove: Vec::new(),
             body: Bytes::from(denial.body.clone()),
+            step_up: denial
+                .challenge
+                .as_deref()
+                .and_then(decision::challenge::step_up_of),
             version: None,
             ttl: Duration::ZERO,
         }
@@ -132,8 +140,8 @@ impl Authorizer {
                 .time_to_live(Duration::from_secs(5))
                 .build(),
             allow: Arc::new(Verdict::allow()),
-            forbidden: Arc::new(Verdict::denied(&ext_authz::refusal(true))),
-            unauthenticated: Arc::new(Verdict::denied(&ext_authz::refusal(false))),
+            forbidden: Arc::new(Verdict::denied(&ext_authz::refusal(true, None))),
+            unauthenticated: Arc::new(Verdict::denied(&ext_authz::refusal(false, None))),
         })
     }
 
@@ -200,6 +208,8 @@ impl Embedded {
             self.allow.clone()
         } else if query.parsed.is_none() {
             self.unauthenticated.clone()
+        } else if let Some(step) = &decision.outcome.step_up {
+            Arc::new(Verdict::denied(&ext_authz::refusal(true, Some(step))))
         } else {
             self.forbidden.clone()
         }
@@ -418,6 +428,7 @@ fn verdict(response: &CheckResponse) -> Verdict {
         headers: Vec::new(),
         remove: Vec::new(),
         body: Bytes::new(),
+        step_up: None,
         version,
         ttl: Duration::ZERO,
     };
@@ -439,6 +450,11 @@ fn verdict(response: &CheckResponse) -> Verdict {
             }
             out.headers = denied.headers.iter().filter_map(header).collect();
             out.body = Bytes::from(denied.body.clone());
+            out.step_up = out
+                .headers
+                .iter()
+                .filter(|(name, _)| *name == http::header::WWW_AUTHENTICATE)
+                .find_map(|(_, v)| v.to_str().ok().and_then(decision::challenge::step_up_of));
         }
         _ => {}
     }

@@ -33,6 +33,9 @@ pub struct Case {
     pub policies: Option<Vec<String>>,
     /// Deny reason (`no route`, …), when given.
     pub reason: Option<String>,
+    /// The `acr_values` a deny asks for (RFC 9470 step-up), when given;
+    /// `""` expects a plain deny.
+    pub step_up: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -117,6 +120,12 @@ impl Case {
             && got.reason.as_deref() != Some(reason.as_str())
         {
             problems.push(format!("expected reason `{reason}`, got {:?}", got.reason));
+        }
+        if let Some(want) = &self.step_up {
+            let have = got.step_up.as_ref().map_or("", |s| s.acr_values.as_str());
+            if have != want {
+                problems.push(format!("expected step-up `{want}`, got `{have}`"));
+            }
         }
         if problems.is_empty() {
             Ok(())

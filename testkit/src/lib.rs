@@ -11,15 +11,18 @@
 //! - [`redis_url`], [`required`]: the real services tests need, which must
 //!   not be skipped under CI.
 //! - [`GatewayConfig`]: gateway configurations as values, not TOML text.
+//! - [`totp_code`]: TOTP codes from an independent implementation (pyotp).
 
 mod binaries;
 mod gateway_config;
 mod ports;
 mod process;
 mod services;
+mod totp;
 
 pub use binaries::workspace_binary;
 pub use gateway_config::{Auth, GatewayConfig, Route};
 pub use ports::{free_port, wait_for_port};
 pub use process::{Process, Stop};
 pub use services::{redis_url, required};
+pub use totp::{totp_code, unix_now};

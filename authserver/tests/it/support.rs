@@ -145,33 +145,4 @@ pub async fn ephemerals() -> Vec<(&'static str, Ephemeral)> {
     all
 }
 
-/// The TOTP code of base32 `secret` at Unix time `at`, computed by an
-/// independent implementation (PyPI `pyotp`, installed by
-/// `scripts/install-deps.sh`).
-pub fn totp_code(secret: &str, at: i64) -> String {
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sys, pyotp; print(pyotp.TOTP(sys.argv[1]).at(int(sys.argv[2])))",
-            secret,
-            &at.to_string(),
-        ])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "pyotp failed (run scripts/install-deps.sh): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-pub fn unix_now() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
-}
+pub use testkit::{totp_code, unix_now};

@@ -10,7 +10,9 @@ use super::*;
 impl Gateway {
     /// On routes with `policy`, the decider (sidecar or embedded engine)
     /// decides. A deny is answered as the decider says (401/403, nothing
-    /// internal); no answer is a 503 unless the route fails open.
+    /// internal), except that a browser session asked for a stronger
+    /// sign-in is sent to get it; no answer is a 503 unless the route
+    /// fails open.
     pub(super) async fn decide(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let Some(route) = ctx.route.and_then(|i| self.routes.get(i)) else {
             return Ok(false);
@@ -41,6 +43,14 @@ impl Gateway {
                 Ok(false)
             }
             Ok(verdict) => {
+                // A browser page reserved for a stronger sign-in goes to
+                // get it; an API client gets the RFC 9470 challenge.
+                if let (Some((acr, max_age)), Some(Principal::Session(_)), Some(sessions)) =
+                    (&verdict.step_up, &ctx.principal, &self.sessions)
+                    && crate::session::wants_page(session.req_header())
+                {
+                    return sessions.step_up(session, acr, *max_age).await;
+                }
                 let mut header = ResponseHeader::build(verdict.status, Some(4))?;
                 for (name, value) in &verdict.headers {
                     header.insert_header(name.clone(), value.clone())?;

@@ -272,21 +272,34 @@ impl Sessions {
     /// No usable session: a page request goes to the login; anything else
     /// (API calls, XHR, non-GET) gets a 401.
     pub async fn challenge(&self, session: &mut Downstream) -> pingora::Result<bool> {
-        let req = session.req_header();
-        let wants_page = matches!(req.method, http::Method::GET | http::Method::HEAD)
-            && req.headers.get("x-requested-with").is_none()
-            && req
-                .headers
-                .get(http::header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .is_none_or(|accept| accept.contains("text/html"));
-        if !wants_page {
+        if !wants_page(session.req_header()) {
             return refuse(
                 session,
                 Refusal::NoSession("sign in first (no valid session)"),
             )
             .await;
         }
+        self.sign_in(session, None).await
+    }
+
+    /// A page the policies reserve for a stronger sign-in than the
+    /// session's (RFC 9470): through the authserver again, asking for
+    /// `acr_values` (and `max_age`), and back to the page.
+    pub async fn step_up(
+        &self,
+        session: &mut Downstream,
+        acr_values: &str,
+        max_age: Option<u64>,
+    ) -> pingora::Result<bool> {
+        self.sign_in(session, Some((acr_values, max_age))).await
+    }
+
+    async fn sign_in(
+        &self,
+        session: &mut Downstream,
+        step_up: Option<(&str, Option<u64>)>,
+    ) -> pingora::Result<bool> {
+        let req = session.req_header();
         let return_to = req
             .uri
             .path_and_query()
@@ -313,6 +326,12 @@ impl Sessions {
             .append_pair("nonce", &state.nonce)
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256")
+            .extend_pairs(step_up.map(|(acr, _)| ("acr_values", acr)))
+            .extend_pairs(
+                step_up
+                    .and_then(|(_, age)| age)
+                    .map(|age| ("max_age", age.to_string())),
+            )
             .finish();
         let sep = if provider.authorization_endpoint.contains('?') {
             '&'
@@ -352,6 +371,18 @@ impl Sessions {
 }
 
 /// `scheme://host[:port]` of a URL (empty when it has none).
+/// A browser asking for a page (not an API call, XHR or form post): it
+/// can be sent through a sign-in and back.
+pub fn wants_page(req: &RequestHeader) -> bool {
+    matches!(req.method, http::Method::GET | http::Method::HEAD)
+        && req.headers.get("x-requested-with").is_none()
+        && req
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|accept| accept.contains("text/html"))
+}
+
 fn origin_of(url: &str) -> String {
     url::Url::parse(url).map_or_else(|_| String::new(), |u| u.origin().ascii_serialization())
 }

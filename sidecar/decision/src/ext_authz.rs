@@ -8,6 +8,7 @@ use crate::challenge;
 use crate::claims::Claims;
 use crate::engine::{CheckRequest, Engine};
 use crate::headers;
+use crate::outcome::StepUp;
 
 /// One request a proxy wants decided.
 #[derive(Debug)]
@@ -73,6 +74,19 @@ impl Denial {
         Self::new(403, "forbidden", "denied by policy", None)
     }
 
+    /// The policies want a stronger or fresher sign-in (RFC 9470).
+    pub fn insufficient_user_authentication(step: &StepUp) -> Self {
+        Self::new(
+            401,
+            "insufficient_user_authentication",
+            "a stronger sign-in is required",
+            Some(challenge::insufficient_user_authentication(
+                &step.acr_values,
+                step.max_age,
+            )),
+        )
+    }
+
     /// A bearer token was sent and refused, whatever the policies say.
     pub fn invalid_token(rejected: &Rejected) -> Self {
         Self::new(
@@ -119,16 +133,18 @@ pub fn answer(
         }
         Answer::Allow { set, remove }
     } else {
-        Answer::Deny(refusal(claims.is_some()))
+        Answer::Deny(refusal(claims.is_some(), decision.outcome.step_up.as_ref()))
     }
 }
 
 /// The denial of a request the policies refused: without a verified
-/// identity the client is asked for one (401), with one it is forbidden.
-pub fn refusal(identified: bool) -> Denial {
-    if identified {
-        Denial::forbidden()
-    } else {
-        Denial::unauthenticated()
+/// identity the client is asked for one (401); with one, for a stronger
+/// sign-in when a determining policy says so (401, RFC 9470), otherwise
+/// it is forbidden.
+pub fn refusal(identified: bool, step_up: Option<&StepUp>) -> Denial {
+    match (identified, step_up) {
+        (false, _) => Denial::unauthenticated(),
+        (true, Some(step)) => Denial::insufficient_user_authentication(step),
+        (true, None) => Denial::forbidden(),
     }
 }

@@ -32,4 +32,4 @@ pub use claims::Claims;
 pub use engine::{CheckRequest, DirectRequest, Engine, EngineOptions, ReloadStatus, Snapshot};
 pub use error::{Error, LoadError};
 pub use metrics::Metrics;
-pub use outcome::{Decision, Outcome};
+pub use outcome::{Decision, Outcome, StepUp};

@@ -1,9 +1,20 @@
 //! What a decision is: a leaf the engine, its cache and its log share.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use cedar_policy::{Decision as CedarDecision, Response};
 use serde::Serialize;
+
+/// What a forbid policy annotated `@step_up("<acr values>")` (and
+/// optionally `@max_age("<seconds>")`) asks of a denied request: a
+/// stronger or fresher sign-in (RFC 9470), not a plain refusal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepUp {
+    /// Space-separated `acr` values, any of which would do.
+    pub acr_values: String,
+    pub max_age: Option<u64>,
+}
 
 /// The result of one decision, shared between the cache and callers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -15,6 +26,9 @@ pub struct Outcome {
     pub errors: Vec<String>,
     /// Why the request was denied before Cedar ran (`no route`, …).
     pub reason: Option<String>,
+    /// On a deny, the sign-in a determining policy asks for instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_up: Option<StepUp>,
 }
 
 impl Outcome {
@@ -24,23 +38,39 @@ impl Outcome {
             policies: Vec::new(),
             errors: Vec::new(),
             reason: Some(reason.into()),
+            step_up: None,
         }
     }
 
-    pub(crate) fn from_cedar(response: &Response) -> Self {
+    /// Cedar's answer. A deny asks for a step-up only when every policy
+    /// that determined it is a step-up policy (a stronger sign-in would
+    /// lift it); the first, in policy-id order, says which.
+    pub(crate) fn from_cedar(response: &Response, step_ups: &HashMap<String, StepUp>) -> Self {
+        let allowed = response.decision() == CedarDecision::Allow;
+        let mut policies: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect();
+        policies.sort();
+        let errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(ToString::to_string)
+            .collect();
+        let lifted = !allowed
+            && errors.is_empty()
+            && !policies.is_empty()
+            && policies.iter().all(|p| step_ups.contains_key(p));
+        let step_up = lifted
+            .then(|| policies.first().and_then(|p| step_ups.get(p)).cloned())
+            .flatten();
         Self {
-            allowed: response.decision() == CedarDecision::Allow,
-            policies: response
-                .diagnostics()
-                .reason()
-                .map(ToString::to_string)
-                .collect(),
-            errors: response
-                .diagnostics()
-                .errors()
-                .map(ToString::to_string)
-                .collect(),
+            allowed,
+            policies,
+            errors,
             reason: None,
+            step_up,
         }
     }
 }

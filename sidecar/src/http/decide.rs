@@ -154,6 +154,9 @@ fn decision_json(decision: &Decision) -> Value {
     if let Some(reason) = &o.reason {
         out["reason"] = Value::String(reason.clone());
     }
+    if let Some(step) = &o.step_up {
+        out["stepUp"] = json!({"acrValues": step.acr_values, "maxAge": step.max_age});
+    }
     out
 }
 

@@ -121,7 +121,7 @@ async fn deny_is_403_without_internals_and_no_identity_is_401() {
 async fn source_address_reaches_the_policies() {
     let sidecar = Sidecar::start(&demo_policies(), &[]);
     let mut client = sidecar.grpc_client().await;
-    let c = claims(json!({"sub": "dave"}));
+    let c = claims(json!({"sub": "dave", "amr": ["pwd", "mfa"]}));
     let inside = client
         .check(check_request("GET", "/admin/x", Some("10.0.0.7"), Some(&c)))
         .await
@@ -139,6 +139,78 @@ async fn source_address_reaches_the_policies() {
         .into_inner();
     assert!(summarize(&inside).allowed);
     assert!(!summarize(&outside).allowed);
+}
+
+/// RFC 9470: a deny that only a second factor stands behind is a 401 that
+/// names the `acr` to come back with; the same over the HTTP API.
+#[tokio::test]
+async fn a_write_without_mfa_is_a_step_up_challenge() {
+    let sidecar = Sidecar::start(&demo_policies(), &[]);
+    let mut client = sidecar.grpc_client().await;
+    let pwd = claims(json!({"sub": "erin", "amr": ["pwd"]}));
+    let resp = client
+        .check(check_request("PUT", "/api/orders/o-300", None, Some(&pwd)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summarize(&resp).status, Some(401));
+    let Some(envoy_types::ext_authz::v3::pb::HttpResponse::DeniedResponse(d)) = &resp.http_response
+    else {
+        panic!("{resp:?}")
+    };
+    let challenge = d
+        .headers
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .find(|h| h.key.eq_ignore_ascii_case("www-authenticate"))
+        .map(|h| h.value.clone())
+        .unwrap();
+    assert_eq!(
+        challenge,
+        r#"Bearer realm="portcullis", error="insufficient_user_authentication", error_description="a stronger sign-in is required", acr_values="urn:portcullis:acr:mfa""#
+    );
+    assert!(
+        d.body.contains("insufficient_user_authentication"),
+        "{}",
+        d.body
+    );
+    // With the factor the same write is allowed; a plain forbid stays 403.
+    let mfa = claims(json!({"sub": "erin", "amr": ["pwd", "otp", "mfa"]}));
+    let resp = client
+        .check(check_request("PUT", "/api/orders/o-300", None, Some(&mfa)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(summarize(&resp).allowed);
+    let other = claims(json!({"sub": "erin", "amr": ["pwd"]}));
+    let resp = client
+        .check(check_request(
+            "PUT",
+            "/api/orders/o-200",
+            None,
+            Some(&other),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        summarize(&resp).status,
+        Some(403),
+        "not her order: a factor would not help, so no step-up"
+    );
+    let http = reqwest::Client::new()
+        .post(sidecar.url("/v1/check"))
+        .json(&json!({"method": "PUT", "path": "/api/orders/o-300", "claims": {"sub": "erin", "amr": ["pwd"]}}))
+        .send()
+        .await
+        .unwrap();
+    let status = http.status().as_u16();
+    let body: serde_json::Value = http.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["stepUp"]["acrValues"], "urn:portcullis:acr:mfa",
+        "{body}"
+    );
 }
 
 #[tokio::test]

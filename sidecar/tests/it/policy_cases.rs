@@ -19,6 +19,12 @@ fn outcome(body: &Value) -> Outcome {
             .map(|a| a.iter().map(|p| p.as_str().unwrap().to_owned()).collect())
             .unwrap_or_default(),
         reason: body["reason"].as_str().map(str::to_owned),
+        step_up: body["stepUp"]["acrValues"]
+            .as_str()
+            .map(|acr| decision::StepUp {
+                acr_values: acr.to_owned(),
+                max_age: body["stepUp"]["maxAge"].as_u64(),
+            }),
     }
 }
 

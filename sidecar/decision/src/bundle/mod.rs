@@ -14,6 +14,7 @@ use cedar_policy::{
 
 use crate::error::{LoadError, diagnostic};
 use crate::mapping::Mapping;
+use crate::outcome::StepUp;
 
 mod entities;
 mod files;
@@ -55,11 +56,44 @@ pub struct Bundle {
     /// Stored entities in their JSON form, the content of `entities.json`.
     pub stored: BTreeMap<EntityKey, serde_json::Value>,
     pub mapping: Mapping,
+    /// Policies annotated `@step_up` (by id): what a deny they determine
+    /// asks for instead (RFC 9470).
+    pub step_ups: HashMap<String, StepUp>,
     /// For each stored entity, the other entities its attributes reach.
     pub reach: HashMap<EntityUid, Arc<[EntityUid]>>,
     /// Content hash of the directory (first 16 hex digits of SHA-256).
     pub version: String,
     pub loaded_at: SystemTime,
+}
+
+/// A policy's `@step_up("<acr values>")` and `@max_age("<seconds>")`:
+/// only on a forbid (a permit cannot deny), with values that say something.
+fn step_up_of(policy: &Policy) -> Result<Option<StepUp>, String> {
+    let acr = policy.annotation("step_up");
+    let max_age = policy.annotation("max_age");
+    let Some(acr) = acr.map(str::trim) else {
+        return match max_age {
+            Some(_) => Err("`@max_age` needs `@step_up`".into()),
+            None => Ok(None),
+        };
+    };
+    if policy.effect() != cedar_policy::Effect::Forbid {
+        return Err("`@step_up` belongs on a forbid policy".into());
+    }
+    if acr.is_empty() || acr.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+        return Err("`@step_up` must name one or more acr values".into());
+    }
+    let max_age = max_age
+        .map(|m| {
+            m.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("`@max_age(\"{m}\")` is not a number of seconds"))
+        })
+        .transpose()?;
+    Ok(Some(StepUp {
+        acr_values: acr.to_owned(),
+        max_age,
+    }))
 }
 
 /// `(type, id)` of a stored entity, ordered so `entities.json` is stable.
@@ -98,6 +132,7 @@ impl Bundle {
             entities,
             stored,
             mapping: self.mapping.clone(),
+            step_ups: self.step_ups.clone(),
             reach,
             version: String::new(),
             loaded_at: SystemTime::now(),
@@ -126,6 +161,7 @@ impl Bundle {
         let mut policies = PolicySet::new();
         let mut sources = Vec::new();
         let mut file_of: HashMap<String, usize> = HashMap::new();
+        let mut step_ups = HashMap::new();
         for (index, (file, text)) in files.policies.iter().enumerate() {
             let parsed = match PolicySet::from_str(text) {
                 Ok(set) => set,
@@ -160,6 +196,13 @@ impl Bundle {
                     continue;
                 }
                 file_of.insert(id.clone(), index);
+                match step_up_of(policy) {
+                    Ok(Some(step)) => {
+                        step_ups.insert(id.clone(), step);
+                    }
+                    Ok(None) => {}
+                    Err(e) => errors.push(format!("{file}: policy `{id}`: {e}")),
+                }
                 sources.push(PolicySource {
                     id: id.clone(),
                     file: file.clone(),
@@ -207,6 +250,7 @@ impl Bundle {
             entities,
             stored,
             mapping,
+            step_ups,
             version: String::new(),
             loaded_at: SystemTime::now(),
         };

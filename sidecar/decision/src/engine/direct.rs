@@ -127,11 +127,7 @@ impl Engine {
             }
             None => &bundle.entities,
         };
-        let outcome = Arc::new(Outcome::from_cedar(&self.authorizer.is_authorized(
-            &request,
-            &scope.policies,
-            entities,
-        )));
+        let outcome = Arc::new(self.evaluate(bundle, &request, &scope.policies, entities));
         self.metrics.cache_misses.inc();
         if let (Some(key), Some(exact)) = (key, exact_key) {
             self.cache.insert(key, outcome.clone());

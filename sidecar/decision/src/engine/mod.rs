@@ -274,17 +274,14 @@ impl Engine {
                 None,
             )
             .map_err(|e| format!("request: {}", error::flatten(&e)))?;
-            Ok::<_, String>(Outcome::from_cedar(&self.authorizer.is_authorized(
-                &request,
-                &scope.policies,
-                entities,
-            )))
+            Ok::<_, String>(self.evaluate(bundle, &request, &scope.policies, entities))
         })()
         .unwrap_or_else(|e| Outcome {
             allowed: false,
             policies: Vec::new(),
             errors: vec![e],
             reason: None,
+            step_up: None,
         });
         let outcome = Arc::new(outcome);
         self.metrics.cache_misses.inc();
@@ -292,6 +289,39 @@ impl Engine {
             self.cache.insert(key, outcome.clone());
         }
         self.finish(started, req.request_id, uids, outcome, false)
+    }
+
+    /// Cedar's decision. A deny that only step-up forbids determined asks
+    /// for a stronger sign-in only if, without them, the request would be
+    /// allowed: otherwise a second factor would not help, and it is a
+    /// plain deny. The second evaluation happens on those denies alone.
+    fn evaluate(
+        &self,
+        bundle: &Bundle,
+        request: &Request,
+        policies: &cedar_policy::PolicySet,
+        entities: &Entities,
+    ) -> Outcome {
+        let response = self.authorizer.is_authorized(request, policies, entities);
+        let mut outcome = Outcome::from_cedar(&response, &bundle.step_ups);
+        if outcome.step_up.is_some() {
+            let rest = cedar_policy::PolicySet::from_policies(
+                policies
+                    .policies()
+                    .filter(|p| !bundle.step_ups.contains_key(&p.id().to_string()))
+                    .cloned(),
+            );
+            let lifted = rest.is_ok_and(|rest| {
+                self.authorizer
+                    .is_authorized(request, &rest, entities)
+                    .decision()
+                    == cedar_policy::Decision::Allow
+            });
+            if !lifted {
+                outcome.step_up = None;
+            }
+        }
+        outcome
     }
 
     fn finish(
