@@ -14,8 +14,8 @@ use serde_json::json;
 use crate::app::App;
 use crate::error::Error;
 use crate::login::mask;
-use crate::mfa::webauthn::{self, Ceremony};
-use crate::mfa::{self, Confirmed, Enrolment, MfaError};
+use crate::mfa::webauthn;
+use crate::mfa::{self, Ceremony, Confirmed, Enrolment, MfaError};
 use crate::model::{Actor, AuditEvent, SecondFactor, User};
 use crate::session::Session;
 use crate::store::StoreError;
@@ -176,6 +176,30 @@ pub async fn confirm_passkey(
 ) -> Result<Confirmed, AccountError> {
     let event = holder.event(now, "mfa.webauthn.register");
     Ok(webauthn::finish_registration(app, holder.user, ceremony, credential, event, now).await?)
+}
+
+/// Starts adding a phone: a code goes to `phone`.
+pub async fn begin_sms(
+    app: &App,
+    holder: &Holder<'_>,
+    label: &str,
+    phone: &str,
+    now_ms: i64,
+) -> Result<Ceremony, AccountError> {
+    needs_recent(app, holder, now_ms / 1000)?;
+    Ok(mfa::sms::begin_enrolment(app, holder.user, label, phone, now_ms).await?)
+}
+
+/// Adds the phone with the code it received.
+pub async fn confirm_sms(
+    app: &App,
+    holder: &Holder<'_>,
+    ceremony: &str,
+    code: &str,
+    now: i64,
+) -> Result<Confirmed, AccountError> {
+    let event = holder.event(now, "mfa.sms.enrol");
+    Ok(mfa::sms::confirm_enrolment(app, holder.user, ceremony, code, event, now).await?)
 }
 
 pub async fn rename_factor(

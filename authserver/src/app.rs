@@ -25,6 +25,8 @@ pub struct App {
     pub sealer: Sealer,
     /// The WebAuthn relying party.
     pub passkeys: crate::relying_party::Relying,
+    /// Where SMS codes go.
+    pub sms: crate::sms::Sender,
     /// MACs of values the server hands out and reads back (CSRF tokens).
     pub mac: aws_lc_rs::hmac::Key,
     pub cookies: Cookies,
@@ -84,6 +86,7 @@ impl App {
         let passwords = Passwords::new(&config.argon2)?;
         let passkeys = crate::relying_party::Relying::new(&config.mfa, &issuer, config.dev)
             .map_err(|e| Error::Invalid(format!("webauthn: {e}")))?;
+        let sms = crate::sms::Sender::new(&config.mfa).map_err(Error::Invalid)?;
         let audit = crate::audit::AuditLog::start(store.clone());
         Ok(Self {
             issuer,
@@ -94,6 +97,7 @@ impl App {
             secrets: master.secret_digester(),
             sealer: master.sealer(),
             passkeys,
+            sms,
             mac: master.mac_key(),
             cookies: Cookies::new(issuer_is_https),
             metrics: Metrics::new(

@@ -158,6 +158,29 @@ pub struct MfaConfig {
     pub aaguid_allow: Vec<String>,
     /// Authenticator models refused at registration.
     pub aaguid_deny: Vec<String>,
+    /// How SMS codes are sent: `off`, `log` (dev mode only) or `webhook`.
+    pub sms_sender: SmsSender,
+    /// The webhook SMS codes are POSTed to.
+    pub sms_webhook_url: Option<String>,
+    /// The HMAC key that signs each webhook call (at least 16 characters).
+    pub sms_webhook_secret: Option<String>,
+    /// How long an SMS code is valid.
+    pub sms_code_seconds: u64,
+    /// Codes sent per user, and per number, in an hour.
+    pub sms_per_hour: u64,
+}
+
+/// How SMS codes leave the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsSender {
+    /// SMS is not offered.
+    #[default]
+    Off,
+    /// Development: the message goes to the log.
+    Log,
+    /// A signed JSON POST to `sms_webhook_url`.
+    Webhook,
 }
 
 impl Default for MfaConfig {
@@ -173,6 +196,11 @@ impl Default for MfaConfig {
             webauthn_origins: Vec::new(),
             aaguid_allow: Vec::new(),
             aaguid_deny: Vec::new(),
+            sms_sender: SmsSender::Off,
+            sms_webhook_url: None,
+            sms_webhook_secret: None,
+            sms_code_seconds: 300,
+            sms_per_hour: 5,
         }
     }
 }
@@ -224,6 +252,12 @@ impl Config {
         }
         self.signing_algorithm()?;
         self.proxies()?;
+        if self.mfa.sms_sender == SmsSender::Log && !self.dev {
+            return Err(ConfigError::invalid(
+                "mfa.sms_sender",
+                "`log` writes codes to the log: dev mode only; use `webhook`",
+            ));
+        }
         if self.mfa.acr.is_empty() || self.mfa.acr == self.mfa.password_acr {
             return Err(ConfigError::invalid(
                 "mfa.acr",

@@ -40,6 +40,7 @@ mod proxy;
 mod relying_party;
 pub mod server;
 pub mod session;
+mod sms;
 pub mod store;
 mod token;
 

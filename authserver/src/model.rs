@@ -200,6 +200,8 @@ pub enum FactorKind {
     /// A passkey or security key (WebAuthn).
     #[serde(rename = "webauthn")]
     WebAuthn,
+    /// Codes by text message to a verified number (sealed in the secret).
+    Sms,
 }
 
 impl FactorKind {
@@ -207,11 +209,12 @@ impl FactorKind {
         match self {
             Self::Totp => "totp",
             Self::WebAuthn => "webauthn",
+            Self::Sms => "sms",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Totp, Self::WebAuthn]
+        [Self::Totp, Self::WebAuthn, Self::Sms]
             .into_iter()
             .find(|k| k.as_str() == s)
     }

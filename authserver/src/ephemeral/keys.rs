@@ -87,6 +87,21 @@ pub fn webauthn_ceremony(id: &str) -> String {
     format!("webauthn:{}", digest(id))
 }
 
+/// An SMS code sent, until it is used, wrong too often, or expired.
+pub fn sms_code(id: &str) -> String {
+    format!("sms-code:{}", digest(id))
+}
+
+/// SMS codes sent to a user (sliding window).
+pub fn sms_sent_to_user(user_id: &str) -> String {
+    format!("sms-sent:user:{user_id}")
+}
+
+/// SMS codes sent to a number (sliding window); the number as a digest.
+pub fn sms_sent_to_number(phone: &str) -> String {
+    format!("sms-sent:number:{}", digest(phone))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +120,8 @@ mod tests {
             pending_login(secret),
             totp_enrolment(secret),
             webauthn_ceremony(secret),
+            sms_code(secret),
+            sms_sent_to_number(secret),
         ];
         for key in &keys {
             assert!(!key.contains(secret), "{key}");
@@ -117,6 +134,7 @@ mod tests {
             client_assertion("c", secret),
             login_failures_of_account(secret),
             login_failures_from(secret),
+            sms_sent_to_user(secret),
         ]);
         let count = unique.len();
         unique.sort();

@@ -4,8 +4,7 @@
 
 use super::*;
 use crate::account::{self, AccountError, Holder};
-use crate::mfa::webauthn::Ceremony;
-use crate::mfa::{Confirmed, Enrolment, MfaError};
+use crate::mfa::{Ceremony, Confirmed, Enrolment, MfaError};
 use crate::model::User;
 
 const HOME: &str = "/account";
@@ -69,6 +68,7 @@ async fn page(
         recovery_left: overview.recovery_left,
         sign_ins: &overview.sign_ins,
         csrf: &token,
+        sms: app.sms.enabled(),
         notice,
         error,
     });
@@ -160,6 +160,32 @@ pub(super) async fn account_post(
                 Err(e) => outcome(&app, &headers, &user, Err(e)).await,
             };
         }
+        "sms" => {
+            return match account::begin_sms(&app, &holder, field("label"), field("phone"), now_ms())
+                .await
+            {
+                Ok(sent) => sms_page(&app, &headers, &sent, None),
+                Err(e) => outcome(&app, &headers, &user, Err(e)).await,
+            };
+        }
+        "sms-confirm" => {
+            return match account::confirm_sms(
+                &app,
+                &holder,
+                field("ceremony"),
+                field("code"),
+                now(),
+            )
+            .await
+            {
+                Ok(Confirmed {
+                    recovery_codes: Some(codes),
+                    ..
+                }) => recovery_page(&app, &headers, &codes),
+                Ok(_) => page(&app, &headers, &user, Some("The phone was added."), None).await,
+                Err(e) => outcome(&app, &headers, &user, Err(e)).await,
+            };
+        }
         "passkey-confirm" => {
             return match account::confirm_passkey(
                 &app,
@@ -233,6 +259,19 @@ async fn totp_confirm(
         }
         Err(e) => outcome(app, headers, holder.user, Err(e)).await,
     }
+}
+
+fn sms_page(app: &App, headers: &HeaderMap, sent: &Ceremony, error: Option<&str>) -> Response {
+    let (token, cookies) = match csrf(app, headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    html(
+        StatusCode::OK,
+        pages::sms_form(sent, &token, error),
+        None,
+        &cookies,
+    )
 }
 
 fn passkey_page(app: &App, headers: &HeaderMap, ceremony: &Ceremony) -> Response {

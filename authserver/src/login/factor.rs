@@ -20,8 +20,7 @@ use crate::authorize::{self, AuthRequest, Refusal};
 use crate::crypto::random_token;
 use crate::ephemeral::keys;
 use crate::error::OAuthError;
-use crate::mfa::webauthn::Ceremony;
-use crate::mfa::{self, Answer, Check, Enrolment, Method, MfaError};
+use crate::mfa::{self, Answer, Ceremony, Check, Enrolment, Method, MfaError};
 use crate::model::{AuditEvent, User};
 
 const EXPIRED: &str = "This sign-in has expired. Go back to the application and start again.";
@@ -145,12 +144,16 @@ async fn ask(
             .map_err(refusal),
         Some(&strongest) => {
             let method = chosen.filter(|m| methods.contains(m)).unwrap_or(strongest);
-            let ceremony = if method == Method::WebAuthn {
-                mfa::webauthn::begin_assertion(app, user)
+            let ceremony = match method {
+                Method::WebAuthn => mfa::webauthn::begin_assertion(app, user)
                     .await
-                    .map_err(refusal)?
-            } else {
-                None
+                    .map_err(refusal)?,
+                Method::Sms => Some(
+                    mfa::sms::begin_sign_in(app, user, crate::app::now_ms())
+                        .await
+                        .map_err(refusal)?,
+                ),
+                Method::Totp | Method::Recovery => None,
             };
             Ok(Ask::Code {
                 method,
@@ -165,6 +168,10 @@ fn refusal(e: MfaError) -> Refusal {
     match e {
         MfaError::Store(e) => OAuthError::from(e).into(),
         MfaError::Ephemeral(e) => OAuthError::from(e).into(),
+        MfaError::Unavailable(m) => Refusal::Failed {
+            status: 503,
+            message: m,
+        },
         other => Refusal::Page(other.to_string()),
     }
 }

@@ -14,6 +14,7 @@ use crate::model::{AuditEvent, FactorKind, SecondFactor, User};
 use crate::store::StoreError;
 
 pub mod recovery;
+pub mod sms;
 pub mod totp;
 pub mod webauthn;
 
@@ -30,10 +31,22 @@ pub enum MfaError {
     Expired,
     #[error("that code is not right; check the app's clock and try the current code")]
     WrongCode,
+    /// A service we depend on (the SMS webhook) did not answer.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Ephemeral(#[from] crate::ephemeral::EphemeralError),
+}
+
+/// A challenge the server started for a page: its id (a hidden field of
+/// the page's form) and what the page shows or hands to the browser (the
+/// WebAuthn options as JSON, the masked number an SMS went to).
+#[derive(Debug, Clone)]
+pub struct Ceremony {
+    pub id: String,
+    pub options: String,
 }
 
 /// A way to prove the second factor, strongest first in [`Method::ALL`].
@@ -43,16 +56,18 @@ pub enum Method {
     #[serde(rename = "webauthn")]
     WebAuthn,
     Totp,
+    Sms,
     Recovery,
 }
 
 impl Method {
-    pub const ALL: [Self; 3] = [Self::WebAuthn, Self::Totp, Self::Recovery];
+    pub const ALL: [Self; 4] = [Self::WebAuthn, Self::Totp, Self::Sms, Self::Recovery];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::WebAuthn => "webauthn",
             Self::Totp => "totp",
+            Self::Sms => "sms",
             Self::Recovery => "recovery",
         }
     }
@@ -66,6 +81,7 @@ impl Method {
         match self {
             Self::WebAuthn => "Passkey or security key",
             Self::Totp => "Authenticator app",
+            Self::Sms => "Text message",
             Self::Recovery => "Recovery code",
         }
     }
@@ -103,6 +119,9 @@ pub async fn methods(app: &App, user_id: &str) -> Result<Vec<Method>, StoreError
     if factors.iter().any(|f| f.kind == FactorKind::Totp) {
         out.push(Method::Totp);
     }
+    if app.sms.enabled() && factors.iter().any(|f| f.kind == FactorKind::Sms) {
+        out.push(Method::Sms);
+    }
     if !out.is_empty() && app.store.recovery_codes_left(user_id).await? > 0 {
         out.push(Method::Recovery);
     }
@@ -131,6 +150,12 @@ pub async fn check(
     let result = match method {
         Method::WebAuthn => {
             webauthn::check_assertion(app, user, answer.ceremony, answer.code, now).await?
+        }
+        Method::Sms => {
+            match sms::check_code(app, &user.id, answer.ceremony, answer.code, now).await? {
+                Some(sms::Purpose::SignIn) => Check::Accepted(&["sms"]),
+                _ => Check::Refused,
+            }
         }
         Method::Totp => check_totp(app, &app.store.factors(&user.id).await?, given, now).await?,
         Method::Recovery => {

@@ -21,20 +21,13 @@ use webauthn_rs::prelude::{
     PublicKeyCredential, RegisterPublicKeyCredential, Uuid, Webauthn, WebauthnError,
 };
 
+pub use super::Ceremony;
 use super::{Check, Confirmed, MfaError};
 use crate::app::App;
 use crate::crypto::random_token;
 use crate::ephemeral::{EphemeralError, keys};
 use crate::model::{AuditEvent, FactorKind, SecondFactor, User};
 use crate::store::StoreError;
-
-/// A started ceremony: its id (a hidden field of the page's form) and the
-/// options the page hands to the browser (JSON).
-#[derive(Debug, Clone)]
-pub struct Ceremony {
-    pub id: String,
-    pub options: String,
-}
 
 #[derive(Serialize, Deserialize)]
 enum State {

@@ -12,6 +12,8 @@ pub struct AccountPage<'a> {
     pub recovery_left: i64,
     pub sign_ins: &'a [AuditEvent],
     pub csrf: &'a str,
+    /// Whether text-message codes are offered.
+    pub sms: bool,
     /// A notice at the top: what just happened, or what went wrong.
     pub notice: Option<&'a str>,
     pub error: Option<&'a str>,
@@ -113,6 +115,15 @@ pub fn account(p: &AccountPage<'_>) -> String {
          <input type=\"text\" id=\"passkey-label\" name=\"label\" value=\"Passkey\" required>\
          <button type=\"submit\">Add</button></form>",
     );
+    if p.sms {
+        form(&mut b, "/account/sms", p.csrf);
+        b.push_str(
+            "<label for=\"phone\">Add a phone for text-message codes</label>\
+             <input type=\"tel\" id=\"phone\" name=\"phone\" placeholder=\"+44 20 7946 0958\" \
+             autocomplete=\"tel\" required><input type=\"hidden\" name=\"label\" value=\"Phone\">\
+             <button type=\"submit\">Send a code</button></form>",
+        );
+    }
     if !p.factors.is_empty() {
         let _ = write!(
             b,

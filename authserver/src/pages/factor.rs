@@ -4,8 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{esc, hidden, layout};
-use crate::mfa::webauthn::Ceremony;
-use crate::mfa::{Enrolment, Method};
+use crate::mfa::{Ceremony, Enrolment, Method};
 
 /// What a WebAuthn form does (the static script's `data-webauthn`).
 #[derive(Debug, Clone, Copy)]
@@ -106,13 +105,26 @@ fn code_form(body: &mut String, p: &FactorPage<'_>) {
     body.push_str("<form method=\"post\" action=\"/login/factor\">");
     hidden(body, "csrf", p.csrf);
     hidden(body, "method", p.method.as_str());
+    if let (Method::Sms, Some(sent)) = (p.method, p.ceremony) {
+        hidden(body, "ceremony", &sent.id);
+        let _ = write!(
+            body,
+            "<label for=\"code\">Enter the code we sent to {}</label>\
+             <input type=\"text\" id=\"code\" name=\"code\" inputmode=\"numeric\" \
+             autocomplete=\"one-time-code\" maxlength=\"8\" required autofocus>\
+             <button type=\"submit\">Verify</button></form>\
+             <p><a href=\"/login/factor?method=sms\">Send a new code</a></p>",
+            esc(&sent.options)
+        );
+        return;
+    }
     match p.method {
         Method::Totp => body.push_str(
             "<label for=\"code\">Enter the 6-digit code from your authenticator app</label>\
              <input type=\"text\" id=\"code\" name=\"code\" inputmode=\"numeric\" \
              autocomplete=\"one-time-code\" maxlength=\"8\" required autofocus>",
         ),
-        Method::Recovery | Method::WebAuthn => body.push_str(
+        Method::Recovery | Method::WebAuthn | Method::Sms => body.push_str(
             "<label for=\"code\">Enter one of your recovery codes</label>\
              <input type=\"text\" id=\"code\" name=\"code\" autocomplete=\"off\" \
              maxlength=\"16\" required autofocus>",
@@ -153,6 +165,26 @@ pub fn enrol_form(e: &Enrolment, csrf: &str, action: &str, error: Option<&str>) 
 }
 
 /// Enrolment forced at sign-in.
+/// The code sent to a number being added (the account page).
+pub fn sms_form(sent: &Ceremony, csrf: &str, error: Option<&str>) -> String {
+    let mut body = String::from("<h1>Add a phone</h1>");
+    if let Some(error) = error {
+        let _ = write!(body, "<p class=\"error\" role=\"alert\">{}</p>", esc(error));
+    }
+    body.push_str("<form method=\"post\" action=\"/account/sms-confirm\">");
+    hidden(&mut body, "csrf", csrf);
+    hidden(&mut body, "ceremony", &sent.id);
+    let _ = write!(
+        body,
+        "<label for=\"code\">Enter the code we sent to {}</label>\
+         <input type=\"text\" id=\"code\" name=\"code\" inputmode=\"numeric\" \
+         autocomplete=\"one-time-code\" maxlength=\"8\" required autofocus>\
+         <button type=\"submit\">Confirm</button></form><p><a href=\"/account\">Cancel</a></p>",
+        esc(&sent.options)
+    );
+    layout("Add a phone", &body)
+}
+
 pub fn enrol(client_name: &str, form: &str) -> String {
     let body = format!(
         "<h1>Set up two-step verification</h1><p>Signing in to <strong>{}</strong> needs a \

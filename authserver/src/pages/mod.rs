@@ -12,7 +12,7 @@ pub use account::{AccountPage, account, add_passkey, add_totp};
 
 pub use factor::{
     FactorPage, PasskeyMode, RecoveryCodesPage, enrol, enrol_form, factor, passkey_form,
-    recovery_codes,
+    recovery_codes, sms_form,
 };
 
 /// Escapes text for HTML element content and quoted attribute values.
@@ -67,7 +67,7 @@ pub struct LoginPage<'a> {
     pub username: &'a str,
     pub error: Option<&'a str>,
     /// A passwordless (discoverable passkey) ceremony offered beside the form.
-    pub passkey: Option<&'a crate::mfa::webauthn::Ceremony>,
+    pub passkey: Option<&'a crate::mfa::Ceremony>,
 }
 
 pub fn login(p: &LoginPage<'_>) -> String {

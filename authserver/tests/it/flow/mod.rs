@@ -11,6 +11,7 @@ mod code;
 mod login;
 mod mfa;
 mod refusals;
+mod sms;
 
 pub(crate) const WEB_REDIRECT: &str = "http://127.0.0.1:8000/_auth/callback";
 
