@@ -156,6 +156,10 @@ auth = "public"
     let gw = start(&routes(r#"trusted_proxies = ["127.0.0.1"]"#));
     let mut claims = issuer.claims("root");
     claims["roles"] = json!(["admin"]);
+    claims["amr"] = json!(["pwd"]);
+    let password_only = format!("authorization: Bearer {}\r\n", key.sign(&claims));
+    // The console also needs a second factor (a step-up policy).
+    claims["amr"] = json!(["pwd", "otp", "mfa"]);
     let admin = format!("authorization: Bearer {}\r\n", key.sign(&claims));
     let xff = |chain: &str| format!("x-forwarded-for: {chain}\r\n");
 
@@ -180,6 +184,20 @@ auth = "public"
     )
     .await;
     assert_eq!(inside.status, 200, "the client is 10.1.2.3: {inside:?}");
+    // Without the factor, an API client is asked for it (RFC 9470).
+    let weak = get(
+        gw.addr,
+        "/admin/x",
+        &format!("{password_only}{}", xff("6.6.6.6, 10.1.2.3")),
+    )
+    .await;
+    assert_eq!(weak.status, 401, "{weak:?}");
+    assert!(
+        weak.head.contains(
+            "www-authenticate: Bearer realm=\"portcullis\", error=\"insufficient_user_authentication\""
+        ) && weak.head.contains("acr_values=\"urn:portcullis:acr:mfa\""),
+        "{weak:?}"
+    );
     let seen = inside.json();
     let h = &seen["headers"];
     assert_eq!(h["x-forwarded-for"], "10.1.2.3, 127.0.0.1", "{seen}");
