@@ -4,12 +4,12 @@
 //! PostgreSQL or SQLite) and `ephemeral` (Redis or in-process); `crypto`,
 //! `password` and `keys` (secrets at rest, signing keys); the flows as
 //! domain logic with `now` as a parameter and no HTTP types (`authorize`,
-//! `login`, `consent`, `logout`, `oauth`, `admin`); `http` and `server`
-//! (the surface); `dev` (the `--dev` bootstrap).
+//! `login`, `mfa`, `account`, `consent`, `logout`, `oauth`, `admin`);
+//! `http` and `server` (the surface); `dev` (the `--dev` bootstrap).
 //!
 //! Public here is what the binary, the tests and the benchmarks use: the
-//! CLI and server, the configuration, the stores, the records and the key
-//! material.
+//! CLI and server, the configuration, the stores, the records, the key
+//! material and the pure second-factor algorithms ([`factors`]).
 
 mod account;
 mod admin;
@@ -43,6 +43,12 @@ pub mod session;
 mod sms;
 pub mod store;
 mod token;
+
+/// The second-factor algorithms that need no server (the benchmarks'
+/// subject): RFC 6238 codes and recovery codes.
+pub mod factors {
+    pub use crate::mfa::{recovery, totp};
+}
 
 #[cfg(test)]
 mod testing;

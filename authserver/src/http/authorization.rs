@@ -85,23 +85,20 @@ pub(super) async fn login(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match checked_form(&app, &headers, &body) {
-        Ok(f) => f,
-        Err(e) => return e.into_response(),
-    };
-    let Some(request_id) = form.get("request") else {
-        return error_page(StatusCode::BAD_REQUEST, "missing `request`");
-    };
-    let previous = match browser_session(&app, &headers).await {
-        Ok(s) => s.map(|(id, _)| id),
+    let posted = match SignInForm::read(&app, peer, &headers, &body).await {
+        Ok(p) => p,
         Err(page) => return page,
+    };
+    let request_id = match posted.required("request") {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
     };
     let attempt = Attempt {
         request_id,
-        username: form.get("username").unwrap_or(""),
-        password: form.get("password").unwrap_or(""),
-        source: crate::proxy::client_address(peer.ip(), &headers, &app.trusted_proxies),
-        previous_session: previous.as_deref(),
+        username: posted.field("username"),
+        password: posted.field("password"),
+        source: posted.source,
+        previous_session: posted.previous.as_deref(),
     };
     match crate::login::with_password(&app, &attempt, now_ms()).await {
         Ok(step) => {

@@ -237,6 +237,43 @@ enum Page {
     },
 }
 
+/// A POSTed step of a sign-in: the CSRF-checked form, the browser's
+/// current session (it ends when the new one begins) and its address.
+pub(super) struct SignInForm {
+    pub(super) form: Form,
+    pub(super) previous: Option<String>,
+    pub(super) source: Option<std::net::IpAddr>,
+}
+
+impl SignInForm {
+    pub(super) async fn read(
+        app: &App,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Self, Response> {
+        let form = checked_form(app, headers, body).map_err(IntoResponse::into_response)?;
+        let previous = browser_session(app, headers).await?.map(|(id, _)| id);
+        Ok(Self {
+            form,
+            previous,
+            source: crate::proxy::client_address(peer.ip(), headers, &app.trusted_proxies),
+        })
+    }
+
+    /// A field, empty when absent.
+    pub(super) fn field(&self, name: &str) -> &str {
+        self.form.get(name).unwrap_or("")
+    }
+
+    /// A field that must be there, or the problem that says it is missing.
+    pub(super) fn required(&self, name: &str) -> Result<&str, PageError> {
+        self.form
+            .get(name)
+            .ok_or_else(|| PageError(StatusCode::BAD_REQUEST, format!("missing `{name}`")))
+    }
+}
+
 /// A POSTed HTML form with a valid CSRF token, or the page that says why not.
 pub(super) fn checked_form(
     app: &App,

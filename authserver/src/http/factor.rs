@@ -162,7 +162,7 @@ pub(super) async fn factor_get(
             None => {
                 return error_page(
                     StatusCode::BAD_REQUEST,
-                    &format!("`method` `{m}` is not one of webauthn, totp, recovery"),
+                    &format!("`method` `{m}` is not one of {}", method_names()),
                 );
             }
         },
@@ -180,6 +180,11 @@ pub(super) async fn factor_get(
     }
 }
 
+/// Every method, for the messages that list them.
+fn method_names() -> String {
+    Method::ALL.map(Method::as_str).join(", ")
+}
+
 /// `POST /login/factor`: a second-factor code.
 pub(super) async fn factor_post(
     State(app): Shared,
@@ -187,23 +192,18 @@ pub(super) async fn factor_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match checked_form(&app, &headers, &body) {
-        Ok(f) => f,
-        Err(e) => return e.into_response(),
+    let posted = match SignInForm::read(&app, peer, &headers, &body).await {
+        Ok(p) => p,
+        Err(page) => return page,
     };
-    let Some(method) = form.get("method").and_then(Method::parse) else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "`method` must be one of webauthn, totp, recovery",
-        );
+    let Some(method) = Method::parse(posted.field("method")) else {
+        let message = format!("`method` must be one of {}", method_names());
+        return error_page(StatusCode::BAD_REQUEST, &message);
     };
     let Some(token) = pending(&app, &headers) else {
         return expired();
     };
-    let previous = match browser_session(&app, &headers).await {
-        Ok(s) => s.map(|(id, _)| id),
-        Err(page) => return page,
-    };
+    // A WebAuthn answer is the browser's credential, the others a code.
     let field = if method == Method::WebAuthn {
         "credential"
     } else {
@@ -213,11 +213,11 @@ pub(super) async fn factor_post(
         pending: &token,
         method,
         answer: Answer {
-            code: form.get(field).unwrap_or(""),
-            ceremony: form.get("ceremony").unwrap_or(""),
+            code: posted.field(field),
+            ceremony: posted.field("ceremony"),
         },
-        source: crate::proxy::client_address(peer.ip(), &headers, &app.trusted_proxies),
-        previous_session: previous.as_deref(),
+        source: posted.source,
+        previous_session: posted.previous.as_deref(),
     };
     match login::factor::with_code(&app, &attempt, now_ms()).await {
         Ok(step) => respond(&app, &headers, step, "", "").await,
@@ -232,26 +232,23 @@ pub(super) async fn enrol_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match checked_form(&app, &headers, &body) {
-        Ok(f) => f,
-        Err(e) => return e.into_response(),
+    let posted = match SignInForm::read(&app, peer, &headers, &body).await {
+        Ok(p) => p,
+        Err(page) => return page,
     };
-    let Some(enrolment) = form.get("enrolment") else {
-        return error_page(StatusCode::BAD_REQUEST, "missing `enrolment`");
+    let enrolment = match posted.required("enrolment") {
+        Ok(e) => e,
+        Err(e) => return e.into_response(),
     };
     let Some(token) = pending(&app, &headers) else {
         return expired();
     };
-    let previous = match browser_session(&app, &headers).await {
-        Ok(s) => s.map(|(id, _)| id),
-        Err(page) => return page,
-    };
     let attempt = EnrolAttempt {
         pending: &token,
         enrolment,
-        code: form.get("code").unwrap_or(""),
-        source: crate::proxy::client_address(peer.ip(), &headers, &app.trusted_proxies),
-        previous_session: previous.as_deref(),
+        code: posted.field("code"),
+        source: posted.source,
+        previous_session: posted.previous.as_deref(),
     };
     match login::factor::with_enrolment(&app, &attempt, now_ms()).await {
         Ok(step) => respond(&app, &headers, step, "", "").await,
@@ -266,23 +263,20 @@ pub(super) async fn passkey_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match checked_form(&app, &headers, &body) {
-        Ok(f) => f,
-        Err(e) => return e.into_response(),
-    };
-    let Some(request_id) = form.get("request") else {
-        return error_page(StatusCode::BAD_REQUEST, "missing `request`");
-    };
-    let previous = match browser_session(&app, &headers).await {
-        Ok(s) => s.map(|(id, _)| id),
+    let posted = match SignInForm::read(&app, peer, &headers, &body).await {
+        Ok(p) => p,
         Err(page) => return page,
+    };
+    let request_id = match posted.required("request") {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
     };
     let attempt = PasskeyAttempt {
         request_id,
-        ceremony: form.get("ceremony").unwrap_or(""),
-        credential: form.get("credential").unwrap_or(""),
-        source: crate::proxy::client_address(peer.ip(), &headers, &app.trusted_proxies),
-        previous_session: previous.as_deref(),
+        ceremony: posted.field("ceremony"),
+        credential: posted.field("credential"),
+        source: posted.source,
+        previous_session: posted.previous.as_deref(),
     };
     match login::with_passkey(&app, &attempt, now_ms()).await {
         Ok(step) => respond(&app, &headers, step, "", request_id).await,

@@ -34,7 +34,8 @@ mod logout;
 
 use authorization::{authorize_get, authorize_post, authorize_resume, consent, login};
 use browser::{
-    browser_session, checked_form, csrf, error_page, html, redirect, refusal, render, style,
+    SignInForm, browser_session, checked_form, csrf, error_page, html, redirect, refusal, render,
+    style,
 };
 use discovery::{jwks, metadata};
 use endpoints::{introspect, revoke, token, userinfo};

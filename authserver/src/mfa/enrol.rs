@@ -151,11 +151,10 @@ pub async fn confirm_totp(
     {
         return Err(MfaError::Expired);
     }
-    let first = app.store.factors(&user.id).await?.is_empty();
     let factor_id = format!("f-{}", random_token::<12>());
     let factor = SecondFactor {
         sealed_secret: Some(app.sealer.seal(&secret_context(&factor_id), &secret)),
-        id: factor_id.clone(),
+        id: factor_id,
         user_id: user.id.clone(),
         kind: FactorKind::Totp,
         label: pending.label,
@@ -165,21 +164,10 @@ pub async fn confirm_totp(
         created_at: now,
         last_used_at: None,
     };
-    let event = audit
-        .clone()
-        .target(user.id.clone())
-        .detail(json!({"factor": factor_id, "kind": "totp", "label": factor.label}));
-    app.store.add_factor(&factor, &event).await?;
+    let confirmed = super::enrolled(app, user, &factor, audit, json!({})).await?;
     app.metrics
         .mfa_verifications
         .with_label_values(&["totp", "success"])
         .inc();
-    let recovery_codes = if first {
-        let mut event = audit;
-        event.action = "mfa.recovery.generate".into();
-        Some(super::new_recovery_codes(app, user, event).await?)
-    } else {
-        None
-    };
-    Ok(Confirmed { recovery_codes })
+    Ok(confirmed)
 }

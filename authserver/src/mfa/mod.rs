@@ -222,6 +222,33 @@ async fn check_totp(
     })
 }
 
+/// Adds `factor` for `user`, audited as `audit` with what names the
+/// factor and `detail`; a user's first factor comes with recovery codes.
+async fn enrolled(
+    app: &App,
+    user: &User,
+    factor: &SecondFactor,
+    audit: AuditEvent,
+    detail: serde_json::Value,
+) -> Result<Confirmed, MfaError> {
+    let first = app.store.factors(&user.id).await?.is_empty();
+    let mut fields =
+        json!({"factor": factor.id, "kind": factor.kind.as_str(), "label": factor.label});
+    if let (Some(all), serde_json::Value::Object(more)) = (fields.as_object_mut(), detail) {
+        all.extend(more);
+    }
+    let event = audit.clone().target(user.id.clone()).detail(fields);
+    app.store.add_factor(factor, &event).await?;
+    let recovery_codes = if first {
+        let mut event = audit;
+        event.action = "mfa.recovery.generate".into();
+        Some(new_recovery_codes(app, user, event).await?)
+    } else {
+        None
+    };
+    Ok(Confirmed { recovery_codes })
+}
+
 /// New recovery codes for `user` (the old ones stop working); returned
 /// once, to be shown once.
 pub async fn new_recovery_codes(

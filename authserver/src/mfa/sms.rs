@@ -214,14 +214,13 @@ pub async fn confirm_enrolment(
     else {
         return Err(MfaError::WrongCode);
     };
-    let first = app.store.factors(&user.id).await?.is_empty();
     let factor_id = format!("f-{}", random_token::<12>());
     let factor = SecondFactor {
         sealed_secret: Some(
             app.sealer
                 .seal(&super::secret_context(&factor_id), phone.as_bytes()),
         ),
-        id: factor_id.clone(),
+        id: factor_id,
         user_id: user.id.clone(),
         kind: FactorKind::Sms,
         label,
@@ -231,21 +230,8 @@ pub async fn confirm_enrolment(
         created_at: now,
         last_used_at: None,
     };
-    let event = audit
-        .clone()
-        .target(user.id.clone())
-        .detail(serde_json::json!({
-            "factor": factor_id, "kind": "sms", "label": factor.label, "phone": masked(&phone),
-        }));
-    app.store.add_factor(&factor, &event).await?;
-    let recovery_codes = if first {
-        let mut event = audit;
-        event.action = "mfa.recovery.generate".into();
-        Some(super::new_recovery_codes(app, user, event).await?)
-    } else {
-        None
-    };
-    Ok(Confirmed { recovery_codes })
+    let detail = serde_json::json!({"phone": masked(&phone)});
+    super::enrolled(app, user, &factor, audit, detail).await
 }
 
 /// Sends a sign-in code to `user`'s first verified number.

@@ -183,11 +183,10 @@ pub async fn finish_registration(
         .webauthn
         .finish_passkey_registration(&credential, &state)
         .map_err(|e| MfaError::Invalid(format!("the key could not be registered: {e}")))?;
-    let first = app.store.factors(&user.id).await?.is_empty();
     let factor_id = format!("f-{}", random_token::<12>());
     let credential_id = base64_url(passkey.cred_id());
     let factor = SecondFactor {
-        id: factor_id.clone(),
+        id: factor_id,
         user_id: user.id.clone(),
         kind: FactorKind::WebAuthn,
         label,
@@ -198,19 +197,8 @@ pub async fn finish_registration(
         created_at: now,
         last_used_at: None,
     };
-    let event = audit.clone().target(user.id.clone()).detail(json!({
-        "factor": factor_id, "kind": "webauthn", "label": factor.label,
-        "aaguid": reported.map(|u| u.to_string()),
-    }));
-    app.store.add_factor(&factor, &event).await?;
-    let recovery_codes = if first {
-        let mut event = audit;
-        event.action = "mfa.recovery.generate".into();
-        Some(super::new_recovery_codes(app, user, event).await?)
-    } else {
-        None
-    };
-    Ok(Confirmed { recovery_codes })
+    let detail = json!({"aaguid": reported.map(|u| u.to_string())});
+    super::enrolled(app, user, &factor, audit, detail).await
 }
 
 fn base64_url(bytes: &[u8]) -> String {

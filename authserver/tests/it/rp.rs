@@ -86,3 +86,41 @@ async fn openid_client_logs_in_through_the_pages_in_chromium() {
     assert_eq!(second["consent_page"], false);
     assert_eq!(second["sub"], first["sub"]);
 }
+
+/// The same relying party with MFA on: the demo user has an authenticator
+/// app (enrolled on the account page), and the adapter in `login.mjs` gives
+/// its code on the second-factor page; the ID token says so.
+#[tokio::test]
+async fn openid_client_signs_in_with_a_second_factor_through_an_adapter() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(dir.path(), &[], &[]);
+    let mut browser = crate::browser::Browser::new(&server.url(""));
+    let page = crate::flow::mfa::account(&mut browser, &server).await;
+    let (secret, _) =
+        crate::flow::mfa::add_app(&mut browser, &page, "phone", crate::support::unix_now()).await;
+    let out = Command::new("node")
+        .arg(rp_dir().join("login.mjs"))
+        .arg(server.issuer())
+        .arg(dir.path().join("creds.json"))
+        .arg(&secret)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "relying party failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(seen["second_factor"], true, "{seen}");
+    assert_eq!(
+        seen["amr"],
+        serde_json::json!(["pwd", "otp", "mfa"]),
+        "{seen}"
+    );
+    assert_eq!(seen["acr"], "urn:portcullis:acr:mfa");
+    assert_eq!(seen["csp_violations"], serde_json::json!([]));
+}

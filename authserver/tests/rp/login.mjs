@@ -1,16 +1,23 @@
 // A certified relying party (openid-client) signs the demo user in through
 // the authserver's real login and consent pages, in headless Chromium.
 //
-//   node login.mjs ISSUER CREDENTIALS_JSON
+//   node login.mjs ISSUER CREDENTIALS_JSON [TOTP_SECRET]
 //
+// With TOTP_SECRET the user has an authenticator app: when the second-
+// factor page appears, the adapter gives the next step's code (from pyotp;
+// the current step was spent enrolling it).
 // Prints one JSON line with what the RP verified; exits non-zero on any
 // failure. The redirect to the client's callback is intercepted in the
 // browser, so nothing needs to listen there.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import * as client from 'openid-client';
 import { chromium } from 'playwright-core';
 
-const [issuer, credsPath] = process.argv.slice(2);
+const [issuer, credsPath, totpSecret] = process.argv.slice(2);
+const nextCode = (secret) => execFileSync('python3', ['-c',
+  'import sys, time, pyotp; print(pyotp.TOTP(sys.argv[1]).at(int(time.time()) + 30))', secret],
+{ encoding: 'utf8' }).trim();
 const creds = JSON.parse(fs.readFileSync(credsPath, 'utf8'));
 const web = creds.clients.web;
 const redirectUri = web.redirect_uris[0];
@@ -54,8 +61,15 @@ try {
   // either the consent page or the redirect to the client.
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   const allow = page.locator('button[value=allow]');
+  const code = page.locator('form[action="/login/factor"] #code');
   let consented = false;
+  let secondFactor = false;
   for (let i = 0; i < 200 && !callback; i++) {
+    if (totpSecret && !secondFactor && (await code.count()) > 0) {
+      await code.fill(nextCode(totpSecret));
+      await page.click('form[action="/login/factor"] button[type=submit]');
+      secondFactor = true;
+    }
     if (!consented && (await allow.count()) > 0) {
       await allow.click();
       consented = true;
@@ -84,6 +98,8 @@ try {
     preferred_username: claims.preferred_username,
     groups: claims.groups,
     amr: claims.amr,
+    acr: claims.acr,
+    second_factor: secondFactor,
     userinfo_sub: userinfo.sub,
     refreshed: Boolean(refreshed.access_token && refreshed.refresh_token !== tokens.refresh_token),
     consent_page: consented,

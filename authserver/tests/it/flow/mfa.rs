@@ -31,7 +31,7 @@ fn recovery_codes_of(page: &Page) -> Vec<String> {
 
 /// Signs in on the account page (it sends the browser through sign-in
 /// first) and returns the page.
-async fn account(browser: &mut Browser, server: &Authserver) -> Page {
+pub(crate) async fn account(browser: &mut Browser, server: &Authserver) -> Page {
     let login = browser.get("/account").await;
     assert_eq!(login.status, 200);
     assert!(login.body.contains("your account"), "{}", login.body);
@@ -42,7 +42,12 @@ async fn account(browser: &mut Browser, server: &Authserver) -> Page {
 
 /// Adds an authenticator app named `label`; returns its secret and the
 /// recovery codes shown (a first factor comes with them).
-async fn add_app(browser: &mut Browser, page: &Page, label: &str, now: i64) -> (String, Page) {
+pub(crate) async fn add_app(
+    browser: &mut Browser,
+    page: &Page,
+    label: &str,
+    now: i64,
+) -> (String, Page) {
     let csrf = page.hidden("csrf");
     let enrol = browser
         .post("/account/totp", &[("csrf", &csrf), ("label", label)])

@@ -9,7 +9,7 @@ use crate::server::Authserver;
 
 mod code;
 mod login;
-mod mfa;
+pub(crate) mod mfa;
 mod refusals;
 mod sms;
 
