@@ -6,11 +6,30 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 type Lines = Arc<Mutex<Vec<String>>>;
+
+/// A stream's lines and the thread that collects them.
+struct Output {
+    lines: Lines,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Output {
+    fn snapshot(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether the reader has reached the end of the stream; a grandchild
+    /// that inherited the pipe can hold it open, so this is polled.
+    fn drained(&self) -> bool {
+        self.reader.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+}
 
 /// How a process is stopped when dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,8 +44,8 @@ pub enum Stop {
 pub struct Process {
     name: String,
     child: Child,
-    stdout: Lines,
-    stderr: Lines,
+    stdout: Output,
+    stderr: Output,
     stop: Stop,
 }
 
@@ -38,23 +57,21 @@ impl std::fmt::Debug for Process {
 
 /// Collects a stream's lines; with `PORTCULLIS_TEST_LOG` set they are
 /// shown live too, for debugging a test.
-fn collect(name: &str, stream: impl Read + Send + 'static) -> Lines {
+fn collect(name: &str, stream: Option<impl Read + Send + 'static>) -> Output {
     let lines = Lines::default();
     let sink = lines.clone();
     let echo = std::env::var_os("PORTCULLIS_TEST_LOG").map(|_| name.to_owned());
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if let Some(name) = &echo {
-                eprintln!("[{name}] {line}");
+    let reader = stream.map(|stream| {
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Some(name) = &echo {
+                    eprintln!("[{name}] {line}");
+                }
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
             }
-            sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-        }
+        })
     });
-    lines
-}
-
-fn snapshot(lines: &Lines) -> Vec<String> {
-    lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    Output { lines, reader }
 }
 
 impl Process {
@@ -69,16 +86,8 @@ impl Process {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("{name}: cannot start {:?}: {e}", command.get_program()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .map(|s| collect(name, s))
-            .unwrap_or_default();
-        let stderr = child
-            .stderr
-            .take()
-            .map(|s| collect(name, s))
-            .unwrap_or_default();
+        let stdout = collect(name, child.stdout.take());
+        let stderr = collect(name, child.stderr.take());
         Ok(Self {
             name: name.to_owned(),
             child,
@@ -111,12 +120,12 @@ impl Process {
 
     /// The lines it wrote to stderr so far.
     pub fn stderr(&self) -> Vec<String> {
-        snapshot(&self.stderr)
+        self.stderr.snapshot()
     }
 
     /// The lines it wrote to stdout so far.
     pub fn stdout(&self) -> Vec<String> {
-        snapshot(&self.stdout)
+        self.stdout.snapshot()
     }
 
     /// Whether any output line so far contains `needle`.
@@ -161,7 +170,11 @@ impl Process {
             if let Some(found) = ready(self) {
                 return Ok(found);
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.exit_status() {
+                // Its last words may be the very line awaited.
+                if let Some(found) = ready(self) {
+                    return Ok(found);
+                }
                 return Err(format!(
                     "{} exited ({status}) before {what}:\n{}",
                     self.name,
@@ -177,6 +190,19 @@ impl Process {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Its exit status once it has exited, with everything it printed
+    /// collected: the readers may lag behind the exit, and a test reads
+    /// the output right after (at most 2 s for a pipe that a grandchild
+    /// still holds).
+    fn exit_status(&mut self) -> Option<ExitStatus> {
+        let status = self.child.try_wait().ok().flatten()?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !(self.stdout.drained() && self.stderr.drained()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Some(status)
     }
 
     /// The last lines of output, for a failure message.
@@ -206,14 +232,14 @@ impl Process {
 
     /// Whether it has exited (and is reaped).
     pub fn has_exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
+        self.exit_status().is_some()
     }
 
     /// Its exit status, once it has exited within `limit`.
     pub fn exited_within(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.exit_status() {
                 return Some(status);
             }
             if Instant::now() >= deadline {
@@ -232,7 +258,7 @@ impl Process {
     /// Stops it the way it is configured to stop (see [`Stop`]) and
     /// returns its exit status.
     pub fn stop(&mut self) -> Option<ExitStatus> {
-        if let Ok(Some(status)) = self.child.try_wait() {
+        if let Some(status) = self.exit_status() {
             return Some(status);
         }
         if let Stop::Signal(name, grace) = self.stop
