@@ -36,6 +36,8 @@ pub struct Case {
     /// The `acr_values` a deny asks for (RFC 9470 step-up), when given;
     /// `""` expects a plain deny.
     pub step_up: Option<String>,
+    /// The `max_age` that step-up asks for, when given; `0` expects none.
+    pub max_age: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -125,6 +127,12 @@ impl Case {
             let have = got.step_up.as_ref().map_or("", |s| s.acr_values.as_str());
             if have != want {
                 problems.push(format!("expected step-up `{want}`, got `{have}`"));
+            }
+        }
+        if let Some(want) = self.max_age {
+            let have = got.step_up.as_ref().and_then(|s| s.max_age).unwrap_or(0);
+            if have != want {
+                problems.push(format!("expected max_age {want}, got {have}"));
             }
         }
         if problems.is_empty() {

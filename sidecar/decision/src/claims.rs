@@ -16,6 +16,9 @@ pub struct Claims {
     pub scopes: Vec<String>,
     pub amr: Vec<String>,
     pub acr: Option<String>,
+    /// When the user signed in (OIDC `auth_time`, Unix seconds): how a
+    /// policy tells a fresh sign-in from an old one (`@max_age`).
+    pub auth_time: Option<i64>,
 }
 
 /// A claim with the wrong JSON type.
@@ -29,6 +32,9 @@ pub struct ClaimsError(pub &'static str, pub &'static str);
 pub enum ClaimValue<'a> {
     Absent,
     Str(&'a str),
+    /// A whole number (a JSON number, or a protobuf double with no
+    /// fraction).
+    Int(i64),
     /// A list; `None` marks an item that is not a string.
     List(Vec<Option<&'a str>>),
     Other,
@@ -40,6 +46,7 @@ impl Claims {
         Self::read(|name| match payload.get(name) {
             None | Some(Value::Null) => ClaimValue::Absent,
             Some(Value::String(s)) => ClaimValue::Str(s),
+            Some(Value::Number(n)) => n.as_i64().map_or(ClaimValue::Other, ClaimValue::Int),
             Some(Value::Array(items)) => {
                 ClaimValue::List(items.iter().map(Value::as_str).collect())
             }
@@ -66,7 +73,16 @@ impl Claims {
             scopes,
             amr: list(get("amr"), "amr")?,
             acr: string(get("acr"), "acr")?,
+            auth_time: whole(get("auth_time"), "auth_time")?,
         })
+    }
+}
+
+fn whole(value: ClaimValue<'_>, name: &'static str) -> Result<Option<i64>, ClaimsError> {
+    match value {
+        ClaimValue::Absent => Ok(None),
+        ClaimValue::Int(n) => Ok(Some(n)),
+        _ => Err(ClaimsError(name, "expected a whole number")),
     }
 }
 
@@ -91,7 +107,9 @@ fn list(value: ClaimValue<'_>, name: &'static str) -> Result<Vec<String>, Claims
                     .ok_or(ClaimsError(name, "expected a list of strings"))
             })
             .collect(),
-        ClaimValue::Other => Err(ClaimsError(name, "expected a list of strings")),
+        ClaimValue::Int(_) | ClaimValue::Other => {
+            Err(ClaimsError(name, "expected a list of strings"))
+        }
     }
 }
 
@@ -108,9 +126,11 @@ mod tests {
     fn reads_rfc9068_and_oidc_shapes() {
         let c = parse(json!({
             "sub": "alice", "client_id": "web", "scope": "openid  orders:read",
-            "groups": ["engineering"], "roles": "auditor", "amr": ["pwd", "mfa"], "acr": "2"
+            "groups": ["engineering"], "roles": "auditor", "amr": ["pwd", "mfa"], "acr": "2",
+            "auth_time": 1_767_225_000
         }))
         .unwrap();
+        assert_eq!(c.auth_time, Some(1_767_225_000));
         assert_eq!(c.sub.as_deref(), Some("alice"));
         assert_eq!(c.client_id.as_deref(), Some("web"));
         assert_eq!(c.scopes, ["openid", "orders:read"]);
@@ -130,5 +150,10 @@ mod tests {
         assert!(parse(json!({"groups": [1]})).is_err());
         assert!(parse(json!({"scope": ["x"]})).is_err());
         assert!(parse(json!({"sub": ""})).is_err());
+        assert_eq!(
+            parse(json!({"auth_time": "yesterday"})),
+            Err(ClaimsError("auth_time", "expected a whole number"))
+        );
+        assert!(parse(json!({"auth_time": 1.5})).is_err());
     }
 }

@@ -31,6 +31,12 @@ pub fn claims_from_struct(s: &Struct) -> Result<Claims, ClaimsError> {
         |name| match s.fields.get(name).and_then(|v| v.kind.as_ref()) {
             None | Some(Kind::NullValue(_)) => ClaimValue::Absent,
             Some(Kind::StringValue(v)) => ClaimValue::Str(v),
+            // jwt_authn turns JSON numbers into doubles.
+            Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9.0e15 =>
+            {
+                #[expect(clippy::cast_possible_truncation, reason = "whole and within 2^53")]
+                ClaimValue::Int(*n as i64)
+            }
             Some(Kind::ListValue(l)) => ClaimValue::List(l.values.iter().map(text).collect()),
             Some(_) => ClaimValue::Other,
         },
@@ -122,7 +128,7 @@ mod tests {
         let payload = json!({
             "sub": "zoe", "azp": "web", "scope": "openid orders:read",
             "groups": ["staff"], "roles": "viewer", "amr": ["pwd", "mfa"], "acr": "2",
-            "exp": 1_900_000_000, "nested": {"x": [1, true]}
+            "auth_time": 1_899_990_000, "exp": 1_900_000_000, "nested": {"x": [1, true]}
         });
         let map = payload.as_object().unwrap();
         assert_eq!(
@@ -133,6 +139,7 @@ mod tests {
             ("groups", json!(["ok", 3])),
             ("sub", json!(7)),
             ("scope", json!(["a"])),
+            ("auth_time", json!(12.5)),
         ] {
             let mut m = map.clone();
             m.insert(claim.into(), bad);

@@ -568,6 +568,9 @@ pub fn context(
     if uses.reads("time") {
         pairs.push(("time".into(), RestrictedExpression::new_long(time)));
     }
+    if let Some(at) = c.auth_time.filter(|_| uses.reads("auth_time")) {
+        pairs.push(("auth_time".into(), RestrictedExpression::new_long(at)));
+    }
     pairs.extend(route.iter().cloned());
     Context::from_pairs(pairs).map_err(|e| crate::error::flatten(&e))
 }

@@ -44,7 +44,8 @@ impl Outcome {
 
     /// Cedar's answer. A deny asks for a step-up only when every policy
     /// that determined it is a step-up policy (a stronger sign-in would
-    /// lift it); the first, in policy-id order, says which.
+    /// lift it); the first, in policy-id order, names the `acr`, and the
+    /// shortest `max_age` of them all applies.
     pub(crate) fn from_cedar(response: &Response, step_ups: &HashMap<String, StepUp>) -> Self {
         let allowed = response.decision() == CedarDecision::Allow;
         let mut policies: Vec<String> = response
@@ -63,7 +64,14 @@ impl Outcome {
             && !policies.is_empty()
             && policies.iter().all(|p| step_ups.contains_key(p));
         let step_up = lifted
-            .then(|| policies.first().and_then(|p| step_ups.get(p)).cloned())
+            .then(|| {
+                let mut first = policies.first().and_then(|p| step_ups.get(p)).cloned()?;
+                first.max_age = policies
+                    .iter()
+                    .filter_map(|p| step_ups.get(p)?.max_age)
+                    .min();
+                Some(first)
+            })
             .flatten();
         Self {
             allowed,

@@ -1,5 +1,6 @@
 //! The ext_authz gRPC surface as Envoy (and the gateway) use it.
 
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use serde_json::json;
 
 use crate::support::{Sidecar, check_request, demo_policies, summarize};
@@ -211,6 +212,49 @@ async fn a_write_without_mfa_is_a_step_up_challenge() {
         body["stepUp"]["acrValues"], "urn:portcullis:acr:mfa",
         "{body}"
     );
+}
+
+/// The `www-authenticate` of a denied check.
+fn challenge_of(resp: &envoy_types::ext_authz::v3::pb::CheckResponse) -> Option<String> {
+    let Some(envoy_types::ext_authz::v3::pb::HttpResponse::DeniedResponse(d)) = &resp.http_response
+    else {
+        return None;
+    };
+    d.headers
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .find(|h| h.key.eq_ignore_ascii_case("www-authenticate"))
+        .map(|h| h.value.clone())
+}
+
+/// dave's order delete, signed in with a factor at `auth_time`.
+async fn delete_signed_in_at(
+    client: &mut AuthorizationClient<tonic::transport::Channel>,
+    auth_time: i64,
+) -> envoy_types::ext_authz::v3::pb::CheckResponse {
+    let c = claims(json!({"sub": "dave", "amr": ["pwd", "otp", "mfa"], "auth_time": auth_time}));
+    let req = check_request("DELETE", "/api/orders/o-200", None, Some(&c));
+    client.check(req).await.unwrap().into_inner()
+}
+
+#[tokio::test]
+async fn a_delete_long_after_sign_in_asks_for_a_fresh_one_with_max_age() {
+    let sidecar = Sidecar::start(&demo_policies(), &[]);
+    let mut client = sidecar.grpc_client().await;
+    let now = testkit::unix_now();
+    // Signed in with a factor an hour ago: a fresh sign-in is asked for.
+    let old = delete_signed_in_at(&mut client, now - 3600).await;
+    assert_eq!(summarize(&old).status, Some(401));
+    assert_eq!(
+        challenge_of(&old).unwrap(),
+        r#"Bearer realm="portcullis", error="insufficient_user_authentication", error_description="a stronger sign-in is required", acr_values="urn:portcullis:acr:mfa", max_age=900"#
+    );
+    // Five minutes ago: allowed. The cache keys on the sign-in time, so the
+    // old token's answer is not reused for the fresh one.
+    let fresh = delete_signed_in_at(&mut client, now - 300).await;
+    assert!(summarize(&fresh).allowed, "{fresh:?}");
+    let old_again = delete_signed_in_at(&mut client, now - 3600).await;
+    assert_eq!(summarize(&old_again).status, Some(401));
 }
 
 #[tokio::test]

@@ -78,12 +78,14 @@ async fn policy_tests_hold_over_grpc() {
         // time are compared on the decision (gRPC requests use the clock).
         let Some(http) = &case.http else { continue };
         let source = http.source.map(|s| s.to_string());
-        let req = check_request(
-            &http.method,
-            &http.path,
-            source.as_deref(),
-            http.claims.as_ref(),
-        );
+        // A sign-in time keeps its age relative to the case's time.
+        let mut claims = http.claims.clone();
+        if let (Some(c), Some(time)) = (claims.as_mut(), http.time)
+            && let Some(at) = c.get("auth_time").and_then(Value::as_i64)
+        {
+            c.insert("auth_time".into(), json!(at + testkit::unix_now() - time));
+        }
+        let req = check_request(&http.method, &http.path, source.as_deref(), claims.as_ref());
         let resp = client.check(req).await.unwrap().into_inner();
         let allowed = resp.status.as_ref().map(|s| s.code) == Some(0);
         assert_eq!(

@@ -102,6 +102,9 @@ pub(super) fn check_key(
         if uses.reads("client_id") {
             push_strs(&mut k, 'c', c.client_id.as_slice());
         }
+        if uses.reads("auth_time") {
+            let _ = write!(k, "u={:?};", c.auth_time);
+        }
     }
     if uses.reads("source_ip") {
         let _ = write!(k, "i={source:?};");
