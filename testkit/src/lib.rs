@@ -12,9 +12,12 @@
 //!   not be skipped under CI.
 //! - [`GatewayConfig`]: gateway configurations as values, not TOML text.
 //! - [`totp_code`]: TOTP codes from an independent implementation (pyotp).
+//! - [`SoftPasskey`]: a software WebAuthn authenticator, for tests and
+//!   benchmarks without a browser.
 
 mod binaries;
 mod gateway_config;
+mod passkey;
 mod ports;
 mod process;
 mod services;
@@ -22,6 +25,7 @@ mod totp;
 
 pub use binaries::workspace_binary;
 pub use gateway_config::{Auth, GatewayConfig, Route};
+pub use passkey::SoftPasskey;
 pub use ports::{free_port, wait_for_port};
 pub use process::{Process, Stop};
 pub use services::{redis_url, required};

@@ -388,3 +388,126 @@ pub async fn finish_discoverable(
         check,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::Value;
+    use testkit::SoftPasskey;
+
+    use super::*;
+    use crate::testing::{self, NOW};
+
+    const MODEL: [u8; 16] = *b"portcullis-model";
+    const ORIGIN: &str = "https://auth.test";
+
+    fn event(user: &User) -> AuditEvent {
+        AuditEvent::new(NOW, user.id.clone(), "mfa.webauthn.register")
+    }
+
+    async fn register(app: &App, user: &User, key: &mut SoftPasskey) -> Result<(), MfaError> {
+        let ceremony = begin_registration(app, user, "Key").await?;
+        let options: Value = serde_json::from_str(&ceremony.options).unwrap();
+        let credential = key.register(&options).unwrap().to_string();
+        finish_registration(app, user, &ceremony.id, &credential, event(user), NOW)
+            .await
+            .map(drop)
+    }
+
+    async fn sign_in(app: &App, user: &User, key: &mut SoftPasskey) -> Check {
+        let ceremony = begin_assertion(app, user).await.unwrap().unwrap();
+        let options: Value = serde_json::from_str(&ceremony.options).unwrap();
+        let credential = key.assert(&options).unwrap().to_string();
+        check_assertion(app, user, &ceremony.id, &credential, NOW)
+            .await
+            .unwrap()
+    }
+
+    /// The stored credential's JSON.
+    async fn stored(app: &App, user: &User) -> Value {
+        let factors = app.store.factors(&user.id).await.unwrap();
+        serde_json::from_str(&factors[0].data).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_key_signs_in_its_counter_moves_and_a_clone_behind_it_is_refused() {
+        let app = testing::app().await;
+        let alice = testing::alice_and_client(&app).await;
+        let mut key = SoftPasskey::new(ORIGIN, MODEL).unwrap();
+        register(&app, &alice, &mut key).await.unwrap();
+        let copy = key.cloned().unwrap();
+
+        assert_eq!(
+            sign_in(&app, &alice, &mut key).await,
+            Check::Accepted(&["hwk", "user"])
+        );
+        assert_eq!(
+            sign_in(&app, &alice, &mut key).await,
+            Check::Accepted(&["hwk", "user"])
+        );
+        assert_eq!(stored(&app, &alice).await["cred"]["counter"], 2);
+
+        // The copy still counts from where it was made.
+        let mut copy = copy;
+        assert_eq!(sign_in(&app, &alice, &mut copy).await, Check::Replayed);
+
+        // A ceremony is used once: the same answer again is refused.
+        let ceremony = begin_assertion(&app, &alice).await.unwrap().unwrap();
+        let options: Value = serde_json::from_str(&ceremony.options).unwrap();
+        let answer = key.assert(&options).unwrap().to_string();
+        let first = check_assertion(&app, &alice, &ceremony.id, &answer, NOW).await;
+        assert!(matches!(first, Ok(Check::Accepted(_))));
+        let again = check_assertion(&app, &alice, &ceremony.id, &answer, NOW).await;
+        assert!(matches!(again, Ok(Check::Refused)));
+    }
+
+    #[tokio::test]
+    async fn a_synced_passkey_is_software_held_and_its_backup_state_is_kept() {
+        let app = testing::app().await;
+        let alice = testing::alice_and_client(&app).await;
+        let mut key = SoftPasskey::new(ORIGIN, MODEL).unwrap();
+        key.synced = true;
+        register(&app, &alice, &mut key).await.unwrap();
+        assert_eq!(
+            sign_in(&app, &alice, &mut key).await,
+            Check::Accepted(&["swk", "user"])
+        );
+        let cred = &stored(&app, &alice).await["cred"];
+        assert_eq!(
+            (&cred["backup_eligible"], &cred["backup_state"]),
+            (&json!(true), &json!(true))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_aaguid_lists_decide_which_models_may_register() {
+        let model = Uuid::from_bytes(MODEL).to_string();
+        let other = "00000000-0000-0000-0000-0000000000aa".to_owned();
+        let cases = [
+            (vec![], vec![model.clone()], false),
+            (vec![other.clone()], vec![], false),
+            (vec![model.clone()], vec![], true),
+            (vec![], vec![other], true),
+        ];
+        for (allow, deny, admitted) in cases {
+            let (a, d) = (allow.clone(), deny.clone());
+            let app = testing::app_with(move |c| {
+                c.mfa.aaguid_allow = a;
+                c.mfa.aaguid_deny = d;
+            })
+            .await;
+            let alice = testing::alice_and_client(&app).await;
+            let mut key = SoftPasskey::new(ORIGIN, MODEL).unwrap();
+            let result = register(&app, &alice, &mut key).await;
+            assert_eq!(
+                result.is_ok(),
+                admitted,
+                "allow {allow:?} deny {deny:?}: {result:?}"
+            );
+            if let Err(e) = result {
+                assert!(e.to_string().contains("is not allowed here"), "{e}");
+            }
+        }
+    }
+}
