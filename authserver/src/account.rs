@@ -1,7 +1,7 @@
 //! What a signed-in user can do to their own account: change the password
-//! (proving the current one), add (authenticator apps, passkeys), rename
-//! and remove second factors,
-//! make new recovery codes, and read their recent sign-ins. Changes that
+//! (proving the current one), add (authenticator apps, passkeys, phones),
+//! rename and remove second factors, make new recovery codes, see and end
+//! their sessions, and read their recent sign-ins. Changes that
 //! could lock the owner out or let a thief stay in (adding or removing a
 //! factor, new recovery codes) need a recent sign-in. Domain logic only;
 //! `now` is a parameter; every change is audited with the user as actor.
@@ -17,7 +17,7 @@ use crate::login::mask;
 use crate::mfa::webauthn;
 use crate::mfa::{self, Ceremony, Confirmed, Enrolment, MfaError};
 use crate::model::{Actor, AuditEvent, SecondFactor, User};
-use crate::session::Session;
+use crate::session::{self, Session};
 use crate::store::StoreError;
 
 /// How many recent sign-ins the page lists.
@@ -28,6 +28,8 @@ const SIGN_INS_SHOWN: i64 = 10;
 pub struct Holder<'a> {
     pub user: &'a User,
     pub session: &'a Session,
+    /// The handle of that session (see [`session::handle`]).
+    pub handle: &'a str,
     pub source: Option<IpAddr>,
 }
 
@@ -58,6 +60,10 @@ pub enum AccountError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
+    Ephemeral(#[from] crate::ephemeral::EphemeralError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
     Other(#[from] Error),
 }
 
@@ -66,15 +72,57 @@ pub enum AccountError {
 pub struct Overview {
     pub factors: Vec<SecondFactor>,
     pub recovery_left: i64,
+    /// Live sessions with their handles, oldest first.
+    pub sessions: Vec<(String, Session)>,
     pub sign_ins: Vec<AuditEvent>,
 }
 
-pub async fn overview(app: &App, user: &User) -> Result<Overview, StoreError> {
+pub async fn overview(app: &App, user: &User) -> Result<Overview, AccountError> {
     Ok(Overview {
         factors: app.store.factors(&user.id).await?,
         recovery_left: app.store.recovery_codes_left(&user.id).await?,
+        sessions: session::of_user(&app.ephemeral, &user.id).await?,
         sign_ins: app.store.sign_ins(&user.id, SIGN_INS_SHOWN).await?,
     })
+}
+
+/// Ends one of the holder's sessions (this one too: that signs out here).
+pub async fn end_session(
+    app: &App,
+    holder: &Holder<'_>,
+    handle: &str,
+    now: i64,
+) -> Result<(), AccountError> {
+    let Some(ended) = session::end_by_handle(&app.ephemeral, &holder.user.id, handle).await? else {
+        return Err(AccountError::Invalid(
+            "that session has already ended".into(),
+        ));
+    };
+    app.session_ended(&ended);
+    let event = holder
+        .event(now, "session.end")
+        .detail(json!({"started": ended.auth_time, "address": ended.address}));
+    app.audit.record(event).await?;
+    Ok(())
+}
+
+/// Ends every session of the holder's but this one; how many ended.
+pub async fn end_other_sessions(
+    app: &App,
+    holder: &Holder<'_>,
+    now: i64,
+) -> Result<usize, AccountError> {
+    let ended = session::end_all(&app.ephemeral, &holder.user.id, Some(holder.handle)).await?;
+    for s in &ended {
+        app.session_ended(s);
+    }
+    if !ended.is_empty() {
+        let event = holder
+            .event(now, "session.end")
+            .detail(json!({"others": ended.len()}));
+        app.audit.record(event).await?;
+    }
+    Ok(ended.len())
 }
 
 fn needs_recent(app: &App, holder: &Holder<'_>, now: i64) -> Result<(), AccountError> {
@@ -85,13 +133,16 @@ fn needs_recent(app: &App, holder: &Holder<'_>, now: i64) -> Result<(), AccountE
     }
 }
 
-/// A new password, given the current one. A wrong current password counts
-/// toward the account's lockout window, as at sign-in.
+/// A new password, given the current one, and (`sign_out_others`) every
+/// other session ended, as one who suspects a thief wants. A wrong
+/// current password counts toward the account's lockout window, as at
+/// sign-in.
 pub async fn change_password(
     app: &App,
     holder: &Holder<'_>,
     current: &str,
     new: &str,
+    sign_out_others: bool,
     now_ms: i64,
 ) -> Result<(), AccountError> {
     let now = now_ms / 1000;
@@ -113,10 +164,7 @@ pub async fn change_password(
             .event(now, "user.password")
             .failed()
             .detail(json!({"username": mask(&holder.user.username), "reason": "current password"}));
-        app.audit
-            .record(event)
-            .await
-            .map_err(|e| AccountError::Invalid(format!("the audit log refused: {e}")))?;
+        app.audit.record(event).await?;
         return Err(AccountError::WrongPassword);
     }
     let _ = app.ephemeral.delete(&account).await;
@@ -129,7 +177,11 @@ pub async fn change_password(
         .map_err(|e| match e {
             Error::Invalid(m) => AccountError::Invalid(m),
             other => AccountError::Other(other),
-        })
+        })?;
+    if sign_out_others {
+        end_other_sessions(app, holder, now).await?;
+    }
+    Ok(())
 }
 
 /// Starts adding an authenticator app named `label`.

@@ -137,6 +137,12 @@ impl App {
         Ok(Some(client))
     }
 
+    /// Counts a session that ended before it expired.
+    pub fn session_ended(&self, session: &crate::session::Session) {
+        let lifetime = i64::try_from(self.config.login.session_seconds).unwrap_or(0);
+        self.metrics.sessions.end(session.auth_time + lifetime);
+    }
+
     /// Drops a client from the cache after it changed here.
     pub fn forget_client(&self, id: &str) {
         self.clients.invalidate(id);

@@ -77,12 +77,7 @@ mod tests {
     async fn signed_in(app: &App) -> (String, String, Session) {
         let alice = testing::alice_and_client(app).await;
         let id = testing::request(app, "").await;
-        let session = Session {
-            user_id: alice.id,
-            auth_time: NOW,
-            amr: vec!["pwd".into()],
-            acr: "urn:portcullis:acr:pwd".into(),
-        };
+        let session = testing::session(&alice.id, NOW);
         (id, "sid".into(), session)
     }
 

@@ -117,11 +117,13 @@ pub async fn end(app: &App, session: Option<(&str, &Session)>, now: i64) -> Resu
     };
     // The session ends even if the audit write then fails: the user asked
     // to be signed out, and the error is reported.
-    session::end(&app.ephemeral, session_id)
+    if session::end(&app.ephemeral, session_id)
         .await
-        .map_err(|e| OAuthError::unavailable(&e))?;
-    let lifetime = i64::try_from(app.config.login.session_seconds).unwrap_or(0);
-    app.metrics.sessions.end(session.auth_time + lifetime);
+        .map_err(|e| OAuthError::unavailable(&e))?
+        .is_some()
+    {
+        app.session_ended(session);
+    }
     let event =
         AuditEvent::new(now, session.user_id.clone(), "logout").target(session.user_id.clone());
     app.audit.record(event).await?;
@@ -192,12 +194,7 @@ mod tests {
     async fn a_signed_in_user_confirms_unless_the_hint_is_theirs_and_ending_ends_the_session() {
         let app = testing::app().await;
         let alice = testing::alice_and_client(&app).await;
-        let session = Session {
-            user_id: alice.id.clone(),
-            auth_time: NOW,
-            amr: vec!["pwd".into()],
-            acr: "urn:portcullis:acr:pwd".into(),
-        };
+        let session = testing::session(&alice.id, NOW);
         let anonymous = Plan::default();
         assert!(!anonymous.needs_confirmation(None));
         assert!(anonymous.needs_confirmation(Some(&session)));

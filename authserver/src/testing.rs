@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::crypto::MasterKey;
 use crate::form::Form;
 use crate::model::{Actor, User};
+use crate::session::Session;
 
 pub const NOW: i64 = 1_800_000_000;
 pub const PASSWORD: &str = "correct horse battery";
@@ -61,6 +62,18 @@ pub async fn alice_and_client(app: &App) -> User {
         .await
         .unwrap();
     user
+}
+
+/// A password session of `user_id` that began at `auth_time`.
+pub fn session(user_id: &str, auth_time: i64) -> Session {
+    Session {
+        user_id: user_id.into(),
+        auth_time,
+        amr: vec!["pwd".into()],
+        acr: "urn:portcullis:acr:pwd".into(),
+        address: None,
+        user_agent: None,
+    }
 }
 
 /// A pending authorization request of [`CLIENT`]; `extra` is appended to

@@ -42,7 +42,7 @@ pub struct AuthRequest {
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
     /// The digest of the session that logged in within this request: only
-    /// that session satisfies `prompt=login` and `max_age` on resume.
+    /// that session (its handle) satisfies `prompt=login` and `max_age` on resume.
     #[serde(default)]
     pub fresh_session: Option<String>,
     /// A sign-in for our own pages (the account page): no client, no
@@ -194,11 +194,6 @@ fn has_prompt(req: &AuthRequest, value: &str) -> bool {
         .is_some_and(|p| p.split(' ').any(|v| v == value))
 }
 
-/// The digest under which a session id is remembered in a request.
-pub fn session_digest(session_id: &str) -> String {
-    digest(session_id)
-}
-
 /// Decides what comes next for request `id`, given the browser's session
 /// (its id and record). `consented` is true right after "Allow".
 pub async fn resume(
@@ -237,7 +232,7 @@ pub async fn resume(
     let Some((session_id, session)) = session else {
         return login(app, &req);
     };
-    let fresh = req.fresh_session.as_deref() == Some(digest(session_id).as_str());
+    let fresh = req.fresh_session.as_deref() == Some(crate::session::handle(session_id).as_str());
     // max_age=0 means "authenticate now", as prompt=login.
     let too_old = req
         .max_age

@@ -56,9 +56,21 @@ pub fn client_assertion(client_id: &str, jti: &str) -> String {
     format!("assertion:{client_id}:{jti}")
 }
 
-/// A browser session.
+/// A browser session, under its handle (the digest of its id).
 pub fn session(id: &str) -> String {
-    format!("session:{}", digest(id))
+    session_by_handle(&digest(id))
+}
+
+/// A session by its handle: what a page may name (ending a session from
+/// the account page) without holding the cookie.
+pub fn session_by_handle(handle: &str) -> String {
+    format!("session:{handle}")
+}
+
+/// The handles of a user's sessions (a set; stale members are dropped as
+/// they are read).
+pub fn sessions_of_user(user_id: &str) -> String {
+    format!("user-sessions:{user_id}")
 }
 
 /// Failed logins of one account (sliding window).
@@ -92,6 +104,12 @@ pub fn sms_code(id: &str) -> String {
     format!("sms-code:{}", digest(id))
 }
 
+/// Attempts at one SMS code (a window as long as the code lives): counted
+/// atomically, so concurrent guesses cannot share an attempt.
+pub fn sms_attempts(id: &str) -> String {
+    format!("sms-attempts:{}", digest(id))
+}
+
 /// SMS codes sent to a user (sliding window).
 pub fn sms_sent_to_user(user_id: &str) -> String {
     format!("sms-sent:user:{user_id}")
@@ -121,6 +139,7 @@ mod tests {
             totp_enrolment(secret),
             webauthn_ceremony(secret),
             sms_code(secret),
+            sms_attempts(secret),
             sms_sent_to_number(secret),
         ];
         for key in &keys {
@@ -135,6 +154,7 @@ mod tests {
             login_failures_of_account(secret),
             login_failures_from(secret),
             sms_sent_to_user(secret),
+            sessions_of_user(secret),
         ]);
         let count = unique.len();
         unique.sort();

@@ -1,6 +1,6 @@
 //! The in-process ephemeral store of embedded mode.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ struct State {
     /// Event times (ms) per sliding window, oldest first, and the window's
     /// own expiry.
     windows: HashMap<String, (VecDeque<i64>, Instant)>,
+    sets: HashMap<String, (BTreeSet<String>, Instant)>,
     writes: u32,
 }
 
@@ -29,6 +30,7 @@ impl State {
             self.writes = 0;
             self.values.retain(|_, (_, until)| *until > now);
             self.windows.retain(|_, (_, until)| *until > now);
+            self.sets.retain(|_, (_, until)| *until > now);
         }
     }
 }
@@ -71,11 +73,51 @@ impl Memory {
             .map(|(v, _)| v)
     }
 
-    /// Removes `key`, whether it holds a value or a window.
+    /// Removes `key`, whether it holds a value, a window or a set.
     pub(super) fn delete(&self, key: &str) {
         let mut state = self.lock();
         state.values.remove(key);
         state.windows.remove(key);
+        state.sets.remove(key);
+    }
+
+    pub(super) fn add_member(&self, key: &str, member: &str, ttl: Duration) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let (members, until) = state
+            .sets
+            .entry(key.to_owned())
+            .or_insert_with(|| (BTreeSet::new(), now));
+        if *until <= now {
+            members.clear();
+        }
+        members.insert(member.to_owned());
+        *until = (*until).max(now + ttl);
+        state.wrote(now);
+    }
+
+    pub(super) fn members(&self, key: &str) -> Vec<String> {
+        let now = Instant::now();
+        self.lock()
+            .sets
+            .get(key)
+            .filter(|(_, until)| *until > now)
+            .map(|(members, _)| members.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn remove_member(&self, key: &str, member: &str) -> bool {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let Some((members, until)) = state.sets.get_mut(key) else {
+            return false;
+        };
+        let live = *until > now;
+        let removed = members.remove(member) && live;
+        if members.is_empty() || !live {
+            state.sets.remove(key);
+        }
+        removed
     }
 
     pub(super) fn window(&self, key: &str, window: Duration, now_ms: i64, add: bool) -> u64 {

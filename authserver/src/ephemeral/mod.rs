@@ -111,6 +111,40 @@ impl Ephemeral {
         }
     }
 
+    /// Adds `member` to the set `key` (an index: a user's sessions); the
+    /// set lives at least `ttl` from now. Members have no expiry of their
+    /// own: what they name expires, and readers drop what is gone.
+    pub async fn add_member(
+        &self,
+        key: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<(), EphemeralError> {
+        match self {
+            Self::Memory(m) => {
+                m.add_member(key, member, ttl);
+                Ok(())
+            }
+            Self::Redis(r) => r.add_member(key, member, ttl).await,
+        }
+    }
+
+    /// The members of the set `key`, in no particular order.
+    pub async fn members(&self, key: &str) -> Result<Vec<String>, EphemeralError> {
+        match self {
+            Self::Memory(m) => Ok(m.members(key)),
+            Self::Redis(r) => r.members(key).await,
+        }
+    }
+
+    /// Removes `member` from the set `key`; `false` if it was not there.
+    pub async fn remove_member(&self, key: &str, member: &str) -> Result<bool, EphemeralError> {
+        match self {
+            Self::Memory(m) => Ok(m.remove_member(key, member)),
+            Self::Redis(r) => r.remove_member(key, member).await,
+        }
+    }
+
     /// Records one event at `now_ms` in the sliding window `key` and returns
     /// how many events the last `window` holds, this one included.
     pub async fn hit(

@@ -73,6 +73,53 @@ impl RedisStore {
         Ok(())
     }
 
+    /// SADD, then the expiry pushed out to at least `ttl` (NX: a new set
+    /// has none; GT: never shortened), in one transaction.
+    pub(super) async fn add_member(
+        &self,
+        key: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<(), EphemeralError> {
+        let mut conn = self.conn.clone();
+        let key = self.key(key);
+        let ms = millis(ttl);
+        redis::pipe()
+            .atomic()
+            .cmd("SADD")
+            .arg(&key)
+            .arg(member)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ms)
+            .arg("NX")
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ms)
+            .arg("GT")
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn members(&self, key: &str) -> Result<Vec<String>, EphemeralError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.smembers(self.key(key)).await?)
+    }
+
+    pub(super) async fn remove_member(
+        &self,
+        key: &str,
+        member: &str,
+    ) -> Result<bool, EphemeralError> {
+        let mut conn = self.conn.clone();
+        let removed: i64 = conn.srem(self.key(key), member).await?;
+        Ok(removed > 0)
+    }
+
     /// A sorted set of event times per window, trimmed, added to and counted
     /// in one atomic transaction.
     pub(super) async fn window(

@@ -9,19 +9,26 @@ use crate::model::User;
 
 const HOME: &str = "/account";
 
-/// The signed-in user and their session, or the sign-in page (`fresh`:
-/// sign in again even with a session).
-async fn signed_in(
-    app: &App,
-    headers: &HeaderMap,
-    fresh: bool,
-) -> Result<(User, Session), Response> {
+/// The signed-in user, and their session's handle and record.
+struct SignedIn {
+    user: User,
+    handle: String,
+    session: Session,
+}
+
+/// The signed-in user, or the sign-in page (`fresh`: sign in again even
+/// with a session).
+async fn signed_in(app: &App, headers: &HeaderMap, fresh: bool) -> Result<SignedIn, Response> {
     if !fresh
-        && let Some((_, session)) = browser_session(app, headers).await?
+        && let Some((id, session)) = browser_session(app, headers).await?
         && let Ok(Some(user)) = app.store.user_by_id(&session.user_id).await
         && !user.disabled
     {
-        return Ok((user, session));
+        return Ok(SignedIn {
+            user,
+            handle: crate::session::handle(&id),
+            session,
+        });
     }
     let id = match authorize::start_local(app, HOME, fresh).await {
         Ok(id) => id,
@@ -55,17 +62,17 @@ async fn page(
     };
     let overview = match account::overview(app, user).await {
         Ok(o) => o,
-        Err(e) => {
-            return error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &OAuthError::from(e).description,
-            );
-        }
+        Err(e) => return failed(e),
     };
+    let current = bootstrap::cookie::find(headers, app.cookies.session)
+        .map(crate::session::handle)
+        .unwrap_or_default();
     let body = pages::account(&pages::AccountPage {
         user,
         factors: &overview.factors,
         recovery_left: overview.recovery_left,
+        sessions: &overview.sessions,
+        current_session: &current,
         sign_ins: &overview.sign_ins,
         csrf: &token,
         sms: app.sms.enabled(),
@@ -82,8 +89,34 @@ async fn page(
 
 pub(super) async fn account_get(State(app): Shared, headers: HeaderMap) -> Response {
     match signed_in(&app, &headers, false).await {
-        Ok((user, _)) => page(&app, &headers, &user, None, None).await,
+        Ok(s) => page(&app, &headers, &s.user, None, None).await,
         Err(page) => page,
+    }
+}
+
+/// A change that could not be made for want of a store or the audit log
+/// (503), or for a fault of ours (500).
+fn failed(e: AccountError) -> Response {
+    match e {
+        AccountError::Store(e) => error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &OAuthError::from(e).description,
+        ),
+        AccountError::Ephemeral(e) => error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &OAuthError::from(e).description,
+        ),
+        AccountError::Audit(e) => error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &OAuthError::from(e).description,
+        ),
+        e => {
+            tracing::error!(error = %e, "account change failed");
+            error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The change could not be made. Try again later.",
+            )
+        }
     }
 }
 
@@ -98,20 +131,15 @@ async fn outcome(
     match result {
         Ok(notice) => page(app, headers, user, Some(notice), None).await,
         Err(AccountError::NeedsRecentSignIn) => match signed_in(app, headers, true).await {
-            Ok((user, _)) => page(app, headers, &user, None, None).await,
+            Ok(s) => page(app, headers, &s.user, None, None).await,
             Err(page) => page,
         },
-        Err(AccountError::Store(e)) => error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &OAuthError::from(e).description,
-        ),
-        Err(AccountError::Other(e)) => {
-            tracing::error!(error = %e, "account change failed");
-            error_page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "The change could not be made. Try again later.",
-            )
-        }
+        Err(
+            e @ (AccountError::Store(_)
+            | AccountError::Ephemeral(_)
+            | AccountError::Audit(_)
+            | AccountError::Other(_)),
+        ) => failed(e),
         Err(e) => page(app, headers, user, None, Some(&e.to_string())).await,
     }
 }
@@ -129,22 +157,48 @@ pub(super) async fn account_post(
         Ok(f) => f,
         Err(e) => return e.into_response(),
     };
-    let (user, session) = match signed_in(&app, &headers, false).await {
+    let SignedIn {
+        user,
+        handle,
+        session,
+    } = match signed_in(&app, &headers, false).await {
         Ok(s) => s,
         Err(page) => return page,
     };
     let holder = Holder {
         user: &user,
         session: &session,
+        handle: &handle,
         source: crate::proxy::client_address(peer.ip(), &headers, &app.trusted_proxies),
     };
     let field = |name: &str| form.get(name).unwrap_or("");
     let result = match change.as_str() {
-        "password" => {
-            account::change_password(&app, &holder, field("current"), field("new"), now_ms())
-                .await
-                .map(|()| "Your password was changed.")
+        "password" => account::change_password(
+            &app,
+            &holder,
+            field("current"),
+            field("new"),
+            field("sign_out_others") == "on",
+            now_ms(),
+        )
+        .await
+        .map(|()| "Your password was changed."),
+        "end-session" => {
+            let target = field("session");
+            return match account::end_session(&app, &holder, target, now()).await {
+                // Signed out here: the page asks to sign in again.
+                Ok(()) if target == handle => redirect(HOME, &[]),
+                Ok(()) => page(&app, &headers, &user, Some("The session was ended."), None).await,
+                Err(e) => outcome(&app, &headers, &user, Err(e)).await,
+            };
         }
+        "end-others" => account::end_other_sessions(&app, &holder, now())
+            .await
+            .map(|n| match n {
+                0 => "There were no other sessions.",
+                1 => "The other session was ended.",
+                _ => "The other sessions were ended.",
+            }),
         "totp" => {
             return match account::begin_totp(&app, &holder, field("label"), now()).await {
                 Ok(enrolment) => enrol_page(&app, &headers, &enrolment, None),

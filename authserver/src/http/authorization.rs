@@ -97,8 +97,7 @@ pub(super) async fn login(
         request_id,
         username: posted.field("username"),
         password: posted.field("password"),
-        source: posted.source,
-        previous_session: posted.previous.as_deref(),
+        browser: posted.browser(),
     };
     match crate::login::with_password(&app, &attempt, now_ms()).await {
         Ok(step) => {

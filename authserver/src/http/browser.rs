@@ -238,11 +238,13 @@ enum Page {
 }
 
 /// A POSTed step of a sign-in: the CSRF-checked form, the browser's
-/// current session (it ends when the new one begins) and its address.
+/// current session (it ends when the new one begins), its address and
+/// its `User-Agent`.
 pub(super) struct SignInForm {
     pub(super) form: Form,
-    pub(super) previous: Option<String>,
-    pub(super) source: Option<std::net::IpAddr>,
+    previous: Option<String>,
+    source: Option<std::net::IpAddr>,
+    user_agent: Option<String>,
 }
 
 impl SignInForm {
@@ -258,7 +260,20 @@ impl SignInForm {
             form,
             previous,
             source: crate::proxy::client_address(peer.ip(), headers, &app.trusted_proxies),
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
         })
+    }
+
+    /// The browser the step comes from.
+    pub(super) fn browser(&self) -> crate::login::Browser<'_> {
+        crate::login::Browser {
+            source: self.source,
+            user_agent: self.user_agent.as_deref(),
+            previous_session: self.previous.as_deref(),
+        }
     }
 
     /// A field, empty when absent.

@@ -145,7 +145,8 @@ fn expired() -> Response {
     )
 }
 
-/// `GET /login/factor?method=…`: the page of another method.
+/// `GET /login/factor?method=…[&resend=1]`: the page of another method
+/// (`resend`: a new SMS code).
 pub(super) async fn factor_get(
     State(app): Shared,
     headers: HeaderMap,
@@ -174,7 +175,8 @@ pub(super) async fn factor_get(
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
-    match login::factor::challenge(&app, &token, chosen).await {
+    let resend = query.get("resend") == Some("1");
+    match login::factor::challenge(&app, &token, chosen, resend).await {
         Ok(c) => challenge_page(&c, &csrf_token, &cookies),
         Err(r) => refusal(r),
     }
@@ -216,8 +218,7 @@ pub(super) async fn factor_post(
             code: posted.field(field),
             ceremony: posted.field("ceremony"),
         },
-        source: posted.source,
-        previous_session: posted.previous.as_deref(),
+        browser: posted.browser(),
     };
     match login::factor::with_code(&app, &attempt, now_ms()).await {
         Ok(step) => respond(&app, &headers, step, "", "").await,
@@ -247,8 +248,7 @@ pub(super) async fn enrol_post(
         pending: &token,
         enrolment,
         code: posted.field("code"),
-        source: posted.source,
-        previous_session: posted.previous.as_deref(),
+        browser: posted.browser(),
     };
     match login::factor::with_enrolment(&app, &attempt, now_ms()).await {
         Ok(step) => respond(&app, &headers, step, "", "").await,
@@ -275,8 +275,7 @@ pub(super) async fn passkey_post(
         request_id,
         ceremony: posted.field("ceremony"),
         credential: posted.field("credential"),
-        source: posted.source,
-        previous_session: posted.previous.as_deref(),
+        browser: posted.browser(),
     };
     match login::with_passkey(&app, &attempt, now_ms()).await {
         Ok(step) => respond(&app, &headers, step, "", request_id).await,

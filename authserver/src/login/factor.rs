@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{LoginStep, Proof, Retry, account_key, address_key, complete, mask};
+use super::{Browser, LoginStep, Proof, Retry, account_key, address_key, complete, mask};
 use crate::app::App;
 use crate::authorize::{self, AuthRequest, Refusal};
 use crate::crypto::random_token;
@@ -56,8 +56,7 @@ pub struct CodeAttempt<'a> {
     pub pending: &'a str,
     pub method: Method,
     pub answer: Answer<'a>,
-    pub source: Option<IpAddr>,
-    pub previous_session: Option<&'a str>,
+    pub browser: Browser<'a>,
 }
 
 /// The first code of an app being enrolled during sign-in.
@@ -66,8 +65,7 @@ pub struct EnrolAttempt<'a> {
     pub pending: &'a str,
     pub enrolment: &'a str,
     pub code: &'a str,
-    pub source: Option<IpAddr>,
-    pub previous_session: Option<&'a str>,
+    pub browser: Browser<'a>,
 }
 
 /// A sign-in between its steps.
@@ -79,6 +77,38 @@ struct Pending {
     client_name: String,
     /// What the first step proved (`pwd`).
     amr: Vec<String>,
+    /// The SMS code last sent for this sign-in: the page shown again
+    /// (after a wrong code, or reloaded) asks for it rather than sending
+    /// another.
+    #[serde(default)]
+    sms_code: Option<String>,
+}
+
+impl Pending {
+    /// Remembers the SMS code `ask` sent; whether that changed anything.
+    fn remember(&mut self, ask: &Ask) -> bool {
+        if let Ask::Code {
+            method: Method::Sms,
+            ceremony: Some(sent),
+            ..
+        } = ask
+            && self.sms_code.as_deref() != Some(&sent.id)
+        {
+            self.sms_code = Some(sent.id.clone());
+            return true;
+        }
+        false
+    }
+
+    async fn save(&self, app: &App, token: &str) -> Result<(), Refusal> {
+        let bytes = serde_json::to_vec(self).map_err(|e| OAuthError::server_error(&e))?;
+        let ttl = Duration::from_secs(app.config.mfa.pending_seconds);
+        app.ephemeral
+            .put(&keys::pending_login(token), &bytes, ttl)
+            .await
+            .map_err(OAuthError::from)?;
+        Ok(())
+    }
 }
 
 /// After the first factor: remember the sign-in and ask for the second.
@@ -92,20 +122,17 @@ pub(super) async fn begin(
     methods: Vec<Method>,
 ) -> Result<Challenge, Refusal> {
     let token = random_token::<32>();
-    let pending = Pending {
+    let mut pending = Pending {
         request_id: request_id.to_owned(),
         user_id: user.id.clone(),
         username: user.username.clone(),
         client_name,
         amr,
+        sms_code: None,
     };
-    let bytes = serde_json::to_vec(&pending).map_err(|e| OAuthError::server_error(&e))?;
-    let ttl = Duration::from_secs(app.config.mfa.pending_seconds);
-    app.ephemeral
-        .put(&keys::pending_login(&token), &bytes, ttl)
-        .await
-        .map_err(OAuthError::from)?;
-    let ask = ask(app, &user, methods, None).await?;
+    let ask = ask(app, &user, methods, None, None).await?;
+    pending.remember(&ask);
+    pending.save(app, &token).await?;
     Ok(Challenge {
         pending: token,
         client_name: pending.client_name,
@@ -131,11 +158,15 @@ pub async fn step_up(
     begin(app, request_id, req, client_name, user, amr, methods).await
 }
 
+/// What to ask `user` for: `chosen` if they have it, else their strongest
+/// method (or enrolment when they have none). An SMS code still live
+/// (`sms_code`) is asked for again rather than sent anew.
 async fn ask(
     app: &App,
     user: &User,
     methods: Vec<Method>,
     chosen: Option<Method>,
+    sms_code: Option<&str>,
 ) -> Result<Ask, Refusal> {
     match methods.first() {
         None => mfa::begin_totp(app, user, "Authenticator app")
@@ -148,11 +179,23 @@ async fn ask(
                 Method::WebAuthn => mfa::webauthn::begin_assertion(app, user)
                     .await
                     .map_err(refusal)?,
-                Method::Sms => Some(
-                    mfa::sms::begin_sign_in(app, user, crate::app::now_ms())
-                        .await
-                        .map_err(refusal)?,
-                ),
+                Method::Sms => {
+                    let now_ms = crate::app::now_ms();
+                    let live = match sms_code {
+                        Some(id) => mfa::sms::still_live(app, &user.id, id, now_ms / 1000)
+                            .await
+                            .map_err(refusal)?,
+                        None => None,
+                    };
+                    match live {
+                        Some(sent) => Some(sent),
+                        None => Some(
+                            mfa::sms::begin_sign_in(app, user, now_ms)
+                                .await
+                                .map_err(refusal)?,
+                        ),
+                    }
+                }
                 Method::Totp | Method::Recovery => None,
             };
             Ok(Ask::Code {
@@ -196,19 +239,26 @@ async fn load(app: &App, token: &str) -> Result<(Pending, User, AuthRequest), Re
 }
 
 /// The second-factor page of a pending sign-in, for `chosen` (another
-/// method the user picked) or the strongest.
+/// method the user picked) or the strongest; `resend`: a new SMS code even
+/// if the last one is still live.
 pub async fn challenge(
     app: &App,
     token: &str,
     chosen: Option<Method>,
+    resend: bool,
 ) -> Result<Challenge, Refusal> {
-    let (pending, user, req) = load(app, token).await?;
+    let (mut pending, user, req) = load(app, token).await?;
     let methods = mfa::methods(app, &user.id)
         .await
         .map_err(OAuthError::from)?;
+    let sent = pending.sms_code.as_deref().filter(|_| !resend);
+    let ask = ask(app, &user, methods, chosen, sent).await?;
+    if pending.remember(&ask) {
+        pending.save(app, token).await?;
+    }
     Ok(Challenge {
         pending: token.to_owned(),
-        ask: ask(app, &user, methods, chosen).await?,
+        ask,
         client_name: pending.client_name,
         redirect_uri: req.redirect_uri,
         error: None,
@@ -249,11 +299,11 @@ pub async fn with_code(
     let audit = |action: &str| {
         AuditEvent::new(now, user.id.clone(), action)
             .target(user.id.clone())
-            .source(attempt.source)
+            .source(attempt.browser.source)
             .client(req.client_id.clone())
             .detail(json!({"username": mask(&user.username), "method": attempt.method.as_str()}))
     };
-    let check = if locked(app, &user.username, attempt.source, now_ms).await? {
+    let check = if locked(app, &user.username, attempt.browser.source, now_ms).await? {
         app.metrics
             .mfa_verifications
             .with_label_values(&[attempt.method.as_str(), "locked"])
@@ -287,7 +337,7 @@ pub async fn with_code(
             user,
             req,
             done,
-            attempt.previous_session,
+            &attempt.browser,
             now,
         )
         .await;
@@ -297,7 +347,7 @@ pub async fn with_code(
     } else {
         app.ephemeral
             .hit(
-                &address_key(attempt.source),
+                &address_key(attempt.browser.source),
                 Duration::from_secs(app.config.login.window_seconds),
                 now_ms,
             )
@@ -315,7 +365,7 @@ pub async fn with_code(
         tracing::warn!(username = %mask(&user.username), method = attempt.method.as_str(), "second factor refused");
         Retry::WrongCode
     };
-    let mut challenge = challenge(app, attempt.pending, Some(attempt.method)).await?;
+    let mut challenge = challenge(app, attempt.pending, Some(attempt.method), false).await?;
     challenge.error = Some(reason);
     Ok(LoginStep::SecondFactor(challenge))
 }
@@ -330,9 +380,11 @@ pub async fn with_enrolment(
     let now = now_ms / 1000;
     let (pending, user, req) = load(app, attempt.pending).await?;
     let event = AuditEvent::new(now, user.id.clone(), "mfa.totp.enrol")
-        .source(attempt.source)
-        .client(req.client_id.clone());
-    let error = if locked(app, &user.username, attempt.source, now_ms).await? {
+        .target(user.id.clone())
+        .source(attempt.browser.source)
+        .client(req.client_id.clone())
+        .detail(json!({"username": mask(&user.username)}));
+    let error = if locked(app, &user.username, attempt.browser.source, now_ms).await? {
         Retry::Locked
     } else {
         match mfa::confirm_totp(app, &user, attempt.enrolment, attempt.code, event, now).await {
@@ -348,7 +400,7 @@ pub async fn with_enrolment(
                     user,
                     req,
                     done,
-                    attempt.previous_session,
+                    &attempt.browser,
                     now,
                 )
                 .await;
@@ -389,7 +441,7 @@ async fn finish(
     user: User,
     mut req: AuthRequest,
     done: Finished,
-    previous_session: Option<&str>,
+    browser: &Browser<'_>,
     now: i64,
 ) -> Result<LoginStep, Refusal> {
     // Spent once: a second submission of the same page finds nothing.
@@ -414,15 +466,7 @@ async fn finish(
         amr,
         acr: app.config.mfa.acr.clone(),
     };
-    let session_id = complete(
-        app,
-        &pending.request_id,
-        &mut req,
-        proof,
-        previous_session,
-        now,
-    )
-    .await?;
+    let session_id = complete(app, &pending.request_id, &mut req, proof, browser, now).await?;
     Ok(LoginStep::SignedIn {
         session_id,
         request_id: pending.request_id,
@@ -444,8 +488,7 @@ mod tests {
             pending,
             method: Method::Totp,
             answer: Answer { code, ceremony: "" },
-            source: None,
-            previous_session: None,
+            browser: Browser::default(),
         }
     }
 
@@ -476,8 +519,7 @@ mod tests {
             request_id: &id,
             username: "alice",
             password: PASSWORD,
-            source: None,
-            previous_session: None,
+            browser: Browser::default(),
         };
         let step = with_password(&app, &attempt, now * 1000).await.unwrap();
         let LoginStep::SecondFactor(challenge) = step else {

@@ -39,16 +39,25 @@ pub const WRONG_CODE: &str = "That code is not valid. Try again.";
 pub const PASSKEY_REFUSED: &str =
     "That passkey was not accepted. Try again, or sign in with your password.";
 
+/// The browser a sign-in step comes from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Browser<'a> {
+    /// Its address (the client's, behind trusted proxies).
+    pub source: Option<IpAddr>,
+    /// Its `User-Agent`, shown on the account page beside the session.
+    pub user_agent: Option<&'a str>,
+    /// Its current session, if any: it ends when a new one begins (no
+    /// session fixation).
+    pub previous_session: Option<&'a str>,
+}
+
 /// A password sign-in: what the login form carries, and where from.
 #[derive(Debug)]
 pub struct Attempt<'a> {
     pub request_id: &'a str,
     pub username: &'a str,
     pub password: &'a str,
-    pub source: Option<IpAddr>,
-    /// The browser's current session, if any: it ends when a new one
-    /// begins (no session fixation).
-    pub previous_session: Option<&'a str>,
+    pub browser: Browser<'a>,
 }
 
 /// Where a sign-in stands after a step.
@@ -132,7 +141,7 @@ pub async fn with_password(
             attempt.username,
             attempt.password,
             &req.client_id,
-            attempt.source,
+            attempt.browser.source,
             now_ms,
         )
         .await?
@@ -180,7 +189,7 @@ pub async fn with_password(
                 attempt.request_id,
                 &mut req,
                 proof,
-                attempt.previous_session,
+                &attempt.browser,
                 now_ms / 1000,
             )
             .await?;
@@ -198,36 +207,53 @@ pub async fn with_password(
     })
 }
 
+/// The longest `User-Agent` a session keeps.
+const USER_AGENT_KEPT: usize = 200;
+
 /// Begins the session a proof earns: a new id at every sign-in (the
-/// previous session ends), remembered in the request so that only this
-/// session satisfies its `prompt=login` or `max_age`.
+/// browser's previous session ends), remembered in the request so that
+/// only this session satisfies its `prompt=login` or `max_age`.
 pub async fn complete(
     app: &App,
     request_id: &str,
     req: &mut AuthRequest,
     proof: Proof,
-    previous_session: Option<&str>,
+    browser: &Browser<'_>,
     now: i64,
 ) -> Result<String, Refusal> {
-    if let Some(old) = previous_session {
+    let lifetime = app.config.login.session_seconds;
+    if let Some(old) = browser.previous_session {
         // A failure leaves an orphan that expires by itself.
-        let _ = session::end(&app.ephemeral, old).await;
+        if let Ok(Some(ended)) = session::end(&app.ephemeral, old).await {
+            app.session_ended(&ended);
+        }
     }
+    let username = proof.user.username;
     let new = Session {
         user_id: proof.user.id,
         auth_time: now,
         amr: proof.amr,
         acr: proof.acr,
+        address: browser.source.map(|ip| ip.to_string()),
+        user_agent: browser
+            .user_agent
+            .map(|ua| ua.chars().take(USER_AGENT_KEPT).collect()),
     };
-    let lifetime = app.config.login.session_seconds;
     let session_id = session::create(&app.ephemeral, &new, Duration::from_secs(lifetime))
         .await
         .map_err(|e| OAuthError::unavailable(&e))?;
     app.metrics
         .sessions
         .add(now + i64::try_from(lifetime).unwrap_or(0));
-    req.fresh_session = Some(authorize::session_digest(&session_id));
+    req.fresh_session = Some(session::handle(&session_id));
     authorize::save(app, request_id, req).await?;
+    let event = AuditEvent::new(now, new.user_id.clone(), "login.success")
+        .target(new.user_id.clone())
+        .source(browser.source)
+        .client(req.client_id.clone())
+        .detail(json!({"username": mask(&username), "amr": new.amr}));
+    app.audit.record(event).await.map_err(OAuthError::from)?;
+    app.metrics.logins.with_label_values(&["success"]).inc();
     Ok(session_id)
 }
 
@@ -294,18 +320,25 @@ async fn password(
     match user {
         Some(user) if matches && !user.disabled => {
             app.ephemeral.delete(&account).await?;
-            let event = AuditEvent::new(now, user.id.clone(), "login.success")
+            // The first factor held; `login.success` is recorded when the
+            // session begins (a second factor may come first).
+            let event = AuditEvent::new(now, user.id.clone(), "login.password")
                 .target(user.id.clone())
                 .source(source)
-                .client(client_id);
+                .client(client_id)
+                .detail(json!({"username": mask(username)}));
             app.audit.record(event).await?;
-            app.metrics.logins.with_label_values(&["success"]).inc();
             rehash_if_needed(app, &user, password, now).await;
             Ok(Outcome::Success(user))
         }
-        _ => {
+        user => {
             app.ephemeral.hit(&address, window, now_ms).await?;
-            app.audit.record(audit("login.failure").failed()).await?;
+            // The owner sees failures on their account page.
+            let mut event = audit("login.failure").failed();
+            if let Some(u) = user {
+                event = event.target(u.id);
+            }
+            app.audit.record(event).await?;
             app.metrics.logins.with_label_values(&["failure"]).inc();
             // Backoff: each failure on an account costs the next try more.
             let exponent = u32::try_from(account_attempts.saturating_sub(1).min(5)).unwrap_or(5);
@@ -352,8 +385,11 @@ mod tests {
             request_id,
             username: "alice",
             password,
-            source: Some("192.0.2.7".parse().unwrap()),
-            previous_session: None,
+            browser: Browser {
+                source: Some("192.0.2.7".parse().unwrap()),
+                user_agent: Some("Test/1.0"),
+                previous_session: None,
+            },
         }
     }
 
@@ -387,13 +423,13 @@ mod tests {
 
         let old = session::create(
             &app.ephemeral,
-            &session_of(&alice.id),
+            &testing::session(&alice.id, NOW - 100),
             Duration::from_secs(60),
         )
         .await
         .unwrap();
         let mut good = attempt(&id, PASSWORD);
-        good.previous_session = Some(&old);
+        good.browser.previous_session = Some(&old);
         let step = with_password(&app, &good, NOW * 1000).await.unwrap();
         let LoginStep::SignedIn {
             session_id,
@@ -414,24 +450,16 @@ mod tests {
             (session.auth_time, session.amr),
             (NOW, vec!["pwd".to_owned()])
         );
+        assert_eq!(
+            (session.address.as_deref(), session.user_agent.as_deref()),
+            (Some("192.0.2.7"), Some("Test/1.0"))
+        );
         assert!(
             session::load(&app.ephemeral, &old).await.unwrap().is_none(),
             "no fixation"
         );
         let req = authorize::load(&app, &id).await.unwrap();
-        assert_eq!(
-            req.fresh_session,
-            Some(authorize::session_digest(&session_id))
-        );
-    }
-
-    fn session_of(user_id: &str) -> Session {
-        Session {
-            user_id: user_id.into(),
-            auth_time: NOW - 100,
-            amr: vec!["pwd".into()],
-            acr: "urn:portcullis:acr:pwd".into(),
-        }
+        assert_eq!(req.fresh_session, Some(session::handle(&session_id)));
     }
 
     #[tokio::test]

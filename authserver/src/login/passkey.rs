@@ -3,12 +3,11 @@
 //! is required, and a refused key counts toward the lockout windows like
 //! a wrong password.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::json;
 
-use super::{LoginStep, Proof, Retry, account_key, address_key, complete, mask};
+use super::{Browser, LoginStep, Proof, Retry, account_key, address_key, complete, mask};
 use crate::app::App;
 use crate::authorize::{self, Refusal};
 use crate::error::OAuthError;
@@ -22,8 +21,7 @@ pub struct PasskeyAttempt<'a> {
     pub request_id: &'a str,
     pub ceremony: &'a str,
     pub credential: &'a str,
-    pub source: Option<IpAddr>,
-    pub previous_session: Option<&'a str>,
+    pub browser: Browser<'a>,
 }
 
 pub async fn with_passkey(
@@ -63,7 +61,7 @@ pub async fn with_passkey(
                 app.metrics.logins.with_label_values(&["success"]).inc();
                 let event = AuditEvent::new(now, user.id.clone(), "login.passkey.success")
                     .target(user.id.clone())
-                    .source(attempt.source)
+                    .source(attempt.browser.source)
                     .client(req.client_id.clone())
                     .detail(json!({"username": mask(&user.username), "method": "webauthn"}));
                 app.audit.record(event).await.map_err(OAuthError::from)?;
@@ -79,7 +77,7 @@ pub async fn with_passkey(
                     attempt.request_id,
                     &mut req,
                     proof,
-                    attempt.previous_session,
+                    &attempt.browser,
                     now,
                 )
                 .await?;
@@ -100,7 +98,7 @@ pub async fn with_passkey(
                     .map_err(OAuthError::from)?;
             }
             app.ephemeral
-                .hit(&address_key(attempt.source), window, now_ms)
+                .hit(&address_key(attempt.browser.source), window, now_ms)
                 .await
                 .map_err(OAuthError::from)?;
             let (actor, username) = other
@@ -109,7 +107,7 @@ pub async fn with_passkey(
                     (d.user.id.clone(), mask(&d.user.username))
                 });
             let event = AuditEvent::new(now, actor, "login.passkey.failure")
-                .source(attempt.source)
+                .source(attempt.browser.source)
                 .client(req.client_id.clone())
                 .detail(json!({"username": username, "method": "webauthn"}))
                 .failed();

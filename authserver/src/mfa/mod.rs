@@ -232,10 +232,13 @@ async fn enrolled(
     detail: serde_json::Value,
 ) -> Result<Confirmed, MfaError> {
     let first = app.store.factors(&user.id).await?.is_empty();
+    // The event's own detail (the masked username at sign-in) is kept.
     let mut fields =
         json!({"factor": factor.id, "kind": factor.kind.as_str(), "label": factor.label});
-    if let (Some(all), serde_json::Value::Object(more)) = (fields.as_object_mut(), detail) {
-        all.extend(more);
+    for extra in [audit.detail.clone(), detail] {
+        if let (Some(all), serde_json::Value::Object(more)) = (fields.as_object_mut(), extra) {
+            all.extend(more);
+        }
     }
     let event = audit.clone().target(user.id.clone()).detail(fields);
     app.store.add_factor(factor, &event).await?;

@@ -1,5 +1,7 @@
 //! SMS codes: six digits, kept as a keyed digest in the ephemeral store
-//! for `mfa.sms_code_seconds`, a few attempts each, taken once when right.
+//! for `mfa.sms_code_seconds`, a few attempts each (counted atomically),
+//! taken once when right. A page shown again reuses the code still live
+//! rather than sending another.
 //! Sends are limited per user and per number (an SMS costs money and can
 //! be used to harass). Numbers are E.164 and sealed at rest.
 //!
@@ -52,8 +54,9 @@ pub enum Purpose {
 struct Pending {
     user_id: String,
     digest: Vec<u8>,
-    attempts: u32,
     expires_at: i64,
+    /// The number as the page shows it.
+    masked: String,
     purpose: Purpose,
 }
 
@@ -103,8 +106,8 @@ pub async fn send_code(
     let pending = Pending {
         user_id: user_id.to_owned(),
         digest: digest(app, &id, &code),
-        attempts: 0,
         expires_at: now + i64::try_from(ttl).unwrap_or(300),
+        masked: masked(phone),
         purpose,
     };
     let bytes = serde_json::to_vec(&pending).unwrap_or_default();
@@ -123,8 +126,34 @@ pub async fn send_code(
     Ok(id)
 }
 
+/// Code `id` of `user_id`, while it can still be used.
+async fn live(app: &App, user_id: &str, id: &str, now: i64) -> Result<Option<Pending>, MfaError> {
+    Ok(app
+        .ephemeral
+        .get(&keys::sms_code(id))
+        .await?
+        .and_then(|b| serde_json::from_slice::<Pending>(&b).ok())
+        .filter(|p| p.user_id == user_id && p.expires_at > now))
+}
+
+/// The page of code `id` if it is still live: shown again, it is not
+/// sent again.
+pub async fn still_live(
+    app: &App,
+    user_id: &str,
+    id: &str,
+    now: i64,
+) -> Result<Option<Ceremony>, MfaError> {
+    Ok(live(app, user_id, id, now).await?.map(|p| Ceremony {
+        id: id.to_owned(),
+        options: p.masked,
+    }))
+}
+
 /// Checks `code` against code `id` of `user_id`: its purpose when right
-/// (the code is then spent); `None` when wrong, expired or out of attempts.
+/// (the code is then spent); `None` when wrong, expired or out of
+/// attempts. Every attempt counts, and the count is atomic: of many
+/// concurrent guesses, only the first [`ATTEMPTS`] are compared.
 pub async fn check_code(
     app: &App,
     user_id: &str,
@@ -132,36 +161,30 @@ pub async fn check_code(
     code: &str,
     now: i64,
 ) -> Result<Option<Purpose>, MfaError> {
-    let key = keys::sms_code(id);
-    let Some(mut pending) = app
-        .ephemeral
-        .get(&key)
-        .await?
-        .and_then(|b| serde_json::from_slice::<Pending>(&b).ok())
-    else {
+    let Some(pending) = live(app, user_id, id, now).await? else {
         return Ok(None);
     };
-    if pending.user_id != user_id || pending.expires_at <= now {
+    let lifetime = Duration::from_secs(app.config.mfa.sms_code_seconds);
+    let attempts = app
+        .ephemeral
+        .hit(&keys::sms_attempts(id), lifetime, now * 1000)
+        .await?;
+    if attempts > u64::from(ATTEMPTS) {
+        app.ephemeral.delete(&keys::sms_code(id)).await?;
         return Ok(None);
     }
     let given: String = code.chars().filter(|c| !c.is_whitespace()).collect();
     let right =
         constant_time::verify_slices_are_equal(&digest(app, id, &given), &pending.digest).is_ok();
-    if right {
-        // Taken once: a second submission finds nothing.
-        return Ok(app.ephemeral.take(&key).await?.map(|_| pending.purpose));
+    if !right {
+        return Ok(None);
     }
-    pending.attempts += 1;
-    if pending.attempts >= ATTEMPTS {
-        app.ephemeral.delete(&key).await?;
-    } else {
-        let left = u64::try_from(pending.expires_at - now).unwrap_or(1);
-        let bytes = serde_json::to_vec(&pending).unwrap_or_default();
-        app.ephemeral
-            .put(&key, &bytes, Duration::from_secs(left))
-            .await?;
-    }
-    Ok(None)
+    // Taken once: a second submission finds nothing.
+    Ok(app
+        .ephemeral
+        .take(&keys::sms_code(id))
+        .await?
+        .map(|_| pending.purpose))
 }
 
 /// Starts verifying `phone` (as typed) for `user`, to add it as `label`.

@@ -1,15 +1,21 @@
-//! The account page: profile, password, second factors, recovery codes and
-//! recent sign-ins, each change a CSRF-protected form of its own.
+//! The account page: profile, password, second factors, recovery codes,
+//! sessions and recent sign-ins, each change a CSRF-protected form of its
+//! own.
 
 use std::fmt::Write as _;
 
 use super::{esc, hidden, layout};
 use crate::model::{AuditEvent, SecondFactor, User};
+use crate::session::Session;
 
 pub struct AccountPage<'a> {
     pub user: &'a User,
     pub factors: &'a [SecondFactor],
     pub recovery_left: i64,
+    /// Live sessions and their handles.
+    pub sessions: &'a [(String, Session)],
+    /// The handle of the session showing the page.
+    pub current_session: &'a str,
     pub sign_ins: &'a [AuditEvent],
     pub csrf: &'a str,
     /// Whether text-message codes are offered.
@@ -70,6 +76,8 @@ pub fn account(p: &AccountPage<'_>) -> String {
          <input type=\"password\" id=\"current\" name=\"current\" autocomplete=\"current-password\" required>\
          <label for=\"new\">New password</label>\
          <input type=\"password\" id=\"new\" name=\"new\" autocomplete=\"new-password\" required>\
+         <label><input type=\"checkbox\" name=\"sign_out_others\" checked> \
+         Sign out everywhere else</label>\
          <button type=\"submit\">Change password</button></form>",
     );
 
@@ -134,6 +142,8 @@ pub fn account(p: &AccountPage<'_>) -> String {
         b.push_str("<button type=\"submit\">Make new codes</button></form>");
     }
 
+    sessions(&mut b, p);
+
     b.push_str("<h2>Recent sign-ins</h2><table id=\"sign-ins\"><tr><th>When</th><th>What</th><th>From</th></tr>");
     for e in p.sign_ins {
         let _ = write!(
@@ -147,6 +157,55 @@ pub fn account(p: &AccountPage<'_>) -> String {
     }
     b.push_str("</table>");
     layout("Your account", &b)
+}
+
+/// How a session signed in, in words (RFC 8176 `amr` values).
+fn methods(amr: &[String]) -> String {
+    let words: Vec<&str> = amr
+        .iter()
+        .filter_map(|m| match m.as_str() {
+            "pwd" => Some("password"),
+            "otp" => Some("authenticator app"),
+            "sms" => Some("text message"),
+            "hwk" => Some("security key"),
+            "swk" => Some("passkey"),
+            "mfa" | "user" => None,
+            other => Some(other),
+        })
+        .collect();
+    words.join(" + ")
+}
+
+fn sessions(b: &mut String, p: &AccountPage<'_>) {
+    b.push_str(
+        "<h2>Where you are signed in</h2><table id=\"sessions\"><tr><th>Since</th>\
+         <th>With</th><th>From</th><th>Browser</th><th></th></tr>",
+    );
+    for (handle, s) in p.sessions {
+        let this = handle == p.current_session;
+        let _ = write!(
+            b,
+            "<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>",
+            if this { " class=\"current\"" } else { "" },
+            when(s.auth_time),
+            esc(&methods(&s.amr)),
+            esc(s.address.as_deref().unwrap_or("")),
+            esc(s.user_agent.as_deref().unwrap_or(""))
+        );
+        form(b, "/account/end-session", p.csrf);
+        hidden(b, "session", handle);
+        b.push_str(if this {
+            "<button type=\"submit\" class=\"secondary\">Sign out here</button></form>"
+        } else {
+            "<button type=\"submit\" class=\"secondary\">End</button></form>"
+        });
+        b.push_str("</td></tr>");
+    }
+    b.push_str("</table>");
+    if p.sessions.len() > 1 {
+        form(b, "/account/end-others", p.csrf);
+        b.push_str("<button type=\"submit\">Sign out everywhere else</button></form>");
+    }
 }
 
 /// Adding an authenticator from the account page.
@@ -173,7 +232,15 @@ pub fn add_passkey(form_html: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::when;
+    use super::{methods, when};
+
+    #[test]
+    fn methods_read_as_words() {
+        let amr = ["pwd", "otp", "mfa"].map(String::from);
+        assert_eq!(methods(&amr), "password + authenticator app");
+        let amr = ["swk", "user"].map(String::from);
+        assert_eq!(methods(&amr), "passkey");
+    }
 
     #[test]
     fn times_read_as_utc_dates() {

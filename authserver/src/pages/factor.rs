@@ -113,7 +113,7 @@ fn code_form(body: &mut String, p: &FactorPage<'_>) {
              <input type=\"text\" id=\"code\" name=\"code\" inputmode=\"numeric\" \
              autocomplete=\"one-time-code\" maxlength=\"8\" required autofocus>\
              <button type=\"submit\">Verify</button></form>\
-             <p><a href=\"/login/factor?method=sms\">Send a new code</a></p>",
+             <p><a href=\"/login/factor?method=sms&amp;resend=1\">Send a new code</a></p>",
             esc(&sent.options)
         );
         return;

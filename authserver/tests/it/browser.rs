@@ -58,9 +58,15 @@ impl Page {
 
 impl Browser {
     pub fn new(base: &str) -> Self {
+        Self::with_user_agent(base, "portcullis-test-browser")
+    }
+
+    /// A browser that names itself `user_agent`.
+    pub fn with_user_agent(base: &str, user_agent: &str) -> Self {
         Self {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .user_agent(user_agent)
                 .build()
                 .unwrap(),
             base: base.to_owned(),

@@ -154,3 +154,70 @@ async fn sliding_windows_count_recent_events() {
         assert_eq!(store.hits("login:b", w, t0).await.unwrap(), 0, "{backend}");
     }
 }
+
+#[tokio::test]
+async fn sets_hold_members_until_removed_or_expired() {
+    for (backend, store) in ephemerals().await {
+        let long = Duration::from_secs(60);
+        store
+            .add_member("user-sessions:u1", "a", long)
+            .await
+            .unwrap();
+        store
+            .add_member("user-sessions:u1", "b", long)
+            .await
+            .unwrap();
+        store
+            .add_member("user-sessions:u1", "a", long)
+            .await
+            .unwrap();
+        store
+            .add_member("user-sessions:u2", "c", long)
+            .await
+            .unwrap();
+        let mut members = store.members("user-sessions:u1").await.unwrap();
+        members.sort();
+        assert_eq!(members, ["a", "b"], "{backend}");
+        assert!(
+            store.remove_member("user-sessions:u1", "a").await.unwrap(),
+            "{backend}"
+        );
+        assert!(
+            !store.remove_member("user-sessions:u1", "a").await.unwrap(),
+            "{backend}: removed twice"
+        );
+        assert_eq!(store.members("user-sessions:u1").await.unwrap(), ["b"]);
+        assert!(store.members("missing").await.unwrap().is_empty());
+
+        // A short addition does not shorten the set's life; the set
+        // expires after its longest member's time.
+        store
+            .add_member("short", "x", Duration::from_millis(150))
+            .await
+            .unwrap();
+        store
+            .add_member("short", "y", Duration::from_millis(600))
+            .await
+            .unwrap();
+        store
+            .add_member("short", "z", Duration::from_millis(100))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            store.members("short").await.unwrap().len(),
+            3,
+            "{backend}: the set lives as long as its longest addition"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !store.members("short").await.unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{backend}: never expired"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        store.delete("user-sessions:u2").await.unwrap();
+        assert!(store.members("user-sessions:u2").await.unwrap().is_empty());
+    }
+}

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use crate::browser::{Browser, Page};
 use crate::server::Authserver;
 
+mod account;
 mod code;
 mod login;
 pub(crate) mod mfa;

@@ -1,6 +1,7 @@
 //! Text-message codes through the webhook sender to a receiver this test
 //! runs: the signature, a retry after a failed delivery, enrolment of a
-//! number, sign-in with its code, `amr`, and the send limit.
+//! number, sign-in with its code, `amr`, the attempts per code (a wrong
+//! code or a reload sends nothing new) and the send limit.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -107,6 +108,15 @@ async fn a_verified_phone_receives_sign_in_codes_through_the_signed_webhook() {
         ),
         ("PORTCULLIS_AUTHSERVER__MFA__SMS_WEBHOOK_SECRET", SECRET),
         ("PORTCULLIS_AUTHSERVER__MFA__SMS_PER_HOUR", "3"),
+        // Room for a code's five attempts before the account locks.
+        (
+            "PORTCULLIS_AUTHSERVER__LOGIN__MAX_FAILURES_PER_ACCOUNT",
+            "20",
+        ),
+        (
+            "PORTCULLIS_AUTHSERVER__LOGIN__MAX_FAILURES_PER_ADDRESS",
+            "20",
+        ),
     ];
     let server = Authserver::dev(dir.path(), &[], &env);
     let mut browser = Browser::new(&server.url(""));
@@ -191,16 +201,56 @@ async fn a_verified_phone_receives_sign_in_codes_through_the_signed_webhook() {
     let id = claims_of(tokens["id_token"].as_str().unwrap());
     assert_eq!(id["amr"], json!(["pwd", "sms", "mfa"]));
 
-    // Three codes an hour per user and number: the fourth is refused.
+    // The third code: shown again and answered wrongly, it is asked for
+    // again, never sent again.
     let mut third = Browser::new(&server.url(""));
     let login = third
         .get(&authorize_url("demo-web", WEB_REDIRECT, &[]))
         .await;
     let step = log_in(&mut third, &login, "demo", &password(&server)).await;
     assert_eq!(step.status, 200, "the third code: {}", step.body);
-    let again = third.get("/login/factor?method=sms").await;
-    assert_eq!(again.status, 400, "{}", again.body);
-    assert!(again.body.contains("too many codes"), "{}", again.body);
+    let sent = receiver.count();
+    let code = receiver.last_code();
+    let ceremony = step.hidden("ceremony");
+    let reloaded = third.get("/login/factor?method=sms").await;
+    assert_eq!(reloaded.status, 200, "{}", reloaded.body);
+    assert_eq!(reloaded.hidden("ceremony"), ceremony);
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for attempt in 1..=5 {
+        let refused = third
+            .post(
+                "/login/factor",
+                &[
+                    ("csrf", &step.hidden("csrf")),
+                    ("method", "sms"),
+                    ("ceremony", &ceremony),
+                    ("code", wrong),
+                ],
+            )
+            .await;
+        assert_eq!(refused.status, 401, "attempt {attempt}: {}", refused.body);
+        assert_eq!(refused.hidden("ceremony"), ceremony, "attempt {attempt}");
+    }
+    assert_eq!(receiver.count(), sent, "nothing was sent again");
+    // Five wrong attempts spend the code: the right one no longer signs
+    // in, and the new code it would take is over the hourly limit.
+    let spent = third
+        .post(
+            "/login/factor",
+            &[
+                ("csrf", &step.hidden("csrf")),
+                ("method", "sms"),
+                ("ceremony", &ceremony),
+                ("code", &code),
+            ],
+        )
+        .await;
+    assert_eq!(spent.status, 400, "{}", spent.body);
+    assert!(spent.body.contains("too many codes"), "{}", spent.body);
+    let resend = third.get("/login/factor?method=sms&resend=1").await;
+    assert_eq!(resend.status, 400, "{}", resend.body);
+    assert!(resend.body.contains("too many codes"), "{}", resend.body);
+    assert_eq!(receiver.count(), sent);
 
     let store = server.embedded_store().await;
     let events = store.audit_events(200).await.unwrap();
