@@ -296,6 +296,17 @@ pub async fn with_code(
 ) -> Result<LoginStep, Refusal> {
     let now = now_ms / 1000;
     let (pending, user, req) = load(app, attempt.pending).await?;
+    // Only a method the user has now: no recovery code left over from a
+    // factor that is gone, no phone when SMS is switched off.
+    let methods = mfa::methods(app, &user.id)
+        .await
+        .map_err(OAuthError::from)?;
+    if !methods.contains(&attempt.method) {
+        return Err(Refusal::Page(format!(
+            "`{}` is not one of your sign-in methods",
+            attempt.method.as_str()
+        )));
+    }
     let audit = |action: &str| {
         AuditEvent::new(now, user.id.clone(), action)
             .target(user.id.clone())
@@ -555,5 +566,53 @@ mod tests {
         // The pending sign-in is spent with it.
         let again = with_code(&app, &code(&pending, &next), now * 1000 + 2).await;
         assert!(matches!(again, Err(Refusal::Page(_))), "{again:?}");
+    }
+
+    #[tokio::test]
+    async fn only_a_method_the_user_has_is_checked() {
+        let app = testing::app().await;
+        let alice = testing::alice_and_client(&app).await;
+        let actor = crate::model::Actor::local("test");
+        crate::admin::set_client_mfa(
+            &app,
+            testing::CLIENT,
+            crate::model::MfaPolicy::Required,
+            actor,
+            NOW,
+        )
+        .await
+        .unwrap();
+        // Recovery codes left over, no factor: the client requires MFA, so
+        // the sign-in asks to enrol, and a recovery code is no way around it.
+        let codes = mfa::recovery::generate();
+        let digests: Vec<_> = codes
+            .iter()
+            .map(|c| mfa::recovery::digest(&app.secrets, c))
+            .collect();
+        let event = AuditEvent::new(NOW, alice.id.clone(), "mfa.recovery.generate");
+        app.store
+            .replace_recovery_codes(&alice.id, &digests, &event)
+            .await
+            .unwrap();
+        let id = testing::request(&app, "").await;
+        let attempt = Attempt {
+            request_id: &id,
+            username: "alice",
+            password: PASSWORD,
+            browser: Browser::default(),
+        };
+        let step = with_password(&app, &attempt, NOW * 1000).await.unwrap();
+        let LoginStep::SecondFactor(challenge) = step else {
+            panic!("no second step: {step:?}");
+        };
+        assert!(matches!(challenge.ask, Ask::Enrol(_)));
+        let mut recovery = code(&challenge.pending, &codes[0]);
+        recovery.method = Method::Recovery;
+        let refused = with_code(&app, &recovery, NOW * 1000).await;
+        assert!(
+            matches!(&refused, Err(Refusal::Page(m)) if m.contains("not one of your sign-in methods")),
+            "{refused:?}"
+        );
+        assert_eq!(app.store.recovery_codes_left(&alice.id).await.unwrap(), 10);
     }
 }

@@ -123,13 +123,30 @@ impl Store {
         id: &str,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let changed = on!(self, |p| changed_with_audit!(p, audit, |tx| sqlx::query(
-            "DELETE FROM second_factors WHERE user_id = $1 AND id = $2"
-        )
-        .bind(user_id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await))?;
+        let changed = on!(self, |p| async {
+            let mut tx = p.begin().await?;
+            let removed = sqlx::query("DELETE FROM second_factors WHERE user_id = $1 AND id = $2")
+                .bind(user_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if removed == 0 {
+                return Ok::<bool, sqlx::Error>(false);
+            }
+            // Recovery codes stand in for a factor: with the last one gone,
+            // they go too.
+            sqlx::query(
+                "DELETE FROM recovery_codes WHERE user_id = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM second_factors WHERE user_id = $1)",
+            )
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+            audit_insert!(audit).execute(&mut *tx).await?;
+            tx.commit().await.map(|()| true)
+        }
+        .await)?;
         found(changed, || format!("factor `{id}`"))
     }
 

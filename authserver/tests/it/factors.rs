@@ -94,8 +94,27 @@ async fn factors_are_named_uniquely_and_spent_once_per_step() {
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::NotFound(_)), "{backend}: {err}");
+        let codes: Vec<Vec<u8>> = (0u8..10).map(|i| vec![i; 32]).collect();
+        let generate = AuditEvent::new(12, "u-1", "mfa.recovery.generate");
+        store
+            .replace_recovery_codes("u-1", &codes, &generate)
+            .await
+            .unwrap();
         store.remove_factor("u-1", "f-2", &remove).await.unwrap();
         assert_eq!(store.factors("u-1").await.unwrap().len(), 1);
+        assert_eq!(
+            store.recovery_codes_left("u-1").await.unwrap(),
+            10,
+            "{backend}: a factor is left, so are the codes"
+        );
+        // The last factor takes the recovery codes with it: they stand in
+        // for a factor, not for a password.
+        store.remove_factor("u-1", "f-1", &remove).await.unwrap();
+        assert_eq!(
+            store.recovery_codes_left("u-1").await.unwrap(),
+            0,
+            "{backend}"
+        );
     }
     stores.cleanup().await;
 }
