@@ -313,10 +313,20 @@ impl Config {
                 self.login.max_failures_per_address,
                 100_000,
             ),
+            ("mfa.pending_seconds", self.mfa.pending_seconds, 3600),
+            ("mfa.enrolment_seconds", self.mfa.enrolment_seconds, 3600),
+            ("mfa.sms_code_seconds", self.mfa.sms_code_seconds, 900),
+            ("mfa.sms_per_hour", self.mfa.sms_per_hour, 100),
         ] {
             if value == 0 || value > max {
                 return Err(ConfigError::invalid(key, format!("must be 1..={max}")));
             }
+        }
+        if !(1..=86_400).contains(&self.mfa.recent_seconds) {
+            return Err(ConfigError::invalid(
+                "mfa.recent_seconds",
+                "must be 1..=86400",
+            ));
         }
         if self.audience.is_empty() {
             return Err(ConfigError::invalid("audience", "must not be empty"));

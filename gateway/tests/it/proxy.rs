@@ -318,6 +318,36 @@ async fn embedded_policy_decides_like_the_sidecar() {
     assert_eq!(resp.status(), 200, "owner-access");
     let seen: Value = resp.json().await.unwrap();
     assert_eq!(seen["headers"]["x-auth-subject"], "erin");
+
+    // Deleting needs a sign-in with a factor in the last 15 minutes: an
+    // hour-old one is asked to sign in again (RFC 9470, with max_age).
+    let signed_in_at = |auth_time: u64| {
+        let mut c = issuer.claims("dave");
+        c["client_id"] = json!("web");
+        c["amr"] = json!(["pwd", "otp", "mfa"]);
+        c["auth_time"] = json!(auth_time);
+        key.sign(&c)
+    };
+    let resp = http
+        .delete(url("/api/orders/o-200"))
+        .bearer_auth(signed_in_at(now() - 3600))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        "Bearer realm=\"portcullis\", error=\"insufficient_user_authentication\", \
+         error_description=\"a stronger sign-in is required\", \
+         acr_values=\"urn:portcullis:acr:mfa\", max_age=900"
+    );
+    let resp = http
+        .delete(url("/api/orders/o-200"))
+        .bearer_auth(signed_in_at(now() - 60))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "a fresh sign-in deletes");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -78,7 +78,11 @@ pub(crate) async fn add_app(
 }
 
 /// From a page that resumes the authorization request to the tokens.
-async fn tokens_after(server: &Authserver, browser: &mut Browser, resumed: &Page) -> Value {
+pub(crate) async fn tokens_after(
+    server: &Authserver,
+    browser: &mut Browser,
+    resumed: &Page,
+) -> Value {
     let mut page = browser.get(resumed.location()).await;
     if page.status == 200 {
         page = consent(browser, &page, "allow").await;
@@ -101,7 +105,7 @@ async fn second_step(browser: &mut Browser, server: &Authserver) -> Page {
     step
 }
 
-async fn give(browser: &mut Browser, step: &Page, method: &str, code: &str) -> Page {
+pub(crate) async fn give(browser: &mut Browser, step: &Page, method: &str, code: &str) -> Page {
     let csrf = step.hidden("csrf");
     browser
         .post(
@@ -458,4 +462,132 @@ async fn acr_values_ask_a_signed_in_user_for_the_missing_factor() {
     let (_, tokens) = exchange(&server, &plain.redirect_param("code").unwrap(), VERIFIER).await;
     let id = verify_id_token(&server, tokens["id_token"].as_str().unwrap()).await;
     assert_eq!(id["acr"], "urn:portcullis:acr:mfa");
+}
+
+/// Now, at least three seconds from a TOTP step's edge, so codes computed
+/// for it mean the same step to the server a moment later.
+async fn away_from_a_step_edge() -> i64 {
+    loop {
+        let now = unix_now();
+        if now % 30 < 27 {
+            return now;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_window_is_one_step_each_way_as_pyotp_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(dir.path(), &[], &[]);
+    let mut browser = Browser::new(&server.url(""));
+    let page = account(&mut browser, &server).await;
+    let csrf = page.hidden("csrf");
+    let enrol = browser
+        .post("/account/totp", &[("csrf", &csrf), ("label", "phone")])
+        .await;
+    let secret = secret_of(&enrol);
+    let enrolment = enrol.hidden("enrolment");
+    let now = away_from_a_step_edge().await;
+    for (offset, accepted) in [(60, false), (-60, false), (-30, true)] {
+        let code = totp_code(&secret, now + offset);
+        let answer = browser
+            .post(
+                "/account/totp-confirm",
+                &[("csrf", &csrf), ("enrolment", &enrolment), ("code", &code)],
+            )
+            .await;
+        assert_eq!(
+            answer.status == 200,
+            accepted,
+            "{offset:+} s: {} {}",
+            answer.status,
+            answer.body
+        );
+    }
+}
+
+/// `authserver --dev ARGS` on the server's data directory: its stdout.
+fn cli(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = crate::server::command(dir)
+        .arg("--dev")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_client_that_requires_mfa_and_the_cli_that_manages_factors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(dir.path(), &[], &[]);
+    // Before any request reads the client (it is cached a few seconds).
+    assert!(cli(dir.path(), &["client", "mfa", "demo-web", "required"]).contains("required"));
+    let report: Value =
+        serde_json::from_str(&cli(dir.path(), &["user", "factors", "demo"])).unwrap();
+    assert_eq!(
+        (
+            report["mfa"].as_str(),
+            report["factors"].as_array().map(Vec::len)
+        ),
+        (Some("optional"), Some(0))
+    );
+
+    // The demo user has no factor of their own policy, but the client
+    // requires one: the sign-in enrols an app before it completes.
+    let mut browser = Browser::new(&server.url(""));
+    let login = browser
+        .get(&authorize_url("demo-web", WEB_REDIRECT, &[]))
+        .await;
+    let enrol = log_in(&mut browser, &login, "demo", &password(&server)).await;
+    assert!(
+        enrol.body.contains("Set up two-step verification"),
+        "{}",
+        enrol.body
+    );
+    let secret = secret_of(&enrol);
+    let codes = browser
+        .post(
+            "/login/enrol",
+            &[
+                ("csrf", &enrol.hidden("csrf")),
+                ("enrolment", &enrol.hidden("enrolment")),
+                ("code", &totp_code(&secret, unix_now())),
+            ],
+        )
+        .await;
+    assert_eq!(codes.status, 200, "{}", codes.body);
+
+    let report: Value =
+        serde_json::from_str(&cli(dir.path(), &["user", "factors", "demo"])).unwrap();
+    assert_eq!(report["factors"][0]["kind"], "totp", "{report}");
+    assert_eq!(report["recovery_codes_left"], 10);
+    assert!(
+        report.to_string().find("sealed").is_none(),
+        "no secret is shown"
+    );
+    assert!(cli(dir.path(), &["user", "mfa", "demo", "required"]).contains("required"));
+    assert!(cli(dir.path(), &["user", "reset-factors", "demo"]).contains("removed 1 factor(s)"));
+    let report: Value =
+        serde_json::from_str(&cli(dir.path(), &["user", "factors", "demo"])).unwrap();
+    assert_eq!(report["mfa"], "required");
+    assert_eq!(report["factors"], json!([]));
+    assert_eq!(report["recovery_codes_left"], 0);
+
+    let store = server.embedded_store().await;
+    let events = store.audit_events(200).await.unwrap();
+    store.close().await;
+    for action in ["client.mfa", "user.mfa", "mfa.reset"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e.action == action && e.actor == "cli"),
+            "{action} by the cli"
+        );
+    }
 }

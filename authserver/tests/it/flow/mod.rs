@@ -13,6 +13,7 @@ mod login;
 pub(crate) mod mfa;
 mod refusals;
 mod sms;
+mod step_up;
 
 pub(crate) const WEB_REDIRECT: &str = "http://127.0.0.1:8000/_auth/callback";
 
@@ -100,7 +101,7 @@ pub(crate) async fn exchange(server: &Authserver, code: &str, verifier: &str) ->
     (status, body)
 }
 
-async fn verify_id_token(server: &Authserver, token: &str) -> Value {
+pub(crate) async fn verify_id_token(server: &Authserver, token: &str) -> Value {
     let jwks: JwkSet = server.get_json("/jwks").await;
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.typ.as_deref(), Some("JWT"));

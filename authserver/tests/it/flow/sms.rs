@@ -265,3 +265,48 @@ async fn a_verified_phone_receives_sign_in_codes_through_the_signed_webhook() {
         "the number never reaches the log"
     );
 }
+
+#[tokio::test]
+async fn a_code_past_its_lifetime_is_refused() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("PORTCULLIS_AUTHSERVER__MFA__SMS_SENDER", "webhook"),
+        (
+            "PORTCULLIS_AUTHSERVER__MFA__SMS_WEBHOOK_URL",
+            receiver.url.as_str(),
+        ),
+        ("PORTCULLIS_AUTHSERVER__MFA__SMS_WEBHOOK_SECRET", SECRET),
+        ("PORTCULLIS_AUTHSERVER__MFA__SMS_CODE_SECONDS", "1"),
+    ];
+    let server = Authserver::dev(dir.path(), &[], &env);
+    let mut browser = Browser::new(&server.url(""));
+    let page = super::mfa::account(&mut browser, &server).await;
+    let csrf = page.hidden("csrf");
+    let sent = browser
+        .post(
+            "/account/sms",
+            &[
+                ("csrf", &csrf),
+                ("label", "Phone"),
+                ("phone", "+44 20 7946 0958"),
+            ],
+        )
+        .await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let code = receiver.last_code();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let late = browser
+        .post(
+            "/account/sms-confirm",
+            &[
+                ("csrf", &csrf),
+                ("ceremony", &sent.hidden("ceremony")),
+                ("code", &code),
+            ],
+        )
+        .await;
+    assert_eq!(late.status, 400, "{}", late.body);
+    let page = browser.get("/account").await;
+    assert!(page.body.contains("No second factor yet."), "{}", page.body);
+}

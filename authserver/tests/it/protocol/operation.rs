@@ -8,7 +8,7 @@ async fn bad_configuration_exits_64_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     /// Arguments, environment, what the message must name.
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 5] = [
+    let cases: [Case; 7] = [
         (
             &["serve", "--check"],
             &[("PORTCULLIS_AUTHSERVER__ISSUER", "https://auth.example.com")],
@@ -29,6 +29,16 @@ async fn bad_configuration_exits_64_naming_the_key() {
             &["--dev", "serve", "--check", "--listen", "0.0.0.0:8080"],
             &[],
             "loopback",
+        ),
+        (
+            &["--dev", "serve", "--check"],
+            &[("PORTCULLIS_AUTHSERVER__MFA__SMS_CODE_SECONDS", "0")],
+            "mfa.sms_code_seconds",
+        ),
+        (
+            &["--dev", "serve", "--check"],
+            &[("PORTCULLIS_AUTHSERVER__MFA__RECENT_SECONDS", "-5")],
+            "mfa.recent_seconds",
         ),
     ];
     for (args, env, names) in cases {
