@@ -141,7 +141,10 @@ impl Metrics {
         )
         .expect(VALID);
         let logins = IntCounterVec::new(
-            Opts::new("auth_logins_total", "Password logins by outcome"),
+            Opts::new(
+                "auth_logins_total",
+                "Sign-ins by outcome: success when a session begins, failure or locked at the password",
+            ),
             &["outcome"],
         )
         .expect(VALID);

@@ -5,6 +5,7 @@ import http from 'k6/http';
 import { check, fail } from 'k6';
 import { parseHTML } from 'k6/html';
 import encoding from 'k6/encoding';
+import crypto from 'k6/crypto';
 
 // An absolute path: k6 resolves a relative one against this script.
 if (!__ENV.PORTCULLIS_CREDENTIALS) {
@@ -89,6 +90,52 @@ export function verify(res, predicates) {
   return ok;
 }
 
+// k6 durations as seconds, for scenarios that size themselves by them.
+export function durationSeconds() {
+  return seconds(__ENV.DURATION || '30s');
+}
+
+// The admin API's bearer header.
+export function adminHeaders() {
+  return { authorization: `Bearer ${stack.admin_token}`, 'content-type': 'application/json' };
+}
+
+// RFC 4648 base32 (no padding) to bytes.
+function base32(text) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  const bytes = [];
+  let bits = 0;
+  let value = 0;
+  for (const c of text.replace(/=+$/, '').toUpperCase()) {
+    value = (value << 5) | alphabet.indexOf(c);
+    bits += 5;
+    if (bits >= 8) {
+      bytes.push((value >>> (bits - 8)) & 0xff);
+      bits -= 8;
+    }
+  }
+  return new Uint8Array(bytes).buffer;
+}
+
+// The RFC 6238 code (HMAC-SHA1, six digits) of the base32 `secret` for
+// time step `step` (30 s steps since the epoch).
+export function totp(secret, step) {
+  const counter = new Uint8Array(8);
+  let n = step;
+  for (let i = 7; i >= 0; i--) {
+    counter[i] = n % 256;
+    n = Math.floor(n / 256);
+  }
+  const mac = crypto.hmac('sha1', base32(secret), counter.buffer, 'hex');
+  const offset = parseInt(mac.slice(-1), 16);
+  const word = parseInt(mac.slice(offset * 2, offset * 2 + 8), 16) & 0x7fffffff;
+  return String(word % 1000000).padStart(6, '0');
+}
+
+export function timeStep() {
+  return Math.floor(Date.now() / 30000);
+}
+
 // A client_credentials token of the demo service client.
 export function serviceToken(scope) {
   const service = stack.clients.service;
@@ -105,7 +152,7 @@ export function basic(id, secret) {
   return `Basic ${encoding.b64encode(`${id}:${secret}`)}`;
 }
 
-function hidden(res, name) {
+export function hidden(res, name) {
   return parseHTML(res.body).find(`input[name=${name}]`).attr('value');
 }
 
@@ -113,7 +160,9 @@ function hidden(res, name) {
 // the authserver's login page, then consent when asked, then back through
 // the gateway's callback to the page first asked for. Uses the VU's cookie
 // jar; returns the final response.
-export function signIn(page) {
+// `user` (default: the demo user) may carry `secondFactor(res)`, which
+// answers the second-factor page and returns the response after it.
+export function signIn(page, user = stack.user) {
   const login = http.get(page, { headers: { accept: 'text/html' } });
   if (!verify(login, { 'login page': (r) => r.status === 200 && r.body.includes('action="/login"') })) {
     return login;
@@ -121,9 +170,12 @@ export function signIn(page) {
   let res = http.post(`${stack.issuer}/login`, {
     request: hidden(login, 'request'),
     csrf: hidden(login, 'csrf'),
-    username: stack.user.username,
-    password: stack.user.password,
+    username: user.username,
+    password: user.password,
   });
+  if (user.secondFactor) {
+    res = user.secondFactor(res);
+  }
   if (res.status === 200 && res.body.includes('action="/consent"')) {
     res = http.post(`${stack.issuer}/consent`, {
       request: hidden(res, 'request'),

@@ -58,7 +58,6 @@ pub async fn with_passkey(
                 Retry::Locked
             } else {
                 status("success");
-                app.metrics.logins.with_label_values(&["success"]).inc();
                 let event = AuditEvent::new(now, user.id.clone(), "login.passkey.success")
                     .target(user.id.clone())
                     .source(attempt.browser.source)

@@ -83,9 +83,21 @@ async fn sessions_are_listed_and_ended_from_another_browser() {
     let store = server.embedded_store().await;
     let events = store.audit_events(100).await.unwrap();
     store.close().await;
-    assert_eq!(
-        events.iter().filter(|e| e.action == "session.end").count(),
-        2
+    let count = |action: &str| events.iter().filter(|e| e.action == action).count();
+    assert_eq!(count("session.end"), 2);
+    assert_eq!((count("login.password"), count("login.success")), (2, 2));
+    let success = events.iter().find(|e| e.action == "login.success").unwrap();
+    assert_eq!(success.detail["username"], "d***o");
+    assert_eq!(success.detail["amr"], json!(["pwd"]));
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("auth_logins_total{outcome=\"success\"} 2"),
+        "one per session begun: {metrics}"
     );
 }
 
