@@ -166,7 +166,7 @@ pub(super) async fn render(app: &App, headers: &HeaderMap, next: Next) -> Respon
             user,
             amr,
         } => {
-            return match crate::login::factor::step_up(app, &request_id, client_name, user, amr)
+            return match crate::login::challenge::step_up(app, &request_id, client_name, user, amr)
                 .await
             {
                 Ok(c) => {

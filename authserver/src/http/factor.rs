@@ -176,7 +176,7 @@ pub(super) async fn factor_get(
         Err(e) => return e.into_response(),
     };
     let resend = query.get("resend") == Some("1");
-    match login::factor::challenge(&app, &token, chosen, resend).await {
+    match login::challenge::challenge(&app, &token, chosen, resend).await {
         Ok(c) => challenge_page(&c, &csrf_token, &cookies),
         Err(r) => refusal(r),
     }

@@ -26,10 +26,12 @@ use crate::error::OAuthError;
 use crate::model::{AuditEvent, MfaPolicy, User};
 use crate::session::{self, Session};
 
+pub mod challenge;
 pub mod factor;
 mod passkey;
 
-pub use factor::{Ask, Challenge, CodeAttempt, EnrolAttempt};
+pub use challenge::{Ask, Challenge};
+pub use factor::{CodeAttempt, EnrolAttempt};
 pub use passkey::{PasskeyAttempt, with_passkey};
 
 /// The one message for every failed login.
@@ -166,7 +168,7 @@ pub async fn with_password(
                 || req.wants_mfa(&app.config.mfa);
             if !methods.is_empty() || required {
                 let first = vec!["pwd".to_owned()];
-                return factor::begin(
+                return challenge::begin(
                     app,
                     attempt.request_id,
                     req,
