@@ -75,7 +75,8 @@ async fn removing_a_factor_needs_a_recent_sign_in_and_renaming_does_not() {
     let page = browser.get("/account").await;
     let factor = page.hidden("factor");
     let csrf = page.hidden("csrf");
-    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    // Whole seconds: a sign-in at 100.9 is at 100; four are past for sure.
+    tokio::time::sleep(std::time::Duration::from_millis(4100)).await;
 
     let renamed = browser
         .post(
