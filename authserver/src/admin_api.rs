@@ -90,6 +90,8 @@ impl From<Error> for AdminError {
             Error::Store(StoreError::Conflict(what)) => {
                 Self(StatusCode::CONFLICT, format!("{what} already exists"))
             }
+            Error::Store(StoreError::Invalid(what)) => Self(StatusCode::BAD_REQUEST, what),
+            Error::Store(StoreError::Stale(what)) => Self(StatusCode::PRECONDITION_FAILED, what),
             Error::Store(e) => {
                 tracing::error!(error = %e, "admin API: database");
                 Self(

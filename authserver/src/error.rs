@@ -104,6 +104,7 @@ impl From<StoreError> for OAuthError {
         match e {
             StoreError::NotFound(what) => Self::invalid_grant(format!("{what} not found")),
             StoreError::Conflict(what) => Self::invalid_request(format!("{what} already exists")),
+            StoreError::Invalid(what) | StoreError::Stale(what) => Self::invalid_request(what),
             StoreError::Corrupt(_) => Self::server_error(&e),
             StoreError::Url { .. } | StoreError::Database(_) | StoreError::Migrate(_) => {
                 Self::unavailable(&e)

@@ -38,6 +38,7 @@ mod pages;
 pub mod password;
 mod proxy;
 mod relying_party;
+pub mod scim;
 pub mod server;
 pub mod session;
 mod sms;

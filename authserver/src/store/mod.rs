@@ -32,6 +32,13 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored record `{0}` is corrupt")]
     Corrupt(String),
+    /// The request cannot be carried out as asked (a filter that names no
+    /// attribute, a member that is nobody).
+    #[error("{0}")]
+    Invalid(String),
+    /// A conditional write whose version no longer matches.
+    #[error("{0}")]
+    Stale(String),
 }
 
 #[derive(Debug, Clone)]
@@ -117,10 +124,14 @@ mod audit;
 mod clients;
 mod consents;
 mod factors;
+mod feed;
 mod keys;
 mod rows;
+pub mod scim;
 mod users;
 
+pub use feed::Change;
+pub use scim::ScimQuery;
 pub use users::{NewUser, UserChange};
 
 impl Store {

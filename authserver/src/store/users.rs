@@ -1,5 +1,6 @@
 //! Users: accounts, their groups and roles, passwords and the disabled flag.
 
+use super::feed::{self, FeedTx};
 use super::rows::UserRow;
 use super::*;
 use crate::model::{MfaPolicy, User};
@@ -43,6 +44,7 @@ impl Store {
         let key = username_key(&new.username);
         on!(self, |p| async {
             let mut tx = p.begin().await?;
+            tx.lock_feed().await?;
             sqlx::query(
                 "INSERT INTO users (id, username, username_key, email, display_name, password_hash, roles, disabled, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8)",
@@ -58,22 +60,28 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             for group in &new.groups {
-                sqlx::query(
-                    "INSERT INTO groups (id, name, created_at) VALUES ($1, $1, $2) ON CONFLICT (name) DO NOTHING",
+                let created = sqlx::query(
+                    "INSERT INTO groups (id, name, name_key, created_at, updated_at) VALUES ($1, $1, $2, $3, $3) \
+                     ON CONFLICT (name_key) DO NOTHING",
                 )
                 .bind(group)
+                .bind(group.to_lowercase())
                 .bind(at)
                 .execute(&mut *tx)
                 .await?;
+                if created.rows_affected() == 1 {
+                    tx.emit_group(at, group).await?;
+                }
                 sqlx::query(
-                    "INSERT INTO group_members (group_id, user_id) SELECT id, $2 FROM groups WHERE name = $1",
+                    "INSERT INTO group_members (group_id, user_id) SELECT id, $2 FROM groups WHERE name_key = $1",
                 )
-                .bind(group)
+                .bind(group.to_lowercase())
                 .bind(&new.id)
                 .execute(&mut *tx)
                 .await?;
             }
             audit_insert!(audit).execute(&mut *tx).await?;
+            tx.emit_user(at, &new.id).await?;
             tx.commit().await
         }
         .await)
@@ -163,15 +171,12 @@ impl Store {
         disabled: bool,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let changed = on!(self, |p| changed_with_audit!(p, audit, |tx| sqlx::query(
-            "UPDATE users SET disabled = $2, updated_at = $3 WHERE id = $1"
-        )
-        .bind(user_id)
-        .bind(disabled)
-        .bind(audit.at)
-        .execute(&mut *tx)
-        .await))?;
-        found(changed, || format!("user `{user_id}`"))
+        let change = UserChange {
+            disabled: Some(disabled),
+            ..UserChange::default()
+        };
+        self.update_user(user_id, &change, std::slice::from_ref(audit))
+            .await
     }
 
     /// Applies `change` (any of a new password hash, the disabled flag,
@@ -185,10 +190,16 @@ impl Store {
         let at = audit.first().map_or(0, |a| a.at);
         let changed = on!(self, |p| async {
             let mut tx = p.begin().await?;
+            tx.lock_feed().await?;
+            let before: Option<(bool,)> =
+                sqlx::query_as("SELECT disabled FROM users WHERE id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             let done = sqlx::query(
                 "UPDATE users SET password_hash = COALESCE($2, password_hash), \
-                 disabled = COALESCE($3, disabled), mfa = COALESCE($4, mfa), updated_at = $5 \
-                 WHERE id = $1",
+                 disabled = COALESCE($3, disabled), mfa = COALESCE($4, mfa), updated_at = $5, \
+                 version = version + 1 WHERE id = $1",
             )
             .bind(user_id)
             .bind(change.password_hash)
@@ -203,6 +214,18 @@ impl Store {
             for event in audit {
                 audit_insert!(event).execute(&mut *tx).await?;
             }
+            if let (Some((was,)), Some(now)) = (before, change.disabled)
+                && was != now
+            {
+                tx.emit_user(at, user_id).await?;
+                tx.append(
+                    at,
+                    "revocation",
+                    &feed::user_revocation(user_id, !now),
+                    None,
+                )
+                .await?;
+            }
             tx.commit().await.map(|()| true)
         }
         .await)?;
@@ -210,12 +233,6 @@ impl Store {
     }
 
     pub async fn delete_user(&self, user_id: &str, audit: &AuditEvent) -> Result<(), StoreError> {
-        let changed = on!(self, |p| changed_with_audit!(p, audit, |tx| sqlx::query(
-            "DELETE FROM users WHERE id = $1"
-        )
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await))?;
-        found(changed, || format!("user `{user_id}`"))
+        self.scim_delete_user(user_id, None, audit).await
     }
 }

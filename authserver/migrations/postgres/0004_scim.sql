@@ -1,0 +1,51 @@
+-- SCIM 2.0: what a provisioning client sets besides the columns the sign-in
+-- reads (the rest of the resource as one JSON document), ETag versions,
+-- nested groups, provisioning tokens, and the change feed's outbox.
+ALTER TABLE users ADD COLUMN external_id TEXT;
+ALTER TABLE users ADD COLUMN profile JSONB NOT NULL DEFAULT '{}';
+ALTER TABLE users ADD COLUMN version BIGINT NOT NULL DEFAULT 1;
+CREATE INDEX users_external_id ON users (external_id);
+-- `userName sw "…"` as an index range scan.
+CREATE INDEX users_username_prefix ON users (username_key text_pattern_ops);
+
+ALTER TABLE groups ADD COLUMN name_key TEXT;
+UPDATE groups SET name_key = lower(name);
+ALTER TABLE groups ALTER COLUMN name_key SET NOT NULL;
+CREATE UNIQUE INDEX groups_unique_name ON groups (name_key);
+ALTER TABLE groups ADD COLUMN external_id TEXT;
+ALTER TABLE groups ADD COLUMN updated_at BIGINT;
+UPDATE groups SET updated_at = created_at;
+ALTER TABLE groups ALTER COLUMN updated_at SET NOT NULL;
+ALTER TABLE groups ADD COLUMN version BIGINT NOT NULL DEFAULT 1;
+CREATE INDEX groups_external_id ON groups (external_id);
+
+-- Groups in groups (SCIM members of type Group).
+CREATE TABLE group_children (
+    parent_id TEXT NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+    child_id  TEXT NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+    PRIMARY KEY (parent_id, child_id)
+);
+CREATE INDEX group_children_child ON group_children (child_id);
+
+-- Bearer tokens the admin CLI makes for provisioning clients and feed
+-- followers, kept as keyed digests.
+CREATE TABLE service_tokens (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    digest     BYTEA NOT NULL UNIQUE,
+    scopes     TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+
+-- The change feed: written in the transaction of the change it records,
+-- in commit order (writers take one advisory lock), read by cursor.
+CREATE TABLE changes (
+    seq  BIGSERIAL PRIMARY KEY,
+    at   BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    -- A revocation of a token or session matters until it would have
+    -- expired; NULL for what a snapshot also carries.
+    until BIGINT
+);
+CREATE INDEX changes_at ON changes (at);

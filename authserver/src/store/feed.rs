@@ -1,0 +1,281 @@
+//! The change feed's outbox: each change to users and groups appends what
+//! its followers need (the entity as it now is; a revocation) inside the
+//! same transaction, so a change is in the feed exactly when it is in the
+//! database. On PostgreSQL appenders take one advisory lock, so sequence
+//! numbers commit in order and a follower reading `seq > cursor` never
+//! skips one that commits late; SQLite has one writer at a time anyway.
+
+use serde_json::{Map, Value, json};
+use sqlx::types::Json;
+
+use super::*;
+
+/// The advisory lock key of the feed's appenders ("feed" in ASCII).
+const FEED_LOCK: i64 = 0x6665_6564;
+
+/// One recorded change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub seq: i64,
+    pub at: i64,
+    /// `entity` or `revocation`.
+    pub kind: String,
+    pub body: Value,
+}
+
+/// The user attributes a policy may read, by their SCIM names: what the
+/// feed carries for each user (besides `active` and the groups).
+pub const USER_FACTS: &[(&str, &[&str])] = &[
+    ("title", &["title"]),
+    ("userType", &["userType"]),
+    ("locale", &["locale"]),
+    ("employeeNumber", &[scim_ext(), "employeeNumber"]),
+    ("costCenter", &[scim_ext(), "costCenter"]),
+    ("organization", &[scim_ext(), "organization"]),
+    ("division", &[scim_ext(), "division"]),
+    ("department", &[scim_ext(), "department"]),
+];
+
+const fn scim_ext() -> &'static str {
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+}
+
+/// What a transaction that changes users or groups does for the feed.
+pub(super) trait FeedTx {
+    /// Orders appenders (a no-op where writes are serial).
+    async fn lock_feed(&mut self) -> Result<(), sqlx::Error>;
+    /// `until`: when a revocation stops mattering (none: kept for the
+    /// retention period, like entity changes).
+    async fn append(
+        &mut self,
+        at: i64,
+        kind: &str,
+        body: &Value,
+        until: Option<i64>,
+    ) -> Result<(), sqlx::Error>;
+    /// The user `id` as it now is: its entity, or its deletion.
+    async fn emit_user(&mut self, at: i64, id: &str) -> Result<(), sqlx::Error>;
+    /// The group `id` as it now is (its parents), by name.
+    async fn emit_group(&mut self, at: i64, id: &str) -> Result<(), sqlx::Error>;
+}
+
+/// The entity body of a user row.
+pub(super) fn user_entity(
+    id: &str,
+    username: &str,
+    display_name: Option<&str>,
+    email: Option<&str>,
+    disabled: bool,
+    profile: &Value,
+    groups: Vec<String>,
+) -> Value {
+    let mut attrs = Map::new();
+    attrs.insert("userName".into(), json!(username));
+    if let Some(d) = display_name {
+        attrs.insert("displayName".into(), json!(d));
+    }
+    if let Some(e) = email {
+        attrs.insert("email".into(), json!(e));
+    }
+    for (name, path) in USER_FACTS {
+        let mut v = profile;
+        for key in *path {
+            v = &v[*key];
+        }
+        if let Some(s) = v.as_str() {
+            attrs.insert((*name).to_owned(), json!(s));
+        }
+    }
+    json!({
+        "entity": "user",
+        "id": id,
+        "active": !disabled,
+        "attrs": attrs,
+        "groups": groups,
+    })
+}
+
+macro_rules! feed_tx {
+    ($db:ty, $lock:expr) => {
+        impl FeedTx for sqlx::Transaction<'_, $db> {
+            async fn lock_feed(&mut self) -> Result<(), sqlx::Error> {
+                if let Some(sql) = $lock {
+                    sqlx::query(sql).bind(FEED_LOCK).execute(&mut **self).await?;
+                }
+                Ok(())
+            }
+
+            async fn append(
+                &mut self,
+                at: i64,
+                kind: &str,
+                body: &Value,
+                until: Option<i64>,
+            ) -> Result<(), sqlx::Error> {
+                sqlx::query("INSERT INTO changes (at, kind, body, until) VALUES ($1, $2, $3, $4)")
+                    .bind(at)
+                    .bind(kind)
+                    .bind(body.to_string())
+                    .bind(until)
+                    .execute(&mut **self)
+                    .await?;
+                Ok(())
+            }
+
+            async fn emit_user(&mut self, at: i64, id: &str) -> Result<(), sqlx::Error> {
+                let row: Option<(String, Option<String>, Option<String>, bool, Json<Value>)> =
+                    sqlx::query_as(
+                        "SELECT username, display_name, email, disabled, profile FROM users WHERE id = $1",
+                    )
+                    .bind(id)
+                    .fetch_optional(&mut **self)
+                    .await?;
+                let body = match row {
+                    None => json!({"entity": "user", "id": id, "deleted": true}),
+                    Some((username, display_name, email, disabled, Json(profile))) => {
+                        let groups: Vec<(String,)> = sqlx::query_as(
+                            "SELECT g.name FROM groups g JOIN group_members m ON m.group_id = g.id \
+                             WHERE m.user_id = $1 ORDER BY g.name",
+                        )
+                        .bind(id)
+                        .fetch_all(&mut **self)
+                        .await?;
+                        user_entity(
+                            id,
+                            &username,
+                            display_name.as_deref(),
+                            email.as_deref(),
+                            disabled,
+                            &profile,
+                            groups.into_iter().map(|(g,)| g).collect(),
+                        )
+                    }
+                };
+                self.append(at, "entity", &body, None).await
+            }
+
+            async fn emit_group(&mut self, at: i64, id: &str) -> Result<(), sqlx::Error> {
+                let name: Option<(String,)> = sqlx::query_as("SELECT name FROM groups WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut **self)
+                    .await?;
+                let Some((name,)) = name else { return Ok(()) };
+                let parents: Vec<(String,)> = sqlx::query_as(
+                    "SELECT g.name FROM groups g JOIN group_children c ON c.parent_id = g.id \
+                     WHERE c.child_id = $1 ORDER BY g.name",
+                )
+                .bind(id)
+                .fetch_all(&mut **self)
+                .await?;
+                let body = json!({
+                    "entity": "group",
+                    "id": name,
+                    "groups": parents.into_iter().map(|(p,)| p).collect::<Vec<_>>(),
+                });
+                self.append(at, "entity", &body, None).await
+            }
+        }
+    };
+}
+
+feed_tx!(sqlx::Postgres, Some("SELECT pg_advisory_xact_lock($1)"));
+feed_tx!(sqlx::Sqlite, None::<&str>);
+
+/// A group's deletion (by name: that is the entity's id).
+pub(super) fn group_deleted(name: &str) -> Value {
+    json!({"entity": "group", "id": name, "deleted": true})
+}
+
+/// A user's sign-in state, for those following revocations only.
+pub(super) fn user_revocation(id: &str, active: bool) -> Value {
+    json!({"revocation": "user", "sub": id, "revoked": !active})
+}
+
+#[derive(sqlx::FromRow)]
+struct ChangeRow {
+    seq: i64,
+    at: i64,
+    kind: String,
+    body: String,
+}
+
+impl Store {
+    /// Up to `limit` changes after `cursor`, oldest first; `kinds` empty
+    /// means every kind.
+    pub async fn changes_after(
+        &self,
+        cursor: i64,
+        kinds: &[&str],
+        limit: i64,
+    ) -> Result<Vec<Change>, StoreError> {
+        let all = kinds.is_empty();
+        let entity = all || kinds.contains(&"entity");
+        let revocation = all || kinds.contains(&"revocation");
+        let rows: Vec<ChangeRow> = on!(self, |p| sqlx::query_as(
+            "SELECT seq, at, kind, body FROM changes WHERE seq > $1 \
+             AND ((kind = 'entity' AND $2) OR (kind = 'revocation' AND $3)) ORDER BY seq LIMIT $4"
+        )
+        .bind(cursor)
+        .bind(entity)
+        .bind(revocation)
+        .bind(limit)
+        .fetch_all(p)
+        .await)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Change {
+                    body: serde_json::from_str(&r.body)
+                        .map_err(|_| StoreError::Corrupt(format!("change {}", r.seq)))?,
+                    seq: r.seq,
+                    at: r.at,
+                    kind: r.kind,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest sequence number (0 before any change) and the oldest
+    /// still kept (a follower behind it needs a snapshot).
+    pub async fn change_bounds(&self) -> Result<(i64, i64), StoreError> {
+        let (newest, oldest): (Option<i64>, Option<i64>) = on!(self, |p| sqlx::query_as(
+            "SELECT MAX(seq), MIN(seq) FROM changes"
+        )
+        .fetch_one(p)
+        .await)?;
+        Ok((newest.unwrap_or(0), oldest.unwrap_or(0)))
+    }
+
+    /// Records revocations that are not a database change (a session
+    /// ended, a token revoked), each with when it stops mattering: their
+    /// own transaction, in feed order.
+    pub async fn append_revocations(
+        &self,
+        at: i64,
+        revocations: &[(Value, i64)],
+    ) -> Result<(), StoreError> {
+        on!(self, |p| async {
+            let mut tx = p.begin().await?;
+            tx.lock_feed().await?;
+            for (body, until) in revocations {
+                tx.append(at, "revocation", body, Some(*until)).await?;
+            }
+            tx.commit().await
+        }
+        .await)?;
+        Ok(())
+    }
+
+    /// Forgets what was recorded before `before` (a follower that far
+    /// behind starts from a snapshot), except revocations that still
+    /// matter at `now`.
+    pub async fn prune_changes(&self, before: i64, now: i64) -> Result<u64, StoreError> {
+        Ok(on!(self, |p| sqlx::query(
+            "DELETE FROM changes WHERE at < $1 AND (until IS NULL OR until < $2)"
+        )
+        .bind(before)
+        .bind(now)
+        .execute(p)
+        .await
+        .map(|done| done.rows_affected()))?)
+    }
+}
