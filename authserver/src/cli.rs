@@ -60,6 +60,24 @@ enum Command {
     /// Manage signing keys and the master key.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage service tokens (SCIM provisioning, change-feed followers).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make a token; it is printed once (only its keyed digest is kept).
+    Add {
+        name: String,
+        /// `scim` (provisioning) and/or `feed` (following the change feed).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+    },
+    /// List the tokens (never the tokens themselves).
+    List,
+    /// Remove a token: it stops working at once.
+    Remove { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,6 +322,26 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<ExitCode> {
             let policy = MfaPolicy::from(policy);
             admin::set_user_mfa(&app, &user, policy, Actor::local("cli"), now()).await?;
             println!("mfa = {} for `{username}`", policy.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(TokenCommand::Add { name, scopes }) => {
+            let (token, _) =
+                crate::service::add_token(&app, &name, &scopes, Actor::local("cli"), now()).await?;
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(TokenCommand::List) => {
+            for token in app.store.service_tokens().await? {
+                println!("{}", serde_json::to_string(&token)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(TokenCommand::Remove { name }) => {
+            let audit = Actor::local("cli")
+                .event(now(), "service_token.remove")
+                .detail(serde_json::json!({"name": name}));
+            app.store.remove_service_token(&name, &audit).await?;
+            println!("removed service token `{name}`");
             Ok(ExitCode::SUCCESS)
         }
         Command::Client(ClientCommand::Mfa { client_id, policy }) => {

@@ -203,6 +203,9 @@ pub async fn refresh_token(
             app.ephemeral
                 .put(&keys::refresh_family(&f), b"live", ttl)
                 .await?;
+            app.ephemeral
+                .add_member(&keys::refresh_families_of_user(&user.id), &f, ttl)
+                .await?;
             (f, expires)
         }
     };
@@ -234,6 +237,16 @@ pub async fn refresh_token(
         .inc();
     app.metrics.refresh_tokens.add(expires);
     Ok((token, family))
+}
+
+/// Revokes every refresh-token family of `user_id` (a user who may no
+/// longer sign in).
+pub async fn end_refresh_families(app: &App, user_id: &str) -> Result<(), EphemeralError> {
+    let index = keys::refresh_families_of_user(user_id);
+    for family in app.ephemeral.members(&index).await? {
+        app.ephemeral.delete(&keys::refresh_family(&family)).await?;
+    }
+    app.ephemeral.delete(&index).await
 }
 
 #[cfg(test)]

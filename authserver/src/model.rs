@@ -16,7 +16,8 @@ pub struct User {
     pub password_hash: Option<String>,
     /// Names for the `roles` claim.
     pub roles: Vec<String>,
-    /// Names of the groups the user belongs to (the `groups` claim).
+    /// Names of the groups the user belongs to, directly or through nested
+    /// groups (the `groups` claim).
     pub groups: Vec<String>,
     pub disabled: bool,
     pub mfa: MfaPolicy,

@@ -41,6 +41,12 @@ pub fn refresh_family(family: &str) -> String {
     format!("refresh-family:{family}")
 }
 
+/// The refresh-token families of a user (a set), so they can all be
+/// revoked when the user may no longer sign in.
+pub fn refresh_families_of_user(user_id: &str) -> String {
+    format!("user-refresh:{user_id}")
+}
+
 /// An opaque access token's claims.
 pub fn opaque_access(token: &str) -> String {
     format!("access:{}", digest(token))
@@ -155,6 +161,7 @@ mod tests {
             login_failures_from(secret),
             sms_sent_to_user(secret),
             sessions_of_user(secret),
+            refresh_families_of_user(secret),
         ]);
         let count = unique.len();
         unique.sort();

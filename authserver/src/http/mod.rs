@@ -31,6 +31,7 @@ mod discovery;
 mod endpoints;
 mod factor;
 mod logout;
+mod scim;
 
 use authorization::{authorize_get, authorize_post, authorize_resume, consent, login};
 use browser::{
@@ -73,6 +74,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/static/style.css", get(style))
         .route("/static/webauthn.js", get(browser::script))
         .merge(crate::admin_api::router())
+        .merge(scim::router())
         .route("/introspect", post(introspect))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

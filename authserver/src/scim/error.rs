@@ -87,23 +87,3 @@ impl ScimError {
         v
     }
 }
-
-impl From<crate::store::StoreError> for ScimError {
-    fn from(e: crate::store::StoreError) -> Self {
-        use crate::store::StoreError;
-        match e {
-            StoreError::NotFound(what) => Self::not_found(format!("{what} not found")),
-            StoreError::Conflict(what) => Self::uniqueness(format!("{what} already exists")),
-            StoreError::Invalid(what) => Self::invalid_value(what),
-            StoreError::Stale(what) => Self::precondition(what),
-            StoreError::Corrupt(what) => {
-                tracing::error!(record = %what, "a stored record is corrupt");
-                Self::internal("a stored record is corrupt")
-            }
-            other => {
-                tracing::error!(error = %other, "SCIM store failure");
-                Self::unavailable("the directory cannot answer now; try again")
-            }
-        }
-    }
-}

@@ -8,7 +8,9 @@
 pub mod error;
 pub mod filter;
 pub mod patch;
+pub mod projection;
 pub mod resource;
 pub mod schema;
+pub mod time;
 
 pub use error::ScimError;

@@ -407,10 +407,32 @@ pub fn apply_patch(resource: Resource, doc: &mut Value, body: &Value) -> Result<
             }
         };
         let value = field("value").filter(|v| !v.is_null());
-        match field("path")
-            .and_then(Value::as_str)
-            .filter(|p| !p.trim().is_empty())
+        let path = field("path").and_then(Value::as_str).map(str::trim);
+        // A path that is an extension's URN names all its attributes.
+        if let Some((ext, _)) =
+            path.and_then(|p| resource.extensions().iter().find(|(id, _)| same(id, p)))
         {
+            if verb == Verb::Remove {
+                let key = key_of(map, ext);
+                map.remove(&key);
+                continue;
+            }
+            let Some(Value::Object(values)) = value else {
+                return Err(ScimError::invalid_value(format!(
+                    "operation {n}: `{ext}` takes an object of its attributes"
+                )));
+            };
+            for (k, v) in values.iter().filter(|(k, _)| !same(k, "schemas")) {
+                apply(
+                    map,
+                    verb,
+                    &resolve(resource, &format!("{ext}:{k}"))?,
+                    Some(v),
+                )?;
+            }
+            continue;
+        }
+        match path.filter(|p| !p.is_empty()) {
             Some(path) => apply(map, verb, &resolve(resource, path)?, value)?,
             None if verb == Verb::Remove => {
                 return Err(ScimError::no_target(format!(
@@ -431,7 +453,7 @@ pub fn apply_patch(resource: Resource, doc: &mut Value, body: &Value) -> Result<
                     if let (Some((ext, _)), Value::Object(inner)) =
                         (resource.extensions().iter().find(|(id, _)| same(id, k)), v)
                     {
-                        for (ik, iv) in inner {
+                        for (ik, iv) in inner.iter().filter(|(k, _)| !same(k, "schemas")) {
                             apply(
                                 map,
                                 verb,

@@ -8,7 +8,6 @@
 use serde_json::{Map, Value, json};
 
 use super::error::ScimError;
-use super::filter::AttrPath;
 use super::schema::{self, Attribute, Kind, Mutability, Resource};
 
 /// A user resource, validated: the parts the sign-in reads as fields, the
@@ -19,12 +18,19 @@ pub struct UserDoc {
     pub user_name: String,
     pub external_id: Option<String>,
     pub display_name: Option<String>,
-    pub active: bool,
+    /// `None`: not set (a provisioning client removed it, or never sent
+    /// it); the user may sign in unless it is `Some(false)`.
+    pub active: Option<bool>,
     pub password: Option<String>,
     pub profile: Map<String, Value>,
 }
 
 impl UserDoc {
+    /// Whether the user may sign in.
+    pub fn may_sign_in(&self) -> bool {
+        self.active != Some(false)
+    }
+
     /// The address sign-in and tokens use: the primary email, else the first.
     pub fn email(&self) -> Option<String> {
         let emails = self.profile.get("emails")?.as_array()?;
@@ -84,8 +90,8 @@ pub struct GroupRecord {
     pub id: String,
     pub display_name: String,
     pub external_id: Option<String>,
-    /// `(id, type, display)`.
-    pub members: Vec<(String, Resource, String)>,
+    /// `(id, type)`.
+    pub members: Vec<(String, Resource)>,
     pub created_at: i64,
     pub updated_at: i64,
     pub version: i64,
@@ -94,27 +100,6 @@ pub struct GroupRecord {
 /// The weak ETag of a version (RFC 7644 §3.14).
 pub fn etag(version: i64) -> String {
     format!("W/\"{version}\"")
-}
-
-/// RFC 3339 of Unix seconds, UTC.
-pub fn rfc3339(at: i64) -> String {
-    let days = at.div_euclid(86_400);
-    let secs = at.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
 }
 
 fn meta(
@@ -127,8 +112,8 @@ fn meta(
 ) -> Value {
     json!({
         "resourceType": resource.name(),
-        "created": rfc3339(created),
-        "lastModified": rfc3339(updated),
+        "created": super::time::rfc3339(created),
+        "lastModified": super::time::rfc3339(updated),
         "location": format!("{base}/{}/{id}", resource.endpoint()),
         "version": etag(version),
     })
@@ -150,7 +135,9 @@ pub fn user_json(r: &UserRecord, base: &str) -> Value {
     if let Some(d) = &r.doc.display_name {
         v.insert("displayName".into(), json!(d));
     }
-    v.insert("active".into(), json!(r.doc.active));
+    if let Some(active) = r.doc.active {
+        v.insert("active".into(), json!(active));
+    }
     for (k, val) in &r.doc.profile {
         v.insert(k.clone(), val.clone());
     }
@@ -188,10 +175,9 @@ pub fn group_json(r: &GroupRecord, base: &str) -> Value {
         "schemas": [schema::GROUP],
         "id": r.id,
         "displayName": r.display_name,
-        "members": r.members.iter().map(|(id, kind, display)| json!({
+        "members": r.members.iter().map(|(id, kind)| json!({
             "value": id,
             "$ref": format!("{base}/{}/{id}", kind.endpoint()),
-            "display": display,
             "type": kind.name(),
         })).collect::<Vec<_>>(),
         "meta": meta(Resource::Group, base, &r.id, r.created_at, r.updated_at, r.version),
@@ -312,7 +298,10 @@ fn fields(resource: Resource, body: &Map<String, Value>) -> Result<Vec<Field<'_>
                     "`{key}` must be an object"
                 )));
             };
-            for (k, v) in inner {
+            for (k, v) in inner
+                .iter()
+                .filter(|(k, _)| !k.eq_ignore_ascii_case("schemas"))
+            {
                 let attr = attrs
                     .iter()
                     .find(|a| a.name.eq_ignore_ascii_case(k))
@@ -344,10 +333,7 @@ fn object(body: &Value) -> Result<&Map<String, Value>, ScimError> {
 
 /// A user resource from a request body.
 pub fn user_doc(body: &Value) -> Result<UserDoc, ScimError> {
-    let mut doc = UserDoc {
-        active: true,
-        ..UserDoc::default()
-    };
+    let mut doc = UserDoc::default();
     let mut user_name = None;
     for (ext, attr, value) in fields(Resource::User, object(body)?)? {
         let at = match ext {
@@ -362,7 +348,7 @@ pub fn user_doc(body: &Value) -> Result<UserDoc, ScimError> {
             (None, "userName") => user_name = text(),
             (None, "externalId") => doc.external_id = text(),
             (None, "displayName") => doc.display_name = text(),
-            (None, "active") => doc.active = v.as_bool().unwrap_or(true),
+            (None, "active") => doc.active = v.as_bool(),
             (None, "password") => doc.password = text(),
             (None, name) => {
                 doc.profile.insert(name.to_owned(), v);
@@ -446,120 +432,6 @@ pub fn members(value: &Value) -> Result<Vec<MemberRef>, ScimError> {
         .collect()
 }
 
-/// Resolves `attributes`/`excludedAttributes` paths on `resource`.
-pub fn paths(resource: Resource, list: &str) -> Result<Vec<AttrPath>, ScimError> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let path = super::filter::attr_path(p).map_err(|e| ScimError::invalid_value(e.0))?;
-            schema::resolve(resource, path.uri.as_deref(), &path.name).ok_or_else(|| {
-                ScimError::invalid_value(format!(
-                    "`{p}` is not an attribute of {}",
-                    resource.name()
-                ))
-            })?;
-            Ok(path)
-        })
-        .collect()
-}
-
-fn same(a: &str, b: &str) -> bool {
-    a.eq_ignore_ascii_case(b)
-}
-
-/// Keeps what `attributes` asks for (and what is always returned), or
-/// drops what `excludedAttributes` names (RFC 7644 §3.4.2.5).
-pub fn project(
-    doc: &mut Value,
-    resource: Resource,
-    attributes: &[AttrPath],
-    excluded: &[AttrPath],
-) {
-    let Value::Object(map) = doc else { return };
-    let always = |key: &str| ["schemas", "id"].iter().any(|k| same(k, key));
-    let core = |p: &AttrPath| p.uri.as_deref().is_none_or(|u| same(u, resource.schema()));
-    let is_extension = |key: &str| resource.extensions().iter().any(|(id, _)| same(id, key));
-    if !attributes.is_empty() {
-        map.retain(|key, value| {
-            if always(key) {
-                return true;
-            }
-            if is_extension(key) {
-                let Value::Object(inner) = value else {
-                    return false;
-                };
-                inner.retain(|k, _| {
-                    attributes
-                        .iter()
-                        .any(|p| p.uri.as_deref().is_some_and(|u| same(u, key)) && same(&p.name, k))
-                });
-                return !inner.is_empty();
-            }
-            let hits: Vec<&AttrPath> = attributes
-                .iter()
-                .filter(|p| core(p) && same(&p.name, key))
-                .collect();
-            if hits.is_empty() {
-                return false;
-            }
-            if hits.iter().all(|p| p.sub.is_some()) {
-                let subs: Vec<&str> = hits.iter().filter_map(|p| p.sub.as_deref()).collect();
-                keep_subs(value, &subs);
-            }
-            true
-        });
-        return;
-    }
-    for p in excluded {
-        let target = if core(p) {
-            Some(&mut *map)
-        } else {
-            map.iter_mut()
-                .find(|(k, _)| p.uri.as_deref().is_some_and(|u| same(u, k)))
-                .and_then(|(_, v)| v.as_object_mut())
-        };
-        let Some(target) = target else { continue };
-        let Some(key) = target
-            .keys()
-            .find(|k| same(k, &p.name) && !always(k))
-            .cloned()
-        else {
-            continue;
-        };
-        match &p.sub {
-            None => {
-                target.remove(&key);
-            }
-            Some(sub) => drop_sub(target.get_mut(&key), sub),
-        }
-    }
-}
-
-fn keep_subs(value: &mut Value, subs: &[&str]) {
-    let keep = |m: &mut Map<String, Value>| m.retain(|k, _| subs.iter().any(|s| same(s, k)));
-    match value {
-        Value::Object(m) => keep(m),
-        Value::Array(items) => items
-            .iter_mut()
-            .filter_map(Value::as_object_mut)
-            .for_each(keep),
-        _ => {}
-    }
-}
-
-fn drop_sub(value: Option<&mut Value>, sub: &str) {
-    let drop = |m: &mut Map<String, Value>| m.retain(|k, _| !same(k, sub));
-    match value {
-        Some(Value::Object(m)) => drop(m),
-        Some(Value::Array(items)) => items
-            .iter_mut()
-            .filter_map(Value::as_object_mut)
-            .for_each(drop),
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -582,7 +454,7 @@ mod tests {
         });
         let doc = user_doc(&body).unwrap();
         assert_eq!(doc.user_name, "Test_User_ab6490ee@testuser.com");
-        assert!(doc.active);
+        assert_eq!(doc.active, Some(true));
         assert_eq!(
             doc.email().as_deref(),
             Some("Test_User_fd0ea19b@testuser.com")
@@ -597,7 +469,10 @@ mod tests {
             "an empty list is absent"
         );
         let body = json!({"schemas": [schema::USER], "userName": "x", "active": "False"});
-        assert!(!user_doc(&body).unwrap().active);
+        assert_eq!(user_doc(&body).unwrap().active, Some(false));
+        let body = json!({"schemas": [schema::USER], "userName": "x"});
+        let doc = user_doc(&body).unwrap();
+        assert!(doc.active.is_none() && doc.may_sign_in());
     }
 
     #[test]
@@ -645,35 +520,5 @@ mod tests {
         assert_eq!(g.members[1].kind, Some(Resource::Group));
         assert!(group_doc(&json!({"members": []})).is_err());
         assert!(members(&json!([{"value": "u", "type": "Robot"}])).is_err());
-    }
-
-    #[test]
-    fn projection_keeps_what_is_asked_and_what_is_always_returned() {
-        let record = UserRecord {
-            id: "u-1".into(),
-            doc: user_doc(&json!({"userName": "bjensen", "emails": [{"value": "b@x", "type": "work"}], "name": {"givenName": "B", "familyName": "J"}, schema::ENTERPRISE: {"department": "D", "division": "V"}})).unwrap(),
-            groups: vec![],
-            created_at: 0,
-            updated_at: 86_400,
-            version: 3,
-        };
-        let full = user_json(&record, "https://a/scim/v2");
-        assert_eq!(full["meta"]["version"], "W/\"3\"");
-        assert_eq!(full["meta"]["lastModified"], "1970-01-02T00:00:00Z");
-        let mut v = full.clone();
-        let attrs = paths(Resource::User, "userName,emails.value,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department").unwrap();
-        project(&mut v, Resource::User, &attrs, &[]);
-        assert_eq!(v["userName"], "bjensen");
-        assert_eq!(v["id"], "u-1");
-        assert_eq!(v["emails"], json!([{"value": "b@x"}]));
-        assert_eq!(v[schema::ENTERPRISE], json!({"department": "D"}));
-        assert!(v.get("name").is_none() && v.get("meta").is_none());
-        let mut v = full;
-        let excluded = paths(Resource::User, "name,emails.type,id").unwrap();
-        project(&mut v, Resource::User, &[], &excluded);
-        assert!(v.get("name").is_none());
-        assert_eq!(v["emails"], json!([{"value": "b@x"}]));
-        assert_eq!(v["id"], "u-1", "id is always returned");
-        assert!(paths(Resource::User, "nosuch").is_err());
     }
 }

@@ -361,7 +361,6 @@ const MEMBERS: &[Attribute] = &[
         .exact()
         .immutable()
         .references(&["User", "Group"]),
-    string("display", "The member's name").read_only(),
     string("type", "`User` or `Group`")
         .immutable()
         .canonical(&["User", "Group"]),

@@ -128,10 +128,12 @@ mod feed;
 mod keys;
 mod rows;
 pub mod scim;
+mod service_tokens;
 mod users;
 
 pub use feed::Change;
 pub use scim::ScimQuery;
+pub use service_tokens::ServiceToken;
 pub use users::{NewUser, UserChange};
 
 impl Store {

@@ -137,9 +137,11 @@ impl Store {
 
     async fn with_groups(&self, row: Option<UserRow>) -> Result<Option<User>, StoreError> {
         let Some(row) = row else { return Ok(None) };
+        // Direct and through nested groups: the `groups` claim names both.
         let groups: Vec<(String,)> = on!(self, |p| sqlx::query_as(
-            "SELECT g.name FROM groups g JOIN group_members m ON m.group_id = g.id \
-             WHERE m.user_id = $1 ORDER BY g.name",
+            "WITH RECURSIVE ug(id) AS (SELECT group_id FROM group_members WHERE user_id = $1 \
+             UNION SELECT c.parent_id FROM group_children c JOIN ug ON c.child_id = ug.id) \
+             SELECT g.name FROM groups g JOIN ug ON ug.id = g.id ORDER BY g.name",
         )
         .bind(&row.id)
         .fetch_all(p)

@@ -9,6 +9,7 @@ mod flow;
 mod passkeys;
 mod protocol;
 mod rp;
+mod scim;
 mod server;
 mod store;
 mod support;

@@ -197,10 +197,9 @@ impl Store {
             "SELECT id, name, external_id, created_at, updated_at, version FROM groups WHERE id IN ({list})"
         );
         let members_sql = format!(
-            "SELECT m.group_id, u.id, 'User', COALESCE(u.display_name, u.username) FROM group_members m \
-             JOIN users u ON u.id = m.user_id WHERE m.group_id IN ({list}) \
-             UNION ALL SELECT c.parent_id, g.id, 'Group', g.name FROM group_children c \
-             JOIN groups g ON g.id = c.child_id WHERE c.parent_id IN ({list})"
+            "SELECT group_id, user_id, 'User' FROM group_members WHERE group_id IN ({list}) \
+             UNION ALL SELECT parent_id, child_id, 'Group' FROM group_children WHERE parent_id IN ({list}) \
+             ORDER BY 1, 3 DESC, 2"
         );
         let rows: Vec<Row> = on!(self, |p| {
             let mut q = sqlx::query_as(sqlx::AssertSqlSafe(rows_sql.clone()));
@@ -209,7 +208,7 @@ impl Store {
             }
             q.fetch_all(p).await
         })?;
-        let members: Vec<(String, String, String, String)> = if with_members {
+        let members: Vec<(String, String, String)> = if with_members {
             on!(self, |p| {
                 let mut q = sqlx::query_as(sqlx::AssertSqlSafe(members_sql.clone()));
                 for id in ids {
@@ -229,13 +228,13 @@ impl Store {
                 members: members
                     .iter()
                     .filter(|(g, ..)| *g == r.id)
-                    .map(|(_, id, kind, display)| {
+                    .map(|(_, id, kind)| {
                         let kind = if kind == "Group" {
                             Resource::Group
                         } else {
                             Resource::User
                         };
-                        (id.clone(), kind, display.clone())
+                        (id.clone(), kind)
                     })
                     .collect(),
                 id: r.id,

@@ -27,6 +27,14 @@ fn username_key(name: &str) -> String {
     name.trim().to_lowercase()
 }
 
+/// The profile column: the resource's other attributes, and `active` as
+/// SCIM set it (null when it is not set).
+fn stored_profile(doc: &UserDoc) -> serde_json::Map<String, Value> {
+    let mut p = doc.profile.clone();
+    p.insert("active".into(), doc.active.map_or(Value::Null, Value::Bool));
+    p
+}
+
 impl Store {
     /// Users by id, in the order given (missing ones left out), each with
     /// its groups, direct and through nested groups.
@@ -75,14 +83,22 @@ impl Store {
                     .filter(|(u, ..)| *u == r.id)
                     .map(|(_, gid, name, direct)| (gid.clone(), name.clone(), *direct == 1))
                     .collect();
+                let mut profile = profile_of(r.profile);
+                // `active` as SCIM set it: a bool, or null once removed;
+                // absent for users made elsewhere, where the flag says.
+                let active = match profile.remove("active") {
+                    Some(Value::Bool(b)) => Some(b),
+                    Some(_) => None,
+                    None => Some(!r.disabled),
+                };
                 UserRecord {
                     doc: UserDoc {
                         user_name: r.username,
                         external_id: r.external_id,
                         display_name: r.display_name,
-                        active: !r.disabled,
+                        active,
                         password: None,
-                        profile: profile_of(r.profile),
+                        profile,
                     },
                     id: r.id,
                     groups,
@@ -128,15 +144,15 @@ impl Store {
             .bind(&doc.display_name)
             .bind(password_hash)
             .bind(json_list(&doc.roles()))
-            .bind(!doc.active)
+            .bind(!doc.may_sign_in())
             .bind(&doc.external_id)
-            .bind(Json(&doc.profile))
+            .bind(Json(stored_profile(doc)))
             .bind(at)
             .execute(&mut *tx)
             .await?;
             audit_insert!(audit).execute(&mut *tx).await?;
             tx.emit_user(at, id).await?;
-            if !doc.active {
+            if !doc.may_sign_in() {
                 tx.append(at, "revocation", &super::super::feed::user_revocation(id, false), None)
                     .await?;
             }
@@ -184,16 +200,16 @@ impl Store {
             .bind(&doc.display_name)
             .bind(password_hash)
             .bind(json_list(&doc.roles()))
-            .bind(!doc.active)
+            .bind(!doc.may_sign_in())
             .bind(&doc.external_id)
-            .bind(Json(&doc.profile))
+            .bind(Json(stored_profile(doc)))
             .bind(at)
             .execute(&mut *tx)
             .await?;
             audit_insert!(audit).execute(&mut *tx).await?;
             tx.emit_user(at, id).await?;
-            if was_disabled == doc.active {
-                let body = super::super::feed::user_revocation(id, doc.active);
+            if was_disabled == doc.may_sign_in() {
+                let body = super::super::feed::user_revocation(id, doc.may_sign_in());
                 tx.append(at, "revocation", &body, None).await?;
             }
             tx.commit().await.map(|()| Ok(!was_disabled))

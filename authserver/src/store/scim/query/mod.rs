@@ -115,50 +115,6 @@ fn json_bool(dialect: Dialect, base: &str, keys: &[&str]) -> String {
     }
 }
 
-/// An RFC 3339 instant as Unix seconds.
-fn unix_seconds(text: &str) -> Option<i64> {
-    let t = text.trim();
-    let (date, time) = t.split_once(['T', 't'])?;
-    let mut d = date.split('-');
-    let (y, m, day): (i64, i64, i64) = (
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-    );
-    let (clock, offset) = match time.find(['Z', 'z', '+', '-']) {
-        Some(i) => (&time[..i], &time[i..]),
-        None => (time, "Z"),
-    };
-    let mut c = clock.split(':');
-    let (hh, mm): (i64, i64) = (c.next()?.parse().ok()?, c.next()?.parse().ok()?);
-    let ss: f64 = c.next().unwrap_or("0").parse().ok()?;
-    let offset_secs = match offset.chars().next()? {
-        'Z' | 'z' => 0,
-        sign => {
-            let (oh, om) = offset[1..].split_once(':')?;
-            let secs = oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60;
-            if sign == '-' { -secs } else { secs }
-        }
-    };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 {
-        return None;
-    }
-    // Days from civil (proleptic Gregorian).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "whole seconds of a time of day"
-    )]
-    let whole = ss as i64;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + whole - offset_secs)
-}
-
 impl Builder {
     fn fresh(&mut self, prefix: &str) -> String {
         self.aliases += 1;
@@ -295,10 +251,8 @@ impl Builder {
                 let _ = write!(
                     self.sql.text,
                     "EXISTS (SELECT 1 FROM (\
-                     SELECT gm.user_id AS id, 'User' AS type, COALESCE(mu.display_name, mu.username) AS display \
-                     FROM group_members gm JOIN users mu ON mu.id = gm.user_id WHERE gm.group_id = {row}.id \
-                     UNION ALL SELECT gc.child_id, 'Group', mg.name \
-                     FROM group_children gc JOIN groups mg ON mg.id = gc.child_id WHERE gc.parent_id = {row}.id\
+                     SELECT gm.user_id AS id, 'User' AS type FROM group_members gm WHERE gm.group_id = {row}.id \
+                     UNION ALL SELECT gc.child_id, 'Group' FROM group_children gc WHERE gc.parent_id = {row}.id\
                      ) AS {m} WHERE "
                 );
                 m
@@ -332,7 +286,6 @@ impl Builder {
             Plural::Members => match sub.name {
                 "value" => text(format!("{e}.id"), true),
                 "type" => text(format!("{e}.type"), true),
-                "display" => text(format!("{e}.display"), false),
                 other => return Err(QueryError(format!("`members.{other}` cannot be filtered"))),
             },
         })
@@ -475,7 +428,7 @@ impl Builder {
                         other => Err(QueryError(format!("`{other}` is not a dateTime"))),
                     };
                 };
-                let secs = unix_seconds(t)
+                let secs = crate::scim::time::unix_seconds(t)
                     .ok_or_else(|| QueryError(format!("`{t}` is not an RFC 3339 dateTime")))?;
                 let p = self.sql.bind(Param::Int(secs));
                 let sql_op = match op {
@@ -640,142 +593,4 @@ pub fn sort_expression(
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-    use crate::scim::filter::parse;
-
-    fn sql(dialect: Dialect, resource: Resource, f: &str) -> Sql {
-        condition(dialect, resource, &parse(f).unwrap(), Sql::default()).unwrap()
-    }
-
-    #[test]
-    fn values_are_bound_never_inlined() {
-        let s = sql(
-            Dialect::Postgres,
-            Resource::User,
-            r#"userName eq "O'Hara\"); DROP TABLE users; --""#,
-        );
-        assert_eq!(s.text, "(lower(u.username) = $1)");
-        assert_eq!(
-            s.params,
-            [Param::Text("o'hara\"); drop table users; --".into())]
-        );
-    }
-
-    #[test]
-    fn case_exactness_follows_the_schema() {
-        let s = sql(
-            Dialect::Sqlite,
-            Resource::User,
-            r#"externalId eq "AbC" and userName sw "J""#,
-        );
-        assert_eq!(
-            s.text,
-            "((u.external_id = $1) AND (substr(lower(u.username), 1, length($2)) = $2))"
-        );
-        assert_eq!(
-            s.params,
-            [Param::Text("AbC".into()), Param::Text("j".into())]
-        );
-    }
-
-    #[test]
-    fn value_paths_become_exists_over_the_array() {
-        let s = sql(
-            Dialect::Sqlite,
-            Resource::User,
-            r#"emails[type eq "work" and primary eq true]"#,
-        );
-        assert!(
-            s.text.starts_with(
-                "EXISTS (SELECT 1 FROM json_each(u.profile, '$.\"emails\"') AS e1 WHERE "
-            ),
-            "{}",
-            s.text
-        );
-        assert!(
-            s.text
-                .contains("json_extract(e1.value, '$.\"primary\"') = $2"),
-            "{}",
-            s.text
-        );
-        let s = sql(
-            Dialect::Postgres,
-            Resource::User,
-            r#"emails.value co "@example.com""#,
-        );
-        assert!(s.text.contains("jsonb_array_elements"), "{}", s.text);
-        assert!(
-            s.text
-                .contains("strpos(lower((e1.v #>> '{\"value\"}')), $1) > 0"),
-            "{}",
-            s.text
-        );
-        let s = sql(
-            Dialect::Postgres,
-            Resource::User,
-            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "Sales""#,
-        );
-        assert_eq!(
-            s.text,
-            "(lower((u.profile #>> '{\"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User\",\"department\"}')) = $1)"
-        );
-    }
-
-    #[test]
-    fn relations_dates_and_booleans() {
-        let s = sql(
-            Dialect::Sqlite,
-            Resource::Group,
-            r#"members[value eq "u-1"]"#,
-        );
-        assert!(s.text.contains("UNION ALL"), "{}", s.text);
-        let s = sql(
-            Dialect::Sqlite,
-            Resource::User,
-            r#"meta.lastModified gt "2011-05-13T04:42:34Z""#,
-        );
-        assert_eq!(
-            (s.text.as_str(), &s.params[..]),
-            ("(u.updated_at > $1)", &[Param::Int(1_305_261_754)][..])
-        );
-        let s = sql(Dialect::Postgres, Resource::User, "active eq false");
-        assert_eq!(s.text, "((NOT u.disabled) = $1)");
-    }
-
-    #[test]
-    fn what_cannot_be_filtered_is_named() {
-        for (f, says) in [
-            (r#"nosuch eq "x""#, "`nosuch` is not an attribute"),
-            (r#"name eq "x""#, "complex"),
-            (r#"active gt true"#, "booleans"),
-            (r#"password eq "x""#, "password"),
-            (r#"meta.created gt "yesterday""#, "RFC 3339"),
-            (r#"emails[nosuch eq "x"]"#, "emails.nosuch"),
-            (r#"userName[value eq "x"]"#, "multi-valued"),
-        ] {
-            let err = condition(
-                Dialect::Sqlite,
-                Resource::User,
-                &parse(f).unwrap(),
-                Sql::default(),
-            )
-            .unwrap_err();
-            assert!(err.0.contains(says), "{f}: {err}");
-        }
-    }
-
-    #[test]
-    fn rfc3339_instants() {
-        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(unix_seconds("2011-05-13T04:42:34Z"), Some(1_305_261_754));
-        assert_eq!(
-            unix_seconds("2011-05-13T06:42:34+02:00"),
-            Some(1_305_261_754)
-        );
-        assert_eq!(unix_seconds("2011-05-13T04:42:34.5Z"), Some(1_305_261_754));
-        assert_eq!(unix_seconds("2011-13-13T04:42:34Z"), None);
-    }
-}
+mod tests;
