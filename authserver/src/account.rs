@@ -98,7 +98,7 @@ pub async fn end_session(
             "that session has already ended".into(),
         ));
     };
-    app.session_ended(&ended);
+    crate::logout::ended(app, std::slice::from_ref(&ended), now).await;
     let event = holder
         .event(now, "session.end")
         .detail(json!({"started": ended.auth_time, "address": ended.address}));
@@ -113,9 +113,7 @@ pub async fn end_other_sessions(
     now: i64,
 ) -> Result<usize, AccountError> {
     let ended = session::end_all(&app.ephemeral, &holder.user.id, Some(holder.handle)).await?;
-    for s in &ended {
-        app.session_ended(s);
-    }
+    crate::logout::ended(app, &ended, now).await;
     if !ended.is_empty() {
         let event = holder
             .event(now, "session.end")

@@ -330,6 +330,9 @@ async fn update_user(
         mfa: patch.mfa,
     };
     app.store.update_user(&user.id, &change, &events).await?;
+    if patch.disabled == Some(true) {
+        crate::directory::sign_out(&app, &user.id, now()).await;
+    }
     let user = app.store.user_by_id(&id).await?;
     Ok(axum::Json(user).into_response())
 }
@@ -376,6 +379,7 @@ async fn delete_user(
         .event(now(), "user.delete")
         .target(id.clone());
     app.store.delete_user(&id, &event).await?;
+    crate::directory::sign_out(&app, &id, now()).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

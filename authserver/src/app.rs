@@ -34,6 +34,9 @@ pub struct App {
     pub trusted_proxies: Vec<bootstrap::net::Cidr>,
     /// Group-committed audit events (logins, tokens).
     pub audit: crate::audit::AuditLog,
+    /// The change feed's newest sequence number, for long polls (kept
+    /// current by `feed::keep_current`).
+    pub feed_newest: tokio::sync::watch::Sender<i64>,
     /// Clients read on every token and introspection request. Entries live
     /// a few seconds: changes through this instance drop them at once,
     /// changes through another instance are seen within the TTL.
@@ -108,6 +111,7 @@ impl App {
             ),
             trusted_proxies: config.proxies()?,
             audit,
+            feed_newest: tokio::sync::watch::channel(0).0,
             clients: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(CLIENT_CACHE_TTL)

@@ -44,6 +44,7 @@ pub struct Config {
     pub argon2: Argon2Config,
     pub login: LoginConfig,
     pub mfa: MfaConfig,
+    pub feed: FeedConfig,
     pub max_body_bytes: usize,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -79,6 +80,26 @@ pub enum AccessFormat {
     Opaque,
 }
 
+/// The change feed sidecars and gateways follow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedConfig {
+    /// How long changes are kept: a follower further behind starts from a
+    /// snapshot. Revocations are kept until what they revoke expires.
+    pub retention_seconds: u64,
+    /// The longest a follower's request waits for a change (long poll).
+    pub max_wait_seconds: u64,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self {
+            retention_seconds: 24 * 3600,
+            max_wait_seconds: 30,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoginConfig {
@@ -109,6 +130,7 @@ impl Default for Config {
             argon2: Argon2Config::default(),
             login: LoginConfig::default(),
             mfa: MfaConfig::default(),
+            feed: FeedConfig::default(),
             max_body_bytes: 64 * 1024,
             log_level: "info".into(),
             log_format: LogFormat::Json,
@@ -317,6 +339,12 @@ impl Config {
             ("mfa.enrolment_seconds", self.mfa.enrolment_seconds, 3600),
             ("mfa.sms_code_seconds", self.mfa.sms_code_seconds, 900),
             ("mfa.sms_per_hour", self.mfa.sms_per_hour, 100),
+            (
+                "feed.retention_seconds",
+                self.feed.retention_seconds,
+                30 * 24 * 3600,
+            ),
+            ("feed.max_wait_seconds", self.feed.max_wait_seconds, 300),
         ] {
             if value == 0 || value > max {
                 return Err(ConfigError::invalid(key, format!("must be 1..={max}")));

@@ -68,12 +68,12 @@ async fn password_hash(app: &App, doc: &UserDoc) -> Result<Option<String>, ScimE
 /// A user who may no longer sign in is signed out everywhere: what the
 /// database did not already end (sessions and refresh families live in
 /// the ephemeral store).
-async fn sign_out(app: &App, user_id: &str) {
+pub(crate) async fn sign_out(app: &App, user_id: &str, now: i64) {
     match crate::session::end_all(&app.ephemeral, user_id, None).await {
-        Ok(ended) => ended.iter().for_each(|s| app.session_ended(s)),
+        Ok(ended) => crate::logout::ended(app, &ended, now).await,
         Err(e) => tracing::warn!(error = %e, "sessions of a deactivated user not ended"),
     }
-    if let Err(e) = crate::issue::end_refresh_families(app, user_id).await {
+    if let Err(e) = crate::issue::end_refresh_families(app, user_id, now).await {
         tracing::warn!(error = %e, "refresh tokens of a deactivated user not revoked");
     }
 }
@@ -130,7 +130,7 @@ async fn store_user(
         .scim_replace_user(id, doc, hash.as_deref(), if_version, &audit)
         .await?;
     if was_active && !doc.may_sign_in() {
-        sign_out(app, id).await;
+        sign_out(app, id, now).await;
     }
     user(app, id).await
 }
@@ -192,7 +192,7 @@ pub async fn delete_user(
 ) -> Result<(), ScimError> {
     let audit = audited(who, now, "scim.user.delete", id);
     app.store.scim_delete_user(id, if_version, &audit).await?;
-    sign_out(app, id).await;
+    sign_out(app, id, now).await;
     Ok(())
 }
 

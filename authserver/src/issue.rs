@@ -25,6 +25,10 @@ pub struct AuthFacts {
     pub auth_time: i64,
     pub amr: Vec<String>,
     pub acr: String,
+    /// The browser session the sign-in made (OIDC `sid`): its tokens are
+    /// revoked when it ends.
+    #[serde(default)]
+    pub sid: Option<String>,
 }
 
 /// What a refresh token stands for.
@@ -66,6 +70,7 @@ pub async fn access_token(
         groups: user.map(|u| u.groups.clone()).unwrap_or_default(),
         roles: user.map(|u| u.roles.clone()).unwrap_or_default(),
         auth_time: auth.map(|a| a.auth_time),
+        sid: auth.and_then(|a| a.sid.clone()),
         acr: auth.map(|a| a.acr.clone()),
         amr: auth.map(|a| a.amr.clone()).unwrap_or_default(),
     };
@@ -174,6 +179,9 @@ pub fn id_token(app: &App, input: &IdTokenInput<'_>, now: i64) -> Result<String,
     if let Some(nonce) = input.nonce {
         claims["nonce"] = json!(nonce);
     }
+    if let Some(sid) = &input.auth.sid {
+        claims["sid"] = json!(sid);
+    }
     profile_claims(input.user, input.scopes, &mut claims);
     app.metrics.tokens_issued.with_label_values(&["id"]).inc();
     published
@@ -206,6 +214,11 @@ pub async fn refresh_token(
             app.ephemeral
                 .add_member(&keys::refresh_families_of_user(&user.id), &f, ttl)
                 .await?;
+            if let Some(sid) = &auth.sid {
+                app.ephemeral
+                    .add_member(&keys::refresh_families_of_session(sid), &f, ttl)
+                    .await?;
+            }
             (f, expires)
         }
     };
@@ -239,14 +252,98 @@ pub async fn refresh_token(
     Ok((token, family))
 }
 
-/// Revokes every refresh-token family of `user_id` (a user who may no
-/// longer sign in).
-pub async fn end_refresh_families(app: &App, user_id: &str) -> Result<(), EphemeralError> {
-    let index = keys::refresh_families_of_user(user_id);
-    for family in app.ephemeral.members(&index).await? {
-        app.ephemeral.delete(&keys::refresh_family(&family)).await?;
+/// Records that `claims` were minted in refresh-token `family`, so
+/// revoking the family revokes them.
+pub async fn tie_to_family(
+    app: &App,
+    family: &str,
+    claims: &AccessClaims,
+    now: i64,
+) -> Result<(), EphemeralError> {
+    let ttl = Duration::from_secs(u64::try_from(claims.exp - now).unwrap_or(0).max(1));
+    app.ephemeral
+        .add_member(
+            &keys::family_access_tokens(family),
+            &format!("{}:{}", claims.jti, claims.exp),
+            ttl,
+        )
+        .await
+}
+
+/// Why a revocation could not be completed.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    #[error(transparent)]
+    Ephemeral(#[from] EphemeralError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl From<RevokeError> for OAuthError {
+    fn from(e: RevokeError) -> Self {
+        match e {
+            RevokeError::Ephemeral(e) => e.into(),
+            RevokeError::Store(e) => e.into(),
+        }
     }
-    app.ephemeral.delete(&index).await
+}
+
+/// Revokes access tokens (`(jti, exp)`): introspection answers inactive
+/// from now on, and the change feed tells every gateway.
+pub async fn revoke_access(
+    app: &App,
+    tokens: &[(String, i64)],
+    now: i64,
+) -> Result<(), RevokeError> {
+    let mut feed = Vec::with_capacity(tokens.len());
+    for (jti, exp) in tokens.iter().filter(|(_, exp)| *exp > now) {
+        let ttl = Duration::from_secs(u64::try_from(exp - now).unwrap_or(0).max(1));
+        app.ephemeral.put(&keys::revoked(jti), b"1", ttl).await?;
+        feed.push((json!({"revocation": "token", "jti": jti, "exp": exp}), *exp));
+    }
+    if !feed.is_empty() {
+        app.store.append_revocations(now, &feed).await?;
+    }
+    Ok(())
+}
+
+/// Ends refresh-token `family` and revokes the access tokens minted in it.
+pub async fn revoke_family(app: &App, family: &str, now: i64) -> Result<(), RevokeError> {
+    app.ephemeral.delete(&keys::refresh_family(family)).await?;
+    let index = keys::family_access_tokens(family);
+    let minted: Vec<(String, i64)> = app
+        .ephemeral
+        .members(&index)
+        .await?
+        .iter()
+        .filter_map(|m| {
+            let (jti, exp) = m.rsplit_once(':')?;
+            Some((jti.to_owned(), exp.parse().ok()?))
+        })
+        .collect();
+    revoke_access(app, &minted, now).await?;
+    Ok(app.ephemeral.delete(&index).await?)
+}
+
+/// Revokes every refresh-token family in the set `index` (a user's or a
+/// session's), and the set.
+async fn revoke_families(app: &App, index: &str, now: i64) -> Result<(), RevokeError> {
+    for family in app.ephemeral.members(index).await? {
+        revoke_family(app, &family, now).await?;
+    }
+    Ok(app.ephemeral.delete(index).await?)
+}
+
+/// Revokes every refresh-token family of `user_id` (a user who may no
+/// longer sign in) and what was minted in them.
+pub async fn end_refresh_families(app: &App, user_id: &str, now: i64) -> Result<(), RevokeError> {
+    revoke_families(app, &keys::refresh_families_of_user(user_id), now).await
+}
+
+/// Revokes the refresh-token families a browser session's sign-in
+/// started (the session ended).
+pub async fn end_session_families(app: &App, sid: &str, now: i64) -> Result<(), RevokeError> {
+    revoke_families(app, &keys::refresh_families_of_session(sid), now).await
 }
 
 #[cfg(test)]

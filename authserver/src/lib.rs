@@ -25,6 +25,7 @@ mod dev;
 mod directory;
 pub mod ephemeral;
 pub mod error;
+mod feed;
 mod form;
 mod http;
 mod issue;

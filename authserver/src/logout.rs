@@ -110,6 +110,34 @@ pub async fn plan(app: &App, req: &LogoutRequest<'_>) -> Result<Plan, LogoutErro
     })
 }
 
+/// What ending sessions means beyond their records: counted, the
+/// refresh-token families their sign-ins started revoked, and a
+/// revocation in the change feed for each (its `sid`), so gateways refuse
+/// the tokens that carry it. A failure is logged: the sessions are gone
+/// whatever follows.
+pub async fn ended(app: &App, sessions: &[Session], now: i64) {
+    let horizon = now + i64::try_from(app.config.tokens.access_seconds).unwrap_or(3600);
+    let mut feed = Vec::new();
+    for s in sessions {
+        app.session_ended(s);
+        if s.sid.is_empty() {
+            continue;
+        }
+        if let Err(e) = crate::issue::end_session_families(app, &s.sid, now).await {
+            tracing::warn!(error = %e, "refresh tokens of an ended session not revoked");
+        }
+        feed.push((
+            serde_json::json!({"revocation": "session", "sid": s.sid, "exp": horizon}),
+            horizon,
+        ));
+    }
+    if !feed.is_empty()
+        && let Err(e) = app.store.append_revocations(now, &feed).await
+    {
+        tracing::warn!(error = %e, "ended sessions not in the change feed");
+    }
+}
+
 /// Ends the browser's session (if any) and audits it.
 pub async fn end(app: &App, session: Option<(&str, &Session)>, now: i64) -> Result<(), OAuthError> {
     let Some((session_id, session)) = session else {
@@ -117,12 +145,11 @@ pub async fn end(app: &App, session: Option<(&str, &Session)>, now: i64) -> Resu
     };
     // The session ends even if the audit write then fails: the user asked
     // to be signed out, and the error is reported.
-    if session::end(&app.ephemeral, session_id)
+    if let Some(ended) = session::end(&app.ephemeral, session_id)
         .await
         .map_err(|e| OAuthError::unavailable(&e))?
-        .is_some()
     {
-        app.session_ended(session);
+        self::ended(app, &[ended], now).await;
     }
     let event =
         AuditEvent::new(now, session.user_id.clone(), "logout").target(session.user_id.clone());

@@ -29,6 +29,7 @@ pub async fn run(
     let addr = listener.local_addr()?;
     let refresh = tokio::spawn(keep_keys_fresh(app.clone()));
     let sweep = tokio::spawn(sweep_gauges(app.clone()));
+    let feed = tokio::spawn(crate::feed::keep_current(app.clone()));
     let grace = Duration::from_secs(app.config.shutdown_grace_secs);
     tracing::info!(
         listen = %addr,
@@ -53,6 +54,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     refresh.abort();
     sweep.abort();
+    feed.abort();
     match tokio::time::timeout(grace, task).await {
         Ok(done) => done.context("server task")?.context("server")?,
         Err(_) => tracing::warn!(

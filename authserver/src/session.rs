@@ -28,6 +28,10 @@ pub struct Session {
     pub auth_time: i64,
     pub amr: Vec<String>,
     pub acr: String,
+    /// The session's id in tokens (OIDC `sid`): random, neither its cookie
+    /// nor its handle. Empty in sessions from before it existed.
+    #[serde(default)]
+    pub sid: String,
     /// The client address it signed in from, for the account page.
     #[serde(default)]
     pub address: Option<String>,
@@ -220,6 +224,7 @@ mod tests {
             auth_time,
             amr: vec!["pwd".into()],
             acr: "urn:portcullis:acr:pwd".into(),
+            sid: format!("sid-{auth_time}"),
             address: Some("192.0.2.1".into()),
             user_agent: None,
         }

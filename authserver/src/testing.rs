@@ -71,6 +71,7 @@ pub fn session(user_id: &str, auth_time: i64) -> Session {
         auth_time,
         amr: vec!["pwd".into()],
         acr: "urn:portcullis:acr:pwd".into(),
+        sid: crate::crypto::random_token::<16>(),
         address: None,
         user_agent: None,
     }

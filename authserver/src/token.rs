@@ -28,6 +28,9 @@ pub struct AccessClaims {
     pub roles: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_time: Option<i64>,
+    /// The browser session the sign-in made (OIDC `sid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acr: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

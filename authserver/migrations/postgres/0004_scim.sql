@@ -49,3 +49,11 @@ CREATE TABLE changes (
     until BIGINT
 );
 CREATE INDEX changes_at ON changes (at);
+
+-- The highest sequence number pruned: a follower behind it starts from a
+-- snapshot.
+CREATE TABLE feed_horizon (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    horizon BIGINT NOT NULL
+);
+INSERT INTO feed_horizon (id, horizon) VALUES (1, 0);

@@ -76,6 +76,9 @@ pub struct CodeGrant {
     pub auth_time: i64,
     pub amr: Vec<String>,
     pub acr: String,
+    /// The session's `sid` (none for sessions from before it existed).
+    #[serde(default)]
+    pub sid: Option<String>,
 }
 
 /// Why an authorization request cannot go on.
@@ -316,6 +319,7 @@ pub async fn resume(
         auth_time: session.auth_time,
         amr: session.amr.clone(),
         acr: session.acr.clone(),
+        sid: Some(session.sid.clone()).filter(|s| !s.is_empty()),
     };
     let bytes = serde_json::to_vec(&grant).map_err(|e| OAuthError::server_error(&e))?;
     let ttl = Duration::from_secs(app.config.tokens.code_seconds);

@@ -47,6 +47,18 @@ pub fn refresh_families_of_user(user_id: &str) -> String {
     format!("user-refresh:{user_id}")
 }
 
+/// The refresh-token families a browser session's sign-in started (a
+/// set, by the session's `sid`): they end with the session.
+pub fn refresh_families_of_session(sid: &str) -> String {
+    format!("session-refresh:{sid}")
+}
+
+/// The access tokens minted in a refresh-token family (`jti:exp`, a set):
+/// revoked with the family.
+pub fn family_access_tokens(family: &str) -> String {
+    format!("family-access:{family}")
+}
+
 /// An opaque access token's claims.
 pub fn opaque_access(token: &str) -> String {
     format!("access:{}", digest(token))
@@ -162,6 +174,8 @@ mod tests {
             sms_sent_to_user(secret),
             sessions_of_user(secret),
             refresh_families_of_user(secret),
+            refresh_families_of_session(secret),
+            family_access_tokens(secret),
         ]);
         let count = unique.len();
         unique.sort();

@@ -30,6 +30,7 @@ mod browser;
 mod discovery;
 mod endpoints;
 mod factor;
+mod feed;
 mod logout;
 mod scim;
 
@@ -75,6 +76,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/static/webauthn.js", get(browser::script))
         .merge(crate::admin_api::router())
         .merge(scim::router())
+        .route("/feed/v1/changes", get(feed::changes))
+        .route("/feed/v1/snapshot", get(feed::snapshot))
         .route("/introspect", post(introspect))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

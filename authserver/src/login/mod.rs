@@ -227,7 +227,7 @@ pub async fn complete(
     if let Some(old) = browser.previous_session {
         // A failure leaves an orphan that expires by itself.
         if let Ok(Some(ended)) = session::end(&app.ephemeral, old).await {
-            app.session_ended(&ended);
+            crate::logout::ended(app, &[ended], now).await;
         }
     }
     let username = proof.user.username;
@@ -236,6 +236,7 @@ pub async fn complete(
         auth_time: now,
         amr: proof.amr,
         acr: proof.acr,
+        sid: crate::crypto::random_token::<16>(),
         address: browser.source.map(|ip| ip.to_string()),
         user_agent: browser
             .user_agent

@@ -99,6 +99,7 @@ pub(super) async fn authorization_code(
         auth_time: grant.auth_time,
         amr: grant.amr.clone(),
         acr: grant.acr.clone(),
+        sid: grant.sid.clone(),
     };
     let (access, claims) =
         issue::access_token(app, client, Some(&user), &grant.scopes, Some(&auth), now).await?;
@@ -123,6 +124,7 @@ pub(super) async fn authorization_code(
     if client.may_use(GrantType::RefreshToken) {
         let (refresh, f) =
             issue::refresh_token(app, None, client, &user, &grant.scopes, &auth, now).await?;
+        issue::tie_to_family(app, &f, &claims, now).await?;
         response["refresh_token"] = json!(refresh);
         family = Some(f);
     }
@@ -166,9 +168,9 @@ pub(super) async fn revoke_issued(
     issued: &CodeIssued,
     now: i64,
 ) -> Result<(), OAuthError> {
-    revoke_jti(app, &issued.jti, issued.exp, now).await?;
+    issue::revoke_access(app, &[(issued.jti.clone(), issued.exp)], now).await?;
     if let Some(family) = &issued.family {
-        app.ephemeral.delete(&keys::refresh_family(family)).await?;
+        issue::revoke_family(app, family, now).await?;
     }
     Ok(())
 }

@@ -38,7 +38,6 @@ pub use userinfo::{BearerError, userinfo};
 use client_credentials::client_credentials;
 use code::authorization_code;
 use refresh::refresh;
-use revocation::revoke_jti;
 
 /// The scopes granted: those asked for, all allowed to the client; without
 /// a `scope` parameter, everything the client is registered for.

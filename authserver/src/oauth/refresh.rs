@@ -65,7 +65,7 @@ pub(super) async fn refresh(
         {
             // Reuse of a rotated token by its client: someone has a copy.
             // End the family. (Another client's replay changes nothing.)
-            app.ephemeral.delete(&keys::refresh_family(&family)).await?;
+            issue::revoke_family(app, &family, now).await?;
             let event =
                 AuditEvent::new(now, format!("client:{}", client.id), "token.refresh_reuse")
                     .failed()
@@ -111,9 +111,7 @@ pub(super) async fn refresh(
     let user = match app.store.user_by_id(&grant.user_id).await? {
         Some(u) if !u.disabled => u,
         _ => {
-            app.ephemeral
-                .delete(&keys::refresh_family(&grant.family))
-                .await?;
+            issue::revoke_family(app, &grant.family, now).await?;
             return Err(OAuthError::invalid_grant("the user is no longer active"));
         }
     };
@@ -135,6 +133,7 @@ pub(super) async fn refresh(
         )?;
         response["id_token"] = json!(id);
     }
+    issue::tie_to_family(app, &grant.family, &claims, now).await?;
     let (next, _) = issue::refresh_token(
         app,
         Some((&grant.family, grant.family_expires)),

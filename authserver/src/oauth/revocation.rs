@@ -20,9 +20,7 @@ pub async fn revoke(
         && let Ok(grant) = serde_json::from_slice::<issue::RefreshGrant>(&bytes)
     {
         if grant.client_id == client.id {
-            app.ephemeral
-                .delete(&keys::refresh_family(&grant.family))
-                .await?;
+            issue::revoke_family(app, &grant.family, now).await?;
             app.ephemeral.delete(&keys::refresh(token)).await?;
             let event = AuditEvent::new(now, format!("client:{}", client.id), "token.revoke")
                 .target(grant.family)
@@ -36,18 +34,12 @@ pub async fn revoke(
     if let Some(claims) = issue::read_access(app, token, now).await?
         && claims.client_id == client.id
     {
-        revoke_jti(app, &claims.jti, claims.exp, now).await?;
+        issue::revoke_access(app, &[(claims.jti.clone(), claims.exp)], now).await?;
         let event = AuditEvent::new(now, format!("client:{}", client.id), "token.revoke")
             .target(claims.jti)
             .source(source)
             .client(client.id.clone());
         app.audit.record(event).await?;
     }
-    Ok(())
-}
-
-pub(super) async fn revoke_jti(app: &App, jti: &str, exp: i64, now: i64) -> Result<(), OAuthError> {
-    let ttl = Duration::from_secs(u64::try_from(exp - now).unwrap_or(0).max(1));
-    app.ephemeral.put(&keys::revoked(jti), b"1", ttl).await?;
     Ok(())
 }

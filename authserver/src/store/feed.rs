@@ -14,7 +14,7 @@ use super::*;
 const FEED_LOCK: i64 = 0x6665_6564;
 
 /// One recorded change.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Change {
     pub seq: i64,
     pub at: i64,
@@ -200,11 +200,12 @@ struct ChangeRow {
 }
 
 impl Store {
-    /// Up to `limit` changes after `cursor`, oldest first; `kinds` empty
-    /// means every kind.
+    /// Changes after `cursor` up to `up_to` (the newest when asked), oldest
+    /// first, at most `limit`; `kinds` empty means every kind.
     pub async fn changes_after(
         &self,
         cursor: i64,
+        up_to: i64,
         kinds: &[&str],
         limit: i64,
     ) -> Result<Vec<Change>, StoreError> {
@@ -212,10 +213,11 @@ impl Store {
         let entity = all || kinds.contains(&"entity");
         let revocation = all || kinds.contains(&"revocation");
         let rows: Vec<ChangeRow> = on!(self, |p| sqlx::query_as(
-            "SELECT seq, at, kind, body FROM changes WHERE seq > $1 \
-             AND ((kind = 'entity' AND $2) OR (kind = 'revocation' AND $3)) ORDER BY seq LIMIT $4"
+            "SELECT seq, at, kind, body FROM changes WHERE seq > $1 AND seq <= $2 \
+             AND ((kind = 'entity' AND $3) OR (kind = 'revocation' AND $4)) ORDER BY seq LIMIT $5"
         )
         .bind(cursor)
+        .bind(up_to)
         .bind(entity)
         .bind(revocation)
         .bind(limit)
@@ -234,15 +236,15 @@ impl Store {
             .collect()
     }
 
-    /// The newest sequence number (0 before any change) and the oldest
-    /// still kept (a follower behind it needs a snapshot).
-    pub async fn change_bounds(&self) -> Result<(i64, i64), StoreError> {
-        let (newest, oldest): (Option<i64>, Option<i64>) = on!(self, |p| sqlx::query_as(
-            "SELECT MAX(seq), MIN(seq) FROM changes"
+    /// The newest sequence number (0 before any change) and the horizon:
+    /// the highest one pruned (a follower behind it needs a snapshot).
+    pub async fn feed_position(&self) -> Result<(i64, i64), StoreError> {
+        let (newest, horizon): (Option<i64>, i64) = on!(self, |p| sqlx::query_as(
+            "SELECT (SELECT MAX(seq) FROM changes), horizon FROM feed_horizon WHERE id = 1"
         )
         .fetch_one(p)
         .await)?;
-        Ok((newest.unwrap_or(0), oldest.unwrap_or(0)))
+        Ok((newest.unwrap_or(0).max(horizon), horizon))
     }
 
     /// Records revocations that are not a database change (a session
@@ -262,20 +264,147 @@ impl Store {
             tx.commit().await
         }
         .await)?;
+        self.changed();
         Ok(())
     }
 
     /// Forgets what was recorded before `before` (a follower that far
     /// behind starts from a snapshot), except revocations that still
-    /// matter at `now`.
+    /// matter at `now`; moves the horizon past what it removed.
     pub async fn prune_changes(&self, before: i64, now: i64) -> Result<u64, StoreError> {
-        Ok(on!(self, |p| sqlx::query(
-            "DELETE FROM changes WHERE at < $1 AND (until IS NULL OR until < $2)"
+        Ok(on!(self, |p| async {
+            let mut tx = p.begin().await?;
+            tx.lock_feed().await?;
+            let (highest,): (Option<i64>,) = sqlx::query_as(
+                "SELECT MAX(seq) FROM changes WHERE at < $1 AND (until IS NULL OR until < $2)",
+            )
+            .bind(before)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let Some(highest) = highest else {
+                return Ok(0);
+            };
+            let gone = sqlx::query(
+                "DELETE FROM changes WHERE seq <= $1 AND (until IS NULL OR until < $2)",
+            )
+            .bind(highest)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query("UPDATE feed_horizon SET horizon = $1 WHERE id = 1 AND horizon < $1")
+                .bind(highest)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await.map(|()| gone)
+        }
+        .await)?)
+    }
+
+    /// Users as entities, `limit` at a time after id `after` (a snapshot).
+    pub async fn user_entities(&self, after: &str, limit: i64) -> Result<Vec<Value>, StoreError> {
+        type UserEntityRow = (
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            bool,
+            Json<Value>,
+        );
+        let rows: Vec<UserEntityRow> = on!(self, |p| sqlx::query_as(
+            "SELECT id, username, display_name, email, disabled, profile FROM users \
+             WHERE id > $1 ORDER BY id LIMIT $2"
         )
-        .bind(before)
-        .bind(now)
-        .execute(p)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(p)
+        .await)?;
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+            return Ok(Vec::new());
+        };
+        let memberships: Vec<(String, String)> = on!(self, |p| sqlx::query_as(
+            "SELECT m.user_id, g.name FROM group_members m JOIN groups g ON g.id = m.group_id \
+             WHERE m.user_id >= $1 AND m.user_id <= $2 ORDER BY m.user_id, g.name"
+        )
+        .bind(&first.0)
+        .bind(&last.0)
+        .fetch_all(p)
+        .await)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, username, display_name, email, disabled, Json(profile))| {
+                    let groups = memberships
+                        .iter()
+                        .filter(|(u, _)| *u == id)
+                        .map(|(_, g)| g.clone())
+                        .collect();
+                    user_entity(
+                        &id,
+                        &username,
+                        display_name.as_deref(),
+                        email.as_deref(),
+                        disabled,
+                        &profile,
+                        groups,
+                    )
+                },
+            )
+            .collect())
+    }
+
+    /// Every group as an entity (by name, with its parent groups).
+    pub async fn group_entities(&self) -> Result<Vec<Value>, StoreError> {
+        let groups: Vec<(String, String)> = on!(self, |p| sqlx::query_as(
+            "SELECT id, name FROM groups ORDER BY name"
+        )
+        .fetch_all(p)
+        .await)?;
+        let edges: Vec<(String, String)> = on!(self, |p| {
+            sqlx::query_as(
+            "SELECT c.child_id, g.name FROM group_children c JOIN groups g ON g.id = c.parent_id ORDER BY g.name"
+        )
+        .fetch_all(p)
         .await
-        .map(|done| done.rows_affected()))?)
+        })?;
+        Ok(groups
+            .into_iter()
+            .map(|(id, name)| {
+                let parents: Vec<&String> = edges
+                    .iter()
+                    .filter(|(c, _)| *c == id)
+                    .map(|(_, p)| p)
+                    .collect();
+                json!({"entity": "group", "id": name, "groups": parents})
+            })
+            .collect())
+    }
+
+    /// The revocations that matter at `now`: inactive users, and tokens
+    /// and sessions revoked before they expire.
+    pub async fn live_revocations(&self, now: i64) -> Result<Vec<Value>, StoreError> {
+        let disabled: Vec<(String,)> = on!(self, |p| sqlx::query_as(
+            "SELECT id FROM users WHERE disabled"
+        )
+        .fetch_all(p)
+        .await)?;
+        let live: Vec<(String,)> = on!(self, |p| sqlx::query_as(
+            "SELECT body FROM changes WHERE kind = 'revocation' AND until >= $1 ORDER BY seq"
+        )
+        .bind(now)
+        .fetch_all(p)
+        .await)?;
+        let mut out: Vec<Value> = disabled
+            .into_iter()
+            .map(|(id,)| user_revocation(&id, false))
+            .collect();
+        for (body,) in live {
+            out.push(
+                serde_json::from_str(&body)
+                    .map_err(|_| StoreError::Corrupt("a revocation".into()))?,
+            );
+        }
+        Ok(out)
     }
 }

@@ -51,6 +51,9 @@ enum Backend {
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Backend,
+    /// Woken after a commit that appended to the change feed, so feed
+    /// readers waiting on this process need not poll.
+    changed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// Runs `$body` with `$pool` bound to whichever pool the store has; the body
@@ -163,6 +166,7 @@ impl Store {
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Self {
             backend: Backend::Postgres(pool),
+            changed: std::sync::Arc::default(),
         })
     }
 
@@ -179,7 +183,17 @@ impl Store {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self {
             backend: Backend::Sqlite(pool),
+            changed: std::sync::Arc::default(),
         })
+    }
+
+    /// Signalled after each commit that appended to the change feed.
+    pub fn change_signal(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.changed.clone()
+    }
+
+    fn changed(&self) {
+        self.changed.notify_one();
     }
 
     /// `postgres` or `sqlite`, for status pages and logs.

@@ -86,6 +86,7 @@ impl Store {
         }
         .await)
         .map_err(|e| unique_violation(e, || format!("user `{}`", new.username.trim())))?;
+        self.changed();
         self.user_by_id(&new.id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("user `{}`", new.id)))
@@ -231,6 +232,7 @@ impl Store {
             tx.commit().await.map(|()| true)
         }
         .await)?;
+        self.changed();
         found(changed, || format!("user `{user_id}`"))
     }
 

@@ -5,6 +5,7 @@ mod admin;
 mod browser;
 mod ephemeral;
 mod factors;
+mod feed;
 mod flow;
 mod passkeys;
 mod protocol;

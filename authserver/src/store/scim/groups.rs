@@ -299,6 +299,7 @@ impl Store {
         }
         .await)
         .map_err(|e| unique_violation(e, || format!("group `{}`", doc.display_name)))?
+        .inspect(|()| self.changed())
     }
 
     /// Replaces group `id` (its name and members) if its version is still
@@ -356,6 +357,7 @@ impl Store {
         }
         .await)
         .map_err(|e| unique_violation(e, || format!("group `{}`", doc.display_name)))?
+        .inspect(|()| self.changed())
     }
 
     pub async fn scim_delete_group(
@@ -398,5 +400,6 @@ impl Store {
             tx.commit().await.map(|()| Ok(()))
         }
         .await)?
+        .inspect(|()| self.changed())
     }
 }

@@ -159,7 +159,9 @@ impl Store {
             tx.commit().await
         }
         .await)
-        .map_err(|e| unique_violation(e, || format!("userName `{}`", doc.user_name)))
+        .map_err(|e| unique_violation(e, || format!("userName `{}`", doc.user_name)))?;
+        self.changed();
+        Ok(())
     }
 
     /// Replaces user `id` with `doc` (its password too when a hash is
@@ -216,6 +218,7 @@ impl Store {
         }
         .await)
         .map_err(|e| unique_violation(e, || format!("userName `{}`", doc.user_name)))?
+        .inspect(|_| self.changed())
     }
 
     /// Deletes user `id` if its version is still `if_version`; its groups
@@ -259,5 +262,6 @@ impl Store {
             tx.commit().await.map(|()| Ok(()))
         }
         .await)?
+        .inspect(|()| self.changed())
     }
 }

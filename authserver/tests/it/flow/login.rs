@@ -205,6 +205,26 @@ async fn consent_required_disabled_users_and_logout_forms() {
     // A disabled user's tokens stop working at once.
     let code = fresh_code(&mut browser, &[]).await;
     let (_, tokens) = exchange(&server, &code, VERIFIER).await;
+    // An access token is not an ID token hint.
+    let bad = browser
+        .get(&format!(
+            "/logout?id_token_hint={}",
+            tokens["access_token"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(bad.status, 400);
+    // The confirmation form needs its CSRF token (another browser).
+    let mut leaving = Browser::new(&server.url(""));
+    let login = leaving
+        .get(&authorize_url("demo-web", WEB_REDIRECT, &[]))
+        .await;
+    log_in(&mut leaving, &login, "demo", &password(&server)).await;
+    let confirm = leaving.get("/logout").await;
+    let csrf = confirm.hidden("csrf");
+    assert_eq!(leaving.post("/logout", &[]).await.status, 403);
+    let done = leaving.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(done.status, 200);
+    assert!(done.body.contains("Signed out"));
     let admin = server.creds["admin_token"].as_str().unwrap();
     let users: Value = server
         .http
@@ -260,19 +280,7 @@ async fn consent_required_disabled_users_and_logout_forms() {
         "the session no longer counts"
     );
 
-    // An access token is not an ID token hint.
-    let bad = browser
-        .get(&format!(
-            "/logout?id_token_hint={}",
-            tokens["access_token"].as_str().unwrap()
-        ))
-        .await;
-    assert_eq!(bad.status, 400);
-    // The confirmation form needs its CSRF token.
-    let confirm = browser.get("/logout").await;
-    let csrf = confirm.hidden("csrf");
-    assert_eq!(browser.post("/logout", &[]).await.status, 403);
-    let done = browser.post("/logout", &[("csrf", &csrf)]).await;
-    assert_eq!(done.status, 200);
-    assert!(done.body.contains("Signed out"));
+    // The disabled user's browser session ended with it.
+    let gone = browser.get("/logout").await;
+    assert!(gone.body.contains("Signed out"), "{}", gone.body);
 }
