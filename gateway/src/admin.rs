@@ -1,5 +1,6 @@
 //! The admin listener (default 127.0.0.1:9000): `/healthz`, `/readyz`
-//! (ready once every issuer's keys are fetched) and `/metrics`.
+//! (ready once every issuer's keys are fetched and the change feed, when
+//! followed, is not stale where it fails closed; JSON) and `/metrics`.
 
 use std::sync::Arc;
 
@@ -14,6 +15,30 @@ use crate::metrics::Metrics;
 pub struct Admin {
     pub verifier: Option<Arc<Verifier>>,
     pub metrics: Arc<Metrics>,
+    pub feed: Option<feed::Running>,
+    /// The embedded engine, whose directory `/readyz` counts.
+    pub engine: Option<Arc<decision::Engine>>,
+}
+
+impl Admin {
+    /// `/readyz`: the status and a JSON body saying what is (not) ready.
+    fn readiness(&self) -> (u16, serde_json::Value) {
+        let keys = self.verifier.as_ref().is_none_or(|v| v.ready());
+        let mut body = serde_json::json!({"issuer_keys": keys});
+        let mut ready = keys;
+        if let Some(feed) = &self.feed {
+            let (fed, mut detail) = feed.readiness();
+            if let Some(engine) = &self.engine {
+                let dir = engine.directory();
+                detail["users"] = dir.users().into();
+                detail["groups"] = dir.groups().into();
+            }
+            body["feed"] = detail;
+            ready &= fed;
+        }
+        body["status"] = if ready { "ready" } else { "not_ready" }.into();
+        (if ready { 200 } else { 503 }, body)
+    }
 }
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -35,12 +60,8 @@ impl ServeHttp for Admin {
         match session.req_header().uri.path() {
             "/healthz" => reply(200, "text/plain", b"ok".to_vec()),
             "/readyz" => {
-                let ready = self.verifier.as_ref().is_none_or(|v| v.ready());
-                if ready {
-                    reply(200, "text/plain", b"ready".to_vec())
-                } else {
-                    reply(503, "text/plain", b"issuer keys not fetched yet".to_vec())
-                }
+                let (status, body) = self.readiness();
+                reply(status, "application/json", body.to_string().into_bytes())
             }
             "/metrics" => reply(
                 200,

@@ -9,7 +9,7 @@ use crate::access_log::AccessLog;
 use crate::authz::{Authorizer, SidecarClient};
 use crate::config::Config;
 use crate::header_deadline::HeaderDeadline;
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, Parts};
 use crate::session::Sessions;
 use crate::tls::SniResolver;
 use bootstrap::EXIT_CONFIG;
@@ -123,13 +123,13 @@ where
             }
         }
     };
-    let authorizer = match (&config.policies, &config.sidecar) {
-        (Some(dir), _) => match decision::Engine::new(
+    let engine = match &config.policies {
+        Some(dir) => match decision::Engine::new(
             dir,
             &decision::EngineOptions::default(),
             decision::metrics::Metrics::new(),
         ) {
-            Ok(e) => Some(Authorizer::embedded(Arc::new(e))),
+            Ok(e) => Some(Arc::new(e)),
             Err(e) => {
                 eprintln!(
                     "error: policy directory `{}` is invalid:\n{e}",
@@ -138,6 +138,10 @@ where
                 return ExitCode::from(65);
             }
         },
+        None => None,
+    };
+    let authorizer = match (&engine, &config.sidecar) {
+        (Some(engine), _) => Some(Authorizer::embedded(engine.clone())),
         (None, Some(sidecar)) => match SidecarClient::new(sidecar) {
             Ok(client) => Some(Authorizer::Sidecar(Box::new(client))),
             Err(e) => {
@@ -146,6 +150,29 @@ where
             }
         },
         (None, None) => None,
+    };
+    // The change feed's entities go to the embedded engine; with a sidecar
+    // deciding, the sidecar follows them and the gateway only revocations.
+    let mut feed_config = config.feed.clone();
+    feed_config.entities &= engine.is_some();
+    let sink = engine
+        .as_ref()
+        .filter(|_| feed_config.entities)
+        .map(|engine| {
+            Arc::new(feed::EngineSink {
+                engine: engine.clone(),
+                prefix: feed_config.subject_prefix.clone(),
+            }) as Arc<dyn feed::Sink>
+        });
+    let following = {
+        let _runtime = keys_runtime.enter();
+        match feed::start(&feed_config, sink) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
+        }
     };
     let sessions = match &config.session {
         None => None,
@@ -219,13 +246,24 @@ where
     } else {
         None
     };
+    if let Some(f) = &following
+        && let Err(e) = metrics
+            .registry
+            .register(Box::new(feed::StatusCollector::new(f.status.clone())))
+    {
+        eprintln!("error: feed metrics: {e}");
+        return ExitCode::FAILURE;
+    }
     let gateway = Gateway::new(
         &config,
-        verifier.clone(),
-        authorizer,
-        sessions,
-        access_log.clone(),
-        metrics.clone(),
+        Parts {
+            verifier: verifier.clone(),
+            authorizer,
+            sessions,
+            access_log: access_log.clone(),
+            metrics: metrics.clone(),
+            feed: following.clone(),
+        },
         &server.configuration,
     );
     {
@@ -262,7 +300,12 @@ where
     server.add_service(proxy);
     let mut admin = pingora::services::listening::Service::new(
         "admin".into(),
-        crate::admin::Admin { verifier, metrics },
+        crate::admin::Admin {
+            verifier,
+            metrics,
+            feed: following,
+            engine,
+        },
     );
     admin.add_tcp(&config.admin.to_string());
     server.add_service(admin);

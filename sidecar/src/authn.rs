@@ -1,6 +1,8 @@
 //! Who is asking: verified claims handed over by the caller (Envoy's
 //! jwt_authn metadata, the gateway, `/v1/check`'s `claims`), or, when
-//! issuers are configured, the bearer token verified here.
+//! issuers are configured, the bearer token verified here (and refused
+//! when the change feed revoked it). With the feed stale and told to fail
+//! closed, nobody is identified (503).
 
 use std::sync::Arc;
 
@@ -14,11 +16,25 @@ use decision::metrics::Metrics;
 pub struct Authn {
     verifier: Option<Arc<Verifier>>,
     metrics: Metrics,
+    feed: Option<feed::Running>,
 }
 
 impl Authn {
-    pub fn new(verifier: Option<Arc<Verifier>>, metrics: Metrics) -> Self {
-        Self { verifier, metrics }
+    pub fn new(
+        verifier: Option<Arc<Verifier>>,
+        metrics: Metrics,
+        feed: Option<feed::Running>,
+    ) -> Self {
+        Self {
+            verifier,
+            metrics,
+            feed,
+        }
+    }
+
+    /// The change feed this sidecar follows, if any.
+    pub fn feed(&self) -> Option<&feed::Running> {
+        self.feed.as_ref()
     }
 
     pub fn verifier(&self) -> Option<&Verifier> {
@@ -26,22 +42,52 @@ impl Authn {
     }
 
     /// Who is asking: the claims the proxy verified, else those of the
-    /// bearer token in `authorization`.
+    /// bearer token in `authorization`; refused when the change feed
+    /// revoked them.
     pub async fn identify(
         &self,
         verified: Option<Claims>,
         authorization: Option<&str>,
     ) -> Result<Option<Claims>, Rejected> {
-        match verified {
-            Some(claims) => Ok(Some(claims)),
-            None => self.bearer(authorization).await,
+        if self
+            .feed
+            .as_ref()
+            .is_some_and(feed::Running::entities_unknown)
+        {
+            return Err(Rejected::Unavailable(
+                "the directory is out of date: the change feed has not answered".into(),
+            ));
         }
+        let claims = match verified {
+            Some(claims) => Some(claims),
+            None => self.bearer(authorization).await?,
+        };
+        if let (Some(claims), Some(guard)) =
+            (&claims, self.feed.as_ref().and_then(|f| f.guard.as_ref()))
+        {
+            match guard.check(claims) {
+                feed::Verdict::Pass => {}
+                feed::Verdict::Revoked => {
+                    self.metrics
+                        .token_failures
+                        .with_label_values(&["revoked"])
+                        .inc();
+                    return Err(Rejected::Token("the token was revoked".into()));
+                }
+                feed::Verdict::Unknown => {
+                    return Err(Rejected::Unavailable(
+                        "revocations are out of date: the change feed has not answered".into(),
+                    ));
+                }
+            }
+        }
+        Ok(claims)
     }
 
     /// Claims from the `authorization` header when the sidecar verifies
     /// tokens itself. No verifier, no header, or another scheme: `None`
     /// (the request is anonymous and the policies decide).
-    pub async fn bearer(&self, authorization: Option<&str>) -> Result<Option<Claims>, Rejected> {
+    async fn bearer(&self, authorization: Option<&str>) -> Result<Option<Claims>, Rejected> {
         let (Some(verifier), Some(value)) = (&self.verifier, authorization) else {
             return Ok(None);
         };
@@ -58,7 +104,7 @@ impl Authn {
                 .token_failures
                 .with_label_values(&["bad_claim"])
                 .inc();
-            Rejected(format!("claims: {e}"))
+            Rejected::Token(format!("claims: {e}"))
         })
     }
 
@@ -67,6 +113,6 @@ impl Authn {
             .token_failures
             .with_label_values(&[e.reason()])
             .inc();
-        Rejected(e.to_string())
+        Rejected::Token(e.to_string())
     }
 }

@@ -41,6 +41,9 @@ pub struct Config {
     /// Issuers whose bearer tokens the sidecar verifies itself, for callers
     /// that send the `authorization` header rather than verified claims.
     pub issuers: Vec<tokens::IssuerConfig>,
+    /// The authserver's change feed: users and groups for decisions, and
+    /// revocations for the tokens verified here.
+    pub feed: feed::FeedConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +81,7 @@ impl Default for Config {
             decision_log: LogConfig::default(),
             claims: ClaimsConfig::default(),
             issuers: Vec::new(),
+            feed: feed::FeedConfig::default(),
         }
     }
 }
@@ -162,6 +166,9 @@ impl Config {
                 e.message,
             ));
         }
+        self.feed
+            .validate()
+            .map_err(|e| ConfigError::invalid(format!("feed.{}", e.key), e.message))?;
         if self.http == self.grpc && self.http.port() != 0 {
             return Err(ConfigError::invalid("grpc", "must differ from `http`"));
         }

@@ -55,7 +55,22 @@ pub async fn run(
         verifier.start().await;
         Some(verifier)
     };
-    let authn = Authn::new(verifier, engine.metrics().clone());
+    let sink: Option<Arc<dyn feed::Sink>> = config.feed.entities.then(|| {
+        Arc::new(feed::EngineSink {
+            engine: engine.clone(),
+            prefix: config.feed.subject_prefix.clone(),
+        }) as Arc<dyn feed::Sink>
+    });
+    let following = feed::start(&config.feed, sink)
+        .map_err(|e| anyhow::anyhow!("feed.{}: {}", e.key, e.message))?;
+    if let Some(f) = &following {
+        engine
+            .metrics()
+            .registry
+            .register(Box::new(feed::StatusCollector::new(f.status.clone())))
+            .context("feed metrics")?;
+    }
+    let authn = Authn::new(verifier, engine.metrics().clone(), following);
     let api = router(
         ApiState {
             engine: engine.clone(),

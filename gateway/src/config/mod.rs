@@ -98,6 +98,11 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Prefix of every key the gateway writes to Redis.
     pub redis_prefix: String,
+    /// The authserver's change feed: revocations refuse its tokens and
+    /// sessions (users made inactive, sessions ended, tokens revoked)
+    /// within a second; users and groups join the embedded engine's
+    /// entities (`policies`; with a sidecar, the sidecar follows them).
+    pub feed: feed::FeedConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<Route>,
 }
@@ -207,6 +212,7 @@ impl Default for Config {
             upstream_ca_file: None,
             redis_url: None,
             redis_prefix: "portcullis:gateway:".into(),
+            feed: feed::FeedConfig::default(),
             upstreams: Vec::new(),
             routes: Vec::new(),
         }
@@ -290,6 +296,15 @@ impl Config {
             return Err(ConfigError::invalid(
                 format!("issuers[{}].{}", e.index, e.field),
                 e.message,
+            ));
+        }
+        self.feed
+            .validate()
+            .map_err(|e| ConfigError::invalid(format!("feed.{}", e.key), e.message))?;
+        if self.feed.url.is_some() && !self.feed.revocations && self.policies.is_none() {
+            return Err(ConfigError::invalid(
+                "feed.revocations",
+                "without `policies` the gateway follows only revocations (the sidecar follows entities): `false` leaves nothing to follow",
             ));
         }
         if self.policies.is_some() && self.sidecar.is_some() {

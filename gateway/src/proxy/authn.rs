@@ -1,6 +1,7 @@
 //! Who is calling: a bearer token from a configured issuer (verified once,
 //! cached until `exp`, failures charged to the client's budget), or a
-//! browser session.
+//! browser session. Either is refused, on every request, when the change
+//! feed revoked it (its user, its session or itself).
 
 use std::sync::Arc;
 
@@ -89,8 +90,7 @@ impl Gateway {
             && bearer.verified.expires_at > crate::now_secs()
         {
             self.metrics.token_hits.inc();
-            ctx.principal = Some(Principal::Bearer(bearer));
-            return Ok(false);
+            return self.admit_bearer(session, ctx, bearer).await;
         }
         self.metrics.token_misses.inc();
         // Tokens that fail are charged to the client's budget. An opaque
@@ -140,8 +140,7 @@ impl Gateway {
             Ok(claims) => {
                 let bearer = Arc::new(Bearer::new(verified, claims));
                 self.bearers.insert(key, bearer.clone());
-                ctx.principal = Some(Principal::Bearer(bearer));
-                Ok(false)
+                self.admit_bearer(session, ctx, bearer).await
             }
             Err(e) => {
                 self.metrics
@@ -168,7 +167,22 @@ impl Gateway {
             )
             .await;
         };
-        match sessions.lookup(session.req_header()).await {
+        let active = match sessions.lookup(session.req_header()).await {
+            Some(active) => match self.vet(&active.claims) {
+                feed::Verdict::Pass => Some(active),
+                // Ended at the authserver (or its user disabled): signed out.
+                feed::Verdict::Revoked => {
+                    self.metrics
+                        .auth_failures
+                        .with_label_values(&["revoked"])
+                        .inc();
+                    return sessions.challenge(session).await;
+                }
+                feed::Verdict::Unknown => return refuse(session, feed_unknown()).await,
+            },
+            None => None,
+        };
+        match active {
             Some(active) => {
                 ctx.set_cookie = sessions.renewed_cookie(&active);
                 ctx.principal = Some(Principal::Session(active));
@@ -183,6 +197,47 @@ impl Gateway {
             }
         }
     }
+}
+
+impl Gateway {
+    /// What the change feed says of a verified caller.
+    fn vet(&self, claims: &decision::Claims) -> feed::Verdict {
+        self.feed
+            .as_ref()
+            .and_then(|f| f.guard.as_ref())
+            .map_or(feed::Verdict::Pass, |g| g.check(claims))
+    }
+
+    /// A verified bearer, unless the change feed revoked it. Revoked tokens
+    /// stay cached: the next request is refused as cheaply, and a user
+    /// enabled again gets their tokens back.
+    async fn admit_bearer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        bearer: Arc<Bearer>,
+    ) -> Result<bool> {
+        match self.vet(&bearer.claims) {
+            feed::Verdict::Pass => {
+                ctx.principal = Some(Principal::Bearer(bearer));
+                Ok(false)
+            }
+            feed::Verdict::Revoked => {
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&["revoked"])
+                    .inc();
+                refuse(session, Refusal::InvalidToken("revoked".into())).await
+            }
+            feed::Verdict::Unknown => refuse(session, feed_unknown()).await,
+        }
+    }
+}
+
+/// 503 for the feed issuer's callers while the feed, told to fail closed,
+/// cannot vouch for what was revoked.
+fn feed_unknown() -> Refusal {
+    Refusal::Unavailable("revocations are out of date: the change feed has not answered".into())
 }
 
 pub(super) fn bearer(req: &RequestHeader) -> Option<&str> {

@@ -37,7 +37,20 @@ impl Gateway {
             claims: ctx.principal.as_ref().map(Principal::payload),
             parsed: ctx.principal.as_ref().map(Principal::claims),
         };
-        match authorizer.check(&query, &self.metrics).await {
+        // Entities from a feed that cannot be vouched for (and told to
+        // fail closed): no decision, as if the decider were down.
+        let result = if self
+            .feed
+            .as_ref()
+            .is_some_and(feed::Running::entities_unknown)
+        {
+            Err(crate::authz::AuthzError::Unavailable(
+                "the directory is out of date: the change feed has not answered".into(),
+            ))
+        } else {
+            authorizer.check(&query, &self.metrics).await
+        };
+        match result {
             Ok(verdict) if verdict.allowed => {
                 ctx.verdict = Some(verdict);
                 Ok(false)

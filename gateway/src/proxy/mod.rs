@@ -80,6 +80,19 @@ pub struct Gateway {
     sessions: Option<Sessions>,
     access_log: Option<Arc<AccessLog>>,
     tunnels: Tunnels,
+    /// The change feed: revocations refuse tokens and sessions; with the
+    /// embedded engine, its entities.
+    feed: Option<feed::Running>,
+}
+
+/// What a gateway is built from besides its configuration.
+pub struct Parts {
+    pub verifier: Option<Arc<Verifier>>,
+    pub authorizer: Option<Authorizer>,
+    pub sessions: Option<Sessions>,
+    pub access_log: Option<Arc<AccessLog>>,
+    pub metrics: Arc<Metrics>,
+    pub feed: Option<feed::Running>,
 }
 
 /// Per-request state.
@@ -104,15 +117,15 @@ pub struct Ctx {
 }
 
 impl Gateway {
-    pub fn new(
-        config: &Config,
-        verifier: Option<Arc<Verifier>>,
-        authorizer: Option<Authorizer>,
-        sessions: Option<Sessions>,
-        access_log: Option<Arc<AccessLog>>,
-        metrics: Arc<Metrics>,
-        server: &ServerConf,
-    ) -> Self {
+    pub fn new(config: &Config, parts: Parts, server: &ServerConf) -> Self {
+        let Parts {
+            verifier,
+            authorizer,
+            sessions,
+            access_log,
+            metrics,
+            feed,
+        } = parts;
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
@@ -159,6 +172,7 @@ impl Gateway {
             sessions,
             access_log,
             tunnels: Tunnels::new(server),
+            feed,
         }
     }
 

@@ -19,6 +19,11 @@ pub struct Claims {
     /// When the user signed in (OIDC `auth_time`, Unix seconds): how a
     /// policy tells a fresh sign-in from an old one (`@max_age`).
     pub auth_time: Option<i64>,
+    /// Who issued the token, its session (`sid`) and its id (`jti`): not
+    /// for policies, for refusing what the change feed revoked.
+    pub iss: Option<String>,
+    pub sid: Option<String>,
+    pub jti: Option<String>,
 }
 
 /// A claim with the wrong JSON type.
@@ -74,7 +79,19 @@ impl Claims {
             amr: list(get("amr"), "amr")?,
             acr: string(get("acr"), "acr")?,
             auth_time: whole(get("auth_time"), "auth_time")?,
+            iss: loose(get("iss")),
+            sid: loose(get("sid")),
+            jti: loose(get("jti")),
         })
+    }
+}
+
+/// A claim policies never read: kept when it is a string, else ignored
+/// (a numeric `jti` from some issuer is not a reason to refuse its token).
+fn loose(value: ClaimValue<'_>) -> Option<String> {
+    match value {
+        ClaimValue::Str(s) if !s.is_empty() => Some(s.to_owned()),
+        _ => None,
     }
 }
 
@@ -136,6 +153,12 @@ mod tests {
         assert_eq!(c.scopes, ["openid", "orders:read"]);
         assert_eq!(c.roles, ["auditor"]);
         assert_eq!(c.amr, ["pwd", "mfa"]);
+        let c = parse(json!({"iss": "https://id", "sid": "s1", "jti": 7})).unwrap();
+        assert_eq!(
+            (c.iss.as_deref(), c.sid.as_deref(), c.jti),
+            (Some("https://id"), Some("s1"), None),
+            "a numeric jti is ignored, not refused"
+        );
         let c = parse(json!({"azp": "svc", "scp": ["a", "b"]})).unwrap();
         assert_eq!(c.client_id.as_deref(), Some("svc"));
         assert_eq!(c.scopes, ["a", "b"]);

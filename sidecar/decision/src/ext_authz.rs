@@ -87,20 +87,30 @@ impl Denial {
         )
     }
 
-    /// A bearer token was sent and refused, whatever the policies say.
-    pub fn invalid_token(rejected: &Rejected) -> Self {
-        Self::new(
-            401,
-            "invalid_token",
-            "the bearer token was refused",
-            Some(challenge::invalid_token(&rejected.0)),
-        )
+    /// A bearer token was sent and refused, whatever the policies say; or
+    /// it cannot be judged now (503).
+    pub fn rejected(rejected: &Rejected) -> Self {
+        match rejected {
+            Rejected::Token(why) => Self::new(
+                401,
+                "invalid_token",
+                "the bearer token was refused",
+                Some(challenge::invalid_token(why)),
+            ),
+            Rejected::Unavailable(_) => {
+                Self::new(503, "unavailable", "tokens cannot be checked now", None)
+            }
+        }
     }
 }
 
-/// A bearer token was sent and refused; the string says why.
+/// A bearer token that was sent and refused, or that cannot be judged now
+/// (the revocations are out of date: fail closed); the string says why.
 #[derive(Debug, Clone)]
-pub struct Rejected(pub String);
+pub enum Rejected {
+    Token(String),
+    Unavailable(String),
+}
 
 /// Decide `question` for `identity`: the claims the proxy or the sidecar
 /// verified, `None` for an anonymous request, or a refused token.
@@ -111,7 +121,7 @@ pub fn answer(
 ) -> Answer {
     let claims = match identity {
         Ok(claims) => claims,
-        Err(rejected) => return Answer::Deny(Denial::invalid_token(&rejected)),
+        Err(rejected) => return Answer::Deny(Denial::rejected(&rejected)),
     };
     let decision = engine.check(&CheckRequest {
         method: question.method,

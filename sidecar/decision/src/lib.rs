@@ -17,6 +17,7 @@ mod cedar_json;
 pub mod challenge;
 pub mod claims;
 pub mod decision_log;
+pub mod directory;
 mod engine;
 pub mod envoy;
 pub mod error;

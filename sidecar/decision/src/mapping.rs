@@ -367,6 +367,14 @@ impl Mapping {
         None
     }
 
+    /// The types the change feed's users and groups become.
+    pub fn directory_types(&self) -> crate::directory::Types<'_> {
+        crate::directory::Types {
+            user: &self.principal.user,
+            group: self.principal.groups.as_ref(),
+        }
+    }
+
     /// The principal: `sub` → user, else `client_id` → client, else
     /// anonymous. A `sub` equal to `client_id` is a client acting for itself
     /// (RFC 9068 §2.2: client-credentials access tokens carry the client's

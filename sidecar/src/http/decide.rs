@@ -37,7 +37,10 @@ pub(super) async fn envoy_http(
             .filter(|h| decision::headers::is_owned(h))
             .collect(),
     };
-    let identity = state.authn.bearer(text(header::AUTHORIZATION)).await;
+    let identity = state
+        .authn
+        .identify(None, text(header::AUTHORIZATION))
+        .await;
     match ext_authz::answer(&state.engine, identity, question) {
         Answer::Allow { set, mut remove } => {
             let mut response = StatusCode::OK.into_response();
@@ -101,21 +104,27 @@ pub(super) async fn check(
                 "give `claims` or `authorization`, not both",
             ));
         }
-        (Some(claims), None) => Some(
-            Claims::from_json(claims)
-                .map_err(|e| ApiError::bad_request(format!("`claims`: {e}")))?,
-        ),
+        (Some(_), None) | (None, None) => {
+            body.claims
+                .as_ref()
+                .map(Claims::from_json)
+                .transpose()
+                .map_err(|e| ApiError::bad_request(format!("`claims`: {e}")))?
+        }
         (None, Some(_)) if state.authn.verifier().is_none() => {
             return Err(ApiError::bad_request(
                 "`authorization` needs `issuers` in the sidecar's configuration",
             ));
         }
-        (None, authorization) => state
-            .authn
-            .bearer(authorization.as_deref())
-            .await
-            .map_err(|r| ApiError::invalid_token(&r))?,
+        (None, Some(_)) => None,
     };
+    // Claims given or a token verified here, refused alike when the
+    // change feed revoked them.
+    let claims = state
+        .authn
+        .identify(claims, body.authorization.as_deref())
+        .await
+        .map_err(|r| ApiError::invalid_token(&r))?;
     if body.method.is_empty() || !body.method.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(ApiError::bad_request(
             "`method` must be an upper-case HTTP method",

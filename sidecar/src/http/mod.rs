@@ -100,13 +100,14 @@ impl ApiError {
     }
 
     fn invalid_token(rejected: &Rejected) -> Self {
-        Self {
-            challenge: Some(decision::challenge::invalid_token(&rejected.0)),
-            ..Self::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                rejected.0.clone(),
-            )
+        match rejected {
+            Rejected::Token(why) => Self {
+                challenge: Some(decision::challenge::invalid_token(why)),
+                ..Self::new(StatusCode::UNAUTHORIZED, "invalid_token", why.clone())
+            },
+            Rejected::Unavailable(why) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why.clone())
+            }
         }
     }
 

@@ -55,8 +55,19 @@ pub(super) async fn ready(State(state): State<ApiState>) -> Response {
         )
         .into_response();
     }
-    Json(json!({"status": "ready", "version": state.engine.snapshot().bundle.version}))
-        .into_response()
+    let snapshot = state.engine.snapshot();
+    let mut body = json!({"status": "ready", "version": snapshot.bundle.version});
+    if let Some(feed) = state.authn.feed() {
+        let (ready, mut detail) = feed.readiness();
+        detail["users"] = json!(snapshot.directory.users());
+        detail["groups"] = json!(snapshot.directory.groups());
+        body["feed"] = detail;
+        if !ready {
+            body["status"] = json!("not_ready");
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+        }
+    }
+    Json(body).into_response()
 }
 
 pub(super) async fn metrics(State(state): State<ApiState>) -> Response {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use cedar_policy::{Entities, Entity, EntityUid, Schema};
+use cedar_policy::{Entities, EntityUid, Schema};
 
 use super::{ENTITIES_FILE, EntityKey};
 use crate::error::{LoadError, flatten};
@@ -117,11 +117,4 @@ pub(super) fn collect_entity_literals(json: &serde_json::Value, out: &mut Vec<se
         }
         _ => {}
     }
-}
-
-/// Cedar's `Entity` cloned with extra parents (claims add groups and roles).
-pub fn with_parents(entity: &Entity, extra: impl IntoIterator<Item = EntityUid>) -> Option<Entity> {
-    let (uid, attrs, mut parents) = entity.clone().into_inner();
-    parents.extend(extra);
-    Entity::new(uid, attrs, parents).ok()
 }

@@ -12,6 +12,7 @@ use cedar_policy::{
     Entities, EntityUid, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator,
 };
 
+use crate::directory::AttrKinds;
 use crate::error::{LoadError, diagnostic};
 use crate::mapping::Mapping;
 use crate::outcome::StepUp;
@@ -20,7 +21,7 @@ mod entities;
 mod files;
 mod scope;
 
-pub use entities::{entity_key, stored_map, with_parents};
+pub use entities::{entity_key, stored_map};
 pub use scope::ActionScope;
 
 use entities::{build_entities, reach_map};
@@ -61,6 +62,9 @@ pub struct Bundle {
     pub step_ups: HashMap<String, StepUp>,
     /// For each stored entity, the other entities its attributes reach.
     pub reach: HashMap<EntityUid, Arc<[EntityUid]>>,
+    /// The attributes the schema declares for each entity type: which of
+    /// the directory's a decision may see.
+    pub attr_kinds: AttrKinds,
     /// Content hash of the directory (first 16 hex digits of SHA-256).
     pub version: String,
     pub loaded_at: SystemTime,
@@ -134,6 +138,7 @@ impl Bundle {
             mapping: self.mapping.clone(),
             step_ups: self.step_ups.clone(),
             reach,
+            attr_kinds: self.attr_kinds.clone(),
             version: String::new(),
             loaded_at: SystemTime::now(),
         };
@@ -238,6 +243,7 @@ impl Bundle {
         })?;
         let entities = build_entities(&schema, &stored)?;
         let (by_action, all_actions) = index_by_action(&schema, &policies, &entities);
+        let attr_kinds = AttrKinds::from_schema(&schema_text);
         let mut bundle = Self {
             dir: dir.to_owned(),
             schema,
@@ -247,6 +253,7 @@ impl Bundle {
             all_actions,
             sources,
             reach: reach_map(&entities),
+            attr_kinds,
             entities,
             stored,
             mapping,

@@ -4,14 +4,16 @@
 
 use super::*;
 
-/// The entities a check evaluates against. `None` means the stored set as is
-/// (the principal is stored, or unknown, and claims add no parents); `Some`
-/// is a small slice: the principal with its claim parents, and every stored
-/// entity the evaluation can reach (resource, action, attribute references,
-/// entity literals of the policies). Building a slice costs a few entity
-/// clones; re-closing the whole store per request would cost O(store).
+/// The entities a check evaluates against. `None` means the stored set as
+/// is (neither the directory nor the claims add to the principal); `Some`
+/// is a small slice: the principal as the store, the directory and the
+/// claims describe it, everything above it, and every stored entity the
+/// evaluation can reach (resource, action, attribute references, entity
+/// literals of the policies). Building a slice costs a few entity clones;
+/// re-closing the whole store per request would cost O(store).
 pub(super) fn principal_slice(
     bundle: &Bundle,
+    directory: &Directory,
     literal_refs: &[EntityUid],
     principal: &EntityUid,
     claim_parents: &[EntityUid],
@@ -19,29 +21,17 @@ pub(super) fn principal_slice(
     resource: &EntityUid,
 ) -> Result<Option<Entities>, String> {
     let store = &bundle.entities;
-    let mut extra: Vec<EntityUid> = Vec::new();
-    for parent in claim_parents {
-        let already = store
-            .ancestors(principal)
-            .is_some_and(|mut a| a.any(|x| x == parent));
-        if !already && !extra.contains(parent) {
-            extra.push(parent.clone());
-            if let Some(ancestors) = store.ancestors(parent) {
-                extra.extend(ancestors.cloned());
-            }
-        }
-    }
-    if extra.is_empty() {
+    let Some(mut slice) = crate::directory::principal_entities(
+        store,
+        directory,
+        bundle.mapping.directory_types(),
+        &bundle.attr_kinds,
+        principal,
+        claim_parents,
+    ) else {
         return Ok(None);
-    }
-    let principal_entity = match store.get(principal) {
-        Some(stored) => bundle::with_parents(stored, extra)
-            .ok_or_else(|| format!("principal `{principal}`: cannot merge claim parents"))?,
-        None => Entity::new_no_attrs(principal.clone(), extra.into_iter().collect()),
     };
-    let mut included: HashSet<&EntityUid> = HashSet::new();
-    included.insert(principal);
-    let mut slice = vec![principal_entity];
+    let mut included: HashSet<EntityUid> = slice.iter().map(Entity::uid).collect();
     let reach = |uid: &EntityUid| {
         bundle
             .reach
@@ -56,9 +46,10 @@ pub(super) fn principal_slice(
         .chain(reach(resource))
         .chain(literal_refs);
     for uid in wanted {
-        if included.insert(uid)
+        if !included.contains(uid)
             && let Some(e) = store.get(uid)
         {
+            included.insert(uid.clone());
             slice.push(e.clone());
         }
     }

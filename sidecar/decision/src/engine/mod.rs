@@ -36,6 +36,7 @@ use crate::cache::DecisionCache;
 use crate::cedar_json;
 use crate::claims::Claims;
 use crate::decision_log::{DecisionLog, Record, Subject};
+use crate::directory::Directory;
 use crate::error::{self, Error, LoadError};
 use crate::mapping;
 use crate::mapping::ContextUse;
@@ -80,10 +81,12 @@ impl Default for EngineOptions {
     }
 }
 
-/// The bundle being served and its generation (bumped on every swap).
+/// The bundle being served, the directory beside it, and their
+/// generation (bumped on every swap of either).
 #[derive(Debug)]
 pub struct Snapshot {
-    pub bundle: Bundle,
+    pub bundle: Arc<Bundle>,
+    pub directory: Arc<Directory>,
     pub generation: u64,
 }
 
@@ -106,6 +109,9 @@ pub struct Engine {
     status: Mutex<ReloadStatus>,
     /// Serialises reloads and entity writes; decisions never take it.
     writes: Mutex<()>,
+    /// Serialises swaps of the bundle and of the directory, so neither
+    /// undoes the other.
+    swaps: Mutex<()>,
     generation: AtomicU64,
 }
 
@@ -123,7 +129,8 @@ impl Engine {
         let bundle = Bundle::load(dir)?;
         Ok(Self {
             current: ArcSwap::from_pointee(Snapshot {
-                bundle,
+                bundle: Arc::new(bundle),
+                directory: Arc::default(),
                 generation: 1,
             }),
             dir: dir.to_owned(),
@@ -133,6 +140,7 @@ impl Engine {
             metrics,
             status: Mutex::new(ReloadStatus::default()),
             writes: Mutex::new(()),
+            swaps: Mutex::new(()),
             generation: AtomicU64::new(1),
         })
     }
@@ -254,6 +262,7 @@ impl Engine {
             let slice;
             let entities = match principal_slice(
                 bundle,
+                &snap.directory,
                 &scope.literal_refs,
                 &mapped.principal,
                 &mapped.claim_parents,
@@ -394,9 +403,31 @@ impl Engine {
     }
 
     fn swap(&self, bundle: Bundle) {
+        let _guard = lock(&self.swaps);
+        let directory = self.current.load().directory.clone();
+        self.install(Arc::new(bundle), directory);
+    }
+
+    /// Serves decisions from `directory` from now on (the change feed's
+    /// users and groups); no cached decision from before survives.
+    pub fn set_directory(&self, directory: Directory) {
+        let _guard = lock(&self.swaps);
+        let bundle = self.current.load().bundle.clone();
+        self.install(bundle, Arc::new(directory));
+    }
+
+    /// The directory decisions are made with.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.current.load().directory.clone()
+    }
+
+    fn install(&self, bundle: Arc<Bundle>, directory: Arc<Directory>) {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        self.current
-            .store(Arc::new(Snapshot { bundle, generation }));
+        self.current.store(Arc::new(Snapshot {
+            bundle,
+            directory,
+            generation,
+        }));
         self.cache.clear();
     }
 }
