@@ -11,6 +11,7 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 use crate::crypto::MasterKey;
+use crate::model::MAX_ACCESS_SECONDS;
 use crate::password::Argon2Config;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -314,7 +315,11 @@ impl Config {
             .map_err(|e| ConfigError::invalid("argon2", e))?;
         let t = &self.tokens;
         for (key, value, max) in [
-            ("tokens.access_seconds", t.access_seconds, 24 * 3600),
+            (
+                "tokens.access_seconds",
+                t.access_seconds,
+                MAX_ACCESS_SECONDS.unsigned_abs(),
+            ),
             ("tokens.id_seconds", t.id_seconds, 24 * 3600),
             ("tokens.refresh_seconds", t.refresh_seconds, 365 * 24 * 3600),
             ("tokens.code_seconds", t.code_seconds, 600),

@@ -23,6 +23,15 @@ pub struct DevCredentials {
     pub admin_token: String,
     pub user: DemoUser,
     pub clients: DemoClients,
+    /// Service tokens for the demo's provisioning script (`scim`) and its
+    /// sidecar and gateway (`feed`).
+    pub service_tokens: DemoServiceTokens,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DemoServiceTokens {
+    pub scim: String,
+    pub feed: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -157,7 +166,12 @@ pub async fn bootstrap(app: &mut App) -> Result<DevCredentials, Error> {
         at,
     )
     .await?;
+    let service_tokens = DemoServiceTokens {
+        scim: fresh_service_token(app, "dev-provisioning", crate::service::SCIM, at).await?,
+        feed: fresh_service_token(app, "dev-feed", crate::service::FEED, at).await?,
+    };
     Ok(DevCredentials {
+        service_tokens,
         issuer: app.issuer.clone(),
         admin_token,
         user: DemoUser {
@@ -167,6 +181,20 @@ pub async fn bootstrap(app: &mut App) -> Result<DevCredentials, Error> {
         },
         clients: DemoClients { web, spa, service },
     })
+}
+
+/// A new service token named `name` (the previous one stops working).
+async fn fresh_service_token(app: &App, name: &str, scope: &str, at: i64) -> Result<String, Error> {
+    let actor = crate::model::Actor::local("dev-bootstrap");
+    let audit = actor
+        .event(at, "service_token.remove")
+        .target(name.to_owned());
+    match app.store.remove_service_token(name, &audit).await {
+        Ok(()) | Err(crate::store::StoreError::NotFound(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let (token, _) = crate::service::add_token(app, name, &[scope.to_owned()], actor, at).await?;
+    Ok(token)
 }
 
 fn scopes(list: &[&str]) -> Vec<String> {

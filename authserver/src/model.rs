@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The longest an access token may live (`tokens.access_seconds`): how
+/// long a user made active again still has older tokens refused.
+pub const MAX_ACCESS_SECONDS: i64 = 24 * 3600;
+
 /// A person who logs in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct User {

@@ -17,7 +17,7 @@ pub struct EngineSink {
 }
 
 impl Sink for EngineSink {
-    fn reset(&self, entities: Vec<Value>) {
+    fn reset(&self, entities: Vec<Value>, cursor: i64) {
         let dir = Directory::from_snapshot(self.prefix.as_deref(), &entities);
         tracing::info!(
             users = dir.users(),
@@ -25,11 +25,15 @@ impl Sink for EngineSink {
             "directory loaded from the feed"
         );
         self.engine.set_directory(dir);
+        self.engine.set_feed_cursor(cursor);
     }
 
-    fn apply(&self, changes: Vec<Value>) {
-        // Only the follower writes the directory: read, change, swap.
-        let next = self.engine.directory().with_changes(&changes);
-        self.engine.set_directory(next);
+    fn apply(&self, changes: Vec<Value>, cursor: i64) {
+        if !changes.is_empty() {
+            // Only the follower writes the directory: read, change, swap.
+            let next = self.engine.directory().with_changes(&changes);
+            self.engine.set_directory(next);
+        }
+        self.engine.set_feed_cursor(cursor);
     }
 }

@@ -16,12 +16,15 @@ use serde_json::Value;
 use crate::revocations::{Revocations, SharedRevocations};
 use crate::wire::{ChangesPage, Snapshot};
 
-/// Where entity changes go: a decision engine.
+/// Where entity changes go: a decision engine, or what must know when
+/// decisions made before a change are outdated.
 pub trait Sink: Send + Sync + 'static {
-    /// A snapshot: these are all the entities there are.
-    fn reset(&self, entities: Vec<Value>);
-    /// Entity changes after the last reset, oldest first, to apply at once.
-    fn apply(&self, changes: Vec<Value>);
+    /// A snapshot at `cursor`: these are all the entities there are.
+    fn reset(&self, entities: Vec<Value>, cursor: i64);
+    /// Entity changes after the last reset, oldest first, to apply at once;
+    /// with them the feed is followed up to `cursor`. Called for every
+    /// answer, `changes` empty when only the cursor moved.
+    fn apply(&self, changes: Vec<Value>, cursor: i64);
 }
 
 /// What a follower does once it has not heard from the feed for longer
@@ -209,7 +212,7 @@ impl Follower {
             self.revocations.store(revocations);
         }
         if let (true, Some(sink)) = (self.config.entities, &self.sink) {
-            sink.reset(snap.entities);
+            sink.reset(snap.entities, snap.cursor);
         }
         self.status.snapshots.fetch_add(1, Ordering::Relaxed);
         Ok(snap.cursor)
@@ -242,8 +245,8 @@ impl Follower {
                 self.revocations.store(next);
             }
         }
-        if let (true, Some(sink)) = (self.config.entities && !entities.is_empty(), &self.sink) {
-            sink.apply(entities);
+        if let (true, Some(sink)) = (self.config.entities, &self.sink) {
+            sink.apply(entities, page.cursor);
         }
         Ok(page.cursor)
     }
@@ -278,12 +281,23 @@ impl Follower {
                 Err(FeedError::Failed(e)) => {
                     self.status.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, lag_ms = self.status.lag().as_millis() as u64, "change feed unreachable; keeping what we have");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(jittered(pause)).await;
+                    // At most a second: once the authserver is back, every
+                    // follower is current again within about that.
+                    pause = (pause * 2).min(Duration::from_secs(1));
                 }
             }
         }
     }
+}
+
+/// `pause` times 0.5 to 1.5, so followers that lost the feed together do
+/// not all come back at the same instant.
+fn jittered(pause: Duration) -> Duration {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    pause.mul_f64(0.5 + f64::from(nanos % 1000) / 1000.0)
 }
 
 /// A follower running in the background, and what its users hold.

@@ -21,5 +21,5 @@ pub use config::{FeedConfig, FeedConfigError};
 pub use engine::EngineSink;
 pub use follower::{Follower, FollowerConfig, OnStale, Running, Sink, Status, start};
 pub use metrics::StatusCollector;
-pub use revocations::{Guard, Revocations, SharedRevocations, Verdict};
+pub use revocations::{Guard, Revocations, SharedRevocations, TokenFacts, Verdict};
 pub use wire::{Change, ChangesPage, Snapshot};

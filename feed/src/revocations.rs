@@ -12,6 +12,9 @@ use serde_json::Value;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Revocations {
     users: HashSet<String>,
+    /// Users made active again: `sub` → (tokens issued before this are
+    /// refused, until when that matters).
+    reinstated: HashMap<String, (i64, i64)>,
     /// `sid` → when tokens carrying it expire.
     sessions: HashMap<String, i64>,
     /// `jti` → the token's `exp`.
@@ -25,12 +28,16 @@ impl Revocations {
         let text = |k: &str| body[k].as_str().map(str::to_owned);
         match body["revocation"].as_str() {
             Some("user") => {
-                if let Some(sub) = text("sub") {
-                    if body["revoked"] == true {
-                        self.users.insert(sub);
-                    } else {
-                        self.users.remove(&sub);
-                    }
+                let Some(sub) = text("sub") else { return };
+                if body["revoked"] == true {
+                    self.users.insert(sub);
+                    return;
+                }
+                self.users.remove(&sub);
+                if let (Some(not_before), Some(exp)) =
+                    (body["not_before"].as_i64(), body["exp"].as_i64())
+                {
+                    self.reinstated.insert(sub, (not_before, exp));
                 }
             }
             Some("session") => {
@@ -51,22 +58,43 @@ impl Revocations {
     pub fn prune(&mut self, now: i64) {
         self.sessions.retain(|_, exp| *exp >= now);
         self.tokens.retain(|_, exp| *exp >= now);
+        self.reinstated.retain(|_, (_, exp)| *exp >= now);
     }
 
-    /// Whether a token with these claims is revoked.
-    pub fn refuses(&self, sub: Option<&str>, sid: Option<&str>, jti: Option<&str>) -> bool {
-        sub.is_some_and(|s| self.users.contains(s))
-            || sid.is_some_and(|s| self.sessions.contains_key(s))
-            || jti.is_some_and(|j| self.tokens.contains_key(j))
+    /// Whether a token with these claims is revoked: its user is
+    /// inactive, or was made active again after it was issued (a token
+    /// without `iat` cannot show it is newer), or its session or itself
+    /// was revoked. `iat` counts whole seconds: a token issued in the very
+    /// second of the reactivation passes (so one made just after does);
+    /// its session's revocation, when the session was known, still
+    /// refuses it.
+    pub fn refuses(&self, token: &TokenFacts<'_>) -> bool {
+        token.sub.is_some_and(|s| {
+            self.users.contains(s)
+                || self
+                    .reinstated
+                    .get(s)
+                    .is_some_and(|(not_before, _)| token.iat.is_none_or(|i| i < *not_before))
+        }) || token.sid.is_some_and(|s| self.sessions.contains_key(s))
+            || token.jti.is_some_and(|j| self.tokens.contains_key(j))
     }
 
     pub fn len(&self) -> usize {
-        self.users.len() + self.sessions.len() + self.tokens.len()
+        self.users.len() + self.reinstated.len() + self.sessions.len() + self.tokens.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// What a revocation may name in a verified token.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokenFacts<'a> {
+    pub sub: Option<&'a str>,
+    pub sid: Option<&'a str>,
+    pub jti: Option<&'a str>,
+    pub iat: Option<i64>,
 }
 
 /// The current set, shared by every request.
@@ -79,8 +107,8 @@ impl SharedRevocations {
     }
 
     /// Whether a token of the feed's issuer with these claims is revoked.
-    pub fn refuses(&self, sub: Option<&str>, sid: Option<&str>, jti: Option<&str>) -> bool {
-        self.0.load().refuses(sub, sid, jti)
+    pub fn refuses(&self, token: &TokenFacts<'_>) -> bool {
+        self.0.load().refuses(token)
     }
 
     pub(crate) fn store(&self, next: Revocations) {
@@ -96,21 +124,48 @@ mod tests {
 
     #[test]
     fn users_sessions_and_tokens() {
+        let token = |sub, sid, jti| TokenFacts {
+            sub,
+            sid,
+            jti,
+            iat: Some(10),
+        };
         let mut r = Revocations::default();
         r.apply(&json!({"revocation": "user", "sub": "u1", "revoked": true}));
         r.apply(&json!({"revocation": "session", "sid": "s1", "exp": 100}));
         r.apply(&json!({"revocation": "token", "jti": "t1", "exp": 50}));
         r.apply(&json!({"revocation": "weather", "sub": "u2"}));
-        assert!(r.refuses(Some("u1"), None, None));
-        assert!(r.refuses(Some("u9"), Some("s1"), None));
-        assert!(r.refuses(None, None, Some("t1")));
-        assert!(!r.refuses(Some("u2"), Some("s2"), Some("t2")));
+        assert!(r.refuses(&token(Some("u1"), None, None)));
+        assert!(r.refuses(&token(Some("u9"), Some("s1"), None)));
+        assert!(r.refuses(&token(None, None, Some("t1"))));
+        assert!(!r.refuses(&token(Some("u2"), Some("s2"), Some("t2"))));
         r.prune(60);
-        assert!(!r.refuses(None, None, Some("t1")), "expired");
-        assert!(r.refuses(None, Some("s1"), None));
-        r.apply(&json!({"revocation": "user", "sub": "u1", "revoked": false}));
-        assert!(!r.refuses(Some("u1"), None, None), "enabled again");
-        assert_eq!(r.len(), 1);
+        assert!(!r.refuses(&token(None, None, Some("t1"))), "expired");
+        assert!(r.refuses(&token(None, Some("s1"), None)));
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn a_user_made_active_again_keeps_older_tokens_refused() {
+        let mut r = Revocations::default();
+        r.apply(&json!({"revocation": "user", "sub": "u1", "revoked": true}));
+        r.apply(&json!({"revocation": "user", "sub": "u1", "revoked": false, "not_before": 100, "exp": 5000}));
+        let issued = |iat| TokenFacts {
+            sub: Some("u1"),
+            iat,
+            ..TokenFacts::default()
+        };
+        assert!(r.refuses(&issued(Some(99))), "issued while it was revoked");
+        assert!(r.refuses(&issued(None)), "no iat: cannot show it is newer");
+        assert!(!r.refuses(&issued(Some(100))), "issued since");
+        r.prune(5001);
+        assert!(
+            !r.refuses(&issued(Some(99))),
+            "every such token has expired"
+        );
+        // Disabled again, it is disabled, whatever came before.
+        r.apply(&json!({"revocation": "user", "sub": "u1", "revoked": true}));
+        assert!(r.refuses(&issued(Some(6000))));
     }
 }
 
@@ -155,10 +210,12 @@ impl Guard {
             (Some(s), Some(p)) => Some(s.strip_prefix(p.as_str()).unwrap_or(s)),
             (s, _) => s,
         };
-        if self
-            .revocations
-            .refuses(sub, claims.sid.as_deref(), claims.jti.as_deref())
-        {
+        if self.revocations.refuses(&TokenFacts {
+            sub,
+            sid: claims.sid.as_deref(),
+            jti: claims.jti.as_deref(),
+            iat: claims.iat,
+        }) {
             Verdict::Revoked
         } else {
             Verdict::Pass

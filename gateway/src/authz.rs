@@ -8,12 +8,15 @@
 //! cut by up to a fifth by key (so decisions made together do not expire
 //! together), single flight per key (requests that miss together share
 //! one `Check`). Each verdict carries the `policy_version` the sidecar
-//! reported; a new version empties the cache. Embedded verdicts are cached
+//! reported; a new version empties the cache. With the change feed, each
+//! also carries the feed cursor the sidecar's directory reflected, and one
+//! from before the last entity change the gateway's own follower saw is
+//! neither reused nor kept. Embedded verdicts are cached
 //! per policy generation and token `exp`. No answer is an `AuthzError`: a
 //! 503 unless the route fails open.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -45,6 +48,8 @@ pub struct Verdict {
     pub step_up: Option<(String, Option<u64>)>,
     /// The policy set that decided (sidecar verdicts only).
     version: Option<Arc<str>>,
+    /// The change feed's cursor the sidecar's directory reflected.
+    feed_cursor: Option<i64>,
     /// How long it may be reused.
     ttl: Duration,
 }
@@ -59,6 +64,7 @@ impl Verdict {
             body: Bytes::new(),
             step_up: None,
             version: None,
+            feed_cursor: None,
             ttl: Duration::ZERO,
         }
     }
@@ -88,6 +94,7 @@ impl Verdict {
                 .as_deref()
                 .and_then(decision::challenge::step_up_of),
             version: None,
+            feed_cursor: None,
             ttl: Duration::ZERO,
         }
     }
@@ -233,6 +240,25 @@ pub struct SidecarClient {
     /// The policy version of the latest answer; cached verdicts of any other
     /// version are not used.
     version: ArcSwap<Arc<str>>,
+    /// The feed cursor of the last entity change the gateway's follower
+    /// saw: verdicts from a directory behind it are outdated.
+    feed_changed: Arc<AtomicI64>,
+}
+
+/// The gateway's follower tells the sidecar client where the last entity
+/// change is (the sidecar applies it; cached verdicts must wait for that).
+struct FeedChanges(Arc<AtomicI64>);
+
+impl feed::Sink for FeedChanges {
+    fn reset(&self, _entities: Vec<Value>, cursor: i64) {
+        self.0.fetch_max(cursor, Ordering::Release);
+    }
+
+    fn apply(&self, changes: Vec<Value>, cursor: i64) {
+        if !changes.is_empty() {
+            self.0.fetch_max(cursor, Ordering::Release);
+        }
+    }
 }
 
 /// Each cached verdict lives for its own TTL (never past the token's `exp`;
@@ -272,7 +298,22 @@ impl SidecarClient {
             cache,
             cache_ttl: Duration::from_secs(config.cache_ttl_secs),
             version: ArcSwap::from_pointee(Arc::from("")),
+            feed_changed: Arc::default(),
         })
+    }
+
+    /// What the gateway's change-feed follower reports entity changes to.
+    pub fn feed_sink(&self) -> Arc<dyn feed::Sink> {
+        Arc::new(FeedChanges(self.feed_changed.clone()))
+    }
+
+    /// Whether a verdict's directory was at least as current as the last
+    /// entity change the gateway knows of (a sidecar without a feed
+    /// reports no cursor: nothing to wait for).
+    fn fresh(&self, verdict: &Verdict) -> bool {
+        verdict
+            .feed_cursor
+            .is_none_or(|c| c >= self.feed_changed.load(Ordering::Acquire))
     }
 
     fn is_current(&self, version: &str) -> bool {
@@ -300,7 +341,7 @@ impl SidecarClient {
         };
         let key = cache_key(query);
         if let Some(hit) = cache.get(&key).await {
-            if hit.version.as_deref().is_some_and(|v| self.is_current(v)) {
+            if hit.version.as_deref().is_some_and(|v| self.is_current(v)) && self.fresh(&hit) {
                 metrics.decision_hits.inc();
                 return Ok(hit);
             }
@@ -347,7 +388,9 @@ impl SidecarClient {
                 cache.invalidate_all();
             }
         }
-        if verdict.version.is_some() {
+        // Reused only when tied to a policy version and not from before a
+        // directory change the gateway knows of.
+        if verdict.version.is_some() && self.fresh(&verdict) {
             let left = query.claims.map_or(ttl, |(_, exp)| {
                 Duration::from_secs(exp.saturating_sub(crate::now_secs()))
             });
@@ -405,9 +448,8 @@ fn check_request(query: &Query<'_>) -> CheckRequest {
 /// without an HTTP status is a 403.
 fn verdict(response: &CheckResponse) -> Verdict {
     let allowed = response.status.as_ref().is_some_and(|s| s.code == 0);
-    let version = response
-        .dynamic_metadata
-        .as_ref()
+    let metadata = response.dynamic_metadata.as_ref();
+    let version = metadata
         .and_then(|m| m.fields.get(decision::envoy::POLICY_VERSION))
         .and_then(|v| match &v.kind {
             Some(Kind::StringValue(s)) => Some(Arc::from(s.as_str())),
@@ -430,6 +472,13 @@ fn verdict(response: &CheckResponse) -> Verdict {
         body: Bytes::new(),
         step_up: None,
         version,
+        feed_cursor: metadata
+            .and_then(|m| m.fields.get(decision::envoy::FEED_CURSOR))
+            .and_then(|v| match &v.kind {
+                #[expect(clippy::cast_possible_truncation, reason = "a whole number below 2^53")]
+                Some(Kind::NumberValue(n)) => Some(*n as i64),
+                _ => None,
+            }),
         ttl: Duration::ZERO,
     };
     match &response.http_response {

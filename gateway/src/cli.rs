@@ -152,18 +152,18 @@ where
         (None, None) => None,
     };
     // The change feed's entities go to the embedded engine; with a sidecar
-    // deciding, the sidecar follows them and the gateway only revocations.
+    // deciding (and following them), they tell which cached verdicts are
+    // outdated.
+    let sink = match (&engine, &authorizer) {
+        (Some(engine), _) => Some(Arc::new(feed::EngineSink {
+            engine: engine.clone(),
+            prefix: config.feed.subject_prefix.clone(),
+        }) as Arc<dyn feed::Sink>),
+        (None, Some(Authorizer::Sidecar(client))) => Some(client.feed_sink()),
+        _ => None,
+    };
     let mut feed_config = config.feed.clone();
-    feed_config.entities &= engine.is_some();
-    let sink = engine
-        .as_ref()
-        .filter(|_| feed_config.entities)
-        .map(|engine| {
-            Arc::new(feed::EngineSink {
-                engine: engine.clone(),
-                prefix: feed_config.subject_prefix.clone(),
-            }) as Arc<dyn feed::Sink>
-        });
+    feed_config.entities &= sink.is_some();
     let following = {
         let _runtime = keys_runtime.enter();
         match feed::start(&feed_config, sink) {

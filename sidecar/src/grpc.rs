@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use decision::Engine;
-use decision::envoy::{POLICY_VERSION, claims_from_struct};
+use decision::envoy::{FEED_CURSOR, POLICY_VERSION, claims_from_struct};
 use decision::ext_authz::{self, Answer, Denial, Question};
 use decision::headers;
 use envoy_types::ext_authz::v3::pb::{
@@ -119,6 +119,9 @@ impl Authorization for ExtAuthz {
                 http.headers.get("authorization").map(String::as_str),
             )
             .await;
+        // Read before deciding: the directory decided with is at least
+        // this current.
+        let cursor = self.engine.feed_cursor();
         let mut response = match ext_authz::answer(&self.engine, identity, question) {
             Answer::Allow { set, remove } => CheckResponse {
                 status: Some(rpc::Status {
@@ -137,17 +140,27 @@ impl Authorization for ExtAuthz {
             },
             Answer::Deny(denial) => denied(denial),
         };
-        // Proxies that cache decisions (the gateway) flush when this changes.
+        // Proxies that cache decisions (the gateway) flush when the version
+        // changes, and reuse none made before a feed change they know of.
         let version = self.engine.snapshot().bundle.version.clone();
-        response.dynamic_metadata = Some(Struct {
-            fields: [(
-                POLICY_VERSION.to_owned(),
+        let mut fields: std::collections::HashMap<String, PbValue> = [(
+            POLICY_VERSION.to_owned(),
+            PbValue {
+                kind: Some(Kind::StringValue(version)),
+            },
+        )]
+        .into();
+        if cursor > 0 {
+            #[expect(clippy::cast_precision_loss, reason = "cursors stay below 2^53")]
+            let number = cursor as f64;
+            fields.insert(
+                FEED_CURSOR.to_owned(),
                 PbValue {
-                    kind: Some(Kind::StringValue(version)),
+                    kind: Some(Kind::NumberValue(number)),
                 },
-            )]
-            .into(),
-        });
+            );
+        }
+        response.dynamic_metadata = Some(Struct { fields });
         Ok(Response::new(response))
     }
 }

@@ -5,6 +5,8 @@
 //! numbers commit in order and a follower reading `seq > cursor` never
 //! skips one that commits late; SQLite has one writer at a time anyway.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value, json};
 use sqlx::types::Json;
 
@@ -57,42 +59,66 @@ pub(super) trait FeedTx {
     async fn emit_user(&mut self, at: i64, id: &str) -> Result<(), sqlx::Error>;
     /// The group `id` as it now is (its parents), by name.
     async fn emit_group(&mut self, at: i64, id: &str) -> Result<(), sqlx::Error>;
+
+    /// User `id` may (`active`) or may not sign in from `at` on. Made
+    /// active again, tokens issued before `at` stay refused for as long as
+    /// any access token can live.
+    async fn user_access(&mut self, at: i64, id: &str, active: bool) -> Result<(), sqlx::Error> {
+        if active {
+            let until = at + crate::model::MAX_ACCESS_SECONDS;
+            let body = json!({"revocation": "user", "sub": id, "revoked": false,
+                              "not_before": at, "exp": until});
+            self.append(at, "revocation", &body, Some(until)).await
+        } else {
+            self.append(at, "revocation", &user_revoked(id), None).await
+        }
+    }
 }
 
-/// The entity body of a user row.
-pub(super) fn user_entity(
-    id: &str,
-    username: &str,
-    display_name: Option<&str>,
-    email: Option<&str>,
+/// What the feed says of a user, as the `users` table holds it (the
+/// queries name these columns).
+#[derive(sqlx::FromRow)]
+pub(super) struct UserFacts {
+    id: String,
+    username: String,
+    display_name: Option<String>,
+    email: Option<String>,
+    /// JSON list.
+    roles: String,
     disabled: bool,
-    profile: &Value,
-    groups: Vec<String>,
-) -> Value {
-    let mut attrs = Map::new();
-    attrs.insert("userName".into(), json!(username));
-    if let Some(d) = display_name {
-        attrs.insert("displayName".into(), json!(d));
-    }
-    if let Some(e) = email {
-        attrs.insert("email".into(), json!(e));
-    }
-    for (name, path) in USER_FACTS {
-        let mut v = profile;
-        for key in *path {
-            v = &v[*key];
+    profile: Json<Value>,
+}
+
+impl UserFacts {
+    /// The entity body, with the names of the groups the user is in.
+    fn entity(&self, groups: Vec<String>) -> Value {
+        let mut attrs = Map::new();
+        attrs.insert("userName".into(), json!(self.username));
+        if let Some(d) = &self.display_name {
+            attrs.insert("displayName".into(), json!(d));
         }
-        if let Some(s) = v.as_str() {
-            attrs.insert((*name).to_owned(), json!(s));
+        if let Some(e) = &self.email {
+            attrs.insert("email".into(), json!(e));
         }
+        for (name, path) in USER_FACTS {
+            let mut v = &self.profile.0;
+            for key in *path {
+                v = &v[*key];
+            }
+            if let Some(s) = v.as_str() {
+                attrs.insert((*name).to_owned(), json!(s));
+            }
+        }
+        let roles: Vec<String> = serde_json::from_str(&self.roles).unwrap_or_default();
+        json!({
+            "entity": "user",
+            "id": self.id,
+            "active": !self.disabled,
+            "attrs": attrs,
+            "groups": groups,
+            "roles": roles,
+        })
     }
-    json!({
-        "entity": "user",
-        "id": id,
-        "active": !disabled,
-        "attrs": attrs,
-        "groups": groups,
-    })
 }
 
 macro_rules! feed_tx {
@@ -123,16 +149,16 @@ macro_rules! feed_tx {
             }
 
             async fn emit_user(&mut self, at: i64, id: &str) -> Result<(), sqlx::Error> {
-                let row: Option<(String, Option<String>, Option<String>, bool, Json<Value>)> =
-                    sqlx::query_as(
-                        "SELECT username, display_name, email, disabled, profile FROM users WHERE id = $1",
-                    )
-                    .bind(id)
-                    .fetch_optional(&mut **self)
-                    .await?;
+                let row: Option<UserFacts> = sqlx::query_as(
+                    "SELECT id, username, display_name, email, roles, disabled, profile \
+                     FROM users WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&mut **self)
+                .await?;
                 let body = match row {
                     None => json!({"entity": "user", "id": id, "deleted": true}),
-                    Some((username, display_name, email, disabled, Json(profile))) => {
+                    Some(user) => {
                         let groups: Vec<(String,)> = sqlx::query_as(
                             "SELECT g.name FROM groups g JOIN group_members m ON m.group_id = g.id \
                              WHERE m.user_id = $1 ORDER BY g.name",
@@ -140,15 +166,7 @@ macro_rules! feed_tx {
                         .bind(id)
                         .fetch_all(&mut **self)
                         .await?;
-                        user_entity(
-                            id,
-                            &username,
-                            display_name.as_deref(),
-                            email.as_deref(),
-                            disabled,
-                            &profile,
-                            groups.into_iter().map(|(g,)| g).collect(),
-                        )
+                        user.entity(groups.into_iter().map(|(g,)| g).collect())
                     }
                 };
                 self.append(at, "entity", &body, None).await
@@ -186,9 +204,9 @@ pub(super) fn group_deleted(name: &str) -> Value {
     json!({"entity": "group", "id": name, "deleted": true})
 }
 
-/// A user's sign-in state, for those following revocations only.
-pub(super) fn user_revocation(id: &str, active: bool) -> Value {
-    json!({"revocation": "user", "sub": id, "revoked": !active})
+/// A user who may not sign in: their tokens are refused.
+fn user_revoked(id: &str) -> Value {
+    json!({"revocation": "user", "sub": id, "revoked": true})
 }
 
 #[derive(sqlx::FromRow)]
@@ -304,17 +322,9 @@ impl Store {
 
     /// Users as entities, `limit` at a time after id `after` (a snapshot).
     pub async fn user_entities(&self, after: &str, limit: i64) -> Result<Vec<Value>, StoreError> {
-        type UserEntityRow = (
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            bool,
-            Json<Value>,
-        );
-        let rows: Vec<UserEntityRow> = on!(self, |p| sqlx::query_as(
-            "SELECT id, username, display_name, email, disabled, profile FROM users \
-             WHERE id > $1 ORDER BY id LIMIT $2"
+        let rows: Vec<UserFacts> = on!(self, |p| sqlx::query_as(
+            "SELECT id, username, display_name, email, roles, disabled, profile \
+             FROM users WHERE id > $1 ORDER BY id LIMIT $2"
         )
         .bind(after)
         .bind(limit)
@@ -327,30 +337,17 @@ impl Store {
             "SELECT m.user_id, g.name FROM group_members m JOIN groups g ON g.id = m.group_id \
              WHERE m.user_id >= $1 AND m.user_id <= $2 ORDER BY m.user_id, g.name"
         )
-        .bind(&first.0)
-        .bind(&last.0)
+        .bind(&first.id)
+        .bind(&last.id)
         .fetch_all(p)
         .await)?;
+        let mut groups: HashMap<String, Vec<String>> = HashMap::new();
+        for (user, group) in memberships {
+            groups.entry(user).or_default().push(group);
+        }
         Ok(rows
-            .into_iter()
-            .map(
-                |(id, username, display_name, email, disabled, Json(profile))| {
-                    let groups = memberships
-                        .iter()
-                        .filter(|(u, _)| *u == id)
-                        .map(|(_, g)| g.clone())
-                        .collect();
-                    user_entity(
-                        &id,
-                        &username,
-                        display_name.as_deref(),
-                        email.as_deref(),
-                        disabled,
-                        &profile,
-                        groups,
-                    )
-                },
-            )
+            .iter()
+            .map(|u| u.entity(groups.remove(&u.id).unwrap_or_default()))
             .collect())
     }
 
@@ -368,15 +365,15 @@ impl Store {
         .fetch_all(p)
         .await
         })?;
+        let mut parents: HashMap<String, Vec<String>> = HashMap::new();
+        for (child, parent) in edges {
+            parents.entry(child).or_default().push(parent);
+        }
         Ok(groups
             .into_iter()
             .map(|(id, name)| {
-                let parents: Vec<&String> = edges
-                    .iter()
-                    .filter(|(c, _)| *c == id)
-                    .map(|(_, p)| p)
-                    .collect();
-                json!({"entity": "group", "id": name, "groups": parents})
+                let above = parents.remove(&id).unwrap_or_default();
+                json!({"entity": "group", "id": name, "groups": above})
             })
             .collect())
     }
@@ -395,16 +392,16 @@ impl Store {
         .bind(now)
         .fetch_all(p)
         .await)?;
-        let mut out: Vec<Value> = disabled
-            .into_iter()
-            .map(|(id,)| user_revocation(&id, false))
-            .collect();
+        // The live ones first: a user made active again (whose older
+        // tokens stay refused) and disabled since is disabled.
+        let mut out = Vec::with_capacity(live.len() + disabled.len());
         for (body,) in live {
             out.push(
                 serde_json::from_str(&body)
                     .map_err(|_| StoreError::Corrupt("a revocation".into()))?,
             );
         }
+        out.extend(disabled.iter().map(|(id,)| user_revoked(id)));
         Ok(out)
     }
 }

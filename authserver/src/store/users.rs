@@ -1,6 +1,6 @@
 //! Users: accounts, their groups and roles, passwords and the disabled flag.
 
-use super::feed::{self, FeedTx};
+use super::feed::FeedTx;
 use super::rows::UserRow;
 use super::*;
 use crate::model::{MfaPolicy, User};
@@ -221,13 +221,7 @@ impl Store {
                 && was != now
             {
                 tx.emit_user(at, user_id).await?;
-                tx.append(
-                    at,
-                    "revocation",
-                    &feed::user_revocation(user_id, !now),
-                    None,
-                )
-                .await?;
+                tx.user_access(at, user_id, !now).await?;
             }
             tx.commit().await.map(|()| true)
         }

@@ -101,7 +101,9 @@ pub struct Config {
     /// The authserver's change feed: revocations refuse its tokens and
     /// sessions (users made inactive, sessions ended, tokens revoked)
     /// within a second; users and groups join the embedded engine's
-    /// entities (`policies`; with a sidecar, the sidecar follows them).
+    /// entities (`policies`), or, with a sidecar (which follows them
+    /// itself), tell which cached sidecar verdicts are outdated; without
+    /// a decider they are not followed.
     pub feed: feed::FeedConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<Route>,
@@ -301,12 +303,6 @@ impl Config {
         self.feed
             .validate()
             .map_err(|e| ConfigError::invalid(format!("feed.{}", e.key), e.message))?;
-        if self.feed.url.is_some() && !self.feed.revocations && self.policies.is_none() {
-            return Err(ConfigError::invalid(
-                "feed.revocations",
-                "without `policies` the gateway follows only revocations (the sidecar follows entities): `false` leaves nothing to follow",
-            ));
-        }
         if self.policies.is_some() && self.sidecar.is_some() {
             return Err(ConfigError::invalid(
                 "sidecar",

@@ -90,18 +90,14 @@ impl Gateway {
             && bearer.verified.expires_at > crate::now_secs()
         {
             self.metrics.token_hits.inc();
-            return self.admit_bearer(session, ctx, bearer).await;
+            return self.admit_bearer(session, ctx, key, bearer).await;
         }
         self.metrics.token_misses.inc();
         // Tokens that fail are charged to the client's budget. An opaque
         // token costs an introspection call, so it is charged before the
         // call (concurrent requests cannot all slip past a check) and
         // refunded when it is good; a JWT is checked locally, always.
-        let source = BucketKey::Addr(
-            ctx.inbound
-                .client
-                .map(|ip| bootstrap::net::bucket(ip, self.failed_auth_ipv6_prefix)),
-        );
+        let source = self.failure_bucket(ctx);
         let opaque = !token.contains('.');
         if opaque && let Admit::No { retry_after_secs } = self.failed_auth.admit(source) {
             self.metrics
@@ -140,7 +136,7 @@ impl Gateway {
             Ok(claims) => {
                 let bearer = Arc::new(Bearer::new(verified, claims));
                 self.bearers.insert(key, bearer.clone());
-                self.admit_bearer(session, ctx, bearer).await
+                self.admit_bearer(session, ctx, key, bearer).await
             }
             Err(e) => {
                 self.metrics
@@ -176,6 +172,7 @@ impl Gateway {
                         .auth_failures
                         .with_label_values(&["revoked"])
                         .inc();
+                    sessions.forget(&active).await;
                     return sessions.challenge(session).await;
                 }
                 feed::Verdict::Unknown => return refuse(session, feed_unknown()).await,
@@ -200,6 +197,16 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// The budget a client's refused tokens are charged to: its address
+    /// (an IPv6 client's prefix).
+    fn failure_bucket(&self, ctx: &Ctx) -> BucketKey<'static> {
+        BucketKey::Addr(
+            ctx.inbound
+                .client
+                .map(|ip| bootstrap::net::bucket(ip, self.failed_auth_ipv6_prefix)),
+        )
+    }
+
     /// What the change feed says of a verified caller.
     fn vet(&self, claims: &decision::Claims) -> feed::Verdict {
         self.feed
@@ -208,13 +215,14 @@ impl Gateway {
             .map_or(feed::Verdict::Pass, |g| g.check(claims))
     }
 
-    /// A verified bearer, unless the change feed revoked it. Revoked tokens
-    /// stay cached: the next request is refused as cheaply, and a user
-    /// enabled again gets their tokens back.
+    /// A verified bearer, unless the change feed revoked it: then it is
+    /// dropped from the cache and charged to the client's budget like any
+    /// refused token (a user enabled again verifies afresh).
     async fn admit_bearer(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
+        key: [u8; 32],
         bearer: Arc<Bearer>,
     ) -> Result<bool> {
         match self.vet(&bearer.claims) {
@@ -223,10 +231,12 @@ impl Gateway {
                 Ok(false)
             }
             feed::Verdict::Revoked => {
+                self.bearers.invalidate(&key);
                 self.metrics
                     .auth_failures
                     .with_label_values(&["revoked"])
                     .inc();
+                self.failed_auth.admit(self.failure_bucket(ctx));
                 refuse(session, Refusal::InvalidToken("revoked".into())).await
             }
             feed::Verdict::Unknown => refuse(session, feed_unknown()).await,

@@ -181,12 +181,7 @@ impl Sessions {
             .clone()
             .unwrap_or_else(|| "/".into());
         if let Some(active) = &active {
-            self.ended.insert(active.stored.sid.clone(), ());
-            if let Some(redis) = &self.redis
-                && let Err(e) = redis.delete(&active.stored.sid).await
-            {
-                tracing::warn!(error = %e, "session not deleted from Redis");
-            }
+            self.forget(active).await;
             if let (Some(p), Some(rt)) = (provider, &active.stored.refresh_token)
                 && let Some(endpoint) = &p.revocation_endpoint
             {

@@ -261,6 +261,18 @@ impl Sessions {
         }
     }
 
+    /// A session that ended (signed out here, or at the authserver as the
+    /// change feed says): never served again by this gateway, and deleted
+    /// from Redis so that no replica serves it.
+    pub async fn forget(&self, active: &Active) {
+        self.ended.insert(active.stored.sid.clone(), ());
+        if let Some(redis) = &self.redis
+            && let Err(e) = redis.delete(&active.stored.sid).await
+        {
+            tracing::warn!(error = %e, "session not deleted from Redis");
+        }
+    }
+
     /// The `Set-Cookie` a refreshed session sends back (cookie mode).
     pub fn renewed_cookie(&self, active: &Active) -> Option<String> {
         active

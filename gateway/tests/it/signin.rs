@@ -118,7 +118,8 @@ impl Browser {
 }
 
 /// Sign in as `username` on the pages of the authserver at `issuer`, allow
-/// consent, and return the callback URL it redirects to.
+/// consent (unless given before), and return the callback URL it
+/// redirects to.
 pub async fn through_the_authserver_as(
     browser: &mut Browser,
     issuer: &str,
@@ -141,6 +142,10 @@ pub async fn through_the_authserver_as(
         .await;
     assert_eq!(after.status, 303, "{}", after.body);
     let consent = browser.page(&format!("{issuer}{}", after.location())).await;
+    // Consent given before: straight back to the client.
+    if consent.status == 303 {
+        return consent.location();
+    }
     let back = browser
         .post(
             &format!("{issuer}/consent"),

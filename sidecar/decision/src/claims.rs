@@ -24,6 +24,8 @@ pub struct Claims {
     pub iss: Option<String>,
     pub sid: Option<String>,
     pub jti: Option<String>,
+    /// When the token was issued (Unix seconds).
+    pub iat: Option<i64>,
 }
 
 /// A claim with the wrong JSON type.
@@ -82,6 +84,10 @@ impl Claims {
             iss: loose(get("iss")),
             sid: loose(get("sid")),
             jti: loose(get("jti")),
+            iat: match get("iat") {
+                ClaimValue::Int(n) => Some(n),
+                _ => None,
+            },
         })
     }
 }
@@ -153,10 +159,10 @@ mod tests {
         assert_eq!(c.scopes, ["openid", "orders:read"]);
         assert_eq!(c.roles, ["auditor"]);
         assert_eq!(c.amr, ["pwd", "mfa"]);
-        let c = parse(json!({"iss": "https://id", "sid": "s1", "jti": 7})).unwrap();
+        let c = parse(json!({"iss": "https://id", "sid": "s1", "jti": 7, "iat": 5})).unwrap();
         assert_eq!(
-            (c.iss.as_deref(), c.sid.as_deref(), c.jti),
-            (Some("https://id"), Some("s1"), None),
+            (c.iss.as_deref(), c.sid.as_deref(), c.jti, c.iat),
+            (Some("https://id"), Some("s1"), None, Some(5)),
             "a numeric jti is ignored, not refused"
         );
         let c = parse(json!({"azp": "svc", "scp": ["a", "b"]})).unwrap();

@@ -3,13 +3,17 @@
 //!
 //! Precedence, where both name an entity: the directory's attributes win
 //! over the file's, and parents are the union (the file may say a group is
-//! in a role, the directory which groups a user is in). A user the
-//! directory knows is `principal.user::"<id>"` with its attributes (those
-//! the schema declares for that type, of the declared type), `active`, and
-//! its groups as `principal.groups::"<name>"` parents; groups carry their
-//! parent groups. A batch of changes makes a new directory, swapped in
-//! whole with a new engine generation, so no cached decision outlives a
-//! change it should reflect.
+//! in a role, the directory which groups a user is in). For a user the
+//! directory knows, its groups and roles replace the token's `groups` and
+//! `roles` claims: the token says what was true when it was issued, the
+//! directory what is true now (removed from a group is removed at once).
+//! A user the directory knows is `principal.user::"<id>"` with its
+//! attributes (those the schema declares for that type, of the declared
+//! type), `active`, its groups as `principal.groups::"<name>"` and its
+//! roles as `principal.roles::"<name>"` parents; groups carry their parent
+//! groups. A batch of changes makes a new directory, swapped in whole with
+//! a new engine generation, so no cached decision outlives a change it
+//! should reflect.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::str::FromStr;
@@ -27,6 +31,8 @@ pub struct User {
     pub attrs: Map<String, Value>,
     /// Names of the groups the user is directly in.
     pub groups: Vec<String>,
+    /// Names of the user's roles.
+    pub roles: Vec<String>,
 }
 
 /// Users and groups from the feed; immutable once shared.
@@ -88,10 +94,8 @@ impl Directory {
                 let user = User {
                     active: e["active"] != false,
                     attrs: e["attrs"].as_object().cloned().unwrap_or_default(),
-                    groups: strings(&e["groups"])
-                        .into_iter()
-                        .map(|g| format!("{}{g}", self.prefix))
-                        .collect(),
+                    groups: self.qualified(&e["groups"]),
+                    roles: self.qualified(&e["roles"]),
                 };
                 self.users.insert(id, Arc::new(user));
             }
@@ -99,14 +103,19 @@ impl Directory {
                 self.groups.remove(&id);
             }
             Some("group") => {
-                let parents: Vec<String> = strings(&e["groups"])
-                    .into_iter()
-                    .map(|g| format!("{}{g}", self.prefix))
-                    .collect();
+                let parents = self.qualified(&e["groups"]);
                 self.groups.insert(id, parents.into());
             }
             _ => {}
         }
+    }
+
+    /// A list of names, each with the prefix.
+    fn qualified(&self, names: &Value) -> Vec<String> {
+        strings(names)
+            .into_iter()
+            .map(|n| format!("{}{n}", self.prefix))
+            .collect()
     }
 
     pub fn user(&self, id: &str) -> Option<&User> {
@@ -218,6 +227,7 @@ fn attributes(
 pub struct Types<'a> {
     pub user: &'a EntityTypeName,
     pub group: Option<&'a EntityTypeName>,
+    pub role: Option<&'a EntityTypeName>,
 }
 
 fn uid(ty: &EntityTypeName, id: &str) -> EntityUid {
@@ -226,9 +236,10 @@ fn uid(ty: &EntityTypeName, id: &str) -> EntityUid {
 
 /// The entities a decision about `principal` needs when the directory or
 /// the claims add to what is stored: the principal (stored attributes,
-/// the directory's over them, parents from all three), and every group or
-/// role above it with its parents from the store and the directory.
-/// `None` when the stored set alone is right.
+/// the directory's over them; parents from the store, and from the
+/// directory when it knows the user, else from the claims), and every
+/// group or role above it with its parents from the store and the
+/// directory. `None` when the stored set alone is right.
 pub fn principal_entities(
     store: &cedar_policy::Entities,
     dir: &Directory,
@@ -259,9 +270,16 @@ pub fn principal_entities(
             .collect()
     };
     let mut first: Vec<EntityUid> = stored_parents(principal);
-    first.extend(claim_parents.iter().cloned());
-    if let Some(user) = known {
-        first.extend(user.groups.iter().filter_map(|g| group_uid(g)));
+    match known {
+        Some(user) => {
+            first.extend(user.groups.iter().filter_map(|g| group_uid(g)));
+            first.extend(
+                user.roles
+                    .iter()
+                    .filter_map(|r| types.role.map(|t| uid(t, r))),
+            );
+        }
+        None => first.extend(claim_parents.iter().cloned()),
     }
     // Everything above the principal, through either source.
     let mut above: Vec<EntityUid> = Vec::new();

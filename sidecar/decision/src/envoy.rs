@@ -14,6 +14,10 @@ use crate::claims::{ClaimValue, Claims, ClaimsError};
 /// hash of the directory, entities included) that decided.
 pub const POLICY_VERSION: &str = "policy_version";
 
+/// Key in `CheckResponse.dynamic_metadata`: the change feed's cursor the
+/// deciding directory reflected (a number; absent without a feed).
+pub const FEED_CURSOR: &str = "feed_cursor";
+
 /// Where Envoy's jwt_authn filter puts a verified payload (with
 /// `payload_in_metadata: jwt_payload`): the default place claims are read.
 pub const JWT_AUTHN_NAMESPACE: &str = "envoy.filters.http.jwt_authn";

@@ -372,6 +372,7 @@ impl Mapping {
         crate::directory::Types {
             user: &self.principal.user,
             group: self.principal.groups.as_ref(),
+            role: self.principal.roles.as_ref(),
         }
     }
 

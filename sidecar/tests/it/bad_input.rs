@@ -242,6 +242,6 @@ async fn read_only_views() {
     assert!(schema.contains("namespace App"));
     let (_, status) = sidecar.get("/v1/status").await;
     assert_eq!(status["policies"], json!(ids.len()));
-    assert_eq!(status["entities"], 19);
+    assert_eq!(status["entities"], 20);
     assert!(status["version"].as_str().unwrap().len() == 16);
 }

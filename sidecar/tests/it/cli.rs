@@ -24,7 +24,7 @@ fn validate_and_test_the_demo_policies() {
     let dir = dir.to_str().unwrap();
     let (code, out, _) = sidecar(&["validate", dir], &[]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("OK (15 policies, 19 entities"), "{out}");
+    assert!(out.contains("OK (16 policies, 20 entities"), "{out}");
     let (code, out, _) = sidecar(&["test", dir], &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(" passed, 0 failed"), "{out}");

@@ -153,8 +153,7 @@ impl Store {
             audit_insert!(audit).execute(&mut *tx).await?;
             tx.emit_user(at, id).await?;
             if !doc.may_sign_in() {
-                tx.append(at, "revocation", &super::super::feed::user_revocation(id, false), None)
-                    .await?;
+                tx.user_access(at, id, false).await?;
             }
             tx.commit().await
         }
@@ -211,8 +210,7 @@ impl Store {
             audit_insert!(audit).execute(&mut *tx).await?;
             tx.emit_user(at, id).await?;
             if was_disabled == doc.may_sign_in() {
-                let body = super::super::feed::user_revocation(id, doc.may_sign_in());
-                tx.append(at, "revocation", &body, None).await?;
+                tx.user_access(at, id, doc.may_sign_in()).await?;
             }
             tx.commit().await.map(|()| Ok(!was_disabled))
         }
@@ -257,8 +255,7 @@ impl Store {
                 .await?;
             audit_insert!(audit).execute(&mut *tx).await?;
             tx.emit_user(at, id).await?;
-            let body = super::super::feed::user_revocation(id, false);
-            tx.append(at, "revocation", &body, None).await?;
+            tx.user_access(at, id, false).await?;
             tx.commit().await.map(|()| Ok(()))
         }
         .await)?

@@ -46,6 +46,7 @@ fn allowed(dir: &Directory, principal: &str, policy: &str, claim_groups: &[&str]
         Types {
             user: &user,
             group: Some(&group),
+            role: type_name("App::Role").as_ref(),
         },
         &kinds,
         &p,
@@ -93,10 +94,43 @@ fn a_directory_group_change_changes_the_decision() {
         json!({"entity": "user", "id": "dave", "active": true, "attrs": {}, "groups": []}),
     ]);
     assert!(!allowed(&dir, "dave", EDITORS, &[]));
-    // A claim's group still counts, and the directory's parents of it too.
-    assert!(allowed(&dir, "dave", EDITORS, &["platform"]));
-    let dir = dir.with_changes(&[json!({"entity": "group", "id": "platform", "deleted": true})]);
+    // The directory knows dave: a token still claiming the group he left
+    // does not keep him in it.
     assert!(!allowed(&dir, "dave", EDITORS, &["platform"]));
+    // A user the directory does not know: the claim's group counts, and
+    // the directory's parents of it too.
+    assert!(allowed(&dir, "erin", EDITORS, &["platform"]));
+    let dir = dir.with_changes(&[json!({"entity": "group", "id": "platform", "deleted": true})]);
+    assert!(!allowed(&dir, "erin", EDITORS, &["platform"]));
+}
+
+#[test]
+fn directory_roles_are_parents_and_replace_the_roles_claim() {
+    let store = stored();
+    let (user, group) = types();
+    let role = type_name("App::Role").unwrap();
+    let dir = Directory::new(None).with_changes(&[json!({"entity": "user", "id": "fay", "active": true, "attrs": {}, "groups": [], "roles": ["editor"]})]);
+    let slice = principal_entities(
+        &store,
+        &dir,
+        Types {
+            user: &user,
+            group: Some(&group),
+            role: Some(&role),
+        },
+        &AttrKinds::default(),
+        &uid(&user, "fay"),
+        &[uid(&role, "admin")],
+    )
+    .unwrap();
+    let fay = slice.iter().find(|e| e.uid() == uid(&user, "fay")).unwrap();
+    let (_, _, parents) = fay.clone().into_inner();
+    assert_eq!(
+        parents,
+        HashSet::from([uid(&role, "editor")]),
+        "the directory's role, not the token's"
+    );
+    assert!(allowed(&dir, "fay", EDITORS, &[]));
 }
 
 #[test]
@@ -141,6 +175,7 @@ fn untouched_principals_use_the_stored_set() {
         Types {
             user: &user,
             group: Some(&group),
+            role: type_name("App::Role").as_ref(),
         },
         &AttrKinds::default(),
         &uid(&user, "carol"),

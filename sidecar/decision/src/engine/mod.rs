@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -113,6 +113,8 @@ pub struct Engine {
     /// undoes the other.
     swaps: Mutex<()>,
     generation: AtomicU64,
+    /// The change feed's cursor the directory reflects (0: no feed).
+    feed_cursor: AtomicI64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -142,6 +144,7 @@ impl Engine {
             writes: Mutex::new(()),
             swaps: Mutex::new(()),
             generation: AtomicU64::new(1),
+            feed_cursor: AtomicI64::new(0),
         })
     }
 
@@ -419,6 +422,20 @@ impl Engine {
     /// The directory decisions are made with.
     pub fn directory(&self) -> Arc<Directory> {
         self.current.load().directory.clone()
+    }
+
+    /// The directory now reflects the change feed up to `cursor` (set
+    /// after the directory itself, so a reader that loads the cursor first
+    /// decides with a directory at least that current).
+    pub fn set_feed_cursor(&self, cursor: i64) {
+        self.feed_cursor.store(cursor, Ordering::Release);
+    }
+
+    /// The change feed's cursor the directory reflects; 0 without a feed.
+    /// Proxies that cache decisions (the gateway) reuse only those made at
+    /// or after the cursor of the last change they know of.
+    pub fn feed_cursor(&self) -> i64 {
+        self.feed_cursor.load(Ordering::Acquire)
     }
 
     fn install(&self, bundle: Arc<Bundle>, directory: Arc<Directory>) {
