@@ -18,6 +18,11 @@ pub(super) struct Demo {
     pub(super) web_secret: String,
     pub(super) service_id: String,
     pub(super) service_secret: String,
+    /// A service token for `/feed/v1`: the sidecar and the gateway follow
+    /// the change feed with it.
+    pub(super) feed_token: String,
+    /// A service token for SCIM provisioning (`/scim/v2`).
+    pub(super) scim_token: String,
 }
 
 impl Demo {
@@ -37,7 +42,18 @@ impl Demo {
             web_secret: field("/clients/web/client_secret")?,
             service_id: field("/clients/service/client_id")?,
             service_secret: field("/clients/service/client_secret")?,
+            feed_token: field("/service_tokens/feed")?,
+            scim_token: field("/service_tokens/scim")?,
         })
+    }
+
+    /// The `[feed]` table of the sidecar's and the gateway's configs.
+    pub(super) fn feed_toml(&self) -> String {
+        format!(
+            "[feed]\nurl = {}\ntoken = {}\n",
+            toml_string(&self.issuer),
+            toml_string(&self.feed_token)
+        )
     }
 
     /// One shell line needing only curl and sed: a fresh client_credentials
@@ -85,6 +101,9 @@ issuer = {issuer}
 audiences = ["portcullis"]
 token_type = "at+jwt"
 
+# Revocations from the authserver: a disabled user's tokens, an ended
+# session's cookie are refused at once (the sidecar follows users and groups).
+{feed}
 [session]
 issuer = {issuer}
 client_id = "demo-web"
@@ -118,6 +137,7 @@ auth = "session"
 policy = true
 "#,
         sock = s(&data.join("gateway-upgrade.sock").display().to_string()),
+        feed = demo.feed_toml(),
         issuer = s(&demo.issuer),
         web_secret = s(&demo.web_secret),
         cookie_secret = s(&cookie_secret),

@@ -215,14 +215,23 @@ async fn start(stack: &mut Stack, options: &Options) -> anyhow::Result<()> {
             &format!("http://{AUTHSERVER}/.well-known/openid-configuration"),
         )
         .await?;
+    // Written once the authserver listens, which it now does.
+    let authserver: Value = serde_json::from_slice(
+        &std::fs::read(&authserver_credentials)
+            .with_context(|| format!("`{}`", authserver_credentials.display()))?,
+    )
+    .context("the authserver's dev credentials")?;
+    let demo = Demo::read(&authserver)?;
     // The sidecar verifies bearer tokens of the authserver itself too, so
-    // Envoy's ext_authz configs work in front of this stack unchanged.
+    // Envoy's ext_authz configs work in front of this stack unchanged; it
+    // follows the change feed for users, groups and revocations.
     let sidecar_config = data.join("sidecar.toml");
     bootstrap::fs::write_atomically(
         &sidecar_config,
         format!(
-            "# Written by `portcullis up` at every start.\n[[issuers]]\nissuer = {}\naudiences = [\"portcullis\"]\n",
-            toml_string(&format!("http://{AUTHSERVER}"))
+            "# Written by `portcullis up` at every start.\n[[issuers]]\nissuer = {}\naudiences = [\"portcullis\"]\n\n{}",
+            toml_string(&demo.issuer),
+            demo.feed_toml(),
         )
         .as_bytes(),
     )
@@ -246,14 +255,6 @@ async fn start(stack: &mut Stack, options: &Options) -> anyhow::Result<()> {
     stack
         .ready("sidecar", &format!("http://{SIDECAR_HTTP}/readyz"))
         .await?;
-    // Written once the authserver listens, which it now does.
-    let authserver: Value = serde_json::from_slice(
-        &std::fs::read(&authserver_credentials)
-            .with_context(|| format!("`{}`", authserver_credentials.display()))?,
-    )
-    .context("the authserver's dev credentials")?;
-    let demo = Demo::read(&authserver)?;
-
     let gateway_config = data.join("gateway.toml");
     let gateway_text = gateway_toml(&demo, &data, options.redis_url.as_deref())?;
     bootstrap::fs::write_atomically(&gateway_config, gateway_text.as_bytes())
@@ -290,6 +291,9 @@ The authserver keeps its records in {store}, its short-lived state {ephemeral}.
   A call through the gateway with a demo-service token, decided by the sidecar:
     {curl}
 
+  SCIM provisioning: {issuer}/scim/v2 with the bearer token {scim}
+  (users and groups reach the sidecar's decisions within a second)
+
 Ctrl-C stops everything.",
         data = data.display(),
         logs = logs.display(),
@@ -309,6 +313,7 @@ Ctrl-C stops everything.",
         password = demo.password,
         service_id = demo.service_id,
         service_secret = demo.service_secret,
+        scim = demo.scim_token,
     ));
     // Last: scripts take this file as the sign that everything is up.
     if let Some(path) = &options.dev_credentials {
@@ -325,6 +330,7 @@ Ctrl-C stops everything.",
             "admin_token": authserver["admin_token"],
             "user": authserver["user"],
             "clients": authserver["clients"],
+            "service_tokens": authserver["service_tokens"],
             "protected_url": format!("http://{GATEWAY}/api/orders"),
             "public_url": format!("http://{GATEWAY}/public/welcome"),
             "browser_url": format!("http://{GATEWAY}/"),

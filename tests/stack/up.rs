@@ -283,42 +283,16 @@ fn up_names_a_port_in_use() {
 /// to Redis.
 #[test]
 fn up_runs_on_postgresql_and_redis() {
-    let Some(psql) = crate::support::installed("psql", "scripts/services.sh installs PostgreSQL")
-    else {
+    let Some(database) = crate::support::fresh_database("pc_up") else {
         return;
     };
     let _ports = hold_ports();
-    let database = format!("pc_up_{}", std::process::id());
-    let admin = |sql: &str| {
-        let out = Command::new(&psql)
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-tAc",
-                sql,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-    admin(&format!("DROP DATABASE IF EXISTS {database}"));
-    admin(&format!("CREATE DATABASE {database}"));
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("postgres://postgres@127.0.0.1:5432/{database}");
     let up = Up::start_with(
         dir.path(),
         &[
             "--database-url",
-            &url,
+            &database.url,
             "--redis-url",
             "redis://127.0.0.1:6379",
         ],
@@ -328,14 +302,9 @@ fn up_runs_on_postgresql_and_redis() {
     assert!(up.printed().contains("in Redis"));
     use_the_stack(&up);
     assert!(up.interrupt().success());
-    let users = Command::new(&psql)
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", &database, "-tAc"])
-        .arg("SELECT username FROM users")
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&users.stdout).trim(), "demo");
+    let users = database.query(&database.name, "SELECT username FROM users");
+    assert_eq!(users.trim(), "demo");
     assert!(!dir.path().join("data/authserver/authserver.db").exists());
-    admin(&format!("DROP DATABASE {database}"));
     assert_ports_free();
 }
 

@@ -1,0 +1,555 @@
+//! The change feed end to end: an authserver, a sidecar and a gateway run
+//! as `portcullis up` runs them (each its own process, here on ephemeral
+//! ports), a SCIM client changing users and groups, and what the sidecar
+//! and the gateway decide a second later, with each of the three restarted
+//! in the middle. On SQLite with in-process state, and on PostgreSQL with
+//! Redis (the authserver's short-lived state and the gateway's sessions).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use testkit::{GatewayConfig, Process, Route, free_port};
+
+use crate::signin::{Browser, query_param, through_the_authserver_as};
+
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const PASSWORD: &str = "correct horse battery staple 42";
+const SPA_REDIRECT: &str = "http://127.0.0.1:5173/callback";
+const PKCE_VERIFIER: &str = "feed-test-verifier-0123456789-abcdefghijklmnopqrstuvwxyz";
+/// What "at once" means here, as the feed promises it.
+const A_SECOND: Duration = Duration::from_secs(1);
+
+/// Where the authserver keeps its records and its short-lived state.
+#[derive(Clone, Default)]
+struct Backends {
+    database_url: Option<String>,
+    redis_url: Option<String>,
+}
+
+fn portcullis() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PORTCULLIS_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+fn addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// Blocks until `url` answers 200 or `process` exits.
+fn ready(process: &mut Process, url: &str) {
+    let http = reqwest::blocking::Client::new();
+    process
+        .wait_until(Duration::from_secs(60), url, |_| {
+            let ok = http.get(url).send().ok()?.status() == 200;
+            ok.then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+struct Stack {
+    dir: tempfile::TempDir,
+    backends: Backends,
+    auth: SocketAddr,
+    issuer: String,
+    admin_token: String,
+    scim_token: String,
+    feed_token: String,
+    web_secret: String,
+    sidecar_http: SocketAddr,
+    sidecar_grpc: SocketAddr,
+    gateway: SocketAddr,
+    gateway_admin: SocketAddr,
+    upstream: SocketAddr,
+    processes: [Option<Process>; 4],
+    http: reqwest::Client,
+}
+
+const AUTHSERVER: usize = 0;
+const SIDECAR: usize = 1;
+const GATEWAY: usize = 2;
+
+impl Stack {
+    fn start(backends: Backends) -> Self {
+        let upstream = addr();
+        let echo = Process::start("demo upstream", {
+            let mut c = portcullis();
+            c.args(["gateway", "echo", "--listen", &upstream.to_string()]);
+            c
+        });
+        let mut stack = Self {
+            dir: tempfile::tempdir().unwrap(),
+            backends,
+            auth: addr(),
+            issuer: String::new(),
+            admin_token: String::new(),
+            scim_token: String::new(),
+            feed_token: String::new(),
+            web_secret: String::new(),
+            sidecar_http: addr(),
+            sidecar_grpc: addr(),
+            gateway: addr(),
+            gateway_admin: addr(),
+            upstream,
+            processes: [None, None, None, Some(echo)],
+            http: reqwest::Client::new(),
+        };
+        let creds = stack.start_authserver();
+        stack.issuer = creds["issuer"].as_str().unwrap().to_owned();
+        stack.admin_token = creds["admin_token"].as_str().unwrap().to_owned();
+        // Tokens of their own: `--dev` renews its demo tokens at every start.
+        stack.scim_token = stack.cli(&["token", "add", "provisioner", "--scope", "scim"]);
+        stack.feed_token = stack.cli(&["token", "add", "followers", "--scope", "feed"]);
+        stack.web_secret = stack.add_web_client();
+        stack.start_sidecar();
+        stack.start_gateway();
+        stack
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("authserver")
+    }
+
+    /// `authserver --dev` with the backends' flags.
+    fn authserver_command(&self) -> Command {
+        let mut cmd = portcullis();
+        cmd.arg("authserver").arg("--dev");
+        if let Some(url) = &self.backends.database_url {
+            cmd.args(["--database-url", url]);
+        }
+        cmd.env("PORTCULLIS_AUTHSERVER__DATA_DIR", self.data());
+        cmd
+    }
+
+    fn start_authserver(&mut self) -> Value {
+        let creds = self.dir.path().join("authserver-credentials.json");
+        let _ = std::fs::remove_file(&creds);
+        let mut cmd = self.authserver_command();
+        cmd.args(["serve", "--listen", &self.auth.to_string()])
+            .arg("--dev-credentials")
+            .arg(&creds);
+        if let Some(url) = &self.backends.redis_url {
+            cmd.args(["--redis-url", url]);
+        }
+        let mut process = Process::start("authserver", cmd);
+        let value = process
+            .wait_until(Duration::from_secs(60), "dev credentials", |_| {
+                serde_json::from_slice(&std::fs::read(&creds).ok()?).ok()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        process
+            .wait_for_port(self.auth, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.processes[AUTHSERVER] = Some(process);
+        value
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = self.authserver_command().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    fn feed_table(&self) -> String {
+        format!(
+            "[feed]\nurl = {}\ntoken = {}\n",
+            json!(self.issuer),
+            json!(self.feed_token)
+        )
+    }
+
+    fn start_sidecar(&mut self) {
+        let config = self.dir.path().join("sidecar.toml");
+        let text = format!(
+            "[[issuers]]\nissuer = {}\naudiences = [\"portcullis\"]\n\n{}",
+            json!(self.issuer),
+            self.feed_table()
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut cmd = portcullis();
+        cmd.args(["sidecar", "serve", "--config"])
+            .arg(&config)
+            .arg("--policies")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+            .args(["--http", &self.sidecar_http.to_string()])
+            .args(["--grpc", &self.sidecar_grpc.to_string()]);
+        let mut process = Process::start("sidecar", cmd);
+        // Ready only once the feed's snapshot is applied.
+        ready(
+            &mut process,
+            &format!("http://{}/readyz", self.sidecar_http),
+        );
+        self.processes[SIDECAR] = Some(process);
+    }
+
+    fn start_gateway(&mut self) {
+        let base = format!("http://{}", self.gateway);
+        let mut config = GatewayConfig::new()
+            .set("listen", json!(self.gateway.to_string()))
+            .set("admin", json!(self.gateway_admin.to_string()))
+            .set("threads", 1)
+            .set("upgrade_sock", json!(self.dir.path().join("gw.sock")))
+            .set(
+                "private_cookies",
+                r#"["portcullis-session", "portcullis-csrf"]"#,
+            );
+        let mut store = "";
+        if let Some(url) = &self.backends.redis_url {
+            config = config.set("redis_url", json!(url)).set(
+                "redis_prefix",
+                json!(format!("pc_feed_{}:", self.gateway.port())),
+            );
+            store = "store = \"redis\"";
+        }
+        let config = config
+            .issuer(&self.issuer, &["portcullis"])
+            .upstream("demo", &[self.upstream])
+            .route(Route::new("/api", "demo", testkit::Auth::Jwt).set("policy", true))
+            .route(Route::new("/app", "demo", testkit::Auth::Session).set("policy", true))
+            .table(&format!(
+                "[sidecar]\naddress = {}\ndeadline_ms = 500",
+                json!(format!("http://{}", self.sidecar_grpc))
+            ))
+            .table(&format!(
+                "[session]\nissuer = {issuer}\nclient_id = \"feed-web\"\nclient_secret = {secret}\n\
+                 redirect_uri = {redirect}\nscopes = [\"openid\", \"profile\", \"groups\", \"offline_access\"]\n\
+                 access_audience = \"portcullis\"\ncookie_secret = \"feed-test-cookie-secret-0123456789abcdef\"\n{store}",
+                issuer = json!(self.issuer),
+                secret = json!(self.web_secret),
+                redirect = json!(format!("{base}/_auth/callback")),
+            ))
+            .table(&self.feed_table());
+        let path = self.dir.path().join("gateway.toml");
+        std::fs::write(&path, config.to_toml()).unwrap();
+        let mut cmd = portcullis();
+        cmd.args(["gateway", "serve", "--config"]).arg(&path);
+        let mut process = Process::start("gateway", cmd);
+        ready(
+            &mut process,
+            &format!("http://{}/readyz", self.gateway_admin),
+        );
+        self.processes[GATEWAY] = Some(process);
+    }
+
+    /// SIGKILL to one of the services (no goodbye to anyone).
+    fn kill(&mut self, which: usize) {
+        if let Some(mut p) = self.processes[which].take() {
+            p.kill();
+        }
+    }
+
+    fn restart(&mut self, which: usize) {
+        self.kill(which);
+        match which {
+            AUTHSERVER => drop(self.start_authserver()),
+            SIDECAR => self.start_sidecar(),
+            _ => self.start_gateway(),
+        }
+    }
+
+    fn add_web_client(&self) -> String {
+        let redirect = format!("http://{}/_auth/callback", self.gateway);
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("{}/admin/v1/clients", self.issuer))
+            .bearer_auth(&self.admin_token)
+            .json(&json!({
+                "client_id": "feed-web", "kind": "web",
+                "redirect_uris": [redirect],
+                "post_logout_redirect_uris": [format!("http://{}/", self.gateway)],
+                "scopes": ["openid", "profile", "groups", "offline_access"],
+            }))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let body: Value = resp.json().unwrap();
+        body["client_secret"].as_str().unwrap().to_owned()
+    }
+
+    async fn scim(&self, method: &str, path: &str, body: &Value) -> Value {
+        let resp = self
+            .http
+            .request(
+                method.parse().unwrap(),
+                format!("{}/scim/v2{path}", self.issuer),
+            )
+            .bearer_auth(&self.scim_token)
+            .header("content-type", "application/scim+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let answer: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{method} {path}: {status} {answer}");
+        answer
+    }
+
+    async fn new_user(&self, name: &str) -> String {
+        let body =
+            json!({"schemas": [USER], "userName": name, "password": PASSWORD, "active": true});
+        self.scim("POST", "/Users", &body).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn group_id(&self, name: &str) -> String {
+        let filter: String =
+            form_urlencoded::byte_serialize(format!("displayName eq \"{name}\"").as_bytes())
+                .collect();
+        let resp = self
+            .http
+            .get(format!("{}/scim/v2/Groups?filter={filter}", self.issuer))
+            .bearer_auth(&self.scim_token)
+            .send()
+            .await
+            .unwrap();
+        let found: Value = resp.json().await.unwrap();
+        found["Resources"][0]["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn membership(&self, group: &str, op: &str, user: &str) {
+        let op = match op {
+            "add" => json!({"op": "add", "path": "members", "value": [{"value": user}]}),
+            _ => json!({"op": "remove", "path": format!("members[value eq \"{user}\"]")}),
+        };
+        let body = json!({"schemas": [PATCH], "Operations": [op]});
+        self.scim("PATCH", &format!("/Groups/{group}"), &body).await;
+    }
+
+    async fn set_active(&self, user: &str, active: bool) {
+        let body = json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": active}]});
+        self.scim("PATCH", &format!("/Users/{user}"), &body).await;
+    }
+
+    /// An access token of `username` from the code flow of the demo SPA
+    /// (PKCE), through the authserver's real sign-in pages.
+    async fn token(&self, username: &str) -> String {
+        let challenge = URL_SAFE_NO_PAD.encode(bootstrap::digest::sha256(PKCE_VERIFIER.as_bytes()));
+        let redirect: String = form_urlencoded::byte_serialize(SPA_REDIRECT.as_bytes()).collect();
+        let authorize = format!(
+            "{}/authorize?response_type=code&client_id=demo-spa&redirect_uri={redirect}\
+             &scope=openid%20orders%3Aread&state=feed-test-state&code_challenge={challenge}\
+             &code_challenge_method=S256",
+            self.issuer
+        );
+        let mut browser = Browser::new();
+        let back =
+            through_the_authserver_as(&mut browser, &self.issuer, &authorize, username, PASSWORD)
+                .await;
+        let code = query_param(&back, "code").unwrap_or_else(|| panic!("no code in {back}"));
+        let resp = self
+            .http
+            .post(format!("{}/token", self.issuer))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", SPA_REDIRECT),
+                ("client_id", "demo-spa"),
+                ("code_verifier", PKCE_VERIFIER),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let body: Value = resp.json().await.unwrap();
+        body["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{body}"))
+            .to_owned()
+    }
+
+    /// What the gateway and the sidecar say of `GET /api/orders` with
+    /// `token`: the gateway's status, the sidecar's `/v1/check` answer
+    /// (`Allow`, `Deny`, or its HTTP status when it refused the token).
+    async fn verdicts(&self, token: &str) -> (u16, String) {
+        let gateway = self
+            .http
+            .get(format!("http://{}/api/orders", self.gateway))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        let resp = self
+            .http
+            .post(format!("http://{}/v1/check", self.sidecar_http))
+            .json(&json!({"method": "GET", "path": "/api/orders", "authorization": format!("Bearer {token}")}))
+            .send()
+            .await
+            .unwrap();
+        let sidecar = match resp.status().as_u16() {
+            200 => resp.json::<Value>().await.unwrap()["decision"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            status => status.to_string(),
+        };
+        (gateway, sidecar)
+    }
+
+    /// Polls until both say `expected`; how long that took. Fails after
+    /// `limit`.
+    async fn until(&self, token: &str, expected: (u16, &str), limit: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let (gateway, sidecar) = self.verdicts(token).await;
+            if (gateway, sidecar.as_str()) == expected {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "still gateway {gateway} / sidecar {sidecar} after {limit:?}, expected {expected:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// `/metrics` of the sidecar or the gateway: the value of `name`.
+    async fn metric(&self, which: usize, name: &str) -> f64 {
+        let url = match which {
+            SIDECAR => format!("http://{}/metrics", self.sidecar_http),
+            _ => format!("http://{}/metrics", self.gateway_admin),
+        };
+        let text = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    }
+}
+
+const ALLOWED: (u16, &str) = (200, "Allow");
+const DENIED: (u16, &str) = (403, "Deny");
+const REVOKED: (u16, &str) = (401, "401");
+
+/// The whole story on one pair of backends.
+async fn follow_the_directory(backends: Backends) {
+    let mut stack = tokio::task::block_in_place(|| Stack::start(backends));
+    let staff = stack.group_id("staff").await;
+    let frank = stack.new_user("frank").await;
+    let token = stack.token("frank").await;
+    stack.until(&token, DENIED, A_SECOND).await;
+
+    // Added to a group the policies let read orders: allowed within a
+    // second, with the token issued before (its `groups` claim is empty).
+    stack.membership(&staff, "add", &frank).await;
+    let took = stack.until(&token, ALLOWED, A_SECOND).await;
+    eprintln!("group add → decision: {took:?}");
+
+    // Removed while the sidecar is down: the restarted sidecar starts from
+    // a snapshot that has it.
+    tokio::task::block_in_place(|| stack.kill(SIDECAR));
+    stack.membership(&staff, "remove", &frank).await;
+    tokio::task::block_in_place(|| stack.restart(SIDECAR));
+    stack.until(&token, DENIED, A_SECOND).await;
+    stack.membership(&staff, "add", &frank).await;
+    let took = stack.until(&token, ALLOWED, A_SECOND).await;
+    eprintln!("group add → decision after a sidecar restart: {took:?}");
+
+    // The authserver restarted: a change made as it comes back reaches
+    // both from their cursors (no new snapshot), and the next within a
+    // second.
+    tokio::task::block_in_place(|| stack.restart(AUTHSERVER));
+    stack.membership(&staff, "remove", &frank).await;
+    stack.until(&token, DENIED, Duration::from_secs(5)).await;
+    assert_eq!(stack.metric(SIDECAR, "feed_snapshots_total").await, 1.0);
+    assert_eq!(stack.metric(GATEWAY, "feed_snapshots_total").await, 1.0);
+    stack.membership(&staff, "add", &frank).await;
+    let took = stack.until(&token, ALLOWED, A_SECOND).await;
+    eprintln!("group add → decision after an authserver restart: {took:?}");
+
+    // Deactivated: the still-valid token is refused by the gateway (and
+    // the sidecar, which verifies tokens too) within a second, and so is
+    // the user's browser session at the gateway.
+    let grace = stack.new_user("grace").await;
+    stack.membership(&staff, "add", &grace).await;
+    let grace_token = stack.token("grace").await;
+    stack.until(&grace_token, ALLOWED, A_SECOND).await;
+    let mut browser = Browser::new();
+    let app = format!("http://{}/app/page", stack.gateway);
+    let first = browser.page(&app).await;
+    assert_eq!(first.status, 302, "{}", first.body);
+    let callback = through_the_authserver_as(
+        &mut browser,
+        &stack.issuer,
+        &first.location(),
+        "grace",
+        PASSWORD,
+    )
+    .await;
+    assert_eq!(browser.page(&callback).await.status, 302);
+    assert_eq!(browser.page(&app).await.status, 200, "signed in");
+    stack.set_active(&grace, false).await;
+    let took = stack.until(&grace_token, REVOKED, A_SECOND).await;
+    eprintln!("deactivation → token refused: {took:?}");
+    let page = browser.page(&app).await;
+    assert_eq!(page.status, 302, "the session ended: {}", page.body);
+    assert!(
+        page.location().starts_with(&stack.issuer),
+        "{}",
+        page.location()
+    );
+
+    // Deactivated while the gateway is down: the restarted gateway refuses
+    // the token from its first request.
+    tokio::task::block_in_place(|| stack.kill(GATEWAY));
+    stack.set_active(&frank, false).await;
+    tokio::task::block_in_place(|| stack.restart(GATEWAY));
+    assert_eq!(stack.verdicts(&token).await, (401, "401".to_owned()));
+    // Active again, the user signs in afresh; the old token stays refused.
+    // Its session did not outlive the authserver's restart (in-process
+    // state), so the feed refuses it by `iat`, which counts whole seconds:
+    // the reactivation must fall in a later second than the token's issue.
+    let into_second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    tokio::time::sleep(Duration::from_nanos(u64::from(1_000_000_000 - into_second))).await;
+    stack.set_active(&frank, true).await;
+    let fresh = stack.token("frank").await;
+    stack.until(&fresh, ALLOWED, A_SECOND).await;
+    assert_eq!(stack.verdicts(&token).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scim_changes_reach_the_edge_on_sqlite_in_process() {
+    follow_the_directory(Backends::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scim_changes_reach_the_edge_on_postgres_and_redis() {
+    let Some(redis) = testkit::redis_url() else {
+        return;
+    };
+    let Some(database) = crate::support::fresh_database("pc_feed") else {
+        return;
+    };
+    follow_the_directory(Backends {
+        database_url: Some(database.url.clone()),
+        redis_url: Some(redis),
+    })
+    .await;
+    drop(database);
+}
