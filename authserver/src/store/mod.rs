@@ -158,6 +158,10 @@ impl Store {
     }
 
     pub async fn postgres(options: PgConnectOptions) -> Result<Self, StoreError> {
+        // Every query here is short: JIT compiling one (which PostgreSQL
+        // does when its estimate is high, e.g. a recursive membership
+        // query) costs hundreds of milliseconds and saves nothing.
+        let options = options.options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))

@@ -528,3 +528,49 @@ async fn audit_batches_commit_together() {
     }
     stores.cleanup().await;
 }
+
+#[tokio::test]
+async fn scim_prefix_filters_take_the_value_literally() {
+    use authserver::scim::filter::{attr_path, parse};
+    use authserver::store::ScimQuery;
+    let stores = Stores::new().await;
+    for (backend, store) in &stores.all {
+        for (i, name) in ["a_b", "axb", "A%c", "ayc", "a\\d", "a\\\\d"]
+            .iter()
+            .enumerate()
+        {
+            let user = NewUser {
+                id: format!("u-{i}"),
+                username: (*name).into(),
+                ..NewUser::default()
+            };
+            store
+                .create_user(&user, &AuditEvent::new(100, "admin", "user.create"))
+                .await
+                .unwrap();
+        }
+        for (prefix, want) in [
+            ("a_", vec!["a_b"]),
+            ("a%", vec!["A%c"]),
+            ("A", vec!["A%c", "a\\\\d", "a\\d", "a_b", "axb", "ayc"]),
+            ("a\\d", vec!["a\\d"]),
+            ("a\\", vec!["a\\\\d", "a\\d"]),
+        ] {
+            let filter = format!("userName sw \"{}\"", prefix.replace('\\', "\\\\"));
+            let q = ScimQuery {
+                filter: Some(parse(&filter).unwrap()),
+                sort_by: Some(attr_path("userName").unwrap()),
+                descending: false,
+                start_index: 1,
+                count: 10,
+            };
+            let (total, users) = store.scim_users(&q).await.unwrap();
+            // Which, not in which order (that is the database's collation).
+            let mut names: Vec<&str> = users.iter().map(|u| u.doc.user_name.as_str()).collect();
+            names.sort_unstable();
+            assert_eq!(names, want, "{backend}: {filter}");
+            assert_eq!(total, want.len() as i64, "{backend}: {filter}");
+        }
+    }
+    stores.cleanup().await;
+}

@@ -12,6 +12,10 @@ use serde_json::Value;
 use crate::scim::filter::{AttrPath, Filter, Op};
 use crate::scim::schema::{self, Attribute, Kind, Resource};
 
+mod sort;
+
+pub use sort::sort_expression;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Postgres,
@@ -458,7 +462,14 @@ impl Builder {
                 } else {
                     (format!("lower({expr})"), given.to_lowercase())
                 };
-                let p = self.sql.bind(Param::Text(given));
+                // PostgreSQL serves a prefix as a LIKE range on an index of
+                // the same expression; the value is escaped, never a pattern.
+                let like = op == Op::Sw && self.dialect == Dialect::Postgres;
+                let p = self.sql.bind(Param::Text(if like {
+                    format!("{}%", like_escaped(&given))
+                } else {
+                    given
+                }));
                 let (instr, left, right) = match self.dialect {
                     Dialect::Sqlite => (
                         "instr",
@@ -476,6 +487,7 @@ impl Builder {
                     Op::Eq => write!(self.sql.text, "({lhs} = {p})"),
                     Op::Ne => write!(self.sql.text, "({expr} IS NULL OR {lhs} <> {p})"),
                     Op::Co => write!(self.sql.text, "({instr}({lhs}, {p}) > 0)"),
+                    Op::Sw if like => write!(self.sql.text, "({lhs} LIKE {p} ESCAPE '\\')"),
                     Op::Sw => write!(self.sql.text, "({} = {p})", fill(left)),
                     Op::Ew => write!(self.sql.text, "({} = {p})", fill(right)),
                     Op::Gt => write!(self.sql.text, "({lhs} > {p})"),
@@ -542,54 +554,16 @@ pub fn condition(
     Ok(b.sql)
 }
 
-/// The ORDER BY expression of `sortBy`: a single value, or the primary
-/// (else first) value of a multi-valued attribute kept in JSON.
-pub fn sort_expression(
-    dialect: Dialect,
-    resource: Resource,
-    path: &AttrPath,
-) -> Result<String, QueryError> {
-    let b = Builder {
-        dialect,
-        sql: Sql::default(),
-        aliases: 0,
-    };
-    match b.target(resource, path)? {
-        Target::Scalar(Scalar::Text { expr, exact: true }) => Ok(expr),
-        Target::Scalar(Scalar::Text { expr, exact: false }) => Ok(format!("lower({expr})")),
-        Target::Scalar(Scalar::Bool(expr) | Scalar::Time(expr)) => Ok(expr),
-        Target::Plural(Plural::Json(attr, extension), sub) => {
-            let sub = match sub {
-                Some(s) => s,
-                None => plural_value(Plural::Json(attr, extension))?,
-            };
-            let row = alias(resource);
-            let mut keys: Vec<&str> = Vec::new();
-            keys.extend(extension);
-            keys.push(attr.name);
-            Ok(match dialect {
-                Dialect::Sqlite => {
-                    let path: String = keys.iter().map(|k| format!(".\"{k}\"")).collect();
-                    format!(
-                        "(SELECT lower(json_extract(s.value, '$.\"{}\"')) FROM json_each({row}.profile, '${path}') AS s \
-                         ORDER BY COALESCE(json_extract(s.value, '$.primary'), 0) DESC, s.key LIMIT 1)",
-                        sub.name
-                    )
-                }
-                Dialect::Postgres => {
-                    let quoted: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
-                    let at = format!("({row}.profile #> '{{{}}}')", quoted.join(","));
-                    format!(
-                        "(SELECT lower(s.v ->> '{}') FROM jsonb_array_elements(CASE WHEN jsonb_typeof({at}) = 'array' \
-                         THEN {at} ELSE '[]'::jsonb END) WITH ORDINALITY AS s(v, n) \
-                         ORDER BY COALESCE((s.v ->> 'primary')::boolean, FALSE) DESC, s.n LIMIT 1)",
-                        sub.name
-                    )
-                }
-            })
+/// `text` matched literally by LIKE (with `ESCAPE '\'`).
+fn like_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
         }
-        Target::Plural(..) => Err(QueryError(format!("cannot sort by `{}`", path.name))),
+        out.push(c);
     }
+    out
 }
 
 #[cfg(test)]
