@@ -4,11 +4,13 @@
 //! outside reference, drives each scenario with the same closed-loop client,
 //! and writes a Markdown and a JSON report with the ratios to the baselines.
 //! `loadtest stack`: the k6 scenarios against `portcullis up`, with Envoy
-//! and nginx as baselines (`stack.rs`).
+//! and nginx as baselines (`stack.rs`). `loadtest scim`: SCIM on
+//! PostgreSQL at scale and the change feed's latency (`scim.rs`).
 
 mod driver;
 mod procs;
 mod report;
+mod scim;
 mod stack;
 mod suite;
 
@@ -60,6 +62,29 @@ enum Suite {
         #[arg(long, default_value = "loadtest/reports")]
         out: PathBuf,
     },
+    /// SCIM on PostgreSQL at scale (lookups, filtered pages, bulk), then
+    /// the change feed: SCIM change to decision at every follower.
+    Scim {
+        #[arg(long, default_value_t = 100_000)]
+        users: usize,
+        #[arg(long, default_value_t = 5_000)]
+        groups: usize,
+        /// Sidecars following the feed.
+        #[arg(long, default_value_t = 20)]
+        followers: usize,
+        /// Group changes, each an add and a remove.
+        #[arg(long, default_value_t = 25)]
+        rounds: usize,
+        /// Requests per query kind.
+        #[arg(long, default_value_t = 1000)]
+        samples: usize,
+        /// Leave the database behind for inspection.
+        #[arg(long)]
+        keep_database: bool,
+        /// Where `scim.md` and `scim.json` go.
+        #[arg(long, default_value = "loadtest/reports")]
+        out: PathBuf,
+    },
     /// Drive one URL with the closed-loop client and print the outcome:
     /// for profiling a running service (e.g. under `perf record`).
     Drive {
@@ -96,6 +121,23 @@ fn main() -> ExitCode {
             rounds,
             out,
         } => stack::run(seconds, connections, rounds.max(1), &out),
+        Suite::Scim {
+            users,
+            groups,
+            followers,
+            rounds,
+            samples,
+            keep_database,
+            out,
+        } => scim::run(scim::Options {
+            users,
+            groups,
+            followers: followers.max(1),
+            rounds,
+            samples: samples.max(1),
+            keep_database,
+            out,
+        }),
         Suite::Drive {
             addr,
             path,
