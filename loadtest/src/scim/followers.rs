@@ -133,7 +133,7 @@ pub(super) async fn propagation(
     for _ in 0..opts.rounds {
         let i = loop {
             let i = rng.below(opts.users);
-            if i % opts.groups != 0 {
+            if !i.is_multiple_of(opts.groups) {
                 break i;
             }
         };
