@@ -11,9 +11,11 @@
 //! attributes (those the schema declares for that type, of the declared
 //! type), `active`, its groups as `principal.groups::"<name>"` and its
 //! roles as `principal.roles::"<name>"` parents; groups carry their parent
-//! groups. A batch of changes makes a new directory, swapped in whole with
-//! a new engine generation, so no cached decision outlives a change it
-//! should reflect.
+//! groups. A batch of changes makes a new directory (copying what changed,
+//! not every user: `layered.rs`), swapped in whole with a new engine
+//! generation, so no cached decision outlives a change it should reflect.
+
+mod layered;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::str::FromStr;
@@ -23,6 +25,8 @@ use cedar_policy::{
     Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression, SchemaFragment,
 };
 use serde_json::{Map, Value};
+
+use self::layered::Layered;
 
 /// A user as the feed describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,9 +42,9 @@ pub struct User {
 /// Users and groups from the feed; immutable once shared.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
-    users: HashMap<String, Arc<User>>,
+    users: Layered<Arc<User>>,
     /// Group name → names of the groups it is in.
-    groups: HashMap<String, Arc<[String]>>,
+    groups: Layered<Arc<[String]>>,
     /// Prepended to ids and names (the issuer's `subject_prefix`).
     prefix: String,
 }
@@ -70,6 +74,8 @@ impl Directory {
         for e in entities {
             d.apply_one(e);
         }
+        d.users.settle(true);
+        d.groups.settle(true);
         d
     }
 
@@ -79,6 +85,8 @@ impl Directory {
         for c in changes {
             d.apply_one(c);
         }
+        d.users.settle(false);
+        d.groups.settle(false);
         d
     }
 
@@ -119,7 +127,7 @@ impl Directory {
     }
 
     pub fn user(&self, id: &str) -> Option<&User> {
-        self.users.get(id).map(Arc::as_ref)
+        self.users.get(id).map(AsRef::as_ref)
     }
 
     pub fn group_parents(&self, name: &str) -> Option<&[String]> {
