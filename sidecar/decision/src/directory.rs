@@ -11,11 +11,9 @@
 //! attributes (those the schema declares for that type, of the declared
 //! type), `active`, its groups as `principal.groups::"<name>"` and its
 //! roles as `principal.roles::"<name>"` parents; groups carry their parent
-//! groups. A batch of changes makes a new directory (copying what changed,
-//! not every user: `layered.rs`), swapped in whole with a new engine
-//! generation, so no cached decision outlives a change it should reflect.
-
-mod layered;
+//! groups. A batch of changes makes a new directory, swapped in whole with
+//! a new engine generation, so no cached decision outlives a change it
+//! should reflect.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::str::FromStr;
@@ -25,8 +23,6 @@ use cedar_policy::{
     Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression, SchemaFragment,
 };
 use serde_json::{Map, Value};
-
-use self::layered::Layered;
 
 /// A user as the feed describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,9 +38,9 @@ pub struct User {
 /// Users and groups from the feed; immutable once shared.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
-    users: Layered<Arc<User>>,
+    users: HashMap<String, Arc<User>>,
     /// Group name → names of the groups it is in.
-    groups: Layered<Arc<[String]>>,
+    groups: HashMap<String, Arc<[String]>>,
     /// Prepended to ids and names (the issuer's `subject_prefix`).
     prefix: String,
 }
@@ -74,8 +70,6 @@ impl Directory {
         for e in entities {
             d.apply_one(e);
         }
-        d.users.settle(true);
-        d.groups.settle(true);
         d
     }
 
@@ -85,8 +79,6 @@ impl Directory {
         for c in changes {
             d.apply_one(c);
         }
-        d.users.settle(false);
-        d.groups.settle(false);
         d
     }
 
@@ -127,7 +119,7 @@ impl Directory {
     }
 
     pub fn user(&self, id: &str) -> Option<&User> {
-        self.users.get(id).map(AsRef::as_ref)
+        self.users.get(id).map(Arc::as_ref)
     }
 
     pub fn group_parents(&self, name: &str) -> Option<&[String]> {
