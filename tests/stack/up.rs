@@ -104,6 +104,36 @@ fn use_the_stack(up: &Up) {
         let url = up.credentials["services"][service].as_str().unwrap();
         assert!(url.starts_with("http://127.0.0.1:"), "{service}: {url}");
     }
+    // The SCIM line works as printed, and the sidecar and the gateway
+    // follow the authserver's change feed (a snapshot applied).
+    let scim_token = printed
+        .lines()
+        .find_map(|l| l.split_once("SCIM provisioning: ")?.1.rsplit(' ').next())
+        .unwrap_or_else(|| panic!("no SCIM line:\n{printed}"));
+    let users: Value = http
+        .get(format!(
+            "{}/scim/v2/Users?filter=userName%20eq%20%22demo%22",
+            up.get("issuer")
+        ))
+        .bearer_auth(scim_token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(users["totalResults"], 1, "{users}");
+    for service in ["sidecar", "gateway_admin"] {
+        let base = up.credentials["services"][service].as_str().unwrap();
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        assert!(
+            metrics.lines().any(|l| l == "feed_synced 1"),
+            "{service} follows the feed:\n{metrics}"
+        );
+    }
 }
 
 /// From the gateway's redirect for a stronger sign-in: the authserver asks
