@@ -9,13 +9,14 @@
 //!   report the one they bound.
 //! - [`workspace_binary`]: another package's binary, built when stale.
 //! - [`redis_url`], [`required`]: the real services tests need, which must
-//!   not be skipped under CI.
+//!   not be skipped under CI; [`Database`]: a fresh PostgreSQL database.
 //! - [`GatewayConfig`]: gateway configurations as values, not TOML text.
 //! - [`totp_code`]: TOTP codes from an independent implementation (pyotp).
 //! - [`SoftPasskey`]: a software WebAuthn authenticator, for tests and
 //!   benchmarks without a browser.
 
 mod binaries;
+mod database;
 mod gateway_config;
 mod passkey;
 mod ports;
@@ -24,6 +25,7 @@ mod services;
 mod totp;
 
 pub use binaries::workspace_binary;
+pub use database::Database;
 pub use gateway_config::{Auth, GatewayConfig, Route};
 pub use passkey::SoftPasskey;
 pub use ports::{free_port, wait_for_port};

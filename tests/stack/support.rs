@@ -156,74 +156,9 @@ pub fn assert_ports_free() {
     }
 }
 
-/// A fresh PostgreSQL database, dropped with the value (a failed test's
-/// stays for inspection only until its process ends); `None` (said aloud)
-/// where psql is not installed.
-pub struct Database {
-    pub name: String,
-    pub url: String,
-    psql: PathBuf,
-}
-
-pub fn fresh_database(prefix: &str) -> Option<Database> {
-    let psql = installed("psql", "scripts/services.sh installs PostgreSQL")?;
-    let name = format!("{prefix}_{}", std::process::id());
-    let db = Database {
-        url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-        name,
-        psql,
-    };
-    db.admin(&format!("DROP DATABASE IF EXISTS {}", db.name));
-    db.admin(&format!("CREATE DATABASE {}", db.name));
-    Some(db)
-}
-
-impl Database {
-    /// `sql` run as the superuser on the `postgres` database.
-    pub fn admin(&self, sql: &str) -> String {
-        self.query("postgres", sql)
-    }
-
-    /// `sql` run on this database: its rows, `|`-separated.
-    pub fn query(&self, database: &str, sql: &str) -> String {
-        let out = Command::new(&self.psql)
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                database,
-                "-tAc",
-                sql,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.psql)
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-tAc",
-            ])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .output();
-    }
+/// A fresh PostgreSQL database (`testkit::Database`); `None` (said aloud)
+/// where psql is not installed, which CI must have.
+pub fn fresh_database(prefix: &str) -> Option<testkit::Database> {
+    installed("psql", "scripts/services.sh installs PostgreSQL")?;
+    Some(testkit::Database::fresh(prefix).unwrap_or_else(|e| panic!("{e}")))
 }

@@ -332,7 +332,9 @@ fn up_runs_on_postgresql_and_redis() {
     assert!(up.printed().contains("in Redis"));
     use_the_stack(&up);
     assert!(up.interrupt().success());
-    let users = database.query(&database.name, "SELECT username FROM users");
+    let users = database
+        .query(&database.name, "SELECT username FROM users")
+        .unwrap();
     assert_eq!(users.trim(), "demo");
     assert!(!dir.path().join("data/authserver/authserver.db").exists());
     assert_ports_free();

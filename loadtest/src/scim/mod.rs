@@ -13,7 +13,6 @@
 mod followers;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -49,61 +48,6 @@ pub struct Options {
 }
 
 /// A database of its own, dropped when the run ends.
-struct Database {
-    name: String,
-    keep: bool,
-}
-
-fn psql(sql: &str) -> Result<(), String> {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-qc",
-            sql,
-        ])
-        .output()
-        .map_err(|e| format!("psql: {e} (scripts/services.sh installs PostgreSQL)"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "psql `{sql}`: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-impl Database {
-    fn fresh(keep: bool) -> Result<Self, String> {
-        let name = format!("pc_loadtest_scim_{}", std::process::id());
-        psql(&format!("DROP DATABASE IF EXISTS {name}"))?;
-        psql(&format!("CREATE DATABASE {name}"))?;
-        Ok(Self { name, keep })
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        if self.keep {
-            eprintln!("database kept: {}", self.url());
-            return;
-        }
-        let _ = psql(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ));
-    }
-}
-
 struct Scim {
     http: reqwest::Client,
     base: String,
@@ -216,7 +160,7 @@ pub fn run(opts: Options) -> Result<(), String> {
     }
     let bin = procs::build_release(&[("portcullis", "portcullis")])?.remove(0);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let db = Database::fresh(opts.keep_database)?;
+    let db = testkit::Database::fresh("pc_loadtest_scim")?.keep(opts.keep_database);
     let rt = crate::driver::runtime()?;
     let auth = free_addr()?;
     let creds_file = dir.path().join("credentials.json");
@@ -228,7 +172,7 @@ pub fn run(opts: Options) -> Result<(), String> {
             "authserver",
             "--dev",
             "--database-url",
-            &db.url(),
+            &db.url,
             "serve",
             "--listen",
             &auth.to_string(),

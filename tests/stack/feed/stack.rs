@@ -1,9 +1,8 @@
-//! The change feed end to end: an authserver, a sidecar and a gateway run
-//! as `portcullis up` runs them (each its own process, here on ephemeral
-//! ports), a SCIM client changing users and groups, and what the sidecar
-//! and the gateway decide a second later, with each of the three restarted
-//! in the middle. On SQLite with in-process state, and on PostgreSQL with
-//! Redis (the authserver's short-lived state and the gateway's sessions).
+//! The stack the change-feed tests run: an authserver, a sidecar, a
+//! gateway and the demo upstream as processes on ephemeral ports (as
+//! `portcullis up` runs them), and what the tests ask of them: SCIM
+//! changes, tokens through the real sign-in pages, the verdicts of the
+//! gateway and the sidecar, their metrics and readiness.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,19 +16,19 @@ use testkit::{GatewayConfig, Process, Route, free_port};
 
 use crate::signin::{Browser, query_param, through_the_authserver_as};
 
-const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub(super) const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
-const PASSWORD: &str = "correct horse battery staple 42";
+pub(super) const PASSWORD: &str = "correct horse battery staple 42";
 const SPA_REDIRECT: &str = "http://127.0.0.1:5173/callback";
 const PKCE_VERIFIER: &str = "feed-test-verifier-0123456789-abcdefghijklmnopqrstuvwxyz";
 /// What "at once" means here, as the feed promises it.
-const A_SECOND: Duration = Duration::from_secs(1);
+pub(super) const A_SECOND: Duration = Duration::from_secs(1);
 
 /// Where the authserver keeps its records and its short-lived state.
 #[derive(Clone, Default)]
-struct Backends {
-    database_url: Option<String>,
-    redis_url: Option<String>,
+pub(super) struct Backends {
+    pub(super) database_url: Option<String>,
+    pub(super) redis_url: Option<String>,
 }
 
 fn portcullis() -> Command {
@@ -57,30 +56,36 @@ fn ready(process: &mut Process, url: &str) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
-struct Stack {
+pub(super) struct Stack {
     dir: tempfile::TempDir,
     backends: Backends,
     auth: SocketAddr,
-    issuer: String,
+    pub(super) issuer: String,
     admin_token: String,
     scim_token: String,
     feed_token: String,
     web_secret: String,
     sidecar_http: SocketAddr,
     sidecar_grpc: SocketAddr,
-    gateway: SocketAddr,
+    pub(super) gateway: SocketAddr,
     gateway_admin: SocketAddr,
     upstream: SocketAddr,
     processes: [Option<Process>; 4],
     http: reqwest::Client,
+    /// Extra `[feed]` keys for the sidecar and the gateway.
+    feed_keys: String,
 }
 
-const AUTHSERVER: usize = 0;
-const SIDECAR: usize = 1;
-const GATEWAY: usize = 2;
+pub(super) const AUTHSERVER: usize = 0;
+pub(super) const SIDECAR: usize = 1;
+pub(super) const GATEWAY: usize = 2;
 
 impl Stack {
-    fn start(backends: Backends) -> Self {
+    pub(super) fn start(backends: Backends) -> Self {
+        Self::start_with(backends, "")
+    }
+
+    pub(super) fn start_with(backends: Backends, feed_keys: &str) -> Self {
         let upstream = addr();
         let echo = Process::start("demo upstream", {
             let mut c = portcullis();
@@ -103,6 +108,7 @@ impl Stack {
             upstream,
             processes: [None, None, None, Some(echo)],
             http: reqwest::Client::new(),
+            feed_keys: feed_keys.to_owned(),
         };
         let creds = stack.start_authserver();
         stack.issuer = creds["issuer"].as_str().unwrap().to_owned();
@@ -166,9 +172,10 @@ impl Stack {
 
     fn feed_table(&self) -> String {
         format!(
-            "[feed]\nurl = {}\ntoken = {}\n",
+            "[feed]\nurl = {}\ntoken = {}\n{}\n",
             json!(self.issuer),
-            json!(self.feed_token)
+            json!(self.feed_token),
+            self.feed_keys
         )
     }
 
@@ -246,13 +253,13 @@ impl Stack {
     }
 
     /// SIGKILL to one of the services (no goodbye to anyone).
-    fn kill(&mut self, which: usize) {
+    pub(super) fn kill(&mut self, which: usize) {
         if let Some(mut p) = self.processes[which].take() {
             p.kill();
         }
     }
 
-    fn restart(&mut self, which: usize) {
+    pub(super) fn restart(&mut self, which: usize) {
         self.kill(which);
         match which {
             AUTHSERVER => drop(self.start_authserver()),
@@ -298,7 +305,7 @@ impl Stack {
         answer
     }
 
-    async fn new_user(&self, name: &str) -> String {
+    pub(super) async fn new_user(&self, name: &str) -> String {
         let body =
             json!({"schemas": [USER], "userName": name, "password": PASSWORD, "active": true});
         self.scim("POST", "/Users", &body).await["id"]
@@ -307,7 +314,7 @@ impl Stack {
             .to_owned()
     }
 
-    async fn group_id(&self, name: &str) -> String {
+    pub(super) async fn group_id(&self, name: &str) -> String {
         let filter: String =
             form_urlencoded::byte_serialize(format!("displayName eq \"{name}\"").as_bytes())
                 .collect();
@@ -322,7 +329,7 @@ impl Stack {
         found["Resources"][0]["id"].as_str().unwrap().to_owned()
     }
 
-    async fn membership(&self, group: &str, op: &str, user: &str) {
+    pub(super) async fn membership(&self, group: &str, op: &str, user: &str) {
         let op = match op {
             "add" => json!({"op": "add", "path": "members", "value": [{"value": user}]}),
             _ => json!({"op": "remove", "path": format!("members[value eq \"{user}\"]")}),
@@ -331,14 +338,14 @@ impl Stack {
         self.scim("PATCH", &format!("/Groups/{group}"), &body).await;
     }
 
-    async fn set_active(&self, user: &str, active: bool) {
+    pub(super) async fn set_active(&self, user: &str, active: bool) {
         let body = json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": active}]});
         self.scim("PATCH", &format!("/Users/{user}"), &body).await;
     }
 
     /// An access token of `username` from the code flow of the demo SPA
     /// (PKCE), through the authserver's real sign-in pages.
-    async fn token(&self, username: &str) -> String {
+    pub(super) async fn token(&self, username: &str) -> String {
         let challenge = URL_SAFE_NO_PAD.encode(bootstrap::digest::sha256(PKCE_VERIFIER.as_bytes()));
         let redirect: String = form_urlencoded::byte_serialize(SPA_REDIRECT.as_bytes()).collect();
         let authorize = format!(
@@ -375,7 +382,7 @@ impl Stack {
     /// What the gateway and the sidecar say of `GET /api/orders` with
     /// `token`: the gateway's status, the sidecar's `/v1/check` answer
     /// (`Allow`, `Deny`, or its HTTP status when it refused the token).
-    async fn verdicts(&self, token: &str) -> (u16, String) {
+    pub(super) async fn verdicts(&self, token: &str) -> (u16, String) {
         let gateway = self
             .http
             .get(format!("http://{}/api/orders", self.gateway))
@@ -404,7 +411,12 @@ impl Stack {
 
     /// Polls until both say `expected`; how long that took. Fails after
     /// `limit`.
-    async fn until(&self, token: &str, expected: (u16, &str), limit: Duration) -> Duration {
+    pub(super) async fn until(
+        &self,
+        token: &str,
+        expected: (u16, &str),
+        limit: Duration,
+    ) -> Duration {
         let started = Instant::now();
         loop {
             let (gateway, sidecar) = self.verdicts(token).await;
@@ -419,8 +431,17 @@ impl Stack {
         }
     }
 
+    /// The status of the sidecar's or the gateway's `/readyz`.
+    pub(super) async fn readiness(&self, which: usize) -> u16 {
+        let url = match which {
+            SIDECAR => format!("http://{}/readyz", self.sidecar_http),
+            _ => format!("http://{}/readyz", self.gateway_admin),
+        };
+        self.http.get(url).send().await.unwrap().status().as_u16()
+    }
+
     /// `/metrics` of the sidecar or the gateway: the value of `name`.
-    async fn metric(&self, which: usize, name: &str) -> f64 {
+    pub(super) async fn metric(&self, which: usize, name: &str) -> f64 {
         let url = match which {
             SIDECAR => format!("http://{}/metrics", self.sidecar_http),
             _ => format!("http://{}/metrics", self.gateway_admin),
@@ -438,118 +459,4 @@ impl Stack {
             .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
             .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
     }
-}
-
-const ALLOWED: (u16, &str) = (200, "Allow");
-const DENIED: (u16, &str) = (403, "Deny");
-const REVOKED: (u16, &str) = (401, "401");
-
-/// The whole story on one pair of backends.
-async fn follow_the_directory(backends: Backends) {
-    let mut stack = tokio::task::block_in_place(|| Stack::start(backends));
-    let staff = stack.group_id("staff").await;
-    let frank = stack.new_user("frank").await;
-    let token = stack.token("frank").await;
-    stack.until(&token, DENIED, A_SECOND).await;
-
-    // Added to a group the policies let read orders: allowed within a
-    // second, with the token issued before (its `groups` claim is empty).
-    stack.membership(&staff, "add", &frank).await;
-    let took = stack.until(&token, ALLOWED, A_SECOND).await;
-    eprintln!("group add → decision: {took:?}");
-
-    // Removed while the sidecar is down: the restarted sidecar starts from
-    // a snapshot that has it.
-    tokio::task::block_in_place(|| stack.kill(SIDECAR));
-    stack.membership(&staff, "remove", &frank).await;
-    tokio::task::block_in_place(|| stack.restart(SIDECAR));
-    stack.until(&token, DENIED, A_SECOND).await;
-    stack.membership(&staff, "add", &frank).await;
-    let took = stack.until(&token, ALLOWED, A_SECOND).await;
-    eprintln!("group add → decision after a sidecar restart: {took:?}");
-
-    // The authserver restarted: a change made as it comes back reaches
-    // both from their cursors (no new snapshot), and the next within a
-    // second.
-    tokio::task::block_in_place(|| stack.restart(AUTHSERVER));
-    stack.membership(&staff, "remove", &frank).await;
-    stack.until(&token, DENIED, Duration::from_secs(5)).await;
-    assert_eq!(stack.metric(SIDECAR, "feed_snapshots_total").await, 1.0);
-    assert_eq!(stack.metric(GATEWAY, "feed_snapshots_total").await, 1.0);
-    stack.membership(&staff, "add", &frank).await;
-    let took = stack.until(&token, ALLOWED, A_SECOND).await;
-    eprintln!("group add → decision after an authserver restart: {took:?}");
-
-    // Deactivated: the still-valid token is refused by the gateway (and
-    // the sidecar, which verifies tokens too) within a second, and so is
-    // the user's browser session at the gateway.
-    let grace = stack.new_user("grace").await;
-    stack.membership(&staff, "add", &grace).await;
-    let grace_token = stack.token("grace").await;
-    stack.until(&grace_token, ALLOWED, A_SECOND).await;
-    let mut browser = Browser::new();
-    let app = format!("http://{}/app/page", stack.gateway);
-    let first = browser.page(&app).await;
-    assert_eq!(first.status, 302, "{}", first.body);
-    let callback = through_the_authserver_as(
-        &mut browser,
-        &stack.issuer,
-        &first.location(),
-        "grace",
-        PASSWORD,
-    )
-    .await;
-    assert_eq!(browser.page(&callback).await.status, 302);
-    assert_eq!(browser.page(&app).await.status, 200, "signed in");
-    stack.set_active(&grace, false).await;
-    let took = stack.until(&grace_token, REVOKED, A_SECOND).await;
-    eprintln!("deactivation → token refused: {took:?}");
-    let page = browser.page(&app).await;
-    assert_eq!(page.status, 302, "the session ended: {}", page.body);
-    assert!(
-        page.location().starts_with(&stack.issuer),
-        "{}",
-        page.location()
-    );
-
-    // Deactivated while the gateway is down: the restarted gateway refuses
-    // the token from its first request.
-    tokio::task::block_in_place(|| stack.kill(GATEWAY));
-    stack.set_active(&frank, false).await;
-    tokio::task::block_in_place(|| stack.restart(GATEWAY));
-    assert_eq!(stack.verdicts(&token).await, (401, "401".to_owned()));
-    // Active again, the user signs in afresh; the old token stays refused.
-    // Its session did not outlive the authserver's restart (in-process
-    // state), so the feed refuses it by `iat`, which counts whole seconds:
-    // the reactivation must fall in a later second than the token's issue.
-    let into_second = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    tokio::time::sleep(Duration::from_nanos(u64::from(1_000_000_000 - into_second))).await;
-    stack.set_active(&frank, true).await;
-    let fresh = stack.token("frank").await;
-    stack.until(&fresh, ALLOWED, A_SECOND).await;
-    assert_eq!(stack.verdicts(&token).await.0, 401);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn scim_changes_reach_the_edge_on_sqlite_in_process() {
-    follow_the_directory(Backends::default()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn scim_changes_reach_the_edge_on_postgres_and_redis() {
-    let Some(redis) = testkit::redis_url() else {
-        return;
-    };
-    let Some(database) = crate::support::fresh_database("pc_feed") else {
-        return;
-    };
-    follow_the_directory(Backends {
-        database_url: Some(database.url.clone()),
-        redis_url: Some(redis),
-    })
-    .await;
-    drop(database);
 }
