@@ -111,6 +111,9 @@ pub enum ClientKind {
     Public,
     /// Machine to machine: client_credentials.
     Service,
+    /// A device without a browser or keyboard (RFC 8628): the device
+    /// grant, no secret, no redirect URI.
+    Device,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +128,9 @@ pub struct ClientSpec {
     pub jwks: Option<String>,
     /// A resource server, which may introspect any token.
     pub introspect: bool,
+    /// Where logout tokens go when a session ends (OIDC Back-Channel
+    /// Logout 1.0).
+    pub backchannel_logout_uri: Option<String>,
 }
 
 /// What the operator is shown once: the secret is not stored in clear.
@@ -166,6 +172,19 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), Error> {
     }
 }
 
+/// A back-channel logout URI: absolute, https (plain http on loopback
+/// only), no fragment (OIDC Back-Channel Logout 1.0 §2.2).
+pub fn check_backchannel_logout_uri(uri: &str) -> Result<(), Error> {
+    let parsed = url::Url::parse(uri)
+        .map_err(|_| Error::Invalid(format!("back-channel logout URI `{uri}` is not absolute")))?;
+    if !matches!(parsed.scheme(), "https" | "http") {
+        return Err(Error::Invalid(format!(
+            "back-channel logout URI `{uri}` must be https:// (or http:// on loopback)"
+        )));
+    }
+    check_redirect_uri(uri)
+}
+
 pub async fn add_client(
     app: &App,
     spec: ClientSpec,
@@ -183,6 +202,9 @@ pub async fn add_client(
     for scope in &spec.scopes {
         check_name("scope", scope)?;
     }
+    if let Some(uri) = &spec.backchannel_logout_uri {
+        check_backchannel_logout_uri(uri)?;
+    }
     let (auth_method, grant_types) = match spec.kind {
         ClientKind::Web => (
             ClientAuth::ClientSecretBasic,
@@ -196,21 +218,33 @@ pub async fn add_client(
             ClientAuth::ClientSecretBasic,
             vec![GrantType::ClientCredentials],
         ),
+        ClientKind::Device => (
+            ClientAuth::None,
+            vec![GrantType::DeviceCode, GrantType::RefreshToken],
+        ),
     };
-    if spec.introspect && spec.kind == ClientKind::Public {
+    let public = matches!(spec.kind, ClientKind::Public | ClientKind::Device);
+    if spec.introspect && public {
         return Err(Error::Invalid(
             "a public client cannot introspect: it has no credentials to prove a resource server"
                 .into(),
         ));
     }
-    if spec.kind != ClientKind::Service && spec.redirect_uris.is_empty() {
+    let redirects = matches!(spec.kind, ClientKind::Web | ClientKind::Public);
+    if !redirects && !spec.redirect_uris.is_empty() {
+        return Err(Error::Invalid(format!(
+            "client `{}` is not redirected to: it takes no redirect URIs",
+            spec.id
+        )));
+    }
+    if redirects && spec.redirect_uris.is_empty() {
         return Err(Error::Invalid(format!(
             "client `{}` needs at least one redirect URI",
             spec.id
         )));
     }
     let auth_method = match (&spec.jwks, spec.kind) {
-        (Some(_), ClientKind::Public) => {
+        (Some(_), _) if public => {
             return Err(Error::Invalid("a public client has no keys".into()));
         }
         (Some(jwks), _) => {
@@ -241,6 +275,7 @@ pub async fn add_client(
         introspect: spec.introspect,
         mfa: MfaPolicy::Optional,
         created_at: now,
+        backchannel_logout_uri: spec.backchannel_logout_uri,
     };
     let audit = actor.event(now, "client.create").target(spec.id.clone());
     app.store.create_client(&client, &audit).await?;
@@ -339,6 +374,28 @@ pub async fn set_client_mfa(
         .target(client_id.to_owned())
         .detail(serde_json::json!({"mfa": mfa}));
     app.store.set_client_mfa(client_id, mfa, &audit).await?;
+    app.forget_client(client_id);
+    Ok(())
+}
+
+/// Sets or clears where `client_id` hears of ended sessions.
+pub async fn set_client_backchannel_logout(
+    app: &App,
+    client_id: &str,
+    uri: Option<&str>,
+    actor: Actor<'_>,
+    now: i64,
+) -> Result<(), Error> {
+    if let Some(uri) = uri {
+        check_backchannel_logout_uri(uri)?;
+    }
+    let audit = actor
+        .event(now, "client.backchannel_logout")
+        .target(client_id.to_owned())
+        .detail(serde_json::json!({"backchannel_logout_uri": uri}));
+    app.store
+        .set_client_backchannel_logout(client_id, uri, &audit)
+        .await?;
     app.forget_client(client_id);
     Ok(())
 }

@@ -405,6 +405,8 @@ struct NewClientBody {
     /// A resource server, which may introspect any token.
     #[serde(default)]
     introspect: bool,
+    /// OIDC Back-Channel Logout 1.0.
+    backchannel_logout_uri: Option<String>,
 }
 
 async fn create_client(
@@ -419,10 +421,11 @@ async fn create_client(
         "web" => ClientKind::Web,
         "public" => ClientKind::Public,
         "service" => ClientKind::Service,
+        "device" => ClientKind::Device,
         other => {
             return Err(AdminError(
                 StatusCode::BAD_REQUEST,
-                format!("`kind` `{other}` is not one of web, public, service"),
+                format!("`kind` `{other}` is not one of web, public, service, device"),
             ));
         }
     };
@@ -435,6 +438,7 @@ async fn create_client(
         scopes: b.scopes,
         jwks: b.jwks.map(|j| j.to_string()),
         introspect: b.introspect,
+        backchannel_logout_uri: b.backchannel_logout_uri,
     };
     let issued = admin::add_client(&app, spec, admin(&app, &headers, peer), now()).await?;
     Ok((StatusCode::CREATED, axum::Json(issued)).into_response())
@@ -458,7 +462,16 @@ async fn get_client(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClientPatch {
-    mfa: MfaPolicy,
+    mfa: Option<MfaPolicy>,
+    /// A URI sets it, `null` clears it (absent: unchanged).
+    #[serde(default, deserialize_with = "present")]
+    backchannel_logout_uri: Option<Value>,
+}
+
+/// A field that is there, `null` included (serde reads a `null` `Option`
+/// as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 async fn update_client(
@@ -470,7 +483,30 @@ async fn update_client(
 ) -> Result<Response, AdminError> {
     authorize(&app, &headers)?;
     let patch: ClientPatch = body(&headers, &bytes)?;
-    admin::set_client_mfa(&app, &id, patch.mfa, admin(&app, &headers, peer), now()).await?;
+    if patch.mfa.is_none() && patch.backchannel_logout_uri.is_none() {
+        return Err(AdminError(
+            StatusCode::BAD_REQUEST,
+            "nothing to change: give `mfa` or `backchannel_logout_uri`".into(),
+        ));
+    }
+    let uri = match &patch.backchannel_logout_uri {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(Value::String(uri)) => Some(Some(uri.as_str())),
+        Some(_) => {
+            return Err(AdminError(
+                StatusCode::BAD_REQUEST,
+                "`backchannel_logout_uri` must be a string or null".into(),
+            ));
+        }
+    };
+    if let Some(mfa) = patch.mfa {
+        admin::set_client_mfa(&app, &id, mfa, admin(&app, &headers, peer), now()).await?;
+    }
+    if let Some(uri) = uri {
+        admin::set_client_backchannel_logout(&app, &id, uri, admin(&app, &headers, peer), now())
+            .await?;
+    }
     let client = app.store.client(&id).await?;
     Ok(axum::Json(client).into_response())
 }

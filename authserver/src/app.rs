@@ -27,6 +27,8 @@ pub struct App {
     pub passkeys: crate::relying_party::Relying,
     /// Where SMS codes go.
     pub sms: crate::sms::Sender,
+    /// Calls of our own to other servers (`outbound`).
+    pub outbound: reqwest::Client,
     /// MACs of values the server hands out and reads back (CSRF tokens).
     pub mac: aws_lc_rs::hmac::Key,
     pub cookies: Cookies,
@@ -101,6 +103,7 @@ impl App {
             sealer: master.sealer(),
             passkeys,
             sms,
+            outbound: crate::outbound::client().map_err(Error::Invalid)?,
             mac: master.mac_key(),
             cookies: Cookies::new(issuer_is_https),
             metrics: Metrics::new(

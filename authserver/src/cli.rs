@@ -129,6 +129,7 @@ enum Kind {
     Web,
     Public,
     Service,
+    Device,
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,6 +153,10 @@ enum ClientCommand {
         /// A resource server: may introspect any token of this issuer.
         #[arg(long)]
         introspect: bool,
+        /// Where logout tokens are POSTed when a session this client was
+        /// issued tokens in ends (OIDC Back-Channel Logout 1.0).
+        #[arg(long)]
+        backchannel_logout_uri: Option<String>,
     },
     /// List clients.
     List,
@@ -359,6 +364,7 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<ExitCode> {
             scopes,
             jwks_file,
             introspect,
+            backchannel_logout_uri,
         }) => {
             let jwks = jwks_file.map(|p| read(&p)).transpose()?;
             let spec = ClientSpec {
@@ -368,12 +374,14 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<ExitCode> {
                     Kind::Web => ClientKind::Web,
                     Kind::Public => ClientKind::Public,
                     Kind::Service => ClientKind::Service,
+                    Kind::Device => ClientKind::Device,
                 },
                 redirect_uris,
                 post_logout_redirect_uris,
                 scopes,
                 jwks,
                 introspect,
+                backchannel_logout_uri,
             };
             let issued = admin::add_client(&app, spec, Actor::local("cli"), now()).await?;
             println!("{}", serde_json::to_string_pretty(&issued)?);

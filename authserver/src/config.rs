@@ -46,6 +46,7 @@ pub struct Config {
     pub login: LoginConfig,
     pub mfa: MfaConfig,
     pub feed: FeedConfig,
+    pub device: DeviceConfig,
     pub max_body_bytes: usize,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -101,6 +102,29 @@ impl Default for FeedConfig {
     }
 }
 
+/// The device authorization grant (RFC 8628).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// How long a device code and its user code are valid.
+    pub code_seconds: u64,
+    /// The least time between a device's polls (each `slow_down` adds 5).
+    pub interval_seconds: u64,
+    /// Wrong user codes per source address within `login.window_seconds`
+    /// before `/device` refuses more.
+    pub max_failures_per_address: u64,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self {
+            code_seconds: 600,
+            interval_seconds: 5,
+            max_failures_per_address: 10,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoginConfig {
@@ -132,6 +156,7 @@ impl Default for Config {
             login: LoginConfig::default(),
             mfa: MfaConfig::default(),
             feed: FeedConfig::default(),
+            device: DeviceConfig::default(),
             max_body_bytes: 64 * 1024,
             log_level: "info".into(),
             log_format: LogFormat::Json,
@@ -350,6 +375,13 @@ impl Config {
                 30 * 24 * 3600,
             ),
             ("feed.max_wait_seconds", self.feed.max_wait_seconds, 300),
+            ("device.code_seconds", self.device.code_seconds, 3600),
+            ("device.interval_seconds", self.device.interval_seconds, 60),
+            (
+                "device.max_failures_per_address",
+                self.device.max_failures_per_address,
+                1000,
+            ),
         ] {
             if value == 0 || value > max {
                 return Err(ConfigError::invalid(key, format!("must be 1..={max}")));

@@ -57,6 +57,17 @@ pub async fn decide(
             let event = AuditEvent::new(now, session.user_id.clone(), "consent.deny")
                 .client(req.client_id.clone());
             app.audit.record(event).await.map_err(OAuthError::from)?;
+            if let Some(handle) = &req.device {
+                crate::device::deny(app, &req.client_id, handle, now).await?;
+                let client_name = match app.client(&req.client_id).await {
+                    Ok(Some(c)) => c.name.clone(),
+                    _ => req.client_id.clone(),
+                };
+                return Ok(Next::DeviceDone {
+                    client_name,
+                    approved: false,
+                });
+            }
             Ok(Next::Redirect(authorize::error_redirect(
                 app,
                 &req,

@@ -46,6 +46,8 @@ pub struct DemoClients {
     pub web: IssuedClient,
     pub spa: IssuedClient,
     pub service: IssuedClient,
+    /// A public client of the device grant (RFC 8628).
+    pub device: IssuedClient,
 }
 
 /// The dev master key: read from `<data_dir>/master.key`, created (mode
@@ -131,6 +133,7 @@ pub async fn bootstrap(app: &mut App) -> Result<DevCredentials, Error> {
             ]),
             jwks: None,
             introspect: false,
+            backchannel_logout_uri: None,
         },
         at,
     )
@@ -146,6 +149,7 @@ pub async fn bootstrap(app: &mut App) -> Result<DevCredentials, Error> {
             scopes: scopes(&["openid", "profile", "orders:read"]),
             jwks: None,
             introspect: false,
+            backchannel_logout_uri: None,
         },
         at,
     )
@@ -162,6 +166,23 @@ pub async fn bootstrap(app: &mut App) -> Result<DevCredentials, Error> {
             jwks: None,
             // The demo's resource server: it may introspect any token.
             introspect: true,
+            backchannel_logout_uri: None,
+        },
+        at,
+    )
+    .await?;
+    let device = ensure_client(
+        app,
+        ClientSpec {
+            id: "demo-tv".into(),
+            name: "Demo TV (device sign-in)".into(),
+            kind: ClientKind::Device,
+            redirect_uris: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
+            scopes: scopes(&["openid", "profile", "offline_access", "orders:read"]),
+            jwks: None,
+            introspect: false,
+            backchannel_logout_uri: None,
         },
         at,
     )
@@ -179,7 +200,12 @@ pub async fn bootstrap(app: &mut App) -> Result<DevCredentials, Error> {
             password,
             groups,
         },
-        clients: DemoClients { web, spa, service },
+        clients: DemoClients {
+            web,
+            spa,
+            service,
+            device,
+        },
     })
 }
 

@@ -76,6 +76,32 @@ impl OAuthError {
         Self::new(400, "invalid_scope", d)
     }
 
+    /// RFC 8628 §3.5: the person has not finished signing in yet.
+    pub fn authorization_pending() -> Self {
+        Self::new(
+            400,
+            "authorization_pending",
+            "the user has not finished signing in",
+        )
+    }
+
+    /// RFC 8628 §3.5: polled sooner than the interval allows.
+    pub fn slow_down(interval: u64) -> Self {
+        Self::new(
+            400,
+            "slow_down",
+            format!("poll at most every {interval} seconds"),
+        )
+    }
+
+    pub fn expired_token(d: impl Into<String>) -> Self {
+        Self::new(400, "expired_token", d)
+    }
+
+    pub fn access_denied(d: impl Into<String>) -> Self {
+        Self::new(400, "access_denied", d)
+    }
+
     /// A failure of ours. The detail goes to the log, not to the client.
     pub fn server_error(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "request failed");

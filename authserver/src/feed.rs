@@ -100,13 +100,32 @@ pub async fn changes(app: &App, ask: Ask<'_>) -> Result<Page, StoreError> {
             return Ok(Page::Changes { cursor, changes });
         }
         let seen = top.max(ask.after);
+        let waiting = Waiting::new(&app.metrics.feed_polls_waiting);
         let waited = tokio::time::timeout_at(deadline, newest.wait_for(|n| *n > seen)).await;
+        drop(waiting);
         if waited.is_err() {
             return Ok(Page::Changes {
                 cursor,
                 changes: Vec::new(),
             });
         }
+    }
+}
+
+/// Counts a poll as waiting while it lives (a follower that hangs up
+/// drops the request, and this with it).
+struct Waiting<'a>(&'a prometheus::IntGauge);
+
+impl<'a> Waiting<'a> {
+    fn new(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -111,10 +111,11 @@ pub async fn plan(app: &App, req: &LogoutRequest<'_>) -> Result<Plan, LogoutErro
 }
 
 /// What ending sessions means beyond their records: counted, the
-/// refresh-token families their sign-ins started revoked, and a
-/// revocation in the change feed for each (its `sid`), so gateways refuse
-/// the tokens that carry it. A failure is logged: the sessions are gone
-/// whatever follows.
+/// refresh-token families their sign-ins started revoked, a revocation in
+/// the change feed for each (its `sid`), so gateways refuse the tokens
+/// that carry it, and a logout token to each client they issued to that
+/// asked for one (`backchannel`). A failure is logged: the sessions are
+/// gone whatever follows.
 pub async fn ended(app: &App, sessions: &[Session], now: i64) {
     let horizon = now + i64::try_from(app.config.tokens.access_seconds).unwrap_or(3600);
     let mut feed = Vec::new();
@@ -136,6 +137,7 @@ pub async fn ended(app: &App, sessions: &[Session], now: i64) {
     {
         tracing::warn!(error = %e, "ended sessions not in the change feed");
     }
+    crate::backchannel::notify(app, sessions, now).await;
 }
 
 /// Ends the browser's session (if any) and audits it.

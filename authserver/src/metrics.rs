@@ -94,6 +94,10 @@ pub struct Metrics {
     /// Second-factor checks by method (`totp`, `recovery`) and status
     /// (`success`, `failure`, `replay`, `locked`).
     pub mfa_verifications: IntCounterVec,
+    /// Back-channel logout deliveries by result (`delivered`, `failed`).
+    pub backchannel_logouts: IntCounterVec,
+    /// Change-feed long polls waiting for a change right now.
+    pub feed_polls_waiting: IntGauge,
 }
 
 impl Metrics {
@@ -156,7 +160,29 @@ impl Metrics {
             &["method", "status"],
         )
         .expect(VALID);
-        for m in [&requests, &tokens_issued, &logins, &mfa_verifications] {
+        let backchannel_logouts = IntCounterVec::new(
+            Opts::new(
+                "auth_backchannel_logouts_total",
+                "Logout tokens sent to clients, by result after retries",
+            ),
+            &["result"],
+        )
+        .expect(VALID);
+        let feed_polls_waiting = IntGauge::new(
+            "auth_feed_polls_waiting",
+            "Change-feed long polls waiting for a change",
+        )
+        .expect(VALID);
+        registry
+            .register(Box::new(feed_polls_waiting.clone()))
+            .expect(VALID);
+        for m in [
+            &requests,
+            &tokens_issued,
+            &logins,
+            &mfa_verifications,
+            &backchannel_logouts,
+        ] {
             registry.register(Box::new(m.clone())).expect(VALID);
         }
         registry.register(Box::new(duration.clone())).expect(VALID);
@@ -176,6 +202,8 @@ impl Metrics {
             sessions: Expiring::new(sessions, session_secs, now),
             logins,
             mfa_verifications,
+            backchannel_logouts,
+            feed_polls_waiting,
         }
     }
 

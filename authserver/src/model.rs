@@ -87,6 +87,9 @@ pub struct Client {
     pub introspect: bool,
     pub mfa: MfaPolicy,
     pub created_at: i64,
+    /// OIDC Back-Channel Logout 1.0: where logout tokens are POSTed when a
+    /// session this client was issued tokens in ends.
+    pub backchannel_logout_uri: Option<String>,
 }
 
 impl Client {
@@ -107,13 +110,16 @@ pub enum GrantType {
     AuthorizationCode,
     RefreshToken,
     ClientCredentials,
+    /// RFC 8628: a device without a keyboard, a person signing in elsewhere.
+    DeviceCode,
 }
 
 impl GrantType {
-    pub const ALL: [Self; 3] = [
+    pub const ALL: [Self; 4] = [
         Self::AuthorizationCode,
         Self::RefreshToken,
         Self::ClientCredentials,
+        Self::DeviceCode,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -121,6 +127,7 @@ impl GrantType {
             Self::AuthorizationCode => "authorization_code",
             Self::RefreshToken => "refresh_token",
             Self::ClientCredentials => "client_credentials",
+            Self::DeviceCode => "urn:ietf:params:oauth:grant-type:device_code",
         }
     }
 

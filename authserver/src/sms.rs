@@ -53,11 +53,7 @@ impl Sender {
                     .as_deref()
                     .filter(|s| s.len() >= 16)
                     .ok_or("`mfa.sms_webhook_secret` (at least 16 characters) signs the webhook")?;
-                let http = reqwest::Client::builder()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .timeout(Duration::from_secs(5))
-                    .build()
-                    .map_err(|e| e.to_string())?;
+                let http = crate::outbound::client()?;
                 Ok(Self::Webhook(Box::new(Webhook {
                     url,
                     key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),

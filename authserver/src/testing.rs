@@ -57,6 +57,7 @@ pub async fn alice_and_client(app: &App) -> User {
         scopes: vec!["openid".into(), "profile".into()],
         jwks: None,
         introspect: false,
+        backchannel_logout_uri: None,
     };
     admin::add_client(app, client, Actor::local("test"), NOW)
         .await

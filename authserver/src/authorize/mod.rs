@@ -21,7 +21,7 @@ use crate::session::Session;
 
 mod start;
 
-pub use start::{LOCAL_NAME, start, start_local};
+pub use start::{LOCAL_NAME, start, start_device, start_local};
 
 /// How long a user has to finish logging in and consenting.
 pub const REQUEST_TTL: Duration = Duration::from_secs(600);
@@ -52,6 +52,10 @@ pub struct AuthRequest {
     /// `acr_values` as requested, in order of preference.
     #[serde(default)]
     pub acr_values: Vec<String>,
+    /// A device's sign-in (RFC 8628), by the device's handle: it ends by
+    /// settling the device's record, not with a code.
+    #[serde(default)]
+    pub device: Option<String>,
 }
 
 impl AuthRequest {
@@ -118,6 +122,11 @@ pub enum Next {
         user: User,
         /// What the session proved already.
         amr: Vec<String>,
+    },
+    /// A device's sign-in is settled: the person may go back to the device.
+    DeviceDone {
+        client_name: String,
+        approved: bool,
     },
 }
 
@@ -278,7 +287,9 @@ pub async fn resume(
             .map_err(OAuthError::from)?;
         return Ok(Next::Redirect(req.redirect_uri));
     }
-    if client.require_consent && !consented {
+    // A device's sign-in always asks: the code may have come from someone
+    // else's device (RFC 8628 §5.4, remote phishing).
+    if (client.require_consent || req.device.is_some()) && !consented {
         let granted = app
             .store
             .consent(&user.id, &client.id)
@@ -306,6 +317,23 @@ pub async fn resume(
                 scopes: req.scopes.clone(),
             });
         }
+    }
+    if let Some(handle) = &req.device {
+        let auth = crate::issue::AuthFacts {
+            auth_time: session.auth_time,
+            amr: session.amr.clone(),
+            acr: session.acr.clone(),
+            sid: Some(session.sid.clone()).filter(|s| !s.is_empty()),
+        };
+        crate::device::approve(app, &req.client_id, handle, &user.id, auth, now).await?;
+        app.ephemeral
+            .delete(&keys::auth_request(id))
+            .await
+            .map_err(OAuthError::from)?;
+        return Ok(Next::DeviceDone {
+            client_name: client.name,
+            approved: true,
+        });
     }
     let code = random_token::<32>();
     let grant = CodeGrant {
@@ -356,6 +384,7 @@ fn local_client(req: &AuthRequest) -> Client {
         introspect: false,
         mfa: MfaPolicy::Optional,
         created_at: 0,
+        backchannel_logout_uri: None,
     }
 }
 

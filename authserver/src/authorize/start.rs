@@ -40,6 +40,7 @@ pub async fn start(app: &App, query: &Form) -> Result<String, Refusal> {
         login_hint: query.get("login_hint").map(str::to_owned),
         fresh_session: None,
         local: false,
+        device: None,
         acr_values: query
             .get("acr_values")
             .map(|v| {
@@ -213,6 +214,7 @@ pub async fn start_local(app: &App, path: &str, fresh: bool) -> Result<String, R
         fresh_session: None,
         local: true,
         acr_values: Vec::new(),
+        device: None,
     };
     let id = random_token::<24>();
     let bytes = serde_json::to_vec(&req).map_err(|e| OAuthError::server_error(&e))?;
@@ -220,5 +222,40 @@ pub async fn start_local(app: &App, path: &str, fresh: bool) -> Result<String, R
         .put(&keys::auth_request(&id), &bytes, REQUEST_TTL)
         .await
         .map_err(OAuthError::from)?;
+    Ok(id)
+}
+
+/// The sign-in of a device (RFC 8628) whose user code was typed on
+/// `/device`: its client's request for its scopes, which settles the
+/// device instead of minting a code. Consent is always asked.
+pub async fn start_device(
+    app: &App,
+    typed: &str,
+    source: Option<std::net::IpAddr>,
+    now_ms: i64,
+) -> Result<String, crate::device::EntryRefusal> {
+    let (handle, grant) = crate::device::redeem(app, typed, source, now_ms).await?;
+    let req = AuthRequest {
+        client_id: grant.client_id,
+        redirect_uri: "/device".into(),
+        redirect_uri_given: false,
+        scopes: grant.scopes,
+        state: None,
+        nonce: None,
+        code_challenge: None,
+        prompt: Some("consent".into()),
+        max_age: None,
+        login_hint: None,
+        fresh_session: None,
+        local: false,
+        acr_values: Vec::new(),
+        device: Some(handle),
+    };
+    let id = random_token::<24>();
+    let bytes = serde_json::to_vec(&req)
+        .map_err(|e| crate::device::EntryRefusal::Unavailable(e.to_string()))?;
+    app.ephemeral
+        .put(&keys::auth_request(&id), &bytes, REQUEST_TTL)
+        .await?;
     Ok(id)
 }

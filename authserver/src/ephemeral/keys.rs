@@ -138,6 +138,44 @@ pub fn sms_sent_to_number(phone: &str) -> String {
     format!("sms-sent:number:{}", digest(phone))
 }
 
+/// The clients a browser session's sign-in issued tokens to (a set, by
+/// the session's `sid`): told when it ends (back-channel logout).
+pub fn clients_of_session(sid: &str) -> String {
+    format!("session-clients:{sid}")
+}
+
+/// A device authorization (RFC 8628), by its device code.
+pub fn device(device_code: &str) -> String {
+    device_by_handle(&device_handle(device_code))
+}
+
+/// What names a device authorization where its device code must not
+/// appear (the user code's record, the authorization request).
+pub fn device_handle(device_code: &str) -> String {
+    digest(device_code)
+}
+
+/// A device authorization, by its handle.
+pub fn device_by_handle(handle: &str) -> String {
+    format!("device:{handle}")
+}
+
+/// A user code not yet entered: holds its device's handle. Taken when
+/// entered, so it works once.
+pub fn device_user_code(user_code: &str) -> String {
+    format!("device-user:{}", digest(user_code))
+}
+
+/// Present while a device must wait before polling again.
+pub fn device_poll(handle: &str) -> String {
+    format!("device-poll:{handle}")
+}
+
+/// Wrong user codes entered from an address (a sliding window).
+pub fn device_failures_from(bucket: &str) -> String {
+    format!("device-fail:{bucket}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +197,8 @@ mod tests {
             sms_code(secret),
             sms_attempts(secret),
             sms_sent_to_number(secret),
+            device(secret),
+            device_user_code(secret),
         ];
         for key in &keys {
             assert!(!key.contains(secret), "{key}");
@@ -176,6 +216,10 @@ mod tests {
             refresh_families_of_user(secret),
             refresh_families_of_session(secret),
             family_access_tokens(secret),
+            device_failures_from(secret),
+            clients_of_session(secret),
+            device_by_handle(secret),
+            device_poll(secret),
         ]);
         let count = unique.len();
         unique.sort();

@@ -160,6 +160,13 @@ pub(super) fn refusal(r: Refusal) -> Response {
 pub(super) async fn render(app: &App, headers: &HeaderMap, next: Next) -> Response {
     let (request_id, page) = match next {
         Next::Redirect(location) => return redirect(&location, &[]),
+        Next::DeviceDone {
+            client_name,
+            approved,
+        } => {
+            let page = pages::device_done(&client_name, approved);
+            return html(StatusCode::OK, page, None, &[]);
+        }
         Next::StepUp {
             request_id,
             client_name,

@@ -6,9 +6,9 @@ use super::*;
 /// The form body of an OAuth endpoint, with the caller's address and
 /// `Authorization` header.
 pub(super) struct Call {
-    form: Form,
-    authorization: Option<String>,
-    source: Option<std::net::IpAddr>,
+    pub(super) form: Form,
+    pub(super) authorization: Option<String>,
+    pub(super) source: Option<std::net::IpAddr>,
 }
 
 pub(super) fn call(

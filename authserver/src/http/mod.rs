@@ -2,7 +2,8 @@
 //! responses, CORS and request metrics. Handlers live by resource:
 //! [`discovery`] (metadata, JWKS), [`endpoints`] (token, introspection,
 //! revocation, userinfo), [`authorization`] (the authorization endpoint, login and
-//! consent pages), [`factor`] (the sign-in's steps and second factor), [`logout`]; [`browser`] holds what the pages share
+//! consent pages), [`factor`] (the sign-in's steps and second factor), [`device`]
+//! (RFC 8628's endpoint and user-code page), [`logout`]; [`browser`] holds what the pages share
 //! (HTML, CSP, CSRF, the browser session).
 
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use crate::session::{self, Session};
 mod account;
 mod authorization;
 mod browser;
+mod device;
 mod discovery;
 mod endpoints;
 mod factor;
@@ -54,6 +56,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/.well-known/openid-configuration", get(metadata))
         .route("/jwks", get(jwks))
         .route("/token", post(token))
+        .route("/device_authorization", post(device::device_authorization))
         .route("/revoke", post(revoke))
         .route("/userinfo", get(userinfo).post(userinfo))
         .layer(axum::middleware::from_fn(cors));
@@ -71,6 +74,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/account", get(account::account_get))
         .route("/account/{change}", post(account::account_post))
         .route("/consent", post(consent))
+        .route("/device", get(device::device_get).post(device::device_post))
         .route("/logout", get(logout_get).post(logout_post))
         .route("/static/style.css", get(style))
         .route("/static/webauthn.js", get(browser::script))

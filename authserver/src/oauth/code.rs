@@ -101,33 +101,16 @@ pub(super) async fn authorization_code(
         acr: grant.acr.clone(),
         sid: grant.sid.clone(),
     };
-    let (access, claims) =
-        issue::access_token(app, client, Some(&user), &grant.scopes, Some(&auth), now).await?;
-    let lifetime = claims.exp - now;
-    let mut response = token_response(&access, &claims, lifetime);
-    if grant.scopes.iter().any(|s| s == "openid") {
-        let id = issue::id_token(
-            app,
-            &issue::IdTokenInput {
-                client,
-                user: &user,
-                scopes: &grant.scopes,
-                auth: &auth,
-                nonce: grant.nonce.as_deref(),
-                access_token: &access,
-            },
-            now,
-        )?;
-        response["id_token"] = json!(id);
-    }
-    let mut family = None;
-    if client.may_use(GrantType::RefreshToken) {
-        let (refresh, f) =
-            issue::refresh_token(app, None, client, &user, &grant.scopes, &auth, now).await?;
-        issue::tie_to_family(app, &f, &claims, now).await?;
-        response["refresh_token"] = json!(refresh);
-        family = Some(f);
-    }
+    let (response, claims, family) = issue_for_user(
+        app,
+        client,
+        &user,
+        &grant.scopes,
+        &auth,
+        grant.nonce.as_deref(),
+        now,
+    )
+    .await?;
     let issued = CodeIssued {
         jti: claims.jti.clone(),
         exp: claims.exp,

@@ -25,18 +25,21 @@ use crate::{authorize, issue};
 mod client_auth;
 mod client_credentials;
 mod code;
+mod device;
 mod introspection;
 mod refresh;
 mod revocation;
 mod userinfo;
 
 pub use client_auth::authenticate;
+pub use device::device_authorization;
 pub use introspection::introspect;
 pub use revocation::revoke;
 pub use userinfo::{BearerError, userinfo};
 
 use client_credentials::client_credentials;
 use code::authorization_code;
+use device::device_code;
 use refresh::refresh;
 
 /// The scopes granted: those asked for, all allowed to the client; without
@@ -86,7 +89,52 @@ pub async fn token(
         GrantType::ClientCredentials => client_credentials(app, &client, form, source, now).await,
         GrantType::AuthorizationCode => authorization_code(app, &client, form, source, now).await,
         GrantType::RefreshToken => refresh(app, &client, form, source, now).await,
+        GrantType::DeviceCode => device_code(app, &client, form, source, now).await,
     }
+}
+
+/// What a grant acting for a signed-in user answers: an access token, an
+/// ID token when `openid` was granted, a refresh token when the client may
+/// refresh. Also the access token's claims and the refresh family.
+async fn issue_for_user(
+    app: &App,
+    client: &Client,
+    user: &crate::model::User,
+    scopes: &[String],
+    auth: &issue::AuthFacts,
+    nonce: Option<&str>,
+    now: i64,
+) -> Result<(Value, AccessClaims, Option<String>), OAuthError> {
+    let (access, claims) =
+        issue::access_token(app, client, Some(user), scopes, Some(auth), now).await?;
+    let lifetime = claims.exp - now;
+    let mut response = token_response(&access, &claims, lifetime);
+    if scopes.iter().any(|s| s == "openid") {
+        let id = issue::id_token(
+            app,
+            &issue::IdTokenInput {
+                client,
+                user,
+                scopes,
+                auth,
+                nonce,
+                access_token: &access,
+            },
+            now,
+        )?;
+        response["id_token"] = json!(id);
+    }
+    let mut family = None;
+    if client.may_use(GrantType::RefreshToken) {
+        let (refresh, f) = issue::refresh_token(app, None, client, user, scopes, auth, now).await?;
+        issue::tie_to_family(app, &f, &claims, now).await?;
+        response["refresh_token"] = json!(refresh);
+        family = Some(f);
+    }
+    if let Some(sid) = &auth.sid {
+        crate::backchannel::issued_in(app, sid, &client.id).await?;
+    }
+    Ok((response, claims, family))
 }
 
 fn require_grant_type(client: &Client, grant: GrantType) -> Result<(), OAuthError> {

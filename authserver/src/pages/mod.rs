@@ -6,9 +6,11 @@
 use std::fmt::Write as _;
 
 mod account;
+mod device;
 mod factor;
 
 pub use account::{AccountPage, account, add_passkey, add_totp};
+pub use device::{device_done, device_entry};
 
 pub use factor::{
     FactorPage, PasskeyMode, RecoveryCodesPage, enrol, enrol_form, factor, passkey_form,
@@ -199,5 +201,7 @@ mod tests {
         });
         assert!(!page.contains("<script>"));
         assert!(!error(evil, evil).contains("<script>"));
+        assert!(!device_entry(evil, evil, Some(evil)).contains("<script>"));
+        assert!(!device_done(evil, true).contains("<script>"));
     }
 }

@@ -7,7 +7,8 @@ use crate::model::{Client, MfaPolicy};
 macro_rules! client_columns {
     () => {
         "id, name, secret_digest, auth_method, redirect_uris, post_logout_redirect_uris, \
-         grant_types, scopes, jwks, require_consent, introspect, mfa, created_at"
+         grant_types, scopes, jwks, require_consent, introspect, mfa, created_at, \
+         backchannel_logout_uri"
     };
 }
 
@@ -21,8 +22,8 @@ impl Store {
             let mut tx = p.begin().await?;
             sqlx::query(
                 "INSERT INTO clients (id, name, secret_digest, auth_method, redirect_uris, post_logout_redirect_uris, \
-                 grant_types, scopes, jwks, require_consent, introspect, mfa, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                 grant_types, scopes, jwks, require_consent, introspect, mfa, created_at, backchannel_logout_uri) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             )
             .bind(&client.id)
             .bind(&client.name)
@@ -37,6 +38,7 @@ impl Store {
             .bind(client.introspect)
             .bind(client.mfa.as_str())
             .bind(client.created_at)
+            .bind(&client.backchannel_logout_uri)
             .execute(&mut *tx)
             .await?;
             audit_insert!(audit).execute(&mut *tx).await?;
@@ -88,6 +90,24 @@ impl Store {
         )
         .bind(client_id)
         .bind(mfa.as_str())
+        .execute(&mut *tx)
+        .await))?;
+        found(changed, || format!("client `{client_id}`"))
+    }
+
+    /// Sets (or, with `None`, clears) where the client hears of ended
+    /// sessions.
+    pub async fn set_client_backchannel_logout(
+        &self,
+        client_id: &str,
+        uri: Option<&str>,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let changed = on!(self, |p| changed_with_audit!(p, audit, |tx| sqlx::query(
+            "UPDATE clients SET backchannel_logout_uri = $2 WHERE id = $1"
+        )
+        .bind(client_id)
+        .bind(uri)
         .execute(&mut *tx)
         .await))?;
         found(changed, || format!("client `{client_id}`"))

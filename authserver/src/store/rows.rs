@@ -61,6 +61,7 @@ pub(super) struct ClientRow {
     introspect: bool,
     mfa: String,
     created_at: i64,
+    backchannel_logout_uri: Option<String>,
 }
 
 impl ClientRow {
@@ -80,6 +81,7 @@ impl ClientRow {
             jwks: self.jwks,
             require_consent: self.require_consent,
             introspect: self.introspect,
+            backchannel_logout_uri: self.backchannel_logout_uri,
             mfa: policy("clients.mfa", &self.mfa)?,
             created_at: self.created_at,
         })

@@ -2,7 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod backchannel;
 mod browser;
+mod device;
 mod ephemeral;
 mod factors;
 mod feed;

@@ -133,6 +133,18 @@ impl Authserver {
             .unwrap()
     }
 
+    /// The text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The embedded (SQLite) store this dev server writes, opened beside it.
     pub async fn embedded_store(&self) -> authserver::store::Store {
         let url = format!("sqlite:{}", self.dir.join("data/authserver.db").display());

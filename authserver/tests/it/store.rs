@@ -33,6 +33,7 @@ fn web_client() -> Client {
         introspect: true,
         mfa: MfaPolicy::Required,
         created_at: 1_700_000_000,
+        backchannel_logout_uri: Some("https://app.example.com/backchannel-logout".into()),
     }
 }
 
