@@ -31,9 +31,12 @@ use crate::reply::{Reply, reply};
 use crate::seal::{Mac, Sealer};
 use crate::sha256;
 
+mod backchannel;
 mod endpoints;
 mod oidc;
 mod store;
+
+pub use backchannel::BACKCHANNEL_LOGOUT_PATH;
 
 use endpoints::safe_return;
 use oidc::{Provider, form_encode, jwt_payload};
@@ -50,6 +53,7 @@ pub enum Endpoint {
     Callback,
     Logout,
     Userinfo,
+    BackchannelLogout,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -72,6 +76,11 @@ pub struct Active {
     profile: Map<String, Value>,
     /// After a sign-in or refresh: the cookie value to send back.
     renewed_cookie: Option<String>,
+    /// The provider's sign-in behind the session (`backchannel`): keys of
+    /// its `sid` and `sub`, and when it began.
+    upstream_sid: Option<[u8; 32]>,
+    upstream_sub: Option<[u8; 32]>,
+    began_at: u64,
 }
 
 impl Active {
@@ -123,6 +132,11 @@ pub struct Sessions {
     refreshes: moka::sync::Cache<[u8; 32], Arc<Refresh>>,
     /// Sessions logged out here (stateless cookies cannot be recalled).
     ended: moka::sync::Cache<String, ()>,
+    /// Sign-ins the provider ended (back-channel logout), by `sid` or
+    /// `sub` key: the time of the logout (`u64::MAX` for a `sid`).
+    ended_upstream: moka::sync::Cache<[u8; 32], u64>,
+    /// Logout tokens already used (their `jti` digests).
+    seen_logout_tokens: moka::sync::Cache<[u8; 32], ()>,
     redis: Option<RedisSessions>,
     subject_prefix: Option<String>,
 }
@@ -178,6 +192,11 @@ impl Sessions {
                 .max_capacity(1_000_000)
                 .time_to_live(lifetime)
                 .build(),
+            ended_upstream: backchannel::ended_cache(lifetime),
+            seen_logout_tokens: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(backchannel::REMEMBER_LOGOUT_TOKENS)
+                .build(),
             redis: redis.map(|(url, prefix)| RedisSessions::new(url, prefix)),
             subject_prefix,
             config: config.clone(),
@@ -191,6 +210,8 @@ impl Sessions {
             Some(Endpoint::Logout)
         } else if path == USERINFO_PATH {
             Some(Endpoint::Userinfo)
+        } else if path == BACKCHANNEL_LOGOUT_PATH {
+            Some(Endpoint::BackchannelLogout)
         } else {
             None
         }
@@ -205,6 +226,7 @@ impl Sessions {
             Endpoint::Callback => self.callback(session).await,
             Endpoint::Logout => self.logout(session).await,
             Endpoint::Userinfo => self.userinfo(session).await,
+            Endpoint::BackchannelLogout => self.backchannel_logout(session).await,
         }
     }
 
@@ -217,12 +239,18 @@ impl Sessions {
             Some(a) => a,
             None => {
                 let a = Arc::new(self.open(value).await?);
+                if self.ended_upstream_anywhere(&a).await {
+                    return None;
+                }
                 self.cache.insert(key, a.clone());
                 a
             }
         };
         let now = now_secs();
-        if active.stored.expires_at <= now || self.ended.contains_key(&active.stored.sid) {
+        if active.stored.expires_at <= now
+            || self.ended.contains_key(&active.stored.sid)
+            || self.ended_upstream_here(&active)
+        {
             return None;
         }
         if active.stored.access_expires_at > now + self.config.refresh_before_secs {

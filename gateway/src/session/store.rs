@@ -98,19 +98,26 @@ pub(super) fn decode(stored: Stored, subject_prefix: Option<&str>) -> Option<Act
         .as_deref()
         .and_then(jwt_payload)
         .unwrap_or_default();
+    let (upstream_sid, upstream_sub, began_at) = backchannel::upstream_of(&profile, &payload);
     Some(Active {
         stored,
         payload,
         claims,
         profile,
         renewed_cookie: None,
+        upstream_sid,
+        upstream_sub,
+        began_at,
     })
 }
 
-/// Sessions too large for a cookie, sealed, in Redis.
+/// Sessions too large for a cookie, sealed, in Redis; and what
+/// back-channel logouts ended, for every replica.
 pub(super) struct RedisSessions {
     pub(super) url: String,
     pub(super) prefix: String,
+    /// Ended sign-ins and used logout tokens.
+    logout_prefix: String,
     pub(super) conn: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
 }
 
@@ -119,6 +126,7 @@ impl RedisSessions {
         Self {
             url: url.to_owned(),
             prefix: format!("{prefix}session:"),
+            logout_prefix: format!("{prefix}logout:"),
             conn: tokio::sync::OnceCell::new(),
         }
     }
@@ -160,6 +168,61 @@ impl RedisSessions {
             .query_async(&mut conn)
             .await
             .map_err(|e| SessionError::Store(e.to_string()))
+    }
+
+    /// Sets `key` to `value` for `ttl_secs` (a later mark of the same sign-in
+    /// keeps the larger time).
+    pub(super) async fn mark(
+        &self,
+        key: &str,
+        value: u64,
+        ttl_secs: u64,
+    ) -> Result<(), SessionError> {
+        let mut conn = self.conn().await?;
+        redis::cmd("SET")
+            .arg(format!("{}{key}", self.logout_prefix))
+            .arg(value)
+            .arg("EX")
+            .arg(ttl_secs.max(1))
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| SessionError::Store(e.to_string()))
+    }
+
+    /// The marks of a sign-in's `sid` and `sub` keys, either absent.
+    pub(super) async fn marks(
+        &self,
+        sid: Option<&str>,
+        sub: Option<&str>,
+    ) -> Result<(Option<u64>, Option<u64>), SessionError> {
+        if sid.is_none() && sub.is_none() {
+            return Ok((None, None));
+        }
+        let mut conn = self.conn().await?;
+        // An absent key reads as nothing (never a real mark).
+        let key = |k: Option<&str>| format!("{}{}", self.logout_prefix, k.unwrap_or("-"));
+        let (a, b): (Option<u64>, Option<u64>) = redis::cmd("MGET")
+            .arg(key(sid))
+            .arg(key(sub))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| SessionError::Store(e.to_string()))?;
+        Ok((a.filter(|_| sid.is_some()), b.filter(|_| sub.is_some())))
+    }
+
+    /// Sets `key` unless it exists: whether it was new.
+    pub(super) async fn put_new(&self, key: &str, ttl_secs: u64) -> Result<bool, SessionError> {
+        let mut conn = self.conn().await?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(format!("{}{key}", self.logout_prefix))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl_secs.max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| SessionError::Store(e.to_string()))?;
+        Ok(set.is_some())
     }
 
     pub(super) async fn delete(&self, sid: &str) -> Result<(), SessionError> {

@@ -2,6 +2,7 @@
 //! with a real token issuer and, where policies are asked, the real sidecar.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod backchannel;
 mod canonical;
 mod config;
 mod edge;

@@ -235,7 +235,7 @@ async fn session_gateway(auth: &Authserver, extra: &str) -> (Gateway, String, St
 }
 
 /// The same with `session_extra` keys in `[session]`.
-async fn session_gateway_with(
+pub(crate) async fn session_gateway_with(
     auth: &Authserver,
     extra: &str,
     session_extra: &str,

@@ -277,6 +277,19 @@ impl Authserver {
         body["client_secret"].as_str().unwrap().to_owned()
     }
 
+    /// An admin API call: its status and JSON body (Null when empty).
+    pub async fn admin(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        let resp = reqwest::Client::new()
+            .request(method.parse().unwrap(), format!("{}{path}", self.url))
+            .bearer_auth(self.creds["admin_token"].as_str().unwrap())
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     /// Audit events, newest first.
     pub async fn audit(&self) -> Vec<Value> {
         let body: Value = reqwest::Client::new()

@@ -1,0 +1,295 @@
+//! Back-channel logout, the receiving side (OpenID Connect Back-Channel
+//! Logout 1.0 §2.5–2.8): the provider POSTs a logout token to
+//! `/_auth/backchannel-logout`. Once it verifies, the sessions it names
+//! end: the one sign-in of its `sid`, or every session of its `sub` begun
+//! before it. On this replica at once; with `redis_url` set, a mark in
+//! Redis ends them on every replica when it next opens the session (its
+//! cache keeps a session five seconds at most in that mode).
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::oidc::audience_has;
+use super::*;
+
+pub const BACKCHANNEL_LOGOUT_PATH: &str = "/_auth/backchannel-logout";
+const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+/// A logout token older than this is refused, whatever its `exp`.
+const MAX_AGE_SECS: u64 = 300;
+/// Used logout tokens are remembered as long as they could be accepted.
+pub(super) const REMEMBER_LOGOUT_TOKENS: Duration = Duration::from_secs(2 * MAX_AGE_SECS);
+
+/// What a verified logout token ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Ended {
+    pub(super) sid: Option<String>,
+    pub(super) sub: Option<String>,
+    /// When it was issued: sessions of `sub` begun later live on.
+    pub(super) at: u64,
+}
+
+/// Where ended sign-ins are remembered: keys are digests of the
+/// provider's `sid` or `sub`, so a request's check allocates nothing.
+pub(super) fn sid_key(sid: &str) -> [u8; 32] {
+    sha256(format!("sid\0{sid}").as_bytes())
+}
+
+pub(super) fn sub_key(sub: &str) -> [u8; 32] {
+    sha256(format!("sub\0{sub}").as_bytes())
+}
+
+impl Sessions {
+    pub(super) async fn backchannel_logout(
+        &self,
+        session: &mut Downstream,
+    ) -> pingora::Result<bool> {
+        if session.req_header().method != http::Method::POST {
+            let refusal = Refusal::MethodNotAllowed {
+                message: "the provider POSTs logout tokens here",
+                allow: "POST",
+            };
+            return refuse(session, refusal).await;
+        }
+        let Some(form) = endpoints::read_form(session).await? else {
+            return refuse(
+                session,
+                Refusal::PayloadTooLarge("a logout token form is at most 4 KiB"),
+            )
+            .await;
+        };
+        let token = form_urlencoded::parse(&form)
+            .find(|(k, _)| k == "logout_token")
+            .map(|(_, v)| v.into_owned());
+        let Some(token) = token else {
+            let refusal = Refusal::BadRequest("`logout_token` is missing".into());
+            return refuse(session, refusal).await;
+        };
+        match self.verify_logout_token(&token).await {
+            Ok(ended) => {
+                if let Err(e) = self.end_upstream(&ended).await {
+                    // Ended here; other replicas did not hear it: the
+                    // provider's retry may reach one that can tell them.
+                    tracing::warn!(error = %e, "back-channel logout not shared");
+                    return refuse(session, Refusal::Unavailable(e.to_string().into())).await;
+                }
+                tracing::info!(sid = ?ended.sid, "back-channel logout");
+                reply(session, Reply::json(200, "{}")).await
+            }
+            Err(why) => {
+                tracing::warn!(error = %why, "logout token refused");
+                refuse(session, Refusal::BadRequest(why.into())).await
+            }
+        }
+    }
+
+    /// §2.6: the token's signature, issuer, audience and time as every
+    /// token's, then what makes it a logout token and not another JWT of
+    /// the same issuer: its `typ`, the event, no `nonce`, a `sid` or `sub`,
+    /// and a `jti` not seen before.
+    pub(super) async fn verify_logout_token(&self, token: &str) -> Result<Ended, String> {
+        let header = token
+            .split('.')
+            .next()
+            .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+            .and_then(|h| serde_json::from_slice::<Map<String, Value>>(&h).ok())
+            .ok_or("the logout token is not a JWT")?;
+        let typ = header.get("typ").and_then(Value::as_str).unwrap_or("");
+        if !matches!(
+            typ.to_ascii_lowercase().as_str(),
+            "logout+jwt" | "application/logout+jwt"
+        ) {
+            return Err(format!("the token's `typ` is `{typ}`, not `logout+jwt`"));
+        }
+        let verified = self
+            .verifier
+            .verify(token)
+            .await
+            .map_err(|e| format!("logout token: {e}"))?;
+        // The claims as signed: subjects are compared qualified, as the
+        // sessions' own are.
+        let claims = &verified.claims;
+        if claims.get("iss").and_then(Value::as_str) != Some(self.config.issuer.as_str()) {
+            return Err("the logout token is from another issuer".into());
+        }
+        if !audience_has(claims, &self.config.client_id) {
+            return Err("the logout token is for another client".into());
+        }
+        if !claims
+            .get("events")
+            .and_then(|e| e.get(EVENT))
+            .is_some_and(Value::is_object)
+        {
+            return Err("the token has no back-channel logout event".into());
+        }
+        if claims.contains_key("nonce") {
+            return Err("a logout token carries no `nonce`".into());
+        }
+        let now = now_secs();
+        let iat = claims
+            .get("iat")
+            .and_then(Value::as_u64)
+            .ok_or("the logout token has no `iat`")?;
+        if iat + MAX_AGE_SECS < now || iat > now + 60 {
+            return Err("the logout token's `iat` is not recent".into());
+        }
+        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+        let jti = text("jti").ok_or("the logout token has no `jti`")?;
+        let ended = Ended {
+            sid: text("sid"),
+            sub: text("sub"),
+            at: iat,
+        };
+        if ended.sid.is_none() && ended.sub.is_none() {
+            return Err("the logout token names neither `sid` nor `sub`".into());
+        }
+        if !self.first_use(&jti).await? {
+            return Err("this logout token was used before".into());
+        }
+        Ok(ended)
+    }
+
+    /// Whether `jti` is new (and now remembered), across replicas when they
+    /// share Redis.
+    async fn first_use(&self, jti: &str) -> Result<bool, String> {
+        let key = sha256(jti.as_bytes());
+        if self.seen_logout_tokens.contains_key(&key) {
+            return Ok(false);
+        }
+        self.seen_logout_tokens.insert(key, ());
+        match &self.redis {
+            Some(redis) => redis
+                .put_new(
+                    &format!("jti:{}", hex(&key)),
+                    REMEMBER_LOGOUT_TOKENS.as_secs(),
+                )
+                .await
+                .map_err(|e| e.to_string()),
+            None => Ok(true),
+        }
+    }
+
+    /// Remembers what ended, here and (with Redis) for every replica.
+    pub(super) async fn end_upstream(&self, ended: &Ended) -> Result<(), SessionError> {
+        let lifetime = self.config.lifetime_secs;
+        if let Some(sid) = &ended.sid {
+            self.ended_upstream.insert(sid_key(sid), u64::MAX);
+        }
+        if let Some(sub) = &ended.sub
+            && ended.sid.is_none()
+        {
+            self.ended_upstream.insert(sub_key(sub), ended.at);
+        }
+        let Some(redis) = &self.redis else {
+            return Ok(());
+        };
+        if let Some(sid) = &ended.sid {
+            redis.mark(&hex(&sid_key(sid)), u64::MAX, lifetime).await?;
+        } else if let Some(sub) = &ended.sub {
+            redis.mark(&hex(&sub_key(sub)), ended.at, lifetime).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the provider ended this session's sign-in (seen here).
+    pub(super) fn ended_upstream_here(&self, active: &Active) -> bool {
+        let by_sid = active
+            .upstream_sid
+            .is_some_and(|k| self.ended_upstream.contains_key(&k));
+        by_sid
+            || active.upstream_sub.is_some_and(|k| {
+                self.ended_upstream
+                    .get(&k)
+                    .is_some_and(|at| active.began_at <= at)
+            })
+    }
+
+    /// The same, asking Redis (when a session is opened, not per request).
+    pub(super) async fn ended_upstream_anywhere(&self, active: &Active) -> bool {
+        if self.ended_upstream_here(active) {
+            return true;
+        }
+        let Some(redis) = &self.redis else {
+            return false;
+        };
+        let sid = active.upstream_sid.map(|k| hex(&k));
+        let sub = active.upstream_sub.map(|k| hex(&k));
+        match redis.marks(sid.as_deref(), sub.as_deref()).await {
+            Ok((sid_mark, sub_mark)) => {
+                if sid_mark.is_some()
+                    && let Some(k) = active.upstream_sid
+                {
+                    self.ended_upstream.insert(k, u64::MAX);
+                }
+                sid_mark.is_some() || sub_mark.is_some_and(|at| active.began_at <= at)
+            }
+            Err(e) => {
+                // Redis down: the session's own record is there or not by
+                // the same Redis; do not refuse every session for it.
+                tracing::warn!(error = %e, "back-channel logout marks unreadable");
+                false
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Ended sign-ins, remembered for a session's lifetime.
+pub(super) fn ended_cache(lifetime: Duration) -> moka::sync::Cache<[u8; 32], u64> {
+    moka::sync::Cache::builder()
+        .max_capacity(1_000_000)
+        .time_to_live(lifetime)
+        .build()
+}
+
+/// The provider's `sid` and `sub` of a session, and when it began: from
+/// the ID token (the access token's as a fallback).
+pub(super) fn upstream_of(
+    profile: &Map<String, Value>,
+    payload: &Map<String, Value>,
+) -> (Option<[u8; 32]>, Option<[u8; 32]>, u64) {
+    let text = |name: &str| {
+        profile
+            .get(name)
+            .or_else(|| payload.get(name))
+            .and_then(Value::as_str)
+    };
+    let began = ["auth_time", "iat"]
+        .iter()
+        .find_map(|n| {
+            profile
+                .get(*n)
+                .or_else(|| payload.get(*n))
+                .and_then(Value::as_u64)
+        })
+        .unwrap_or(0);
+    // The access token's subject is qualified as logout tokens' are.
+    let sub = payload.get("sub").and_then(Value::as_str);
+    (text("sid").map(sid_key), sub.map(sub_key), began)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sid_and_sub_keys_never_collide() {
+        assert_ne!(sid_key("x"), sub_key("x"));
+        assert_eq!(hex(&sid_key("x")).len(), 64);
+    }
+
+    #[test]
+    fn a_session_is_known_by_its_id_token_first() {
+        let profile: Map<String, Value> =
+            serde_json::from_str(r#"{"sid":"s1","sub":"raw","auth_time":100,"iat":200}"#).unwrap();
+        let payload: Map<String, Value> =
+            serde_json::from_str(r#"{"sid":"s2","sub":"p:raw","iat":300}"#).unwrap();
+        let (sid, sub, began) = upstream_of(&profile, &payload);
+        assert_eq!(sid, Some(sid_key("s1")));
+        assert_eq!(sub, Some(sub_key("p:raw")));
+        assert_eq!(began, 100);
+    }
+}
