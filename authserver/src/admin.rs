@@ -68,6 +68,7 @@ pub async fn add_user(
         password_hash: Some(hash),
         roles: spec.roles,
         groups: spec.groups,
+        link: None,
     };
     let audit = actor.event(now, "user.create").target(id);
     Ok(app.store.create_user(&new, &audit).await?)

@@ -29,6 +29,8 @@ pub struct App {
     pub sms: crate::sms::Sender,
     /// Calls of our own to other servers (`outbound`).
     pub outbound: reqwest::Client,
+    /// The upstream identity providers.
+    pub upstreams: crate::upstream::Upstreams,
     /// MACs of values the server hands out and reads back (CSRF tokens).
     pub mac: aws_lc_rs::hmac::Key,
     pub cookies: Cookies,
@@ -104,6 +106,7 @@ impl App {
             passkeys,
             sms,
             outbound: crate::outbound::client().map_err(Error::Invalid)?,
+            upstreams: crate::upstream::Upstreams::new(&config.federation),
             mac: master.mac_key(),
             cookies: Cookies::new(issuer_is_https),
             metrics: Metrics::new(

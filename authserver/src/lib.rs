@@ -27,11 +27,13 @@ mod device;
 mod directory;
 pub mod ephemeral;
 pub mod error;
+mod federation;
 mod feed;
 mod form;
 mod http;
 mod issue;
 pub mod keys;
+mod linking;
 mod login;
 mod logout;
 mod metrics;
@@ -50,6 +52,7 @@ pub mod session;
 mod sms;
 pub mod store;
 mod token;
+mod upstream;
 
 /// The second-factor algorithms that need no server (the benchmarks'
 /// subject): RFC 6238 codes and recovery codes.

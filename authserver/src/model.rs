@@ -29,6 +29,21 @@ pub struct User {
     pub updated_at: i64,
 }
 
+/// An account at an upstream identity provider, linked to a local user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FederatedLink {
+    /// The provider's `id` in `[[federation.providers]]`.
+    pub provider: String,
+    /// The provider's stable identifier of the account (`sub`, Entra's
+    /// `tid:oid`, GitHub's numeric id).
+    pub subject: String,
+    pub user_id: String,
+    /// The address the provider gave when the link was made.
+    pub email: Option<String>,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
 /// How a client proves who it is at the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -48,6 +48,8 @@ pub struct Cookies {
     pub csrf: &'static str,
     /// A sign-in waiting for its second factor.
     pub pending: &'static str,
+    /// Binds a sign-in at an upstream provider to the browser that began it.
+    pub federation: &'static str,
     pub secure: bool,
 }
 
@@ -58,6 +60,7 @@ impl Cookies {
                 session: "__Host-portcullis-session",
                 csrf: "__Host-portcullis-csrf",
                 pending: "__Host-portcullis-pending",
+                federation: "__Host-portcullis-federation",
                 secure,
             }
         } else {
@@ -65,6 +68,7 @@ impl Cookies {
                 session: "portcullis-session",
                 csrf: "portcullis-csrf",
                 pending: "portcullis-pending",
+                federation: "portcullis-federation",
                 secure,
             }
         }

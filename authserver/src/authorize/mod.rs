@@ -56,6 +56,11 @@ pub struct AuthRequest {
     /// settling the device's record, not with a code.
     #[serde(default)]
     pub device: Option<String>,
+    /// An upstream identity to link to the account the person signs in to
+    /// next (its key in the ephemeral store): set when a federated sign-in
+    /// found no linked account and must not guess one.
+    #[serde(default)]
+    pub pending_link: Option<String>,
 }
 
 impl AuthRequest {

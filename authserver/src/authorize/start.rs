@@ -41,6 +41,7 @@ pub async fn start(app: &App, query: &Form) -> Result<String, Refusal> {
         fresh_session: None,
         local: false,
         device: None,
+        pending_link: None,
         acr_values: query
             .get("acr_values")
             .map(|v| {
@@ -215,6 +216,7 @@ pub async fn start_local(app: &App, path: &str, fresh: bool) -> Result<String, R
         local: true,
         acr_values: Vec::new(),
         device: None,
+        pending_link: None,
     };
     let id = random_token::<24>();
     let bytes = serde_json::to_vec(&req).map_err(|e| OAuthError::server_error(&e))?;
@@ -250,6 +252,7 @@ pub async fn start_device(
         local: false,
         acr_values: Vec::new(),
         device: Some(handle),
+        pending_link: None,
     };
     let id = random_token::<24>();
     let bytes = serde_json::to_vec(&req)

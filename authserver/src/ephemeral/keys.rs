@@ -144,6 +144,17 @@ pub fn clients_of_session(sid: &str) -> String {
     format!("session-clients:{sid}")
 }
 
+/// A sign-in underway at an upstream provider, by its `state`.
+pub fn federated_login(state: &str) -> String {
+    format!("fed-login:{}", digest(state))
+}
+
+/// An upstream identity waiting for its person to prove the local account
+/// it is to be linked to.
+pub fn federated_link(token: &str) -> String {
+    format!("fed-link:{}", digest(token))
+}
+
 /// A device authorization (RFC 8628), by its device code.
 pub fn device(device_code: &str) -> String {
     device_by_handle(&device_handle(device_code))
@@ -199,6 +210,8 @@ mod tests {
             sms_sent_to_number(secret),
             device(secret),
             device_user_code(secret),
+            federated_login(secret),
+            federated_link(secret),
         ];
         for key in &keys {
             assert!(!key.contains(secret), "{key}");

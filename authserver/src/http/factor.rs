@@ -25,13 +25,24 @@ pub(super) async fn login_page(
             None
         }
     };
+    // After a federated sign-in that found no linked account.
+    let linking = crate::authorize::load(app, request_id)
+        .await
+        .ok()
+        .and_then(|r| r.pending_link)
+        .is_some();
+    let notice = linking.then_some(
+        "No account here is linked to the account you signed in with. Sign in to your account here to link them; from then on either way signs you in.",
+    );
     pages::login(&pages::LoginPage {
         client_name,
         request_id,
         csrf,
         username,
         error,
+        notice,
         passkey: passkey.as_ref(),
+        providers: &app.upstreams.buttons(),
     })
 }
 

@@ -32,6 +32,7 @@ mod device;
 mod discovery;
 mod endpoints;
 mod factor;
+mod federation;
 mod feed;
 mod logout;
 mod scim;
@@ -71,6 +72,11 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/login/enrol", post(factor::enrol_post))
         .route("/login/passkey", post(factor::passkey_post))
+        .route("/login/federated/{provider}", get(federation::start))
+        .route(
+            "/login/federated/{provider}/callback",
+            get(federation::callback),
+        )
         .route("/account", get(account::account_get))
         .route("/account/{change}", post(account::account_post))
         .route("/consent", post(consent))

@@ -223,6 +223,11 @@ pub async fn complete(
     browser: &Browser<'_>,
     now: i64,
 ) -> Result<String, Refusal> {
+    // The person proved this account after a federated sign-in found no
+    // link: the upstream identity is linked to it now.
+    if let Some(token) = req.pending_link.take() {
+        crate::linking::link_held(app, &token, &proof.user.id, now).await?;
+    }
     let lifetime = app.config.login.session_seconds;
     if let Some(old) = browser.previous_session {
         // A failure leaves an orphan that expires by itself.

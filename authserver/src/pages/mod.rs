@@ -68,8 +68,12 @@ pub struct LoginPage<'a> {
     pub csrf: &'a str,
     pub username: &'a str,
     pub error: Option<&'a str>,
+    /// Shown above the form (why the person is asked to sign in here).
+    pub notice: Option<&'a str>,
     /// A passwordless (discoverable passkey) ceremony offered beside the form.
     pub passkey: Option<&'a crate::mfa::Ceremony>,
+    /// Upstream providers, `(id, name)`: a button each.
+    pub providers: &'a [(&'a str, &'a str)],
 }
 
 pub fn login(p: &LoginPage<'_>) -> String {
@@ -79,6 +83,9 @@ pub fn login(p: &LoginPage<'_>) -> String {
         "<h1>Sign in</h1><p>to continue to <strong>{}</strong></p>",
         esc(p.client_name)
     );
+    if let Some(notice) = p.notice {
+        let _ = write!(body, "<p class=\"notice\">{}</p>", esc(notice));
+    }
     if let Some(error) = p.error {
         let _ = write!(body, "<p class=\"error\" role=\"alert\">{}</p>", esc(error));
     }
@@ -103,6 +110,22 @@ pub fn login(p: &LoginPage<'_>) -> String {
             &[("request", p.request_id)],
             "Sign in with a passkey",
         ));
+    }
+    if !p.providers.is_empty() {
+        body.push_str("<nav class=\"methods\">");
+        for (id, name) in p.providers {
+            let href: String = form_urlencoded::Serializer::new(format!("/login/federated/{id}?"))
+                .append_pair("request", p.request_id)
+                .finish();
+            let _ = write!(
+                body,
+                "<a class=\"federated\" id=\"federated-{}\" href=\"{}\">Sign in with {}</a>",
+                esc(id),
+                esc(&href),
+                esc(name)
+            );
+        }
+        body.push_str("</nav>");
     }
     layout("Sign in", &body)
 }
@@ -186,7 +209,9 @@ mod tests {
             csrf: "c",
             username: evil,
             error: Some(evil),
+            notice: Some(evil),
             passkey: None,
+            providers: &[(evil, evil)],
         });
         assert!(!page.contains("<script>"));
         assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&quot;&amp;"));

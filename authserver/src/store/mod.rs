@@ -67,6 +67,22 @@ macro_rules! on {
     };
 }
 
+/// A federated identity's link to its user, on any executor of either
+/// backend (a link made alone, or with the user a sign-in creates).
+macro_rules! link_insert {
+    ($link:expr) => {
+        sqlx::query(
+            "INSERT INTO federated_identities (provider, subject, user_id, email, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&$link.provider)
+        .bind(&$link.subject)
+        .bind(&$link.user_id)
+        .bind(&$link.email)
+        .bind($link.created_at)
+    };
+}
+
 /// The audit insert, usable on any executor of either backend.
 macro_rules! audit_insert {
     ($event:expr) => {
@@ -127,6 +143,7 @@ mod audit;
 mod clients;
 mod consents;
 mod factors;
+mod federation;
 mod feed;
 mod keys;
 mod rows;

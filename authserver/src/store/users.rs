@@ -23,6 +23,9 @@ pub struct NewUser {
     pub password_hash: Option<String>,
     pub roles: Vec<String>,
     pub groups: Vec<String>,
+    /// The upstream account a first federated sign-in creates it for,
+    /// linked in the same transaction.
+    pub link: Option<crate::model::FederatedLink>,
 }
 
 // Column lists as macros so queries stay `&'static str` (sqlx refuses
@@ -79,6 +82,9 @@ impl Store {
                 .bind(&new.id)
                 .execute(&mut *tx)
                 .await?;
+            }
+            if let Some(link) = &new.link {
+                link_insert!(link).execute(&mut *tx).await?;
             }
             audit_insert!(audit).execute(&mut *tx).await?;
             tx.emit_user(at, &new.id).await?;

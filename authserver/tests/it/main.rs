@@ -7,6 +7,7 @@ mod browser;
 mod device;
 mod ephemeral;
 mod factors;
+mod federation;
 mod feed;
 mod flow;
 mod passkeys;

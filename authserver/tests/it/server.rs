@@ -31,6 +31,12 @@ impl Authserver {
         Self::spawn(dir, true, args, env)
     }
 
+    /// `authserver --dev serve` on `listen` (for peers that must know its
+    /// address before it starts).
+    pub fn dev_on(dir: &Path, listen: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_on(dir, true, &listen.to_string(), args, env)
+    }
+
     /// `authserver serve` outside dev mode (the caller's `env` supplies
     /// issuer and master key).
     pub fn production(dir: &Path, env: &[(&str, &str)]) -> Self {
@@ -40,13 +46,17 @@ impl Authserver {
     /// On port 0: ready when it logs the address it bound (and, in dev
     /// mode, has written its credentials).
     fn spawn(dir: &Path, dev: bool, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_on(dir, dev, "127.0.0.1:0", args, env)
+    }
+
+    fn spawn_on(dir: &Path, dev: bool, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let creds_path = dir.join("creds.json");
         let _ = std::fs::remove_file(&creds_path);
         let mut cmd = command(dir);
         if dev {
             cmd.arg("--dev");
         }
-        cmd.args(args).args(["serve", "--listen", "127.0.0.1:0"]);
+        cmd.args(args).args(["serve", "--listen", listen]);
         if dev {
             cmd.arg("--dev-credentials").arg(&creds_path);
         }

@@ -15,6 +15,7 @@ fn alice() -> NewUser {
         password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
         roles: vec!["auditor".into()],
         groups: vec!["staff".into(), "editors".into()],
+        link: None,
     }
 }
 

@@ -14,6 +14,10 @@ use crate::crypto::MasterKey;
 use crate::model::MAX_ACCESS_SECONDS;
 use crate::password::Argon2Config;
 
+mod federation;
+
+pub use federation::{FederationConfig, ProviderConfig, ProviderKind};
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -47,6 +51,7 @@ pub struct Config {
     pub mfa: MfaConfig,
     pub feed: FeedConfig,
     pub device: DeviceConfig,
+    pub federation: FederationConfig,
     pub max_body_bytes: usize,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -157,6 +162,7 @@ impl Default for Config {
             mfa: MfaConfig::default(),
             feed: FeedConfig::default(),
             device: DeviceConfig::default(),
+            federation: FederationConfig::default(),
             max_body_bytes: 64 * 1024,
             log_level: "info".into(),
             log_format: LogFormat::Json,
@@ -300,6 +306,9 @@ impl Config {
         }
         self.signing_algorithm()?;
         self.proxies()?;
+        self.federation
+            .validate(self.dev)
+            .map_err(|(key, message)| ConfigError::invalid(&key, message))?;
         if self.mfa.sms_sender == SmsSender::Log && !self.dev {
             return Err(ConfigError::invalid(
                 "mfa.sms_sender",

@@ -1,0 +1,258 @@
+//! Signing in with an upstream identity provider, as a step of the sign-in
+//! state machine: [`begin`] sends the browser to the provider for a
+//! pending authorization request (code + PKCE + `state` + `nonce`, the
+//! `state` kept server-side and bound to this browser by a cookie);
+//! [`finish`] checks the answer, redeems the code, verifies the ID token,
+//! finds the local account (`accounts.rs`) and ends in `login::complete`,
+//! like every other proof. `amr` is what the provider reported plus `fed`;
+//! `acr` is the password level, so step-up still applies at our side.
+
+use std::time::Duration;
+
+use openidconnect::core::CoreProviderMetadata;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::app::App;
+use crate::authorize::{self, Refusal};
+use crate::crypto::{digest, random_token};
+use crate::ephemeral::keys;
+use crate::error::OAuthError;
+use crate::login::{Browser, Proof};
+
+mod accounts;
+
+use crate::config::ProviderConfig;
+pub use crate::linking::Identity;
+use crate::upstream::{Upstream, oidc};
+
+/// How long a person has at the provider.
+const AT_PROVIDER: Duration = Duration::from_secs(600);
+
+/// The provider `id`, or the page that says there is none.
+fn provider<'a>(app: &'a App, id: &str) -> Result<&'a Upstream, Refusal> {
+    app.upstreams
+        .get(id)
+        .ok_or_else(|| Refusal::Page(format!("there is no sign-in provider `{id}`")))
+}
+
+async fn metadata<'a>(
+    app: &App,
+    provider: &'a Upstream,
+) -> Result<&'a CoreProviderMetadata, Refusal> {
+    provider
+        .metadata(&app.outbound, app.config.dev)
+        .await
+        .map_err(|e| {
+            tracing::warn!(provider = %provider.config.id, error = %e, "upstream provider unavailable");
+            Refusal::Failed {
+                status: 502,
+                message: format!(
+                    "{} cannot be reached right now; try again, or sign in another way",
+                    provider.config.name
+                ),
+            }
+        })
+}
+
+fn redirect_uri(app: &App, provider: &str) -> String {
+    format!("{}/login/federated/{provider}/callback", app.issuer)
+}
+
+/// A sign-in underway at a provider, kept under the digest of its `state`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Underway {
+    provider: String,
+    request_id: String,
+    nonce: String,
+    verifier: String,
+    /// The digest of the cookie value that ties it to one browser.
+    browser: String,
+}
+
+/// Where to send the browser, and the value of the cookie that binds the
+/// sign-in to it.
+#[derive(Debug)]
+pub struct Begun {
+    pub location: String,
+    pub browser_binding: String,
+}
+
+/// Sends the browser of request `request_id` to provider `provider_id`.
+pub async fn begin(app: &App, provider_id: &str, request_id: &str) -> Result<Begun, Refusal> {
+    let provider = provider(app, provider_id)?;
+    authorize::load(app, request_id).await?;
+    let metadata = metadata(app, provider).await?;
+    let state = random_token::<32>();
+    let binding = random_token::<24>();
+    let underway = Underway {
+        provider: provider_id.to_owned(),
+        request_id: request_id.to_owned(),
+        nonce: random_token::<32>(),
+        verifier: random_token::<32>(),
+        browser: digest(&binding),
+    };
+    let location = oidc::authorization_url(
+        metadata,
+        &provider.config,
+        &redirect_uri(app, provider_id),
+        &state,
+        &underway.nonce,
+        &underway.verifier,
+    )
+    .map_err(|e| Refusal::Page(format!("provider `{provider_id}`: {e}")))?;
+    let bytes = serde_json::to_vec(&underway).map_err(|e| OAuthError::server_error(&e))?;
+    app.ephemeral
+        .put(&keys::federated_login(&state), &bytes, AT_PROVIDER)
+        .await
+        .map_err(OAuthError::from)?;
+    Ok(Begun {
+        location,
+        browser_binding: binding,
+    })
+}
+
+/// The provider's answer at our callback.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    pub state: Option<&'a str>,
+    pub code: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub error_description: Option<&'a str>,
+    /// The binding cookie this browser sent.
+    pub browser_binding: Option<&'a str>,
+}
+
+/// Where a federated sign-in ended.
+#[derive(Debug)]
+pub enum Finished {
+    /// A session began; on with the authorization request.
+    SignedIn {
+        session_id: String,
+        request_id: String,
+    },
+    /// No account is linked and none may be guessed: the person signs in
+    /// to an existing account here, which links it.
+    ProveAccount { request_id: String },
+}
+
+/// Checks the provider's answer and signs the person in (or asks them to
+/// prove the account to link).
+pub async fn finish(
+    app: &App,
+    provider_id: &str,
+    answer: Answer<'_>,
+    browser: &Browser<'_>,
+    now: i64,
+) -> Result<Finished, Refusal> {
+    let provider = provider(app, provider_id)?;
+    let name = &provider.config.name;
+    let expired = || {
+        Refusal::Page(format!(
+            "This sign-in with {name} has expired or was not started in this browser. Go back to the application and start again."
+        ))
+    };
+    let state = answer.state.ok_or_else(expired)?;
+    let underway: Underway = app
+        .ephemeral
+        .take(&keys::federated_login(state))
+        .await
+        .map_err(OAuthError::from)?
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(expired)?;
+    let same_browser = answer
+        .browser_binding
+        .is_some_and(|b| digest(b) == underway.browser);
+    if underway.provider != provider_id || !same_browser {
+        return Err(expired());
+    }
+    if let Some(error) = answer.error {
+        return Err(Refusal::Page(format!(
+            "{name} did not sign you in ({error}{}).",
+            answer
+                .error_description
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        )));
+    }
+    let code = answer
+        .code
+        .ok_or_else(|| Refusal::Page(format!("{name} sent no authorization code")))?;
+    let metadata = metadata(app, provider).await?;
+    let claims = oidc::redeem(
+        &app.outbound,
+        metadata,
+        &provider.config,
+        &redirect_uri(app, provider_id),
+        code,
+        &underway.verifier,
+        &underway.nonce,
+    )
+    .await
+    .map_err(|e| {
+        tracing::warn!(provider = %provider_id, error = %e, "federated sign-in refused");
+        Refusal::Page(format!(
+            "The sign-in with {name} could not be verified: {e}"
+        ))
+    })?;
+    let identity = identity(&provider.config, &claims)?;
+    let mut req = authorize::load(app, &underway.request_id).await?;
+    match accounts::resolve(app, &provider.config, &identity, now).await? {
+        accounts::Resolved::User(user) => {
+            accounts::sync_groups(app, &provider.config, &user.id, &identity, now).await?;
+            let mut amr = identity.amr.clone();
+            amr.retain(|a| a != "fed");
+            amr.push("fed".into());
+            let proof = Proof {
+                user,
+                amr,
+                acr: app.config.mfa.password_acr.clone(),
+            };
+            // A federated sign-in never completes a link by proof.
+            req.pending_link = None;
+            let session_id =
+                crate::login::complete(app, &underway.request_id, &mut req, proof, browser, now)
+                    .await?;
+            Ok(Finished::SignedIn {
+                session_id,
+                request_id: underway.request_id,
+            })
+        }
+        accounts::Resolved::ProveAccount => {
+            req.pending_link = Some(crate::linking::hold(app, &identity).await?);
+            authorize::save(app, &underway.request_id, &req).await?;
+            Ok(Finished::ProveAccount {
+                request_id: underway.request_id,
+            })
+        }
+    }
+}
+
+/// The identity in verified claims.
+fn identity(cfg: &ProviderConfig, claims: &Map<String, Value>) -> Result<Identity, Refusal> {
+    let text = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_owned);
+    let list = |k: &str| -> Vec<String> {
+        match claims.get(k) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            Some(Value::String(one)) => vec![one.clone()],
+            _ => Vec::new(),
+        }
+    };
+    let subject = text("sub")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| Refusal::Page(format!("{} sent no subject", cfg.name)))?;
+    Ok(Identity {
+        provider: cfg.id.clone(),
+        subject,
+        email: text("email"),
+        email_verified: claims.get("email_verified").and_then(Value::as_bool) == Some(true),
+        name: text("name"),
+        username: text("preferred_username"),
+        groups: list(&cfg.groups_claim),
+        amr: list("amr"),
+    })
+}

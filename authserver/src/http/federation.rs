@@ -1,0 +1,104 @@
+//! Signing in with an upstream provider: the login page's buttons lead to
+//! `/login/federated/{provider}`, the provider answers at
+//! `/login/federated/{provider}/callback`.
+
+use axum::extract::Path;
+
+use super::*;
+use crate::federation::{Answer, Finished};
+use crate::login::LoginStep;
+
+pub(super) async fn start(
+    State(app): Shared,
+    Path(provider): Path<String>,
+    uri: axum::http::Uri,
+) -> Response {
+    let query = match Form::parse(uri.query().unwrap_or("").as_bytes()) {
+        Ok(q) => q,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, &e.description),
+    };
+    let Some(request_id) = query.get("request") else {
+        return error_page(StatusCode::BAD_REQUEST, "missing `request`");
+    };
+    match crate::federation::begin(&app, &provider, request_id).await {
+        Ok(begun) => {
+            let binding = app.cookies.set(
+                app.cookies.federation,
+                &begun.browser_binding,
+                AT_PROVIDER_SECS,
+            );
+            redirect(&begun.location, &[binding])
+        }
+        Err(r) => refusal(r),
+    }
+}
+
+/// How long the binding cookie lives (as the sign-in at the provider).
+const AT_PROVIDER_SECS: u64 = 600;
+
+pub(super) async fn callback(
+    State(app): Shared,
+    Path(provider): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let query = match Form::parse(uri.query().unwrap_or("").as_bytes()) {
+        Ok(q) => q,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, &e.description),
+    };
+    let previous = match browser_session(&app, &headers).await {
+        Ok(s) => s.map(|(id, _)| id),
+        Err(page) => return page,
+    };
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let browser = crate::login::Browser {
+        source: crate::proxy::client_address(peer.ip(), &headers, &app.trusted_proxies),
+        user_agent,
+        previous_session: previous.as_deref(),
+    };
+    let answer = Answer {
+        state: query.get("state"),
+        code: query.get("code"),
+        error: query.get("error"),
+        error_description: query.get("error_description"),
+        browser_binding: bootstrap::cookie::find(&headers, app.cookies.federation),
+    };
+    let finished = crate::federation::finish(&app, &provider, answer, &browser, now()).await;
+    let clear = app.cookies.set(app.cookies.federation, "", 0);
+    match finished {
+        Ok(Finished::SignedIn {
+            session_id,
+            request_id,
+        }) => {
+            let step = LoginStep::SignedIn {
+                session_id,
+                request_id: request_id.clone(),
+                recovery_codes: Vec::new(),
+            };
+            let mut response = super::factor::respond(&app, &headers, step, "", &request_id).await;
+            if let Ok(v) = HeaderValue::from_str(&clear) {
+                response.headers_mut().append(header::SET_COOKIE, v);
+            }
+            response
+        }
+        Ok(Finished::ProveAccount { request_id }) => {
+            let location = format!(
+                "/authorize/resume?{}",
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("request", &request_id)
+                    .finish()
+            );
+            redirect(&location, &[clear])
+        }
+        Err(r) => {
+            let mut response = refusal(r);
+            if let Ok(v) = HeaderValue::from_str(&clear) {
+                response.headers_mut().append(header::SET_COOKIE, v);
+            }
+            response
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Federation: signing in with an upstream OpenID provider nobody here
+//! wrote (oidc-provider, `authserver/tests/rp/upstream.mjs`) through the
+//! real login pages in headless Chromium, the relying party being
+//! openid-client (`authserver/tests/rp/federated.mjs`).
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use testkit::Process;
+
+use crate::rp::{available, rp_dir};
+use crate::server::Authserver;
+
+mod store;
+
+const UPSTREAM_CLIENT: (&str, &str) = ("portcullis", "upstream-secret-0123456789");
+
+/// The upstream provider, its client being the authserver at `issuer`.
+fn upstream(issuer: &str) -> (Process, String) {
+    let mut cmd = Command::new("node");
+    cmd.arg(rp_dir().join("upstream.mjs"))
+        .arg(UPSTREAM_CLIENT.0)
+        .arg(UPSTREAM_CLIENT.1)
+        .arg(format!("{issuer}/login/federated/corp/callback"));
+    let mut process = Process::start("upstream provider", cmd);
+    let ready = process
+        .wait_for_log("listening", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = ready["issuer"].as_str().unwrap().to_owned();
+    (process, url)
+}
+
+/// An authserver with the upstream as provider `corp`.
+fn federated(dir: &std::path::Path) -> (Authserver, Process) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
+    let (idp, idp_issuer) = upstream(&format!("http://{addr}"));
+    let config = dir.join("authserver.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[federation.providers]]
+id = "corp"
+name = "Corp SSO"
+issuer = "{idp_issuer}"
+client_id = "{id}"
+client_secret = "{secret}"
+scopes = ["email", "profile", "groups"]
+jit = true
+allowed_domains = ["example.com"]
+group_map = {{ "idp-staff" = "staff" }}
+"#,
+            id = UPSTREAM_CLIENT.0,
+            secret = UPSTREAM_CLIENT.1,
+        ),
+    )
+    .unwrap();
+    let server = Authserver::dev_on(dir, addr, &["--config", config.to_str().unwrap()], &[]);
+    (server, idp)
+}
+
+fn sign_in(server: &Authserver, login: &str, mode: &str) -> Value {
+    let out = Command::new("node")
+        .arg(rp_dir().join("federated.mjs"))
+        .arg(server.issuer())
+        .arg(server.dir.join("creds.json"))
+        .arg("corp")
+        .arg(login)
+        .arg(mode)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "federated sign-in ({login}, {mode}) failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_upstream_oidc_provider_signs_people_in_without_guessing_accounts() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _idp) = federated(dir.path());
+
+    // A first sign-in makes an account (named by its verified address, as
+    // the provider sends no username), linked; the mapped upstream group is
+    // a local group in the token; `amr` says how.
+    let ursula = sign_in(&server, "ursula", "signin");
+    assert_eq!(
+        ursula["preferred_username"], "ursula@example.com",
+        "{ursula}"
+    );
+    assert_eq!(strings(&ursula["groups"]), ["staff"], "{ursula}");
+    assert!(strings(&ursula["amr"]).contains(&"fed"), "{ursula}");
+    assert_eq!(ursula["csp_violations"], serde_json::json!([]));
+    let again = sign_in(&server, "ursula", "signin");
+    assert_eq!(
+        again["sub"], ursula["sub"],
+        "the link finds the same account"
+    );
+
+    // An upstream account claiming the demo user's address (unverified)
+    // is not signed in as the demo user: the person is asked to prove a
+    // local account instead.
+    let mallory = sign_in(&server, "mallory", "signin");
+    assert!(mallory.get("sub").is_none(), "{mallory}");
+    assert!(
+        mallory["page_text"]
+            .as_str()
+            .unwrap()
+            .contains("No account here is linked"),
+        "{mallory}"
+    );
+    // Proving the demo account (its password) links it.
+    let linked = sign_in(&server, "mallory", "link");
+    assert_eq!(linked["preferred_username"], "demo", "{linked}");
+    assert!(
+        linked["notice"].as_str().unwrap().contains("link"),
+        "{linked}"
+    );
+    let after = sign_in(&server, "mallory", "signin");
+    assert_eq!(after["sub"], linked["sub"], "{after}");
+    assert_eq!(strings(&after["amr"]), ["fed"], "{after}");
+
+    // Just-in-time creation only for the allowed domains.
+    let outsider = sign_in(&server, "outsider", "signin");
+    assert!(outsider.get("sub").is_none(), "{outsider}");
+    assert!(
+        outsider["page_text"]
+            .as_str()
+            .unwrap()
+            .contains("example.com"),
+        "{outsider}"
+    );
+
+    // Tampering on the way back is refused.
+    let state = sign_in(&server, "ursula", "tamper-state");
+    assert!(state["tampered"].is_string(), "{state}");
+    assert!(state.get("sub").is_none(), "{state}");
+    assert!(
+        state["page_text"]
+            .as_str()
+            .unwrap()
+            .contains("expired or was not started"),
+        "{state}"
+    );
+    let nonce = sign_in(&server, "ursula", "tamper-nonce");
+    assert!(nonce["tampered"].is_string(), "{nonce}");
+    assert!(nonce.get("sub").is_none(), "{nonce}");
+    assert!(
+        nonce["page_text"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("nonce"),
+        "{nonce}"
+    );
+}
