@@ -75,6 +75,8 @@ pub struct Overview {
     /// Live sessions with their handles, oldest first.
     pub sessions: Vec<(String, Session)>,
     pub sign_ins: Vec<AuditEvent>,
+    /// Accounts at upstream providers that sign in here.
+    pub links: Vec<crate::model::FederatedLink>,
 }
 
 pub async fn overview(app: &App, user: &User) -> Result<Overview, AccountError> {
@@ -83,7 +85,33 @@ pub async fn overview(app: &App, user: &User) -> Result<Overview, AccountError> 
         recovery_left: app.store.recovery_codes_left(&user.id).await?,
         sessions: session::of_user(&app.ephemeral, &user.id).await?,
         sign_ins: app.store.sign_ins(&user.id, SIGN_INS_SHOWN).await?,
+        links: app.store.federated_links(&user.id).await?,
     })
+}
+
+/// Removes the link to an upstream account: it no longer signs in here.
+/// The last way to sign in of an account without a password stays.
+pub async fn unlink(
+    app: &App,
+    holder: &Holder<'_>,
+    provider: &str,
+    subject: &str,
+    now: i64,
+) -> Result<(), AccountError> {
+    needs_recent(app, holder, now)?;
+    let links = app.store.federated_links(&holder.user.id).await?;
+    if holder.user.password_hash.is_none() && links.len() <= 1 {
+        return Err(AccountError::Invalid(
+            "this is the only way you sign in here; it cannot be removed".into(),
+        ));
+    }
+    let event = holder
+        .event(now, "federation.unlink")
+        .detail(json!({"provider": provider}));
+    Ok(app
+        .store
+        .unlink_identity(&holder.user.id, provider, subject, &event)
+        .await?)
 }
 
 /// Ends one of the holder's sessions (this one too: that signs out here).

@@ -74,6 +74,17 @@ async fn page(
         sessions: &overview.sessions,
         current_session: &current,
         sign_ins: &overview.sign_ins,
+        links: &overview
+            .links
+            .iter()
+            .map(|l| {
+                let name = app
+                    .upstreams
+                    .get(&l.provider)
+                    .map_or_else(|| l.provider.clone(), |u| u.config.name.clone());
+                (l.clone(), name)
+            })
+            .collect::<Vec<_>>(),
         csrf: &token,
         sms: app.sms.enabled(),
         notice,
@@ -192,6 +203,9 @@ pub(super) async fn account_post(
                 Err(e) => outcome(&app, &headers, &user, Err(e)).await,
             };
         }
+        "unlink" => account::unlink(&app, &holder, field("provider"), field("subject"), now())
+            .await
+            .map(|()| "The linked account was removed."),
         "end-others" => account::end_other_sessions(&app, &holder, now())
             .await
             .map(|n| match n {

@@ -17,6 +17,8 @@ pub struct AccountPage<'a> {
     /// The handle of the session showing the page.
     pub current_session: &'a str,
     pub sign_ins: &'a [AuditEvent],
+    /// Linked upstream accounts, with their provider's name.
+    pub links: &'a [(crate::model::FederatedLink, String)],
     pub csrf: &'a str,
     /// Whether text-message codes are offered.
     pub sms: bool,
@@ -143,6 +145,7 @@ pub fn account(p: &AccountPage<'_>) -> String {
     }
 
     sessions(&mut b, p);
+    links(&mut b, p);
 
     b.push_str("<h2>Recent sign-ins</h2><table id=\"sign-ins\"><tr><th>When</th><th>What</th><th>From</th></tr>");
     for e in p.sign_ins {
@@ -228,6 +231,32 @@ pub fn add_passkey(form_html: &str) -> String {
              <p><a href=\"/account\">Cancel</a></p>"
         ),
     )
+}
+
+/// Upstream accounts that sign in here, each removable.
+fn links(b: &mut String, p: &AccountPage<'_>) {
+    if p.links.is_empty() {
+        return;
+    }
+    b.push_str(
+        "<h2>Linked accounts</h2><table id=\"links\"><tr><th>Provider</th><th>Account</th>\
+         <th>Linked</th><th>Last used</th><th></th></tr>",
+    );
+    for (link, provider) in p.links {
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>",
+            esc(provider),
+            esc(link.email.as_deref().unwrap_or(&link.subject)),
+            when(link.created_at),
+            link.last_used_at.map(when).unwrap_or_default()
+        );
+        form(b, "/account/unlink", p.csrf);
+        hidden(b, "provider", &link.provider);
+        hidden(b, "subject", &link.subject);
+        b.push_str("<button type=\"submit\" class=\"secondary\">Remove</button></form></td></tr>");
+    }
+    b.push_str("</table>");
 }
 
 #[cfg(test)]

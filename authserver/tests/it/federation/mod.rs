@@ -134,6 +134,28 @@ async fn an_upstream_oidc_provider_signs_people_in_without_guessing_accounts() {
     assert_eq!(after["sub"], linked["sub"], "{after}");
     assert_eq!(strings(&after["amr"]), ["fed"], "{after}");
 
+    // The account page lists the link and removes it; then the upstream
+    // account is a stranger again.
+    let mut browser = crate::browser::Browser::new(&server.url(""));
+    let page = crate::flow::mfa::account(&mut browser, &server).await;
+    assert!(page.body.contains("Linked accounts"), "{}", page.body);
+    assert!(page.body.contains("Corp SSO"), "{}", page.body);
+    let removed = browser
+        .post(
+            "/account/unlink",
+            &[
+                ("csrf", &page.hidden("csrf")),
+                ("provider", &page.hidden("provider")),
+                ("subject", &page.hidden("subject")),
+            ],
+        )
+        .await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert!(removed.body.contains("was removed"), "{}", removed.body);
+    assert!(!removed.body.contains("Linked accounts"));
+    let stranger = sign_in(&server, "mallory", "signin");
+    assert!(stranger.get("sub").is_none(), "{stranger}");
+
     // Just-in-time creation only for the allowed domains.
     let outsider = sign_in(&server, "outsider", "signin");
     assert!(outsider.get("sub").is_none(), "{outsider}");
