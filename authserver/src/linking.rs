@@ -4,7 +4,6 @@
 //! sign-in the person then completes with a local proof links it
 //! ([`link_held`], from `login::complete`).
 
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::app::App;
@@ -12,21 +11,7 @@ use crate::authorize::{self, Refusal};
 use crate::crypto::random_token;
 use crate::ephemeral::keys;
 use crate::error::OAuthError;
-use crate::model::{AuditEvent, FederatedLink};
-
-/// What an upstream provider said about the person, verified.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    pub provider: String,
-    pub subject: String,
-    pub email: Option<String>,
-    pub email_verified: bool,
-    pub name: Option<String>,
-    pub username: Option<String>,
-    pub groups: Vec<String>,
-    /// What the provider reported (`amr`), before `fed` is added.
-    pub amr: Vec<String>,
-}
+use crate::model::{AuditEvent, FederatedLink, UpstreamIdentity as Identity};
 
 /// Keeps `identity` until the person proves a local account: the token
 /// that names it.

@@ -29,6 +29,20 @@ pub struct User {
     pub updated_at: i64,
 }
 
+/// What an upstream provider said about the person, verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamIdentity {
+    pub provider: String,
+    pub subject: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub name: Option<String>,
+    pub username: Option<String>,
+    pub groups: Vec<String>,
+    /// What the provider reported (`amr`), before `fed` is added.
+    pub amr: Vec<String>,
+}
+
 /// An account at an upstream identity provider, linked to a local user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FederatedLink {

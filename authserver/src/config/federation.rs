@@ -20,11 +20,17 @@ pub struct ProviderConfig {
     pub id: String,
     /// The button says "Sign in with {name}".
     pub name: String,
-    /// `oidc`: a generic OpenID Connect provider found by discovery.
+    /// `oidc`: a generic OpenID Connect provider found by discovery;
+    /// `github`: GitHub's OAuth apps (OAuth 2.0 without OpenID Connect).
     #[serde(default)]
     pub kind: ProviderKind,
-    /// The provider's issuer identifier (discovery is below it).
+    /// OpenID Connect: the issuer identifier (discovery is below it).
+    /// GitHub: the web base, `https://github.com` unless set (GitHub
+    /// Enterprise Server, a stand-in in tests).
+    #[serde(default)]
     pub issuer: String,
+    /// GitHub's API base: `https://api.github.com` unless set.
+    pub api_url: Option<String>,
     pub client_id: String,
     pub client_secret: Option<String>,
     /// Asked for besides `openid`.
@@ -53,10 +59,29 @@ pub struct ProviderConfig {
 pub enum ProviderKind {
     #[default]
     Oidc,
+    Github,
 }
 
 fn default_scopes() -> Vec<String> {
     vec!["email".into(), "profile".into()]
+}
+
+impl ProviderConfig {
+    /// The web base or issuer, with the kind's default.
+    pub fn base(&self) -> &str {
+        match (self.kind, self.issuer.as_str()) {
+            (ProviderKind::Github, "") => "https://github.com",
+            (_, issuer) => issuer.trim_end_matches('/'),
+        }
+    }
+
+    /// GitHub's API base.
+    pub fn api(&self) -> &str {
+        self.api_url
+            .as_deref()
+            .unwrap_or("https://api.github.com")
+            .trim_end_matches('/')
+    }
 }
 
 fn default_groups_claim() -> String {
@@ -81,14 +106,16 @@ impl FederationConfig {
             if !seen.insert(p.id.as_str()) {
                 return Err((key("id"), format!("`{}` is used twice", p.id)));
             }
-            if !dev && !p.issuer.starts_with("https://") {
-                return Err((
-                    key("issuer"),
-                    format!("`{}` must be an https:// URL outside dev mode", p.issuer),
-                ));
-            }
-            if url::Url::parse(&p.issuer).is_err() {
-                return Err((key("issuer"), format!("`{}` is not a URL", p.issuer)));
+            for (name, url) in [("issuer", p.base()), ("api_url", p.api())] {
+                if url::Url::parse(url).is_err() {
+                    return Err((key(name), format!("`{url}` is not a URL")));
+                }
+                if !dev && !url.starts_with("https://") {
+                    return Err((
+                        key(name),
+                        format!("`{url}` must be an https:// URL outside dev mode"),
+                    ));
+                }
             }
             if p.client_id.is_empty() {
                 return Err((key("client_id"), "is required".into()));

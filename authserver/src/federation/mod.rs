@@ -22,9 +22,9 @@ use crate::login::{Browser, Proof};
 
 mod accounts;
 
-use crate::config::ProviderConfig;
-pub use crate::linking::Identity;
-use crate::upstream::{Upstream, oidc};
+use crate::config::{ProviderConfig, ProviderKind};
+use crate::model::UpstreamIdentity as Identity;
+use crate::upstream::{Upstream, github, oidc};
 
 /// How long a person has at the provider.
 const AT_PROVIDER: Duration = Duration::from_secs(600);
@@ -82,7 +82,6 @@ pub struct Begun {
 pub async fn begin(app: &App, provider_id: &str, request_id: &str) -> Result<Begun, Refusal> {
     let provider = provider(app, provider_id)?;
     authorize::load(app, request_id).await?;
-    let metadata = metadata(app, provider).await?;
     let state = random_token::<32>();
     let binding = random_token::<24>();
     let underway = Underway {
@@ -92,15 +91,21 @@ pub async fn begin(app: &App, provider_id: &str, request_id: &str) -> Result<Beg
         verifier: random_token::<32>(),
         browser: digest(&binding),
     };
-    let location = oidc::authorization_url(
-        metadata,
-        &provider.config,
-        &redirect_uri(app, provider_id),
-        &state,
-        &underway.nonce,
-        &underway.verifier,
-    )
-    .map_err(|e| Refusal::Page(format!("provider `{provider_id}`: {e}")))?;
+    let redirect = redirect_uri(app, provider_id);
+    let location = match provider.config.kind {
+        ProviderKind::Oidc => oidc::authorization_url(
+            metadata(app, provider).await?,
+            &provider.config,
+            &redirect,
+            &state,
+            &underway.nonce,
+            &underway.verifier,
+        )
+        .map_err(|e| Refusal::Page(format!("provider `{provider_id}`: {e}")))?,
+        ProviderKind::Github => {
+            github::authorization_url(&provider.config, &redirect, &state, &underway.verifier)
+        }
+    };
     let bytes = serde_json::to_vec(&underway).map_err(|e| OAuthError::server_error(&e))?;
     app.ephemeral
         .put(&keys::federated_login(&state), &bytes, AT_PROVIDER)
@@ -178,24 +183,38 @@ pub async fn finish(
     let code = answer
         .code
         .ok_or_else(|| Refusal::Page(format!("{name} sent no authorization code")))?;
-    let metadata = metadata(app, provider).await?;
-    let claims = oidc::redeem(
-        &app.outbound,
-        metadata,
-        &provider.config,
-        &redirect_uri(app, provider_id),
-        code,
-        &underway.verifier,
-        &underway.nonce,
-    )
-    .await
-    .map_err(|e| {
+    let redirect = redirect_uri(app, provider_id);
+    let refused = |e: String| {
         tracing::warn!(provider = %provider_id, error = %e, "federated sign-in refused");
         Refusal::Page(format!(
             "The sign-in with {name} could not be verified: {e}"
         ))
-    })?;
-    let identity = identity(&provider.config, &claims)?;
+    };
+    let identity = match provider.config.kind {
+        ProviderKind::Oidc => {
+            let claims = oidc::redeem(
+                &app.outbound,
+                metadata(app, provider).await?,
+                &provider.config,
+                &redirect,
+                code,
+                &underway.verifier,
+                &underway.nonce,
+            )
+            .await
+            .map_err(refused)?;
+            identity(&provider.config, &claims)?
+        }
+        ProviderKind::Github => github::identity(
+            &app.outbound,
+            &provider.config,
+            &redirect,
+            code,
+            &underway.verifier,
+        )
+        .await
+        .map_err(refused)?,
+    };
     let mut req = authorize::load(app, &underway.request_id).await?;
     match accounts::resolve(app, &provider.config, &identity, now).await? {
         accounts::Resolved::User(user) => {

@@ -119,9 +119,9 @@ pub fn login(p: &LoginPage<'_>) -> String {
                 .finish();
             let _ = write!(
                 body,
-                "<a class=\"federated\" id=\"federated-{}\" href=\"{}\">Sign in with {}</a>",
-                esc(id),
+                "<a class=\"federated\" href=\"{}\" id=\"federated-{}\">Sign in with {}</a>",
                 esc(&href),
+                esc(id),
                 esc(name)
             );
         }

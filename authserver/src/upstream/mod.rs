@@ -6,6 +6,7 @@ use openidconnect::core::CoreProviderMetadata;
 
 use crate::config::{FederationConfig, ProviderConfig};
 
+pub mod github;
 pub mod oidc;
 
 /// Every configured provider.

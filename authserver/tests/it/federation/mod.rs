@@ -13,6 +13,7 @@ use testkit::Process;
 use crate::rp::{available, rp_dir};
 use crate::server::Authserver;
 
+mod github;
 mod store;
 
 const UPSTREAM_CLIENT: (&str, &str) = ("portcullis", "upstream-secret-0123456789");

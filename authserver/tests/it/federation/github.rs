@@ -1,0 +1,214 @@
+//! GitHub through the real provider code path, against a stand-in that
+//! answers as GitHub's documentation says it does: the token as JSON with
+//! comma-separated scopes (and errors as a 200), `/user` without an
+//! address, the address only in `/user/emails`, organisations and teams.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::browser::Browser;
+use crate::flow::{VERIFIER, WEB_REDIRECT, authorize_url, claims_of, consent, exchange};
+use crate::server::Authserver;
+
+const CLIENT: (&str, &str) = ("gh-client", "gh-secret");
+const TOKEN: &str = "gho_standin";
+
+fn pairs(text: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(text.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+#[derive(Clone, Default)]
+struct StandIn {
+    /// code → the PKCE challenge it was issued with.
+    codes: Arc<Mutex<Vec<(String, String)>>>,
+    login: Arc<Mutex<String>>,
+}
+
+async fn authorize(State(s): State<StandIn>, uri: axum::http::Uri) -> Response {
+    let q = pairs(uri.query().unwrap_or(""));
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    if get("client_id").as_deref() != Some(CLIENT.0)
+        || get("code_challenge_method").as_deref() != Some("S256")
+    {
+        return StatusCode::BAD_REQUEST.into_response();
+    }
+    let code = format!("code-{}", s.codes.lock().unwrap().len());
+    s.codes
+        .lock()
+        .unwrap()
+        .push((code.clone(), get("code_challenge").unwrap_or_default()));
+    let target = format!(
+        "{}?code={code}&state={}",
+        get("redirect_uri").unwrap_or_default(),
+        get("state").unwrap_or_default()
+    );
+    Redirect::to(&target).into_response()
+}
+
+async fn access_token(State(s): State<StandIn>, body: String) -> Json<Value> {
+    let f = pairs(&body);
+    let get = |k: &str| {
+        f.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let verifier = get("code_verifier");
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(bootstrap::digest::sha256(verifier.as_bytes()));
+    let known = s
+        .codes
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(c, ch)| *c == get("code") && *ch == challenge);
+    if get("client_id") != CLIENT.0 || get("client_secret") != CLIENT.1 || !known {
+        // GitHub's way: a 200 that says so.
+        return Json(json!({"error": "bad_verification_code",
+            "error_description": "The code passed is incorrect or expired."}));
+    }
+    Json(
+        json!({"access_token": TOKEN, "token_type": "bearer", "scope": "read:org,read:user,user:email"}),
+    )
+}
+
+fn authorized(headers: &HeaderMap) -> bool {
+    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {TOKEN}"))
+}
+
+async fn api(State(s): State<StandIn>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    if !authorized(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let body = match uri.path() {
+        "/user" => {
+            json!({"login": *s.login.lock().unwrap(), "id": 583_231, "name": "The Octocat", "email": null})
+        }
+        "/user/emails" => json!([
+            {"email": "octocat@users.noreply.example", "primary": false, "verified": true, "visibility": null},
+            {"email": "unverified@example.com", "primary": false, "verified": false, "visibility": null},
+            {"email": "octo@example.com", "primary": true, "verified": true, "visibility": "private"}
+        ]),
+        "/user/orgs" => json!([{"login": "octo-org", "id": 1}]),
+        "/user/teams" => {
+            json!([{"slug": "admins", "name": "Admins", "organization": {"login": "octo-org"}}])
+        }
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    Json(body).into_response()
+}
+
+async fn stand_in() -> (String, StandIn) {
+    let state = StandIn::default();
+    *state.login.lock().unwrap() = "octocat".into();
+    let app = Router::new()
+        .route("/login/oauth/authorize", get(authorize))
+        .route("/login/oauth/access_token", post(access_token))
+        .route("/user", get(api))
+        .route("/user/emails", get(api))
+        .route("/user/orgs", get(api))
+        .route("/user/teams", get(api))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, state)
+}
+
+/// Through the login page's GitHub button, the stand-in and back: the
+/// ID token's claims.
+async fn sign_in(server: &Authserver) -> Value {
+    let mut browser = Browser::new(&server.url(""));
+    let login = browser
+        .get(&authorize_url(
+            "demo-web",
+            WEB_REDIRECT,
+            &[("prompt", "login")],
+        ))
+        .await;
+    let button = login.link("federated-github");
+    let to_github = browser.get(&button).await;
+    assert_eq!(to_github.status, 303, "{}", to_github.body);
+    let back = browser.get(to_github.location()).await;
+    let callback = browser.get(back.location()).await;
+    assert_eq!(callback.status, 303, "{}", callback.body);
+    let mut page = browser.get(callback.location()).await;
+    if page.status == 200 {
+        page = consent(&mut browser, &page, "allow").await;
+    }
+    let code = page
+        .redirect_param("code")
+        .unwrap_or_else(|| panic!("no code: {} {}", page.location(), page.body));
+    let (status, tokens) = exchange(server, &code, VERIFIER).await;
+    assert_eq!(status, 200, "{tokens}");
+    claims_of(tokens["id_token"].as_str().unwrap())
+}
+
+#[tokio::test]
+async fn github_accounts_are_named_by_id_with_the_primary_verified_address() {
+    let (github, standin) = stand_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("authserver.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[federation.providers]]
+id = "github"
+name = "GitHub"
+kind = "github"
+issuer = "{github}"
+api_url = "{github}"
+client_id = "{}"
+client_secret = "{}"
+jit = true
+group_map = {{ "octo-org/admins" = "staff" }}
+"#,
+            CLIENT.0, CLIENT.1
+        ),
+    )
+    .unwrap();
+    let server = Authserver::dev(dir.path(), &["--config", config.to_str().unwrap()], &[]);
+    let first = sign_in(&server).await;
+    assert_eq!(first["preferred_username"], "octocat", "{first}");
+    assert_eq!(
+        first["groups"],
+        json!(["staff"]),
+        "team octo-org/admins maps to staff"
+    );
+    assert!(first["amr"].as_array().unwrap().contains(&json!("fed")));
+    let users: Value = server
+        .http
+        .get(server.url("/admin/v1/users"))
+        .bearer_auth(server.creds["admin_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let octocat = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "octocat")
+        .unwrap_or_else(|| panic!("{users}"));
+    assert_eq!(
+        octocat["email"], "octo@example.com",
+        "the primary, verified one"
+    );
+
+    // Renamed at GitHub: the same account here (the id names it).
+    *standin.login.lock().unwrap() = "octocat-renamed".into();
+    let again = sign_in(&server).await;
+    assert_eq!(again["sub"], first["sub"], "{again}");
+}
