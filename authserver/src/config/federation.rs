@@ -21,16 +21,25 @@ pub struct ProviderConfig {
     /// The button says "Sign in with {name}".
     pub name: String,
     /// `oidc`: a generic OpenID Connect provider found by discovery;
-    /// `github`: GitHub's OAuth apps (OAuth 2.0 without OpenID Connect).
+    /// `google` and `entra`: the same with their defaults (Entra's tenants
+    /// below); `github`: GitHub's OAuth apps (OAuth 2.0 without OpenID
+    /// Connect).
     #[serde(default)]
     pub kind: ProviderKind,
-    /// OpenID Connect: the issuer identifier (discovery is below it).
-    /// GitHub: the web base, `https://github.com` unless set (GitHub
-    /// Enterprise Server, a stand-in in tests).
+    /// OpenID Connect: the issuer identifier (discovery is below it);
+    /// Google's and Entra's and GitHub's are the defaults (set it for
+    /// GitHub Enterprise Server, a sovereign cloud, a stand-in in tests).
     #[serde(default)]
     pub issuer: String,
     /// GitHub's API base: `https://api.github.com` unless set.
     pub api_url: Option<String>,
+    /// Entra: the directory (tenant id), or `common` / `organizations`
+    /// for accounts of any tenant in `allowed_tenants`.
+    pub tenant: Option<String>,
+    /// Entra: the tenants (ids) whose accounts may sign in; a single-tenant
+    /// provider allows its own.
+    #[serde(default)]
+    pub allowed_tenants: Vec<String>,
     pub client_id: String,
     pub client_secret: Option<String>,
     /// Asked for besides `openid`.
@@ -59,6 +68,8 @@ pub struct ProviderConfig {
 pub enum ProviderKind {
     #[default]
     Oidc,
+    Google,
+    Entra,
     Github,
 }
 
@@ -71,7 +82,31 @@ impl ProviderConfig {
     pub fn base(&self) -> &str {
         match (self.kind, self.issuer.as_str()) {
             (ProviderKind::Github, "") => "https://github.com",
-            (_, issuer) => issuer.trim_end_matches('/'),
+            (ProviderKind::Google, "") => "https://accounts.google.com",
+            (ProviderKind::Entra, "") => "https://login.microsoftonline.com",
+            (ProviderKind::Entra | ProviderKind::Github, base) => base.trim_end_matches('/'),
+            (_, issuer) => issuer,
+        }
+    }
+
+    /// Entra's tenant segment, and whether it stands for many tenants.
+    pub fn entra_tenant(&self) -> (&str, bool) {
+        let tenant = self.tenant.as_deref().unwrap_or("organizations");
+        (
+            tenant,
+            matches!(tenant, "common" | "organizations" | "consumers"),
+        )
+    }
+
+    /// Whether an Entra account of tenant `tid` may sign in.
+    pub fn tenant_allowed(&self, tid: &str) -> bool {
+        let (tenant, many) = self.entra_tenant();
+        if many {
+            self.allowed_tenants
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(tid))
+        } else {
+            tenant.eq_ignore_ascii_case(tid)
         }
     }
 
@@ -117,10 +152,94 @@ impl FederationConfig {
                     ));
                 }
             }
+            if p.kind == ProviderKind::Entra && p.entra_tenant().1 && p.allowed_tenants.is_empty() {
+                return Err((
+                    key("allowed_tenants"),
+                    "a multi-tenant Entra provider needs the tenant ids it accepts".into(),
+                ));
+            }
             if p.client_id.is_empty() {
                 return Err((key("client_id"), "is required".into()));
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn parse(text: &str) -> FederationConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn presets_fill_in_the_well_known_endpoints() {
+        let c = parse(
+            r#"
+[[providers]]
+id = "google"
+name = "Google"
+kind = "google"
+client_id = "g"
+[[providers]]
+id = "entra"
+name = "Microsoft"
+kind = "entra"
+tenant = "11111111-1111-1111-1111-111111111111"
+client_id = "e"
+[[providers]]
+id = "github"
+name = "GitHub"
+kind = "github"
+client_id = "h"
+"#,
+        );
+        c.validate(false).unwrap();
+        let bases: Vec<&str> = c.providers.iter().map(ProviderConfig::base).collect();
+        assert_eq!(
+            bases,
+            [
+                "https://accounts.google.com",
+                "https://login.microsoftonline.com",
+                "https://github.com"
+            ]
+        );
+        let entra = &c.providers[1];
+        assert!(entra.tenant_allowed("11111111-1111-1111-1111-111111111111"));
+        assert!(!entra.tenant_allowed("22222222-2222-2222-2222-222222222222"));
+        assert_eq!(c.providers[2].api(), "https://api.github.com");
+    }
+
+    #[test]
+    fn what_cannot_work_is_refused_by_key() {
+        let multi = parse(
+            "[[providers]]\nid = \"e\"\nname = \"E\"\nkind = \"entra\"\ntenant = \"common\"\nclient_id = \"x\"",
+        );
+        let (key, _) = multi.validate(false).unwrap_err();
+        assert_eq!(key, "federation.providers[0].allowed_tenants");
+        let plain = parse(
+            "[[providers]]\nid = \"p\"\nname = \"P\"\nissuer = \"http://idp.test\"\nclient_id = \"x\"",
+        );
+        assert_eq!(
+            plain.validate(false).unwrap_err().0,
+            "federation.providers[0].issuer"
+        );
+        plain.validate(true).unwrap();
+        let twice = parse(
+            "[[providers]]\nid = \"a\"\nname = \"A\"\nkind = \"google\"\nclient_id = \"x\"\n\
+             [[providers]]\nid = \"a\"\nname = \"B\"\nkind = \"google\"\nclient_id = \"y\"",
+        );
+        assert!(twice.validate(false).unwrap_err().1.contains("twice"));
+        let bad_id = parse(
+            "[[providers]]\nid = \"a/b\"\nname = \"A\"\nkind = \"google\"\nclient_id = \"x\"",
+        );
+        assert_eq!(
+            bad_id.validate(false).unwrap_err().0,
+            "federation.providers[0].id"
+        );
     }
 }

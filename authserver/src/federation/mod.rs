@@ -7,6 +7,7 @@
 //! like every other proof. `amr` is what the provider reported plus `fed`;
 //! `acr` is the password level, so step-up still applies at our side.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openidconnect::core::CoreProviderMetadata;
@@ -36,10 +37,7 @@ fn provider<'a>(app: &'a App, id: &str) -> Result<&'a Upstream, Refusal> {
         .ok_or_else(|| Refusal::Page(format!("there is no sign-in provider `{id}`")))
 }
 
-async fn metadata<'a>(
-    app: &App,
-    provider: &'a Upstream,
-) -> Result<&'a CoreProviderMetadata, Refusal> {
+async fn metadata(app: &App, provider: &Upstream) -> Result<Arc<CoreProviderMetadata>, Refusal> {
     provider
         .metadata(&app.outbound, app.config.dev)
         .await
@@ -93,8 +91,8 @@ pub async fn begin(app: &App, provider_id: &str, request_id: &str) -> Result<Beg
     };
     let redirect = redirect_uri(app, provider_id);
     let location = match provider.config.kind {
-        ProviderKind::Oidc => oidc::authorization_url(
-            metadata(app, provider).await?,
+        ProviderKind::Oidc | ProviderKind::Google | ProviderKind::Entra => oidc::authorization_url(
+            metadata(app, provider).await?.as_ref(),
             &provider.config,
             &redirect,
             &state,
@@ -191,10 +189,10 @@ pub async fn finish(
         ))
     };
     let identity = match provider.config.kind {
-        ProviderKind::Oidc => {
+        ProviderKind::Oidc | ProviderKind::Google | ProviderKind::Entra => {
             let claims = oidc::redeem(
                 &app.outbound,
-                metadata(app, provider).await?,
+                metadata(app, provider).await?.as_ref(),
                 &provider.config,
                 &redirect,
                 code,
@@ -261,14 +259,26 @@ fn identity(cfg: &ProviderConfig, claims: &Map<String, Value>) -> Result<Identit
             _ => Vec::new(),
         }
     };
-    let subject = text("sub")
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| Refusal::Page(format!("{} sent no subject", cfg.name)))?;
+    let missing = |what: &str| Refusal::Page(format!("{} sent no {what}", cfg.name));
+    // Entra: the object id within its tenant names the account (`sub` is
+    // per application, `email` and `upn` can change hands); Entra sends
+    // no `email_verified`, so its address is never taken as verified.
+    let (subject, email_verified) = if cfg.kind == ProviderKind::Entra {
+        let tid = text("tid").ok_or_else(|| missing("tenant (`tid`)"))?;
+        let oid = text("oid").ok_or_else(|| missing("object id (`oid`)"))?;
+        (format!("{tid}:{oid}"), false)
+    } else {
+        let sub = text("sub")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| missing("subject"))?;
+        let verified = claims.get("email_verified").and_then(Value::as_bool) == Some(true);
+        (sub, verified)
+    };
     Ok(Identity {
         provider: cfg.id.clone(),
         subject,
         email: text("email"),
-        email_verified: claims.get("email_verified").and_then(Value::as_bool) == Some(true),
+        email_verified,
         name: text("name"),
         username: text("preferred_username"),
         groups: list(&cfg.groups_claim),

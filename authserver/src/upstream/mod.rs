@@ -1,6 +1,10 @@
 //! The upstream identity providers as configured (`[[federation.providers]]`),
-//! each with its metadata discovered on first use and kept; how a
-//! sign-in with one goes is `federation`.
+//! each with its metadata and keys discovered on first use and read again
+//! after [`REDISCOVER`] (keys rotate); how a sign-in with one goes is
+//! `federation`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use openidconnect::core::CoreProviderMetadata;
 
@@ -15,12 +19,16 @@ pub struct Upstreams {
     providers: Vec<Upstream>,
 }
 
+/// How long discovered metadata and keys are used before they are read
+/// again.
+pub const REDISCOVER: Duration = Duration::from_secs(3600);
+
 /// One provider: its configuration, and its metadata once discovered (a
 /// failed discovery is tried again at the next sign-in).
 #[derive(Debug)]
 pub struct Upstream {
     pub config: ProviderConfig,
-    metadata: tokio::sync::OnceCell<CoreProviderMetadata>,
+    metadata: tokio::sync::Mutex<Option<(Instant, Arc<CoreProviderMetadata>)>>,
 }
 
 impl Upstreams {
@@ -31,7 +39,7 @@ impl Upstreams {
                 .iter()
                 .map(|c| Upstream {
                     config: c.clone(),
-                    metadata: tokio::sync::OnceCell::new(),
+                    metadata: tokio::sync::Mutex::new(None),
                 })
                 .collect(),
         }
@@ -51,14 +59,21 @@ impl Upstreams {
 }
 
 impl Upstream {
-    /// The provider's metadata, discovered once (`oidc::discover`).
+    /// The provider's metadata (`oidc::discover`), read again once older
+    /// than [`REDISCOVER`]; one discovery at a time.
     pub async fn metadata(
         &self,
         http: &reqwest::Client,
         dev: bool,
-    ) -> Result<&CoreProviderMetadata, String> {
-        self.metadata
-            .get_or_try_init(|| oidc::discover(http, &self.config, dev))
-            .await
+    ) -> Result<Arc<CoreProviderMetadata>, String> {
+        let mut held = self.metadata.lock().await;
+        if let Some((at, metadata)) = held.as_ref()
+            && at.elapsed() < REDISCOVER
+        {
+            return Ok(metadata.clone());
+        }
+        let fresh = Arc::new(oidc::discover(http, &self.config, dev).await?);
+        *held = Some((Instant::now(), fresh.clone()));
+        Ok(fresh)
     }
 }

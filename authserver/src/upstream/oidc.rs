@@ -2,26 +2,47 @@
 //! the authorization request (code, PKCE S256, `state`, `nonce`), and the
 //! code's redemption with the ID token verified (signature against the
 //! provider's JWKS, `iss`, `aud`, `exp`, `nonce`, `at_hash`).
+//!
+//! Entra ID's multi-tenant endpoints (`common`, `organizations`) publish
+//! an issuer template (`…/{tenantid}/v2.0`) that the crate's discovery
+//! refuses (openidconnect-rs issue 216): their metadata is read here, and
+//! each ID token's `iss` is checked against its own `tid`, which must be an
+//! allowed tenant.
 
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreJsonWebKeySet, CoreProviderMetadata,
+};
 use openidconnect::{
     AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
     OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use serde_json::{Map, Value};
 
-use crate::config::ProviderConfig;
+use crate::config::{ProviderConfig, ProviderKind};
 
-/// The provider's metadata, its endpoints https outside dev mode.
+/// The issuer discovery starts from.
+fn issuer(cfg: &ProviderConfig) -> String {
+    match cfg.kind {
+        ProviderKind::Entra => format!("{}/{}/v2.0", cfg.base(), cfg.entra_tenant().0),
+        _ => cfg.base().to_owned(),
+    }
+}
+
+/// The provider's metadata and keys, its endpoints https outside dev mode.
 pub async fn discover(
     http: &reqwest::Client,
     cfg: &ProviderConfig,
     dev: bool,
 ) -> Result<CoreProviderMetadata, String> {
-    let issuer = IssuerUrl::new(cfg.issuer.clone()).map_err(|e| e.to_string())?;
-    let metadata = CoreProviderMetadata::discover_async(issuer, http)
-        .await
-        .map_err(|e| format!("discovery at `{}`: {}", cfg.issuer, chain(&e)))?;
+    let issuer = issuer(cfg);
+    let metadata = if cfg.kind == ProviderKind::Entra {
+        entra_metadata(http, &issuer).await?
+    } else {
+        let url = IssuerUrl::new(issuer.clone()).map_err(|e| e.to_string())?;
+        CoreProviderMetadata::discover_async(url, http)
+            .await
+            .map_err(|e| format!("discovery at `{issuer}`: {}", chain(&e)))?
+    };
     if !dev {
         let endpoints = [
             Some(metadata.authorization_endpoint().as_str()),
@@ -33,10 +54,35 @@ pub async fn discover(
             .flatten()
             .find(|u| !u.starts_with("https://"))
         {
-            return Err(format!("`{}` publishes `{plain}`, not https", cfg.issuer));
+            return Err(format!("`{issuer}` publishes `{plain}`, not https"));
         }
     }
     Ok(metadata)
+}
+
+/// Entra's metadata read as published (its issuer may be a template), and
+/// its keys.
+async fn entra_metadata(
+    http: &reqwest::Client,
+    issuer: &str,
+) -> Result<CoreProviderMetadata, String> {
+    let fetch = |url: String| async move {
+        http.get(&url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| format!("`{url}`: {e}"))?
+            .json::<Value>()
+            .await
+            .map_err(|e| format!("`{url}`: {e}"))
+    };
+    let document = fetch(format!("{issuer}/.well-known/openid-configuration")).await?;
+    let metadata: CoreProviderMetadata = serde_json::from_value(document)
+        .map_err(|e| format!("Entra's metadata at `{issuer}`: {e}"))?;
+    let keys: CoreJsonWebKeySet =
+        serde_json::from_value(fetch(metadata.jwks_uri().to_string()).await?)
+            .map_err(|e| format!("Entra's keys: {e}"))?;
+    Ok(metadata.set_jwks(keys))
 }
 
 fn client(
@@ -109,7 +155,10 @@ pub async fn redeem(
     let id_token = tokens
         .id_token()
         .ok_or("the provider returned no ID token")?;
-    let checks = client.id_token_verifier();
+    let entra_many = cfg.kind == ProviderKind::Entra && cfg.entra_tenant().1;
+    // A multi-tenant Entra issuer is a template: `iss` is checked below,
+    // against the token's own tenant.
+    let checks = client.id_token_verifier().require_issuer_match(!entra_many);
     let claims = id_token
         .claims(&checks, &Nonce::new(nonce.to_owned()))
         .map_err(|e| format!("the ID token is not valid: {}", chain(&e)))?;
@@ -123,7 +172,7 @@ pub async fn redeem(
         }
     }
     // The crate verified these very bytes; read every claim from them
-    // (groups, `amr` and provider-specific ones it does not model).
+    // (groups, `amr`, Entra's `tid`/`oid`: claims it does not model).
     let compact = id_token.to_string();
     let payload = compact
         .split('.')
@@ -136,7 +185,26 @@ pub async fn redeem(
         })
         .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
         .ok_or("the ID token's payload is not JSON")?;
+    if cfg.kind == ProviderKind::Entra {
+        entra_tenant_check(cfg, &payload)?;
+    }
     Ok(payload)
+}
+
+/// An Entra token's tenant is allowed, and its `iss` is that tenant's.
+fn entra_tenant_check(cfg: &ProviderConfig, claims: &Map<String, Value>) -> Result<(), String> {
+    let tid = claims
+        .get("tid")
+        .and_then(Value::as_str)
+        .ok_or("the ID token names no tenant (`tid`)")?;
+    if !cfg.tenant_allowed(tid) {
+        return Err(format!("accounts of tenant `{tid}` may not sign in here"));
+    }
+    let expected = format!("{}/{tid}/v2.0", cfg.base());
+    if claims.get("iss").and_then(Value::as_str) != Some(expected.as_str()) {
+        return Err("the ID token's `iss` is not its tenant's".into());
+    }
+    Ok(())
 }
 
 /// An error with its causes, for the log and the page.

@@ -13,6 +13,7 @@ use testkit::Process;
 use crate::rp::{available, rp_dir};
 use crate::server::Authserver;
 
+mod entra;
 mod github;
 mod store;
 
