@@ -125,8 +125,8 @@ async fn stand_in() -> (String, StandIn) {
 }
 
 /// Through the login page's GitHub button, the stand-in and back: the
-/// ID token's claims.
-async fn sign_in(server: &Authserver) -> Value {
+/// ID token's claims (and the browser, signed in).
+async fn sign_in(server: &Authserver) -> (Value, Browser) {
     let mut browser = Browser::new(&server.url(""));
     let login = browser
         .get(&authorize_url(
@@ -150,7 +150,7 @@ async fn sign_in(server: &Authserver) -> Value {
         .unwrap_or_else(|| panic!("no code: {} {}", page.location(), page.body));
     let (status, tokens) = exchange(server, &code, VERIFIER).await;
     assert_eq!(status, 200, "{tokens}");
-    claims_of(tokens["id_token"].as_str().unwrap())
+    (claims_of(tokens["id_token"].as_str().unwrap()), browser)
 }
 
 #[tokio::test]
@@ -178,7 +178,7 @@ group_map = {{ "octo-org/admins" = "staff" }}
     )
     .unwrap();
     let server = Authserver::dev(dir.path(), &["--config", config.to_str().unwrap()], &[]);
-    let first = sign_in(&server).await;
+    let (first, mut browser) = sign_in(&server).await;
     assert_eq!(first["preferred_username"], "octocat", "{first}");
     assert_eq!(
         first["groups"],
@@ -209,6 +209,17 @@ group_map = {{ "octo-org/admins" = "staff" }}
 
     // Renamed at GitHub: the same account here (the id names it).
     *standin.login.lock().unwrap() = "octocat-renamed".into();
-    let again = sign_in(&server).await;
+    let (again, _) = sign_in(&server).await;
     assert_eq!(again["sub"], first["sub"], "{again}");
+
+    // A federated sign-in is the password level here: a request for the
+    // second factor asks for one on top of it (this account has none yet,
+    // so it enrols one), it is not taken from the provider's word.
+    let mfa = [("acr_values", "urn:portcullis:acr:mfa")];
+    let step_up = browser
+        .get(&authorize_url("demo-web", WEB_REDIRECT, &mfa))
+        .await;
+    assert_eq!(step_up.status, 200, "{}", step_up.location());
+    assert!(step_up.redirect_param("code").is_none());
+    assert!(step_up.body.contains("/login/enrol"), "{}", step_up.body);
 }
