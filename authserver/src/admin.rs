@@ -173,14 +173,15 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), Error> {
     }
 }
 
-/// A back-channel logout URI: absolute, https (plain http on loopback
-/// only), no fragment (OIDC Back-Channel Logout 1.0 §2.2).
-pub fn check_backchannel_logout_uri(uri: &str) -> Result<(), Error> {
+/// A back-channel logout URI: absolute, https (plain http on loopback in
+/// dev mode only: the server would otherwise post to its own host), no
+/// fragment (OIDC Back-Channel Logout 1.0 §2.2).
+pub fn check_backchannel_logout_uri(uri: &str, dev: bool) -> Result<(), Error> {
     let parsed = url::Url::parse(uri)
         .map_err(|_| Error::Invalid(format!("back-channel logout URI `{uri}` is not absolute")))?;
-    if !matches!(parsed.scheme(), "https" | "http") {
+    if !(parsed.scheme() == "https" || dev && parsed.scheme() == "http") {
         return Err(Error::Invalid(format!(
-            "back-channel logout URI `{uri}` must be https:// (or http:// on loopback)"
+            "back-channel logout URI `{uri}` must be https:// (http:// on loopback in dev mode)"
         )));
     }
     check_redirect_uri(uri)
@@ -204,7 +205,7 @@ pub async fn add_client(
         check_name("scope", scope)?;
     }
     if let Some(uri) = &spec.backchannel_logout_uri {
-        check_backchannel_logout_uri(uri)?;
+        check_backchannel_logout_uri(uri, app.config.dev)?;
     }
     let (auth_method, grant_types) = match spec.kind {
         ClientKind::Web => (
@@ -388,7 +389,7 @@ pub async fn set_client_backchannel_logout(
     now: i64,
 ) -> Result<(), Error> {
     if let Some(uri) = uri {
-        check_backchannel_logout_uri(uri)?;
+        check_backchannel_logout_uri(uri, app.config.dev)?;
     }
     let audit = actor
         .event(now, "client.backchannel_logout")

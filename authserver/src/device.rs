@@ -187,9 +187,11 @@ pub async fn redeem(
         || "unknown".into(),
         |ip| bootstrap::net::bucket(ip, 64).to_string(),
     );
-    let failures_key = keys::device_failures_from(&bucket);
-    if app.ephemeral.hits(&failures_key, window, now_ms).await?
-        >= app.config.device.max_failures_per_address
+    // Every attempt counts, before it is looked at: parallel guesses
+    // cannot all slip under the limit.
+    let attempts_key = keys::device_failures_from(&bucket);
+    if app.ephemeral.hit(&attempts_key, window, now_ms).await?
+        > app.config.device.max_failures_per_address
     {
         return Err(EntryRefusal::TooMany);
     }
@@ -205,7 +207,6 @@ pub async fn redeem(
         None => None,
     };
     let Some(found) = found else {
-        app.ephemeral.hit(&failures_key, window, now_ms).await?;
         return Err(EntryRefusal::Unknown);
     };
     Ok(found)
@@ -263,6 +264,17 @@ async fn settle(
     grant.status = status;
     let left = Duration::from_secs(u64::try_from(grant.expires_at - now).unwrap_or(0));
     save(app, handle, &grant, left).await
+}
+
+/// The least time between the device's polls: as issued, or as slowed
+/// down since.
+pub async fn interval(app: &App, handle: &str, issued: u64) -> Result<u64, EphemeralError> {
+    Ok(app
+        .ephemeral
+        .get(&keys::device_interval(handle))
+        .await?
+        .and_then(|b| String::from_utf8(b).ok()?.parse().ok())
+        .unwrap_or(issued))
 }
 
 /// The record of the device with `handle`, if it is still kept.

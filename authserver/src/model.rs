@@ -39,6 +39,11 @@ pub struct UpstreamIdentity {
     pub name: Option<String>,
     pub username: Option<String>,
     pub groups: Vec<String>,
+    /// Whether `groups` is all of them (Entra leaves them out past a
+    /// limit and says so): only then are mapped groups brought in line.
+    pub groups_complete: bool,
+    /// Google's `hd`: the Workspace domain the account belongs to.
+    pub hosted_domain: Option<String>,
     /// What the provider reported (`amr`), before `fed` is added.
     pub amr: Vec<String>,
 }

@@ -68,12 +68,13 @@ pub fn read_id_token_hint(
         sub: String,
         aud: String,
     }
-    // An access token is not an ID token, whoever holds it.
+    // Only an ID token (`typ` JWT, or none): not an access token, not a
+    // logout token, whoever holds it.
     let hint: Hint = read_signed(
         published,
         issuer,
         token,
-        |typ| typ != Some(ACCESS_TOKEN_TYP),
+        |typ| typ.is_none_or(|t| t.eq_ignore_ascii_case("JWT")),
         &["iss", "sub", "aud"],
     )?;
     Some((hint.sub, hint.aud))

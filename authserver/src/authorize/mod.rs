@@ -254,7 +254,9 @@ pub async fn resume(
     let too_old = req
         .max_age
         .is_some_and(|m| m == 0 || now - session.auth_time > m);
-    if !fresh && (has_prompt(&req, "login") || too_old) {
+    // An upstream identity waiting to be linked is linked only by a fresh
+    // sign-in (a first factor) in this request, never by the session.
+    if !fresh && (has_prompt(&req, "login") || too_old || req.pending_link.is_some()) {
         return login(app, &req);
     }
     let user = match app

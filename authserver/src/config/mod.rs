@@ -115,7 +115,7 @@ pub struct DeviceConfig {
     pub code_seconds: u64,
     /// The least time between a device's polls (each `slow_down` adds 5).
     pub interval_seconds: u64,
-    /// Wrong user codes per source address within `login.window_seconds`
+    /// User codes entered per source address within `login.window_seconds`
     /// before `/device` refuses more.
     pub max_failures_per_address: u64,
 }

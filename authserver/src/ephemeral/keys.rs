@@ -177,6 +177,11 @@ pub fn device_user_code(user_code: &str) -> String {
     format!("device-user:{}", digest(user_code))
 }
 
+/// A device's poll interval once slowed down (RFC 8628 §3.5).
+pub fn device_interval(handle: &str) -> String {
+    format!("device-interval:{handle}")
+}
+
 /// Present while a device must wait before polling again.
 pub fn device_poll(handle: &str) -> String {
     format!("device-poll:{handle}")
@@ -233,6 +238,7 @@ mod tests {
             clients_of_session(secret),
             device_by_handle(secret),
             device_poll(secret),
+            device_interval(secret),
         ]);
         let count = unique.len();
         unique.sort();

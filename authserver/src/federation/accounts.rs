@@ -52,6 +52,14 @@ pub(super) async fn resolve(
         .filter(|_| identity.email_verified);
     if !cfg.allowed_domains.is_empty() {
         let domain = verified.and_then(|e| e.rsplit_once('@')).map(|(_, d)| d);
+        // Google: a consumer account may have a verified address at any
+        // domain; only a Workspace account of that domain (`hd`) is its.
+        let domain = match cfg.kind {
+            crate::config::ProviderKind::Google => {
+                domain.filter(|d| identity.hosted_domain.as_deref() == Some(*d))
+            }
+            _ => domain,
+        };
         if !domain.is_some_and(|d| {
             cfg.allowed_domains
                 .iter()
@@ -142,7 +150,7 @@ pub(super) async fn sync_groups(
     identity: &Identity,
     now: i64,
 ) -> Result<(), Refusal> {
-    if cfg.group_map.is_empty() {
+    if cfg.group_map.is_empty() || !identity.groups_complete {
         return Ok(());
     }
     let mut mapped: Vec<String> = cfg.group_map.values().cloned().collect();

@@ -19,7 +19,7 @@ use crate::authorize::{self, Refusal};
 use crate::crypto::{digest, random_token};
 use crate::ephemeral::keys;
 use crate::error::OAuthError;
-use crate::login::{Browser, Proof};
+use crate::login::Browser;
 
 mod accounts;
 
@@ -129,14 +129,16 @@ pub struct Answer<'a> {
 /// Where a federated sign-in ended.
 #[derive(Debug)]
 pub enum Finished {
-    /// A session began; on with the authorization request.
-    SignedIn {
-        session_id: String,
-        request_id: String,
-    },
+    /// The upstream sign-in was a first factor: a second one next, or a
+    /// session began (as after a password).
+    Step(crate::login::LoginStep),
     /// No account is linked and none may be guessed: the person signs in
-    /// to an existing account here, which links it.
-    ProveAccount { request_id: String },
+    /// to an existing account here, in this browser (the binding cookie),
+    /// which links it.
+    ProveAccount {
+        request_id: String,
+        browser_binding: String,
+    },
 }
 
 /// Checks the provider's answer and signs the person in (or asks them to
@@ -220,26 +222,38 @@ pub async fn finish(
             let mut amr = identity.amr.clone();
             amr.retain(|a| a != "fed");
             amr.push("fed".into());
-            let proof = Proof {
-                user,
-                amr,
-                acr: app.config.mfa.password_acr.clone(),
-            };
             // A federated sign-in never completes a link by proof.
             req.pending_link = None;
-            let session_id =
-                crate::login::complete(app, &underway.request_id, &mut req, proof, browser, now)
-                    .await?;
-            Ok(Finished::SignedIn {
-                session_id,
-                request_id: underway.request_id,
-            })
+            let client = if req.local {
+                None
+            } else {
+                app.client(&req.client_id).await.map_err(OAuthError::from)?
+            };
+            let client_name = client
+                .as_ref()
+                .map_or_else(|| authorize::LOCAL_NAME.to_owned(), |c| c.name.clone());
+            // The account's own second factor still applies.
+            let step = crate::login::proven(
+                app,
+                &underway.request_id,
+                req,
+                client.as_deref(),
+                client_name,
+                user,
+                amr,
+                browser,
+                now,
+            )
+            .await?;
+            Ok(Finished::Step(step))
         }
         accounts::Resolved::ProveAccount => {
-            req.pending_link = Some(crate::linking::hold(app, &identity).await?);
+            let holding = crate::linking::hold(app, &identity).await?;
+            req.pending_link = Some(holding.token);
             authorize::save(app, &underway.request_id, &req).await?;
             Ok(Finished::ProveAccount {
                 request_id: underway.request_id,
+                browser_binding: holding.browser_binding,
             })
         }
     }
@@ -282,6 +296,12 @@ fn identity(cfg: &ProviderConfig, claims: &Map<String, Value>) -> Result<Identit
         name: text("name"),
         username: text("preferred_username"),
         groups: list(&cfg.groups_claim),
+        // Entra's overage: the groups are elsewhere (`_claim_names`).
+        groups_complete: claims
+            .get("_claim_names")
+            .and_then(|n| n.get(&cfg.groups_claim))
+            .is_none(),
+        hosted_domain: text("hd"),
         amr: list("amr"),
     })
 }

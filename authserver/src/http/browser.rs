@@ -252,6 +252,7 @@ pub(super) struct SignInForm {
     previous: Option<String>,
     source: Option<std::net::IpAddr>,
     user_agent: Option<String>,
+    federation_binding: Option<String>,
 }
 
 impl SignInForm {
@@ -271,6 +272,8 @@ impl SignInForm {
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
+            federation_binding: bootstrap::cookie::find(headers, app.cookies.federation)
+                .map(str::to_owned),
         })
     }
 
@@ -280,6 +283,7 @@ impl SignInForm {
             source: self.source,
             user_agent: self.user_agent.as_deref(),
             previous_session: self.previous.as_deref(),
+            federation_binding: self.federation_binding.as_deref(),
         }
     }
 

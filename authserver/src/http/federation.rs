@@ -58,6 +58,7 @@ pub(super) async fn callback(
         source: crate::proxy::client_address(peer.ip(), &headers, &app.trusted_proxies),
         user_agent,
         previous_session: previous.as_deref(),
+        federation_binding: None,
     };
     let answer = Answer {
         state: query.get("state"),
@@ -69,14 +70,10 @@ pub(super) async fn callback(
     let finished = crate::federation::finish(&app, &provider, answer, &browser, now()).await;
     let clear = app.cookies.set(app.cookies.federation, "", 0);
     match finished {
-        Ok(Finished::SignedIn {
-            session_id,
-            request_id,
-        }) => {
-            let step = LoginStep::SignedIn {
-                session_id,
-                request_id: request_id.clone(),
-                recovery_codes: Vec::new(),
+        Ok(Finished::Step(step)) => {
+            let request_id = match &step {
+                LoginStep::SignedIn { request_id, .. } => request_id.clone(),
+                _ => String::new(),
             };
             let mut response = super::factor::respond(&app, &headers, step, "", &request_id).await;
             if let Ok(v) = HeaderValue::from_str(&clear) {
@@ -84,14 +81,23 @@ pub(super) async fn callback(
             }
             response
         }
-        Ok(Finished::ProveAccount { request_id }) => {
+        Ok(Finished::ProveAccount {
+            request_id,
+            browser_binding,
+        }) => {
             let location = format!(
                 "/authorize/resume?{}",
                 form_urlencoded::Serializer::new(String::new())
                     .append_pair("request", &request_id)
                     .finish()
             );
-            redirect(&location, &[clear])
+            // The same cookie now binds the identity held for linking.
+            let binding = app.cookies.set(
+                app.cookies.federation,
+                &browser_binding,
+                crate::authorize::REQUEST_TTL.as_secs(),
+            );
+            redirect(&location, &[binding])
         }
         Err(r) => {
             let mut response = refusal(r);

@@ -51,6 +51,9 @@ pub struct Browser<'a> {
     /// Its current session, if any: it ends when a new one begins (no
     /// session fixation).
     pub previous_session: Option<&'a str>,
+    /// The cookie that ties an upstream identity waiting to be linked to
+    /// this browser (`linking`).
+    pub federation_binding: Option<&'a str>,
 }
 
 /// A password sign-in: what the login form carries, and where from.
@@ -158,54 +161,69 @@ pub async fn with_password(
         Outcome::Failed => Retry::Failed,
         Outcome::Locked => Retry::Locked,
         Outcome::Success(user) => {
-            let methods = crate::mfa::methods(app, &user.id)
-                .await
-                .map_err(OAuthError::from)?;
-            let required = user.mfa == MfaPolicy::Required
-                || client
-                    .as_ref()
-                    .is_some_and(|c| c.mfa == MfaPolicy::Required)
-                || req.wants_mfa(&app.config.mfa);
-            if !methods.is_empty() || required {
-                let first = vec!["pwd".to_owned()];
-                return challenge::begin(
-                    app,
-                    attempt.request_id,
-                    req,
-                    client_name,
-                    user,
-                    first,
-                    methods,
-                )
-                .await
-                .map(LoginStep::SecondFactor);
-            }
-            let proof = Proof {
-                user,
-                amr: vec!["pwd".into()],
-                acr: app.config.mfa.password_acr.clone(),
-            };
-            let mut req = req;
-            let session_id = complete(
+            let first = vec!["pwd".to_owned()];
+            return proven(
                 app,
                 attempt.request_id,
-                &mut req,
-                proof,
+                req,
+                client.as_deref(),
+                client_name,
+                user,
+                first,
                 &attempt.browser,
                 now_ms / 1000,
             )
-            .await?;
-            return Ok(LoginStep::SignedIn {
-                session_id,
-                request_id: attempt.request_id.to_owned(),
-                recovery_codes: Vec::new(),
-            });
+            .await;
         }
     };
     Ok(LoginStep::Retry {
         client_name,
         redirect_uri: req.redirect_uri,
         reason,
+    })
+}
+
+/// A first factor held (`first` says which, RFC 8176): a second factor
+/// next when the user has one or one is required (the user's, the
+/// client's or the request's policy), else the session begins. Every
+/// first factor goes on through here: a password, an upstream provider.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the sign-in's whole context, passed once"
+)]
+pub async fn proven(
+    app: &App,
+    request_id: &str,
+    req: AuthRequest,
+    client: Option<&crate::model::Client>,
+    client_name: String,
+    user: User,
+    first: Vec<String>,
+    browser: &Browser<'_>,
+    now: i64,
+) -> Result<LoginStep, Refusal> {
+    let methods = crate::mfa::methods(app, &user.id)
+        .await
+        .map_err(OAuthError::from)?;
+    let required = user.mfa == MfaPolicy::Required
+        || client.is_some_and(|c| c.mfa == MfaPolicy::Required)
+        || req.wants_mfa(&app.config.mfa);
+    if !methods.is_empty() || required {
+        return challenge::begin(app, request_id, req, client_name, user, first, methods)
+            .await
+            .map(LoginStep::SecondFactor);
+    }
+    let proof = Proof {
+        user,
+        amr: first,
+        acr: app.config.mfa.password_acr.clone(),
+    };
+    let mut req = req;
+    let session_id = complete(app, request_id, &mut req, proof, browser, now).await?;
+    Ok(LoginStep::SignedIn {
+        session_id,
+        request_id: request_id.to_owned(),
+        recovery_codes: Vec::new(),
     })
 }
 
@@ -226,7 +244,8 @@ pub async fn complete(
     // The person proved this account after a federated sign-in found no
     // link: the upstream identity is linked to it now.
     if let Some(token) = req.pending_link.take() {
-        crate::linking::link_held(app, &token, &proof.user.id, now).await?;
+        crate::linking::link_held(app, &token, browser.federation_binding, &proof.user.id, now)
+            .await?;
     }
     let lifetime = app.config.login.session_seconds;
     if let Some(old) = browser.previous_session {
@@ -397,6 +416,7 @@ mod tests {
                 source: Some("192.0.2.7".parse().unwrap()),
                 user_agent: Some("Test/1.0"),
                 previous_session: None,
+                federation_binding: None,
             },
         }
     }

@@ -47,7 +47,7 @@ pub(super) async fn device_code(
     let code = form.require("device_code")?;
     let handle = keys::device_handle(code);
     let invalid = || OAuthError::invalid_grant("device code is invalid");
-    let Some(mut grant) = device::load(app, &handle).await? else {
+    let Some(grant) = device::load(app, &handle).await? else {
         return Err(invalid());
     };
     // Another client's code is not this client's business, whatever state.
@@ -62,9 +62,12 @@ pub(super) async fn device_code(
     }
     match grant.status {
         Status::Pending => {
-            // The mark lives one interval (less a little for the device's
-            // timer): a poll that finds it came too soon.
-            let wait = Duration::from_millis((grant.interval * 1000).saturating_sub(250));
+            // The interval lives beside the record (never rewriting it, so
+            // a poll cannot undo an approval written meanwhile); the mark
+            // lives one interval (less a little for the device's timer): a
+            // poll that finds it came too soon.
+            let interval = device::interval(app, &handle, grant.interval).await?;
+            let wait = Duration::from_millis((interval * 1000).saturating_sub(250));
             if app
                 .ephemeral
                 .put_new(&keys::device_poll(&handle), b"1", wait)
@@ -72,10 +75,16 @@ pub(super) async fn device_code(
             {
                 return Err(OAuthError::authorization_pending());
             }
-            grant.interval += device::SLOW_DOWN_STEP;
-            let left = Duration::from_secs(u64::try_from(grant.expires_at - now).unwrap_or(0));
-            device::save(app, &handle, &grant, left).await?;
-            Err(OAuthError::slow_down(grant.interval))
+            let slower = interval + device::SLOW_DOWN_STEP;
+            let left = Duration::from_secs(u64::try_from(grant.expires_at - now).unwrap_or(1));
+            app.ephemeral
+                .put(
+                    &keys::device_interval(&handle),
+                    slower.to_string().as_bytes(),
+                    left,
+                )
+                .await?;
+            Err(OAuthError::slow_down(slower))
         }
         Status::Denied => {
             app.ephemeral.delete(&keys::device(code)).await?;
@@ -95,6 +104,16 @@ pub(super) async fn device_code(
                 Some(u) if !u.disabled => u,
                 _ => return Err(OAuthError::invalid_grant("the user is no longer active")),
             };
+            // The sign-in that approved it must still be live: a sign-out
+            // before the device's poll also refuses the device.
+            if let Some(sid) = &auth.sid {
+                let live = crate::session::of_user(&app.ephemeral, &user.id).await?;
+                if !live.iter().any(|(_, s)| s.sid == *sid) {
+                    return Err(OAuthError::access_denied(
+                        "the sign-in that approved this device has ended",
+                    ));
+                }
+            }
             let (response, claims, _) =
                 issue_for_user(app, client, &user, &taken.scopes, &auth, None, now).await?;
             let event = AuditEvent::new(now, user.id.clone(), "token.issue")

@@ -115,13 +115,13 @@ pub async fn identity(
         .into_iter()
         .find(|e| e.primary && e.verified)
         .map(|e| e.email);
-    let mut groups: Vec<String> = get::<Vec<GithubOrg>>(http, cfg, &token, "/user/orgs")
+    let mut groups: Vec<String> = pages::<GithubOrg>(http, cfg, &token, "/user/orgs")
         .await?
         .into_iter()
         .map(|o| o.login)
         .collect();
     groups.extend(
-        get::<Vec<GithubTeam>>(http, cfg, &token, "/user/teams")
+        pages::<GithubTeam>(http, cfg, &token, "/user/teams")
             .await?
             .into_iter()
             .map(|t| format!("{}/{}", t.organization.login, t.slug)),
@@ -134,8 +134,36 @@ pub async fn identity(
         name: user.name,
         username: Some(user.login),
         groups,
+        groups_complete: true,
+        hosted_domain: None,
         amr: Vec::new(),
     })
+}
+
+/// Every page of a list (100 a page; GitHub's default is 30), up to 1,000
+/// items.
+async fn pages<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    cfg: &ProviderConfig,
+    token: &str,
+    path: &str,
+) -> Result<Vec<T>, String> {
+    let mut all = Vec::new();
+    for page in 1..=10 {
+        let items: Vec<T> = get(
+            http,
+            cfg,
+            token,
+            &format!("{path}?per_page=100&page={page}"),
+        )
+        .await?;
+        let last = items.len() < 100;
+        all.extend(items);
+        if last {
+            break;
+        }
+    }
+    Ok(all)
 }
 
 async fn get<T: serde::de::DeserializeOwned>(

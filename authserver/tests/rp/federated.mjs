@@ -6,6 +6,8 @@
 //
 // MODE: `signin` (the upstream sign-in alone), `link` (the authserver asks
 // for a local account to link: the demo user signs in with its password),
+// `link-elsewhere` (that page opened in another browser, where the demo
+// user signs in),
 // `tamper-state` (the callback's `state` is changed on its way back),
 // `tamper-nonce` (the `nonce` sent to the provider is changed, so the ID
 // token carries another one). Prints one JSON line: the RP's ID token
@@ -90,6 +92,22 @@ try {
   await page.click('button:has-text("Continue")');
   await page.waitForURL((url) => url.origin === ours || url.href.startsWith(redirectUri));
   await page.waitForLoadState();
+  if (mode === 'link-elsewhere') {
+    // Someone else's browser is sent to the page that asks for a local
+    // account to link (the attacker's pending link): signing in there
+    // must not link the attacker's upstream account to it.
+    const other = await browser.newContext();
+    const victim = await other.newPage();
+    await victim.goto(page.url());
+    await victim.fill('#username', creds.user.username);
+    await victim.fill('#password', creds.user.password);
+    await victim.click('form[action="/login"] button[type=submit]');
+    await victim.waitForLoadState();
+    out.page_title = (await victim.textContent('h1'))?.trim();
+    out.page_text = (await victim.textContent('main'))?.trim();
+    console.log(JSON.stringify(out));
+    process.exit(0);
+  }
   if (mode === 'link') {
     out.notice = (await page.textContent('.notice'))?.trim();
     await page.fill('#username', creds.user.username);

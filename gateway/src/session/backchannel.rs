@@ -65,29 +65,39 @@ impl Sessions {
             let refusal = Refusal::BadRequest("`logout_token` is missing".into());
             return refuse(session, refusal).await;
         };
-        match self.verify_logout_token(&token).await {
-            Ok(ended) => {
-                if let Err(e) = self.end_upstream(&ended).await {
-                    // Ended here; other replicas did not hear it: the
-                    // provider's retry may reach one that can tell them.
-                    tracing::warn!(error = %e, "back-channel logout not shared");
-                    return refuse(session, Refusal::Unavailable(e.to_string().into())).await;
-                }
-                tracing::info!(sid = ?ended.sid, "back-channel logout");
-                reply(session, Reply::json(200, "{}")).await
-            }
+        let (ended, jti) = match self.verify_logout_token(&token).await {
+            Ok(v) => v,
             Err(why) => {
                 tracing::warn!(error = %why, "logout token refused");
-                refuse(session, Refusal::BadRequest(why.into())).await
+                return refuse(session, Refusal::BadRequest(why.into())).await;
             }
+        };
+        // Used once; remembered only after the sessions ended, so a retry
+        // after a failure here is not called a replay.
+        match self.used_before(&jti).await {
+            Ok(false) => {}
+            Ok(true) => {
+                let refusal = Refusal::BadRequest("this logout token was used before".into());
+                return refuse(session, refusal).await;
+            }
+            Err(e) => return refuse(session, Refusal::Unavailable(e.to_string().into())).await,
         }
+        if let Err(e) = self.end_upstream(&ended).await {
+            // Ended here; other replicas did not hear it: the provider's
+            // retry may reach one that can tell them.
+            tracing::warn!(error = %e, "back-channel logout not shared");
+            return refuse(session, Refusal::Unavailable(e.to_string().into())).await;
+        }
+        self.remember_used(&jti).await;
+        tracing::info!(sid = ?ended.sid, "back-channel logout");
+        reply(session, Reply::json(200, "{}")).await
     }
 
     /// §2.6: the token's signature, issuer, audience and time as every
     /// token's, then what makes it a logout token and not another JWT of
     /// the same issuer: its `typ`, the event, no `nonce`, a `sid` or `sub`,
-    /// and a `jti` not seen before.
-    pub(super) async fn verify_logout_token(&self, token: &str) -> Result<Ended, String> {
+    /// and a `jti` (returned: the caller checks it was not used before).
+    pub(super) async fn verify_logout_token(&self, token: &str) -> Result<(Ended, String), String> {
         let header = token
             .split('.')
             .next()
@@ -143,29 +153,36 @@ impl Sessions {
         if ended.sid.is_none() && ended.sub.is_none() {
             return Err("the logout token names neither `sid` nor `sub`".into());
         }
-        if !self.first_use(&jti).await? {
-            return Err("this logout token was used before".into());
-        }
-        Ok(ended)
+        Ok((ended, jti))
     }
 
-    /// Whether `jti` is new (and now remembered), across replicas when they
-    /// share Redis.
-    async fn first_use(&self, jti: &str) -> Result<bool, String> {
+    /// Whether `jti` was used here, or (with Redis) on any replica.
+    async fn used_before(&self, jti: &str) -> Result<bool, SessionError> {
         let key = sha256(jti.as_bytes());
         if self.seen_logout_tokens.contains_key(&key) {
-            return Ok(false);
+            return Ok(true);
         }
-        self.seen_logout_tokens.insert(key, ());
         match &self.redis {
-            Some(redis) => redis
-                .put_new(
+            Some(redis) => redis.marked(&format!("jti:{}", hex(&key))).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Remembers `jti` as used (a failure to tell Redis is only logged:
+    /// the logout itself took effect).
+    async fn remember_used(&self, jti: &str) {
+        let key = sha256(jti.as_bytes());
+        self.seen_logout_tokens.insert(key, ());
+        if let Some(redis) = &self.redis
+            && let Err(e) = redis
+                .mark(
                     &format!("jti:{}", hex(&key)),
+                    1,
                     REMEMBER_LOGOUT_TOKENS.as_secs(),
                 )
                 .await
-                .map_err(|e| e.to_string()),
-            None => Ok(true),
+        {
+            tracing::warn!(error = %e, "used logout token not shared");
         }
     }
 
@@ -224,8 +241,9 @@ impl Sessions {
                 sid_mark.is_some() || sub_mark.is_some_and(|at| active.began_at <= at)
             }
             Err(e) => {
-                // Redis down: the session's own record is there or not by
-                // the same Redis; do not refuse every session for it.
+                // Redis down: sessions are not refused wholesale for it
+                // (cookie sessions do not need Redis); a logout received
+                // by another replica meanwhile is missed until it answers.
                 tracing::warn!(error = %e, "back-channel logout marks unreadable");
                 false
             }

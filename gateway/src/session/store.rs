@@ -170,8 +170,7 @@ impl RedisSessions {
             .map_err(|e| SessionError::Store(e.to_string()))
     }
 
-    /// Sets `key` to `value` for `ttl_secs` (a later mark of the same sign-in
-    /// keeps the larger time).
+    /// Sets `key` to `value` for `ttl_secs`.
     pub(super) async fn mark(
         &self,
         key: &str,
@@ -210,19 +209,15 @@ impl RedisSessions {
         Ok((a.filter(|_| sid.is_some()), b.filter(|_| sub.is_some())))
     }
 
-    /// Sets `key` unless it exists: whether it was new.
-    pub(super) async fn put_new(&self, key: &str, ttl_secs: u64) -> Result<bool, SessionError> {
+    /// Whether `key` is set.
+    pub(super) async fn marked(&self, key: &str) -> Result<bool, SessionError> {
         let mut conn = self.conn().await?;
-        let set: Option<String> = redis::cmd("SET")
+        redis::cmd("EXISTS")
             .arg(format!("{}{key}", self.logout_prefix))
-            .arg(1)
-            .arg("NX")
-            .arg("EX")
-            .arg(ttl_secs.max(1))
-            .query_async(&mut conn)
+            .query_async::<i64>(&mut conn)
             .await
-            .map_err(|e| SessionError::Store(e.to_string()))?;
-        Ok(set.is_some())
+            .map(|n| n > 0)
+            .map_err(|e| SessionError::Store(e.to_string()))
     }
 
     pub(super) async fn delete(&self, sid: &str) -> Result<(), SessionError> {

@@ -125,6 +125,16 @@ async fn an_upstream_oidc_provider_signs_people_in_without_guessing_accounts() {
             .contains("No account here is linked"),
         "{mallory}"
     );
+    // The page sent to someone else's browser links nothing there: the
+    // held identity is bound to the browser that signed in upstream.
+    let elsewhere = sign_in(&server, "mallory", "link-elsewhere");
+    assert!(
+        elsewhere["page_text"]
+            .as_str()
+            .unwrap()
+            .contains("started in another browser"),
+        "{elsewhere}"
+    );
     // Proving the demo account (its password) links it.
     let linked = sign_in(&server, "mallory", "link");
     assert_eq!(linked["preferred_username"], "demo", "{linked}");

@@ -60,7 +60,12 @@ async fn client_credentials_tokens_pass_the_gateways_verifier() {
     assert_eq!(meta["token_endpoint"], format!("{}/token", server.issuer()));
     assert_eq!(
         meta["grant_types_supported"],
-        json!(["authorization_code", "refresh_token", "client_credentials"])
+        json!([
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:device_code"
+        ])
     );
 
     // Every issued token is in the audit log (read through the CLI's store).
