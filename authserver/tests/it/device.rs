@@ -239,3 +239,42 @@ async fn devices_and_browsers_that_get_it_wrong_are_told_what() {
     let page = browser.post("/device", &[("user_code", right)]).await;
     assert_eq!(page.status, 403);
 }
+
+/// A device approved in a browser session that then signs out gets no
+/// tokens: they would carry the ended session.
+#[tokio::test]
+async fn a_sign_out_before_the_poll_refuses_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Authserver::dev(dir.path(), &[], &[]);
+    let (tv, _) = server.client("device");
+    let (status, started) = begin(&server, &tv).await;
+    assert_eq!(status, 200, "{started}");
+    let code = started["user_code"].as_str().unwrap();
+    let mut browser = Browser::new(&server.url(""));
+    let form = browser.get(&format!("/device?user_code={code}")).await;
+    let entered = browser
+        .post(
+            "/device",
+            &[("csrf", &form.hidden("csrf")), ("user_code", code)],
+        )
+        .await;
+    assert_eq!(entered.status, 303, "{}", entered.body);
+    let login = browser.get(entered.location()).await;
+    let asked = crate::flow::log_in(
+        &mut browser,
+        &login,
+        "demo",
+        &crate::flow::password(&server),
+    )
+    .await;
+    let done = crate::flow::consent(&mut browser, &asked, "allow").await;
+    assert!(done.body.contains("Device connected"), "{}", done.body);
+    let confirm = browser.get("/logout").await;
+    let out = browser
+        .post("/logout", &[("csrf", &confirm.hidden("csrf"))])
+        .await;
+    assert!(out.status < 400, "{}", out.body);
+    let device_code = started["device_code"].as_str().unwrap();
+    let answer = poll(&server, &tv, device_code).await;
+    assert_eq!(answer["error"], "access_denied", "{answer}");
+}

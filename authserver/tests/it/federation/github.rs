@@ -124,10 +124,9 @@ async fn stand_in() -> (String, StandIn) {
     (url, state)
 }
 
-/// Through the login page's GitHub button, the stand-in and back: the
-/// ID token's claims (and the browser, signed in).
-async fn sign_in(server: &Authserver) -> (Value, Browser) {
-    let mut browser = Browser::new(&server.url(""));
+/// From the login page's GitHub button through the stand-in: our
+/// callback's answer.
+async fn back_from_github(browser: &mut Browser) -> crate::browser::Page {
     let login = browser
         .get(&authorize_url(
             "demo-web",
@@ -135,11 +134,17 @@ async fn sign_in(server: &Authserver) -> (Value, Browser) {
             &[("prompt", "login")],
         ))
         .await;
-    let button = login.link("federated-github");
-    let to_github = browser.get(&button).await;
+    let to_github = browser.get(&login.link("federated-github")).await;
     assert_eq!(to_github.status, 303, "{}", to_github.body);
     let back = browser.get(to_github.location()).await;
-    let callback = browser.get(back.location()).await;
+    browser.get(back.location()).await
+}
+
+/// Through the login page's GitHub button, the stand-in and back: the
+/// ID token's claims (and the browser, signed in).
+async fn sign_in(server: &Authserver) -> (Value, Browser) {
+    let mut browser = Browser::new(&server.url(""));
+    let callback = back_from_github(&mut browser).await;
     assert_eq!(callback.status, 303, "{}", callback.body);
     let mut page = browser.get(callback.location()).await;
     if page.status == 200 {
@@ -222,4 +227,13 @@ group_map = {{ "octo-org/admins" = "staff" }}
     assert_eq!(step_up.status, 200, "{}", step_up.location());
     assert!(step_up.redirect_param("code").is_none());
     assert!(step_up.body.contains("/login/enrol"), "{}", step_up.body);
+
+    // With a factor of its own, a GitHub sign-in asks for it too.
+    let page = browser.get("/account").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    crate::flow::mfa::add_app(&mut browser, &page, "phone", testkit::unix_now()).await;
+    let mut fresh = Browser::new(&server.url(""));
+    let asked = back_from_github(&mut fresh).await;
+    assert_eq!(asked.status, 200, "{}", asked.location());
+    assert!(asked.body.contains("/login/factor"), "{}", asked.body);
 }
