@@ -13,7 +13,7 @@ use crate::app::App;
 use crate::authorize::Refusal;
 use crate::error::OAuthError;
 use crate::model::{Actor, FederatedLink, User};
-use crate::store::NewUser;
+use crate::store::{NewUser, StoreError};
 
 #[derive(Debug)]
 pub(super) enum Resolved {
@@ -77,8 +77,9 @@ pub(super) async fn resolve(
         .map(Resolved::User)
 }
 
-/// A new account for `identity`: the first free of its username, its
-/// address, `{provider}-{subject}`.
+/// A new account for `identity`, named by the first free of its username,
+/// its address, `{provider}-{subject}`. Two first sign-ins of the same
+/// upstream account racing: the second finds the first's link.
 async fn create(
     app: &App,
     identity: &Identity,
@@ -86,59 +87,64 @@ async fn create(
     now: i64,
 ) -> Result<User, Refusal> {
     let fallback = format!("{}-{}", identity.provider, identity.subject);
-    let mut username = None;
-    for candidate in [
+    let candidates = [
         identity.username.as_deref(),
         verified_email,
         Some(&fallback),
-    ]
-    .into_iter()
-    .flatten()
+    ];
+    for username in candidates
+        .into_iter()
+        .flatten()
+        .filter(|c| crate::admin::check_name("username", c).is_ok())
     {
-        if crate::admin::check_name("username", candidate).is_err() {
-            continue;
-        }
-        let taken = app
-            .store
-            .user_by_username(candidate)
-            .await
-            .map_err(OAuthError::from)?
-            .is_some();
-        if !taken {
-            username = Some(candidate.to_owned());
-            break;
+        let id = crate::crypto::random_token::<16>();
+        let new = NewUser {
+            id: id.clone(),
+            username: username.to_owned(),
+            email: verified_email.map(str::to_owned),
+            display_name: identity.name.clone(),
+            password_hash: None,
+            roles: Vec::new(),
+            groups: Vec::new(),
+            link: Some(FederatedLink {
+                provider: identity.provider.clone(),
+                subject: identity.subject.clone(),
+                user_id: id.clone(),
+                email: identity.email.clone(),
+                created_at: now,
+                last_used_at: Some(now),
+            }),
+        };
+        let audit = Actor::local(&format!("federation:{}", identity.provider))
+            .event(now, "user.create")
+            .target(id)
+            .detail(json!({"provider": identity.provider, "jit": true}));
+        match app.store.create_user(&new, &audit).await {
+            Ok(user) => return Ok(user),
+            // The name is taken, or the upstream account was linked
+            // meanwhile: which one, the link says.
+            Err(StoreError::Conflict(_)) => {
+                let linked = app
+                    .store
+                    .federated_user(&identity.provider, &identity.subject, now)
+                    .await
+                    .map_err(OAuthError::from)?;
+                if let Some(user_id) = linked
+                    && let Some(user) = app
+                        .store
+                        .user_by_id(&user_id)
+                        .await
+                        .map_err(OAuthError::from)?
+                {
+                    return Ok(user);
+                }
+            }
+            Err(e) => return Err(OAuthError::from(e).into()),
         }
     }
-    let username = username.ok_or_else(|| {
-        Refusal::Page("No username is free for this account; ask an administrator.".into())
-    })?;
-    let id = crate::crypto::random_token::<16>();
-    let new = NewUser {
-        id: id.clone(),
-        username,
-        email: verified_email.map(str::to_owned),
-        display_name: identity.name.clone(),
-        password_hash: None,
-        roles: Vec::new(),
-        groups: Vec::new(),
-        link: Some(FederatedLink {
-            provider: identity.provider.clone(),
-            subject: identity.subject.clone(),
-            user_id: id.clone(),
-            email: identity.email.clone(),
-            created_at: now,
-            last_used_at: Some(now),
-        }),
-    };
-    let audit = Actor::local(&format!("federation:{}", identity.provider))
-        .event(now, "user.create")
-        .target(id)
-        .detail(json!({"provider": identity.provider, "jit": true}));
-    Ok(app
-        .store
-        .create_user(&new, &audit)
-        .await
-        .map_err(OAuthError::from)?)
+    Err(Refusal::Page(
+        "No username is free for this account; ask an administrator.".into(),
+    ))
 }
 
 /// Makes the user a member of exactly the mapped groups their upstream

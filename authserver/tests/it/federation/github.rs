@@ -183,8 +183,19 @@ group_map = {{ "octo-org/admins" = "staff" }}
     )
     .unwrap();
     let server = Authserver::dev(dir.path(), &["--config", config.to_str().unwrap()], &[]);
+    // A local account already has GitHub's login as its name: the new one
+    // takes the next free name (the verified address), and is not it.
+    let resp = server
+        .http
+        .post(server.url("/admin/v1/users"))
+        .bearer_auth(server.creds["admin_token"].as_str().unwrap())
+        .json(&json!({"username": "octocat", "password": "a local password 123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
     let (first, mut browser) = sign_in(&server).await;
-    assert_eq!(first["preferred_username"], "octocat", "{first}");
+    assert_eq!(first["preferred_username"], "octo@example.com", "{first}");
     assert_eq!(
         first["groups"],
         json!(["staff"]),
@@ -205,7 +216,7 @@ group_map = {{ "octo-org/admins" = "staff" }}
         .as_array()
         .unwrap()
         .iter()
-        .find(|u| u["username"] == "octocat")
+        .find(|u| u["username"] == "octo@example.com")
         .unwrap_or_else(|| panic!("{users}"));
     assert_eq!(
         octocat["email"], "octo@example.com",
