@@ -44,19 +44,6 @@ fn verified(process: &mut Process, n: usize) -> Value {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn admin(server: &Authserver, method: &str, path: &str, body: &Value) -> (u16, Value) {
-    let resp = server
-        .http
-        .request(method.parse().unwrap(), server.url(path))
-        .bearer_auth(server.creds["admin_token"].as_str().unwrap())
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 /// Signs in through the pages and redeems a code: the browser, the ID
 /// token and its claims.
 async fn id_token_of_a_new_session(server: &Authserver) -> (Browser, String, Value) {
@@ -87,13 +74,13 @@ async fn ended_sessions_send_verified_logout_tokens_with_retries() {
     let server = Authserver::dev(dir.path(), &[], &[]);
     let (mut receiver, port) = receiver(&server, "demo-web", 1);
     let uri = format!("http://127.0.0.1:{port}/backchannel-logout");
-    let (status, client) = admin(
-        &server,
-        "PATCH",
-        "/admin/v1/clients/demo-web",
-        &json!({"backchannel_logout_uri": uri}),
-    )
-    .await;
+    let (status, client) = server
+        .admin(
+            "PATCH",
+            "/admin/v1/clients/demo-web",
+            &json!({"backchannel_logout_uri": uri}),
+        )
+        .await;
     assert_eq!(status, 200, "{client}");
     assert_eq!(client["backchannel_logout_uri"], uri);
 
@@ -116,13 +103,13 @@ async fn ended_sessions_send_verified_logout_tokens_with_retries() {
     // An administrator disables the user: that session's clients hear too.
     let (_, _, claims) = id_token_of_a_new_session(&server).await;
     let user = claims["sub"].as_str().unwrap();
-    let (status, _) = admin(
-        &server,
-        "PATCH",
-        &format!("/admin/v1/users/{user}"),
-        &json!({"disabled": true}),
-    )
-    .await;
+    let (status, _) = server
+        .admin(
+            "PATCH",
+            &format!("/admin/v1/users/{user}"),
+            &json!({"disabled": true}),
+        )
+        .await;
     assert_eq!(status, 200);
     let second = verified(&mut receiver, 1);
     assert_eq!(second["sid"], claims["sid"]);
@@ -144,25 +131,24 @@ async fn only_https_or_loopback_logout_uris_are_registered() {
         "https://rp.example.com/logout#frag",
         "/relative",
     ] {
-        let (status, body) = admin(
-            &server,
-            "PATCH",
-            "/admin/v1/clients/demo-web",
-            &json!({"backchannel_logout_uri": bad}),
-        )
-        .await;
+        let (status, body) = server
+            .admin(
+                "PATCH",
+                "/admin/v1/clients/demo-web",
+                &json!({"backchannel_logout_uri": bad}),
+            )
+            .await;
         assert_eq!(status, 400, "{bad}: {body}");
     }
-    let (status, body) = admin(
-        &server,
-        "PATCH",
-        "/admin/v1/clients/demo-web",
-        &json!({"backchannel_logout_uri": 42}),
-    )
-    .await;
+    let (status, body) = server
+        .admin(
+            "PATCH",
+            "/admin/v1/clients/demo-web",
+            &json!({"backchannel_logout_uri": 42}),
+        )
+        .await;
     assert_eq!(status, 400, "{body}");
-    let (status, created) = admin(
-        &server,
+    let (status, created) = server.admin(
         "POST",
         "/admin/v1/clients",
         &json!({"client_id": "rp2", "kind": "web", "redirect_uris": ["https://rp2.example.com/cb"],
@@ -170,13 +156,13 @@ async fn only_https_or_loopback_logout_uris_are_registered() {
     )
     .await;
     assert_eq!(status, 201, "{created}");
-    let (status, cleared) = admin(
-        &server,
-        "PATCH",
-        "/admin/v1/clients/rp2",
-        &json!({"backchannel_logout_uri": null}),
-    )
-    .await;
+    let (status, cleared) = server
+        .admin(
+            "PATCH",
+            "/admin/v1/clients/rp2",
+            &json!({"backchannel_logout_uri": null}),
+        )
+        .await;
     assert_eq!(
         (status, &cleared["backchannel_logout_uri"]),
         (200, &Value::Null)

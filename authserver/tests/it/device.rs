@@ -197,15 +197,9 @@ async fn devices_and_browsers_that_get_it_wrong_are_told_what() {
         "invalid_grant"
     );
     // Another device client cannot poll for this device.
-    let resp = server
-        .http
-        .post(server.url("/admin/v1/clients"))
-        .bearer_auth(server.creds["admin_token"].as_str().unwrap())
-        .json(&json!({"client_id": "other-tv", "kind": "device", "scopes": ["openid"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
+    let other = json!({"client_id": "other-tv", "kind": "device", "scopes": ["openid"]});
+    let (status, _) = server.admin("POST", "/admin/v1/clients", &other).await;
+    assert_eq!(status, 201);
     assert_eq!(
         poll(&server, "other-tv", device_code).await["error"],
         "invalid_grant"

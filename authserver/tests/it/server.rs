@@ -143,6 +143,21 @@ impl Authserver {
             .unwrap()
     }
 
+    /// An admin API call with the dev admin token: status and JSON body
+    /// (Null when empty).
+    pub async fn admin(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .request(method.parse().unwrap(), self.url(path))
+            .bearer_auth(self.creds["admin_token"].as_str().unwrap())
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     /// The text of `/metrics`.
     pub async fn metrics(&self) -> String {
         self.http

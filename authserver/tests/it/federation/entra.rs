@@ -13,8 +13,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use tokens::testing::SigningKey;
 
+use super::{pairs, param, through};
 use crate::browser::Browser;
-use crate::flow::{VERIFIER, WEB_REDIRECT, authorize_url, claims_of, consent, exchange};
 use crate::server::Authserver;
 
 const CLIENT: (&str, &str) = ("entra-app", "entra-secret");
@@ -39,20 +39,6 @@ struct StandIn {
     next: Arc<Mutex<Account>>,
     /// code → (nonce, PKCE challenge).
     codes: Arc<Mutex<Vec<(String, String, String)>>>,
-}
-
-fn pairs(text: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(text.as_bytes())
-        .into_owned()
-        .collect()
-}
-
-fn find(pairs: &[(String, String)], k: &str) -> String {
-    pairs
-        .iter()
-        .find(|(n, _)| n == k)
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
 }
 
 async fn metadata(State(s): State<StandIn>) -> Json<Value> {
@@ -80,14 +66,15 @@ async fn keys(State(s): State<StandIn>) -> Json<Value> {
 async fn authorize(State(s): State<StandIn>, uri: axum::http::Uri) -> Response {
     let q = pairs(uri.query().unwrap_or(""));
     let code = format!("code-{}", s.codes.lock().unwrap().len());
-    s.codes
-        .lock()
-        .unwrap()
-        .push((code.clone(), find(&q, "nonce"), find(&q, "code_challenge")));
+    s.codes.lock().unwrap().push((
+        code.clone(),
+        param(&q, "nonce"),
+        param(&q, "code_challenge"),
+    ));
     Redirect::to(&format!(
         "{}?code={code}&state={}",
-        find(&q, "redirect_uri"),
-        find(&q, "state")
+        param(&q, "redirect_uri"),
+        param(&q, "state")
     ))
     .into_response()
 }
@@ -95,14 +82,14 @@ async fn authorize(State(s): State<StandIn>, uri: axum::http::Uri) -> Response {
 async fn token(State(s): State<StandIn>, body: String) -> Response {
     let f = pairs(&body);
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
-        bootstrap::digest::sha256(find(&f, "code_verifier").as_bytes()),
+        bootstrap::digest::sha256(param(&f, "code_verifier").as_bytes()),
     );
     let issued = s
         .codes
         .lock()
         .unwrap()
         .iter()
-        .find(|(c, _, ch)| *c == find(&f, "code") && *ch == challenge)
+        .find(|(c, _, ch)| *c == param(&f, "code") && *ch == challenge)
         .cloned();
     let Some((_, nonce, _)) = issued else {
         return (
@@ -156,31 +143,7 @@ async fn stand_in() -> StandIn {
 /// Through the login page's Entra button: the ID token's claims, or the
 /// page where the sign-in stopped.
 async fn sign_in(server: &Authserver) -> Result<Value, String> {
-    let mut browser = Browser::new(&server.url(""));
-    let login = browser
-        .get(&authorize_url(
-            "demo-web",
-            WEB_REDIRECT,
-            &[("prompt", "login")],
-        ))
-        .await;
-    let to_entra = browser.get(&login.link("federated-entra")).await;
-    assert_eq!(to_entra.status, 303, "{}", to_entra.body);
-    let back = browser.get(to_entra.location()).await;
-    let callback = browser.get(back.location()).await;
-    if callback.status != 303 {
-        return Err(callback.body);
-    }
-    let mut page = browser.get(callback.location()).await;
-    if page.status == 200 && page.body.contains("decision") {
-        page = consent(&mut browser, &page, "allow").await;
-    }
-    let Some(code) = page.redirect_param("code") else {
-        return Err(page.body);
-    };
-    let (status, tokens) = exchange(server, &code, VERIFIER).await;
-    assert_eq!(status, 200, "{tokens}");
-    Ok(claims_of(tokens["id_token"].as_str().unwrap()))
+    through(server, &mut Browser::new(&server.url("")), "entra").await
 }
 
 #[tokio::test]

@@ -13,18 +13,13 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use super::{pairs, param, serve, through, to_callback};
 use crate::browser::Browser;
-use crate::flow::{VERIFIER, WEB_REDIRECT, authorize_url, claims_of, consent, exchange};
+use crate::flow::{WEB_REDIRECT, authorize_url};
 use crate::server::Authserver;
 
 const CLIENT: (&str, &str) = ("gh-client", "gh-secret");
 const TOKEN: &str = "gho_standin";
-
-fn pairs(text: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(text.as_bytes())
-        .into_owned()
-        .collect()
-}
 
 #[derive(Clone, Default)]
 struct StandIn {
@@ -35,33 +30,22 @@ struct StandIn {
 
 async fn authorize(State(s): State<StandIn>, uri: axum::http::Uri) -> Response {
     let q = pairs(uri.query().unwrap_or(""));
-    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    if get("client_id").as_deref() != Some(CLIENT.0)
-        || get("code_challenge_method").as_deref() != Some("S256")
-    {
+    let get = |k: &str| param(&q, k);
+    if get("client_id") != CLIENT.0 || get("code_challenge_method") != "S256" {
         return StatusCode::BAD_REQUEST.into_response();
     }
     let code = format!("code-{}", s.codes.lock().unwrap().len());
     s.codes
         .lock()
         .unwrap()
-        .push((code.clone(), get("code_challenge").unwrap_or_default()));
-    let target = format!(
-        "{}?code={code}&state={}",
-        get("redirect_uri").unwrap_or_default(),
-        get("state").unwrap_or_default()
-    );
+        .push((code.clone(), get("code_challenge")));
+    let target = format!("{}?code={code}&state={}", get("redirect_uri"), get("state"));
     Redirect::to(&target).into_response()
 }
 
 async fn access_token(State(s): State<StandIn>, body: String) -> Json<Value> {
     let f = pairs(&body);
-    let get = |k: &str| {
-        f.iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
+    let get = |k: &str| param(&f, k);
     let verifier = get("code_verifier");
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(bootstrap::digest::sha256(verifier.as_bytes()));
@@ -118,44 +102,15 @@ async fn stand_in() -> (String, StandIn) {
         .route("/user/orgs", get(api))
         .route("/user/teams", get(api))
         .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, state)
-}
-
-/// From the login page's GitHub button through the stand-in: our
-/// callback's answer.
-async fn back_from_github(browser: &mut Browser) -> crate::browser::Page {
-    let login = browser
-        .get(&authorize_url(
-            "demo-web",
-            WEB_REDIRECT,
-            &[("prompt", "login")],
-        ))
-        .await;
-    let to_github = browser.get(&login.link("federated-github")).await;
-    assert_eq!(to_github.status, 303, "{}", to_github.body);
-    let back = browser.get(to_github.location()).await;
-    browser.get(back.location()).await
+    (serve(app).await, state)
 }
 
 /// Through the login page's GitHub button, the stand-in and back: the
 /// ID token's claims (and the browser, signed in).
 async fn sign_in(server: &Authserver) -> (Value, Browser) {
     let mut browser = Browser::new(&server.url(""));
-    let callback = back_from_github(&mut browser).await;
-    assert_eq!(callback.status, 303, "{}", callback.body);
-    let mut page = browser.get(callback.location()).await;
-    if page.status == 200 {
-        page = consent(&mut browser, &page, "allow").await;
-    }
-    let code = page
-        .redirect_param("code")
-        .unwrap_or_else(|| panic!("no code: {} {}", page.location(), page.body));
-    let (status, tokens) = exchange(server, &code, VERIFIER).await;
-    assert_eq!(status, 200, "{tokens}");
-    (claims_of(tokens["id_token"].as_str().unwrap()), browser)
+    let claims = through(server, &mut browser, "github").await;
+    (claims.unwrap_or_else(|page| panic!("{page}")), browser)
 }
 
 #[tokio::test]
@@ -185,15 +140,9 @@ group_map = {{ "octo-org/admins" = "staff" }}
     let server = Authserver::dev(dir.path(), &["--config", config.to_str().unwrap()], &[]);
     // A local account already has GitHub's login as its name: the new one
     // takes the next free name (the verified address), and is not it.
-    let resp = server
-        .http
-        .post(server.url("/admin/v1/users"))
-        .bearer_auth(server.creds["admin_token"].as_str().unwrap())
-        .json(&json!({"username": "octocat", "password": "a local password 123"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
+    let local = json!({"username": "octocat", "password": "a local password 123"});
+    let (status, _) = server.admin("POST", "/admin/v1/users", &local).await;
+    assert_eq!(status, 201);
     let (first, mut browser) = sign_in(&server).await;
     assert_eq!(first["preferred_username"], "octo@example.com", "{first}");
     assert_eq!(
@@ -202,16 +151,7 @@ group_map = {{ "octo-org/admins" = "staff" }}
         "team octo-org/admins maps to staff"
     );
     assert!(first["amr"].as_array().unwrap().contains(&json!("fed")));
-    let users: Value = server
-        .http
-        .get(server.url("/admin/v1/users"))
-        .bearer_auth(server.creds["admin_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, users) = server.admin("GET", "/admin/v1/users", &Value::Null).await;
     let octocat = users["users"]
         .as_array()
         .unwrap()
@@ -244,7 +184,7 @@ group_map = {{ "octo-org/admins" = "staff" }}
     assert_eq!(page.status, 200, "{}", page.body);
     crate::flow::mfa::add_app(&mut browser, &page, "phone", testkit::unix_now()).await;
     let mut fresh = Browser::new(&server.url(""));
-    let asked = back_from_github(&mut fresh).await;
+    let asked = to_callback(&mut fresh, "github").await;
     assert_eq!(asked.status, 200, "{}", asked.location());
     assert!(asked.body.contains("/login/factor"), "{}", asked.body);
 }

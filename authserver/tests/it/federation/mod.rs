@@ -17,6 +17,74 @@ mod entra;
 mod github;
 mod store;
 
+/// What a stand-in reads: the pairs of a query or form body.
+fn pairs(text: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(text.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// A pair's value, empty when absent.
+fn param(pairs: &[(String, String)], name: &str) -> String {
+    pairs
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
+/// A stand-in provider on loopback: its base URL.
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// From the login page's button for `provider` through its stand-in (which
+/// answers at once): our callback's answer.
+async fn to_callback(
+    browser: &mut crate::browser::Browser,
+    provider: &str,
+) -> crate::browser::Page {
+    let login = browser
+        .get(&crate::flow::authorize_url(
+            "demo-web",
+            crate::flow::WEB_REDIRECT,
+            &[("prompt", "login")],
+        ))
+        .await;
+    let to_provider = browser
+        .get(&login.link(&format!("federated-{provider}")))
+        .await;
+    assert_eq!(to_provider.status, 303, "{}", to_provider.body);
+    let back = browser.get(to_provider.location()).await;
+    browser.get(back.location()).await
+}
+
+/// A sign-in through `provider`'s stand-in to the end: the ID token's
+/// claims, or the page where it stopped.
+async fn through(
+    server: &Authserver,
+    browser: &mut crate::browser::Browser,
+    provider: &str,
+) -> Result<Value, String> {
+    let callback = to_callback(browser, provider).await;
+    if callback.status != 303 {
+        return Err(callback.body);
+    }
+    let mut page = browser.get(callback.location()).await;
+    if page.status == 200 && page.body.contains("decision") {
+        page = crate::flow::consent(browser, &page, "allow").await;
+    }
+    let Some(code) = page.redirect_param("code") else {
+        return Err(page.body);
+    };
+    let (status, tokens) = crate::flow::exchange(server, &code, crate::flow::VERIFIER).await;
+    assert_eq!(status, 200, "{tokens}");
+    Ok(crate::flow::claims_of(tokens["id_token"].as_str().unwrap()))
+}
+
 const UPSTREAM_CLIENT: (&str, &str) = ("portcullis", "upstream-secret-0123456789");
 
 /// The upstream provider, its client being the authserver at `issuer`.
