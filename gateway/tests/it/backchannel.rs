@@ -4,42 +4,20 @@
 //! session cookie; and logout tokens that must not end anything (forged,
 //! replayed, another JWT of the same issuer) are refused.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use reqwest::header::{ACCEPT, COOKIE};
+use reqwest::header::COOKIE;
 use serde_json::{Value, json};
 use tokens::testing::{SigningKey, TestIssuer};
 
-use crate::session::session_gateway_with;
+use crate::session::{session_gateway_with, until_refused};
 use crate::signin::Browser;
 use crate::support::{Authserver, echo_upstream, free_port, redis_url, start_at};
 
 const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 const PATH: &str = "/_auth/backchannel-logout";
-
-/// Polls `base/app/x` with the session cookie until it is refused.
-async fn until_refused(http: &reqwest::Client, base: &str, cookie: &str) -> Duration {
-    let started = Instant::now();
-    loop {
-        let status = http
-            .get(format!("{base}/app/x"))
-            .header(COOKIE, format!("portcullis_session={cookie}"))
-            .header(ACCEPT, "application/json")
-            .send()
-            .await
-            .unwrap()
-            .status();
-        if status == 401 {
-            return started.elapsed();
-        }
-        assert_eq!(status, 200, "{base}");
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "{base} still honours the session"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// How long a logout may take to reach every replica.
+const LIMIT: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_logout_at_the_provider_ends_the_session_on_every_replica() {
@@ -89,8 +67,8 @@ async fn a_logout_at_the_provider_ends_the_session_on_every_replica() {
         .post(&format!("{}/logout", auth.url), &[("csrf", &csrf)])
         .await;
     assert!(done.status < 400, "{}", done.body);
-    let here = until_refused(&http, &base, &cookie).await;
-    let there = until_refused(&http, &replica, &cookie).await;
+    let here = until_refused(&http, &base, &cookie, LIMIT).await;
+    let there = until_refused(&http, &replica, &cookie, LIMIT).await;
     // No change feed here: only the logout token can have ended it.
     eprintln!("back-channel logout: refused here after {here:?}, on the replica after {there:?}");
     drop((one, two));
