@@ -404,7 +404,25 @@ pub async fn set_client_backchannel_logout(
 
 #[cfg(test)]
 mod tests {
-    use super::check_redirect_uri;
+    use super::{check_backchannel_logout_uri, check_redirect_uri};
+
+    #[test]
+    fn back_channel_uris_are_https_outside_dev_mode() {
+        let loopback = "http://127.0.0.1:8000/backchannel-logout";
+        assert!(check_backchannel_logout_uri(loopback, true).is_ok());
+        assert!(
+            check_backchannel_logout_uri(loopback, false).is_err(),
+            "the server would post to its own host"
+        );
+        assert!(check_backchannel_logout_uri("https://rp.example.com/bcl", false).is_ok());
+        for bad in [
+            "http://rp.example.com/bcl",
+            "https://rp.example.com/bcl#x",
+            "ftp://rp/x",
+        ] {
+            assert!(check_backchannel_logout_uri(bad, true).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn redirect_uris_must_be_safe_to_match_exactly() {
