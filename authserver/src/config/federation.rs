@@ -23,7 +23,7 @@ pub struct ProviderConfig {
     /// `oidc`: a generic OpenID Connect provider found by discovery;
     /// `google` and `entra`: the same with their defaults (Entra's tenants
     /// below); `github`: GitHub's OAuth apps (OAuth 2.0 without OpenID
-    /// Connect).
+    /// Connect); `saml`: a SAML 2.0 identity provider (its metadata below).
     #[serde(default)]
     pub kind: ProviderKind,
     /// OpenID Connect: the issuer identifier (discovery is below it);
@@ -40,8 +40,28 @@ pub struct ProviderConfig {
     /// provider allows its own.
     #[serde(default)]
     pub allowed_tenants: Vec<String>,
+    /// Not for SAML, required for the others.
+    #[serde(default)]
     pub client_id: String,
     pub client_secret: Option<String>,
+    /// SAML: the IdP's metadata, from a file...
+    pub metadata_file: Option<std::path::PathBuf>,
+    /// ...or from a URL (https outside dev mode), read again hourly.
+    pub metadata_url: Option<String>,
+    /// SAML: our entity id at the IdP; by default the URL of our metadata
+    /// (`{issuer}/login/federated/{id}/metadata`).
+    pub entity_id: Option<String>,
+    /// SAML: the attribute (its `Name` or `FriendlyName`) with the address.
+    #[serde(default = "default_email_attribute")]
+    pub email_attribute: String,
+    /// SAML: the attribute with the display name.
+    #[serde(default = "default_name_attribute")]
+    pub name_attribute: String,
+    /// SAML says nothing of whether an address is verified: set this only
+    /// for an IdP whose directory owns the addresses it sends (a company
+    /// IdP for its own domains), so `allowed_domains` can apply.
+    #[serde(default)]
+    pub trust_email: bool,
     /// Asked for besides `openid`.
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
@@ -52,7 +72,8 @@ pub struct ProviderConfig {
     /// domains are created just in time.
     #[serde(default)]
     pub allowed_domains: Vec<String>,
-    /// The claim that lists the account's groups at the provider.
+    /// The claim (SAML: the attribute) that lists the account's groups at
+    /// the provider.
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
     /// Upstream group → local group: at each sign-in the user is made a
@@ -71,6 +92,7 @@ pub enum ProviderKind {
     Google,
     Entra,
     Github,
+    Saml,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -123,6 +145,14 @@ fn default_groups_claim() -> String {
     "groups".into()
 }
 
+fn default_email_attribute() -> String {
+    "mail".into()
+}
+
+fn default_name_attribute() -> String {
+    "displayName".into()
+}
+
 impl FederationConfig {
     /// What can be checked without I/O: ids unique and URL-safe, issuers
     /// https outside dev mode.
@@ -140,6 +170,10 @@ impl FederationConfig {
             }
             if !seen.insert(p.id.as_str()) {
                 return Err((key("id"), format!("`{}` is used twice", p.id)));
+            }
+            if p.kind == ProviderKind::Saml {
+                saml(p, dev).map_err(|(k, m)| (key(k), m))?;
+                continue;
             }
             for (name, url) in [("issuer", p.base()), ("api_url", p.api())] {
                 if url::Url::parse(url).is_err() {
@@ -163,6 +197,26 @@ impl FederationConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// A SAML provider's own rules: its metadata from exactly one place.
+fn saml(p: &ProviderConfig, dev: bool) -> Result<(), (&'static str, String)> {
+    match (&p.metadata_file, &p.metadata_url) {
+        (Some(_), None) => Ok(()),
+        (None, Some(url)) if url::Url::parse(url).is_err() => {
+            Err(("metadata_url", format!("`{url}` is not a URL")))
+        }
+        (None, Some(url)) if !dev && !url.starts_with("https://") => Err((
+            "metadata_url",
+            format!("`{url}` must be an https:// URL outside dev mode"),
+        )),
+        (None, Some(_)) => Ok(()),
+        _ => Err((
+            "metadata_url",
+            "a SAML provider needs its IdP's metadata: metadata_file or metadata_url, not both"
+                .into(),
+        )),
     }
 }
 
@@ -241,5 +295,33 @@ client_id = "h"
             bad_id.validate(false).unwrap_err().0,
             "federation.providers[0].id"
         );
+    }
+
+    #[test]
+    fn a_saml_provider_reads_its_metadata_from_one_place() {
+        let saml = |source: &str| {
+            parse(&format!(
+                "[[providers]]\nid = \"s\"\nname = \"S\"\nkind = \"saml\"\n{source}"
+            ))
+        };
+        saml("metadata_file = \"/etc/idp.xml\"")
+            .validate(false)
+            .unwrap();
+        saml("metadata_url = \"https://idp.test/md\"")
+            .validate(false)
+            .unwrap();
+        let plain = saml("metadata_url = \"http://idp.test/md\"");
+        assert_eq!(
+            plain.validate(false).unwrap_err().0,
+            "federation.providers[0].metadata_url"
+        );
+        plain.validate(true).unwrap();
+        let neither = saml("").validate(true).unwrap_err();
+        assert!(
+            neither.1.contains("metadata_file or metadata_url"),
+            "{neither:?}"
+        );
+        let both = saml("metadata_file = \"a\"\nmetadata_url = \"https://b\"");
+        assert!(both.validate(true).is_err());
     }
 }

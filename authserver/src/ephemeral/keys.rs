@@ -149,6 +149,11 @@ pub fn federated_login(state: &str) -> String {
     format!("fed-login:{}", digest(state))
 }
 
+/// A SAML assertion taken, by provider and assertion id (replay).
+pub fn saml_assertion(provider: &str, id: &str) -> String {
+    format!("saml-assertion:{}", digest(&format!("{provider}\n{id}")))
+}
+
 /// An upstream identity waiting for its person to prove the local account
 /// it is to be linked to.
 pub fn federated_link(token: &str) -> String {

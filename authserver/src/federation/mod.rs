@@ -1,11 +1,13 @@
 //! Signing in with an upstream identity provider, as a step of the sign-in
 //! state machine: [`begin`] sends the browser to the provider for a
-//! pending authorization request (code + PKCE + `state` + `nonce`, the
-//! `state` kept server-side and bound to this browser by a cookie);
-//! [`finish`] checks the answer, redeems the code, verifies the ID token,
-//! finds the local account (`accounts.rs`) and ends in `login::complete`,
-//! like every other proof. `amr` is what the provider reported plus `fed`;
-//! `acr` is the password level, so step-up still applies at our side.
+//! pending authorization request (code + PKCE + `state` + `nonce`, or a
+//! SAML AuthnRequest with `state` as its RelayState; the `state` kept
+//! server-side and bound to this browser by a cookie); [`finish`] checks
+//! the answer (redeems the code and verifies the ID token, or verifies the
+//! SAML response and refuses a replayed assertion), finds the local account
+//! (`accounts.rs`) and ends in `login::proven`, like every other first
+//! factor. `amr` is what the provider reported plus `fed`; `acr` is the
+//! password level, so step-up still applies at our side.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +27,7 @@ mod accounts;
 
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::model::UpstreamIdentity as Identity;
-use crate::upstream::{Upstream, github, oidc};
+use crate::upstream::{Upstream, github, oidc, saml};
 
 /// How long a person has at the provider.
 const AT_PROVIDER: Duration = Duration::from_secs(600);
@@ -41,20 +43,50 @@ async fn metadata(app: &App, provider: &Upstream) -> Result<Arc<CoreProviderMeta
     provider
         .metadata(&app.outbound, app.config.dev)
         .await
-        .map_err(|e| {
-            tracing::warn!(provider = %provider.config.id, error = %e, "upstream provider unavailable");
-            Refusal::Failed {
-                status: 502,
-                message: format!(
-                    "{} cannot be reached right now; try again, or sign in another way",
-                    provider.config.name
-                ),
-            }
-        })
+        .map_err(|e| unavailable(provider, &e))
 }
 
+/// Where the provider answers (for SAML: the assertion consumer service).
 fn redirect_uri(app: &App, provider: &str) -> String {
     format!("{}/login/federated/{provider}/callback", app.issuer)
+}
+
+/// Our service provider for a SAML provider.
+async fn saml_sp(
+    app: &App,
+    provider: &Upstream,
+) -> Result<Arc<samael::service_provider::ServiceProvider>, Refusal> {
+    let acs = redirect_uri(app, &provider.config.id);
+    provider
+        .saml(&app.outbound, &app.issuer, &acs)
+        .await
+        .map_err(|e| unavailable(provider, &e))
+}
+
+fn unavailable(provider: &Upstream, error: &str) -> Refusal {
+    tracing::warn!(provider = %provider.config.id, error = %error, "upstream provider unavailable");
+    Refusal::Failed {
+        status: 502,
+        message: format!(
+            "{} cannot be reached right now; try again, or sign in another way",
+            provider.config.name
+        ),
+    }
+}
+
+/// Our SAML metadata for provider `provider_id`, for its IdP's
+/// administrator.
+pub async fn saml_metadata(app: &App, provider_id: &str) -> Result<String, Refusal> {
+    let provider = provider(app, provider_id)?;
+    if provider.config.kind != ProviderKind::Saml {
+        return Err(Refusal::Page(format!(
+            "`{provider_id}` is not a SAML provider"
+        )));
+    }
+    saml::metadata(&*saml_sp(app, provider).await?).map_err(|e| Refusal::Failed {
+        status: 500,
+        message: e,
+    })
 }
 
 /// A sign-in underway at a provider, kept under the digest of its `state`.
@@ -62,6 +94,8 @@ fn redirect_uri(app: &App, provider: &str) -> String {
 struct Underway {
     provider: String,
     request_id: String,
+    /// OpenID Connect's `nonce`; SAML: the AuthnRequest's id, which the
+    /// answer must be `InResponseTo`.
     nonce: String,
     verifier: String,
     /// The digest of the cookie value that ties it to one browser.
@@ -74,6 +108,9 @@ struct Underway {
 pub struct Begun {
     pub location: String,
     pub browser_binding: String,
+    /// The provider answers with a cross-site POST (SAML): the cookie must
+    /// be sent with it.
+    pub posts_back: bool,
 }
 
 /// Sends the browser of request `request_id` to provider `provider_id`.
@@ -82,7 +119,7 @@ pub async fn begin(app: &App, provider_id: &str, request_id: &str) -> Result<Beg
     authorize::load(app, request_id).await?;
     let state = random_token::<32>();
     let binding = random_token::<24>();
-    let underway = Underway {
+    let mut underway = Underway {
         provider: provider_id.to_owned(),
         request_id: request_id.to_owned(),
         nonce: random_token::<32>(),
@@ -103,6 +140,12 @@ pub async fn begin(app: &App, provider_id: &str, request_id: &str) -> Result<Beg
         ProviderKind::Github => {
             github::authorization_url(&provider.config, &redirect, &state, &underway.verifier)
         }
+        ProviderKind::Saml => {
+            let request = saml::request(&*saml_sp(app, provider).await?, &state)
+                .map_err(|e| Refusal::Page(format!("provider `{provider_id}`: {e}")))?;
+            underway.nonce = request.id;
+            request.location
+        }
     };
     let bytes = serde_json::to_vec(&underway).map_err(|e| OAuthError::server_error(&e))?;
     app.ephemeral
@@ -112,6 +155,7 @@ pub async fn begin(app: &App, provider_id: &str, request_id: &str) -> Result<Beg
     Ok(Begun {
         location,
         browser_binding: binding,
+        posts_back: provider.config.kind == ProviderKind::Saml,
     })
 }
 
@@ -122,6 +166,8 @@ pub struct Answer<'a> {
     pub code: Option<&'a str>,
     pub error: Option<&'a str>,
     pub error_description: Option<&'a str>,
+    /// SAML: the base64 `SAMLResponse` (`state` is its RelayState).
+    pub saml_response: Option<&'a str>,
     /// The binding cookie this browser sent.
     pub browser_binding: Option<&'a str>,
 }
@@ -180,9 +226,11 @@ pub async fn finish(
                 .unwrap_or_default()
         )));
     }
-    let code = answer
-        .code
-        .ok_or_else(|| Refusal::Page(format!("{name} sent no authorization code")))?;
+    let code = || {
+        answer
+            .code
+            .ok_or_else(|| Refusal::Page(format!("{name} sent no authorization code")))
+    };
     let redirect = redirect_uri(app, provider_id);
     let refused = |e: String| {
         tracing::warn!(provider = %provider_id, error = %e, "federated sign-in refused");
@@ -197,7 +245,7 @@ pub async fn finish(
                 metadata(app, provider).await?.as_ref(),
                 &provider.config,
                 &redirect,
-                code,
+                code()?,
                 &underway.verifier,
                 &underway.nonce,
             )
@@ -209,11 +257,43 @@ pub async fn finish(
             &app.outbound,
             &provider.config,
             &redirect,
-            code,
+            code()?,
             &underway.verifier,
         )
         .await
         .map_err(refused)?,
+        ProviderKind::Saml => {
+            let encoded = answer
+                .saml_response
+                .ok_or_else(|| Refusal::Page(format!("{name} sent no SAMLResponse")))?
+                .to_owned();
+            let sp = saml_sp(app, provider).await?;
+            let cfg = provider.config.clone();
+            let request_id = underway.nonce.clone();
+            // xmlsec is CPU work: off the async workers.
+            let accepted =
+                tokio::task::spawn_blocking(move || saml::accept(&sp, &cfg, &encoded, &request_id))
+                    .await
+                    .map_err(|e| OAuthError::server_error(&e))?
+                    .map_err(refused)?;
+            // An assertion is good once: remembered until it expires (and
+            // the clock skew samael allows past that).
+            let left = u64::try_from(accepted.expires - now).unwrap_or(0);
+            let ttl = Duration::from_secs(left + 300);
+            let fresh = app
+                .ephemeral
+                .put_new(
+                    &keys::saml_assertion(provider_id, &accepted.assertion_id),
+                    b"1",
+                    ttl,
+                )
+                .await
+                .map_err(OAuthError::from)?;
+            if !fresh {
+                return Err(refused("this assertion was used before".into()));
+            }
+            accepted.identity
+        }
     };
     let mut req = authorize::load(app, &underway.request_id).await?;
     match accounts::resolve(app, &provider.config, &identity, now).await? {

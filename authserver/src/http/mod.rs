@@ -75,7 +75,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/login/federated/{provider}", get(federation::start))
         .route(
             "/login/federated/{provider}/callback",
-            get(federation::callback),
+            get(federation::callback).post(federation::saml_callback),
+        )
+        .route(
+            "/login/federated/{provider}/metadata",
+            get(federation::metadata),
         )
         .route("/account", get(account::account_get))
         .route("/account/{change}", post(account::account_post))

@@ -1,17 +1,19 @@
 //! The upstream identity providers as configured (`[[federation.providers]]`),
-//! each with its metadata and keys discovered on first use and read again
-//! after [`REDISCOVER`] (keys rotate); how a sign-in with one goes is
-//! `federation`.
+//! each with its metadata and keys (OpenID Connect discovery, SAML
+//! metadata) read on first use and again after [`REDISCOVER`] (keys
+//! rotate); how a sign-in with one goes is `federation`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openidconnect::core::CoreProviderMetadata;
+use samael::service_provider::ServiceProvider;
 
 use crate::config::{FederationConfig, ProviderConfig};
 
 pub mod github;
 pub mod oidc;
+pub mod saml;
 
 /// Every configured provider.
 #[derive(Debug, Default)]
@@ -23,12 +25,41 @@ pub struct Upstreams {
 /// again.
 pub const REDISCOVER: Duration = Duration::from_secs(3600);
 
-/// One provider: its configuration, and its metadata once discovered (a
-/// failed discovery is tried again at the next sign-in).
+/// One provider: its configuration, and its metadata once read (a failed
+/// read is tried again at the next sign-in).
 #[derive(Debug)]
 pub struct Upstream {
     pub config: ProviderConfig,
-    metadata: tokio::sync::Mutex<Option<(Instant, Arc<CoreProviderMetadata>)>>,
+    metadata: Cached<CoreProviderMetadata>,
+    saml: Cached<ServiceProvider>,
+}
+
+/// What was read from a provider, and when; one reading at a time.
+struct Cached<T>(tokio::sync::Mutex<Option<(Instant, Arc<T>)>>);
+
+impl<T> std::fmt::Debug for Cached<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cached")
+    }
+}
+
+impl<T> Cached<T> {
+    fn new() -> Self {
+        Self(tokio::sync::Mutex::new(None))
+    }
+
+    /// The value read, or a new reading once older than [`REDISCOVER`].
+    async fn get(&self, read: impl Future<Output = Result<T, String>>) -> Result<Arc<T>, String> {
+        let mut held = self.0.lock().await;
+        if let Some((at, value)) = held.as_ref()
+            && at.elapsed() < REDISCOVER
+        {
+            return Ok(value.clone());
+        }
+        let fresh = Arc::new(read.await?);
+        *held = Some((Instant::now(), fresh.clone()));
+        Ok(fresh)
+    }
 }
 
 impl Upstreams {
@@ -39,7 +70,8 @@ impl Upstreams {
                 .iter()
                 .map(|c| Upstream {
                     config: c.clone(),
-                    metadata: tokio::sync::Mutex::new(None),
+                    metadata: Cached::new(),
+                    saml: Cached::new(),
                 })
                 .collect(),
         }
@@ -59,21 +91,27 @@ impl Upstreams {
 }
 
 impl Upstream {
-    /// The provider's metadata (`oidc::discover`), read again once older
-    /// than [`REDISCOVER`]; one discovery at a time.
+    /// The provider's OpenID Connect metadata (`oidc::discover`).
     pub async fn metadata(
         &self,
         http: &reqwest::Client,
         dev: bool,
     ) -> Result<Arc<CoreProviderMetadata>, String> {
-        let mut held = self.metadata.lock().await;
-        if let Some((at, metadata)) = held.as_ref()
-            && at.elapsed() < REDISCOVER
-        {
-            return Ok(metadata.clone());
-        }
-        let fresh = Arc::new(oidc::discover(http, &self.config, dev).await?);
-        *held = Some((Instant::now(), fresh.clone()));
-        Ok(fresh)
+        self.metadata
+            .get(oidc::discover(http, &self.config, dev))
+            .await
+    }
+
+    /// Our SAML service provider for this IdP (`saml::load`), our assertion
+    /// consumer being `acs_url`.
+    pub async fn saml(
+        &self,
+        http: &reqwest::Client,
+        issuer: &str,
+        acs_url: &str,
+    ) -> Result<Arc<ServiceProvider>, String> {
+        self.saml
+            .get(saml::load(http, &self.config, issuer, acs_url))
+            .await
     }
 }

@@ -15,6 +15,7 @@ use crate::server::Authserver;
 
 mod entra;
 mod github;
+mod saml;
 mod store;
 
 /// What a stand-in reads: the pairs of a query or form body.
@@ -70,6 +71,16 @@ async fn through(
     provider: &str,
 ) -> Result<Value, String> {
     let callback = to_callback(browser, provider).await;
+    complete(server, browser, callback).await
+}
+
+/// From our callback's answer to the end: the ID token's claims, or the
+/// page where it stopped.
+async fn complete(
+    server: &Authserver,
+    browser: &mut crate::browser::Browser,
+    callback: crate::browser::Page,
+) -> Result<Value, String> {
     if callback.status != 303 {
         return Err(callback.body);
     }
