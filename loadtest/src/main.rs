@@ -6,7 +6,10 @@
 //! `loadtest stack`: the k6 scenarios against `portcullis up`, with Envoy
 //! and nginx as baselines (`stack.rs`). `loadtest scim`: SCIM on
 //! PostgreSQL at scale and the change feed's latency (`scim.rs`).
+//! `loadtest device`: device-flow polling by many waiting devices
+//! (`device.rs`).
 
+mod device;
 mod driver;
 mod procs;
 mod report;
@@ -85,6 +88,18 @@ enum Suite {
         #[arg(long, default_value = "loadtest/reports")]
         out: PathBuf,
     },
+    /// Device-flow sign-ins waiting: each device polls `/token` at its
+    /// interval; `/healthz` at the same rate is the baseline.
+    Device {
+        #[arg(long, default_value_t = 1000)]
+        devices: usize,
+        /// How long the polling (and then the baseline) runs.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Where `device.md` and `device.json` go.
+        #[arg(long, default_value = "loadtest/reports")]
+        out: PathBuf,
+    },
     /// Drive one URL with the closed-loop client and print the outcome:
     /// for profiling a running service (e.g. under `perf record`).
     Drive {
@@ -136,6 +151,15 @@ fn main() -> ExitCode {
             rounds,
             samples: samples.max(1),
             keep_database,
+            out,
+        }),
+        Suite::Device {
+            devices,
+            seconds,
+            out,
+        } => device::run(device::Options {
+            devices: devices.max(1),
+            seconds: seconds.max(1),
             out,
         }),
         Suite::Drive {

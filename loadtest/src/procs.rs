@@ -20,6 +20,32 @@ pub fn spawn(
     Process::spawn(name, cmd)
 }
 
+/// The authserver in dev mode on `listen`, its data in `dir`, quiet;
+/// `global` before `serve` (e.g. `--database-url`), `serve` after it.
+pub fn authserver(
+    bin: &Path,
+    dir: &Path,
+    listen: SocketAddr,
+    global: &[&str],
+    serve: &[&str],
+) -> Result<Process, String> {
+    let listen = listen.to_string();
+    let mut args = vec!["authserver", "--dev"];
+    args.extend_from_slice(global);
+    args.extend_from_slice(&["serve", "--listen", &listen]);
+    args.extend_from_slice(serve);
+    let data = dir.join("authserver").display().to_string();
+    spawn(
+        "authserver",
+        bin,
+        &args,
+        &[
+            ("PORTCULLIS_AUTHSERVER__DATA_DIR", &data),
+            ("PORTCULLIS_AUTHSERVER__LOG_LEVEL", "warn"),
+        ],
+    )
+}
+
 /// How long a process has to start listening.
 const START: Duration = Duration::from_secs(30);
 

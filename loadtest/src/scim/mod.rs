@@ -164,28 +164,12 @@ pub fn run(opts: Options) -> Result<(), String> {
     let rt = crate::driver::runtime()?;
     let auth = free_addr()?;
     let creds_file = dir.path().join("credentials.json");
-    let data = dir.path().join("authserver");
-    let mut authserver = procs::spawn(
-        "authserver",
+    let mut authserver = procs::authserver(
         &bin,
-        &[
-            "authserver",
-            "--dev",
-            "--database-url",
-            &db.url,
-            "serve",
-            "--listen",
-            &auth.to_string(),
-            "--dev-credentials",
-            &creds_file.display().to_string(),
-        ],
-        &[
-            (
-                "PORTCULLIS_AUTHSERVER__DATA_DIR",
-                &data.display().to_string(),
-            ),
-            ("PORTCULLIS_AUTHSERVER__LOG_LEVEL", "warn"),
-        ],
+        dir.path(),
+        auth,
+        &["--database-url", &db.url],
+        &["--dev-credentials", &creds_file.display().to_string()],
     )?;
     let creds: Value = authserver.wait_until(Duration::from_secs(60), "dev credentials", |_| {
         serde_json::from_slice(&std::fs::read(&creds_file).ok()?).ok()
