@@ -51,10 +51,16 @@ pub struct ProviderConfig {
     /// SAML: our entity id at the IdP; by default the URL of our metadata
     /// (`{issuer}/login/federated/{id}/metadata`).
     pub entity_id: Option<String>,
-    /// SAML: the attribute (its `Name` or `FriendlyName`) with the address.
+    /// SAML: the NameID format that names an account, asked for and the
+    /// only one taken (persistent unless set; never transient).
+    #[serde(default = "default_name_id_format")]
+    pub name_id_format: String,
+    /// SAML: the attribute (its `Name`) with the address; the default is
+    /// `mail`'s (urn:oid:0.9.2342.19200300.100.1.3).
     #[serde(default = "default_email_attribute")]
     pub email_attribute: String,
-    /// SAML: the attribute with the display name.
+    /// SAML: the attribute with the display name (default: `displayName`'s,
+    /// urn:oid:2.16.840.1.113730.3.1.241).
     #[serde(default = "default_name_attribute")]
     pub name_attribute: String,
     /// SAML says nothing of whether an address is verified: set this only
@@ -145,12 +151,16 @@ fn default_groups_claim() -> String {
     "groups".into()
 }
 
+fn default_name_id_format() -> String {
+    "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent".into()
+}
+
 fn default_email_attribute() -> String {
-    "mail".into()
+    "urn:oid:0.9.2342.19200300.100.1.3".into()
 }
 
 fn default_name_attribute() -> String {
-    "displayName".into()
+    "urn:oid:2.16.840.1.113730.3.1.241".into()
 }
 
 impl FederationConfig {
@@ -200,8 +210,16 @@ impl FederationConfig {
     }
 }
 
-/// A SAML provider's own rules: its metadata from exactly one place.
+/// A SAML provider's own rules: its metadata from exactly one place, a
+/// NameID format that names someone twice.
 fn saml(p: &ProviderConfig, dev: bool) -> Result<(), (&'static str, String)> {
+    if p.name_id_format.ends_with(":transient") {
+        return Err((
+            "name_id_format",
+            "a transient NameID names nobody twice: use persistent (or the IdP's stable one)"
+                .into(),
+        ));
+    }
     match (&p.metadata_file, &p.metadata_url) {
         (Some(_), None) => Ok(()),
         (None, Some(url)) if url::Url::parse(url).is_err() => {
@@ -323,5 +341,12 @@ client_id = "h"
         );
         let both = saml("metadata_file = \"a\"\nmetadata_url = \"https://b\"");
         assert!(both.validate(true).is_err());
+        let transient = saml(
+            "metadata_file = \"a\"\nname_id_format = \"urn:oasis:names:tc:SAML:2.0:nameid-format:transient\"",
+        );
+        assert_eq!(
+            transient.validate(true).unwrap_err().0,
+            "federation.providers[0].name_id_format"
+        );
     }
 }

@@ -83,7 +83,8 @@ pub async fn saml_metadata(app: &App, provider_id: &str) -> Result<String, Refus
             "`{provider_id}` is not a SAML provider"
         )));
     }
-    saml::metadata(&*saml_sp(app, provider).await?).map_err(|e| Refusal::Failed {
+    let acs = redirect_uri(app, provider_id);
+    saml::metadata(&provider.config, &app.issuer, &acs).map_err(|e| Refusal::Failed {
         status: 500,
         message: e,
     })
@@ -100,6 +101,11 @@ struct Underway {
     verifier: String,
     /// The digest of the cookie value that ties it to one browser.
     browser: String,
+    /// The browser's session when it left, as `(user, handle)`: a SAML
+    /// answer comes by a cross-site POST, without the session cookie, yet
+    /// the old session must end when the new one begins.
+    #[serde(default)]
+    previous: Option<(String, String)>,
 }
 
 /// Where to send the browser, and the value of the cookie that binds the
@@ -113,10 +119,17 @@ pub struct Begun {
     pub posts_back: bool,
 }
 
-/// Sends the browser of request `request_id` to provider `provider_id`.
-pub async fn begin(app: &App, provider_id: &str, request_id: &str) -> Result<Begun, Refusal> {
+/// Sends the browser of request `request_id` to provider `provider_id`;
+/// `previous`: the browser's session, `(id, user)`, if it has one.
+pub async fn begin(
+    app: &App,
+    provider_id: &str,
+    request_id: &str,
+    previous: Option<(&str, &str)>,
+) -> Result<Begun, Refusal> {
     let provider = provider(app, provider_id)?;
-    authorize::load(app, request_id).await?;
+    let req = authorize::load(app, request_id).await?;
+    let fresh = req.max_age.is_some() || req.prompt.as_deref().is_some_and(|p| p.contains("login"));
     let state = random_token::<32>();
     let binding = random_token::<24>();
     let mut underway = Underway {
@@ -125,6 +138,7 @@ pub async fn begin(app: &App, provider_id: &str, request_id: &str) -> Result<Beg
         nonce: random_token::<32>(),
         verifier: random_token::<32>(),
         browser: digest(&binding),
+        previous: previous.map(|(id, user)| (user.to_owned(), crate::session::handle(id))),
     };
     let redirect = redirect_uri(app, provider_id);
     let location = match provider.config.kind {
@@ -141,7 +155,7 @@ pub async fn begin(app: &App, provider_id: &str, request_id: &str) -> Result<Beg
             github::authorization_url(&provider.config, &redirect, &state, &underway.verifier)
         }
         ProviderKind::Saml => {
-            let request = saml::request(&*saml_sp(app, provider).await?, &state)
+            let request = saml::request(&*saml_sp(app, provider).await?, &state, fresh)
                 .map_err(|e| Refusal::Page(format!("provider `{provider_id}`: {e}")))?;
             underway.nonce = request.id;
             request.location
@@ -276,10 +290,11 @@ pub async fn finish(
                     .await
                     .map_err(|e| OAuthError::server_error(&e))?
                     .map_err(refused)?;
-            // An assertion is good once: remembered until it expires (and
-            // the clock skew samael allows past that).
+            // An assertion is good once: remembered while it could be
+            // taken (samael refuses one issued more than 90 s ago, with up
+            // to 180 s of clock skew, whatever its NotOnOrAfter says).
             let left = u64::try_from(accepted.expires - now).unwrap_or(0);
-            let ttl = Duration::from_secs(left + 300);
+            let ttl = Duration::from_secs(left.min(600) + 300);
             let fresh = app
                 .ephemeral
                 .put_new(
@@ -312,6 +327,16 @@ pub async fn finish(
             let client_name = client
                 .as_ref()
                 .map_or_else(|| authorize::LOCAL_NAME.to_owned(), |c| c.name.clone());
+            // The session the browser left with, when its cookie did not
+            // come back (a cross-site POST): it ends here, as `proven`
+            // ends the one that did.
+            if browser.previous_session.is_none()
+                && let Some((user_id, handle)) = &underway.previous
+                && let Ok(Some(ended)) =
+                    crate::session::end_by_handle(&app.ephemeral, user_id, handle).await
+            {
+                crate::logout::ended(app, &[ended], now).await;
+            }
             // The account's own second factor still applies.
             let step = crate::login::proven(
                 app,

@@ -12,6 +12,7 @@ use crate::login::LoginStep;
 pub(super) async fn start(
     State(app): Shared,
     Path(provider): Path<String>,
+    headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
     let query = match Form::parse(uri.query().unwrap_or("").as_bytes()) {
@@ -21,7 +22,14 @@ pub(super) async fn start(
     let Some(request_id) = query.get("request") else {
         return error_page(StatusCode::BAD_REQUEST, "missing `request`");
     };
-    match crate::federation::begin(&app, &provider, request_id).await {
+    let previous = match browser_session(&app, &headers).await {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let previous = previous
+        .as_ref()
+        .map(|(id, s)| (id.as_str(), s.user_id.as_str()));
+    match crate::federation::begin(&app, &provider, request_id, previous).await {
         Ok(begun) => {
             let (cookies, name) = (&app.cookies, app.cookies.federation);
             let binding = if begun.posts_back {
@@ -81,6 +89,21 @@ async fn answered(
     fields: &[u8],
     posted: bool,
 ) -> Response {
+    // A SAML IdP answers by POST (the Web SSO profile), the others by
+    // redirect: the other way in is not an answer.
+    let saml = app
+        .upstreams
+        .get(provider)
+        .is_some_and(|p| p.config.kind == crate::config::ProviderKind::Saml);
+    if saml != posted {
+        return error_page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!(
+                "`{provider}` answers by {}",
+                if saml { "POST" } else { "GET" }
+            ),
+        );
+    }
     let query = match Form::parse(fields) {
         Ok(q) => q,
         Err(e) => return error_page(StatusCode::BAD_REQUEST, &e.description),
@@ -103,8 +126,7 @@ async fn answered(
         code: query.get("code"),
         error: query.get("error"),
         error_description: query.get("error_description"),
-        // The Web SSO profile sends responses by POST only.
-        saml_response: query.get("SAMLResponse").filter(|_| posted),
+        saml_response: query.get("SAMLResponse"),
         browser_binding: bootstrap::cookie::find(headers, app.cookies.federation),
     };
     let finished = crate::federation::finish(app, provider, answer, &browser, now()).await;

@@ -9,9 +9,11 @@
 //! `InResponseTo`, the times and a stated audience; this module refuses
 //! what it would let through: metadata without a signing certificate
 //! (samael would then read unsigned responses), SHA-1, a response with
-//! other than exactly one assertion, a DTD, an assertion without an
-//! audience restriction naming us, a transient subject. Replay is
-//! `federation`'s (the assertion id, kept until the assertion expires).
+//! other than exactly one assertion, a DTD, a signature whose reference or
+//! transforms would make xmlsec fetch or compute anything before the
+//! signature is checked, an assertion without an audience restriction
+//! naming us, a NameID of another format than the one configured. Replay
+//! is `federation`'s (the assertion id, kept while it could be accepted).
 
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
@@ -28,7 +30,18 @@ use crate::crypto::random_token;
 use crate::model::UpstreamIdentity as Identity;
 
 const ASSERTION_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:assertion";
-const TRANSIENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
+const UNSPECIFIED: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified";
+const DSIG_NS: &[u8] = b"http://www.w3.org/2000/09/xmldsig#";
+
+/// The transforms and canonicalizations a SAML signature uses; any other
+/// (XPath, XSLT, base64...) is work or fetching before verification.
+const TRANSFORMS: [&[u8]; 5] = [
+    b"http://www.w3.org/2000/09/xmldsig#enveloped-signature",
+    b"http://www.w3.org/2001/10/xml-exc-c14n#",
+    b"http://www.w3.org/2001/10/xml-exc-c14n#WithComments",
+    b"http://www.w3.org/TR/2001/REC-xml-c14n-20010315",
+    b"http://www.w3.org/TR/2001/REC-xml-c14n-20010315#WithComments",
+];
 
 /// SHA-2 only: a SHA-1 signature can be forged for chosen content.
 const ALGORITHMS: [AllowedSignatureAlgorithm; 6] = [
@@ -93,6 +106,7 @@ fn service_provider(
     let sp = ServiceProviderBuilder::default()
         .entity_id(entity_id(cfg, issuer))
         .acs_url(acs_url.to_owned())
+        .authn_name_id_format(cfg.name_id_format.clone())
         .idp_metadata(idp)
         .allowed_signature_algorithms(ALGORITHMS.to_vec())
         .build()
@@ -108,17 +122,19 @@ fn service_provider(
     }
 }
 
-/// Our metadata, for the IdP's administrator.
-pub fn metadata(sp: &ServiceProvider) -> Result<String, String> {
+/// Our metadata, for the IdP's administrator: from our configuration
+/// alone (it must be there while the IdP is not).
+pub fn metadata(cfg: &ProviderConfig, issuer: &str, acs_url: &str) -> Result<String, String> {
     let descriptor = EntityDescriptor {
-        entity_id: sp.entity_id.clone(),
+        entity_id: Some(entity_id(cfg, issuer)),
         sp_sso_descriptors: Some(vec![SpSsoDescriptor {
             protocol_support_enumeration: Some("urn:oasis:names:tc:SAML:2.0:protocol".into()),
             authn_requests_signed: Some(false),
             want_assertions_signed: Some(true),
+            name_id_formats: Some(vec![cfg.name_id_format.clone()]),
             assertion_consumer_services: vec![IndexedEndpoint {
                 binding: HTTP_POST_BINDING.into(),
-                location: sp.acs_url.clone().unwrap_or_default(),
+                location: acs_url.to_owned(),
                 index: 0,
                 is_default: Some(true),
                 ..IndexedEndpoint::default()
@@ -139,8 +155,8 @@ pub struct Request {
 }
 
 /// An AuthnRequest by HTTP-Redirect, `relay_state` coming back with the
-/// answer.
-pub fn request(sp: &ServiceProvider, relay_state: &str) -> Result<Request, String> {
+/// answer; `fresh`: the IdP must sign the person in anew (ForceAuthn).
+pub fn request(sp: &ServiceProvider, relay_state: &str, fresh: bool) -> Result<Request, String> {
     let sso = sp
         .sso_binding_location(HTTP_REDIRECT_BINDING)
         .ok_or("IdP metadata has no SingleSignOnService for HTTP-Redirect")?;
@@ -149,6 +165,7 @@ pub fn request(sp: &ServiceProvider, relay_state: &str) -> Result<Request, Strin
         .map_err(|e| e.to_string())?;
     // An XML id starts with a letter or `_`; samael's own has 32 bits.
     request.id = format!("_{}", random_token::<24>());
+    request.force_authn = Some(fresh);
     let location = request
         .redirect(relay_state)
         .map_err(|e| e.to_string())?
@@ -182,36 +199,73 @@ pub fn accept(
         .decode(encoded.split_ascii_whitespace().collect::<String>())
         .map_err(|_| "the SAMLResponse is not base64")?;
     let xml = std::str::from_utf8(&bytes).map_err(|_| "the SAMLResponse is not UTF-8")?;
-    one_assertion(xml)?;
+    check_shape(xml)?;
     let assertion = sp
         .parse_xml_response(xml, Some(&[request_id]))
         .map_err(|e| e.to_string())?;
     read(sp, cfg, &assertion)
 }
 
-/// A response carries one assertion, found anywhere in it (a second one,
-/// wrapped or not, is how signature-wrapping attacks begin), no encrypted
-/// one (not supported), and no DTD.
-fn one_assertion(xml: &str) -> Result<(), String> {
+/// What a response may be before xmlsec reads it: one assertion, found
+/// anywhere in it (a second one, wrapped or not, is how signature-wrapping
+/// attacks begin), no encrypted one (not supported), no DTD; at most two
+/// signatures (assertion and response), each with one same-document
+/// reference (`""` or `#id`: xmlsec would fetch any other URI before it
+/// checks the signature) and only SAML's transforms; no `RetrievalMethod`
+/// (another fetch).
+fn check_shape(xml: &str) -> Result<(), String> {
     let mut reader = quick_xml::NsReader::from_reader(xml.as_bytes());
-    let mut assertions = 0;
+    let (mut assertions, mut signatures, mut references) = (0, 0, 0);
     loop {
-        match reader.read_resolved_event() {
-            Ok((ns, Event::Start(e) | Event::Empty(e))) => {
-                let ours = matches!(ns, ResolveResult::Bound(n) if n.as_ref() == ASSERTION_NS);
-                match e.local_name().as_ref() {
-                    b"Assertion" if ours => assertions += 1,
-                    b"EncryptedAssertion" if ours => {
-                        return Err("encrypted assertions are not supported".into());
-                    }
-                    _ => {}
-                }
-            }
+        let (ns, e) = match reader.read_resolved_event() {
+            Ok((ns, Event::Start(e) | Event::Empty(e))) => (ns, e),
             Ok((_, Event::DocType(_))) => return Err("a SAML response has no DTD".into()),
             Ok((_, Event::Eof)) => break,
-            Ok(_) => {}
+            Ok(_) => continue,
             Err(e) => return Err(format!("the SAMLResponse is not XML: {e}")),
+        };
+        let in_ns = |uri: &[u8]| matches!(&ns, ResolveResult::Bound(n) if n.as_ref() == uri);
+        let attr = |name: &[u8]| -> Option<Vec<u8>> {
+            e.try_get_attribute(name)
+                .ok()
+                .flatten()
+                .map(|a| a.value.into_owned())
+        };
+        match e.local_name().as_ref() {
+            b"Assertion" if in_ns(ASSERTION_NS) => assertions += 1,
+            b"EncryptedAssertion" if in_ns(ASSERTION_NS) => {
+                return Err("encrypted assertions are not supported".into());
+            }
+            b"Signature" if in_ns(DSIG_NS) => signatures += 1,
+            b"Reference" if in_ns(DSIG_NS) => {
+                references += 1;
+                let uri = attr(b"URI").unwrap_or_default();
+                let same_document = uri.is_empty()
+                    || (uri[0] == b'#'
+                        && uri[1..]
+                            .iter()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b)));
+                if !same_document {
+                    return Err("a signature refers to something outside the response".into());
+                }
+            }
+            b"Transform" | b"CanonicalizationMethod" if in_ns(DSIG_NS) => {
+                let algorithm = attr(b"Algorithm").unwrap_or_default();
+                if !TRANSFORMS.contains(&algorithm.as_slice()) {
+                    return Err(format!(
+                        "a signature uses transform `{}`",
+                        String::from_utf8_lossy(&algorithm)
+                    ));
+                }
+            }
+            b"RetrievalMethod" if in_ns(DSIG_NS) => {
+                return Err("a signature asks for its key elsewhere".into());
+            }
+            _ => {}
         }
+    }
+    if signatures > 2 || references > signatures {
+        return Err("the response has more signatures or references than SAML uses".into());
     }
     match assertions {
         1 => Ok(()),
@@ -243,25 +297,30 @@ fn read(sp: &ServiceProvider, cfg: &ProviderConfig, a: &Assertion) -> Result<Acc
         .and_then(|s| s.name_id.as_ref())
         .filter(|n| !n.value.trim().is_empty())
         .ok_or("the assertion names no subject")?;
-    if name_id.format.as_deref() == Some(TRANSIENT) {
-        return Err(
-            "the IdP sends a transient NameID, which names nobody twice: configure a persistent one"
-                .into(),
-        );
+    // One format names the account: a value of another (an address, a
+    // transient id) could equal some other account's.
+    let format = name_id.format.as_deref().unwrap_or(UNSPECIFIED);
+    if format != cfg.name_id_format {
+        return Err(format!(
+            "the IdP sent a NameID of format {format}, not {}",
+            cfg.name_id_format
+        ));
     }
     let values = |wanted: &str| -> Vec<String> {
         a.attribute_statements
             .iter()
             .flatten()
             .flat_map(|s| &s.attributes)
-            .filter(|at| {
-                at.name.as_deref() == Some(wanted) || at.friendly_name.as_deref() == Some(wanted)
-            })
+            // By `Name`: SAML's `FriendlyName` is for people, not matching.
+            .filter(|at| at.name.as_deref() == Some(wanted))
             .flat_map(|at| &at.values)
             .filter_map(|v| v.value.clone())
             .collect()
     };
-    let email = values(&cfg.email_attribute).into_iter().next();
+    let email = values(&cfg.email_attribute)
+        .into_iter()
+        .map(|e| e.trim().to_owned())
+        .find(|e| !e.is_empty());
     let amr = a
         .authn_statements
         .iter()
@@ -355,29 +414,59 @@ mod tests {
                 r#"<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol">{inner}</samlp:Response>"#
             )
         };
-        one_assertion(&response(a)).unwrap();
+        check_shape(&response(a)).unwrap();
         let wrapped = response(&format!("<samlp:Extensions>{a}</samlp:Extensions>{a}"));
+        assert!(check_shape(&wrapped).unwrap_err().contains("2 assertions"));
         assert!(
-            one_assertion(&wrapped)
-                .unwrap_err()
-                .contains("2 assertions")
-        );
-        assert!(
-            one_assertion(&response(""))
+            check_shape(&response(""))
                 .unwrap_err()
                 .contains("0 assertions")
         );
         let encrypted = response(
             r#"<saml:EncryptedAssertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion"/>"#,
         );
-        assert!(one_assertion(&encrypted).unwrap_err().contains("encrypted"));
+        assert!(check_shape(&encrypted).unwrap_err().contains("encrypted"));
         let dtd = format!("<!DOCTYPE r [<!ENTITY x \"y\">]>{}", response(a));
-        assert!(one_assertion(&dtd).unwrap_err().contains("DTD"));
+        assert!(check_shape(&dtd).unwrap_err().contains("DTD"));
         // Another namespace's `Assertion` is not one.
-        one_assertion(&response(&format!(
+        check_shape(&response(&format!(
             "{a}<x:Assertion xmlns:x=\"urn:other\"/>"
         )))
         .unwrap();
+    }
+
+    #[test]
+    fn signatures_refer_only_to_the_response_and_use_saml_transforms() {
+        let signed = |uri: &str, transform: &str| {
+            format!(
+                r##"<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol"><saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="a1"><ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo><ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/><ds:Reference URI="{uri}"><ds:Transforms><ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/><ds:Transform Algorithm="{transform}"/></ds:Transforms></ds:Reference></ds:SignedInfo></ds:Signature></saml:Assertion></samlp:Response>"##
+            )
+        };
+        let exc = "http://www.w3.org/2001/10/xml-exc-c14n#";
+        check_shape(&signed("#a1", exc)).unwrap();
+        for uri in [
+            "http://127.0.0.1:9/probe",
+            "file:///dev/zero",
+            "#xpointer(/)",
+        ] {
+            let e = check_shape(&signed(uri, exc)).unwrap_err();
+            assert!(e.contains("outside the response"), "{uri}: {e}");
+        }
+        let xpath = check_shape(&signed(
+            "#a1",
+            "http://www.w3.org/TR/1999/REC-xpath-19991116",
+        ));
+        assert!(xpath.unwrap_err().contains("transform"));
+        let fetch = signed("#a1", exc).replace(
+            "</ds:SignedInfo>",
+            r#"</ds:SignedInfo><ds:KeyInfo><ds:RetrievalMethod URI="http://127.0.0.1:9/key"/></ds:KeyInfo>"#,
+        );
+        assert!(check_shape(&fetch).unwrap_err().contains("key elsewhere"));
+        let two = signed("#a1", exc).replace(
+            "</ds:SignedInfo>",
+            r##"<ds:Reference URI="#a1"/></ds:SignedInfo>"##,
+        );
+        assert!(check_shape(&two).unwrap_err().contains("references"));
     }
 
     #[test]
@@ -405,14 +494,15 @@ mod tests {
         let Ok(sp) = sp(&idp(&keys, REDIRECT)) else {
             panic!("{}", refused(&idp(&keys, REDIRECT)));
         };
-        let xml = metadata(&sp).unwrap();
+        let xml = metadata(&config(), "https://auth.test", "https://auth.test/acs").unwrap();
+        assert!(xml.contains("nameid-format:persistent"), "{xml}");
         assert!(
             xml.contains(r#"entityID="https://auth.test/login/federated/corp/metadata""#),
             "{xml}"
         );
         assert!(xml.contains("https://auth.test/acs"), "{xml}");
         assert!(xml.contains(r#"WantAssertionsSigned="true""#), "{xml}");
-        let request = request(&sp, "relay").unwrap();
+        let request = request(&sp, "relay", false).unwrap();
         assert!(
             request
                 .location

@@ -12,8 +12,10 @@ It makes its own key and certificate in WORKDIR, prints one JSON line
 - `POST /login`: answers with a page whose form posts the signed Response to
   the AuthnRequest's AssertionConsumerServiceURL (a person presses
   Continue). Test-only fields: `sign` (`assertion`, the default,
-  `response`, `both` or `none`), `alg` (`sha256`, the default, or `sha1`)
-  and `audience` (`other`: the assertion is for another SP).
+  `response`, `both` or `none`), `alg` (`sha256`, the default, or `sha1`),
+  `audience` (`other`: the assertion is for another SP), `acs` (`other`:
+  sent to another address) and `nameid` (`email`: the address as an
+  emailAddress NameID instead of the persistent login).
 
 The SP's metadata is read at the first AuthnRequest (the SP starts after
 this), from SP_METADATA_URL; a copy under another entity id stands for some
@@ -32,7 +34,7 @@ from urllib.parse import parse_qs, urlparse
 
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.config import IdPConfig
-from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
+from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_PERSISTENT, NameID
 from saml2.server import Server
 
 OTHER_SP = "https://other.example/saml"
@@ -153,17 +155,22 @@ class Handler(BaseHTTPRequestHandler):
         sign = f.get("sign", "assertion")
         sign_alg, digest_alg = ALGS[f.get("alg", "sha256")]
         audience = OTHER_SP if f.get("audience") == "other" else args["sp_entity_id"]
+        destination = "http://127.0.0.1:9/elsewhere" if f.get("acs") == "other" else args["destination"]
+        if f.get("nameid") == "email":
+            name_id = NameID(format=NAMEID_FORMAT_EMAILADDRESS, text=email)
+        else:
+            name_id = NameID(format=NAMEID_FORMAT_PERSISTENT, text=login)
         response = idp().create_authn_response(
             {"mail": [email], "displayName": [name], "isMemberOf": groups},
             userid=login,
-            name_id=NameID(format=NAMEID_FORMAT_PERSISTENT, text=login),
+            name_id=name_id,
             authn={"class_ref": "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"},
             sign_assertion=sign in ("assertion", "both"),
             sign_response=sign in ("response", "both"),
             sign_alg=sign_alg,
             digest_alg=digest_alg,
             in_response_to=args["in_response_to"],
-            destination=args["destination"],
+            destination=destination,
             sp_entity_id=audience,
         )
         encoded = base64.b64encode(str(response).encode()).decode()

@@ -77,7 +77,7 @@ kind = "saml"
 jit = true
 allowed_domains = ["example.com"]
 trust_email = true
-groups_claim = "isMemberOf"
+groups_claim = "urn:oid:1.3.6.1.4.1.5923.1.5.1.1"
 group_map = {{ "idp-staff" = "staff" }}
 "#
         ),
@@ -268,6 +268,56 @@ async fn tampered_replayed_or_misdirected_saml_answers_are_refused() {
     assert_ne!(split, xml);
     let page = post_back(&mut browser, &split, &relay).await;
     assert!(refused(&page).contains("signed"), "{}", page.body);
+
+    // Another NameID format than the one configured, or an answer sent to
+    // another address (its Recipient): refused.
+    let (xml, relay) = answer(&mut browser, "sam", &[("nameid", "email")]).await;
+    let page = post_back(&mut browser, &xml, &relay).await;
+    assert!(refused(&page).contains("format"), "{}", page.body);
+    let (xml, relay) = answer(&mut browser, "sam", &[("acs", "other")]).await;
+    let page = post_back(&mut browser, &xml, &relay).await;
+    assert!(refused(&page).contains("recipient"), "{}", page.body);
+
+    // A signature whose reference points outside the response: refused
+    // before xmlsec would fetch it (nothing reaches the address).
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.set_nonblocking(true).unwrap();
+    let (xml, relay) = answer(&mut browser, "sam", &[]).await;
+    let start = xml.find("Reference URI=\"").unwrap() + "Reference URI=\"".len();
+    let end = start + xml[start..].find('"').unwrap();
+    let outside = format!(
+        "{}http://{}/probe{}",
+        &xml[..start],
+        probe.local_addr().unwrap(),
+        &xml[end..]
+    );
+    let page = post_back(&mut browser, &outside, &relay).await;
+    assert!(
+        refused(&page).contains("outside the response"),
+        "{}",
+        page.body
+    );
+    assert!(probe.accept().is_err(), "the reference was fetched");
+
+    // The IdP answers by POST only.
+    let get = browser
+        .get("/login/federated/corp/callback?SAMLResponse=x&RelayState=y")
+        .await;
+    assert_eq!(get.status, 405, "{}", get.body);
+
+    // The Lax session cookie does not come back with the IdP's cross-site
+    // POST: the session the browser left with still ends.
+    let old = browser.cookies.get("portcullis-session").cloned().unwrap();
+    let (xml, relay) = answer(&mut browser, "sam", &[]).await;
+    browser.cookies.remove("portcullis-session");
+    let back = post_back(&mut browser, &xml, &relay).await;
+    super::complete(&server, &mut browser, back).await.unwrap();
+    let now = browser.get("/account").await;
+    assert!(now.body.contains("sam@example.com"), "{}", now.body);
+    let mut before = Browser::new(&server.url(""));
+    before.cookies.insert("portcullis-session".into(), old);
+    let ended = before.get("/account").await;
+    assert!(!ended.body.contains("sam@example.com"), "{}", ended.body);
 
     // An answer from another browser (no binding cookie) is not taken.
     let (xml, relay) = answer(&mut browser, "sam", &[]).await;
