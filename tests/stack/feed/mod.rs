@@ -5,6 +5,7 @@
 //! in the middle. On SQLite with in-process state, and on PostgreSQL with
 //! Redis (the authserver's short-lived state and the gateway's sessions).
 
+mod federated;
 mod stack;
 
 use std::time::Duration;

@@ -74,6 +74,8 @@ pub(super) struct Stack {
     http: reqwest::Client,
     /// Extra `[feed]` keys for the sidecar and the gateway.
     feed_keys: String,
+    /// Extra flags of the authserver (before its subcommand).
+    authserver_args: Vec<String>,
 }
 
 pub(super) const AUTHSERVER: usize = 0;
@@ -86,6 +88,16 @@ impl Stack {
     }
 
     pub(super) fn start_with(backends: Backends, feed_keys: &str) -> Self {
+        Self::build(backends, feed_keys, addr(), &[])
+    }
+
+    /// The authserver on `auth` (known to others before it starts), with
+    /// `authserver_args` (e.g. `--config`).
+    pub(super) fn start_on(auth: SocketAddr, authserver_args: &[&str]) -> Self {
+        Self::build(Backends::default(), "", auth, authserver_args)
+    }
+
+    fn build(backends: Backends, feed_keys: &str, auth: SocketAddr, args: &[&str]) -> Self {
         let upstream = addr();
         let echo = Process::start("demo upstream", {
             let mut c = portcullis();
@@ -95,7 +107,7 @@ impl Stack {
         let mut stack = Self {
             dir: tempfile::tempdir().unwrap(),
             backends,
-            auth: addr(),
+            auth,
             issuer: String::new(),
             admin_token: String::new(),
             scim_token: String::new(),
@@ -109,6 +121,7 @@ impl Stack {
             processes: [None, None, None, Some(echo)],
             http: reqwest::Client::new(),
             feed_keys: feed_keys.to_owned(),
+            authserver_args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         let creds = stack.start_authserver();
         stack.issuer = creds["issuer"].as_str().unwrap().to_owned();
@@ -130,6 +143,7 @@ impl Stack {
     fn authserver_command(&self) -> Command {
         let mut cmd = portcullis();
         cmd.arg("authserver").arg("--dev");
+        cmd.args(&self.authserver_args);
         if let Some(url) = &self.backends.database_url {
             cmd.args(["--database-url", url]);
         }
@@ -346,19 +360,34 @@ impl Stack {
     /// An access token of `username` from the code flow of the demo SPA
     /// (PKCE), through the authserver's real sign-in pages.
     pub(super) async fn token(&self, username: &str) -> String {
+        let mut browser = Browser::new();
+        let back = through_the_authserver_as(
+            &mut browser,
+            &self.issuer,
+            &self.spa_authorize(),
+            username,
+            PASSWORD,
+        )
+        .await;
+        self.spa_token(&back).await
+    }
+
+    /// The demo SPA's authorization request (with PKCE).
+    pub(super) fn spa_authorize(&self) -> String {
         let challenge = URL_SAFE_NO_PAD.encode(bootstrap::digest::sha256(PKCE_VERIFIER.as_bytes()));
         let redirect: String = form_urlencoded::byte_serialize(SPA_REDIRECT.as_bytes()).collect();
-        let authorize = format!(
+        format!(
             "{}/authorize?response_type=code&client_id=demo-spa&redirect_uri={redirect}\
              &scope=openid%20orders%3Aread&state=feed-test-state&code_challenge={challenge}\
              &code_challenge_method=S256",
             self.issuer
-        );
-        let mut browser = Browser::new();
-        let back =
-            through_the_authserver_as(&mut browser, &self.issuer, &authorize, username, PASSWORD)
-                .await;
-        let code = query_param(&back, "code").unwrap_or_else(|| panic!("no code in {back}"));
+        )
+    }
+
+    /// The access token for the code in `back`, where the sign-in sent
+    /// the SPA.
+    pub(super) async fn spa_token(&self, back: &str) -> String {
+        let code = query_param(back, "code").unwrap_or_else(|| panic!("no code in {back}"));
         let resp = self
             .http
             .post(format!("{}/token", self.issuer))
