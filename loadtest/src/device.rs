@@ -50,7 +50,7 @@ impl Phase {
             "requests": n,
             "errors": self.unexpected.len(),
             "first_errors": self.unexpected.iter().take(3).collect::<Vec<_>>(),
-            "rps": (n as f64 / self.wall.as_secs_f64()).round(),
+            "rps": (n as f64 / self.wall.as_secs_f64()).round() as u64,
             "p50_ms": at(0.50),
             "p90_ms": at(0.90),
             "p99_ms": at(0.99),
@@ -76,7 +76,9 @@ pub fn run(opts: Options) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
 
     let cpu = || procs::cpu_seconds(pid);
+    let before = cpu();
     let (codes, mut started, interval) = rt.block_on(start_devices(&http, &base, opts.devices))?;
+    started.cpu_seconds = cpu() - before;
     let rate = opts.devices as f64 / interval.as_secs_f64();
     let window = Duration::from_secs(opts.seconds);
 

@@ -7,10 +7,12 @@
 //! and nginx as baselines (`stack.rs`). `loadtest scim`: SCIM on
 //! PostgreSQL at scale and the change feed's latency (`scim.rs`).
 //! `loadtest device`: device-flow polling by many waiting devices
-//! (`device.rs`).
+//! (`device.rs`). `loadtest federation`: a federated sign-in's own cost
+//! (`federation.rs`).
 
 mod device;
 mod driver;
+mod federation;
 mod procs;
 mod report;
 mod scim;
@@ -100,6 +102,16 @@ enum Suite {
         #[arg(long, default_value = "loadtest/reports")]
         out: PathBuf,
     },
+    /// Federated sign-ins through an OpenID provider stand-in: the
+    /// authserver's own cost, a password sign-in as the baseline.
+    Federation {
+        /// Sign-ins of each kind (first, returning, password).
+        #[arg(long, default_value_t = 200)]
+        signins: usize,
+        /// Where `federation.md` and `federation.json` go.
+        #[arg(long, default_value = "loadtest/reports")]
+        out: PathBuf,
+    },
     /// Drive one URL with the closed-loop client and print the outcome:
     /// for profiling a running service (e.g. under `perf record`).
     Drive {
@@ -160,6 +172,10 @@ fn main() -> ExitCode {
         } => device::run(device::Options {
             devices: devices.max(1),
             seconds: seconds.max(1),
+            out,
+        }),
+        Suite::Federation { signins, out } => federation::run(federation::Options {
+            signins: signins.max(1),
             out,
         }),
         Suite::Drive {
