@@ -18,6 +18,10 @@ const accounts = {
   mallory: { email: 'demo@example.com', email_verified: false, name: 'Mallory' },
   // An address outside the allowed domains.
   outsider: { email: 'outsider@elsewhere.test', email_verified: true },
+  // As Google sends them: a Workspace account of example.com (`hd`), and a
+  // consumer account whose verified address is at example.com (no `hd`).
+  wanda: { email: 'wanda@example.com', email_verified: true, hd: 'example.com' },
+  carl: { email: 'carl@example.com', email_verified: true },
 };
 
 const server = http.createServer();
@@ -33,7 +37,7 @@ const provider = new Provider(issuer, {
   }],
   claims: {
     openid: ['sub'],
-    email: ['email', 'email_verified'],
+    email: ['email', 'email_verified', 'hd'],
     profile: ['name'],
     groups: ['groups'],
   },

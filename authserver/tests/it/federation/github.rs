@@ -163,6 +163,25 @@ group_map = {{ "octo-org/admins" = "staff" }}
         "the primary, verified one"
     );
 
+    // Its only way in (it has no password here) cannot be removed.
+    let page = browser.get("/account").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let kept = browser
+        .post(
+            "/account/unlink",
+            &[
+                ("csrf", &page.hidden("csrf")),
+                ("provider", &page.hidden("provider")),
+                ("subject", &page.hidden("subject")),
+            ],
+        )
+        .await;
+    assert!(
+        kept.body.contains("only way you sign in here"),
+        "{}",
+        kept.body
+    );
+
     // Renamed at GitHub: the same account here (the id names it).
     *standin.login.lock().unwrap() = "octocat-renamed".into();
     let (again, _) = sign_in(&server).await;

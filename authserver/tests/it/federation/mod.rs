@@ -115,6 +115,11 @@ fn upstream(issuer: &str) -> (Process, String) {
 
 /// An authserver with the upstream as provider `corp`.
 fn federated(dir: &std::path::Path) -> (Authserver, Process) {
+    federated_as(dir, "oidc")
+}
+
+/// The same, the provider of `kind` (a preset with the upstream's issuer).
+fn federated_as(dir: &std::path::Path, kind: &str) -> (Authserver, Process) {
     let addr = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
     let (idp, idp_issuer) = upstream(&format!("http://{addr}"));
     let config = dir.join("authserver.toml");
@@ -125,6 +130,7 @@ fn federated(dir: &std::path::Path) -> (Authserver, Process) {
 [[federation.providers]]
 id = "corp"
 name = "Corp SSO"
+kind = "{kind}"
 issuer = "{idp_issuer}"
 client_id = "{id}"
 client_secret = "{secret}"
@@ -279,5 +285,27 @@ async fn an_upstream_oidc_provider_signs_people_in_without_guessing_accounts() {
             .to_lowercase()
             .contains("nonce"),
         "{nonce}"
+    );
+}
+
+/// Google: any consumer account can have a verified address at a company's
+/// domain; only a Workspace account of that domain (`hd`) is made one here.
+#[tokio::test]
+async fn google_makes_accounts_only_for_workspace_accounts_of_the_domain() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _idp) = federated_as(dir.path(), "google");
+    let wanda = sign_in(&server, "wanda", "signin");
+    assert_eq!(wanda["preferred_username"], "wanda@example.com", "{wanda}");
+    let carl = sign_in(&server, "carl", "signin");
+    assert!(carl.get("sub").is_none(), "{carl}");
+    assert!(
+        carl["page_text"]
+            .as_str()
+            .unwrap()
+            .contains("only for verified addresses at example.com"),
+        "{carl}"
     );
 }
