@@ -115,16 +115,9 @@ async fn ended_sessions_send_verified_logout_tokens_with_retries() {
     assert_eq!(second["sid"], claims["sid"]);
     assert_ne!(second["jti"], first["jti"]);
     // Counted once the receiver's answer is back (just after it printed).
-    let counted = "auth_backchannel_logouts_total{result=\"delivered\"} 2";
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let metrics = server.metrics().await;
-        if metrics.contains(counted) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{metrics}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server
+        .until_metric("auth_backchannel_logouts_total{result=\"delivered\"} 2")
+        .await;
 }
 
 #[tokio::test]

@@ -122,19 +122,7 @@ async fn a_follower_starts_from_a_snapshot_and_long_polls_for_changes() {
         }
     });
     // Changed only once the poll is parked (the server counts it).
-    let parked = Instant::now();
-    while !scim
-        .server
-        .metrics()
-        .await
-        .contains("auth_feed_polls_waiting 1")
-    {
-        assert!(
-            parked.elapsed() < Duration::from_secs(10),
-            "the poll never waited"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    scim.server.until_metric("auth_feed_polls_waiting 1").await;
     let hana = scim
         .user(json!({"schemas": [USER], "userName": "hana", "title": "Engineer"}))
         .await;

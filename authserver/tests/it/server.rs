@@ -159,6 +159,22 @@ impl Authserver {
     }
 
     /// The text of `/metrics`.
+    /// Waits (10 s at most) until `/metrics` has the line `line`.
+    pub async fn until_metric(&self, line: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics = self.metrics().await;
+            if metrics.lines().any(|l| l == line) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no `{line}` in\n{metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn metrics(&self) -> String {
         self.http
             .get(self.url("/metrics"))

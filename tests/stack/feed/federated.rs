@@ -65,19 +65,8 @@ impl Upstream {
     }
 
     async fn call(&self, method: &str, path: &str, token: &str, body: &Value) -> Value {
-        let resp = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.issuer))
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let answer: Value = resp.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{method} {path}: {status} {answer}");
-        answer
+        let url = format!("{}{path}", self.issuer);
+        super::stack::send(&self.http, method, &url, token, body).await
     }
 
     async fn scim(&self, method: &str, path: &str, body: &Value) -> Value {

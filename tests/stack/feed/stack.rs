@@ -56,6 +56,29 @@ fn ready(process: &mut Process, url: &str) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// `body` as JSON to `url` with a bearer `token`; the answer, which must
+/// be a success.
+pub(super) async fn send(
+    http: &reqwest::Client,
+    method: &str,
+    url: &str,
+    token: &str,
+    body: &Value,
+) -> Value {
+    let resp = http
+        .request(method.parse().unwrap(), url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let answer: Value = resp.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{method} {url}: {status} {answer}");
+    answer
+}
+
 pub(super) struct Stack {
     dir: tempfile::TempDir,
     backends: Backends,
@@ -301,22 +324,8 @@ impl Stack {
     }
 
     async fn scim(&self, method: &str, path: &str, body: &Value) -> Value {
-        let resp = self
-            .http
-            .request(
-                method.parse().unwrap(),
-                format!("{}/scim/v2{path}", self.issuer),
-            )
-            .bearer_auth(&self.scim_token)
-            .header("content-type", "application/scim+json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let answer: Value = resp.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{method} {path}: {status} {answer}");
-        answer
+        let url = format!("{}/scim/v2{path}", self.issuer);
+        send(&self.http, method, &url, &self.scim_token, body).await
     }
 
     pub(super) async fn new_user(&self, name: &str) -> String {

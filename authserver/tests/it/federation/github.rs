@@ -166,16 +166,7 @@ group_map = {{ "octo-org/admins" = "staff" }}
     // Its only way in (it has no password here) cannot be removed.
     let page = browser.get("/account").await;
     assert_eq!(page.status, 200, "{}", page.body);
-    let kept = browser
-        .post(
-            "/account/unlink",
-            &[
-                ("csrf", &page.hidden("csrf")),
-                ("provider", &page.hidden("provider")),
-                ("subject", &page.hidden("subject")),
-            ],
-        )
-        .await;
+    let kept = super::unlink(&mut browser, &page).await;
     assert!(
         kept.body.contains("only way you sign in here"),
         "{}",

@@ -96,6 +96,21 @@ async fn complete(
     Ok(crate::flow::claims_of(tokens["id_token"].as_str().unwrap()))
 }
 
+/// The account page's button that removes its (first) linked account.
+async fn unlink(
+    browser: &mut crate::browser::Browser,
+    account: &crate::browser::Page,
+) -> crate::browser::Page {
+    let field = |name: &str| account.hidden(name);
+    let fields = [
+        ("csrf", field("csrf")),
+        ("provider", field("provider")),
+        ("subject", field("subject")),
+    ];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    browser.post("/account/unlink", &fields).await
+}
+
 const UPSTREAM_CLIENT: (&str, &str) = ("portcullis", "upstream-secret-0123456789");
 
 /// The upstream provider, its client being the authserver at `issuer`.
@@ -237,16 +252,7 @@ async fn an_upstream_oidc_provider_signs_people_in_without_guessing_accounts() {
     let page = crate::flow::mfa::account(&mut browser, &server).await;
     assert!(page.body.contains("Linked accounts"), "{}", page.body);
     assert!(page.body.contains("Corp SSO"), "{}", page.body);
-    let removed = browser
-        .post(
-            "/account/unlink",
-            &[
-                ("csrf", &page.hidden("csrf")),
-                ("provider", &page.hidden("provider")),
-                ("subject", &page.hidden("subject")),
-            ],
-        )
-        .await;
+    let removed = unlink(&mut browser, &page).await;
     assert_eq!(removed.status, 200, "{}", removed.body);
     assert!(removed.body.contains("was removed"), "{}", removed.body);
     assert!(!removed.body.contains("Linked accounts"));
