@@ -8,7 +8,7 @@ It makes its own key and certificate in WORKDIR, prints one JSON line
 
 - `GET /metadata`: its metadata (signing certificate, SSO by HTTP-Redirect);
 - `GET /sso?SAMLRequest=…&RelayState=…`: reads the AuthnRequest and shows a
-  sign-in form (any password);
+  sign-in form (any password), with the request's ForceAuthn beside it;
 - `POST /login`: answers with a page whose form posts the signed Response to
   the AuthnRequest's AssertionConsumerServiceURL (a person presses
   Continue). Test-only fields: `sign` (`assertion`, the default,
@@ -137,6 +137,7 @@ class Handler(BaseHTTPRequestHandler):
 <h1>Test IdP sign-in</h1>
 <form method="post" action="/login">
 <input type="hidden" name="request" value="{handle}">
+<input type="hidden" name="force_authn" value="{str(request.message.force_authn).lower()}">
 <label>Login <input name="login"></label>
 <label>Password <input name="password" type="password"></label>
 <button type="submit">Sign in</button>

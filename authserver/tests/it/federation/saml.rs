@@ -104,6 +104,8 @@ async fn answer(browser: &mut Browser, login: &str, extra: &[(&str, &str)]) -> (
     assert!(location.contains("SAMLRequest="), "{location}");
     let form = browser.get(&location).await;
     assert_eq!(form.status, 200, "{}", form.body);
+    // The client asked for `prompt=login`: the IdP is told to sign anew.
+    assert_eq!(form.hidden("force_authn"), "true", "{}", form.body);
     let idp = location.split("/sso").next().unwrap();
     let request = form.hidden("request");
     let mut fields = vec![
