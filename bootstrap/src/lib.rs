@@ -11,6 +11,7 @@ pub mod fs;
 pub mod jsonl;
 pub mod net;
 pub mod random;
+pub mod redis;
 pub mod seal;
 pub mod shutdown;
 pub mod telemetry;

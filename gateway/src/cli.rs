@@ -13,7 +13,11 @@ use crate::proxy::{Gateway, Parts};
 use crate::session::Sessions;
 use crate::tls::SniResolver;
 use bootstrap::EXIT_CONFIG;
+use bootstrap::redis::Redis;
 use clap::{Parser, Subcommand};
+
+/// Bounds each Redis command, a cluster's retries and redirections included.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
@@ -174,6 +178,20 @@ where
             }
         }
     };
+    // One connection (or cluster client) for sessions and rate limits; a
+    // stalled Redis answers within the timeout, never holds a request.
+    let redis = match config
+        .redis_url
+        .as_deref()
+        .map(|url| Redis::new(url, REDIS_TIMEOUT))
+    {
+        None => None,
+        Some(Ok(redis)) => Some(Arc::new(redis)),
+        Some(Err(e)) => {
+            eprintln!("error: redis_url {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
     let sessions = match &config.session {
         None => None,
         Some(session) => {
@@ -201,10 +219,9 @@ where
                         session,
                         v,
                         subject_prefix,
-                        config
-                            .redis_url
-                            .as_deref()
-                            .map(|url| (url, config.redis_prefix.as_str())),
+                        redis
+                            .clone()
+                            .map(|redis| (redis, config.redis_prefix.as_str())),
                     )
                 });
             match built {
@@ -263,6 +280,7 @@ where
             access_log: access_log.clone(),
             metrics: metrics.clone(),
             feed: following.clone(),
+            redis,
         },
         &server.configuration,
     );

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
-use tokio::sync::OnceCell;
+use bootstrap::redis::Redis;
 
 use crate::config::{RateLimitConfig, RateLimitScope};
 
@@ -153,13 +152,12 @@ redis.call('SET', KEYS[1], next, 'PX', math.ceil((next - now) / 1000) + 1)
 return 0
 ";
 
-/// Buckets in Redis, shared by every gateway using the same prefix.
+/// Buckets in Redis, shared by every gateway using the same prefix. One
+/// key per bucket, so a cluster spreads them over its slots.
 pub struct GlobalLimiter {
     gcra: Gcra,
-    url: String,
+    redis: Arc<Redis>,
     prefix: String,
-    /// Connected on first use, on the proxy's runtime.
-    conn: OnceCell<ConnectionManager>,
     script: redis::Script,
 }
 
@@ -168,31 +166,21 @@ pub struct GlobalLimiter {
 pub struct StoreError(String);
 
 impl GlobalLimiter {
-    pub fn new(config: &RateLimitConfig, url: &str, prefix: String) -> Self {
+    pub fn new(config: &RateLimitConfig, redis: Arc<Redis>, prefix: String) -> Self {
         Self {
             gcra: Gcra::new(config.requests_per_second, config.burst),
-            url: url.to_owned(),
+            redis,
             prefix,
-            conn: OnceCell::new(),
             script: redis::Script::new(GCRA_SCRIPT),
         }
     }
 
     pub async fn admit(&self, key: BucketKey<'_>) -> Result<Admit, StoreError> {
-        let conn = self
-            .conn
-            .get_or_try_init(|| async {
-                let client = redis::Client::open(self.url.as_str())
-                    .map_err(|e| StoreError(e.to_string()))?;
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_millis(500)))
-                    .set_response_timeout(Some(Duration::from_millis(500)));
-                ConnectionManager::new_with_config(client, config)
-                    .await
-                    .map_err(|e| StoreError(e.to_string()))
-            })
-            .await?;
-        let mut conn = conn.clone();
+        let mut conn = self
+            .redis
+            .connection()
+            .await
+            .map_err(|e| StoreError(e.to_string()))?;
         let wait: u64 = self
             .script
             .key(format!("{}{key}", self.prefix))
@@ -217,10 +205,10 @@ pub enum Limiter {
 
 impl Limiter {
     /// `prefix` names the route's keys in Redis.
-    pub fn new(config: &RateLimitConfig, redis_url: Option<&str>, prefix: &str) -> Self {
-        match (config.scope, redis_url) {
-            (RateLimitScope::Global, Some(url)) => {
-                Self::Global(GlobalLimiter::new(config, url, prefix.to_owned()))
+    pub fn new(config: &RateLimitConfig, redis: Option<&Arc<Redis>>, prefix: &str) -> Self {
+        match (config.scope, redis) {
+            (RateLimitScope::Global, Some(redis)) => {
+                Self::Global(GlobalLimiter::new(config, redis.clone(), prefix.to_owned()))
             }
             _ => Self::Local(LocalLimiter::new(
                 config.requests_per_second,

@@ -42,7 +42,11 @@ pub struct Routes {
 }
 
 impl Routes {
-    pub fn new(config: &Config, metrics: &Metrics) -> Self {
+    pub fn new(
+        config: &Config,
+        metrics: &Metrics,
+        redis: Option<&Arc<bootstrap::redis::Redis>>,
+    ) -> Self {
         let mut routes: Vec<Route> = config
             .routes
             .iter()
@@ -68,7 +72,7 @@ impl Routes {
                 rate_limit: r.rate_limit.as_ref().map(|l| RouteLimit {
                     limiter: Limiter::new(
                         l,
-                        config.redis_url.as_deref(),
+                        redis,
                         &format!("{}rl:{}:", config.redis_prefix, r.path_prefix),
                     ),
                     key: l.key,

@@ -9,7 +9,8 @@
 //!   report the one they bound.
 //! - [`workspace_binary`]: another package's binary, built when stale.
 //! - [`redis_url`], [`required`]: the real services tests need, which must
-//!   not be skipped under CI; [`Database`]: a fresh PostgreSQL database.
+//!   not be skipped under CI; [`Database`]: a fresh PostgreSQL database;
+//!   [`RedisCluster`]: a Redis Cluster of our own on loopback.
 //! - [`GatewayConfig`]: gateway configurations as values, not TOML text.
 //! - [`totp_code`]: TOTP codes from an independent implementation (pyotp).
 //! - [`SoftPasskey`]: a software WebAuthn authenticator, for tests and
@@ -21,6 +22,7 @@ mod gateway_config;
 mod passkey;
 mod ports;
 mod process;
+mod redis_cluster;
 mod services;
 mod totp;
 
@@ -30,5 +32,6 @@ pub use gateway_config::{Auth, GatewayConfig, Route};
 pub use passkey::SoftPasskey;
 pub use ports::{free_port, wait_for_port};
 pub use process::{Process, Stop};
+pub use redis_cluster::RedisCluster;
 pub use services::{redis_url, required};
 pub use totp::{totp_code, unix_now};

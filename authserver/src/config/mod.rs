@@ -27,7 +27,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `postgres://…` or `sqlite:…`; defaults to SQLite under `data_dir`.
     pub database_url: Option<String>,
-    /// `redis://…`; unset keeps ephemeral state in-process (one instance only).
+    /// `redis://host:port` or `redis-cluster://host:port,host:port,…`;
+    /// unset keeps ephemeral state in-process (one instance only).
     pub redis_url: Option<String>,
     pub redis_prefix: String,
     /// Where the embedded defaults keep their files.
@@ -425,12 +426,9 @@ impl Config {
             ));
         }
         if let Some(url) = &self.redis_url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+            && let Err(e) = bootstrap::redis::Redis::new(url, std::time::Duration::from_secs(1))
         {
-            return Err(ConfigError::invalid(
-                "redis_url",
-                "must be a redis:// or rediss:// URL",
-            ));
+            return Err(ConfigError::invalid("redis_url", e.to_string()));
         }
         Ok(())
     }

@@ -18,8 +18,8 @@ pub use redis_store::RedisStore;
 pub enum EphemeralError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("invalid redis URL: {0}")]
-    Url(String),
+    #[error("redis_url {0}")]
+    Url(#[from] bootstrap::redis::UrlError),
 }
 
 /// The ephemeral store. Cheap to clone.

@@ -1,23 +1,27 @@
-//! The Redis ephemeral store of production mode: shared by all replicas,
-//! reconnecting by itself (`ConnectionManager`).
+//! The Redis ephemeral store of production mode: one server or a Redis
+//! Cluster, shared by all replicas, reconnecting by itself. Every operation
+//! touches one key, so any key may live in any slot.
 
 use std::time::Duration;
 
+use bootstrap::redis::{Connection, Redis};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
 use super::{EphemeralError, millis};
 
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Connection,
     prefix: String,
 }
 
+/// Bounds connecting and each command, a cluster's retries included.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
 impl RedisStore {
     pub(super) async fn connect(url: &str, prefix: &str) -> Result<Self, EphemeralError> {
-        let client = redis::Client::open(url).map_err(|e| EphemeralError::Url(e.to_string()))?;
-        let conn = ConnectionManager::new(client).await?;
+        let redis = Redis::new(url, TIMEOUT)?;
+        let conn = redis.connection().await?;
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),

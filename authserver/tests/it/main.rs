@@ -7,6 +7,7 @@ mod browser;
 mod device;
 mod ephemeral;
 mod factors;
+mod failover;
 mod federation;
 mod feed;
 mod flow;

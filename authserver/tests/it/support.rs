@@ -131,16 +131,21 @@ pub async fn redis_available() -> bool {
     }
 }
 
-/// An ephemeral store per backend: in-process always, Redis when reachable.
+/// An ephemeral store per backend: in-process always; Redis and a Redis
+/// Cluster when reachable.
 pub async fn ephemerals() -> Vec<(&'static str, Ephemeral)> {
     let mut all = vec![("memory", Ephemeral::memory())];
     let prefix = format!("pc_test:{}:", unique());
-    match Ephemeral::redis(&redis_url(), &prefix).await {
-        Ok(redis) => match redis.ping().await {
-            Ok(()) => all.push(("redis", redis)),
-            Err(e) => unavailable("Redis", &e),
-        },
-        Err(e) => unavailable("Redis", &e),
+    let cluster = testkit::RedisCluster::shared().map(testkit::RedisCluster::url);
+    for (backend, url) in [("redis", Some(redis_url())), ("redis-cluster", cluster)] {
+        let Some(url) = url else { continue };
+        match Ephemeral::redis(&url, &prefix).await {
+            Ok(redis) => match redis.ping().await {
+                Ok(()) => all.push((backend, redis)),
+                Err(e) => unavailable(backend, &e),
+            },
+            Err(e) => unavailable(backend, &e),
+        }
     }
     all
 }

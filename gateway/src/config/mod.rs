@@ -94,7 +94,9 @@ pub struct Config {
     /// PEM file of the CAs that TLS upstreams' certificates must chain to
     /// (instead of the system roots), for proxying and health checks alike.
     pub upstream_ca_file: Option<std::path::PathBuf>,
-    /// Redis for `global` rate limits, shared by every gateway replica.
+    /// Redis for `global` rate limits, sessions stored server-side and
+    /// back-channel logout marks, shared by every gateway replica:
+    /// `redis://host:port` or `redis-cluster://host:port,host:port,…`.
     pub redis_url: Option<String>,
     /// Prefix of every key the gateway writes to Redis.
     pub redis_prefix: String,
@@ -342,6 +344,11 @@ impl Config {
                     "must differ from `listen` and `admin`",
                 ));
             }
+        }
+        if let Some(url) = &self.redis_url
+            && let Err(e) = bootstrap::redis::Redis::new(url, std::time::Duration::from_secs(1))
+        {
+            return Err(ConfigError::invalid("redis_url", e.to_string()));
         }
         if let Some(s) = &self.session {
             s.validate()?;

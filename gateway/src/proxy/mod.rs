@@ -93,6 +93,8 @@ pub struct Parts {
     pub access_log: Option<Arc<AccessLog>>,
     pub metrics: Arc<Metrics>,
     pub feed: Option<feed::Running>,
+    /// `redis_url`'s server or cluster: global rate limits.
+    pub redis: Option<Arc<bootstrap::redis::Redis>>,
 }
 
 /// Per-request state.
@@ -125,6 +127,7 @@ impl Gateway {
             access_log,
             metrics,
             feed,
+            redis,
         } = parts;
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
@@ -137,7 +140,7 @@ impl Gateway {
                 ))
             })
             .collect();
-        let routes = Routes::new(config, &metrics);
+        let routes = Routes::new(config, &metrics, redis.as_ref());
         let limit = &config.failed_auth_limit;
         Self {
             inbound: crate::inbound::Rules {

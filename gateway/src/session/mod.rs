@@ -148,7 +148,7 @@ impl Sessions {
         config: &SessionConfig,
         verifier: Arc<Verifier>,
         subject_prefix: Option<String>,
-        redis: Option<(&str, &str)>,
+        redis: Option<(Arc<bootstrap::redis::Redis>, &str)>,
     ) -> Result<Self, String> {
         let redirect = url::Url::parse(&config.redirect_uri)
             .map_err(|e| format!("session.redirect_uri: {e}"))?;
@@ -197,7 +197,7 @@ impl Sessions {
                 .max_capacity(100_000)
                 .time_to_live(backchannel::REMEMBER_LOGOUT_TOKENS)
                 .build(),
-            redis: redis.map(|(url, prefix)| RedisSessions::new(url, prefix)),
+            redis: redis.map(|(redis, prefix)| RedisSessions::new(redis, prefix)),
             subject_prefix,
             config: config.clone(),
         })

@@ -1,6 +1,9 @@
 //! Where a session lives: sealed in its cookie when it fits, else sealed
 //! in Redis behind a pointer cookie; and how a stored session is read back.
 
+use std::sync::Arc;
+
+use bootstrap::redis::{Connection, Redis};
 use serde::{Deserialize, Serialize};
 
 use crate::now_secs;
@@ -112,36 +115,30 @@ pub(super) fn decode(stored: Stored, subject_prefix: Option<&str>) -> Option<Act
 }
 
 /// Sessions too large for a cookie, sealed, in Redis; and what
-/// back-channel logouts ended, for every replica.
+/// back-channel logouts ended, for every replica. Each key stands alone (a
+/// cluster spreads them over its slots); the two marks a request reads
+/// are read together but need not be read atomically.
 pub(super) struct RedisSessions {
-    pub(super) url: String,
-    pub(super) prefix: String,
+    redis: Arc<Redis>,
+    prefix: String,
     /// Ended sign-ins and used logout tokens.
     logout_prefix: String,
-    pub(super) conn: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
 }
 
 impl RedisSessions {
-    pub(super) fn new(url: &str, prefix: &str) -> Self {
+    pub(super) fn new(redis: Arc<Redis>, prefix: &str) -> Self {
         Self {
-            url: url.to_owned(),
+            redis,
             prefix: format!("{prefix}session:"),
             logout_prefix: format!("{prefix}logout:"),
-            conn: tokio::sync::OnceCell::new(),
         }
     }
 
-    pub(super) async fn conn(&self) -> Result<redis::aio::ConnectionManager, SessionError> {
-        self.conn
-            .get_or_try_init(|| async {
-                let client = redis::Client::open(self.url.as_str())
-                    .map_err(|e| SessionError::Store(e.to_string()))?;
-                redis::aio::ConnectionManager::new(client)
-                    .await
-                    .map_err(|e| SessionError::Store(e.to_string()))
-            })
+    async fn conn(&self) -> Result<Connection, SessionError> {
+        self.redis
+            .connection()
             .await
-            .cloned()
+            .map_err(|e| SessionError::Store(e.to_string()))
     }
 
     pub(super) async fn put(

@@ -21,9 +21,21 @@ const LIMIT: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_logout_at_the_provider_ends_the_session_on_every_replica() {
-    let Some(redis) = redis_url().await else {
-        return;
-    };
+    if let Some(redis) = redis_url().await {
+        provider_logout_ends_every_replica(&redis).await;
+    }
+}
+
+/// The marks of one sign-in (its `sid`, its `sub`) fall in different slots
+/// of a cluster and are read together.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logout_at_the_provider_reaches_every_replica_through_a_redis_cluster() {
+    if let Some(cluster) = testkit::RedisCluster::shared() {
+        provider_logout_ends_every_replica(&cluster.url()).await;
+    }
+}
+
+async fn provider_logout_ends_every_replica(redis: &str) {
     let auth = Authserver::start(&[]);
     let prefix = format!("gw_bcl:{}:{}:", std::process::id(), tokens::testing::now());
     // Sessions live in their cookies: only the logout marks are shared.

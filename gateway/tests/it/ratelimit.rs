@@ -79,9 +79,19 @@ rate_limit = {{ requests_per_second = 0.5, burst = 2 }}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn global_limits_are_shared_by_replicas_through_redis() {
-    let Some(redis) = redis_url().await else {
-        return;
-    };
+    if let Some(redis) = redis_url().await {
+        global_limits_are_shared(&redis).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn global_limits_are_shared_by_replicas_through_a_redis_cluster() {
+    if let Some(cluster) = testkit::RedisCluster::shared() {
+        global_limits_are_shared(&cluster.url()).await;
+    }
+}
+
+async fn global_limits_are_shared(redis: &str) {
     let upstream = echo_upstream().await;
     let prefix = format!("gw_test:{}:{}:", std::process::id(), tokens::testing::now());
     let config = format!(
