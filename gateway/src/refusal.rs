@@ -66,6 +66,12 @@ pub enum Refusal {
 /// The message of a 503 for a route whose decider cannot answer.
 pub const NO_DECISION: &str = "policy decision point unavailable";
 
+/// 503 when Redis cannot say whether a session lives (or was ended by a
+/// logout on another replica): not a sign-in prompt, which would loop.
+pub fn session_store_down() -> Refusal {
+    Refusal::Unavailable("the session store cannot be reached".into())
+}
+
 impl From<crate::inbound::Unreadable> for Refusal {
     fn from(e: crate::inbound::Unreadable) -> Self {
         Self::BadRequest(e.to_string().into())

@@ -163,7 +163,14 @@ impl Gateway {
             )
             .await;
         };
-        let active = match sessions.lookup(session.req_header()).await {
+        let found = match sessions.lookup(session.req_header()).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "session unreadable");
+                return refuse(session, crate::refusal::session_store_down()).await;
+            }
+        };
+        let active = match found {
             Some(active) => match self.vet(&active.claims) {
                 feed::Verdict::Pass => Some(active),
                 // Ended at the authserver (or its user disabled): signed out.

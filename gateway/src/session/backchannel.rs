@@ -222,32 +222,27 @@ impl Sessions {
     }
 
     /// The same, asking Redis (when a session is opened, not per request).
-    pub(super) async fn ended_upstream_anywhere(&self, active: &Active) -> bool {
+    /// Redis unreadable is an error, not a "no": a logout another replica
+    /// received may be there.
+    pub(super) async fn ended_upstream_anywhere(
+        &self,
+        active: &Active,
+    ) -> Result<bool, SessionError> {
         if self.ended_upstream_here(active) {
-            return true;
+            return Ok(true);
         }
         let Some(redis) = &self.redis else {
-            return false;
+            return Ok(false);
         };
         let sid = active.upstream_sid.map(|k| hex(&k));
         let sub = active.upstream_sub.map(|k| hex(&k));
-        match redis.marks(sid.as_deref(), sub.as_deref()).await {
-            Ok((sid_mark, sub_mark)) => {
-                if sid_mark.is_some()
-                    && let Some(k) = active.upstream_sid
-                {
-                    self.ended_upstream.insert(k, u64::MAX);
-                }
-                sid_mark.is_some() || sub_mark.is_some_and(|at| active.began_at <= at)
-            }
-            Err(e) => {
-                // Redis down: sessions are not refused wholesale for it
-                // (cookie sessions do not need Redis); a logout received
-                // by another replica meanwhile is missed until it answers.
-                tracing::warn!(error = %e, "back-channel logout marks unreadable");
-                false
-            }
+        let (sid_mark, sub_mark) = redis.marks(sid.as_deref(), sub.as_deref()).await?;
+        if sid_mark.is_some()
+            && let Some(k) = active.upstream_sid
+        {
+            self.ended_upstream.insert(k, u64::MAX);
         }
+        Ok(sid_mark.is_some() || sub_mark.is_some_and(|at| active.began_at <= at))
     }
 }
 

@@ -107,8 +107,10 @@ impl Sessions {
     }
 
     pub(super) async fn userinfo(&self, session: &mut Downstream) -> pingora::Result<bool> {
-        let Some(active) = self.lookup(session.req_header()).await else {
-            return refuse(session, Refusal::NoSession("no valid session")).await;
+        let active = match self.lookup(session.req_header()).await {
+            Ok(Some(active)) => active,
+            Ok(None) => return refuse(session, Refusal::NoSession("no valid session")).await,
+            Err(_) => return refuse(session, crate::refusal::session_store_down()).await,
         };
         let mut info = Map::new();
         for (k, v) in active.profile.iter().chain(active.payload.iter()) {
@@ -157,7 +159,8 @@ impl Sessions {
             let refusal = Refusal::Forbidden("sign-out is accepted from this site only");
             return refuse(session, refusal).await;
         }
-        let active = self.lookup(session.req_header()).await;
+        // Unreadable counts as none: signing out never needs the store.
+        let active = self.lookup(session.req_header()).await.ok().flatten();
         let Some(form) = read_form(session).await? else {
             let refusal = Refusal::PayloadTooLarge("the sign-out form is larger than 4 KiB");
             return refuse(session, refusal).await;
@@ -222,7 +225,8 @@ impl Sessions {
     /// The confirmation page: a form that POSTs back with this session's
     /// token. Framing is refused, so no other site can dress up the button.
     pub(super) async fn logout_page(&self, session: &mut Downstream) -> pingora::Result<bool> {
-        let active = self.lookup(session.req_header()).await;
+        // Unreadable counts as none: signing out never needs the store.
+        let active = self.lookup(session.req_header()).await.ok().flatten();
         let body = match &active {
             Some(a) => format!(
                 "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign out</title></head>\

@@ -231,21 +231,33 @@ impl Sessions {
     }
 
     /// The request's session, refreshed when its access token is about to
-    /// expire. `None`: no session, or one that can no longer be used.
-    pub async fn lookup(&self, req: &RequestHeader) -> Option<Arc<Active>> {
-        let value = crate::cookie::find(&req.headers, &self.cookie)?;
+    /// expire. `None`: no session, or one that can no longer be used; an
+    /// error: Redis cannot say which (the caller fails closed).
+    pub async fn lookup(&self, req: &RequestHeader) -> Result<Option<Arc<Active>>, SessionError> {
+        let Some(value) = crate::cookie::find(&req.headers, &self.cookie) else {
+            return Ok(None);
+        };
         let key = sha256(value.as_bytes());
         let active = match self.cache.get(&key) {
             Some(a) => a,
             None => {
-                let a = Arc::new(self.open(value).await?);
-                if self.ended_upstream_anywhere(&a).await {
-                    return None;
+                let Some(a) = self.open(value).await? else {
+                    return Ok(None);
+                };
+                let a = Arc::new(a);
+                if self.ended_upstream_anywhere(&a).await? {
+                    return Ok(None);
                 }
                 self.cache.insert(key, a.clone());
                 a
             }
         };
+        Ok(self.usable(active, key).await)
+    }
+
+    /// `active` as it may be used now: `None` once expired or ended,
+    /// refreshed when its access token is about to expire.
+    async fn usable(&self, active: Arc<Active>, key: [u8; 32]) -> Option<Arc<Active>> {
         let now = now_secs();
         if active.stored.expires_at <= now
             || self.ended.contains_key(&active.stored.sid)

@@ -65,25 +65,35 @@ impl Sessions {
         Ok(format!("{POINTER_MARK}{sealed}"))
     }
 
-    pub(super) async fn open(&self, value: &str) -> Option<Active> {
+    /// The session a cookie value names; `None` for none (forged, ended,
+    /// expired from Redis), an error when Redis cannot say.
+    pub(super) async fn open(&self, value: &str) -> Result<Option<Active>, SessionError> {
         let (value, pointer) = match value.strip_prefix(POINTER_MARK) {
             Some(v) => (v, true),
             None => (value, false),
         };
-        let plain = self.session_sealer.open(&self.cookie, value)?;
-        let stored = match serde_json::from_slice::<CookieValue>(&plain).ok()? {
+        let Some(cookie) = self.unseal(value) else {
+            return Ok(None);
+        };
+        let stored = match cookie {
             CookieValue::Inline(s) if !pointer => s,
             CookieValue::Remote { sid } if pointer => {
-                let inline = self.redis.as_ref()?.get(&sid).await.ok()??;
-                let plain = self.session_sealer.open(&self.cookie, &inline)?;
-                match serde_json::from_slice::<CookieValue>(&plain).ok()? {
-                    CookieValue::Inline(s) if s.sid == sid => s,
-                    _ => return None,
+                let Some(redis) = &self.redis else {
+                    return Ok(None);
+                };
+                match redis.get(&sid).await?.and_then(|v| self.unseal(&v)) {
+                    Some(CookieValue::Inline(s)) if s.sid == sid => s,
+                    _ => return Ok(None),
                 }
             }
-            _ => return None,
+            _ => return Ok(None),
         };
-        decode(stored, self.subject_prefix.as_deref())
+        Ok(decode(stored, self.subject_prefix.as_deref()))
+    }
+
+    fn unseal(&self, sealed: &str) -> Option<CookieValue> {
+        let plain = self.session_sealer.open(&self.cookie, sealed)?;
+        serde_json::from_slice(&plain).ok()
     }
 }
 

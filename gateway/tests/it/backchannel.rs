@@ -86,6 +86,35 @@ async fn provider_logout_ends_every_replica(redis: &str) {
     drop((one, two));
 }
 
+/// With `redis_url` set, a session is checked against the logout marks of
+/// every replica; while Redis cannot answer, the gateway cannot tell
+/// whether another replica was told of a logout, so it refuses (503, not
+/// a sign-in prompt that would come back to the same answer).
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_fail_closed_while_the_logout_marks_cannot_be_read() {
+    let auth = Authserver::start(&[]);
+    let nothing_there = free_port();
+    let extra = format!("redis_url = \"redis://127.0.0.1:{nothing_there}\"");
+    let (gw, base, _) = session_gateway_with(&auth, &extra, "store = \"cookie\"").await;
+    let mut browser = Browser::new();
+    let first = browser.page(&format!("{base}/app/page")).await;
+    assert_eq!(first.status, 302);
+    let callback = auth.sign_in(&mut browser, &first.location()).await;
+    assert_eq!(browser.page(&callback).await.status, 302);
+    let cookie = browser.cookies["portcullis_session"].clone();
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/app/x"))
+        .header(COOKIE, format!("portcullis_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("session store"), "{body}");
+    assert!(!body.contains("\"path\""), "the upstream answered: {body}");
+    drop(gw);
+}
+
 /// A gateway in session mode whose provider is a test issuer that signs
 /// whatever it is asked: the logout endpoint alone is exercised.
 async fn gateway_of(issuer: &TestIssuer) -> (crate::support::Gateway, String) {
