@@ -69,7 +69,7 @@ impl App {
                 source,
             })?;
         }
-        let store = Store::connect(&config.database_url()).await?;
+        let store = Store::connect_with(&config.database_url(), config.database.pool()).await?;
         let ephemeral = match &config.redis_url {
             Some(url) => Ephemeral::redis(url, &config.redis_prefix).await?,
             None => Ephemeral::memory(),

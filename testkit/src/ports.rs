@@ -53,7 +53,12 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         assert!(wait_for_port(addr, Duration::from_secs(1)).is_ok());
         drop(listener);
-        let err = wait_for_port(addr, Duration::from_millis(100)).unwrap_err();
+        // Port 1: privileged and outside the ephemeral range, so nothing
+        // else takes it and a connect cannot meet itself (a loopback
+        // connect whose source port happens to equal a free destination
+        // port connects to itself).
+        let nothing = SocketAddr::from(([127, 0, 0, 1], 1));
+        let err = wait_for_port(nothing, Duration::from_millis(100)).unwrap_err();
         assert!(err.contains("nothing listened"), "{err}");
     }
 }

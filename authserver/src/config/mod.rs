@@ -27,6 +27,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `postgres://…` or `sqlite:…`; defaults to SQLite under `data_dir`.
     pub database_url: Option<String>,
+    pub database: DatabaseConfig,
     /// `redis://host:port` or `redis-cluster://host:port,host:port,…`;
     /// unset keeps ephemeral state in-process (one instance only).
     pub redis_url: Option<String>,
@@ -61,6 +62,44 @@ pub struct Config {
     /// accounts. Not a config-file key.
     #[serde(skip)]
     pub dev: bool,
+}
+
+/// `[database]`: how each process uses the database's connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Connections at most per process: replicas × this must stay under
+    /// the server's `max_connections`.
+    pub pool_size: u32,
+    /// How long a request waits for a connection before it gets 503.
+    pub acquire_timeout_ms: u64,
+    /// PostgreSQL cancels a statement that runs longer (0: never).
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        let pool = crate::store::Pool::default();
+        Self {
+            pool_size: pool.size,
+            acquire_timeout_ms: millis(pool.acquire_timeout),
+            statement_timeout_ms: millis(pool.statement_timeout),
+        }
+    }
+}
+
+impl DatabaseConfig {
+    pub fn pool(&self) -> crate::store::Pool {
+        crate::store::Pool {
+            size: self.pool_size,
+            acquire_timeout: std::time::Duration::from_millis(self.acquire_timeout_ms),
+            statement_timeout: std::time::Duration::from_millis(self.statement_timeout_ms),
+        }
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,6 +187,7 @@ impl Default for Config {
             issuer: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database_url: None,
+            database: DatabaseConfig::default(),
             redis_url: None,
             redis_prefix: "portcullis:auth:".into(),
             data_dir: PathBuf::from("data"),
@@ -423,6 +463,18 @@ impl Config {
                     "`{}` is neither postgres:// nor sqlite:",
                     crate::store::redact(url)
                 ),
+            ));
+        }
+        if self.database.pool_size == 0 {
+            return Err(ConfigError::invalid(
+                "database.pool_size",
+                "must be at least 1",
+            ));
+        }
+        if self.database.acquire_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "database.acquire_timeout_ms",
+                "must be at least 1",
             ));
         }
         if let Some(url) = &self.redis_url

@@ -5,7 +5,8 @@
 //! share (TEXT, BIGINT Unix seconds, BOOLEAN, bytes; lists as JSON text), so
 //! every query is written once and runs on either pool: `on!` expands a body
 //! once per backend. Migrations are embedded and append-only, one folder per
-//! backend, applied at connect. Every change is written in one transaction
+//! backend, applied at connect; they only add, so the previous release
+//! runs on the new schema during a rolling upgrade. Every change is written in one transaction
 //! with its audit event.
 
 use std::str::FromStr;
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{PgPool, SqlitePool};
+use sqlx::{ConnectOptions, PgPool, SqlitePool};
 
 use crate::model::{AuditEvent, ClientAuth};
 
@@ -58,6 +59,18 @@ pub struct Store {
 
 /// Runs `$body` with `$pool` bound to whichever pool the store has; the body
 /// is compiled once per backend.
+/// The embedded migrations of one backend. A schema newer than this
+/// release (migrations it does not know, applied by the next release
+/// during a rolling upgrade) is served as it is: migrations only add
+/// (`tests/it/migrations.rs` holds them to that).
+macro_rules! migrator {
+    ($dir:literal) => {{
+        let mut migrator = sqlx::migrate!($dir);
+        migrator.set_ignore_missing(true);
+        migrator
+    }};
+}
+
 macro_rules! on {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &$store.backend {
@@ -156,52 +169,95 @@ pub use scim::ScimQuery;
 pub use service_tokens::ServiceToken;
 pub use users::{NewUser, UserChange};
 
+/// How the store uses its database's connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Pool {
+    /// Connections at most, per authserver process.
+    pub size: u32,
+    /// How long a request waits for a free connection before it is a 503.
+    pub acquire_timeout: Duration,
+    /// PostgreSQL cancels a statement running longer (0: never). Migrations
+    /// run without it, on a connection of their own.
+    pub statement_timeout: Duration,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Self {
+            size: 16,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How long a migration waits for a lock before it gives up (and the
+/// process exits, to be restarted): queued behind a long transaction, an
+/// `ALTER TABLE` would otherwise hold up every query behind it.
+const MIGRATION_LOCK_TIMEOUT: &str = "10s";
+
 impl Store {
-    /// Connects to `postgres://…` or `sqlite:…` and applies the migrations.
+    /// Connects to `postgres://…` or `sqlite:…` with the default pool and
+    /// applies the migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, Pool::default()).await
+    }
+
+    /// [`Store::connect`] with `pool`'s settings.
+    pub async fn connect_with(url: &str, pool: Pool) -> Result<Self, StoreError> {
         let bad = |reason: String| StoreError::Url {
             url: redact(url),
             reason,
         };
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).map_err(|e| bad(e.to_string()))?;
-            Self::postgres(options).await
+            Self::postgres(options, pool).await
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url).map_err(|e| bad(e.to_string()))?;
-            Self::sqlite(options).await
+            Self::sqlite(options, pool).await
         } else {
             Err(bad("expected a postgres:// or sqlite: URL".into()))
         }
     }
 
-    pub async fn postgres(options: PgConnectOptions) -> Result<Self, StoreError> {
+    pub async fn postgres(options: PgConnectOptions, pool: Pool) -> Result<Self, StoreError> {
         // Every query here is short: JIT compiling one (which PostgreSQL
         // does when its estimate is high, e.g. a recursive membership
         // query) costs hundreds of milliseconds and saves nothing.
         let options = options.options([("jit", "off")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+        let mut migrating = options
+            .clone()
+            .options([("lock_timeout", MIGRATION_LOCK_TIMEOUT)])
+            .connect()
             .await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        migrator!("./migrations/postgres")
+            .run(&mut migrating)
+            .await?;
+        drop(migrating);
+        let timeout = pool.statement_timeout.as_millis().to_string();
+        let pool = PgPoolOptions::new()
+            .max_connections(pool.size)
+            .acquire_timeout(pool.acquire_timeout)
+            .connect_with(options.options([("statement_timeout", timeout.as_str())]))
+            .await?;
         Ok(Self {
             backend: Backend::Postgres(pool),
             changed: std::sync::Arc::default(),
         })
     }
 
-    pub async fn sqlite(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+    pub async fn sqlite(options: SqliteConnectOptions, pool: Pool) -> Result<Self, StoreError> {
         let options = options
             .create_if_missing(true)
             .foreign_keys(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(pool.size)
+            .acquire_timeout(pool.acquire_timeout)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        migrator!("./migrations/sqlite").run(&pool).await?;
         Ok(Self {
             backend: Backend::Sqlite(pool),
             changed: std::sync::Arc::default(),

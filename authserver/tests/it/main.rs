@@ -11,6 +11,7 @@ mod failover;
 mod federation;
 mod feed;
 mod flow;
+mod migrations;
 mod passkeys;
 mod protocol;
 mod rp;

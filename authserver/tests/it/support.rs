@@ -54,7 +54,10 @@ impl Stores {
                 let options = PgConnectOptions::from_str(&postgres_url())
                     .unwrap()
                     .options([("search_path", schema.as_str())]);
-                all.push(("postgres", Store::postgres(options).await.unwrap()));
+                all.push((
+                    "postgres",
+                    Store::postgres(options, Default::default()).await.unwrap(),
+                ));
                 pg_schema = Some(schema);
             }
             Err(e) => unavailable("PostgreSQL", &e),
