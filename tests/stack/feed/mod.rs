@@ -6,6 +6,7 @@
 //! Redis (the authserver's short-lived state and the gateway's sessions).
 
 mod federated;
+mod replicas;
 mod stack;
 
 use std::time::Duration;

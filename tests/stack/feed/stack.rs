@@ -31,7 +31,7 @@ pub(super) struct Backends {
     pub(super) redis_url: Option<String>,
 }
 
-fn portcullis() -> Command {
+pub(super) fn portcullis() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PORTCULLIS_") {
@@ -41,12 +41,12 @@ fn portcullis() -> Command {
     cmd
 }
 
-fn addr() -> SocketAddr {
+pub(super) fn addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 /// Blocks until `url` answers 200 or `process` exits.
-fn ready(process: &mut Process, url: &str) {
+pub(super) fn ready(process: &mut Process, url: &str) {
     let http = reqwest::blocking::Client::new();
     process
         .wait_until(Duration::from_secs(60), url, |_| {
