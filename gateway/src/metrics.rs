@@ -32,6 +32,10 @@ pub struct Metrics {
     /// tokens reused, or verified.
     pub token_hits: IntCounter,
     pub token_misses: IntCounter,
+    /// `gateway_token_verification_duration_seconds`: verifying a bearer
+    /// token not in the cache (signature, claims, a JWKS fetch for a new
+    /// key, an introspection call).
+    pub token_verification: Histogram,
     /// Decisions that could not be had (sidecar down or late), by reason
     /// and whether the route failed open.
     pub decision_failures: IntCounterVec,
@@ -88,7 +92,14 @@ impl Metrics {
             "Bearer tokens served from the verified-token cache (hit) or verified (miss)",
             &["result"],
         );
+        let token_verification = histogram(
+            "gateway_token_verification_duration_seconds",
+            "Time to verify a bearer token the cache did not hold",
+            &[],
+        )
+        .with_label_values(&[] as &[&str]);
         Self {
+            token_verification,
             token_hits: token_cache.with_label_values(&["hit"]),
             token_misses: token_cache.with_label_values(&["miss"]),
             decision_hits: decision_cache.with_label_values(&["hit"]),

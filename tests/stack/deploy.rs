@@ -318,3 +318,48 @@ fn manifests_mount_what_the_services_read() {
         );
     }
 }
+
+/// Every manifest the kustomization lists passes the Kubernetes API
+/// schemas, strictly (an unknown field is an error), by PyPI's
+/// `kubernetes-validate`; and the validator does refuse a misspelt field.
+#[test]
+fn manifests_pass_the_kubernetes_schemas() {
+    let Some(validator) = crate::support::installed(
+        "kubernetes-validate",
+        "pip install kubernetes-validate==1.37.0",
+    ) else {
+        return;
+    };
+    let dir = root().join("deploy/kubernetes");
+    let kustomization = &yaml_documents("kustomization.yaml")[0];
+    let files: Vec<PathBuf> = kustomization["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| dir.join(r.as_str().unwrap()))
+        .collect();
+    let out = Command::new(&validator)
+        .arg("--strict")
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let typo = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+    std::fs::write(
+        typo.path(),
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: { name: x }\n\
+         spec: { minAvailabe: 1, selector: { matchLabels: { a: b } } }\n",
+    )
+    .unwrap();
+    let refused = Command::new(&validator)
+        .arg("--strict")
+        .arg(typo.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "a misspelt field passed");
+}

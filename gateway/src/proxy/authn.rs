@@ -106,7 +106,12 @@ impl Gateway {
                 .inc();
             return refuse(session, Refusal::RateLimited { retry_after_secs }).await;
         }
-        let verified = match verifier.verify(token).await {
+        let started = std::time::Instant::now();
+        let result = verifier.verify(token).await;
+        self.metrics
+            .token_verification
+            .observe(started.elapsed().as_secs_f64());
+        let verified = match result {
             Ok(v) => {
                 if opaque {
                     self.failed_auth.refund(source);

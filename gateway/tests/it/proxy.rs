@@ -216,6 +216,18 @@ async fn protects_routes_and_owns_the_identity_headers() {
         ])
         .await;
     assert!(!text.contains("apiary"), "raw paths never become labels");
+    // Every token the cache did not hold was verified, and timed.
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    let misses = value(r#"gateway_token_cache_total{result="miss"}"#);
+    assert!(misses >= 2.0, "{misses}");
+    assert_eq!(
+        value("gateway_token_verification_duration_seconds_count"),
+        misses
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
