@@ -6,6 +6,7 @@
 //! Redis (the authserver's short-lived state and the gateway's sessions).
 
 mod federated;
+mod monitoring;
 mod replicas;
 mod stack;
 

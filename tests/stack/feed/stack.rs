@@ -478,21 +478,26 @@ impl Stack {
         self.http.get(url).send().await.unwrap().status().as_u16()
     }
 
-    /// `/metrics` of the sidecar or the gateway: the value of `name`.
-    pub(super) async fn metric(&self, which: usize, name: &str) -> f64 {
+    /// `/metrics` of one of the services, as text.
+    pub(super) async fn metrics(&self, which: usize) -> String {
         let url = match which {
+            AUTHSERVER => format!("{}/metrics", self.issuer),
             SIDECAR => format!("http://{}/metrics", self.sidecar_http),
             _ => format!("http://{}/metrics", self.gateway_admin),
         };
-        let text = self
-            .http
+        self.http
             .get(url)
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// `/metrics` of the sidecar or the gateway: the value of `name`.
+    pub(super) async fn metric(&self, which: usize, name: &str) -> f64 {
+        let text = self.metrics(which).await;
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
             .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
