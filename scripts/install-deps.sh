@@ -60,7 +60,10 @@ done
 # checkov, the manifest and Dockerfile scanner of the deploy test, in a
 # virtualenv of its own: its pins would fight the other Python tools'.
 checkov="$HOME/.cache/portcullis/checkov"
-if ! "$checkov/bin/pip" show checkov 2>/dev/null | grep -qx "Version: 3.3.30"; then
+# (The output is read whole: with pipefail, grep -q leaving early would
+# fail pip with SIGPIPE.)
+shown=$("$checkov/bin/pip" show checkov 2>/dev/null || true)
+if ! grep -qx "Version: 3.3.30" <<<"$shown"; then
   echo "==> pip install checkov==3.3.30 (in $checkov)"
   python3 -m venv "$checkov"
   "$checkov/bin/pip" install --quiet --disable-pip-version-check checkov==3.3.30
