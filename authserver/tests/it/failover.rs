@@ -52,9 +52,11 @@ async fn a_master_dies_under_load_and_the_store_carries_on() {
     // Load: every key read over and over, new keys written, until stopped.
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
+    let rounds = Arc::new(AtomicU64::new(0));
     let mut load = Vec::new();
     for worker in 0..4 {
-        let (store, stop, errors) = (store.clone(), stop.clone(), errors.clone());
+        let (store, stop, errors, rounds) =
+            (store.clone(), stop.clone(), errors.clone(), rounds.clone());
         load.push(tokio::spawn(async move {
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) {
@@ -71,11 +73,17 @@ async fn a_master_dies_under_load_and_the_store_carries_on() {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
                 n += 1;
+                rounds.fetch_add(1, Ordering::Relaxed);
             }
             n
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The kill lands under load: every worker has been round a while.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rounds.load(Ordering::Relaxed) < 200 {
+        assert!(Instant::now() < deadline, "the load never got going");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let killed = Instant::now();
     cluster.kill(victim);

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
@@ -148,23 +149,7 @@ async fn the_previous_schema_with_its_data_migrates_and_serves() {
     let expected: Vec<(i64,)> = all.iter().map(|(v, _)| (i64::from(*v),)).collect();
     assert_eq!(applied, expected, "every migration applied once");
 
-    let mut browser = Browser::new(&server.url(""));
-    let login = browser
-        .get(&authorize_url("demo-web", WEB_REDIRECT, &[]))
-        .await;
-    let consent_page = log_in(
-        &mut browser,
-        &login,
-        "veteran",
-        "an old password, still good",
-    )
-    .await;
-    let back = consent(&mut browser, &consent_page, "allow").await;
-    let code = back
-        .redirect_param("code")
-        .unwrap_or_else(|| panic!("no code: {}", back.location()));
-    let (status, tokens) = exchange(&server, &code, VERIFIER).await;
-    assert_eq!(status, 200, "{tokens}");
+    let tokens = signed_in_tokens(&server, "veteran", "an old password, still good").await;
     let id = claims_of(tokens["id_token"].as_str().unwrap());
     assert_eq!(id["groups"], serde_json::json!(["old-timers"]), "{id}");
     drop(server);
@@ -277,15 +262,22 @@ async fn a_dump_restored_into_an_empty_database_serves() {
     let server = Authserver::dev(dir.path(), &["--database-url", &restored.url], &[]);
     let keys_after: serde_json::Value = server.get_json("/jwks").await;
     assert_eq!(keys_after, keys_before, "the same signing keys, unsealed");
+    signed_in_tokens(&server, "kept", "kept across a restore 1").await;
+}
+
+/// The demo web client's tokens for `username`, through the sign-in and
+/// consent pages; the exchange must succeed.
+async fn signed_in_tokens(server: &Authserver, username: &str, password: &str) -> Value {
     let mut browser = Browser::new(&server.url(""));
     let login = browser
         .get(&authorize_url("demo-web", WEB_REDIRECT, &[]))
         .await;
-    let consent_page = log_in(&mut browser, &login, "kept", "kept across a restore 1").await;
+    let consent_page = log_in(&mut browser, &login, username, password).await;
     let back = consent(&mut browser, &consent_page, "allow").await;
     let code = back
         .redirect_param("code")
         .unwrap_or_else(|| panic!("no code: {}", back.location()));
-    let (status, tokens) = exchange(&server, &code, VERIFIER).await;
+    let (status, tokens) = exchange(server, &code, VERIFIER).await;
     assert_eq!(status, 200, "{tokens}");
+    tokens
 }
