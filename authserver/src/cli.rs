@@ -226,7 +226,12 @@ where
         println!("config OK");
         return ExitCode::SUCCESS;
     }
-    bootstrap::telemetry::init_logging(&config.log_level, config.log_format);
+    let traces =
+        match bootstrap::telemetry::Tracing::start(&config.tracing, "portcullis-authserver") {
+            Ok(t) => t,
+            Err(e) => return fail(&e),
+        };
+    bootstrap::telemetry::init_logging(&config.log_level, config.log_format, traces.as_ref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

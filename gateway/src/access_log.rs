@@ -46,6 +46,8 @@ pub struct AccessRecord {
     pub upstream: Option<SocketAddr>,
     pub subject: Option<String>,
     pub client_id: Option<String>,
+    /// With tracing on: the trace the request's spans are in.
+    pub trace_id: Option<opentelemetry::trace::TraceId>,
 }
 
 pub struct AccessLog {
@@ -96,5 +98,6 @@ fn render(r: &AccessRecord) -> serde_json::Value {
         "upstream": r.upstream,
         "subject": r.subject,
         "client_id": r.client_id,
+        "trace_id": r.trace_id.map(|id| id.to_string()),
     })
 }

@@ -114,6 +114,8 @@ pub struct Query<'a> {
     pub claims: Option<(&'a Map<String, Value>, u64)>,
     /// The same claims as the engine reads them.
     pub parsed: Option<&'a decision::Claims>,
+    /// With tracing on: the decision's span, for the sidecar's metadata.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -371,7 +373,10 @@ impl SidecarClient {
     /// never past the token's `exp`, zero without a policy version to tie
     /// it to.
     async fn ask(&self, query: &Query<'_>, ttl: Duration) -> Result<Verdict, AuthzError> {
-        let request = check_request(query);
+        let mut request = tonic::Request::new(check_request(query));
+        if let Some(value) = query.traceparent.as_deref().and_then(|v| v.parse().ok()) {
+            request.metadata_mut().insert("traceparent", value);
+        }
         let mut client = self.client();
         let response = tokio::time::timeout(self.deadline, client.check(request))
             .await

@@ -97,7 +97,14 @@ where
         println!("config OK");
         return ExitCode::SUCCESS;
     }
-    bootstrap::telemetry::init_logging(&config.log_level, config.log_format);
+    let traces = match bootstrap::telemetry::Tracing::start(&config.tracing, "portcullis-gateway") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    bootstrap::telemetry::init_logging(&config.log_level, config.log_format, traces.as_ref());
     // Key fetching and refresh and upstream health checks run on a runtime
     // of their own; Pingora builds its own runtimes for the proxy threads.
     let keys_runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -281,6 +288,7 @@ where
             metrics: metrics.clone(),
             feed: following.clone(),
             redis,
+            tracer: traces.as_ref().map(|t| t.tracer().clone()),
         },
         &server.configuration,
     );

@@ -121,6 +121,20 @@ pub(crate) fn gateway_suite(
             routes(true)
         ),
     )?;
+    // The same gateway exporting its spans (the default sample ratio) to
+    // an OTLP collector on this machine: what tracing costs.
+    let collector = testkit::OtlpReceiver::counting();
+    let gw_traced = procs::gateway(
+        gateway_bin,
+        work.path(),
+        "sidecar-traced",
+        &format!(
+            "[tracing]\notlp_endpoint = \"{}\"\n{}{}",
+            collector.endpoint,
+            sidecar_table(100_000),
+            routes(true)
+        ),
+    )?;
     let gw_embedded = procs::gateway(
         gateway_bin,
         work.path(),
@@ -164,6 +178,18 @@ pub(crate) fn gateway_suite(
             target: target(gw_stealing.addr, "/api/orders", &tokens),
             pids: vec![gw_stealing.proc.pid(), sidecar.pid(), echo.pid()],
             proxy: gw_stealing.proc.pid(),
+        },
+        Scenario {
+            key: "c_sidecar_traced",
+            title: "(c) with tracing on (sample ratio 0.1, OTLP/gRPC to a collector)",
+            target: target(gw_traced.addr, "/api/orders", &tokens),
+            pids: vec![
+                gw_traced.proc.pid(),
+                sidecar.pid(),
+                echo.pid(),
+                collector.pid(),
+            ],
+            proxy: gw_traced.proc.pid(),
         },
         Scenario {
             key: "c_sidecar_nocache",
@@ -255,8 +281,8 @@ pub(crate) fn gateway_suite(
         }
     }
     drop(issuer_rt);
-
-    let report = report(&measured, connections, seconds, rounds);
+    let mut report = report(&measured, connections, seconds, rounds);
+    report["spans_exported"] = json!(collector.received());
     let md = markdown(&report, nginx.is_none());
     write_report(out, "gateway", &report, &md)
 }
@@ -336,6 +362,7 @@ fn report(measured: &[Measured], connections: usize, seconds: u64, rounds: usize
             "c_over_a": ratio(rps("c_sidecar"), a),
             "c_nocache_over_a": ratio(rps("c_sidecar_nocache"), a),
             "c_over_c_stealing": ratio(rps("c_sidecar"), rps("c_sidecar_stealing")),
+            "c_traced_over_c": ratio(rps("c_sidecar_traced"), rps("c_sidecar")),
             "d_over_a": ratio(rps("d_embedded"), a),
             "a_over_nginx": ratio(a, rps("nginx")),
             "local_over_nginx_local": ratio(rps("gateway_local"), rps("nginx_local")),
@@ -386,6 +413,7 @@ fn markdown(report: &Value, nginx_missing: bool) -> String {
         ("c_over_a", "≥ 0.70"),
         ("c_nocache_over_a", ""),
         ("c_over_c_stealing", ""),
+        ("c_traced_over_c", "≥ 0.95"),
         ("d_over_a", "≥ 0.85"),
         ("a_over_nginx", "≥ 0.90"),
         ("local_over_nginx_local", ""),
@@ -404,6 +432,11 @@ fn markdown(report: &Value, nginx_missing: bool) -> String {
          per request answering by itself, i.e. what sending the request upstream and relaying \
          the answer costs it.\n",
     );
+    md.push_str(&format!(
+        "\nTracing row: the collector (`testkit::OtlpReceiver`, counting) received {} spans \
+         from the traced gateway by the end of the run; its CPU is in the row's CPU (all).\n",
+        report["spans_exported"]
+    ));
     if nginx_missing {
         md.push_str("\nnginx was not found (install it, e.g. `apt-get install nginx-light`), so its row is missing.\n");
     }

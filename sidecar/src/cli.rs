@@ -94,7 +94,14 @@ fn serve(
     if let Err(e) = config.validate() {
         return config_error(&e);
     }
-    bootstrap::telemetry::init_logging(&config.log_level, config.log_format);
+    let traces = match bootstrap::telemetry::Tracing::start(&config.tracing, "portcullis-sidecar") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    bootstrap::telemetry::init_logging(&config.log_level, config.log_format, traces.as_ref());
     let metrics = Metrics::new();
     let engine = match Engine::new(&config.policies, &config.engine_options(), metrics.clone()) {
         Ok(e) => e,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bootstrap::ConfigError;
-use bootstrap::telemetry::LogFormat;
+use bootstrap::telemetry::{LogFormat, TracingConfig};
 use serde::Deserialize;
 
 use decision::EngineOptions;
@@ -44,6 +44,9 @@ pub struct Config {
     /// The authserver's change feed: users and groups for decisions, and
     /// revocations for the tokens verified here.
     pub feed: feed::FeedConfig,
+    /// OpenTelemetry export (off by default); a caller's `traceparent`
+    /// (gRPC metadata, HTTP header) is always continued.
+    pub tracing: TracingConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +85,7 @@ impl Default for Config {
             claims: ClaimsConfig::default(),
             issuers: Vec::new(),
             feed: feed::FeedConfig::default(),
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -120,6 +124,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.tracing.validate()?;
         if let Some(token) = &self.admin_token
             && token.len() < MIN_ADMIN_TOKEN_LEN
         {

@@ -17,7 +17,10 @@ use envoy_types::ext_authz::v3::pb::{
 };
 use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
 use envoy_types::pb::google::rpc;
+use opentelemetry::propagation::Extractor;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::authn::Authn;
 use crate::config::ClaimsConfig;
@@ -32,14 +35,17 @@ pub struct ExtAuthz {
     engine: Arc<Engine>,
     claims: ClaimsConfig,
     authn: Authn,
+    /// Spans are exported: each check gets one, in its caller's trace.
+    traced: bool,
 }
 
 impl ExtAuthz {
-    pub fn new(engine: Arc<Engine>, claims: ClaimsConfig, authn: Authn) -> Self {
+    pub fn new(engine: Arc<Engine>, claims: ClaimsConfig, authn: Authn, traced: bool) -> Self {
         Self {
             engine,
             claims,
             authn,
+            traced,
         }
     }
 
@@ -54,7 +60,47 @@ impl Authorization for ExtAuthz {
         &self,
         request: Request<PbCheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let req = request.into_inner();
+        if !self.traced {
+            return self.decide(request.into_inner()).await;
+        }
+        let span = tracing::info_span!(
+            "sidecar.decide",
+            otel.name = "ext_authz Check",
+            otel.kind = "server",
+            decision.allowed = tracing::field::Empty,
+            decision.policies = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        // The caller (the gateway, Envoy) is in this pod: its trace goes on.
+        let _ = span.set_parent(bootstrap::telemetry::extract(&Metadata(request.metadata())));
+        if let Some(id) = bootstrap::telemetry::trace_id(&span.context()) {
+            span.record("trace_id", id);
+        }
+        self.decide(request.into_inner()).instrument(span).await
+    }
+}
+
+/// gRPC metadata as a carrier of trace context.
+struct Metadata<'a>(&'a tonic::metadata::MetadataMap);
+
+impl Extractor for Metadata<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|k| match k {
+                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
+                tonic::metadata::KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
+
+impl ExtAuthz {
+    async fn decide(&self, req: PbCheckRequest) -> Result<Response<CheckResponse>, Status> {
         let attrs = req
             .attributes
             .as_ref()

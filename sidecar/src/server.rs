@@ -83,7 +83,15 @@ pub async fn run(
         axum::serve(http, api.into_make_service()).with_graceful_shutdown(stopped(stop_rx.clone()));
     let grpc_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(ExtAuthz::new(engine.clone(), config.claims.clone(), authn).into_service())
+        .add_service(
+            ExtAuthz::new(
+                engine.clone(),
+                config.claims.clone(),
+                authn,
+                config.tracing.otlp_endpoint.is_some(),
+            )
+            .into_service(),
+        )
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc),
             stopped(stop_rx),

@@ -12,6 +12,8 @@
 //!   not be skipped under CI; [`Database`]: a fresh PostgreSQL database;
 //!   [`RedisCluster`]: a Redis Cluster of our own on loopback.
 //! - [`GatewayConfig`]: gateway configurations as values, not TOML text.
+//! - [`OtlpReceiver`]: an OTLP trace receiver from the official protocol
+//!   definitions, standing in for a collector.
 //! - [`totp_code`]: TOTP codes from an independent implementation (pyotp).
 //! - [`SoftPasskey`]: a software WebAuthn authenticator, for tests and
 //!   benchmarks without a browser.
@@ -19,6 +21,7 @@
 mod binaries;
 mod database;
 mod gateway_config;
+mod otlp;
 mod passkey;
 mod ports;
 mod process;
@@ -29,6 +32,7 @@ mod totp;
 pub use binaries::workspace_binary;
 pub use database::Database;
 pub use gateway_config::{Auth, GatewayConfig, Route};
+pub use otlp::OtlpReceiver;
 pub use passkey::SoftPasskey;
 pub use ports::{free_port, wait_for_port};
 pub use process::{Process, Stop};

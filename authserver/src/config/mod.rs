@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use bootstrap::ConfigError;
-use bootstrap::telemetry::LogFormat;
+use bootstrap::telemetry::{LogFormat, TracingConfig};
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
@@ -57,6 +57,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// OpenTelemetry export (off by default).
+    pub tracing: TracingConfig,
     pub shutdown_grace_secs: u64,
     /// Set by `--dev`: plain HTTP on loopback, generated master key and demo
     /// accounts. Not a config-file key.
@@ -207,6 +209,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             log_level: "info".into(),
             log_format: LogFormat::Json,
+            tracing: TracingConfig::default(),
             shutdown_grace_secs: 10,
             dev: false,
         }
@@ -335,6 +338,7 @@ impl Config {
 
     /// Checks everything that can be checked without I/O.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.tracing.validate()?;
         if let Some(token) = &self.admin_token
             && token.len() < MIN_ADMIN_TOKEN_LEN
         {

@@ -6,6 +6,7 @@
 //! expires by itself; nothing here is the only copy of something durable.
 
 use std::time::Duration;
+use tracing::instrument;
 
 pub mod keys;
 mod memory;
@@ -52,6 +53,7 @@ impl Ephemeral {
         }
     }
 
+    #[instrument(name = "ephemeral.ping", skip_all)]
     pub async fn ping(&self) -> Result<(), EphemeralError> {
         match self {
             Self::Memory(_) => Ok(()),
@@ -60,6 +62,7 @@ impl Ephemeral {
     }
 
     /// Stores `value` under `key` for `ttl`, replacing what was there.
+    #[instrument(name = "ephemeral.put", skip_all)]
     pub async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), EphemeralError> {
         match self {
             Self::Memory(m) => {
@@ -72,6 +75,7 @@ impl Ephemeral {
 
     /// Stores `value` only if `key` holds nothing; `false` if it did. The
     /// primitive behind single use (replayed `jti`s, used codes).
+    #[instrument(name = "ephemeral.put_new", skip_all)]
     pub async fn put_new(
         &self,
         key: &str,
@@ -84,6 +88,7 @@ impl Ephemeral {
         }
     }
 
+    #[instrument(name = "ephemeral.get", skip_all)]
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, EphemeralError> {
         match self {
             Self::Memory(m) => Ok(m.get(key)),
@@ -93,6 +98,7 @@ impl Ephemeral {
 
     /// Reads and removes `key` atomically: of two concurrent takers, one
     /// gets the value.
+    #[instrument(name = "ephemeral.take", skip_all)]
     pub async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, EphemeralError> {
         match self {
             Self::Memory(m) => Ok(m.take(key)),
@@ -101,6 +107,7 @@ impl Ephemeral {
     }
 
     /// Removes `key`, whether it holds a value or a window.
+    #[instrument(name = "ephemeral.delete", skip_all)]
     pub async fn delete(&self, key: &str) -> Result<(), EphemeralError> {
         match self {
             Self::Memory(m) => {
@@ -114,6 +121,7 @@ impl Ephemeral {
     /// Adds `member` to the set `key` (an index: a user's sessions); the
     /// set lives at least `ttl` from now. Members have no expiry of their
     /// own: what they name expires, and readers drop what is gone.
+    #[instrument(name = "ephemeral.add_member", skip_all)]
     pub async fn add_member(
         &self,
         key: &str,
@@ -130,6 +138,7 @@ impl Ephemeral {
     }
 
     /// The members of the set `key`, in no particular order.
+    #[instrument(name = "ephemeral.members", skip_all)]
     pub async fn members(&self, key: &str) -> Result<Vec<String>, EphemeralError> {
         match self {
             Self::Memory(m) => Ok(m.members(key)),
@@ -138,6 +147,7 @@ impl Ephemeral {
     }
 
     /// Removes `member` from the set `key`; `false` if it was not there.
+    #[instrument(name = "ephemeral.remove_member", skip_all)]
     pub async fn remove_member(&self, key: &str, member: &str) -> Result<bool, EphemeralError> {
         match self {
             Self::Memory(m) => Ok(m.remove_member(key, member)),
@@ -147,6 +157,7 @@ impl Ephemeral {
 
     /// Records one event at `now_ms` in the sliding window `key` and returns
     /// how many events the last `window` holds, this one included.
+    #[instrument(name = "ephemeral.hit", skip_all)]
     pub async fn hit(
         &self,
         key: &str,
@@ -160,6 +171,7 @@ impl Ephemeral {
     }
 
     /// How many events the sliding window `key` holds, without adding one.
+    #[instrument(name = "ephemeral.hits", skip_all)]
     pub async fn hits(
         &self,
         key: &str,

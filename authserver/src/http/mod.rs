@@ -16,6 +16,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::app::{App, now, now_ms};
 use crate::authorize::{self, Next, Refusal};
@@ -131,7 +133,8 @@ async fn cors(request: axum::extract::Request, next: axum::middleware::Next) -> 
 }
 
 /// Counts every request by its route template (never the raw path, so the
-/// label set stays bounded) and times it.
+/// label set stays bounded) and times it; with tracing on, in a span of its
+/// own (in the caller's trace only if `tracing.accept_traceparent`).
 async fn count(
     State(app): Shared,
     matched: Option<axum::extract::MatchedPath>,
@@ -140,8 +143,13 @@ async fn count(
 ) -> Response {
     let started = std::time::Instant::now();
     let method = request.method().clone();
-    let response = next.run(request).await;
     let endpoint = matched.as_ref().map_or("unmatched", |m| m.as_str());
+    let span = request_span(&app, &request, endpoint);
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record(
+        "http.response.status_code",
+        i64::from(response.status().as_u16()),
+    );
     let metrics = &app.metrics;
     metrics
         .requests
@@ -152,6 +160,33 @@ async fn count(
         .with_label_values(&[method.as_str(), endpoint])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The server span of one request (none without tracing), named by its
+/// route template.
+fn request_span(app: &App, request: &axum::extract::Request, endpoint: &str) -> tracing::Span {
+    let tracing = &app.config.tracing;
+    if tracing.otlp_endpoint.is_none() {
+        return tracing::Span::none();
+    }
+    let method = request.method().as_str();
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {endpoint}"),
+        otel.kind = "server",
+        http.request.method = method,
+        http.route = endpoint,
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    if tracing.accept_traceparent {
+        let carrier = bootstrap::telemetry::Headers(request.headers());
+        let _ = span.set_parent(bootstrap::telemetry::extract(&carrier));
+    }
+    if let Some(id) = bootstrap::telemetry::trace_id(&span.context()) {
+        span.record("trace_id", id);
+    }
+    span
 }
 
 async fn metrics(State(app): Shared) -> Response {

@@ -5,12 +5,14 @@ use super::*;
 
 impl Store {
     /// Records an event that changes nothing else (a login, a token issued).
+    #[instrument(name = "store.audit", skip_all)]
     pub async fn audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
         on!(self, |p| audit_insert!(event).execute(p).await.map(|_| ()))?;
         Ok(())
     }
 
     /// Records several events in one transaction (group commit).
+    #[instrument(name = "store.audit_all", skip_all)]
     pub async fn audit_all(&self, events: &[&AuditEvent]) -> Result<(), StoreError> {
         // Multi-row inserts: a statement per event would cost the database
         // a round trip each. 256 rows × 8 binds stays under both backends'
@@ -42,6 +44,7 @@ impl Store {
     }
 
     /// The newest events first.
+    #[instrument(name = "store.audit_events", skip_all)]
     pub async fn audit_events(&self, limit: i64) -> Result<Vec<AuditEvent>, StoreError> {
         let rows: Vec<AuditRow> = on!(self, |p| sqlx::query_as(
             "SELECT at, actor, action, target, source_ip, client_id, outcome, detail \
@@ -55,6 +58,7 @@ impl Store {
 
     /// The newest sign-in events of one user (password and second-factor
     /// steps, successful or not), for the account page.
+    #[instrument(name = "store.sign_ins", skip_all)]
     pub async fn sign_ins(&self, user_id: &str, limit: i64) -> Result<Vec<AuditEvent>, StoreError> {
         let rows: Vec<AuditRow> = on!(self, |p| sqlx::query_as(
             "SELECT at, actor, action, target, source_ip, client_id, outcome, detail \

@@ -13,6 +13,7 @@ macro_rules! client_columns {
 }
 
 impl Store {
+    #[instrument(name = "store.create_client", skip_all)]
     pub async fn create_client(
         &self,
         client: &Client,
@@ -48,6 +49,7 @@ impl Store {
         .map_err(|e| unique_violation(e, || format!("client `{}`", client.id)))
     }
 
+    #[instrument(name = "store.client", skip_all)]
     pub async fn client(&self, id: &str) -> Result<Option<Client>, StoreError> {
         let sql = concat!("SELECT ", client_columns!(), " FROM clients WHERE id = $1");
         let row: Option<ClientRow> = on!(self, |p| sqlx::query_as(sql)
@@ -57,12 +59,14 @@ impl Store {
         row.map(ClientRow::into_client).transpose()
     }
 
+    #[instrument(name = "store.clients", skip_all)]
     pub async fn clients(&self) -> Result<Vec<Client>, StoreError> {
         let sql = concat!("SELECT ", client_columns!(), " FROM clients ORDER BY id");
         let rows: Vec<ClientRow> = on!(self, |p| sqlx::query_as(sql).fetch_all(p).await)?;
         rows.into_iter().map(ClientRow::into_client).collect()
     }
 
+    #[instrument(name = "store.set_client_secret", skip_all)]
     pub async fn set_client_secret(
         &self,
         client_id: &str,
@@ -79,6 +83,7 @@ impl Store {
         found(changed, || format!("client `{client_id}`"))
     }
 
+    #[instrument(name = "store.set_client_mfa", skip_all)]
     pub async fn set_client_mfa(
         &self,
         client_id: &str,
@@ -97,6 +102,7 @@ impl Store {
 
     /// Sets (or, with `None`, clears) where the client hears of ended
     /// sessions.
+    #[instrument(name = "store.set_client_backchannel_logout", skip_all)]
     pub async fn set_client_backchannel_logout(
         &self,
         client_id: &str,
@@ -113,6 +119,7 @@ impl Store {
         found(changed, || format!("client `{client_id}`"))
     }
 
+    #[instrument(name = "store.delete_client", skip_all)]
     pub async fn delete_client(
         &self,
         client_id: &str,

@@ -4,6 +4,7 @@ use super::*;
 
 impl Store {
     /// The scopes the user has already granted the client.
+    #[instrument(name = "store.consent", skip_all)]
     pub async fn consent(&self, user_id: &str, client_id: &str) -> Result<Vec<String>, StoreError> {
         let row: Option<(String,)> = on!(self, |p| sqlx::query_as(
             "SELECT scopes FROM consents WHERE user_id = $1 AND client_id = $2"
@@ -23,6 +24,7 @@ impl Store {
     }
 
     /// Remembers a grant; the stored scopes become the union of old and new.
+    #[instrument(name = "store.grant_consent", skip_all)]
     pub async fn grant_consent(
         &self,
         user_id: &str,

@@ -14,6 +14,7 @@ macro_rules! factor_columns {
 
 impl Store {
     /// A user's factors, oldest first.
+    #[instrument(name = "store.factors", skip_all)]
     pub async fn factors(&self, user_id: &str) -> Result<Vec<SecondFactor>, StoreError> {
         let sql = concat!(
             "SELECT ",
@@ -27,6 +28,7 @@ impl Store {
         rows.into_iter().map(FactorRow::into_factor).collect()
     }
 
+    #[instrument(name = "store.add_factor", skip_all)]
     pub async fn add_factor(
         &self,
         factor: &SecondFactor,
@@ -62,6 +64,7 @@ impl Store {
     }
 
     /// The WebAuthn factor with `credential_id`, whoever it belongs to.
+    #[instrument(name = "store.factor_by_credential", skip_all)]
     pub async fn factor_by_credential(
         &self,
         credential_id: &str,
@@ -80,6 +83,7 @@ impl Store {
 
     /// Records a use of factor `id` and, when given, its new public state
     /// (a WebAuthn counter or backup flag that moved).
+    #[instrument(name = "store.factor_used", skip_all)]
     pub async fn factor_used(
         &self,
         id: &str,
@@ -98,6 +102,7 @@ impl Store {
         Ok(())
     }
 
+    #[instrument(name = "store.rename_factor", skip_all)]
     pub async fn rename_factor(
         &self,
         user_id: &str,
@@ -117,6 +122,7 @@ impl Store {
         found(changed, || format!("factor `{id}`"))
     }
 
+    #[instrument(name = "store.remove_factor", skip_all)]
     pub async fn remove_factor(
         &self,
         user_id: &str,
@@ -153,6 +159,7 @@ impl Store {
     /// An administrator's reset: every factor and recovery code of the
     /// user, gone in one transaction with its audit event. Returns how
     /// many factors there were.
+    #[instrument(name = "store.reset_factors", skip_all)]
     pub async fn reset_factors(
         &self,
         user_id: &str,
@@ -178,6 +185,7 @@ impl Store {
 
     /// Spends TOTP time step `step` of factor `id`: true only if it is
     /// later than every step accepted before (RFC 6238 §5.2).
+    #[instrument(name = "store.spend_totp_step", skip_all)]
     pub async fn spend_totp_step(&self, id: &str, step: i64, at: i64) -> Result<bool, StoreError> {
         let done = on!(self, |p| sqlx::query(
             "UPDATE second_factors SET last_step = $2, last_used_at = $3 \
@@ -194,6 +202,7 @@ impl Store {
 
     /// Replaces the user's recovery codes with `digests` (the old ones stop
     /// working), in one transaction with its audit event.
+    #[instrument(name = "store.replace_recovery_codes", skip_all)]
     pub async fn replace_recovery_codes(
         &self,
         user_id: &str,
@@ -225,6 +234,7 @@ impl Store {
 
     /// Spends the recovery code with `digest`: true if it was the user's
     /// and unused; its audit event is written in the same transaction.
+    #[instrument(name = "store.spend_recovery_code", skip_all)]
     pub async fn spend_recovery_code(
         &self,
         user_id: &str,
@@ -245,6 +255,7 @@ impl Store {
     }
 
     /// How many unused recovery codes the user holds.
+    #[instrument(name = "store.recovery_codes_left", skip_all)]
     pub async fn recovery_codes_left(&self, user_id: &str) -> Result<i64, StoreError> {
         let (n,): (i64,) = on!(self, |p| sqlx::query_as(
             "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL"

@@ -30,6 +30,7 @@ impl From<LinkRow> for FederatedLink {
 
 impl Store {
     /// The user linked to `subject` at `provider`, its use recorded at `at`.
+    #[instrument(name = "store.federated_user", skip_all)]
     pub async fn federated_user(
         &self,
         provider: &str,
@@ -48,6 +49,7 @@ impl Store {
         Ok(row.map(|(id,)| id))
     }
 
+    #[instrument(name = "store.link_identity", skip_all)]
     pub async fn link_identity(
         &self,
         link: &FederatedLink,
@@ -64,6 +66,7 @@ impl Store {
     }
 
     /// A user's links, oldest first.
+    #[instrument(name = "store.federated_links", skip_all)]
     pub async fn federated_links(&self, user_id: &str) -> Result<Vec<FederatedLink>, StoreError> {
         let rows: Vec<LinkRow> = on!(self, |p| sqlx::query_as(
             "SELECT provider, subject, user_id, email, created_at, last_used_at \
@@ -76,6 +79,7 @@ impl Store {
     }
 
     /// Removes one of `user_id`'s links (not found if it is another's).
+    #[instrument(name = "store.unlink_identity", skip_all)]
     pub async fn unlink_identity(
         &self,
         user_id: &str,
@@ -97,6 +101,7 @@ impl Store {
     }
 
     /// Whether a local user has this email address (any case).
+    #[instrument(name = "store.email_taken", skip_all)]
     pub async fn email_taken(&self, email: &str) -> Result<bool, StoreError> {
         let row: Option<(String,)> = on!(self, |p| sqlx::query_as(
             "SELECT id FROM users WHERE lower(email) = lower($1) LIMIT 1"
@@ -110,6 +115,7 @@ impl Store {
     /// Makes `user_id` a member of exactly those of `mapped` (the groups a
     /// provider maps onto) that are in `member_of`, creating missing ones;
     /// other memberships are untouched. Whether anything changed.
+    #[instrument(name = "store.set_federated_groups", skip_all)]
     pub async fn set_federated_groups(
         &self,
         user_id: &str,

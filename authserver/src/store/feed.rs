@@ -220,6 +220,7 @@ struct ChangeRow {
 impl Store {
     /// Changes after `cursor` up to `up_to` (the newest when asked), oldest
     /// first, at most `limit`; `kinds` empty means every kind.
+    #[instrument(name = "store.changes_after", skip_all)]
     pub async fn changes_after(
         &self,
         cursor: i64,
@@ -256,6 +257,7 @@ impl Store {
 
     /// The newest sequence number (0 before any change) and the horizon:
     /// the highest one pruned (a follower behind it needs a snapshot).
+    #[instrument(name = "store.feed_position", skip_all)]
     pub async fn feed_position(&self) -> Result<(i64, i64), StoreError> {
         let (newest, horizon): (Option<i64>, i64) = on!(self, |p| sqlx::query_as(
             "SELECT (SELECT MAX(seq) FROM changes), horizon FROM feed_horizon WHERE id = 1"
@@ -268,6 +270,7 @@ impl Store {
     /// Records revocations that are not a database change (a session
     /// ended, a token revoked), each with when it stops mattering: their
     /// own transaction, in feed order.
+    #[instrument(name = "store.append_revocations", skip_all)]
     pub async fn append_revocations(
         &self,
         at: i64,
@@ -289,6 +292,7 @@ impl Store {
     /// Forgets what was recorded before `before` (a follower that far
     /// behind starts from a snapshot), except revocations that still
     /// matter at `now`; moves the horizon past what it removed.
+    #[instrument(name = "store.prune_changes", skip_all)]
     pub async fn prune_changes(&self, before: i64, now: i64) -> Result<u64, StoreError> {
         Ok(on!(self, |p| async {
             let mut tx = p.begin().await?;
@@ -321,6 +325,7 @@ impl Store {
     }
 
     /// Users as entities, `limit` at a time after id `after` (a snapshot).
+    #[instrument(name = "store.user_entities", skip_all)]
     pub async fn user_entities(&self, after: &str, limit: i64) -> Result<Vec<Value>, StoreError> {
         let rows: Vec<UserFacts> = on!(self, |p| sqlx::query_as(
             "SELECT id, username, display_name, email, roles, disabled, profile \
@@ -352,6 +357,7 @@ impl Store {
     }
 
     /// Every group as an entity (by name, with its parent groups).
+    #[instrument(name = "store.group_entities", skip_all)]
     pub async fn group_entities(&self) -> Result<Vec<Value>, StoreError> {
         let groups: Vec<(String, String)> = on!(self, |p| sqlx::query_as(
             "SELECT id, name FROM groups ORDER BY name"
@@ -380,6 +386,7 @@ impl Store {
 
     /// The revocations that matter at `now`: inactive users, and tokens
     /// and sessions revoked before they expire.
+    #[instrument(name = "store.live_revocations", skip_all)]
     pub async fn live_revocations(&self, now: i64) -> Result<Vec<Value>, StoreError> {
         let disabled: Vec<(String,)> = on!(self, |p| sqlx::query_as(
             "SELECT id FROM users WHERE disabled"

@@ -11,6 +11,7 @@ macro_rules! key_columns {
 }
 
 impl Store {
+    #[instrument(name = "store.keys", skip_all)]
     pub async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         let sql = concat!(
             "SELECT ",
@@ -25,6 +26,7 @@ impl Store {
     /// the listed keys to their new state (each from the state before it),
     /// deletes `remove`d ones. If another rotation moved a key first,
     /// nothing is written and the error is a conflict.
+    #[instrument(name = "store.rotate_keys", skip_all)]
     pub async fn rotate_keys(
         &self,
         new: &[StoredKey],

@@ -15,6 +15,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{ConnectOptions, PgPool, SqlitePool};
+use tracing::instrument;
 
 use crate::model::{AuditEvent, ClientAuth};
 
@@ -282,6 +283,7 @@ impl Store {
     }
 
     /// The database answers.
+    #[instrument(name = "store.ping", skip_all)]
     pub async fn ping(&self) -> Result<(), StoreError> {
         on!(self, |p| sqlx::query("SELECT 1")
             .execute(p)

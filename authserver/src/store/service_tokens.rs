@@ -14,6 +14,7 @@ pub struct ServiceToken {
 }
 
 impl Store {
+    #[instrument(name = "store.add_service_token", skip_all)]
     pub async fn add_service_token(
         &self,
         token: &ServiceToken,
@@ -40,6 +41,7 @@ impl Store {
     }
 
     /// The token whose keyed digest this is.
+    #[instrument(name = "store.service_token", skip_all)]
     pub async fn service_token(&self, digest: &[u8]) -> Result<Option<ServiceToken>, StoreError> {
         let row: Option<(String, String, String, i64)> = on!(self, |p| sqlx::query_as(
             "SELECT id, name, scopes, created_at FROM service_tokens WHERE digest = $1"
@@ -59,6 +61,7 @@ impl Store {
         .transpose()
     }
 
+    #[instrument(name = "store.service_tokens", skip_all)]
     pub async fn service_tokens(&self) -> Result<Vec<ServiceToken>, StoreError> {
         let rows: Vec<(String, String, String, i64)> = on!(self, |p| sqlx::query_as(
             "SELECT id, name, scopes, created_at FROM service_tokens ORDER BY name"
@@ -78,6 +81,7 @@ impl Store {
             .collect()
     }
 
+    #[instrument(name = "store.remove_service_token", skip_all)]
     pub async fn remove_service_token(
         &self,
         name: &str,

@@ -42,6 +42,7 @@ fn username_key(username: &str) -> String {
 }
 
 impl Store {
+    #[instrument(name = "store.create_user", skip_all)]
     pub async fn create_user(&self, new: &NewUser, audit: &AuditEvent) -> Result<User, StoreError> {
         let at = audit.at;
         let key = username_key(&new.username);
@@ -98,6 +99,7 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("user `{}`", new.id)))
     }
 
+    #[instrument(name = "store.user_by_id", skip_all)]
     pub async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
         let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
         let row: Option<UserRow> = on!(self, |p| sqlx::query_as(sql)
@@ -107,6 +109,7 @@ impl Store {
         self.with_groups(row).await
     }
 
+    #[instrument(name = "store.user_by_username", skip_all)]
     pub async fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
         let sql = concat!(
             "SELECT ",
@@ -122,6 +125,7 @@ impl Store {
     }
 
     /// Users ordered by username, a page at a time.
+    #[instrument(name = "store.users", skip_all)]
     pub async fn users(&self, offset: i64, limit: i64) -> Result<Vec<User>, StoreError> {
         let sql = concat!(
             "SELECT ",
@@ -157,6 +161,7 @@ impl Store {
             .map(Some)
     }
 
+    #[instrument(name = "store.set_password", skip_all)]
     pub async fn set_password(
         &self,
         user_id: &str,
@@ -174,6 +179,7 @@ impl Store {
         found(changed, || format!("user `{user_id}`"))
     }
 
+    #[instrument(name = "store.set_disabled", skip_all)]
     pub async fn set_disabled(
         &self,
         user_id: &str,
@@ -190,6 +196,7 @@ impl Store {
 
     /// Applies `change` (any of a new password hash, the disabled flag,
     /// the MFA policy) in one transaction with its audit events.
+    #[instrument(name = "store.update_user", skip_all)]
     pub async fn update_user(
         &self,
         user_id: &str,
@@ -236,6 +243,7 @@ impl Store {
         found(changed, || format!("user `{user_id}`"))
     }
 
+    #[instrument(name = "store.delete_user", skip_all)]
     pub async fn delete_user(&self, user_id: &str, audit: &AuditEvent) -> Result<(), StoreError> {
         self.scim_delete_user(user_id, None, audit).await
     }

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 
 use bootstrap::ConfigError;
-use bootstrap::telemetry::LogFormat;
+use bootstrap::telemetry::{LogFormat, TracingConfig};
 use serde::Deserialize;
 
 mod route;
@@ -55,6 +55,8 @@ pub struct Config {
     pub upgrade_sock: std::path::PathBuf,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// OpenTelemetry export (off by default).
+    pub tracing: TracingConfig,
     /// One JSON line per request (never tokens, cookies or query strings).
     pub access_log: crate::access_log::AccessLogConfig,
     /// Headers the gateway owns: removed from every incoming request
@@ -203,6 +205,7 @@ impl Default for Config {
             upgrade_sock: std::path::PathBuf::from("/tmp/portcullis-gateway-upgrade.sock"),
             log_level: "info".into(),
             log_format: LogFormat::Json,
+            tracing: TracingConfig::default(),
             access_log: crate::access_log::AccessLogConfig::default(),
             owned_header_prefix: "x-auth-".into(),
             trusted_proxies: Vec::new(),
@@ -251,6 +254,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.tracing.validate()?;
         if !(1..=256).contains(&self.threads) {
             return Err(ConfigError::invalid("threads", "must be 1..=256"));
         }

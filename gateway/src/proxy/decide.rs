@@ -23,6 +23,7 @@ impl Gateway {
         let Some(authorizer) = &self.authorizer else {
             return refuse(session, Refusal::Unavailable(NO_DECISION.into())).await;
         };
+        self.enter(ctx, Phase::Decide);
         let req = session.req_header();
         let query = Query {
             method: req.method.as_str(),
@@ -36,6 +37,7 @@ impl Gateway {
             },
             claims: ctx.principal.as_ref().map(Principal::payload),
             parsed: ctx.principal.as_ref().map(Principal::claims),
+            traceparent: ctx.trace.as_ref().map(|t| t.traceparent(Phase::Decide)),
         };
         // Entities from a feed that cannot be vouched for (and told to
         // fail closed): no decision, as if the decider were down.
@@ -50,6 +52,9 @@ impl Gateway {
         } else {
             authorizer.check(&query, &self.metrics).await
         };
+        if let Some(trace) = &mut ctx.trace {
+            trace.leave();
+        }
         match result {
             Ok(verdict) if verdict.allowed => {
                 ctx.verdict = Some(verdict);

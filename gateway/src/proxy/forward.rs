@@ -71,17 +71,7 @@ impl Gateway {
             }
         }
         upstream.insert_header("x-request-id", ctx.request_id.clone())?;
-        // Trace context passes through; a malformed one would only confuse
-        // the upstream's tracer.
-        let traceparent_ok = upstream
-            .headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .is_none_or(valid_traceparent);
-        if !traceparent_ok {
-            upstream.remove_header("traceparent");
-            upstream.remove_header("tracestate");
-        }
+        self.set_trace_context(upstream, ctx)?;
         match &ctx.principal {
             Some(Principal::Bearer(b)) => {
                 for (name, value) in &b.headers {
@@ -102,6 +92,30 @@ impl Gateway {
             for (name, value) in &verdict.headers {
                 upstream.insert_header(name.clone(), value.clone())?;
             }
+        }
+        Ok(())
+    }
+
+    /// With tracing, the upstream's parent is our span, and a client's
+    /// trace state leaves with the trace it was not allowed to continue.
+    /// Without, a client's trace context passes through when well-formed (a
+    /// malformed one would only confuse the upstream's tracer).
+    fn set_trace_context(&self, upstream: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
+        if let Some(trace) = &ctx.trace {
+            upstream.insert_header("traceparent", trace.traceparent(Phase::Upstream))?;
+            if !self.accept_traceparent {
+                upstream.remove_header("tracestate");
+            }
+            return Ok(());
+        }
+        let well_formed = upstream
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(valid_traceparent);
+        if !well_formed {
+            upstream.remove_header("traceparent");
+            upstream.remove_header("tracestate");
         }
         Ok(())
     }

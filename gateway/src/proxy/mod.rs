@@ -50,10 +50,12 @@ mod authn;
 mod decide;
 mod forward;
 mod request_id;
+mod trace;
 
 use authn::{Bearer, Principal, UntilExpiry, bearer};
 use forward::identity_headers;
 use request_id::{acceptable_request_id, new_request_id, valid_traceparent};
+use trace::{Phase, Trace};
 
 pub struct Gateway {
     routes: Routes,
@@ -83,6 +85,10 @@ pub struct Gateway {
     /// The change feed: revocations refuse tokens and sessions; with the
     /// embedded engine, its entities.
     feed: Option<feed::Running>,
+    /// With tracing on: every request's spans start here.
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    /// Whether a client's `traceparent` continues its trace.
+    accept_traceparent: bool,
 }
 
 /// What a gateway is built from besides its configuration.
@@ -95,6 +101,8 @@ pub struct Parts {
     pub feed: Option<feed::Running>,
     /// `redis_url`'s server or cluster: global rate limits.
     pub redis: Option<Arc<bootstrap::redis::Redis>>,
+    /// The exporter's tracer, with tracing on.
+    pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
 }
 
 /// Per-request state.
@@ -116,6 +124,9 @@ pub struct Ctx {
     connect_failures: usize,
     /// The address the request went to.
     upstream: Option<std::net::SocketAddr>,
+    /// The request's spans, with tracing on (boxed: without, a request
+    /// carries a pointer's worth).
+    trace: Option<Box<Trace>>,
 }
 
 impl Gateway {
@@ -128,6 +139,7 @@ impl Gateway {
             metrics,
             feed,
             redis,
+            tracer,
         } = parts;
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
@@ -176,6 +188,15 @@ impl Gateway {
             access_log,
             tunnels: Tunnels::new(server),
             feed,
+            tracer,
+            accept_traceparent: config.tracing.accept_traceparent,
+        }
+    }
+
+    /// Ends the request's phase in progress and starts `phase`.
+    fn enter(&self, ctx: &mut Ctx, phase: Phase) {
+        if let (Some(tracer), Some(trace)) = (&self.tracer, &mut ctx.trace) {
+            trace.enter(tracer, phase);
         }
     }
 
@@ -200,6 +221,7 @@ impl ProxyHttp for Gateway {
             request_id: http::HeaderValue::from_static(""),
             connect_failures: 0,
             upstream: None,
+            trace: None,
         }
     }
 
@@ -209,6 +231,9 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(trace) = &mut ctx.trace {
+            trace.leave();
+        }
         self.finish_response(response, ctx)
     }
 
@@ -236,7 +261,11 @@ impl ProxyHttp for Gateway {
                 upstream: ctx.upstream,
                 subject: claims.and_then(|c| c.sub.clone()),
                 client_id: claims.and_then(|c| c.client_id.clone()),
+                trace_id: ctx.trace.as_deref().map(Trace::trace_id),
             });
+        }
+        if let Some(trace) = &mut ctx.trace {
+            trace.finish(status);
         }
     }
 
@@ -247,6 +276,15 @@ impl ProxyHttp for Gateway {
             .get("x-request-id")
             .filter(|v| v.to_str().is_ok_and(acceptable_request_id))
             .map_or_else(new_request_id, Clone::clone);
+        if let Some(tracer) = &self.tracer {
+            let req = session.req_header();
+            let parent = if self.accept_traceparent {
+                bootstrap::telemetry::extract(&bootstrap::telemetry::Headers(&req.headers))
+            } else {
+                opentelemetry::Context::new()
+            };
+            ctx.trace = Some(Box::new(Trace::start(tracer, &parent, req.method.as_str())));
+        }
         let header_bytes: usize = session
             .req_header()
             .headers
@@ -274,6 +312,7 @@ impl ProxyHttp for Gateway {
         {
             return sessions.serve(endpoint, session).await;
         }
+        self.enter(ctx, Phase::Route);
         let req = session.req_header();
         let host = crate::inbound::host(req).map(decision::host::name);
         let index = match self.routes.find(host, req.uri.path()) {
@@ -288,6 +327,9 @@ impl ProxyHttp for Gateway {
         let Some(route) = self.routes.get(index) else {
             return Err(Error::explain(ErrorType::InternalError, "route index"));
         };
+        if let Some(trace) = &ctx.trace {
+            trace.routed(session.req_header().method.as_str(), &route.label);
+        }
         // The upstream ignores case: so do policy and routing, on one spelling.
         if route.case_insensitive
             && let Err(e) = crate::inbound::lower_case_path(session.req_header_mut())
@@ -301,6 +343,9 @@ impl ProxyHttp for Gateway {
             .is_some_and(|l| l.key == RateLimitKey::Source);
         if (by_source || route.auth == AuthMode::Public) && self.limit(session, ctx).await? {
             return Ok(true);
+        }
+        if route.auth != AuthMode::Public {
+            self.enter(ctx, Phase::Authenticate);
         }
         let answered = match route.auth {
             AuthMode::Public => return self.authorize_then_tunnel_upgrades(session, ctx).await,
@@ -326,6 +371,10 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let _ = session;
+        // Retries to other addresses stay in the one upstream phase.
+        if ctx.connect_failures == 0 {
+            self.enter(ctx, Phase::Upstream);
+        }
         self.peer(ctx)
     }
 

@@ -132,6 +132,13 @@ pub fn answer(
         request_id: question.request_id,
         time: None,
     });
+    // For a trace of the request (the sidecar's span declares the fields):
+    // which policies decided, never the token or the claims.
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record("decision.allowed", decision.allowed());
+        span.record("decision.policies", decision.outcome.policies.join(","));
+    }
     if decision.allowed() {
         let set = claims.as_ref().map(headers::identity).unwrap_or_default();
         let mut remove: Vec<String> = Vec::new();

@@ -9,6 +9,7 @@ mod federated;
 mod monitoring;
 mod replicas;
 mod stack;
+mod traces;
 
 use std::time::Duration;
 

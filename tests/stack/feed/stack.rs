@@ -99,6 +99,8 @@ pub(super) struct Stack {
     feed_keys: String,
     /// Extra flags of the authserver (before its subcommand).
     authserver_args: Vec<String>,
+    /// Variables every service starts with.
+    env: Vec<(String, String)>,
 }
 
 pub(super) const AUTHSERVER: usize = 0;
@@ -120,7 +122,39 @@ impl Stack {
         Self::build(Backends::default(), "", auth, authserver_args)
     }
 
+    /// Every service exporting all its spans to the OTLP receiver at
+    /// `endpoint`.
+    pub(super) fn traced(endpoint: &str) -> Self {
+        let env = ["AUTHSERVER", "SIDECAR", "GATEWAY"]
+            .into_iter()
+            .flat_map(|service| {
+                [
+                    ("OTLP_ENDPOINT", endpoint),
+                    ("SAMPLE_RATIO", "1.0"),
+                    ("EXPORT_TIMEOUT_MS", "2000"),
+                ]
+                .map(|(key, value)| {
+                    (
+                        format!("PORTCULLIS_{service}__TRACING__{key}"),
+                        value.to_owned(),
+                    )
+                })
+            })
+            .collect();
+        Self::build_with(Backends::default(), "", addr(), &[], env)
+    }
+
     fn build(backends: Backends, feed_keys: &str, auth: SocketAddr, args: &[&str]) -> Self {
+        Self::build_with(backends, feed_keys, auth, args, Vec::new())
+    }
+
+    fn build_with(
+        backends: Backends,
+        feed_keys: &str,
+        auth: SocketAddr,
+        args: &[&str],
+        env: Vec<(String, String)>,
+    ) -> Self {
         let upstream = addr();
         let echo = Process::start("demo upstream", {
             let mut c = portcullis();
@@ -145,6 +179,7 @@ impl Stack {
             http: reqwest::Client::new(),
             feed_keys: feed_keys.to_owned(),
             authserver_args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env,
         };
         let creds = stack.start_authserver();
         stack.issuer = creds["issuer"].as_str().unwrap().to_owned();
@@ -165,6 +200,7 @@ impl Stack {
     /// `authserver --dev` with the backends' flags.
     fn authserver_command(&self) -> Command {
         let mut cmd = portcullis();
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.arg("authserver").arg("--dev");
         cmd.args(&self.authserver_args);
         if let Some(url) = &self.backends.database_url {
@@ -225,6 +261,7 @@ impl Stack {
         );
         std::fs::write(&config, text).unwrap();
         let mut cmd = portcullis();
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.args(["sidecar", "serve", "--config"])
             .arg(&config)
             .arg("--policies")
@@ -280,6 +317,7 @@ impl Stack {
         let path = self.dir.path().join("gateway.toml");
         std::fs::write(&path, config.to_toml()).unwrap();
         let mut cmd = portcullis();
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.args(["gateway", "serve", "--config"]).arg(&path);
         let mut process = Process::start("gateway", cmd);
         ready(
@@ -287,6 +325,11 @@ impl Stack {
             &format!("http://{}/readyz", self.gateway_admin),
         );
         self.processes[GATEWAY] = Some(process);
+    }
+
+    /// One of the running services (`AUTHSERVER`, `SIDECAR`, `GATEWAY`).
+    pub(super) fn process(&self, which: usize) -> &Process {
+        self.processes[which].as_ref().expect("running")
     }
 
     /// SIGKILL to one of the services (no goodbye to anyone).

@@ -184,6 +184,7 @@ fn name_key(name: &str) -> String {
 
 impl Store {
     /// Groups by id, in the order given, with their members when asked.
+    #[instrument(name = "store.scim_groups_by_id", skip_all)]
     pub async fn scim_groups_by_id(
         &self,
         ids: &[String],
@@ -247,6 +248,7 @@ impl Store {
             .collect())
     }
 
+    #[instrument(name = "store.scim_group", skip_all)]
     pub async fn scim_group(
         &self,
         id: &str,
@@ -258,6 +260,7 @@ impl Store {
             .pop())
     }
 
+    #[instrument(name = "store.scim_groups", skip_all)]
     pub async fn scim_groups(
         &self,
         q: &ScimQuery,
@@ -267,6 +270,7 @@ impl Store {
         Ok((total, self.scim_groups_by_id(&ids, with_members).await?))
     }
 
+    #[instrument(name = "store.scim_create_group", skip_all)]
     pub async fn scim_create_group(
         &self,
         id: &str,
@@ -304,6 +308,7 @@ impl Store {
 
     /// Replaces group `id` (its name and members) if its version is still
     /// `if_version`.
+    #[instrument(name = "store.scim_replace_group", skip_all)]
     pub async fn scim_replace_group(
         &self,
         id: &str,
@@ -360,6 +365,7 @@ impl Store {
         .inspect(|()| self.changed())
     }
 
+    #[instrument(name = "store.scim_delete_group", skip_all)]
     pub async fn scim_delete_group(
         &self,
         id: &str,

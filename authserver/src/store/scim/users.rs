@@ -38,6 +38,7 @@ fn stored_profile(doc: &UserDoc) -> serde_json::Map<String, Value> {
 impl Store {
     /// Users by id, in the order given (missing ones left out), each with
     /// its groups, direct and through nested groups.
+    #[instrument(name = "store.scim_users_by_id", skip_all)]
     pub async fn scim_users_by_id(&self, ids: &[String]) -> Result<Vec<UserRecord>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -110,17 +111,20 @@ impl Store {
             .collect())
     }
 
+    #[instrument(name = "store.scim_user", skip_all)]
     pub async fn scim_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
         Ok(self.scim_users_by_id(&[id.to_owned()]).await?.pop())
     }
 
     /// A page of users matching `q`, and how many match in all.
+    #[instrument(name = "store.scim_users", skip_all)]
     pub async fn scim_users(&self, q: &ScimQuery) -> Result<(i64, Vec<UserRecord>), StoreError> {
         let (total, ids) = self.page(Resource::User, q).await?;
         Ok((total, self.scim_users_by_id(&ids).await?))
     }
 
     /// Creates user `id` from `doc` (with the password's hash, if given).
+    #[instrument(name = "store.scim_create_user", skip_all)]
     pub async fn scim_create_user(
         &self,
         id: &str,
@@ -166,6 +170,7 @@ impl Store {
     /// Replaces user `id` with `doc` (its password too when a hash is
     /// given), if its version is still `if_version`. Returns whether the
     /// user was active before.
+    #[instrument(name = "store.scim_replace_user", skip_all)]
     pub async fn scim_replace_user(
         &self,
         id: &str,
@@ -221,6 +226,7 @@ impl Store {
 
     /// Deletes user `id` if its version is still `if_version`; its groups
     /// change version, its factors and consents go with it.
+    #[instrument(name = "store.scim_delete_user", skip_all)]
     pub async fn scim_delete_user(
         &self,
         id: &str,

@@ -1,4 +1,10 @@
-//! Logs and metrics plumbing shared by the services.
+//! Logs, traces and metrics plumbing shared by the services.
+
+mod trace;
+
+pub use trace::{
+    Headers, Tracing, TracingConfig, TracingError, extract, inject, trace_id, traceparent,
+};
 
 use prometheus::{Encoder, Registry, TextEncoder};
 use tracing::field::{Field, Visit};
@@ -18,12 +24,23 @@ pub enum LogFormat {
 }
 
 /// Install the global `tracing` subscriber. `RUST_LOG` wins over `level`.
-/// Logs go to stderr so stdout stays free for command output.
-pub fn init_logging(level: &str, format: LogFormat) {
+/// Logs go to stderr so stdout stays free for command output. With
+/// `tracing`, spans are exported too, and a JSON line names the spans it
+/// was logged in (the request's carries its `trace_id`).
+pub fn init_logging(level: &str, format: LogFormat, tracing: Option<&Tracing>) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter).with(DropBenign);
+    let spans = tracing.map(|t| {
+        tracing_opentelemetry::layer()
+            .with_tracer(t.tracer().clone())
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+    });
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(DropBenign)
+        .with(spans);
     // A second init (tests start several services in one process) is harmless.
     let _ = match format {
         LogFormat::Json => registry
@@ -32,6 +49,7 @@ pub fn init_logging(level: &str, format: LogFormat) {
                     .json()
                     .flatten_event(true)
                     .with_current_span(false)
+                    .with_span_list(tracing.is_some())
                     .with_writer(std::io::stderr),
             )
             .try_init(),
