@@ -114,8 +114,9 @@ pub struct Query<'a> {
     pub claims: Option<(&'a Map<String, Value>, u64)>,
     /// The same claims as the engine reads them.
     pub parsed: Option<&'a decision::Claims>,
-    /// With tracing on: the decision's span, for the sidecar's metadata.
-    pub traceparent: Option<String>,
+    /// With tracing on: the decision phase's `traceparent`, for the
+    /// sidecar's metadata (made only when the sidecar is asked).
+    pub traceparent: Option<&'a (dyn Fn() -> String + Sync)>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -374,7 +375,7 @@ impl SidecarClient {
     /// it to.
     async fn ask(&self, query: &Query<'_>, ttl: Duration) -> Result<Verdict, AuthzError> {
         let mut request = tonic::Request::new(check_request(query));
-        if let Some(value) = query.traceparent.as_deref().and_then(|v| v.parse().ok()) {
+        if let Some(value) = query.traceparent.and_then(|make| make().parse().ok()) {
             request.metadata_mut().insert("traceparent", value);
         }
         let mut client = self.client();

@@ -181,7 +181,7 @@ pub(crate) fn gateway_suite(
         },
         Scenario {
             key: "c_sidecar_traced",
-            title: "(c) with tracing on (sample ratio 0.1, OTLP/gRPC to a collector)",
+            title: "(c) with tracing on (default sample ratio 0.01, OTLP/gRPC to a collector)",
             target: target(gw_traced.addr, "/api/orders", &tokens),
             pids: vec![
                 gw_traced.proc.pid(),

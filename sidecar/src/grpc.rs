@@ -20,7 +20,6 @@ use envoy_types::pb::google::rpc;
 use opentelemetry::propagation::Extractor;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::authn::Authn;
 use crate::config::ClaimsConfig;
@@ -72,10 +71,8 @@ impl Authorization for ExtAuthz {
             trace_id = tracing::field::Empty,
         );
         // The caller (the gateway, Envoy) is in this pod: its trace goes on.
-        let _ = span.set_parent(bootstrap::telemetry::extract(&Metadata(request.metadata())));
-        if let Some(id) = bootstrap::telemetry::trace_id(&span.context()) {
-            span.record("trace_id", id);
-        }
+        let parent = bootstrap::telemetry::extract(&Metadata(request.metadata()));
+        bootstrap::telemetry::join_trace(&span, Some(parent));
         self.decide(request.into_inner()).instrument(span).await
     }
 }

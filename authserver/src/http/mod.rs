@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::app::{App, now, now_ms};
 use crate::authorize::{self, Next, Refusal};
@@ -179,13 +178,10 @@ fn request_span(app: &App, request: &axum::extract::Request, endpoint: &str) -> 
         http.response.status_code = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
-    if tracing.accept_traceparent {
-        let carrier = bootstrap::telemetry::Headers(request.headers());
-        let _ = span.set_parent(bootstrap::telemetry::extract(&carrier));
-    }
-    if let Some(id) = bootstrap::telemetry::trace_id(&span.context()) {
-        span.record("trace_id", id);
-    }
+    let parent = tracing
+        .accept_traceparent
+        .then(|| bootstrap::telemetry::extract(&bootstrap::telemetry::Headers(request.headers())));
+    bootstrap::telemetry::join_trace(&span, parent);
     span
 }
 

@@ -3,13 +3,16 @@
 mod trace;
 
 pub use trace::{
-    Headers, Tracing, TracingConfig, TracingError, extract, inject, trace_id, traceparent,
+    Headers, Tracing, TracingConfig, TracingError, extract, inject, join_trace, trace_id,
+    traceparent,
 };
 
 use prometheus::{Encoder, Registry, TextEncoder};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Log output format.
@@ -40,23 +43,29 @@ pub fn init_logging(level: &str, format: LogFormat, tracing: Option<&Tracing>) {
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(DropBenign)
-        .with(spans);
+        .with(spans)
+        .with(output(format, tracing.is_some(), std::io::stderr));
     // A second init (tests start several services in one process) is harmless.
-    let _ = match format {
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(tracing.is_some())
-                    .with_writer(std::io::stderr),
-            )
-            .try_init(),
-        LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
-            .try_init(),
-    };
+    let _ = registry.try_init();
+}
+
+/// The log lines: JSON (naming the spans an event is in, and their
+/// fields, when `spans`) or text, to `writer`.
+fn output<S, W>(format: LogFormat, spans: bool, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(spans)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Text => fmt::layer().with_writer(writer).boxed(),
+    }
 }
 
 /// Messages of other crates (through the `log` bridge: target, text) that
@@ -133,6 +142,47 @@ mod tests {
         fn on_event(&self, _event: &Event<'_>, _cx: Context<'_, S>) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// A writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_log_line_inside_a_traced_request_names_its_trace() {
+        use opentelemetry::trace::TracerProvider as _;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+            .with(output(LogFormat::Json, true, move || writer.clone()));
+        let caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let carrier =
+            std::collections::HashMap::from([("traceparent".to_owned(), caller.to_owned())]);
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request", trace_id = tracing::field::Empty);
+            join_trace(&span, Some(extract(&carrier)));
+            span.in_scope(|| tracing::warn!("something to say"));
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["message"], "something to say");
+        assert_eq!(
+            line["spans"][0]["trace_id"], "0af7651916cd43dd8448eb211c80319c",
+            "{line}"
+        );
     }
 
     #[test]

@@ -24,6 +24,10 @@ impl Gateway {
             return refuse(session, Refusal::Unavailable(NO_DECISION.into())).await;
         };
         self.enter(ctx, Phase::Decide);
+        let traceparent = ctx
+            .trace
+            .as_deref()
+            .map(|t| move || t.traceparent(Phase::Decide));
         let req = session.req_header();
         let query = Query {
             method: req.method.as_str(),
@@ -37,7 +41,9 @@ impl Gateway {
             },
             claims: ctx.principal.as_ref().map(Principal::payload),
             parsed: ctx.principal.as_ref().map(Principal::claims),
-            traceparent: ctx.trace.as_ref().map(|t| t.traceparent(Phase::Decide)),
+            traceparent: traceparent
+                .as_ref()
+                .map(|f| f as &(dyn Fn() -> String + Sync)),
         };
         // Entities from a feed that cannot be vouched for (and told to
         // fail closed): no decision, as if the decider were down.

@@ -4,7 +4,9 @@
 //! phase that calls them; a request the sampler dropped costs its ids only,
 //! which still go on so every hop logs the same trace id.
 
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, TraceId, Tracer as _};
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceId, Tracer as _,
+};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{SdkTracer, Span};
 
@@ -36,9 +38,16 @@ impl Phase {
 }
 
 pub(super) struct Trace {
+    /// The request span's ids, whatever the sampler said.
+    ids: SpanContext,
+    /// A sampled request's spans.
+    recorded: Option<Recorded>,
+}
+
+struct Recorded {
     /// The request's span, as the context its phases start from.
     request: Context,
-    /// The phase in progress (sampled requests only).
+    /// The phase in progress.
     phase: Option<(Phase, Span)>,
 }
 
@@ -50,44 +59,42 @@ impl Trace {
             .span_builder("request")
             .with_kind(SpanKind::Server)
             .start_with_context(tracer, parent);
-        // Only a recorded span is worth naming.
-        if span.is_recording() {
+        let ids = span.span_context().clone();
+        // Only a recorded span is worth naming, or keeping.
+        let recorded = span.is_recording().then(|| {
             span.update_name(method.to_owned());
             span.set_attribute(KeyValue::new("http.request.method", method.to_owned()));
-        }
-        Self {
-            request: Context::new().with_span(span),
-            phase: None,
-        }
-    }
-
-    fn sampled(&self) -> bool {
-        self.request.span().span_context().is_sampled()
+            Recorded {
+                request: Context::new().with_span(span),
+                phase: None,
+            }
+        });
+        Self { ids, recorded }
     }
 
     /// Ends the phase in progress and starts `phase`.
     pub(super) fn enter(&mut self, tracer: &SdkTracer, phase: Phase) {
         self.leave();
-        if self.sampled() {
+        if let Some(recorded) = &mut self.recorded {
             let span = tracer
                 .span_builder(phase.name())
                 .with_kind(phase.kind())
-                .start_with_context(tracer, &self.request);
-            self.phase = Some((phase, span));
+                .start_with_context(tracer, &recorded.request);
+            recorded.phase = Some((phase, span));
         }
     }
 
     /// Ends the phase in progress, if any.
     pub(super) fn leave(&mut self) {
-        if let Some((_, mut span)) = self.phase.take() {
+        if let Some((_, mut span)) = self.recorded.as_mut().and_then(|r| r.phase.take()) {
             span.end();
         }
     }
 
     /// Adds what is known once routed: the route, as the span's name says.
     pub(super) fn routed(&self, method: &str, route: &str) {
-        let span = self.request.span();
-        if span.is_recording() {
+        if let Some(recorded) = &self.recorded {
+            let span = recorded.request.span();
             span.update_name(format!("{method} {route}"));
             span.set_attribute(KeyValue::new("http.route", route.to_owned()));
         }
@@ -96,23 +103,24 @@ impl Trace {
     /// `traceparent` for whoever `phase` calls: that phase's span when
     /// sampled, else the request's (flagged unsampled).
     pub(super) fn traceparent(&self, phase: Phase) -> String {
-        match &self.phase {
+        let current = self.recorded.as_ref().and_then(|r| r.phase.as_ref());
+        match current {
             Some((p, span)) if *p == phase => {
                 bootstrap::telemetry::traceparent(span.span_context())
             }
-            _ => bootstrap::telemetry::traceparent(self.request.span().span_context()),
+            _ => bootstrap::telemetry::traceparent(&self.ids),
         }
     }
 
     pub(super) fn trace_id(&self) -> TraceId {
-        self.request.span().span_context().trace_id()
+        self.ids.trace_id()
     }
 
     /// Ends the request's span with the status the client got.
     pub(super) fn finish(&mut self, status: u16) {
         self.leave();
-        let span = self.request.span();
-        if span.is_recording() {
+        if let Some(recorded) = &self.recorded {
+            let span = recorded.request.span();
             span.set_attribute(KeyValue::new(
                 "http.response.status_code",
                 i64::from(status),
@@ -120,8 +128,8 @@ impl Trace {
             if status >= 500 || status == 0 {
                 span.set_status(Status::error(""));
             }
+            span.end();
         }
-        span.end();
     }
 }
 
@@ -196,7 +204,7 @@ mod tests {
         let mut trace = Trace::start(&tracer, &Context::new(), "GET");
         trace.enter(&tracer, Phase::Upstream);
         let sent = trace.traceparent(Phase::Upstream);
-        let ids = trace.request.span().span_context().clone();
+        let ids = trace.ids.clone();
         trace.finish(200);
         assert!(exporter.get_finished_spans().unwrap().is_empty());
         assert!(ids.is_valid());

@@ -16,4 +16,5 @@ mod signin;
 mod support;
 mod tls;
 mod tokens;
+mod traces;
 mod upstreams;
