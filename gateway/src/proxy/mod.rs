@@ -327,7 +327,7 @@ impl ProxyHttp for Gateway {
         let Some(route) = self.routes.get(index) else {
             return Err(Error::explain(ErrorType::InternalError, "route index"));
         };
-        if let Some(trace) = &ctx.trace {
+        if let Some(trace) = &mut ctx.trace {
             trace.routed(session.req_header().method.as_str(), &route.label);
         }
         // The upstream ignores case: so do policy and routing, on one spelling.

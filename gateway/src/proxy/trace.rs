@@ -91,8 +91,10 @@ impl Trace {
         }
     }
 
-    /// Adds what is known once routed: the route, as the span's name says.
-    pub(super) fn routed(&self, method: &str, route: &str) {
+    /// Ends the route phase with what it found: the route, which names
+    /// the request's span.
+    pub(super) fn routed(&mut self, method: &str, route: &str) {
+        self.leave();
         if let Some(recorded) = &self.recorded {
             let span = recorded.request.span();
             span.update_name(format!("{method} {route}"));
