@@ -128,6 +128,21 @@ fn overlay(table: &mut toml::Table, path: &[String], value: toml::Value) -> Resu
     Ok(())
 }
 
+/// A URL from the configuration (database, Redis) fit for messages: its
+/// password replaced.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +225,22 @@ mod tests {
         let err =
             load::<Conf>("SVC", Some(&dir.path().join("missing.toml")), env(&[])).unwrap_err();
         assert!(err.to_string().contains("missing.toml"), "{err}");
+    }
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/auth"),
+            "postgres://app:***@db:5432/auth"
+        );
+        assert_eq!(
+            redact_url("redis-cluster://:s3cret@10.0.0.1:7000,10.0.0.2:7000"),
+            "redis-cluster://:***@10.0.0.1:7000,10.0.0.2:7000"
+        );
+        assert_eq!(
+            redact_url("postgres://app@db/auth"),
+            "postgres://app@db/auth"
+        );
+        assert_eq!(redact_url("sqlite:data/auth.db"), "sqlite:data/auth.db");
     }
 }

@@ -42,7 +42,7 @@ impl Redis {
     /// each command, retries and redirections included.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, UrlError> {
         let invalid = |reason: &dyn std::fmt::Display| UrlError {
-            url: redact(url),
+            url: crate::config::redact_url(url),
             reason: reason.to_string(),
         };
         let target = if let Some(nodes) = url.strip_prefix(CLUSTER_SCHEME) {
@@ -140,16 +140,6 @@ impl ConnectionLike for Connection {
             Self::Single(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
         }
-    }
-}
-
-/// `url` without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
     }
 }
 

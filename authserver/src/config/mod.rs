@@ -465,7 +465,7 @@ impl Config {
                 "database_url",
                 format!(
                     "`{}` is neither postgres:// nor sqlite:",
-                    crate::store::redact(url)
+                    bootstrap::config::redact_url(url)
                 ),
             ));
         }

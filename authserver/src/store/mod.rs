@@ -207,7 +207,7 @@ impl Store {
     /// [`Store::connect`] with `pool`'s settings.
     pub async fn connect_with(url: &str, pool: Pool) -> Result<Self, StoreError> {
         let bad = |reason: String| StoreError::Url {
-            url: redact(url),
+            url: bootstrap::config::redact_url(url),
             reason,
         };
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -297,37 +297,8 @@ impl Store {
     }
 }
 
-/// A database URL fit for logs: the password replaced.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
 impl ClientAuth {
     fn from_stored(s: &str) -> Result<Self, StoreError> {
         Self::parse(s).ok_or_else(|| StoreError::Corrupt(format!("auth_method `{s}`")))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redacts_passwords_only() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/auth"),
-            "postgres://app:***@db:5432/auth"
-        );
-        assert_eq!(redact("postgres://app@db/auth"), "postgres://app@db/auth");
-        assert_eq!(redact("sqlite:data/auth.db"), "sqlite:data/auth.db");
     }
 }
