@@ -57,6 +57,24 @@ impl OtlpReceiver {
             .collect()
     }
 
+    /// Every span received, once `done` says what the caller needs has
+    /// arrived (services export in batches, every few seconds); panics
+    /// after 30 s.
+    pub fn spans_when(&self, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let spans = self.spans();
+            if done(&spans) {
+                return spans;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "spans incomplete: {spans:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// How many spans a counting receiver has received.
     pub fn received(&self) -> u64 {
         self.lines()

@@ -7,7 +7,6 @@
 //! come with their database and short-lived-state calls.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use serde_json::Value;
 use testkit::OtlpReceiver;
@@ -16,23 +15,6 @@ use super::stack::{A_SECOND, GATEWAY, Stack};
 
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const ALLOWED: (u16, &str) = (200, "Allow");
-
-/// Every span received once `done` says what a test needs has arrived
-/// (the services export in batches, every few seconds).
-async fn spans_once(receiver: &OtlpReceiver, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let spans = receiver.spans();
-        if done(&spans) {
-            return spans;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "spans incomplete: {spans:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 fn in_trace(spans: Vec<Value>, trace: &str) -> Vec<Value> {
     spans
@@ -85,7 +67,10 @@ async fn one_request_through_the_stack_is_one_trace() {
         named(&spans, sidecar, "ext_authz Check").is_some()
             && named(&spans, gateway, "GET /api").is_some()
     };
-    let spans = in_trace(spans_once(&receiver, complete).await, trace);
+    let spans = in_trace(
+        tokio::task::block_in_place(|| receiver.spans_when(complete)),
+        trace,
+    );
     let request = named(&spans, gateway, "GET /api").unwrap();
     assert_eq!(
         request["parent_span_id"], "",
@@ -136,7 +121,9 @@ async fn one_request_through_the_stack_is_one_trace() {
             && s["name"] == "POST /token"
             && s["attributes"]["http.response.status_code"] == 200
     };
-    let authserver = spans_once(&receiver, |spans| spans.iter().any(token_endpoint)).await;
+    let authserver = tokio::task::block_in_place(|| {
+        receiver.spans_when(|spans| spans.iter().any(token_endpoint))
+    });
     let token_endpoint = authserver.iter().find(|s| token_endpoint(s)).unwrap();
     let children: HashMap<&str, &Value> = authserver
         .iter()
