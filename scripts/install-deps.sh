@@ -44,7 +44,8 @@ $build_only && exit 0
 # the independent TOTP implementation the MFA tests compute codes with, and
 # scim2-tester (with the client and models it runs on), the outside check
 # of the SCIM server, pysaml2, the SAML IdP of the federation tests, and
-# kubernetes-validate, which checks deploy/kubernetes against the API schemas,
+# kubernetes-validate, which checks the rendered deploy/kubernetes against
+# the API schemas,
 # and grpcio with opentelemetry-proto, the OTLP receiver of the tracing test.
 pinned() { # name version: installed at exactly that version?
   local shown
@@ -72,8 +73,11 @@ fi
 
 # openid-client and playwright-core for the relying-party test, pinned by
 # the lock file; reinstalled only when the lock file changes.
-rp=authserver/tests/rp
-if [ ! -f "$rp/node_modules/.package-lock.json" ] || ! cmp -s "$rp/package-lock.json" "$rp/node_modules/.lock-installed"; then
-  echo "==> npm ci ($rp)"
-  (cd "$rp" && npm ci --no-audit --no-fund --loglevel=error >/dev/null && cp package-lock.json node_modules/.lock-installed)
-fi
+# The npm packages of the tests: the relying party and its browser
+# (authserver/tests/rp), and kustomize with the CRD schemas (deploy/tools).
+for pkg in authserver/tests/rp deploy/tools; do
+  if [ ! -f "$pkg/node_modules/.package-lock.json" ] || ! cmp -s "$pkg/package-lock.json" "$pkg/node_modules/.lock-installed"; then
+    echo "==> npm ci ($pkg)"
+    (cd "$pkg" && npm ci --no-audit --no-fund --loglevel=error >/dev/null && cp package-lock.json node_modules/.lock-installed)
+  fi
+done
