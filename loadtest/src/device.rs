@@ -65,7 +65,7 @@ pub fn run(opts: Options) -> Result<(), String> {
     let bin = procs::build_release(&[("portcullis", "portcullis")])?.remove(0);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let addr = free_addr()?;
-    let mut authserver = procs::authserver(&bin, dir.path(), addr, &[], &[])?;
+    let mut authserver = procs::authserver(&bin, dir.path(), addr, &[], &[], &[])?;
     authserver.wait_for_port(addr, Duration::from_secs(60))?;
     let pid = authserver.pid();
     let base = format!("http://{addr}");

@@ -216,6 +216,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         addr,
         &["--config", &config_arg],
         &["--dev-credentials", &creds_arg],
+        &[],
     )?;
     let dev: Value = authserver.wait_until(Duration::from_secs(60), "dev credentials", |_| {
         serde_json::from_slice(&std::fs::read(&creds).ok()?).ok()

@@ -8,10 +8,14 @@
 //! PostgreSQL at scale and the change feed's latency (`scim.rs`).
 //! `loadtest device`: device-flow polling by many waiting devices
 //! (`device.rs`). `loadtest federation`: a federated sign-in's own cost
-//! (`federation.rs`).
+//! (`federation.rs`). `loadtest faults`: each service killed, PostgreSQL
+//! and Redis restarted, the JWKS cut off, the upstream slowed, under k6
+//! load: error windows, recovery times, acknowledged writes kept
+//! (`faults/`).
 
 mod device;
 mod driver;
+mod faults;
 mod federation;
 mod procs;
 mod report;
@@ -112,6 +116,20 @@ enum Suite {
         #[arg(long, default_value = "loadtest/reports")]
         out: PathBuf,
     },
+    /// Faults under k6 load, one per window: every service SIGKILLed and
+    /// restarted, PostgreSQL and Redis restarted, the issuer's JWKS cut
+    /// off, the upstream slowed; then every acknowledged write looked for.
+    Faults {
+        /// Bearer API requests per second through the gateway.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// Seconds per fault (at least 20).
+        #[arg(long, default_value_t = 30)]
+        window: u64,
+        /// Where `faults.md` and `faults.json` go.
+        #[arg(long, default_value = "loadtest/reports")]
+        out: PathBuf,
+    },
     /// Drive one URL with the closed-loop client and print the outcome:
     /// for profiling a running service (e.g. under `perf record`).
     Drive {
@@ -176,6 +194,11 @@ fn main() -> ExitCode {
         }),
         Suite::Federation { signins, out } => federation::run(federation::Options {
             signins: signins.max(1),
+            out,
+        }),
+        Suite::Faults { rate, window, out } => faults::run(faults::Options {
+            rate: rate.max(1),
+            window,
             out,
         }),
         Suite::Drive {

@@ -21,13 +21,15 @@ pub fn spawn(
 }
 
 /// The authserver in dev mode on `listen`, its data in `dir`, quiet;
-/// `global` before `serve` (e.g. `--database-url`), `serve` after it.
+/// `global` before `serve` (e.g. `--database-url`), `serve` after it, and
+/// `env` on top (`PORTCULLIS_AUTHSERVER__*` settings).
 pub fn authserver(
     bin: &Path,
     dir: &Path,
     listen: SocketAddr,
     global: &[&str],
     serve: &[&str],
+    env: &[(&str, &str)],
 ) -> Result<Process, String> {
     let listen = listen.to_string();
     let mut args = vec!["authserver", "--dev"];
@@ -35,15 +37,12 @@ pub fn authserver(
     args.extend_from_slice(&["serve", "--listen", &listen]);
     args.extend_from_slice(serve);
     let data = dir.join("authserver").display().to_string();
-    spawn(
-        "authserver",
-        bin,
-        &args,
-        &[
-            ("PORTCULLIS_AUTHSERVER__DATA_DIR", &data),
-            ("PORTCULLIS_AUTHSERVER__LOG_LEVEL", "warn"),
-        ],
-    )
+    let mut all = vec![
+        ("PORTCULLIS_AUTHSERVER__DATA_DIR", data.as_str()),
+        ("PORTCULLIS_AUTHSERVER__LOG_LEVEL", "warn"),
+    ];
+    all.extend_from_slice(env);
+    spawn("authserver", bin, &args, &all)
 }
 
 /// How long a process has to start listening.

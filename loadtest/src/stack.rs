@@ -359,7 +359,7 @@ fn addr(s: &str) -> Result<std::net::SocketAddr, String> {
     s.parse().map_err(|e| format!("{s}: {e}"))
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())

@@ -170,6 +170,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         auth,
         &["--database-url", &db.url],
         &["--dev-credentials", &creds_file.display().to_string()],
+        &[],
     )?;
     let creds: Value = authserver.wait_until(Duration::from_secs(60), "dev credentials", |_| {
         serde_json::from_slice(&std::fs::read(&creds_file).ok()?).ok()
