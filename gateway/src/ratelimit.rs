@@ -159,11 +159,70 @@ pub struct GlobalLimiter {
     redis: Arc<Redis>,
     prefix: String,
     script: redis::Script,
+    breaker: Breaker,
+    epoch: Instant,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("rate-limit store: {0}")]
-pub struct StoreError(String);
+pub enum StoreError {
+    #[error("rate-limit store: {0}")]
+    Failed(String),
+    /// Not asked: it failed within the last `STORE_COOL_DOWN`.
+    #[error("rate-limit store: not asked, it failed within the last second")]
+    Skipped,
+}
+
+/// After the store fails, requests skip it for this long, then one request
+/// asks it again: a Redis outage costs one store timeout per cool-down,
+/// not one per request (measured by `loadtest faults`).
+const STORE_COOL_DOWN: Duration = Duration::from_secs(1);
+
+/// Whether the store is asked: closed while it answers; open for a
+/// cool-down after a failure; then half-open, when the first caller
+/// probes it and the others keep skipping until the probe answers.
+/// `open_until` is in microseconds since the limiter's epoch, 0 when closed.
+#[derive(Debug, Default)]
+struct Breaker {
+    open_until: AtomicU64,
+}
+
+impl Breaker {
+    fn cool_down() -> u64 {
+        u64::try_from(STORE_COOL_DOWN.as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether this caller may ask the store at `now`.
+    fn may_ask(&self, now: u64) -> bool {
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return true;
+        }
+        if now < until {
+            return false;
+        }
+        // The first caller past the cool-down probes; the others find the
+        // cool-down renewed and skip.
+        self.open_until
+            .compare_exchange(
+                until,
+                now.saturating_add(Self::cool_down()),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    fn answered(&self) {
+        self.open_until.store(0, Ordering::Release);
+    }
+
+    fn failed(&self, now: u64) {
+        self.open_until.store(
+            now.saturating_add(Self::cool_down()).max(1),
+            Ordering::Release,
+        );
+    }
+}
 
 impl GlobalLimiter {
     pub fn new(config: &RateLimitConfig, redis: Arc<Redis>, prefix: String) -> Self {
@@ -172,15 +231,31 @@ impl GlobalLimiter {
             redis,
             prefix,
             script: redis::Script::new(GCRA_SCRIPT),
+            breaker: Breaker::default(),
+            epoch: Instant::now(),
         }
     }
 
     pub async fn admit(&self, key: BucketKey<'_>) -> Result<Admit, StoreError> {
-        let mut conn = self
-            .redis
-            .connection()
-            .await
-            .map_err(|e| StoreError(e.to_string()))?;
+        let now = || u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if !self.breaker.may_ask(now()) {
+            return Err(StoreError::Skipped);
+        }
+        match self.ask(key).await {
+            Ok(admit) => {
+                self.breaker.answered();
+                Ok(admit)
+            }
+            Err(e) => {
+                self.breaker.failed(now());
+                Err(e)
+            }
+        }
+    }
+
+    async fn ask(&self, key: BucketKey<'_>) -> Result<Admit, StoreError> {
+        let failed = |e: redis::RedisError| StoreError::Failed(e.to_string());
+        let mut conn = self.redis.connection().await.map_err(failed)?;
         let wait: u64 = self
             .script
             .key(format!("{}{key}", self.prefix))
@@ -188,7 +263,7 @@ impl GlobalLimiter {
             .arg(self.gcra.tolerance)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| StoreError(e.to_string()))?;
+            .map_err(failed)?;
         Ok(if wait == 0 {
             Admit::Yes
         } else {
@@ -232,6 +307,26 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_store_is_skipped_for_the_cool_down_then_probed_once() {
+        let b = Breaker::default();
+        let cool = Breaker::cool_down();
+        assert!(b.may_ask(5) && b.may_ask(6), "closed: everyone asks");
+        b.failed(10);
+        assert!(!b.may_ask(11), "open: skipped");
+        assert!(!b.may_ask(10 + cool - 1));
+        assert!(b.may_ask(10 + cool), "half-open: the first caller probes");
+        assert!(!b.may_ask(10 + cool), "and the others do not");
+        assert!(!b.may_ask(10 + 2 * cool - 1));
+        b.failed(10 + cool + 3);
+        assert!(!b.may_ask(10 + 2 * cool), "the probe failed: open again");
+        assert!(b.may_ask(10 + 2 * cool + 3));
+        b.answered();
+        assert!(b.may_ask(0) && b.may_ask(1), "the probe answered: closed");
+        b.failed(0);
+        assert!(!b.may_ask(0), "a failure at the epoch opens it too");
+    }
 
     #[test]
     fn gcra_allows_the_burst_then_the_rate() {

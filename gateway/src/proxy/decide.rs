@@ -6,6 +6,7 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use super::*;
+use crate::ratelimit::StoreError;
 
 impl Gateway {
     /// On routes with `policy`, the decider (sidecar or embedded engine)
@@ -144,7 +145,10 @@ impl Gateway {
                     .decision_failures
                     .with_label_values(&["rate_limit_store", "open"])
                     .inc();
-                tracing::warn!(error = %e, "rate limit not applied");
+                // Once per failure of the store, not per request skipping it.
+                if !matches!(e, StoreError::Skipped) {
+                    tracing::warn!(error = %e, "rate limit not applied");
+                }
                 Ok(false)
             }
         }
