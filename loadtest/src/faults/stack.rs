@@ -223,7 +223,7 @@ impl Stack {
             sidecar_grpc: free_addr()?,
             gateway: free_addr()?,
             gateway_admin: free_addr()?,
-            admin_token: random_hex()?,
+            admin_token: random_hex(),
         };
         let redis = redis(commands.redis_addr)?;
         let upstream_addr = free_addr()?;
@@ -428,11 +428,9 @@ fn copy_policies(to: &Path) -> Result<(), String> {
 }
 
 /// 128 random bits, hex: the run's admin token.
-fn random_hex() -> Result<String, String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| format!("/dev/urandom: {e}"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+fn random_hex() -> String {
+    bootstrap::random::bytes::<16>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
