@@ -95,7 +95,11 @@ async fn follow_the_directory(backends: Backends) {
     stack.set_active(&frank, false).await;
     tokio::task::block_in_place(|| stack.restart(GATEWAY));
     // The sidecar, not restarted, learns it from the feed a moment later.
-    assert_eq!(stack.verdicts(&token).await.0, 401, "the gateway's first answer");
+    assert_eq!(
+        stack.verdicts(&token).await.0,
+        401,
+        "the gateway's first answer"
+    );
     stack.until(&token, REVOKED, A_SECOND).await;
     // Active again, the user signs in afresh; the old token stays refused.
     // Its session did not outlive the authserver's restart (in-process
