@@ -23,6 +23,10 @@ cargo clippy --manifest-path fuzz/Cargo.toml --quiet -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --quiet
 
+echo "==> the gateway's edge tests again, forwarded by pingora-proxy"
+# Both forwarding paths must hold every hardening rule.
+PORTCULLIS_TEST_FORWARDING=pingora cargo test -p portcullis-gateway --test it --quiet -- edge::
+
 echo "==> sidecar test policies"
 # The binary the tests just built: `cargo run -p` would resolve features for
 # that one package and rebuild half the dependency graph.

@@ -12,6 +12,7 @@ mod authz;
 pub mod cli;
 pub mod config;
 pub mod cookie;
+mod direct;
 pub mod echo;
 mod header_deadline;
 pub mod inbound;

@@ -48,6 +48,21 @@ pub struct Metrics {
     pub upstream_healthy: IntGaugeVec,
     /// Upstream `Set-Cookie`s for the gateway's own (private) cookies, dropped.
     pub private_set_cookies_dropped: IntCounter,
+    /// `gateway_forwarded_total{path}`: requests that went upstream, by who
+    /// forwarded them (indexed by [`Forwarder`]).
+    forwarded: [IntCounter; 3],
+}
+
+/// Who forwarded a request upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Forwarder {
+    /// pingora-proxy.
+    #[default]
+    Pingora,
+    /// The gateway's own HTTP/1.1 path (`crate::direct`).
+    Direct,
+    /// The gateway's WebSocket tunnel.
+    Tunnel,
 }
 
 impl Metrics {
@@ -98,7 +113,13 @@ impl Metrics {
             &[],
         )
         .with_label_values(&[] as &[&str]);
+        let forwarded = counter(
+            "gateway_forwarded_total",
+            "Requests sent upstream, by who forwarded them: direct (the gateway's HTTP/1.1 path), pingora (pingora-proxy: HTTP/2, Expect, HTTP/1.0) or tunnel (WebSocket)",
+            &["path"],
+        );
         Self {
+            forwarded: ["pingora", "direct", "tunnel"].map(|p| forwarded.with_label_values(&[p])),
             token_verification,
             token_hits: token_cache.with_label_values(&["hit"]),
             token_misses: token_cache.with_label_values(&["miss"]),
@@ -168,6 +189,12 @@ impl Metrics {
             ),
             registry,
         }
+    }
+}
+
+impl Metrics {
+    pub fn forwarded(&self, by: Forwarder) {
+        self.forwarded[by as usize].inc();
     }
 }
 

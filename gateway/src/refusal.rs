@@ -54,8 +54,12 @@ pub enum Refusal {
     /// The sign-in could not be completed: 401 (refused tokens), 502 (the
     /// provider failed) or 503 (our session store did).
     SignInFailed { status: u16, message: String },
-    /// 502: the upstream cannot be reached.
+    /// 502: the upstream cannot be reached, or its answer cannot be read.
     BadGateway,
+    /// 504: the upstream did not connect or answer within its timeouts.
+    GatewayTimeout,
+    /// 500: the gateway failed (a bug; the log says what).
+    Internal,
     /// 503: a component the route needs is down or not configured.
     Unavailable(Cow<'static, str>),
     /// 503: a token's issuer cannot be reached to check it; the client's
@@ -70,6 +74,27 @@ pub const NO_DECISION: &str = "policy decision point unavailable";
 /// logout on another replica): not a sign-in prompt, which would loop.
 pub fn session_store_down() -> Refusal {
     Refusal::Unavailable("the session store cannot be reached".into())
+}
+
+/// What the client is told when forwarding failed before its response
+/// began, on either forwarding path: `None` when the client is gone (or
+/// the error already names its status, which Pingora renders).
+pub fn for_failure(e: &pingora::Error) -> Option<Refusal> {
+    use pingora::ErrorType::*;
+    match (e.esource(), e.etype()) {
+        (_, HTTPStatus(_)) => None,
+        (pingora::ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout) => {
+            Some(Refusal::GatewayTimeout)
+        }
+        (pingora::ErrorSource::Upstream, _) => Some(Refusal::BadGateway),
+        (pingora::ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => None,
+        (pingora::ErrorSource::Downstream, _) => Some(Refusal::BadRequest(
+            format!("the request could not be read: {}", e.etype().as_str()).into(),
+        )),
+        (pingora::ErrorSource::Internal | pingora::ErrorSource::Unset, _) => {
+            Some(Refusal::Internal)
+        }
+    }
 }
 
 impl From<crate::inbound::Unreadable> for Refusal {
@@ -91,6 +116,8 @@ impl Refusal {
             Self::HeadersTooLarge => 431,
             Self::SignInFailed { status, .. } => *status,
             Self::BadGateway => 502,
+            Self::GatewayTimeout => 504,
+            Self::Internal => 500,
             Self::Unavailable(_) | Self::IssuerUnavailable => 503,
         }
     }
@@ -111,6 +138,8 @@ impl Refusal {
             Self::HeadersTooLarge => "request_header_fields_too_large",
             Self::SignInFailed { .. } => "sign_in_failed",
             Self::BadGateway => "bad_gateway",
+            Self::GatewayTimeout => "gateway_timeout",
+            Self::Internal => "internal_error",
             Self::Unavailable(_) => "unavailable",
             Self::IssuerUnavailable => "temporarily_unavailable",
         }
@@ -136,6 +165,8 @@ impl Refusal {
             }
             Self::SignInFailed { message, .. } => Cow::Borrowed(message),
             Self::BadGateway => "the upstream cannot be reached".into(),
+            Self::GatewayTimeout => "the upstream did not answer in time".into(),
+            Self::Internal => "the gateway failed to forward the request".into(),
             Self::IssuerUnavailable => "the token's issuer cannot be reached to check it".into(),
         }
     }
@@ -196,6 +227,8 @@ mod tests {
                 message: "provider down".into(),
             },
             Refusal::BadGateway,
+            Refusal::GatewayTimeout,
+            Refusal::Internal,
             Refusal::Unavailable("policy decision point unavailable".into()),
             Refusal::IssuerUnavailable,
         ];

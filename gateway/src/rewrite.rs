@@ -199,12 +199,13 @@ impl Rules {
     }
 }
 
-/// The hop-by-hop cleanup Pingora gives every proxied HTTP/1 request, for
-/// requests the gateway writes itself (its WebSocket tunnel): the headers
-/// `Connection` nominates, the standard hop-by-hop ones (`Proxy-
-/// Authorization` among them), then `Connection: Upgrade` and `Upgrade:
-/// websocket` again.
-pub fn strip_hop_by_hop_for_websocket(req: &mut RequestHeader) -> Result<()> {
+/// The hop-by-hop cleanup every forwarded HTTP/1 request gets, on every
+/// forwarding path: the headers `Connection` nominates (never `Host`), and
+/// the standard hop-by-hop ones (`Proxy-Authorization` among them); a
+/// WebSocket upgrade then gets `Connection: Upgrade` and `Upgrade:
+/// websocket` again. The forwarding headers a client may nominate are the
+/// gateway's to set anyway (`Rules::add_forwarded`).
+pub fn strip_hop_by_hop(req: &mut RequestHeader, websocket: bool) -> Result<()> {
     let nominated: Vec<HeaderName> = req
         .headers
         .get_all(http::header::CONNECTION)
@@ -214,7 +215,6 @@ pub fn strip_hop_by_hop_for_websocket(req: &mut RequestHeader) -> Result<()> {
         .filter_map(|t| HeaderName::from_bytes(t).ok())
         .collect();
     for name in nominated {
-        // `Connection: host` must not take the request's `Host` with it.
         if name != http::header::HOST {
             req.remove_header(&name);
         }
@@ -233,11 +233,13 @@ pub fn strip_hop_by_hop_for_websocket(req: &mut RequestHeader) -> Result<()> {
     ] {
         req.remove_header(name);
     }
-    req.insert_header(
-        http::header::CONNECTION,
-        HeaderValue::from_static("Upgrade"),
-    )?;
-    req.insert_header(http::header::UPGRADE, HeaderValue::from_static("websocket"))?;
+    if websocket {
+        req.insert_header(
+            http::header::CONNECTION,
+            HeaderValue::from_static("Upgrade"),
+        )?;
+        req.insert_header(http::header::UPGRADE, HeaderValue::from_static("websocket"))?;
+    }
     Ok(())
 }
 
@@ -388,27 +390,34 @@ mod tests {
     }
 
     #[test]
-    fn the_tunnel_gets_the_hop_by_hop_cleanup() {
-        let mut req = RequestHeader::build("GET", b"/chat", None).unwrap();
-        for (k, v) in [
-            ("host", "app"),
-            ("connection", "Upgrade, X-Secret, host"),
-            ("upgrade", "websocket"),
-            ("x-secret", "1"),
-            ("keep-alive", "timeout=5"),
-            ("proxy-authorization", "Basic cm9vdDpyb290"),
-            ("te", "trailers"),
-            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-        ] {
-            req.append_header(k, v).unwrap();
+    fn hop_by_hop_headers_stay_behind_and_a_websocket_keeps_its_upgrade() {
+        for websocket in [true, false] {
+            let mut req = RequestHeader::build("GET", b"/chat", None).unwrap();
+            for (k, v) in [
+                ("host", "app"),
+                ("connection", "Upgrade, X-Secret, host"),
+                ("upgrade", "websocket"),
+                ("x-secret", "1"),
+                ("keep-alive", "timeout=5"),
+                ("proxy-authorization", "Basic cm9vdDpyb290"),
+                ("te", "trailers"),
+                ("transfer-encoding", "chunked"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ] {
+                req.append_header(k, v).unwrap();
+            }
+            strip_hop_by_hop(&mut req, websocket).unwrap();
+            let mut names: Vec<&str> = req.headers.keys().map(HeaderName::as_str).collect();
+            names.sort_unstable();
+            if websocket {
+                assert_eq!(
+                    names,
+                    ["connection", "host", "sec-websocket-key", "upgrade"]
+                );
+                assert_eq!(req.headers["connection"], "Upgrade");
+            } else {
+                assert_eq!(names, ["host", "sec-websocket-key"]);
+            }
         }
-        strip_hop_by_hop_for_websocket(&mut req).unwrap();
-        let mut names: Vec<&str> = req.headers.keys().map(HeaderName::as_str).collect();
-        names.sort_unstable();
-        assert_eq!(
-            names,
-            ["connection", "host", "sec-websocket-key", "upgrade"]
-        );
-        assert_eq!(req.headers["connection"], "Upgrade");
     }
 }

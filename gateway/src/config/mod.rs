@@ -45,6 +45,12 @@ pub struct Config {
     /// upstream connections, as nginx and Envoy workers do: fewer
     /// cross-thread wake-ups (`loadtest/reports/gateway.md`).
     pub work_stealing: bool,
+    /// Who forwards HTTP/1.1 requests to HTTP/1.1 upstreams: the gateway
+    /// itself (`direct`, the default: `crate::direct`) or pingora-proxy
+    /// (`pingora`), which always forwards HTTP/2, upgrades, `Expect` and
+    /// HTTP/1.0. Both behave the same (`tests/it/differential/`);
+    /// `direct` costs less CPU per request (`loadtest/reports/gateway.md`).
+    pub forwarding: Forwarding,
     /// After SIGTERM (or handing the listeners over), requests in flight
     /// get this long to finish.
     pub shutdown_grace_secs: u64,
@@ -120,6 +126,14 @@ pub enum ForwardedHeaders {
     XForwarded,
     Forwarded,
     Both,
+}
+
+/// See [`Config::forwarding`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forwarding {
+    Direct,
+    Pingora,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -201,6 +215,7 @@ impl Default for Config {
             max_request_header_bytes: 32 * 1024,
             request_header_timeout_secs: 10,
             work_stealing: false,
+            forwarding: Forwarding::Direct,
             shutdown_grace_secs: 10,
             upgrade_sock: std::path::PathBuf::from("/tmp/portcullis-gateway-upgrade.sock"),
             log_level: "info".into(),

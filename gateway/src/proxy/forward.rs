@@ -1,6 +1,8 @@
-//! Towards the upstream: the peer, the request it receives (owned headers
-//! removed, identity and forwarding headers set), WebSocket tunnels, and
-//! what every upstream response gets on its way back.
+//! Towards the upstream: the peer, the request it receives (hop-by-hop and
+//! owned headers removed, identity and forwarding headers set), who
+//! forwards it (the gateway's direct HTTP/1.1 path, its WebSocket tunnel,
+//! or pingora-proxy), and what every upstream response gets on its way
+//! back.
 
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -40,12 +42,21 @@ impl Gateway {
             peer.options
                 .set_http_version(2, if upstream.tls { 1 } else { 2 });
         }
+        // `rewrite_upstream_request` strips an HTTP/1 upstream's hop-by-hop
+        // headers on every path, so Pingora's own stripping would only
+        // repeat it. (HTTP/2 upstreams keep Pingora's, which knows that
+        // gRPC's `te: trailers` stays.)
+        if !upstream.http2 {
+            peer.options.http_upstream_request_policy =
+                pingora::upstreams::peer::HttpUpstreamRequestPolicy::preserve();
+        }
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);
         Ok(Box::new(peer))
     }
 
-    /// The request header as the upstream gets it: the headers we own
+    /// The request header as the upstream gets it: hop-by-hop headers
+    /// removed (a WebSocket upgrade's own set again), the headers we own
     /// (identity, forwarding) replaced with verified ones, private cookies
     /// and (per route) the credentials removed, request id and trace
     /// context set.
@@ -54,10 +65,15 @@ impl Gateway {
         upstream: &mut RequestHeader,
         ctx: &Ctx,
     ) -> Result<()> {
+        let route = ctx.route.and_then(|i| self.routes.get(i));
+        if route.is_none_or(|r| !self.upstreams[r.upstream].http2) {
+            let websocket =
+                upstream.version == http::Version::HTTP_11 && crate::tunnel::is_websocket(upstream);
+            crate::rewrite::strip_hop_by_hop(upstream, websocket)?;
+        }
         self.headers.strip_owned(upstream);
         let host = upstream.headers.get(http::header::HOST).cloned();
         self.headers.add_forwarded(upstream, &ctx.inbound, host)?;
-        let route = ctx.route.and_then(|i| self.routes.get(i));
         let forward = route.is_some_and(|r| r.forward_authorization);
         self.headers.strip_cookies(upstream)?;
         match &ctx.principal {
@@ -137,7 +153,113 @@ impl Gateway {
         if session.is_upgrade_req() && session.is_body_empty() {
             return self.tunnel(session, ctx).await;
         }
+        if self.forwards_directly(session, ctx) {
+            return self.forward_directly(session, ctx).await;
+        }
         Ok(false)
+    }
+
+    /// Whether the direct path (`crate::direct`) takes this request: an
+    /// HTTP/1.1 request, no upgrade and no `Expect`, to an HTTP/1.1
+    /// upstream. Anything else stays with pingora-proxy.
+    fn forwards_directly(&self, session: &Session, ctx: &Ctx) -> bool {
+        let req = session.req_header();
+        let http1_upstream = ctx
+            .route
+            .and_then(|i| self.routes.get(i))
+            .is_some_and(|r| !self.upstreams[r.upstream].http2);
+        self.direct.is_some()
+            && http1_upstream
+            && session.as_http1().is_some()
+            && req.version == http::Version::HTTP_11
+            && !session.is_upgrade_req()
+            && !req.headers.contains_key(http::header::EXPECT)
+    }
+
+    /// The direct path: an idle connection of this thread's (or a new one),
+    /// the request, its response. Connect failures are retried as
+    /// `fail_to_connect` allows on pingora-proxy's path; a reused
+    /// connection the upstream had closed is replaced by a fresh one once.
+    /// Failures go back to Pingora, which answers them (`fail_to_proxy`).
+    async fn forward_directly(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let (Some(connector), Some(route)) = (&self.direct, ctx.route) else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "direct path unset",
+            ));
+        };
+        let upstream_index = self.routes.get(route).map_or(0, |r| r.upstream);
+        let body = !session.is_body_empty();
+        let idempotent = session.req_header().method.is_idempotent();
+        ctx.forwarder = Forwarder::Direct;
+        self.enter(ctx, Phase::Upstream);
+        let mut fresh_only = false;
+        loop {
+            let peer = self.peer(ctx)?;
+            let address = ctx
+                .upstream
+                .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream address"))?;
+            let key = (upstream_index, address);
+            let pooled = if fresh_only {
+                None
+            } else {
+                crate::direct::checkout(key, std::time::Instant::now())
+            };
+            let reused = pooled.is_some();
+            let stream = match pooled {
+                Some(stream) => stream,
+                None => match connector.new_stream(&*peer).await {
+                    Ok(stream) => stream,
+                    Err(mut e) => {
+                        e.retry.decide_reuse(false);
+                        let e = self.fail_to_connect(session, &peer, ctx, e.into_up());
+                        if e.retry() {
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                },
+            };
+            let mut upstream = pingora::protocols::http::v1::client::HttpSession::new(stream);
+            upstream.read_timeout = peer.options.read_timeout;
+            upstream.write_timeout = peer.options.write_timeout;
+            let mut request = session.req_header().clone();
+            self.rewrite_upstream_request(&mut request, ctx)?;
+            let framed = request.headers.contains_key(http::header::CONTENT_LENGTH)
+                || request
+                    .headers
+                    .contains_key(http::header::TRANSFER_ENCODING);
+            if body && !framed {
+                request.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            }
+            let exchanged = crate::direct::exchange(
+                &mut session.downstream_session,
+                upstream,
+                reused,
+                request,
+                |response| {
+                    if let Some(trace) = &mut ctx.trace
+                        && !response.status.is_informational()
+                    {
+                        trace.leave();
+                    }
+                    self.finish_response(response, ctx)
+                },
+            )
+            .await;
+            match exchanged {
+                Ok(idle) => {
+                    if let Some(stream) = idle {
+                        crate::direct::release(key, stream, std::time::Instant::now());
+                    }
+                    return Ok(true);
+                }
+                // As pingora-proxy decides it: only what is safe to repeat.
+                Err(crate::direct::Failed::Retryable(e)) if !idempotent => return Err(e),
+                Err(crate::direct::Failed::Retryable(_)) => fresh_only = true,
+                Err(crate::direct::Failed::Final(e)) => return Err(e),
+            }
+        }
     }
 
     /// An HTTP/1.1 upgrade (WebSocket), once allowed: proxied through our
@@ -145,8 +267,8 @@ impl Gateway {
     /// route's other addresses as for any idempotent request.
     pub(super) async fn tunnel(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let mut request = session.req_header().clone();
-        crate::rewrite::strip_hop_by_hop_for_websocket(&mut request)?;
         self.rewrite_upstream_request(&mut request, ctx)?;
+        ctx.forwarder = Forwarder::Tunnel;
         let addresses = ctx
             .route
             .and_then(|i| self.routes.get(i))
@@ -174,8 +296,9 @@ impl Gateway {
     }
 
     /// What every upstream response gets on its way to the client: the
-    /// request id and a refreshed session's cookie; the upstream's own
-    /// `Set-Cookie` for a private cookie is dropped (counted).
+    /// request id and (on the final response, not a 1xx) a refreshed
+    /// session's cookie; the upstream's own `Set-Cookie` for a private
+    /// cookie is dropped (counted).
     pub(super) fn finish_response(
         &self,
         response: &mut ResponseHeader,
@@ -193,6 +316,9 @@ impl Gateway {
             );
         }
         response.insert_header("x-request-id", ctx.request_id.clone())?;
+        if response.status.is_informational() {
+            return Ok(());
+        }
         if let Some(cookie) = ctx.set_cookie.take() {
             response.append_header("set-cookie", cookie)?;
         }

@@ -27,8 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::{Error, ErrorType, Result};
 use tokens::{Verified, Verifier};
@@ -37,9 +38,9 @@ use crate::access_log::{AccessLog, AccessRecord};
 use crate::authz::{Authorizer, Query, Verdict};
 use crate::config::{AuthMode, Config, HashOn, RateLimitKey};
 use crate::inbound::Inbound;
-use crate::metrics::{Metrics, RouteMetrics};
+use crate::metrics::{Forwarder, Metrics, RouteMetrics};
 use crate::ratelimit::{Admit, BucketKey, LocalLimiter};
-use crate::refusal::{NO_DECISION, Refusal, refuse};
+use crate::refusal::{NO_DECISION, Refusal, for_failure, refuse};
 use crate::route::Routes;
 use crate::session::{Active, Sessions};
 use crate::sha256;
@@ -82,6 +83,9 @@ pub struct Gateway {
     sessions: Option<Sessions>,
     access_log: Option<Arc<AccessLog>>,
     tunnels: Tunnels,
+    /// Opens upstream connections for the direct HTTP/1.1 path
+    /// (`crate::direct`); `None` leaves every request to pingora-proxy.
+    direct: Option<pingora::connectors::TransportConnector>,
     /// The change feed: revocations refuse tokens and sessions; with the
     /// embedded engine, its entities.
     feed: Option<feed::Running>,
@@ -124,6 +128,8 @@ pub struct Ctx {
     connect_failures: usize,
     /// The address the request went to.
     upstream: Option<std::net::SocketAddr>,
+    /// Who forwarded it there.
+    forwarder: Forwarder,
     /// The request's spans, with tracing on (boxed: without, a request
     /// carries a pointer's worth).
     trace: Option<Box<Trace>>,
@@ -187,6 +193,11 @@ impl Gateway {
             sessions,
             access_log,
             tunnels: Tunnels::new(server),
+            direct: (config.forwarding == crate::config::Forwarding::Direct).then(|| {
+                pingora::connectors::TransportConnector::new(Some(
+                    pingora::connectors::ConnectorOptions::from_server_conf(server),
+                ))
+            }),
             feed,
             tracer,
             accept_traceparent: config.tracing.accept_traceparent,
@@ -210,6 +221,10 @@ impl Gateway {
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
+    /// None: Pingora's default adds a (disabled) compression module, whose
+    /// context every request would allocate.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             inbound: Inbound::default(),
@@ -221,6 +236,7 @@ impl ProxyHttp for Gateway {
             request_id: http::HeaderValue::from_static(""),
             connect_failures: 0,
             upstream: None,
+            forwarder: Forwarder::Pingora,
             trace: None,
         }
     }
@@ -241,6 +257,9 @@ impl ProxyHttp for Gateway {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = ctx.route.and_then(|i| self.routes.get(i));
         let elapsed = ctx.started.elapsed();
+        if ctx.upstream.is_some() {
+            self.metrics.forwarded(ctx.forwarder);
+        }
         route.map_or(&self.unrouted, |r| &r.metrics).observe(
             &self.metrics,
             status,
@@ -406,6 +425,37 @@ impl ProxyHttp for Gateway {
             e.set_retry(true);
         }
         e
+    }
+
+    /// Failures before the response began, on either forwarding path, are
+    /// answered as refusals (`refusal::for_failure`): 504 when the upstream
+    /// timed out, 502 when it failed otherwise.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+        let written = session.response_written().map(|r| r.status);
+        let error_code = match written {
+            Some(status) if !status.is_informational() => status.as_u16(),
+            _ => {
+                session.set_keepalive(None);
+                let answered = match (for_failure(e), e.etype()) {
+                    (Some(refusal), _) => {
+                        let status = refusal.status();
+                        refuse(session, refusal).await.map(|_| status)
+                    }
+                    (None, ErrorType::HTTPStatus(code)) => {
+                        session.respond_error(*code).await.map(|()| *code)
+                    }
+                    (None, _) => Ok(0),
+                };
+                answered.unwrap_or_else(|e| {
+                    tracing::debug!(error = %e, "the failure could not be answered");
+                    0
+                })
+            }
+        };
+        FailToProxy {
+            error_code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn upstream_request_filter(

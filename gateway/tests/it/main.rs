@@ -5,6 +5,7 @@
 mod backchannel;
 mod canonical;
 mod config;
+mod differential;
 mod edge;
 mod lifecycle;
 mod passthrough;

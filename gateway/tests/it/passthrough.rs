@@ -181,8 +181,8 @@ auth = "public"
 }
 
 /// An upgrade the upstream turns down is relayed as a plain response (and
-/// the client's connection stays usable); an unreachable upstream, or one
-/// that never answers, is a 502; an upgrade to anything but WebSocket
+/// the client's connection stays usable); an unreachable upstream is a
+/// 502, one that never answers a 504; an upgrade to anything but WebSocket
 /// (h2c) reaches the upstream as a plain request, so no connection can
 /// switch to HTTP/2 behind the gateway's back.
 #[tokio::test(flavor = "multi_thread")]
@@ -285,7 +285,7 @@ auth = "public"
     let head = tokio::time::timeout(Duration::from_secs(5), read_head(&mut conn))
         .await
         .expect("an answer once the upstream's read timeout passed");
-    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert!(head.starts_with("HTTP/1.1 504"), "{head}");
     assert!(asked.elapsed() >= Duration::from_millis(300));
 
     // h2c offered: the upstream sees a plain request and answers it.

@@ -73,6 +73,15 @@ fn spawn_gateway(config: &Path, upgrade: bool) -> Process {
     if let Ok(level) = std::env::var("PORTCULLIS_TEST_LOG") {
         cmd.env("PORTCULLIS_GATEWAY__LOG_LEVEL", level);
     }
+    // PORTCULLIS_TEST_FORWARDING=pingora runs a test's gateways on
+    // pingora-proxy's path (the test command runs the edge tests so), unless
+    // the test chose a path itself.
+    let chosen = std::fs::read_to_string(config).is_ok_and(|c| c.contains("\nforwarding"));
+    if let Ok(forwarding) = std::env::var("PORTCULLIS_TEST_FORWARDING")
+        && !chosen
+    {
+        cmd.env("PORTCULLIS_GATEWAY__FORWARDING", forwarding);
+    }
     Process::start("gateway", cmd)
 }
 
