@@ -153,50 +153,7 @@ pub fn nginx(dir: &Path, upstream: SocketAddr) -> Result<Option<Listening>, Stri
     Ok(Some(Listening { proc, addr }))
 }
 
-/// CPU seconds (user + system) used by `pid` and its reaped children
-/// (nginx's workers are children of its master).
-pub fn cpu_seconds(pid: u32) -> f64 {
-    let ticks = |path: String| -> f64 {
-        let Ok(stat) = std::fs::read_to_string(path) else {
-            return 0.0;
-        };
-        // Fields after the command name, which is in parentheses.
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            return 0.0;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // utime, stime are fields 14 and 15 of the whole line (11, 12 here).
-        [11, 12]
-            .iter()
-            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
-            .sum()
-    };
-    let mut total = ticks(format!("/proc/{pid}/stat"));
-    // Live children (nginx workers).
-    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-        for child in children.split_whitespace() {
-            total += ticks(format!("/proc/{child}/stat"));
-        }
-    }
-    total / clock_ticks()
-}
-
-/// Clock ticks per second, asked once (a snapshot may be taken while a
-/// load runs, so it must not start a process each time).
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(ask_clock_ticks)
-}
-
-fn ask_clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
+pub use testkit::{cpu_seconds, rss_mib};
 
 /// Envoy with `config` as users copy it (its listener on 127.0.0.1:10000),
 /// one worker per core.

@@ -17,6 +17,7 @@
 //! - [`totp_code`]: TOTP codes from an independent implementation (pyotp).
 //! - [`SoftPasskey`]: a software WebAuthn authenticator, for tests and
 //!   benchmarks without a browser.
+//! - [`cpu_seconds`], [`rss_mib`]: what a process under load uses.
 
 mod binaries;
 mod database;
@@ -28,6 +29,7 @@ mod process;
 mod redis_cluster;
 mod services;
 mod totp;
+mod usage;
 
 pub use binaries::workspace_binary;
 pub use database::Database;
@@ -39,3 +41,4 @@ pub use process::{Process, Stop};
 pub use redis_cluster::RedisCluster;
 pub use services::{redis_url, required};
 pub use totp::{totp_code, unix_now};
+pub use usage::{cpu_seconds, rss_mib};
