@@ -50,7 +50,7 @@ fn args() -> Args {
 }
 
 struct Server {
-    _process: testkit::Process,
+    process: testkit::Process,
     http: SocketAddr,
     grpc: SocketAddr,
 }
@@ -81,7 +81,7 @@ fn start(dir: &std::path::Path, cache: bool, workers: usize) -> Server {
     Server {
         http: listening["http"].as_str().unwrap().parse().unwrap(),
         grpc: listening["grpc"].as_str().unwrap().parse().unwrap(),
-        _process: process,
+        process,
     }
 }
 
@@ -95,11 +95,17 @@ struct Result {
     errors: usize,
     elapsed: Duration,
     latencies_us: Vec<u32>,
+    /// The server's CPU seconds over the timed part of the run.
+    server_cpu: f64,
 }
 
 impl Result {
     fn rps(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+    /// The server's CPU per answered decision, in µs.
+    fn cpu_us(&self) -> f64 {
+        self.server_cpu / self.requests.max(1) as f64 * 1e6
     }
     fn pct(&mut self, p: f64) -> f64 {
         self.latencies_us.sort_unstable();
@@ -109,7 +115,13 @@ impl Result {
     }
 }
 
-async fn drive<F, Fut>(connections: usize, seconds: u64, pace: Option<Duration>, make: F) -> Result
+async fn drive<F, Fut>(
+    server: u32,
+    connections: usize,
+    seconds: u64,
+    pace: Option<Duration>,
+    make: F,
+) -> Result
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<
@@ -121,6 +133,13 @@ where
     let warmup = Duration::from_secs(1);
     let run = Duration::from_secs(seconds);
     let start = Instant::now();
+    // The server's CPU from the end of the warm-up to the end of the run.
+    let cpu = tokio::task::spawn_local(async move {
+        tokio::time::sleep(warmup).await;
+        let before = testkit::cpu_seconds(server);
+        tokio::time::sleep(run).await;
+        testkit::cpu_seconds(server) - before
+    });
     let mut handles = Vec::new();
     for c in 0..connections {
         let mut call = make(c).await;
@@ -156,6 +175,7 @@ where
         errors: 0,
         elapsed: run,
         latencies_us: Vec::new(),
+        server_cpu: 0.0,
     };
     for h in handles {
         let (n, e, lat) = h.await.unwrap();
@@ -163,11 +183,13 @@ where
         out.errors += e;
         out.latencies_us.extend(lat);
     }
+    out.server_cpu = cpu.await.unwrap();
     out
 }
 
-async fn http_load(addr: SocketAddr, a: &Args, pace: Option<Duration>) -> Result {
-    drive(a.connections, a.seconds, pace, |_| async move {
+async fn http_load(server: &Server, a: &Args, pace: Option<Duration>) -> Result {
+    let addr = server.http;
+    drive(server.process.pid(), a.connections, a.seconds, pace, |_| async move {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         stream.set_nodelay(true).unwrap();
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
@@ -204,7 +226,8 @@ async fn http_load(addr: SocketAddr, a: &Args, pace: Option<Duration>) -> Result
 /// gRPC over a raw HTTP/2 connection with the requests encoded up front,
 /// the way native load tools (ghz, h2load) drive a server: the client's own
 /// cost stays small next to the server's on the shared cores.
-async fn grpc_load(addr: SocketAddr, a: &Args, pace: Option<Duration>) -> Result {
+async fn grpc_load(server: &Server, a: &Args, pace: Option<Duration>) -> Result {
+    let addr = server.grpc;
     use envoy_types::pb::envoy::service::auth::v3::{
         AttributeContext, CheckRequest as Pb, CheckResponse, attribute_context,
     };
@@ -244,7 +267,7 @@ async fn grpc_load(addr: SocketAddr, a: &Args, pace: Option<Duration>) -> Result
             })
             .collect(),
     );
-    drive(a.connections, a.seconds, pace, |_| {
+    drive(server.process.pid(), a.connections, a.seconds, pace, |_| {
         let frames = frames.clone();
         async move {
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -285,8 +308,11 @@ async fn grpc_load(addr: SocketAddr, a: &Args, pace: Option<Duration>) -> Result
     .await
 }
 
-/// Decisions per second on one thread, in process, the same workload.
-fn in_process(dir: &std::path::Path, cache: bool, seconds: u64) -> f64 {
+/// Microseconds per decision on one thread, in process, the same workload
+/// as each surface: `Engine::check` with the callers' claims (what gRPC
+/// `Check` asks), and `Engine::is_authorized` with the request's JSON
+/// values (what `POST /v1/is_authorized` asks, its body already parsed).
+fn in_process(dir: &std::path::Path, cache: bool, seconds: u64) -> (f64, f64) {
     let options = EngineOptions {
         cache_entries: if cache { 100_000 } else { 0 },
         ..Default::default()
@@ -305,21 +331,37 @@ fn in_process(dir: &std::path::Path, cache: bool, seconds: u64) -> f64 {
     let paths: Vec<String> = (0..40)
         .map(|i| format!("/api/orders/o-gen-{}", i + 1))
         .collect();
-    let start = Instant::now();
-    let mut n = 0usize;
-    while start.elapsed() < Duration::from_secs(seconds) {
-        for i in 0..40 {
-            let d = engine.check(&CheckRequest {
-                method: "GET",
-                path: &paths[i],
-                claims: Some(&claims[i]),
-                ..Default::default()
-            });
-            assert!(d.allowed());
-            n += 1;
+    let timed = |decide: &mut dyn FnMut(usize)| {
+        let start = Instant::now();
+        let mut n = 0usize;
+        while start.elapsed() < Duration::from_secs(seconds) {
+            for i in 0..40 {
+                decide(i);
+                n += 1;
+            }
         }
-    }
-    n as f64 / start.elapsed().as_secs_f64()
+        start.elapsed().as_secs_f64() * 1e6 / n as f64
+    };
+    let check = timed(&mut |i| {
+        let d = engine.check(&CheckRequest {
+            method: "GET",
+            path: &paths[i],
+            claims: Some(&claims[i]),
+            ..Default::default()
+        });
+        assert!(d.allowed());
+    });
+    let direct = timed(&mut |i| {
+        let request = decision::DirectRequest {
+            principal: serde_json::json!({"type": "App::User", "id": user(i)}),
+            action: serde_json::json!({"type": "App::Action", "id": "ReadOrder"}),
+            resource: serde_json::json!({"type": "App::Order", "id": format!("o-gen-{}", i % 40 + 1)}),
+            context: serde_json::json!({"scopes": ["openid"], "amr": ["pwd"], "time": 0}),
+            entities: None,
+        };
+        assert!(engine.is_authorized(request, None).unwrap().allowed());
+    });
+    (check, direct)
 }
 
 fn main() {
@@ -332,14 +374,21 @@ fn main() {
     );
     println!("workload: 20 policies, ~100 entities, 40 users reading their orders\n");
     println!(
-        "| surface | cache | server threads | load | decisions/s | p50 ms | p99 ms | errors | vs in-process (1 thread) |"
+        "| surface | cache | server threads | load | decisions/s | p50 ms | p99 ms | errors | server CPU µs/decision | × in-process |"
     );
-    println!("|---|---|---:|---|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---|---:|---:|---:|---:|---:|---:|");
     let paced = Duration::from_secs_f64(a.connections as f64 / a.rate);
     for cache in [false, true] {
-        let base = in_process(dir.path(), cache, 2);
+        let (check_us, direct_us) = in_process(dir.path(), cache, 2);
         let label = if cache { "on" } else { "off" };
-        println!("| in-process `Engine::check` | {label} | 1 | max | {base:.0} | | | | 1.00 |");
+        println!(
+            "| in-process `Engine::check` (what `Check` asks) | {label} | 1 | max | {:.0} | | | | {check_us:.1} | 1.00 |",
+            1e6 / check_us
+        );
+        println!(
+            "| in-process `Engine::is_authorized` (what `/v1/is_authorized` asks) | {label} | 1 | max | {:.0} | | | | {direct_us:.1} | 1.00 |",
+            1e6 / direct_us
+        );
         // All cores, then one core left to the client (a sidecar sized to
         // one core next to its caller).
         for workers in [cores, 1] {
@@ -350,21 +399,20 @@ fn main() {
                 .unwrap();
             for pace in [None, Some(paced)] {
                 let load = pace.map_or("max".to_owned(), |_| format!("{:.0}/s", a.rate));
-                let http =
-                    tokio::task::LocalSet::new().block_on(&rt, http_load(server.http, &a, pace));
-                let grpc =
-                    tokio::task::LocalSet::new().block_on(&rt, grpc_load(server.grpc, &a, pace));
-                for (surface, mut r) in [
-                    ("HTTP `POST /v1/is_authorized`", http),
-                    ("gRPC ext_authz `Check`", grpc),
+                let http = tokio::task::LocalSet::new().block_on(&rt, http_load(&server, &a, pace));
+                let grpc = tokio::task::LocalSet::new().block_on(&rt, grpc_load(&server, &a, pace));
+                for (surface, mut r, base_us) in [
+                    ("HTTP `POST /v1/is_authorized`", http, direct_us),
+                    ("gRPC ext_authz `Check`", grpc, check_us),
                 ] {
                     println!(
-                        "| {surface} | {label} | {workers} | {load} | {:.0} | {:.3} | {:.3} | {} | {:.2} |",
+                        "| {surface} | {label} | {workers} | {load} | {:.0} | {:.3} | {:.3} | {} | {:.1} | {:.2} |",
                         r.rps(),
                         r.pct(0.5),
                         r.pct(0.99),
                         r.errors,
-                        r.rps() / base
+                        r.cpu_us(),
+                        r.cpu_us() / base_us
                     );
                 }
             }
