@@ -63,9 +63,15 @@ pub fn checkout(key: PoolKey, now: Instant) -> Option<Stream> {
 }
 
 /// Keeps `stream` for the next request to `key`, unless this thread
-/// already keeps enough for it.
+/// already keeps enough for it. Connections idle for too long are closed
+/// here, oldest first, so an address no longer asked for holds none.
 pub fn release(key: PoolKey, stream: Stream, now: Instant) {
     IDLE.with_borrow_mut(|idle| {
+        let stale = idle
+            .iter()
+            .take_while(|p| now.duration_since(p.since) >= IDLE_FOR_AT_MOST)
+            .count();
+        idle.drain(..stale);
         if idle.iter().filter(|p| p.key == key).count() < IDLE_PER_ADDRESS {
             idle.push(Parked {
                 key,
@@ -115,6 +121,10 @@ pub async fn exchange(
         return Err(retryable_if(reused, e));
     }
     let mut sent_body = false;
+    // An upstream may answer before it has read the whole body (a 401 or
+    // 413 to a large upload) and close: its answer is still read and
+    // relayed, as pingora-proxy does, on connections neither side reuses.
+    let mut refused_body = None;
     if body_expected {
         while let Some(chunk) = downstream
             .read_request_body()
@@ -128,22 +138,37 @@ pub async fn exchange(
             }
             sent_body = true;
             if let Err(e) = upstream.write_body(&chunk).await {
-                return Err(Failed::Final(e.into_up()));
+                refused_body = Some(e.into_up());
+                break;
             }
         }
     }
-    if let Err(e) = upstream.finish_body().await {
-        return Err(Failed::Final(e.into_up()));
+    if refused_body.is_none()
+        && let Err(e) = upstream.finish_body().await
+    {
+        refused_body = Some(e.into_up());
+    }
+    if refused_body.is_some() {
+        downstream.set_keepalive(None);
     }
     // Informational answers (103 Early Hints) go on to the client, as
     // pingora-proxy passes them, until the final one.
     let mut informational = false;
     let header = loop {
         // A reused connection the upstream closed in the meantime fails
-        // here with nothing read: the request may go again if its body was
-        // empty.
+        // here with nothing read (Pingora marks exactly that error
+        // `ReusedOnly`): the request may go again if its body was empty.
+        // Not after a timeout or a malformed answer, which the upstream
+        // may have been working on.
         if let Err(e) = upstream.read_response().await {
-            return Err(retryable_if(reused && !sent_body && !informational, e));
+            if let Some(refused) = refused_body {
+                return Err(Failed::Final(refused));
+            }
+            let closed = matches!(e.retry, pingora::RetryType::ReusedOnly);
+            return Err(retryable_if(
+                closed && reused && !sent_body && !informational,
+                e,
+            ));
         }
         let Some(header) = upstream.resp_header() else {
             return Err(Failed::Final(upstream_error("no response header")));
@@ -189,6 +214,9 @@ pub async fn exchange(
         .finish_body()
         .await
         .map_err(|e| Failed::Final(e.into_down()))?;
+    if refused_body.is_some() {
+        return Ok(None);
+    }
     upstream.respect_keepalive();
     Ok(upstream.reuse().await)
 }
