@@ -261,15 +261,16 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
-    async fn pair() -> (Stream, tokio::net::TcpStream) {
+    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (
-            Box::new(pingora::protocols::l4::stream::Stream::from(client)),
-            server,
-        )
+        (client, server)
+    }
+
+    fn stream(client: tokio::net::TcpStream) -> Stream {
+        Box::new(pingora::protocols::l4::stream::Stream::from(client))
     }
 
     fn key(port: u16) -> PoolKey {
@@ -288,7 +289,11 @@ mod tests {
             .write_all(b"HTTP/1.1 408\r\n\r\n")
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Ready to read: the close and the stray bytes have arrived.
+        closed.readable().await.unwrap();
+        chatty.readable().await.unwrap();
+        let (open, closed, chatty, old) =
+            (stream(open), stream(closed), stream(chatty), stream(old));
 
         release(key(1), old, now - IDLE_FOR_AT_MOST);
         release(key(1), open, now);
@@ -307,9 +312,9 @@ mod tests {
         let now = Instant::now();
         let mut peers = Vec::new();
         for _ in 0..IDLE_PER_ADDRESS + 3 {
-            let (stream, peer) = pair().await;
+            let (client, peer) = pair().await;
             peers.push(peer);
-            release(key(3), stream, now);
+            release(key(3), stream(client), now);
         }
         let mut kept = 0;
         while checkout(key(3), now).is_some() {

@@ -118,18 +118,13 @@ async fn serve(mut conn: TcpStream, seen: Arc<Mutex<Vec<Message>>>) {
     let mut buf = Vec::new();
     loop {
         // The head first: an early answer goes before the body is read.
-        let head_end = loop {
-            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
+        let head = loop {
+            if let Some((head, _)) = wire::head(&buf) {
+                break head;
             }
             if !read_more(&mut conn, &mut buf).await {
                 return;
             }
-        };
-        let head = wire::Message {
-            head: String::from_utf8_lossy(&buf[..head_end - 4]).into_owned(),
-            body: Vec::new(),
-            framing: wire::Framing::Empty,
         };
         let plan = script(&head);
         if let Script::Early(answer) = &plan {

@@ -58,14 +58,8 @@ pub enum Parsed {
 /// A request at the start of `buf`: bodies framed by `Content-Length` or
 /// chunked (the gateway sends nothing else upstream).
 pub fn request(buf: &[u8]) -> Parsed {
-    let Some(head_end) = head_end(buf) else {
+    let Some((message, head_end)) = head(buf) else {
         return Parsed::Partial;
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end - 4]).into_owned();
-    let message = Message {
-        head,
-        body: Vec::new(),
-        framing: Framing::Empty,
     };
     body(message, buf, head_end, false)
 }
@@ -73,14 +67,8 @@ pub fn request(buf: &[u8]) -> Parsed {
 /// A response at the start of `buf`, to a request with method `method`;
 /// `eof` says the connection has closed after `buf`.
 pub fn response(buf: &[u8], method: &str, eof: bool) -> Parsed {
-    let Some(head_end) = head_end(buf) else {
+    let Some((message, head_end)) = head(buf) else {
         return Parsed::Partial;
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end - 4]).into_owned();
-    let message = Message {
-        head,
-        body: Vec::new(),
-        framing: Framing::Empty,
     };
     let status = message.status();
     if method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304 {
@@ -98,6 +86,18 @@ pub fn response(buf: &[u8], method: &str, eof: bool) -> Parsed {
         return Parsed::Done(message, buf.len());
     }
     body(message, buf, head_end, eof)
+}
+
+/// The head at the start of `buf`, once it is all there, as a message
+/// without a body; and where the head ends.
+pub fn head(buf: &[u8]) -> Option<(Message, usize)> {
+    let end = head_end(buf)?;
+    let message = Message {
+        head: String::from_utf8_lossy(&buf[..end - 4]).into_owned(),
+        body: Vec::new(),
+        framing: Framing::Empty,
+    };
+    Some((message, end))
 }
 
 fn head_end(buf: &[u8]) -> Option<usize> {
