@@ -151,6 +151,10 @@ pub async fn exchange(
     if refused_body.is_some() {
         downstream.set_keepalive(None);
     }
+    // With the request read to its end, a client that hangs up while the
+    // upstream works ends the exchange (as pingora-proxy's
+    // `read_body_or_idle` does); with it unread, the probe would eat it.
+    let watch = refused_body.is_none();
     // Informational answers (103 Early Hints) go on to the client, as
     // pingora-proxy passes them, until the final one.
     let mut informational = false;
@@ -160,7 +164,8 @@ pub async fn exchange(
         // `ReusedOnly`): the request may go again if its body was empty.
         // Not after a timeout or a malformed answer, which the upstream
         // may have been working on.
-        if let Err(e) = upstream.read_response().await {
+        let read = watching(downstream, watch, upstream.read_response()).await?;
+        if let Err(e) = read {
             if let Some(refused) = refused_body {
                 return Err(Failed::Final(refused));
             }
@@ -200,9 +205,8 @@ pub async fn exchange(
         .await
         .map_err(|e| Failed::Final(e.into_down()))?;
     while !upstream.is_body_done() {
-        let chunk = upstream
-            .read_body_bytes()
-            .await
+        let chunk = watching(downstream, watch, upstream.read_body_bytes())
+            .await?
             .map_err(|e| Failed::Final(e.into_up()))?;
         let Some(chunk) = chunk else { break };
         downstream
@@ -219,6 +223,29 @@ pub async fn exchange(
     }
     upstream.respect_keepalive();
     Ok(upstream.reuse().await)
+}
+
+/// `work` on the upstream, unless the client goes first: its connection
+/// closed, or bytes after its request (Pingora serves no pipelining), end
+/// the exchange with the upstream connection dropped. Only a client whose
+/// request was read to its end is `watch`ed.
+async fn watching<T>(
+    downstream: &mut ServerSession,
+    watch: bool,
+    work: impl Future<Output = T>,
+) -> std::result::Result<T, Failed> {
+    if !watch {
+        return Ok(work.await);
+    }
+    tokio::select! {
+        biased;
+        out = work => Ok(out),
+        gone = downstream.read_body_or_idle(true) => Err(Failed::Final(match gone {
+            Err(e) => e.into_down(),
+            Ok(_) => Error::explain(pingora::ErrorType::ConnectionClosed, "the client went away")
+                .into_down(),
+        })),
+    }
 }
 
 fn upstream_error(why: &'static str) -> Box<Error> {

@@ -1,7 +1,8 @@
 //! Upstream pools: active health checks take a dead address out of
 //! rotation (so even non-retryable requests succeed) and bring it back;
 //! consistent hashing keeps each user on one address; a host name is
-//! resolved at start; upstream connections are kept alive and reused.
+//! resolved at start; upstream connections are kept alive and reused, and
+//! closed when their client hangs up.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -232,6 +233,66 @@ auth = "public"
         assert!(
             (1..=10).contains(&opened),
             "work_stealing = {stealing}: 50 requests opened {opened} upstream connections"
+        );
+    }
+}
+
+/// A client that hangs up while the upstream is still working has its
+/// upstream connection closed at once, on both forwarding paths (not when
+/// the upstream finally answers or the read timeout ends it): a long poll
+/// abandoned by its client stops holding an upstream connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_hanging_up_closes_its_upstream_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for forwarding in ["direct", "pingora"] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = listener.local_addr().unwrap();
+        let (asked, got_request) = tokio::sync::oneshot::channel();
+        // Reads the request, never answers, reports how long until EOF.
+        let watcher = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed before the request arrived");
+                head.extend_from_slice(&buf[..n]);
+            }
+            let _ = asked.send(());
+            let since = Instant::now();
+            let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await;
+            (n.map(|r| r.map_err(|e| e.kind())), since.elapsed())
+        });
+        let gw = start(&format!(
+            r#"
+forwarding = "{forwarding}"
+
+[[upstreams]]
+name = "app"
+addresses = ["{upstream}"]
+read_timeout_ms = 30000
+
+[[routes]]
+path_prefix = "/"
+upstream = "app"
+auth = "public"
+"#
+        ));
+        let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        client
+            .write_all(b"GET /poll HTTP/1.1\r\nHost: demo\r\n\r\n")
+            .await
+            .unwrap();
+        got_request.await.unwrap();
+        drop(client);
+        let (read, waited) = watcher.await.unwrap();
+        match read {
+            Ok(Ok(0) | Err(_)) => {}
+            other => panic!("{forwarding}: the upstream connection stayed open: {other:?}"),
+        }
+        assert!(
+            waited < Duration::from_secs(5),
+            "{forwarding}: closed only after {waited:?}"
         );
     }
 }
