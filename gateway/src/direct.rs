@@ -98,7 +98,8 @@ fn is_quiet(stream: &mut Stream) -> bool {
 /// How an exchange failed, which decides whether it may be retried.
 pub enum Failed {
     /// Nothing reached the client, and the request could be sent again:
-    /// its header or its empty body was refused by a reused connection.
+    /// a reused connection closed on it with nothing answered, and its
+    /// body (if any) is kept whole for the next attempt.
     Retryable(Box<Error>),
     /// Anything else; once the response header went out, the client's
     /// connection ends without reuse.
@@ -117,6 +118,15 @@ pub async fn exchange(
     mut finish: impl FnMut(&mut ResponseHeader) -> Result<()>,
 ) -> std::result::Result<Option<Stream>, Failed> {
     let body_expected = !downstream.is_body_empty();
+    // A body already read from the client (this is a retry) goes again
+    // from the copy Pingora keeps; a first attempt keeps one, as
+    // pingora-proxy does (up to 64 KiB; a longer body is not retried).
+    let resend = if downstream.is_body_done() {
+        downstream.get_retry_buffer()
+    } else {
+        downstream.enable_retry_buffering();
+        None
+    };
     if let Err(e) = upstream.write_request_header(Box::new(request)).await {
         return Err(retryable_if(reused, e));
     }
@@ -125,7 +135,12 @@ pub async fn exchange(
     // 413 to a large upload) and close: its answer is still read and
     // relayed, as pingora-proxy does, on connections neither side reuses.
     let mut refused_body = None;
-    if body_expected {
+    if let Some(body) = resend.filter(|b| !b.is_empty()) {
+        sent_body = true;
+        if let Err(e) = upstream.write_body(&body).await {
+            refused_body = Some(e.into_up());
+        }
+    } else if body_expected {
         while let Some(chunk) = downstream
             .read_request_body()
             .await
@@ -170,8 +185,9 @@ pub async fn exchange(
                 return Err(Failed::Final(refused));
             }
             let closed = matches!(e.retry, pingora::RetryType::ReusedOnly);
+            let resendable = !sent_body || !downstream.retry_buffer_truncated();
             return Err(retryable_if(
-                closed && reused && !sent_body && !informational,
+                closed && reused && resendable && !informational,
                 e,
             ));
         }

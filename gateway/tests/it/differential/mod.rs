@@ -124,6 +124,26 @@ fn corpus() -> Vec<Case> {
             &chunked(&big[..262_144], 10_000),
         ),
     ));
+    // A reused connection the upstream closes without answering: a PUT
+    // (idempotent) goes again on a fresh one, body and all, from the
+    // copy Pingora keeps of a body up to 64 KiB.
+    cases.push(case(
+        "GET /cl before a stale PUT",
+        request("GET", "/cl", "", b""),
+    ));
+    cases.push(case(
+        "PUT with a length on a stale connection",
+        request("PUT", "/stale", "Content-Length: 5\r\n", b"hello"),
+    ));
+    cases.push(case(
+        "PUT chunked on a stale connection",
+        request(
+            "PUT",
+            "/stale",
+            "Transfer-Encoding: chunked\r\n",
+            b"3\r\nabc\r\n0\r\n\r\n",
+        ),
+    ));
     cases.push(case(
         "POST chunked with trailers",
         request(

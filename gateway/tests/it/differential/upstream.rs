@@ -49,7 +49,8 @@ enum Script {
     Late(Duration, Vec<u8>),
 }
 
-fn script(request: &Message) -> Script {
+/// `reused`: the connection served a request before this one.
+fn script(request: &Message, reused: bool) -> Script {
     let head = request.method() == "HEAD";
     let with_body = |head_part: &str, body: &str| {
         let mut bytes = head_part.as_bytes().to_vec();
@@ -99,6 +100,13 @@ fn script(request: &Message) -> Script {
             "only this",
         )),
         "cut-head" => Script::AnswerAndClose(Vec::new()),
+        // A connection the upstream drops as the request arrives (its idle
+        // timeout), answered on a fresh one.
+        "stale" if reused => Script::AnswerAndClose(Vec::new()),
+        "stale" => Script::Answer(with_body(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            "fresh",
+        )),
         "garbage" => Script::AnswerAndClose(b"NOT HTTP AT ALL\r\n\r\n".to_vec()),
         "early" => {
             Script::Early(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 6\r\n\r\ndenied".to_vec())
@@ -116,6 +124,7 @@ fn script(request: &Message) -> Script {
 
 async fn serve(mut conn: TcpStream, seen: Arc<Mutex<Vec<Message>>>) {
     let mut buf = Vec::new();
+    let mut served = 0usize;
     loop {
         // The head first: an early answer goes before the body is read.
         let head = loop {
@@ -126,7 +135,8 @@ async fn serve(mut conn: TcpStream, seen: Arc<Mutex<Vec<Message>>>) {
                 return;
             }
         };
-        let plan = script(&head);
+        let plan = script(&head, served > 0);
+        served += 1;
         if let Script::Early(answer) = &plan {
             let _ = conn.write_all(answer).await;
         }
