@@ -176,8 +176,8 @@ pub async fn exchange(
     let header = loop {
         // A reused connection the upstream closed in the meantime fails
         // here with nothing read (Pingora marks exactly that error
-        // `ReusedOnly`): the request may go again if its body was empty.
-        // Not after a timeout or a malformed answer, which the upstream
+        // `ReusedOnly`): the request may go again if its body is empty or
+        // kept whole in the retry buffer. Not after a timeout or a malformed answer, which the upstream
         // may have been working on.
         let read = watching(downstream, watch, upstream.read_response()).await?;
         if let Err(e) = read {
