@@ -153,7 +153,7 @@ pub fn nginx(dir: &Path, upstream: SocketAddr) -> Result<Option<Listening>, Stri
     Ok(Some(Listening { proc, addr }))
 }
 
-pub use testkit::{cpu_seconds, rss_mib};
+pub use testkit::{cpu_seconds, peak_rss_mib, rss_mib};
 
 /// Envoy with `config` as users copy it (its listener on 127.0.0.1:10000),
 /// one worker per core.

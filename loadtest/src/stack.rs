@@ -253,14 +253,8 @@ impl Stack {
     /// Peak resident memory (VmHWM) of the gateway and the sidecar so far.
     fn memory(&self) -> Result<Value, String> {
         let peak = |service: &str| -> Result<f64, String> {
-            let pid = self.pid(service)?;
-            std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .map_err(|e| format!("{service}: {e}"))?
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-                .map(|kb| (kb / 1024.0 * 10.0).round() / 10.0)
-                .ok_or_else(|| format!("{service}: no VmHWM"))
+            procs::peak_rss_mib(self.pid(service)?)
+                .ok_or_else(|| format!("{service}: its peak memory (VmHWM) cannot be read"))
         };
         let (gateway, sidecar) = (peak("gateway")?, peak("sidecar")?);
         Ok(json!({

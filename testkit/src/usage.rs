@@ -5,13 +5,25 @@ use std::process::Command;
 
 /// Resident memory of `pid` in MiB (`VmRSS`), 0 when it cannot be read.
 pub fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
+    status_mib(pid, "VmRSS:").unwrap_or(0.0)
+}
+
+/// The most `pid` has been resident so far, in MiB (`VmHWM`).
+pub fn peak_rss_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "VmHWM:")
+}
+
+/// A kB field of `/proc/PID/status` in MiB, to a tenth.
+fn status_mib(pid: u32, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((kib / 1024.0 * 10.0).round() / 10.0)
 }
 
 /// CPU seconds (user + system) used by `pid` and its live children
@@ -54,4 +66,19 @@ fn clock_ticks() -> f64 {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(100.0)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_resident_and_its_peak_is_no_lower() {
+        let pid = std::process::id();
+        let now = rss_mib(pid);
+        assert!(now > 0.0, "VmRSS read as {now}");
+        let peak = peak_rss_mib(pid).expect("VmHWM");
+        assert!(peak >= now, "peak {peak} below current {now}");
+        assert_eq!(peak_rss_mib(u32::MAX), None, "no such process");
+    }
 }

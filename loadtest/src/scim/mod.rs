@@ -143,17 +143,6 @@ fn summary(mut ms: Vec<f64>) -> Value {
     json!({"n": ms.len(), "p50_ms": at(0.50), "p90_ms": at(0.90), "p99_ms": at(0.99), "max_ms": at(1.0)})
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
-}
-
 pub fn run(opts: Options) -> Result<(), String> {
     if opts.groups < 2 || opts.users < opts.groups * 2 {
         return Err("need at least two groups and two users per group".into());
@@ -197,7 +186,10 @@ pub fn run(opts: Options) -> Result<(), String> {
         &user_ids,
         &opts,
     ))?;
-    let mut rss: Vec<f64> = followers.iter().map(|f| rss_mib(f.proc.pid())).collect();
+    let mut rss: Vec<f64> = followers
+        .iter()
+        .map(|f| procs::rss_mib(f.proc.pid()))
+        .collect();
     rss.sort_by(f64::total_cmp);
     drop(followers);
 
@@ -211,7 +203,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         "queries": queries,
         "feed": feed,
         "follower_rss_mib": {"p50": rss[rss.len() / 2], "max": rss[rss.len() - 1]},
-        "authserver_rss_mib": rss_mib(authserver.pid()),
+        "authserver_rss_mib": procs::rss_mib(authserver.pid()),
     });
     write_report(&opts.out, "scim", &report, &markdown(&report))
 }
