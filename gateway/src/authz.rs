@@ -108,8 +108,9 @@ pub struct Query<'a> {
     pub host: Option<&'a str>,
     pub source: Option<IpAddr>,
     pub request_id: &'a str,
-    /// The bearer token, only as part of the cache key; never sent.
-    pub token: Option<&'a str>,
+    /// SHA-256 of the token behind the claims, only as part of the cache
+    /// key; the token itself is never sent.
+    pub token_digest: Option<&'a [u8; 32]>,
     /// The verified payload and its `exp`.
     pub claims: Option<(&'a Map<String, Value>, u64)>,
     /// The same claims as the engine reads them.
@@ -414,16 +415,13 @@ fn spread(ttl: Duration, key: &Key) -> Duration {
 }
 
 /// Everything a decision depends on, hashed: the token (which fixes the
-/// claims), the request line, the host and the source address.
+/// claims; its digest, already worked out to find the claims), the request
+/// line, the host and the source address.
 fn cache_key(query: &Query<'_>) -> Key {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     let path = query.path.split_once('?').map_or(query.path, |(p, _)| p);
-    for part in [
-        query.token.unwrap_or(""),
-        query.method,
-        query.host.unwrap_or(""),
-        path,
-    ] {
+    ctx.update(query.token_digest.map_or(&[0; 32], |d| d));
+    for part in [query.method, query.host.unwrap_or(""), path] {
         ctx.update(&(part.len() as u64).to_le_bytes());
         ctx.update(part.as_bytes());
     }

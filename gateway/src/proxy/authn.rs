@@ -14,15 +14,18 @@ use super::*;
 /// A verified bearer token with what every request needs from it worked
 /// out once: the claims as policies read them and the identity headers.
 pub(super) struct Bearer {
+    /// SHA-256 of the token: its key here and in the decision cache.
+    pub(super) digest: [u8; 32],
     pub(super) verified: Arc<Verified>,
     pub(super) claims: decision::Claims,
     pub(super) headers: Vec<(&'static str, http::HeaderValue)>,
 }
 
 impl Bearer {
-    pub(super) fn new(verified: Arc<Verified>, claims: decision::Claims) -> Self {
+    pub(super) fn new(digest: [u8; 32], verified: Arc<Verified>, claims: decision::Claims) -> Self {
         let headers = identity_headers(&claims);
         Self {
+            digest,
             verified,
             claims,
             headers,
@@ -60,6 +63,15 @@ impl Principal {
         }
     }
 
+    /// SHA-256 of the token behind the claims (the bearer token, or the
+    /// session's access token).
+    pub(super) fn token_digest(&self) -> &[u8; 32] {
+        match self {
+            Self::Bearer(b) => &b.digest,
+            Self::Session(s) => s.access_digest(),
+        }
+    }
+
     /// The verified payload and when it expires.
     pub(super) fn payload(&self) -> (&serde_json::Map<String, serde_json::Value>, u64) {
         match self {
@@ -90,7 +102,7 @@ impl Gateway {
             && bearer.verified.expires_at > crate::now_secs()
         {
             self.metrics.token_hits.inc();
-            return self.admit_bearer(session, ctx, key, bearer).await;
+            return self.admit_bearer(session, ctx, bearer).await;
         }
         self.metrics.token_misses.inc();
         // Tokens that fail are charged to the client's budget. An opaque
@@ -139,9 +151,9 @@ impl Gateway {
         };
         match decision::Claims::from_json(&verified.claims) {
             Ok(claims) => {
-                let bearer = Arc::new(Bearer::new(verified, claims));
+                let bearer = Arc::new(Bearer::new(key, verified, claims));
                 self.bearers.insert(key, bearer.clone());
-                self.admit_bearer(session, ctx, key, bearer).await
+                self.admit_bearer(session, ctx, bearer).await
             }
             Err(e) => {
                 self.metrics
@@ -234,7 +246,6 @@ impl Gateway {
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
-        key: [u8; 32],
         bearer: Arc<Bearer>,
     ) -> Result<bool> {
         match self.vet(&bearer.claims) {
@@ -243,7 +254,7 @@ impl Gateway {
                 Ok(false)
             }
             feed::Verdict::Revoked => {
-                self.bearers.invalidate(&key);
+                self.bearers.invalidate(&bearer.digest);
                 self.metrics
                     .auth_failures
                     .with_label_values(&["revoked"])
@@ -262,7 +273,7 @@ fn feed_unknown() -> Refusal {
     Refusal::Unavailable("revocations are out of date: the change feed has not answered".into())
 }
 
-pub(super) fn bearer(req: &RequestHeader) -> Option<&str> {
+fn bearer(req: &RequestHeader) -> Option<&str> {
     let value = req.headers.get("authorization")?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())

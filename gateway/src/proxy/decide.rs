@@ -36,10 +36,7 @@ impl Gateway {
             host: crate::inbound::host(req),
             source: ctx.inbound.client,
             request_id: ctx.request_id.to_str().unwrap_or_default(),
-            token: match &ctx.principal {
-                Some(Principal::Session(s)) => Some(s.access_token()),
-                _ => bearer(req),
-            },
+            token_digest: ctx.principal.as_ref().map(Principal::token_digest),
             claims: ctx.principal.as_ref().map(Principal::payload),
             parsed: ctx.principal.as_ref().map(Principal::claims),
             traceparent: traceparent

@@ -53,7 +53,7 @@ mod forward;
 mod request_id;
 mod trace;
 
-use authn::{Bearer, Principal, UntilExpiry, bearer};
+use authn::{Bearer, Principal, UntilExpiry};
 use forward::identity_headers;
 use request_id::{acceptable_request_id, new_request_id, valid_traceparent};
 use trace::{Phase, Trace};

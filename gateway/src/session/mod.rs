@@ -69,6 +69,9 @@ struct LoginState {
 #[derive(Debug)]
 pub struct Active {
     stored: Stored,
+    /// SHA-256 of the access token: it fixes the claims, so it keys
+    /// decisions and refreshes.
+    access_digest: [u8; 32],
     /// The access token's payload: what policies and identity headers read.
     pub payload: Map<String, Value>,
     pub claims: decision::Claims,
@@ -86,6 +89,10 @@ pub struct Active {
 impl Active {
     pub fn access_token(&self) -> &str {
         &self.stored.access_token
+    }
+
+    pub fn access_digest(&self) -> &[u8; 32] {
+        &self.access_digest
     }
 
     /// When the identity stops being valid: the access token's expiry.
@@ -270,11 +277,9 @@ impl Sessions {
         }
         let refreshed = match &active.stored.refresh_token {
             Some(_) => {
-                let cell = self
-                    .refreshes
-                    .get_with(sha256(active.stored.access_token.as_bytes()), || {
-                        Arc::new(tokio::sync::OnceCell::new())
-                    });
+                let cell = self.refreshes.get_with(active.access_digest, || {
+                    Arc::new(tokio::sync::OnceCell::new())
+                });
                 cell.get_or_init(|| async {
                     match self.refresh(&active).await {
                         Ok(a) => Some(Arc::new(a)),

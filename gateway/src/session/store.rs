@@ -113,6 +113,7 @@ pub(super) fn decode(stored: Stored, subject_prefix: Option<&str>) -> Option<Act
         .unwrap_or_default();
     let (upstream_sid, upstream_sub, began_at) = backchannel::upstream_of(&profile, &payload);
     Some(Active {
+        access_digest: crate::sha256(stored.access_token.as_bytes()),
         stored,
         payload,
         claims,
