@@ -105,7 +105,7 @@ impl Subject {
     /// Part `i` (principal, action, resource) as Cedar writes a uid.
     fn render(&self, i: usize) -> String {
         match self {
-            Self::Uids(p, a, r) => [p, a, r][i].to_string(),
+            Self::Uids(p, a, r) => crate::cedar_json::uid_text([p, a, r][i]),
             Self::Json(p, a, r) => {
                 let v = [p, a, r][i];
                 match (v["type"].as_str(), v["id"].as_str()) {

@@ -48,10 +48,15 @@ impl Outcome {
     /// shortest `max_age` of them all applies.
     pub(crate) fn from_cedar(response: &Response, step_ups: &HashMap<String, StepUp>) -> Self {
         let allowed = response.decision() == CedarDecision::Allow;
+        // As `PolicyId`'s `Display` writes them, without its formatting.
         let mut policies: Vec<String> = response
             .diagnostics()
             .reason()
-            .map(ToString::to_string)
+            .map(|id| {
+                let mut text = String::new();
+                crate::cedar_json::push_escaped(&mut text, id.as_ref());
+                text
+            })
             .collect();
         policies.sort();
         let errors: Vec<String> = response

@@ -194,17 +194,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                     ApiError::bad_request(format!("cannot read body: {e}"))
                 }
             })?;
+        let refused = match serde_json::from_slice(&bytes) {
+            Ok(body) => return Ok(JsonBody(body)),
+            Err(e) => e,
+        };
+        // Tracking the path costs an allocation per key read, so only a
+        // refused body is read again to say where it went wrong.
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(de)
-            .map(JsonBody)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                if path == "." {
-                    ApiError::bad_request(format!("invalid JSON body: {inner}"))
-                } else {
-                    ApiError::bad_request(format!("invalid JSON body at `{path}`: {inner}"))
-                }
-            })
+        let message = match serde_path_to_error::deserialize::<_, T>(de) {
+            Err(e) if e.path().to_string() != "." => {
+                format!("invalid JSON body at `{}`: {}", e.path(), e.inner())
+            }
+            _ => format!("invalid JSON body: {refused}"),
+        };
+        Err(ApiError::bad_request(message))
     }
 }

@@ -181,6 +181,32 @@ async fn http_api_rejects_bad_input_with_named_errors() {
     .await;
     assert_eq!(status, 400, "{resp}");
     assert!(resp["message"].as_str().unwrap().contains("invalid JSON"));
+    // A second document after the body is not silently ignored.
+    let (status, resp) = raw(
+        &sidecar,
+        "/v1/check",
+        "application/json",
+        br#"{"method":"GET","path":"/x"} {"method":"DELETE"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400, "{resp}");
+    assert!(
+        resp["message"].as_str().unwrap().contains("trailing"),
+        "{resp}"
+    );
+    // A value of the wrong type is named by where it is.
+    let (status, resp) = raw(
+        &sidecar,
+        "/v1/check",
+        "application/json",
+        br#"{"method":5,"path":"/x"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400, "{resp}");
+    assert!(
+        resp["message"].as_str().unwrap().contains("at `method`"),
+        "{resp}"
+    );
     let (status, _) = raw(&sidecar, "/v1/check", "text/plain", b"{}".to_vec()).await;
     assert_eq!(status, 415);
     let big = format!(r#"{{"method":"GET","path":"/{}"}}"#, "a".repeat(5000));

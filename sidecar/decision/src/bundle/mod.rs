@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use cedar_policy::{
-    Entities, EntityUid, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+    Entities, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Schema, ValidationMode,
+    Validator,
 };
 
 use crate::directory::AttrKinds;
@@ -51,6 +52,9 @@ pub struct Bundle {
     by_action: HashMap<EntityUid, Arc<ActionScope>>,
     /// The same for an action the schema does not declare: every policy.
     all_actions: Arc<ActionScope>,
+    /// The schema's entity and action types by name, so a request's uids
+    /// need no parsing.
+    type_names: HashMap<String, EntityTypeName>,
     pub sources: Vec<PolicySource>,
     /// Stored entities plus the schema's action entities.
     pub entities: Entities,
@@ -132,6 +136,7 @@ impl Bundle {
             policies: self.policies.clone(),
             by_action,
             all_actions,
+            type_names: self.type_names.clone(),
             sources: self.sources.clone(),
             entities,
             stored,
@@ -244,6 +249,7 @@ impl Bundle {
         let entities = build_entities(&schema, &stored)?;
         let (by_action, all_actions) = index_by_action(&schema, &policies, &entities);
         let attr_kinds = AttrKinds::from_schema(&schema_text);
+        let type_names = type_names(&schema);
         let mut bundle = Self {
             dir: dir.to_owned(),
             schema,
@@ -251,6 +257,7 @@ impl Bundle {
             policies,
             by_action,
             all_actions,
+            type_names,
             sources,
             reach: reach_map(&entities),
             attr_kinds,
@@ -270,6 +277,11 @@ impl Bundle {
         Ok(bundle)
     }
 
+    /// The schema's entity or action type called `name`.
+    pub fn type_name(&self, name: &str) -> Option<&EntityTypeName> {
+        self.type_names.get(name)
+    }
+
     /// What evaluating a request for `action` needs.
     pub fn scope(&self, action: &EntityUid) -> &ActionScope {
         self.by_action.get(action).unwrap_or(&self.all_actions)
@@ -287,4 +299,13 @@ impl Bundle {
     pub fn entity_count(&self) -> usize {
         self.stored.len()
     }
+}
+
+fn type_names(schema: &Schema) -> HashMap<String, EntityTypeName> {
+    let actions = schema.actions().map(EntityUid::type_name);
+    schema
+        .entity_types()
+        .chain(actions)
+        .map(|t| (t.to_string(), t.clone()))
+        .collect()
 }

@@ -50,6 +50,9 @@ impl Engine {
             ));
         }
         let uid = |field: &str, v: serde_json::Value| {
+            if let Some(uid) = cedar_json::uid(&v, |name| bundle.type_name(name)) {
+                return Ok(uid);
+            }
             EntityUid::from_json(v)
                 .map_err(|e| Error::BadRequest(format!("`{field}`: {}", error::flatten(&e))))
         };
