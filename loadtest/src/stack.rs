@@ -442,7 +442,7 @@ fn markdown(report: &Value) -> String {
     }
     md.push_str(&format!(
         "\n| ratio | value | target |\n|---|---:|---:|\n\
-         | gateway (JWT + sidecar) / Envoy (jwt_authn + ext_authz) | {} | ≥ 5 |\n\
+         | gateway (JWT + sidecar) / Envoy (jwt_authn + ext_authz) | {} | ≥ 6 |\n\
          | gateway (JWT + sidecar) / gateway public route | {} | |\n\
          | gateway public route / nginx | {} | |\n",
         report["ratios"]["gateway_over_envoy"],
