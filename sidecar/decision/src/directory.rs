@@ -253,10 +253,13 @@ pub fn principal_entities(
         .then(|| dir.user(principal.id().unescaped()))
         .flatten();
     let group_uid = |name: &str| types.group.map(|t| uid(t, name));
+    // Everything above `u` in the store (closed transitively when the
+    // store was built), read in place: cloning an entity to read its
+    // parents converts all its attributes, most of a slice's cost.
     let stored_parents = |u: &EntityUid| -> Vec<EntityUid> {
         store
-            .get(u)
-            .map(|e| e.clone().into_inner().2.into_iter().collect())
+            .ancestors(u)
+            .map(|a| a.cloned().collect())
             .unwrap_or_default()
     };
     let dir_parents = |u: &EntityUid| -> Vec<EntityUid> {
