@@ -394,7 +394,7 @@ impl Config {
                     format!("`{}` is defined twice", u.name),
                 ));
             }
-            if u.connect_timeout_ms == 0 || u.read_timeout_ms == 0 {
+            if u.connect_timeout_ms == 0 || u.read_timeout_ms == 0 || u.write_timeout_ms == 0 {
                 return Err(ConfigError::invalid(
                     format!("upstreams[{i}]"),
                     "timeouts must be greater than 0",

@@ -22,6 +22,10 @@ pub struct UpstreamConfig {
     /// Longest wait for the upstream between reads.
     #[serde(default = "default_read_ms")]
     pub read_timeout_ms: u64,
+    /// Longest wait for the upstream to take more of a request (an
+    /// upstream that stopped reading a body without answering or closing).
+    #[serde(default = "default_read_ms")]
+    pub write_timeout_ms: u64,
     /// Connect to the upstream over TLS (certificate verified against the
     /// system roots).
     #[serde(default)]

@@ -52,6 +52,7 @@ impl Gateway {
         }
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);
+        peer.options.write_timeout = Some(upstream.write_timeout);
         Ok(Box::new(peer))
     }
 

@@ -296,3 +296,84 @@ auth = "public"
         );
     }
 }
+
+/// An upstream that stops taking a request body without answering or
+/// closing is given up after `write_timeout_ms`, on both forwarding paths:
+/// the client gets a 504 rather than a connection held until it gives up.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_stops_reading_a_body_is_timed_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for forwarding in ["direct", "pingora"] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = listener.local_addr().unwrap();
+        // Reads the request head, then neither reads nor answers.
+        let stalled = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if conn.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                head.push(buf[0]);
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(conn);
+        });
+        let gw = start(&format!(
+            r#"
+forwarding = "{forwarding}"
+
+[[upstreams]]
+name = "app"
+addresses = ["{upstream}"]
+read_timeout_ms = 1000
+write_timeout_ms = 500
+
+[[routes]]
+path_prefix = "/"
+upstream = "app"
+auth = "public"
+"#
+        ));
+        // Far more than loopback's socket buffers hold between the two.
+        let length = 64usize << 20;
+        let client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (mut reader, mut writer) = client.into_split();
+        let sending = tokio::spawn(async move {
+            let head =
+                format!("PUT /upload HTTP/1.1\r\nHost: demo\r\nContent-Length: {length}\r\n\r\n");
+            writer.write_all(head.as_bytes()).await?;
+            let chunk = vec![b'x'; 1 << 16];
+            for _ in 0..length / chunk.len() {
+                writer.write_all(&chunk).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(15), async {
+            while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        let waited = started.elapsed();
+        sending.abort();
+        stalled.abort();
+        assert!(read.is_ok(), "{forwarding}: no answer after {waited:?}");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 504"),
+            "{forwarding}: answered {answer:?} after {waited:?}"
+        );
+        assert!(
+            waited < Duration::from_secs(8),
+            "{forwarding}: answered only after {waited:?}"
+        );
+    }
+}
