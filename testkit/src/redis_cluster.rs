@@ -243,6 +243,39 @@ impl RedisCluster {
             .unwrap_or_else(|| panic!("no node on port {port}"))
     }
 
+    /// What each live node says of the cluster and of itself (role,
+    /// replication offset, key count) and the end of its log: for a test
+    /// failure to say what the cluster was doing.
+    pub fn describe(&self) -> String {
+        let mut out = self.cli(self.live_port(), &["CLUSTER", "NODES"]);
+        for node in self.nodes.iter() {
+            let Some(process) = &node.process else {
+                out.push_str(&format!("\n== {} (killed)", node.port));
+                continue;
+            };
+            let info = self.cli(node.port, &["INFO", "replication"]);
+            let keys = self.cli(node.port, &["DBSIZE"]);
+            out.push_str(&format!("\n== {} keys {}", node.port, keys.trim()));
+            for line in info.lines().filter(|l| {
+                [
+                    "role:",
+                    "master_link_status:",
+                    "master_repl_offset:",
+                    "slave_repl_offset:",
+                ]
+                .iter()
+                .any(|p| l.starts_with(p))
+            }) {
+                out.push_str(&format!("\n  {}", line.trim()));
+            }
+            let log = process.stdout();
+            for line in &log[log.len().saturating_sub(15)..] {
+                out.push_str(&format!("\n  | {line}"));
+            }
+        }
+        out
+    }
+
     fn live_ports(&self) -> Vec<u16> {
         self.nodes
             .iter()
