@@ -73,7 +73,46 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout)
         );
         cluster.wait_until_serving(Duration::from_secs(30));
+        cluster.wait_until_replicated(Duration::from_secs(30));
         Some(cluster)
+    }
+
+    /// Waits until every live node sees every master with a replica, and
+    /// every replica's link to its master is up. `redis-cli --cluster
+    /// create` returns once the slots are assigned; replicas attach, sync
+    /// and become known to the other nodes by gossip after it, later on a
+    /// loaded machine (a test once found its master without a replica).
+    fn wait_until_replicated(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let live = self.live_ports();
+            let every_view = live.iter().all(|&p| {
+                let nodes = self.cli(p, &["CLUSTER", "NODES"]);
+                let lines: Vec<Vec<&str>> = nodes.lines().map(|l| l.split(' ').collect()).collect();
+                let masters: Vec<&str> = lines
+                    .iter()
+                    .filter(|f| f.get(2).is_some_and(|flags| flags.contains("master")))
+                    .filter_map(|f| f.first().copied())
+                    .collect();
+                !masters.is_empty()
+                    && masters
+                        .iter()
+                        .all(|id| lines.iter().any(|f| f.get(3) == Some(id)))
+            });
+            let links_up = live.iter().all(|&p| {
+                let info = self.cli(p, &["INFO", "replication"]);
+                !info.contains("role:slave") || info.contains("master_link_status:up")
+            });
+            if every_view && links_up {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replicas were not attached within {timeout:?}:\n{}",
+                self.describe()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// One cluster for the whole test binary, started on first use; tests
