@@ -317,7 +317,8 @@ async fn an_upstream_that_stops_reading_a_body_is_timed_out() {
                 }
                 head.push(buf[0]);
             }
-            tokio::time::sleep(Duration::from_secs(30)).await;
+            // Held open, unread, until the test ends (aborted).
+            std::future::pending::<()>().await;
             drop(conn);
         });
         let gw = start(&format!(
