@@ -45,7 +45,7 @@ pub struct Config {
     /// revocations for the tokens verified here.
     pub feed: feed::FeedConfig,
     /// OpenTelemetry export (off by default); a caller's `traceparent`
-    /// (gRPC metadata, HTTP header) is always continued.
+    /// (gRPC metadata) is continued unless `accept_traceparent = false`.
     pub tracing: TracingConfig,
 }
 

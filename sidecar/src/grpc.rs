@@ -34,17 +34,41 @@ pub struct ExtAuthz {
     engine: Arc<Engine>,
     claims: ClaimsConfig,
     authn: Authn,
-    /// Spans are exported: each check gets one, in its caller's trace.
-    traced: bool,
+    spans: Spans,
+}
+
+/// Whether each check gets a span, and in whose trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spans {
+    /// Tracing is off.
+    None,
+    /// A trace of the sidecar's own (`accept_traceparent = false`).
+    NewTrace,
+    /// The caller's trace, when its metadata names one (the default: the
+    /// caller is the gateway or Envoy in this pod).
+    CallersTrace,
+}
+
+impl Spans {
+    pub fn of(config: &bootstrap::telemetry::TracingConfig) -> Self {
+        match (
+            config.otlp_endpoint.is_some(),
+            config.accepts_traceparent(true),
+        ) {
+            (false, _) => Self::None,
+            (true, false) => Self::NewTrace,
+            (true, true) => Self::CallersTrace,
+        }
+    }
 }
 
 impl ExtAuthz {
-    pub fn new(engine: Arc<Engine>, claims: ClaimsConfig, authn: Authn, traced: bool) -> Self {
+    pub fn new(engine: Arc<Engine>, claims: ClaimsConfig, authn: Authn, spans: Spans) -> Self {
         Self {
             engine,
             claims,
             authn,
-            traced,
+            spans,
         }
     }
 
@@ -59,7 +83,7 @@ impl Authorization for ExtAuthz {
         &self,
         request: Request<PbCheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        if !self.traced {
+        if self.spans == Spans::None {
             return self.decide(request.into_inner()).await;
         }
         let span = tracing::info_span!(
@@ -70,9 +94,9 @@ impl Authorization for ExtAuthz {
             decision.policies = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
-        // The caller (the gateway, Envoy) is in this pod: its trace goes on.
-        let parent = bootstrap::telemetry::extract(&Metadata(request.metadata()));
-        bootstrap::telemetry::join_trace(&span, Some(parent));
+        let parent = (self.spans == Spans::CallersTrace)
+            .then(|| bootstrap::telemetry::extract(&Metadata(request.metadata())));
+        bootstrap::telemetry::join_trace(&span, parent);
         self.decide(request.into_inner()).instrument(span).await
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::authn::Authn;
 use crate::config::Config;
-use crate::grpc::ExtAuthz;
+use crate::grpc::{ExtAuthz, Spans};
 use crate::http::{ApiState, router};
 use decision::Engine;
 
@@ -88,7 +88,7 @@ pub async fn run(
                 engine.clone(),
                 config.claims.clone(),
                 authn,
-                config.tracing.otlp_endpoint.is_some(),
+                Spans::of(&config.tracing),
             )
             .into_service(),
         )

@@ -179,7 +179,7 @@ fn request_span(app: &App, request: &axum::extract::Request, endpoint: &str) -> 
         trace_id = tracing::field::Empty,
     );
     let parent = tracing
-        .accept_traceparent
+        .accepts_traceparent(false)
         .then(|| bootstrap::telemetry::extract(&bootstrap::telemetry::Headers(request.headers())));
     bootstrap::telemetry::join_trace(&span, parent);
     span

@@ -38,9 +38,9 @@ pub struct TracingConfig {
     pub resource: BTreeMap<String, String>,
     /// Whether a caller's `traceparent` continues its trace. Off, a caller
     /// cannot choose the trace (or the sampling) of what it sends: a new
-    /// trace starts. The sidecar, called only from its own pod, always
-    /// accepts.
-    pub accept_traceparent: bool,
+    /// trace starts. Unset, each service's own default (see
+    /// [`TracingConfig::accepts_traceparent`]).
+    pub accept_traceparent: Option<bool>,
     /// How long one export may take.
     pub export_timeout_ms: u64,
 }
@@ -52,13 +52,20 @@ impl Default for TracingConfig {
             sample_ratio: 0.01,
             service_name: None,
             resource: BTreeMap::new(),
-            accept_traceparent: false,
+            accept_traceparent: None,
             export_timeout_ms: 10_000,
         }
     }
 }
 
 impl TracingConfig {
+    /// `accept_traceparent`, or `by_default` when unset: off where clients
+    /// call (the gateway, the authserver), on in the sidecar, whose callers
+    /// are the gateway or Envoy in its own pod.
+    pub fn accepts_traceparent(&self, by_default: bool) -> bool {
+        self.accept_traceparent.unwrap_or(by_default)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(0.0..=1.0).contains(&self.sample_ratio) {
             return Err(ConfigError::invalid(
@@ -88,7 +95,6 @@ impl TracingConfig {
 pub struct Tracing {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
-    accept_traceparent: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,20 +130,11 @@ impl Tracing {
             .with_batch_exporter(exporter)
             .build();
         let tracer = provider.tracer("portcullis");
-        Ok(Some(Self {
-            provider,
-            tracer,
-            accept_traceparent: config.accept_traceparent,
-        }))
+        Ok(Some(Self { provider, tracer }))
     }
 
     pub fn tracer(&self) -> &SdkTracer {
         &self.tracer
-    }
-
-    /// Whether callers' trace context is continued (`accept_traceparent`).
-    pub fn accepts_traceparent(&self) -> bool {
-        self.accept_traceparent
     }
 }
 

@@ -200,7 +200,7 @@ impl Gateway {
             }),
             feed,
             tracer,
-            accept_traceparent: config.tracing.accept_traceparent,
+            accept_traceparent: config.tracing.accepts_traceparent(false),
         }
     }
 

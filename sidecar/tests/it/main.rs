@@ -13,3 +13,4 @@ mod ext_authz;
 mod policy_cases;
 mod reload;
 mod support;
+mod traces;
