@@ -340,8 +340,12 @@ impl SidecarClient {
         query: &Query<'_>,
         metrics: &Metrics,
     ) -> Result<Arc<Verdict>, AuthzError> {
+        // The gRPC call's future is large; boxed, it is moved only when the
+        // sidecar is asked, not with every request's future.
         let Some(cache) = &self.cache else {
-            return self.ask(query, Duration::ZERO).await.map(Arc::new);
+            return Box::pin(self.ask(query, Duration::ZERO))
+                .await
+                .map(Arc::new);
         };
         let key = cache_key(query);
         if let Some(hit) = cache.get(&key).await {
@@ -351,9 +355,19 @@ impl SidecarClient {
             }
             cache.invalidate(&key).await;
         }
-        // When an entry expires under load, every request for it misses at
-        // once; one check answers them all instead of a burst of identical
-        // ones racing the deadline.
+        Box::pin(self.miss(cache, key, query, metrics)).await
+    }
+
+    /// A verdict not in the cache. When an entry expires under load, every
+    /// request for it misses at once; one check answers them all instead of
+    /// a burst of identical ones racing the deadline.
+    async fn miss(
+        &self,
+        cache: &moka::future::Cache<Key, Arc<Verdict>>,
+        key: Key,
+        query: &Query<'_>,
+        metrics: &Metrics,
+    ) -> Result<Arc<Verdict>, AuthzError> {
         let mut asked = false;
         let ttl = spread(self.cache_ttl, &key);
         let verdict = cache

@@ -119,7 +119,9 @@ impl Gateway {
             return refuse(session, Refusal::RateLimited { retry_after_secs }).await;
         }
         let started = std::time::Instant::now();
-        let result = verifier.verify(token).await;
+        // Boxed: verifying (a key fetch, an introspection) is a large
+        // future, and cached tokens never need it.
+        let result = Box::pin(verifier.verify(token)).await;
         self.metrics
             .token_verification
             .observe(started.elapsed().as_secs_f64());

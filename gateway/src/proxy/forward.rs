@@ -150,9 +150,10 @@ impl Gateway {
         }
         // Upgrades are WebSocket ones by now (`refuse_foreign_upgrade`). One
         // with a request body (rare: handshakes have none) stays with
-        // Pingora, which sends the body before the switch.
+        // Pingora, which sends the body before the switch. The tunnel's
+        // future is boxed, so other requests' futures do not carry its size.
         if session.is_upgrade_req() && session.is_body_empty() {
-            return self.tunnel(session, ctx).await;
+            return Box::pin(self.tunnel(session, ctx)).await;
         }
         if self.forwards_directly(session, ctx) {
             return self.forward_directly(session, ctx).await;
@@ -209,7 +210,9 @@ impl Gateway {
             let reused = pooled.is_some();
             let stream = match pooled {
                 Some(stream) => stream,
-                None => match connector.new_stream(&*peer).await {
+                // Boxed: connecting (TLS included) is a large future, and
+                // only a pool miss needs it.
+                None => match Box::pin(connector.new_stream(&*peer)).await {
                     Ok(stream) => stream,
                     Err(mut e) => {
                         e.retry.decide_reuse(false);

@@ -329,7 +329,7 @@ impl ProxyHttp for Gateway {
         if let Some(sessions) = &self.sessions
             && let Some(endpoint) = sessions.endpoint(session.req_header().uri.path())
         {
-            return sessions.serve(endpoint, session).await;
+            return Box::pin(sessions.serve(endpoint, session)).await;
         }
         self.enter(ctx, Phase::Route);
         let req = session.req_header();

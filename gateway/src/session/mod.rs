@@ -280,8 +280,9 @@ impl Sessions {
                 let cell = self.refreshes.get_with(active.access_digest, || {
                     Arc::new(tokio::sync::OnceCell::new())
                 });
+                // Boxed: a refresh is a large future, and rare.
                 cell.get_or_init(|| async {
-                    match self.refresh(&active).await {
+                    match Box::pin(self.refresh(&active)).await {
                         Ok(a) => Some(Arc::new(a)),
                         Err(e) => {
                             tracing::warn!(error = %e, "session refresh failed");
