@@ -206,32 +206,25 @@ impl Rules {
 /// websocket` again. The forwarding headers a client may nominate are the
 /// gateway's to set anyway (`Rules::add_forwarded`).
 pub fn strip_hop_by_hop(req: &mut RequestHeader, websocket: bool) -> Result<()> {
-    let nominated: Vec<HeaderName> = req
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter_map(|t| HeaderName::from_bytes(t).ok())
-        .collect();
-    for name in nominated {
-        if name != http::header::HOST {
+    // One pass over the names; most requests have none to remove, and then
+    // nothing is allocated or looked up again.
+    let connection = req.headers.get_all(http::header::CONNECTION);
+    let nominated = |name: &HeaderName| {
+        *name != http::header::HOST
+            && connection
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+                .any(|t| {
+                    t.trim_ascii()
+                        .eq_ignore_ascii_case(name.as_str().as_bytes())
+                })
+    };
+    let is_hop = |name: &HeaderName| HOP_BY_HOP.contains(&name.as_str()) || nominated(name);
+    if req.headers.keys().any(is_hop) {
+        let hop: Vec<HeaderName> = req.headers.keys().filter(|n| is_hop(n)).cloned().collect();
+        for name in hop {
             req.remove_header(&name);
         }
-    }
-    for name in [
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "connection",
-        "upgrade",
-        "http2-settings",
-    ] {
-        req.remove_header(name);
     }
     if websocket {
         req.insert_header(
@@ -243,17 +236,60 @@ pub fn strip_hop_by_hop(req: &mut RequestHeader, websocket: bool) -> Result<()> 
     Ok(())
 }
 
+/// The standard hop-by-hop headers (RFC 9110 §7.6.1, and what proxies
+/// have used the same way).
+const HOP_BY_HOP: [&str; 10] = [
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "http2-settings",
+];
+
 fn header_value(bytes: &[u8]) -> Result<HeaderValue> {
     HeaderValue::from_bytes(bytes)
         .map_err(|e| Error::because(ErrorType::InternalError, "header value", e))
 }
 
-/// An address as a header value, formatted on the stack.
+/// An address as a header value, formatted on the stack (an IPv4 one
+/// without the formatting machinery: it is on every forwarded request).
 fn ip_value(ip: IpAddr) -> Result<HeaderValue> {
     let mut buf = [0u8; 48];
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    write!(cursor, "{ip}").map_err(|e| Error::because(ErrorType::InternalError, "address", e))?;
-    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    let len = match ip {
+        IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                let digits = [octet / 100, octet / 10 % 10, octet % 10];
+                let skip = if octet >= 100 {
+                    0
+                } else if octet >= 10 {
+                    1
+                } else {
+                    2
+                };
+                for d in &digits[skip..] {
+                    buf[len] = b'0' + d;
+                    len += 1;
+                }
+            }
+            len
+        }
+        IpAddr::V6(_) => {
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            write!(cursor, "{ip}")
+                .map_err(|e| Error::because(ErrorType::InternalError, "address", e))?;
+            usize::try_from(cursor.position()).unwrap_or(0)
+        }
+    };
     header_value(&buf[..len])
 }
 
@@ -387,6 +423,23 @@ mod tests {
             .map(|v| v.to_str().unwrap())
             .collect();
         assert_eq!(kept, ["app=1; Path=/", "sidx=2"]);
+    }
+
+    #[test]
+    fn addresses_are_written_as_std_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.20.30.40",
+            "100.200.255.9",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_value(ip).unwrap(), ip.to_string().as_str());
+        }
     }
 
     #[test]

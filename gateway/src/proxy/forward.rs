@@ -89,15 +89,24 @@ impl Gateway {
         }
         upstream.insert_header("x-request-id", ctx.request_id.clone())?;
         self.set_trace_context(upstream, ctx)?;
+        // An identity header the decision sets or removes is left to it
+        // rather than written twice.
+        let decided = |name: &str| {
+            ctx.verdict.as_ref().is_some_and(|v| {
+                v.headers.iter().any(|(n, _)| n == name) || v.remove.iter().any(|n| n == name)
+            })
+        };
         match &ctx.principal {
             Some(Principal::Bearer(b)) => {
-                for (name, value) in &b.headers {
+                for (name, value) in b.headers.iter().filter(|(n, _)| !decided(n)) {
                     upstream.insert_header(*name, value.clone())?;
                 }
             }
             Some(Principal::Session(s)) => {
                 for (name, value) in identity_headers(&s.claims) {
-                    upstream.insert_header(name, value)?;
+                    if !decided(name) {
+                        upstream.insert_header(name, value)?;
+                    }
                 }
             }
             None => {}
