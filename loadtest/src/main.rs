@@ -11,8 +11,10 @@
 //! (`federation.rs`). `loadtest faults`: each service killed, PostgreSQL
 //! and Redis restarted, the JWKS cut off, the upstream slowed, under k6
 //! load: error windows, recovery times, acknowledged writes kept
-//! (`faults/`).
+//! (`faults/`). `loadtest count`: the gateway's instructions per request
+//! under callgrind, beside nginx's (`count.rs`).
 
+mod count;
 mod device;
 mod driver;
 mod faults;
@@ -130,6 +132,19 @@ enum Suite {
         #[arg(long, default_value = "loadtest/reports")]
         out: PathBuf,
     },
+    /// The gateway's instructions per request by scenario, and nginx's,
+    /// counted by callgrind (repeatable where rates are noisy).
+    Count {
+        /// Measured requests per scenario, after a warm-up.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Keep the callgrind profiles here (for `callgrind_annotate`).
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// Where `instructions.md` and `instructions.json` go.
+        #[arg(long, default_value = "loadtest/reports")]
+        out: PathBuf,
+    },
     /// Drive one URL with the closed-loop client and print the outcome:
     /// for profiling a running service (e.g. under `perf record`).
     Drive {
@@ -199,6 +214,15 @@ fn main() -> ExitCode {
         Suite::Faults { rate, window, out } => faults::run(faults::Options {
             rate: rate.max(1),
             window,
+            out,
+        }),
+        Suite::Count {
+            requests,
+            keep,
+            out,
+        } => count::run(count::Options {
+            requests: requests.max(1),
+            keep,
             out,
         }),
         Suite::Drive {

@@ -45,6 +45,36 @@ pub fn authserver(
     spawn("authserver", bin, &args, &all)
 }
 
+/// The demo upstream (`gateway echo`, from the gateway binary `bin`) on a
+/// free loopback port.
+pub fn echo(bin: &Path) -> Result<Listening, String> {
+    let addr = free_addr()?;
+    let mut proc = spawn("echo", bin, &["echo", "--listen", &addr.to_string()], &[])?;
+    proc.wait_for_port(addr, START)?;
+    Ok(Listening { proc, addr })
+}
+
+/// A quiet sidecar on `policies`; `addr` is its gRPC (ext_authz) address.
+pub fn sidecar(bin: &Path, policies: &Path) -> Result<Listening, String> {
+    let (http, grpc) = (free_addr()?, free_addr()?);
+    let mut proc = spawn(
+        "sidecar",
+        bin,
+        &[
+            "serve",
+            "--http",
+            &http.to_string(),
+            "--grpc",
+            &grpc.to_string(),
+            "--policies",
+            &policies.display().to_string(),
+        ],
+        &[("PORTCULLIS_SIDECAR__LOG_LEVEL", "warn")],
+    )?;
+    proc.wait_for_port(grpc, START)?;
+    Ok(Listening { proc, addr: grpc })
+}
+
 /// How long a process has to start listening.
 const START: Duration = Duration::from_secs(30);
 
@@ -84,21 +114,54 @@ pub fn build_release(bins: &[(&str, &str)]) -> Result<Vec<PathBuf>, String> {
 
 /// A gateway with `routes` appended to its listeners, 2 worker threads.
 pub fn gateway(bin: &Path, dir: &Path, name: &str, config: &str) -> Result<Listening, String> {
+    gateway_under(&[], bin, dir, name, 2, config)
+}
+
+/// As [`gateway`], with `threads` worker threads, started by `wrapper`
+/// (e.g. `valgrind --tool=callgrind`) when it is not empty.
+pub fn gateway_under(
+    wrapper: &[String],
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    threads: usize,
+    config: &str,
+) -> Result<Listening, String> {
     let (addr, admin) = (free_addr()?, free_addr()?);
     let path = dir.join(format!("gateway-{name}.toml"));
     let text = format!(
-        "listen = \"{addr}\"\nadmin = \"{admin}\"\nthreads = 2\nlog_level = \"warn\"\naccess_log = {{ enabled = false }}\n{config}"
+        "listen = \"{addr}\"\nadmin = \"{admin}\"\nthreads = {threads}\nlog_level = \"warn\"\naccess_log = {{ enabled = false }}\n{config}"
     );
     std::fs::write(&path, text).map_err(|e| e.to_string())?;
-    let mut proc = spawn(
-        &format!("gateway ({name})"),
-        bin,
-        &["serve", "--config", &path.display().to_string()],
-        &[],
-    )?;
-    proc.wait_for_port(addr, START)?;
-    proc.wait_for_port(admin, START)?;
+    let args = ["serve", "--config", &path.display().to_string()];
+    let mut proc = spawn_under(wrapper, &format!("gateway ({name})"), bin, &args)?;
+    let start = start_time(wrapper);
+    proc.wait_for_port(addr, start)?;
+    proc.wait_for_port(admin, start)?;
     Ok(Listening { proc, addr })
+}
+
+/// `bin` with `args`, started by `wrapper` when it is not empty.
+fn spawn_under(
+    wrapper: &[String],
+    name: &str,
+    bin: &Path,
+    args: &[&str],
+) -> Result<Process, String> {
+    let Some((program, wrapper_args)) = wrapper.split_first() else {
+        return spawn(name, bin, args, &[]);
+    };
+    let mut all: Vec<&str> = wrapper_args.iter().map(String::as_str).collect();
+    let bin = bin.display().to_string();
+    all.push(&bin);
+    all.extend_from_slice(args);
+    spawn(name, Path::new(program), &all, &[])
+}
+
+/// How long a process has to start listening; an instrumenting wrapper
+/// slows start-up many times.
+fn start_time(wrapper: &[String]) -> Duration {
+    if wrapper.is_empty() { START } else { START * 6 }
 }
 
 /// A path nginx answers itself with a 401 and a small JSON body, as the
@@ -109,6 +172,16 @@ pub const NGINX_LOCAL: &str = "/local";
 /// keep-alive, no access log; `NGINX_LOCAL` answered without it), or `None`
 /// when nginx is not installed.
 pub fn nginx(dir: &Path, upstream: SocketAddr) -> Result<Option<Listening>, String> {
+    nginx_under(&[], dir, upstream)
+}
+
+/// As [`nginx`], started by `wrapper` when it is not empty: then as one
+/// process (no master, one worker), so the wrapper sees every request.
+pub fn nginx_under(
+    wrapper: &[String],
+    dir: &Path,
+    upstream: SocketAddr,
+) -> Result<Option<Listening>, String> {
     let Some(bin) = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
         .iter()
         .map(Path::new)
@@ -123,7 +196,7 @@ pub fn nginx(dir: &Path, upstream: SocketAddr) -> Result<Option<Listening>, Stri
     std::fs::write(
         &conf,
         format!(
-            "daemon off;\nmaster_process on;\nworker_processes 2;\npid {pid};\nerror_log {err} warn;\n\
+            "daemon off;\nmaster_process {master};\nworker_processes {workers};\npid {pid};\nerror_log {err} warn;\n\
              events {{ worker_connections 4096; }}\n\
              http {{\n  access_log off;\n  keepalive_requests 1000000000;\n  keepalive_timeout 300s;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n\
                upstream echo {{ server {upstream}; keepalive 64; keepalive_requests 1000000000; }}\n\
@@ -132,12 +205,15 @@ pub fn nginx(dir: &Path, upstream: SocketAddr) -> Result<Option<Listening>, Stri
             err = prefix.join("logs/error.log").display(),
             tmp = prefix.display(),
             local = NGINX_LOCAL,
+            master = if wrapper.is_empty() { "on" } else { "off" },
+            workers = if wrapper.is_empty() { 2 } else { 1 },
         ),
     )
     .map_err(|e| e.to_string())?;
     // SIGTERM first: nginx's master stops its workers on SIGTERM, and
     // SIGKILL would orphan them.
-    let mut proc = spawn(
+    let mut proc = spawn_under(
+        wrapper,
         "nginx",
         bin,
         &[
@@ -146,10 +222,9 @@ pub fn nginx(dir: &Path, upstream: SocketAddr) -> Result<Option<Listening>, Stri
             "-c",
             &conf.display().to_string(),
         ],
-        &[],
     )?
     .stopped_by(Stop::Signal("TERM", Duration::from_secs(5)));
-    proc.wait_for_port(addr, START)?;
+    proc.wait_for_port(addr, start_time(wrapper))?;
     Ok(Some(Listening { proc, addr }))
 }
 

@@ -9,7 +9,7 @@ use testkit::{Auth, GatewayConfig, Route};
 use tokens::testing::{SigningKey, TestIssuer, now};
 
 use crate::driver::{self, Outcome, Target};
-use crate::procs::{self, free_addr};
+use crate::procs;
 use crate::report::{errors_cell, median_by_rate, rounds_cell, rounds_row, write_report};
 
 struct Scenario {
@@ -58,30 +58,10 @@ pub(crate) fn gateway_suite(
         })
         .collect();
 
-    let echo_addr = free_addr()?;
-    let mut echo = procs::spawn(
-        "echo",
-        gateway_bin,
-        &["echo", "--listen", &echo_addr.to_string()],
-        &[],
-    )?;
-    echo.wait_for_port(echo_addr, Duration::from_secs(30))?;
-    let (sidecar_http, sidecar_grpc) = (free_addr()?, free_addr()?);
-    let mut sidecar = procs::spawn(
-        "sidecar",
-        sidecar_bin,
-        &[
-            "serve",
-            "--http",
-            &sidecar_http.to_string(),
-            "--grpc",
-            &sidecar_grpc.to_string(),
-            "--policies",
-            &policies.display().to_string(),
-        ],
-        &[("PORTCULLIS_SIDECAR__LOG_LEVEL", "warn")],
-    )?;
-    sidecar.wait_for_port(sidecar_grpc, Duration::from_secs(30))?;
+    let echo = procs::echo(gateway_bin)?;
+    let echo_addr = echo.addr;
+    let sidecar = procs::sidecar(sidecar_bin, &policies)?;
+    let sidecar_grpc = sidecar.addr;
 
     let routes = |policy: bool| {
         GatewayConfig::new()
@@ -163,35 +143,35 @@ pub(crate) fn gateway_suite(
             key: "a_public",
             title: "(a) gateway, public route",
             target: target(gw_sidecar.addr, "/public/orders", &none),
-            pids: vec![gw_sidecar.proc.pid(), echo.pid()],
+            pids: vec![gw_sidecar.proc.pid(), echo.proc.pid()],
             proxy: gw_sidecar.proc.pid(),
         },
         Scenario {
             key: "a_public_pingora",
             title: "(a) forwarded by pingora-proxy (`forwarding = \"pingora\"`)",
             target: target(gw_pingora.addr, "/public/orders", &none),
-            pids: vec![gw_pingora.proc.pid(), echo.pid()],
+            pids: vec![gw_pingora.proc.pid(), echo.proc.pid()],
             proxy: gw_pingora.proc.pid(),
         },
         Scenario {
             key: "b_jwt",
             title: "(b) gateway, JWT route",
             target: target(gw_sidecar.addr, "/jwt/orders", &tokens),
-            pids: vec![gw_sidecar.proc.pid(), echo.pid()],
+            pids: vec![gw_sidecar.proc.pid(), echo.proc.pid()],
             proxy: gw_sidecar.proc.pid(),
         },
         Scenario {
             key: "c_sidecar",
             title: "(c) gateway, JWT + sidecar over gRPC (decision cache on)",
             target: target(gw_sidecar.addr, "/api/orders", &tokens),
-            pids: vec![gw_sidecar.proc.pid(), sidecar.pid(), echo.pid()],
+            pids: vec![gw_sidecar.proc.pid(), sidecar.proc.pid(), echo.proc.pid()],
             proxy: gw_sidecar.proc.pid(),
         },
         Scenario {
             key: "c_sidecar_stealing",
             title: "(c) with work stealing on",
             target: target(gw_stealing.addr, "/api/orders", &tokens),
-            pids: vec![gw_stealing.proc.pid(), sidecar.pid(), echo.pid()],
+            pids: vec![gw_stealing.proc.pid(), sidecar.proc.pid(), echo.proc.pid()],
             proxy: gw_stealing.proc.pid(),
         },
         Scenario {
@@ -200,8 +180,8 @@ pub(crate) fn gateway_suite(
             target: target(gw_traced.addr, "/api/orders", &tokens),
             pids: vec![
                 gw_traced.proc.pid(),
-                sidecar.pid(),
-                echo.pid(),
+                sidecar.proc.pid(),
+                echo.proc.pid(),
                 collector.pid(),
             ],
             proxy: gw_traced.proc.pid(),
@@ -210,14 +190,14 @@ pub(crate) fn gateway_suite(
             key: "c_sidecar_nocache",
             title: "(c′) gateway, JWT + sidecar over gRPC, every request asks",
             target: target(gw_nocache.addr, "/api/orders", &tokens),
-            pids: vec![gw_nocache.proc.pid(), sidecar.pid(), echo.pid()],
+            pids: vec![gw_nocache.proc.pid(), sidecar.proc.pid(), echo.proc.pid()],
             proxy: gw_nocache.proc.pid(),
         },
         Scenario {
             key: "d_embedded",
             title: "(d) gateway, JWT + embedded engine",
             target: target(gw_embedded.addr, "/api/orders", &tokens),
-            pids: vec![gw_embedded.proc.pid(), echo.pid()],
+            pids: vec![gw_embedded.proc.pid(), echo.proc.pid()],
             proxy: gw_embedded.proc.pid(),
         },
     ];
@@ -238,7 +218,7 @@ pub(crate) fn gateway_suite(
             key: "nginx",
             title: "nginx, plain reverse proxy",
             target: target(n.addr, "/public/orders", &none),
-            pids: vec![n.proc.pid(), echo.pid()],
+            pids: vec![n.proc.pid(), echo.proc.pid()],
             proxy: n.proc.pid(),
         });
         scenarios.push(Scenario {
@@ -299,7 +279,7 @@ pub(crate) fn gateway_suite(
     let mut report = report(&measured, connections, seconds, rounds);
     // Resident memory after the run: the (c) gateway and its sidecar, as
     // one pod's pair.
-    let rss = procs::rss_mib(gw_sidecar.proc.pid()) + procs::rss_mib(sidecar.pid());
+    let rss = procs::rss_mib(gw_sidecar.proc.pid()) + procs::rss_mib(sidecar.proc.pid());
     report["ratios"]["gateway_and_sidecar_rss_mib"] = json!((rss * 10.0).round() / 10.0);
     report["spans_exported"] = json!(collector.received());
     let md = markdown(&report, nginx.is_none());
