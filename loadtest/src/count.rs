@@ -245,11 +245,11 @@ fn count(
         conn.exchange(case.expect)?;
     }
     let pid = proxy.proc.pid().to_string();
-    callgrind_control(&["-z", &pid])?;
+    valgrind_tool("callgrind_control", &["-z", &pid])?;
     for _ in 0..requests {
         conn.exchange(case.expect)?;
     }
-    callgrind_control(&["-d", &pid])?;
+    valgrind_tool("callgrind_control", &["-d", &pid])?;
     let dump = PathBuf::from(format!("{}.1", profile.display()));
     let per = |n: u64| n as f64 / requests as f64;
     Ok(Counted {
@@ -280,12 +280,12 @@ impl Counted {
 /// The largest inclusive count of a function whose line in
 /// `callgrind_annotate` contains `name` (0 when it never ran).
 fn inclusive(dump: &Path, name: &str) -> Result<u64, String> {
-    let out = Command::new("callgrind_annotate")
-        .args(["--inclusive=yes", "--threshold=100"])
-        .arg(dump)
-        .output()
-        .map_err(|e| format!("callgrind_annotate: {e}"))?;
-    Ok(String::from_utf8_lossy(&out.stdout)
+    let dump = dump.display().to_string();
+    let annotated = valgrind_tool(
+        "callgrind_annotate",
+        &["--inclusive=yes", "--threshold=100", &dump],
+    )?;
+    Ok(annotated
         .lines()
         .filter(|l| l.contains(name))
         .filter_map(|l| l.split_whitespace().next()?.replace(',', "").parse().ok())
@@ -306,14 +306,15 @@ fn dumped_total(dump: &Path) -> Result<u64, String> {
         .ok_or_else(|| format!("{}: no instruction total", dump.display()))
 }
 
-fn callgrind_control(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("callgrind_control")
+/// Runs one of valgrind's tools; its output, or why it failed.
+fn valgrind_tool(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program)
         .args(args)
         .output()
-        .map_err(|e| format!("callgrind_control: {e}"))?;
+        .map_err(|e| format!("{program}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "callgrind_control {args:?}: {}",
+            "{program} {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }

@@ -173,6 +173,26 @@ async fn counting_forwarder(
 }
 
 /// One HTTP/1.1 response with a `content-length` body: status and body.
+/// A gateway forwarding everything (public) by `forwarding` to one
+/// upstream at `address`, with `settings` on the upstream.
+fn forwarded_by(forwarding: &str, address: std::net::SocketAddr, settings: &str) -> String {
+    format!(
+        r#"
+forwarding = "{forwarding}"
+
+[[upstreams]]
+name = "app"
+addresses = ["{address}"]
+{settings}
+
+[[routes]]
+path_prefix = "/"
+upstream = "app"
+auth = "public"
+"#
+    )
+}
+
 async fn read_response(conn: &mut tokio::net::TcpStream) -> (u16, String) {
     use tokio::io::AsyncReadExt;
     let mut head = Vec::new();
@@ -263,20 +283,10 @@ async fn a_client_hanging_up_closes_its_upstream_connection() {
             let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await;
             (n.map(|r| r.map_err(|e| e.kind())), since.elapsed())
         });
-        let gw = start(&format!(
-            r#"
-forwarding = "{forwarding}"
-
-[[upstreams]]
-name = "app"
-addresses = ["{upstream}"]
-read_timeout_ms = 30000
-
-[[routes]]
-path_prefix = "/"
-upstream = "app"
-auth = "public"
-"#
+        let gw = start(&forwarded_by(
+            forwarding,
+            upstream,
+            "read_timeout_ms = 30000",
         ));
         let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
         client
@@ -321,21 +331,10 @@ async fn an_upstream_that_stops_reading_a_body_is_timed_out() {
             std::future::pending::<()>().await;
             drop(conn);
         });
-        let gw = start(&format!(
-            r#"
-forwarding = "{forwarding}"
-
-[[upstreams]]
-name = "app"
-addresses = ["{upstream}"]
-read_timeout_ms = 1000
-write_timeout_ms = 500
-
-[[routes]]
-path_prefix = "/"
-upstream = "app"
-auth = "public"
-"#
+        let gw = start(&forwarded_by(
+            forwarding,
+            upstream,
+            "read_timeout_ms = 1000\nwrite_timeout_ms = 500",
         ));
         // Far more than loopback's socket buffers hold between the two.
         let length = 64usize << 20;

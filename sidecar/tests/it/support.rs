@@ -240,13 +240,17 @@ impl Sidecar {
 /// The sidecar on the demo policies with `[[issuers]]` trusting
 /// `issuer_url` for audience `api` (it verifies bearer tokens itself).
 pub fn trusting(issuer_url: &str) -> (Sidecar, tempfile::TempDir) {
+    configured(&format!(
+        "[[issuers]]\nissuer = \"{issuer_url}\"\naudiences = [\"api\"]\nmin_refetch_seconds = 1\n"
+    ))
+}
+
+/// The sidecar on the demo policies with `toml` as its config file (kept
+/// in the returned directory).
+pub fn configured(toml: &str) -> (Sidecar, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sidecar.toml");
-    std::fs::write(
-        &config,
-        format!("[[issuers]]\nissuer = \"{issuer_url}\"\naudiences = [\"api\"]\nmin_refetch_seconds = 1\n"),
-    )
-    .unwrap();
+    std::fs::write(&config, toml).unwrap();
     let sidecar = Sidecar::start_with(
         &demo_policies(),
         &[],

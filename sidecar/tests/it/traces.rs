@@ -5,7 +5,7 @@
 use testkit::OtlpReceiver;
 use tonic::metadata::MetadataValue;
 
-use crate::support::{Sidecar, check_request, demo_policies};
+use crate::support::{Sidecar, check_request, configured};
 
 const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const CALLER_SPAN: &str = "b7ad6b7169203331";
@@ -17,22 +17,10 @@ fn traced_sidecar(
     service: &str,
     extra: &str,
 ) -> (Sidecar, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sidecar.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[tracing]\notlp_endpoint = \"{}\"\nexport_timeout_ms = 2000\nservice_name = \"{service}\"\n{extra}\n",
-            receiver.endpoint
-        ),
-    )
-    .unwrap();
-    let sidecar = Sidecar::start_with(
-        &demo_policies(),
-        &[],
-        &["--config", config.to_str().unwrap()],
-    );
-    (sidecar, dir)
+    configured(&format!(
+        "[tracing]\notlp_endpoint = \"{}\"\nexport_timeout_ms = 2000\nservice_name = \"{service}\"\n{extra}\n",
+        receiver.endpoint
+    ))
 }
 
 /// Sends one check carrying the caller's sampled `traceparent`.
