@@ -276,7 +276,11 @@ fn feed_unknown() -> Refusal {
 }
 
 fn bearer(req: &RequestHeader) -> Option<&str> {
-    let value = req.headers.get("authorization")?.to_str().ok()?;
+    let value = req
+        .headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

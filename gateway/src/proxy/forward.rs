@@ -10,6 +10,7 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
 use super::*;
+use crate::rewrite::names;
 
 impl Gateway {
     /// The upstream address for this request's next attempt, as a peer.
@@ -84,7 +85,7 @@ impl Gateway {
             }
             _ if forward => {}
             _ => {
-                upstream.remove_header("authorization");
+                upstream.remove_header(&http::header::AUTHORIZATION);
             }
         }
         upstream.insert_header("x-request-id", ctx.request_id.clone())?;
@@ -130,18 +131,18 @@ impl Gateway {
         if let Some(trace) = &ctx.trace {
             upstream.insert_header("traceparent", trace.traceparent(Phase::Upstream))?;
             if !self.accept_traceparent {
-                upstream.remove_header("tracestate");
+                upstream.remove_header(&names::TRACESTATE);
             }
             return Ok(());
         }
         let well_formed = upstream
             .headers
-            .get("traceparent")
+            .get(names::TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .is_none_or(valid_traceparent);
         if !well_formed {
-            upstream.remove_header("traceparent");
-            upstream.remove_header("tracestate");
+            upstream.remove_header(&names::TRACEPARENT);
+            upstream.remove_header(&names::TRACESTATE);
         }
         Ok(())
     }
