@@ -228,7 +228,7 @@ pub fn nginx_under(
     Ok(Some(Listening { proc, addr }))
 }
 
-pub use testkit::{cpu_seconds, peak_rss_mib, rss_mib};
+pub use testkit::{cpu_seconds, peak_rss_mib, resident_split_mib, rss_mib};
 
 /// Envoy with `config` as users copy it (its listener on 127.0.0.1:10000),
 /// one worker per core.

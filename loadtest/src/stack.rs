@@ -250,17 +250,34 @@ impl Stack {
             .sum()
     }
 
-    /// Peak resident memory (VmHWM) of the gateway and the sidecar so far.
+    /// Peak resident memory (VmHWM) of the gateway and the sidecar so far,
+    /// and what each has resident now, split into its own memory and the
+    /// pages of the executable all of `up`'s processes map from one file.
     fn memory(&self) -> Result<Value, String> {
         let peak = |service: &str| -> Result<f64, String> {
             procs::peak_rss_mib(self.pid(service)?)
                 .ok_or_else(|| format!("{service}: its peak memory (VmHWM) cannot be read"))
         };
+        let split = |service: &str| -> Result<(f64, f64), String> {
+            procs::resident_split_mib(self.pid(service)?)
+                .ok_or_else(|| format!("{service}: its RssAnon/RssFile cannot be read"))
+        };
         let (gateway, sidecar) = (peak("gateway")?, peak("sidecar")?);
+        let ((gateway_anon, gateway_file), (sidecar_anon, sidecar_file)) =
+            (split("gateway")?, split("sidecar")?);
+        let sum = |a: f64, b: f64| ((a + b) * 10.0).round() / 10.0;
         Ok(json!({
             "gateway": gateway,
             "sidecar": sidecar,
-            "gateway_plus_sidecar": ((gateway + sidecar) * 10.0).round() / 10.0,
+            "gateway_plus_sidecar": sum(gateway, sidecar),
+            "now": {
+                "gateway_anon": gateway_anon,
+                "gateway_file": gateway_file,
+                "sidecar_anon": sidecar_anon,
+                "sidecar_file": sidecar_file,
+                "anon_together": sum(gateway_anon, sidecar_anon),
+                "file_together": sum(gateway_file, sidecar_file),
+            },
         }))
     }
 }
@@ -422,12 +439,20 @@ fn markdown(report: &Value) -> String {
         md.push_str(&failed);
     }
     md.push_str(&format!(
-        "\nPeak resident memory after the k6 scenarios: gateway {} MiB, sidecar {} MiB, together {} MiB (target ≤ 64).\n\n\
+        "\nPeak resident memory after the k6 scenarios: gateway {} MiB, sidecar {} MiB, together {} MiB (target ≤ 64). \
+         Resident at that point, split: their own memory (RssAnon) gateway {} MiB, sidecar {} MiB, together {} MiB; \
+         pages of the `portcullis` executable (RssFile) together {} MiB. All of `up`'s processes run that one file, \
+         so those pages are shared, and the kernel maps 64 KiB of it around each page of code a \
+         process touches.\n\n\
          ## Full speed, same token, same sidecar, same upstream\n\n\
          | way in | req/s | p50 ms | p99 ms | errors (all rounds) | req/s each round |\n|---|---:|---:|---:|---:|---|\n",
         report["memory_mib"]["gateway"],
         report["memory_mib"]["sidecar"],
         report["memory_mib"]["gateway_plus_sidecar"],
+        report["memory_mib"]["now"]["gateway_anon"],
+        report["memory_mib"]["now"]["sidecar_anon"],
+        report["memory_mib"]["now"]["anon_together"],
+        report["memory_mib"]["now"]["file_together"],
     ));
     for r in report["full_speed"].as_array().into_iter().flatten() {
         md.push_str(&format!(

@@ -17,7 +17,7 @@
 //! - [`totp_code`]: TOTP codes from an independent implementation (pyotp).
 //! - [`SoftPasskey`]: a software WebAuthn authenticator, for tests and
 //!   benchmarks without a browser.
-//! - [`cpu_seconds`], [`rss_mib`], [`peak_rss_mib`]: what a process under
+//! - [`cpu_seconds`], [`rss_mib`], [`peak_rss_mib`], [`resident_split_mib`]: what a process under
 //!   load uses.
 
 mod binaries;
@@ -42,4 +42,4 @@ pub use process::{Process, Stop};
 pub use redis_cluster::RedisCluster;
 pub use services::{redis_url, required};
 pub use totp::{totp_code, unix_now};
-pub use usage::{cpu_seconds, peak_rss_mib, rss_mib};
+pub use usage::{cpu_seconds, peak_rss_mib, resident_split_mib, rss_mib};

@@ -13,6 +13,13 @@ pub fn peak_rss_mib(pid: u32) -> Option<f64> {
     status_mib(pid, "VmHWM:")
 }
 
+/// What `pid` has resident now, in MiB, split in two: its own memory
+/// (`RssAnon`) and pages mapped from files (`RssFile`), mostly its
+/// executable's code, shared with every process running the same file.
+pub fn resident_split_mib(pid: u32) -> Option<(f64, f64)> {
+    Some((status_mib(pid, "RssAnon:")?, status_mib(pid, "RssFile:")?))
+}
+
 /// A kB field of `/proc/PID/status` in MiB, to a tenth.
 fn status_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
