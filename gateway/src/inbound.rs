@@ -87,7 +87,7 @@ pub fn read(
             let origin = bootstrap::net::origin(
                 peer,
                 req.headers
-                    .get_all(crate::rewrite::names::X_FORWARDED_FOR)
+                    .get_all(crate::header_names::X_FORWARDED_FOR)
                     .iter()
                     .map(HeaderValue::as_bytes),
                 &rules.trusted_proxies,
@@ -100,7 +100,7 @@ pub fn read(
     // Behind a trusted proxy that ended TLS, the client's scheme is its word.
     let https = match req
         .headers
-        .get(crate::rewrite::names::X_FORWARDED_PROTO)
+        .get(crate::header_names::X_FORWARDED_PROTO)
         .map(HeaderValue::as_bytes)
     {
         Some(b"https") if trusted => true,

@@ -15,6 +15,7 @@ pub mod cookie;
 mod direct;
 pub mod echo;
 mod header_deadline;
+mod header_names;
 pub mod inbound;
 mod metrics;
 mod proxy;

@@ -17,18 +17,6 @@ use pingora::{Error, ErrorType, Result};
 use crate::config::ForwardedHeaders;
 use crate::inbound::Inbound;
 
-/// Names the hot path looks up or removes on every request, parsed once:
-/// a lookup by `&str` parses the name again each time.
-pub mod names {
-    use http::HeaderName;
-
-    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-    pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-    pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-    pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-    pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
-}
-
 /// Headers an application may trust for who the client is, which host,
 /// scheme, path or method it used. Whatever a client sends under these
 /// names (or under `x-forwarded-*`, in any spelling) never reaches the

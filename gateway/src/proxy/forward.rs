@@ -10,7 +10,7 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
 use super::*;
-use crate::rewrite::names;
+use crate::header_names;
 
 impl Gateway {
     /// The upstream address for this request's next attempt, as a peer.
@@ -131,18 +131,18 @@ impl Gateway {
         if let Some(trace) = &ctx.trace {
             upstream.insert_header("traceparent", trace.traceparent(Phase::Upstream))?;
             if !self.accept_traceparent {
-                upstream.remove_header(&names::TRACESTATE);
+                upstream.remove_header(&header_names::TRACESTATE);
             }
             return Ok(());
         }
         let well_formed = upstream
             .headers
-            .get(names::TRACEPARENT)
+            .get(header_names::TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .is_none_or(valid_traceparent);
         if !well_formed {
-            upstream.remove_header(&names::TRACEPARENT);
-            upstream.remove_header(&names::TRACESTATE);
+            upstream.remove_header(&header_names::TRACEPARENT);
+            upstream.remove_header(&header_names::TRACESTATE);
         }
         Ok(())
     }

@@ -292,7 +292,7 @@ impl ProxyHttp for Gateway {
         ctx.request_id = session
             .req_header()
             .headers
-            .get(crate::rewrite::names::X_REQUEST_ID)
+            .get(crate::header_names::X_REQUEST_ID)
             .filter(|v| v.to_str().is_ok_and(acceptable_request_id))
             .map_or_else(new_request_id, Clone::clone);
         if let Some(tracer) = &self.tracer {
