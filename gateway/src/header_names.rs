@@ -1,5 +1,9 @@
 //! Header names the hot path looks up or removes on every request, parsed
 //! once: a lookup by `&str` parses the name again each time.
+//!
+//! Headers the gateway adds keep `&'static str` names on purpose: Pingora
+//! parses an inserted name whichever form it is given, and a `HeaderName`
+//! would make it allocate a copy for the name's original case as well.
 
 use http::HeaderName;
 

@@ -14,6 +14,8 @@ use http::HeaderValue;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::authority::{RawTargetAuthority, raw_target_authority};
 
+use crate::header_names;
+
 /// Why a request cannot be read unambiguously.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unreadable {
@@ -87,7 +89,7 @@ pub fn read(
             let origin = bootstrap::net::origin(
                 peer,
                 req.headers
-                    .get_all(crate::header_names::X_FORWARDED_FOR)
+                    .get_all(header_names::X_FORWARDED_FOR)
                     .iter()
                     .map(HeaderValue::as_bytes),
                 &rules.trusted_proxies,
@@ -100,7 +102,7 @@ pub fn read(
     // Behind a trusted proxy that ended TLS, the client's scheme is its word.
     let https = match req
         .headers
-        .get(crate::header_names::X_FORWARDED_PROTO)
+        .get(header_names::X_FORWARDED_PROTO)
         .map(HeaderValue::as_bytes)
     {
         Some(b"https") if trusted => true,

@@ -37,6 +37,7 @@ use tokens::{Verified, Verifier};
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::authz::{Authorizer, Query, Verdict};
 use crate::config::{AuthMode, Config, HashOn, RateLimitKey};
+use crate::header_names;
 use crate::inbound::Inbound;
 use crate::metrics::{Forwarder, Metrics, RouteMetrics};
 use crate::ratelimit::{Admit, BucketKey, LocalLimiter};
@@ -292,7 +293,7 @@ impl ProxyHttp for Gateway {
         ctx.request_id = session
             .req_header()
             .headers
-            .get(crate::header_names::X_REQUEST_ID)
+            .get(header_names::X_REQUEST_ID)
             .filter(|v| v.to_str().is_ok_and(acceptable_request_id))
             .map_or_else(new_request_id, Clone::clone);
         if let Some(tracer) = &self.tracer {
