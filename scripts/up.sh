@@ -6,4 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh --build
+# Every binary of the package: `up` runs each service from its own
+# (`portcullis-gateway` and so on), which `cargo run` alone would not build.
+cargo build --release --quiet -p portcullis
 exec cargo run --release --quiet -- up "$@"

@@ -3,6 +3,7 @@
 //! ARGS` runs one service exactly as its own binary would, which is how `up`
 //! starts each of them as a child process.
 
+mod build_id;
 mod up;
 
 use std::ffi::OsString;
@@ -45,9 +46,13 @@ struct Passthrough {
 }
 
 fn main() -> ExitCode {
+    build_id::run(|args| run(Cli::parse_from(args)))
+}
+
+fn run(cli: Cli) -> ExitCode {
     let with_name =
         |name: &str, rest: Passthrough| std::iter::once(OsString::from(name)).chain(rest.args);
-    match Cli::parse().command {
+    match cli.command {
         Command::Up(options) => up::run(options),
         Command::Gateway(rest) => gateway::cli::main(with_name("gateway", rest)),
         Command::Sidecar(rest) => sidecar::cli::main(with_name("sidecar", rest)),

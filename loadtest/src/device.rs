@@ -62,7 +62,7 @@ impl Phase {
 }
 
 pub fn run(opts: Options) -> Result<(), String> {
-    let bin = procs::build_release(&[("portcullis", "portcullis")])?.remove(0);
+    let bin = procs::build_portcullis()?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let addr = free_addr()?;
     let mut authserver = procs::authserver(&bin, dir.path(), addr, &[], &[], &[])?;

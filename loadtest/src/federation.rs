@@ -175,7 +175,7 @@ fn param(url: &str, name: &str) -> Result<String, String> {
 }
 
 pub fn run(opts: Options) -> Result<(), String> {
-    let bin = procs::build_release(&[("portcullis", "portcullis")])?.remove(0);
+    let bin = procs::build_portcullis()?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let rt = crate::driver::runtime()?;
     let listener = rt

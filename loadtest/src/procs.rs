@@ -89,6 +89,19 @@ pub fn free_addr() -> Result<SocketAddr, String> {
     Ok(SocketAddr::from(([127, 0, 0, 1], testkit::free_port())))
 }
 
+/// `portcullis` for `up`, built with its one-service binaries, which `up`
+/// runs the services from (a no-op when fresh).
+pub fn build_portcullis() -> Result<PathBuf, String> {
+    let bins = [
+        "portcullis",
+        "portcullis-gateway",
+        "portcullis-sidecar",
+        "portcullis-authserver",
+    ];
+    let pairs: Vec<_> = bins.iter().map(|bin| ("portcullis", *bin)).collect();
+    Ok(build_release(&pairs)?.remove(0))
+}
+
 /// Build release binaries (a no-op when fresh) and return their paths, next
 /// to this runner's own executable.
 pub fn build_release(bins: &[(&str, &str)]) -> Result<Vec<PathBuf>, String> {

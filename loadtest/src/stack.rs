@@ -33,11 +33,11 @@ const ENVOY: &str = "127.0.0.1:10000";
 pub fn run(seconds: u64, connections: usize, rounds: usize, out: &Path) -> Result<(), String> {
     let k6 = which("k6").ok_or("k6 is not installed (scripts/install-deps.sh)")?;
     let envoy = which("envoy").ok_or("envoy is not installed (scripts/install-deps.sh)")?;
-    let bins = procs::build_release(&[("portcullis", "portcullis")])?;
+    let portcullis = procs::build_portcullis()?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let credentials = work.path().join("credentials.json");
-    let up = Stack::start(&bins[0], &root, work.path(), &credentials)?;
+    let up = Stack::start(&portcullis, &root, work.path(), &credentials)?;
     let stack: Value = serde_json::from_slice(
         &std::fs::read(&credentials).map_err(|e| format!("{}: {e}", credentials.display()))?,
     )

@@ -1,11 +1,11 @@
 //! `portcullis up`: the whole stack on one machine, on embedded defaults.
 //!
-//! Each service runs as a child process of this binary (`portcullis
-//! gateway ...` and so on), in its own process group so that Ctrl-C reaches
-//! only us and the services stop in order: the gateway first, so no request
-//! reaches a service that has already gone. Their output goes to log files;
-//! the terminal shows what a user needs: URLs, the demo accounts and a
-//! `curl` line that works as printed.
+//! Each service runs as a child process (`portcullis-gateway ...`, or this
+//! binary as `portcullis gateway ...`: see `stack.rs`), in its own process
+//! group so that Ctrl-C reaches only us and the services stop in order: the
+//! gateway first, so no request reaches a service that has already gone.
+//! Their output goes to log files; the terminal shows what a user needs:
+//! URLs, the demo accounts and a `curl` line that works as printed.
 
 use std::ffi::OsString;
 use std::io::Write;

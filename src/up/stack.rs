@@ -1,5 +1,13 @@
 //! The services `up` started, in order: each a child in its own process
 //! group with its log in an owner-only file, stopped in reverse order.
+//!
+//! Each service runs from its own binary (`portcullis-gateway` and so on,
+//! built beside this one) when that is from the same build: the kernel maps
+//! 64 KiB of an executable around each page a process touches, so a gateway
+//! run from this binary, which holds all three services' code, kept far
+//! more of it resident than one run from a binary holding only its own.
+//! Otherwise (`cargo run` builds only the binary it runs) this binary runs
+//! the service itself.
 
 use super::*;
 
@@ -8,6 +16,15 @@ use super::*;
 pub(super) struct Stack {
     pub(super) logs: PathBuf,
     children: Vec<Service>,
+    /// The program that runs each service, once resolved.
+    programs: Vec<(&'static str, Program)>,
+}
+
+/// A binary and the command it needs to run one service.
+#[derive(Clone)]
+struct Program {
+    path: PathBuf,
+    command: Option<&'static str>,
 }
 
 struct Service {
@@ -20,14 +37,13 @@ impl Stack {
     pub(super) fn spawn<A>(
         &mut self,
         name: &'static str,
-        command: &str,
+        command: &'static str,
         args: impl IntoIterator<Item = A>,
         env: &[(&str, OsString)],
     ) -> anyhow::Result<()>
     where
         A: Into<OsString>,
     {
-        let exe = std::env::current_exe().context("cannot find this program's path")?;
         let log = self.logs.join(format!("{}.log", name.replace(' ', "-")));
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -36,7 +52,8 @@ impl Stack {
             .mode(0o600)
             .open(&log)
             .with_context(|| format!("cannot create `{}`", log.display()))?;
-        let mut process = tokio::process::Command::new(exe);
+        let program = self.program(command)?;
+        let mut process = tokio::process::Command::new(&program.path);
         // The stack is what `up` says it is: no inherited overrides (they
         // could move a listener off loopback or change the database).
         for (key, _) in std::env::vars_os() {
@@ -45,7 +62,7 @@ impl Stack {
             }
         }
         let process = process
-            .arg(command)
+            .args(program.command)
             .args(args.into_iter().map(Into::into))
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -57,6 +74,47 @@ impl Stack {
             .with_context(|| format!("cannot start the {name}"))?;
         self.children.push(Service { name, process, log });
         Ok(())
+    }
+
+    /// The program that runs `service`: the one-service binary beside this
+    /// one if it answers with this build's id, else this binary.
+    fn program(&mut self, service: &'static str) -> anyhow::Result<Program> {
+        if let Some((_, known)) = self.programs.iter().find(|(s, _)| *s == service) {
+            return Ok(known.clone());
+        }
+        let exe = std::env::current_exe().context("cannot find this program's path")?;
+        let own = exe.with_file_name(format!("portcullis-{service}"));
+        let answer = std::process::Command::new(&own)
+            .arg(crate::build_id::FLAG)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
+        let program = match answer {
+            Ok(out)
+                if out.status.success()
+                    && out.stdout.trim_ascii() == crate::build_id::BUILD_ID.as_bytes() =>
+            {
+                Program {
+                    path: own,
+                    command: None,
+                }
+            }
+            answer => {
+                if answer.is_ok() {
+                    eprintln!(
+                        "note: `{}` is from another build; running the {service} from this binary \
+                         (`cargo build --release -p portcullis` builds both)",
+                        own.display()
+                    );
+                }
+                Program {
+                    path: exe,
+                    command: Some(service),
+                }
+            }
+        };
+        self.programs.push((service, program.clone()));
+        Ok(program)
     }
 
     /// Waits until `url` answers 2xx, failing early if the service exits.

@@ -244,18 +244,32 @@ fn manifests_mount_what_the_services_read() {
         .iter()
         .flat_map(|f| yaml_documents(f))
         .collect();
+    let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
     for name in ["gateway", "sidecar", "authserver"] {
         let (pod, c) = container(&docs, name);
-        let args: Vec<&str> = c["args"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect();
+        let strings = |key: &str| -> Vec<&str> {
+            c[key]
+                .as_sequence()
+                .unwrap_or_else(|| panic!("the `{name}` container has no {key}"))
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect()
+        };
+        // Its own binary, which the image holds and is built with `up`.
+        let binary = format!("portcullis-{name}");
         assert_eq!(
-            args[0], name,
-            "the `{name}` container runs `portcullis {name}`"
+            strings("command"),
+            [format!("/usr/local/bin/{binary}")],
+            "the `{name}` container runs `{binary}`"
         );
+        assert!(
+            dockerfile
+                .split(|c: char| c.is_whitespace() || c == ';')
+                .any(|word| word == binary)
+                && root().join(format!("src/bin/{binary}.rs")).is_file(),
+            "the image is built with `{binary}`"
+        );
+        let args = strings("args");
         let config = args[args.iter().position(|a| *a == "--config").unwrap() + 1];
         let file = mounted_file(&maps, pod, c, config).unwrap_or_else(|| {
             panic!("`{name}` reads {config}, which no ConfigMap mount provides")

@@ -37,9 +37,14 @@ impl Up {
 
     /// The same with more arguments for `up`.
     pub fn start_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_from(Path::new(env!("CARGO_BIN_EXE_portcullis")), dir, args, env)
+    }
+
+    /// The same, run from the `portcullis` executable at `exe`.
+    pub fn start_from(exe: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let credentials = dir.join("credentials.json");
         let _ = std::fs::remove_file(&credentials);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        let mut cmd = Command::new(exe);
         cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
             .arg("up")
             .arg("--data-dir")
@@ -61,6 +66,18 @@ impl Up {
             credentials_file: credentials,
             process,
         }
+    }
+
+    /// The file name of the executable a service runs from.
+    pub fn service_executable(&self, service: &str) -> String {
+        let exe = std::fs::read_link(format!("/proc/{}/exe", self.service_pid(service)));
+        let exe = exe.unwrap_or_else(|e| panic!("the {service}'s executable: {e}"));
+        exe.file_name().unwrap().to_string_lossy().into_owned()
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn warned(&self) -> String {
+        self.process.stderr().join("\n")
     }
 
     /// What it printed to stdout so far.

@@ -257,6 +257,15 @@ fn up_serves_the_stack_as_printed_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let first = Up::start(dir.path());
     use_the_stack(&first);
+    // Each service from its own binary, built beside `portcullis`.
+    for (service, executable) in [
+        ("gateway", "portcullis-gateway"),
+        ("demo_upstream", "portcullis-gateway"),
+        ("sidecar", "portcullis-sidecar"),
+        ("authserver", "portcullis-authserver"),
+    ] {
+        assert_eq!(first.service_executable(service), executable);
+    }
     // The demo secrets are in there: owner only.
     let data = dir.path().join("data");
     assert_eq!(mode(&data), 0o700);
@@ -284,6 +293,37 @@ fn up_serves_the_stack_as_printed_and_stops_on_ctrl_c() {
     assert!(std::net::TcpStream::connect("127.0.0.1:9999").is_err());
     assert!(second.stop_with("HUP").success());
     assert_ports_free();
+}
+
+#[test]
+fn a_service_binary_from_another_build_is_not_run() {
+    let _ports = hold_ports();
+    let dir = tempfile::tempdir().unwrap();
+    // `portcullis` beside a `portcullis-gateway` that answers another
+    // build's id, and no other service binary.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let exe = bin.join("portcullis");
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_portcullis"), &exe).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_portcullis"), &exe).unwrap();
+    }
+    let stale = bin.join("portcullis-gateway");
+    std::fs::write(&stale, "#!/bin/sh\necho 0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&stale, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let up = Up::start_from(&exe, dir.path(), &[], &[]);
+    for service in ["gateway", "demo_upstream", "sidecar", "authserver"] {
+        assert_eq!(up.service_executable(service), "portcullis", "{service}");
+    }
+    let warned = up.warned();
+    assert_eq!(
+        warned.matches("is from another build").count(),
+        1,
+        "{warned}"
+    );
+    let answer: Value = serde_json::from_str(&sh(up.get("curl"))).unwrap();
+    assert_eq!(answer["headers"]["x-auth-client-id"], "demo-service");
+    assert!(up.interrupt().success());
 }
 
 #[test]

@@ -122,7 +122,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         })?;
     }
     let window = Duration::from_secs(opts.window.max(20));
-    let bin = crate::procs::build_release(&[("portcullis", "portcullis")])?.remove(0);
+    let bin = crate::procs::build_portcullis()?;
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -147,7 +147,7 @@ pub fn run(opts: Options) -> Result<(), String> {
     if opts.groups < 2 || opts.users < opts.groups * 2 {
         return Err("need at least two groups and two users per group".into());
     }
-    let bin = procs::build_release(&[("portcullis", "portcullis")])?.remove(0);
+    let bin = procs::build_portcullis()?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let db = testkit::Database::fresh("pc_loadtest_scim")?.keep(opts.keep_database);
     let rt = crate::driver::runtime()?;

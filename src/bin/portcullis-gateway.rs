@@ -1,0 +1,12 @@
+//! `portcullis-gateway`: the gateway alone, as `portcullis gateway` runs it; `up`
+//! starts this binary when it is from the same build (see `src/up/stack.rs`).
+
+#[path = "../build_id.rs"]
+mod build_id;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    build_id::run(gateway::cli::main)
+}
