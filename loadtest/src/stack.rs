@@ -441,9 +441,9 @@ fn markdown(report: &Value) -> String {
     md.push_str(&format!(
         "\nPeak resident memory after the k6 scenarios: gateway {} MiB, sidecar {} MiB, together {} MiB (target ≤ 64). \
          Resident at that point, split: their own memory (RssAnon) gateway {} MiB, sidecar {} MiB, together {} MiB; \
-         pages of the `portcullis` executable (RssFile) together {} MiB. All of `up`'s processes run that one file, \
-         so those pages are shared, and the kernel maps 64 KiB of it around each page of code a \
-         process touches.\n\n\
+         pages of their executables (RssFile, `portcullis-gateway` and `portcullis-sidecar`) together {} MiB, \
+         clean pages shared with the page cache; the kernel maps 64 KiB of an executable around each page of \
+         code a process touches.\n\n\
          ## Full speed, same token, same sidecar, same upstream\n\n\
          | way in | req/s | p50 ms | p99 ms | errors (all rounds) | req/s each round |\n|---|---:|---:|---:|---:|---|\n",
         report["memory_mib"]["gateway"],
