@@ -252,7 +252,7 @@ impl Stack {
 
     /// Peak resident memory (VmHWM) of the gateway and the sidecar so far,
     /// and what each has resident now, split into its own memory and the
-    /// pages of the executable all of `up`'s processes map from one file.
+    /// pages mapped from its executable.
     fn memory(&self) -> Result<Value, String> {
         let peak = |service: &str| -> Result<f64, String> {
             procs::peak_rss_mib(self.pid(service)?)

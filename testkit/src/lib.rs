@@ -17,8 +17,8 @@
 //! - [`totp_code`]: TOTP codes from an independent implementation (pyotp).
 //! - [`SoftPasskey`]: a software WebAuthn authenticator, for tests and
 //!   benchmarks without a browser.
-//! - [`cpu_seconds`], [`rss_mib`], [`peak_rss_mib`], [`resident_split_mib`]: what a process under
-//!   load uses.
+//! - [`cpu_seconds`], [`rss_mib`], [`peak_rss_mib`], [`resident_split_mib`]:
+//!   what a process under load uses.
 
 mod binaries;
 mod database;
